@@ -1,0 +1,22 @@
+//! blockyard: a workflow automation engine for SaaS user lifecycle work.
+//!
+//! A workflow is a YAML graph of blocks (Begin → API calls → role retrieval → End). The library is laid
+//! out as the pipeline a workflow goes through:
+//!
+//! 1. [`spec`] reads the YAML into `*Spec` types that mirror it exactly, keeping the line and column
+//!    of every key and value so that errors can point at them;
+//! 2. [`preset`] holds the vendor presets (Calendly, Webex, SCIM 2.0) that API blocks call, as data;
+//! 3. [`compile`] checks a spec against the presets and produces a [`compile::Workflow`]: a petgraph
+//!    graph with templates parsed and rhai compiled, or every error found, at once;
+//! 4. [`graph`] draws a compiled workflow as mermaid or Graphviz dot.
+//!
+//! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
+
+pub mod compile;
+pub mod graph;
+pub mod preset;
+pub mod rules;
+pub mod sandbox;
+pub mod schedule;
+pub mod spec;
+pub mod template;

@@ -1,0 +1,1 @@
+//! Simulated Calendly, Webex and SCIM 2.0 services (placeholder; see the sandbox issue).

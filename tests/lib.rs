@@ -1,0 +1,4 @@
+//! blockyard's integration tests: one binary, one module per area, sharing the harness in `support`.
+
+mod sandbox;
+mod support;
