@@ -1,1 +1,1 @@
-//! graph
+//! Drawing a compiled workflow (placeholder).

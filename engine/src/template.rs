@@ -1,1 +1,533 @@
-//! template
+//! Templates: handlebars in strict mode, without HTML escaping, with Oomnitza's `<<name>>` accepted
+//! as `{{name}}`, compiled once when a workflow or preset loads.
+//!
+//! A [`Template`] keeps its parsed form so a run never parses text again, and knows whether it is
+//! exactly one `{{path}}`: such a template, as a JSON leaf, yields the value with its JSON type
+//! (`{{response}}` saves the whole object, `{{active}}` stays a boolean) instead of text. A
+//! [`JsonTemplate`] is a JSON value whose string leaves are templates, rendered leaf by leaf: a body
+//! is never built by pasting text into JSON, so no value can change a request's shape.
+//!
+//! [`TemplateEngine`] holds the handlebars registry (strict: a missing variable is an error naming
+//! it) and the helpers: `json`, `lower`, `upper`, `default`, `urlencode`, `last_segment`, `now`,
+//! `days_ago`, `resource_uri`. Its `segment` variant percent-encodes every expression, for paths.
+
+use std::fmt;
+
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{
+    handlebars_helper, Context, Handlebars, Path as HbsPath, RenderContext, RenderError,
+    Renderable, StringOutput,
+};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
+use serde_json::Value;
+
+/// Characters escaped in a path segment: everything but unreserved characters (RFC 3986).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A template that failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    /// Line and column within the template, when handlebars knows them.
+    pub position: Option<(usize, usize)>,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some((line, column)) = self.position {
+            if line > 1 {
+                write!(f, " (template line {line}, column {column})")?;
+            } else {
+                write!(f, " (template column {column})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// A compiled template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    source: String,
+    compiled: handlebars::Template,
+    /// `Some(path)` when the template is exactly one `{{path}}` expression.
+    single_path: Option<Vec<String>>,
+    /// The template has no expressions at all.
+    literal: bool,
+}
+
+impl Template {
+    /// Parses `source`, after turning `<<name>>` into `{{name}}`.
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        let text = expand_alias(source);
+        let compiled = handlebars::Template::compile(&text).map_err(|err| TemplateError {
+            message: first_line(&err.reason().to_string()),
+            position: err.pos(),
+        })?;
+        let literal = compiled.elements.iter().all(|e| {
+            matches!(
+                e,
+                TemplateElement::RawString(_) | TemplateElement::Comment(_)
+            )
+        });
+        let single_path = match compiled.elements.as_slice() {
+            [TemplateElement::Expression(helper)] | [TemplateElement::HtmlExpression(helper)]
+                if helper.params.is_empty() && helper.hash.is_empty() && !helper.block =>
+            {
+                match &helper.name {
+                    Parameter::Path(HbsPath::Relative((_, raw))) => {
+                        Some(raw.split(['.', '/']).map(str::to_owned).collect())
+                    }
+                    Parameter::Name(name) => Some(vec![name.clone()]),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Template {
+            source: source.to_owned(),
+            compiled,
+            single_path,
+            literal,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the template is plain text.
+    pub fn is_literal(&self) -> bool {
+        self.literal
+    }
+
+    /// The first segment of every variable the template reads at the top level (`record` for
+    /// `{{record.email}}`), for checking names before anything runs. Paths inside `#each` and
+    /// `#with` blocks are relative to the block's value and are left out.
+    pub fn variable_roots(&self) -> Vec<&str> {
+        let mut roots = Vec::new();
+        collect_roots(&self.compiled.elements, &mut roots);
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+    }
+
+    /// The path of a single-expression template (`["record", "email"]` for `{{record.email}}`).
+    pub fn single_path(&self) -> Option<&[String]> {
+        self.single_path.as_deref()
+    }
+}
+
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default().trim();
+    let mut chars = line.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `<<name>>` → `{{name}}`, for Oomnitza's preset syntax.
+fn expand_alias(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains("<<") {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(start) = rest.find("<<") {
+        let after = &rest[start + 2..];
+        match after.find(">>") {
+            Some(end) if !after[..end].contains(['<', '>', '\n']) => {
+                out.push_str(&rest[..start]);
+                out.push_str("{{");
+                out.push_str(&after[..end]);
+                out.push_str("}}");
+                rest = &after[end + 2..];
+            }
+            _ => {
+                out.push_str(&rest[..start + 2]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+fn collect_roots<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) {
+    for element in elements {
+        match element {
+            TemplateElement::Expression(helper)
+            | TemplateElement::HtmlExpression(helper)
+            | TemplateElement::HelperBlock(helper) => {
+                let is_helper_call =
+                    !helper.params.is_empty() || !helper.hash.is_empty() || helper.block;
+                match &helper.name {
+                    Parameter::Path(path) if !is_helper_call => root_of(path, roots),
+                    Parameter::Subexpression(sub) => {
+                        collect_roots(std::slice::from_ref(&sub.element), roots)
+                    }
+                    _ => {}
+                }
+                for param in helper.params.iter().chain(helper.hash.values()) {
+                    param_roots(param, roots);
+                }
+                let scoped =
+                    matches!(&helper.name, Parameter::Name(n) if n == "each" || n == "with");
+                if !scoped {
+                    if let Some(inner) = &helper.template {
+                        collect_roots(&inner.elements, roots);
+                    }
+                }
+                if let Some(inner) = &helper.inverse {
+                    collect_roots(&inner.elements, roots);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn param_roots<'a>(param: &'a Parameter, roots: &mut Vec<&'a str>) {
+    match param {
+        Parameter::Path(path) => root_of(path, roots),
+        Parameter::Subexpression(sub) => collect_roots(std::slice::from_ref(&sub.element), roots),
+        _ => {}
+    }
+}
+
+fn root_of<'a>(path: &'a HbsPath, roots: &mut Vec<&'a str>) {
+    if let HbsPath::Relative((_, raw)) = path {
+        let root = raw.split(['.', '/', '[']).next().unwrap_or_default();
+        if !root.is_empty() && root != "this" && !root.starts_with('@') && root != ".." {
+            roots.push(root);
+        }
+    }
+}
+
+/// A JSON value whose string leaves are templates.
+#[derive(Debug, Clone)]
+pub enum JsonTemplate {
+    /// A non-string leaf, copied as is.
+    Value(Value),
+    Text(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    pub fn compile(value: &Value) -> Result<JsonTemplate, TemplateError> {
+        Ok(match value {
+            Value::String(s) => JsonTemplate::Text(Template::compile(s)?),
+            Value::Array(items) => JsonTemplate::Array(
+                items
+                    .iter()
+                    .map(JsonTemplate::compile)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(fields) => JsonTemplate::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), JsonTemplate::compile(v)?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            other => JsonTemplate::Value(other.clone()),
+        })
+    }
+
+    pub fn variable_roots(&self) -> Vec<&str> {
+        let mut roots = Vec::new();
+        self.each_template(&mut |t| roots.extend(t.variable_roots()));
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+    }
+
+    fn each_template<'a>(&'a self, f: &mut impl FnMut(&'a Template)) {
+        match self {
+            JsonTemplate::Value(_) => {}
+            JsonTemplate::Text(t) => f(t),
+            JsonTemplate::Array(items) => items.iter().for_each(|i| i.each_template(f)),
+            JsonTemplate::Object(fields) => fields.iter().for_each(|(_, v)| v.each_template(f)),
+        }
+    }
+}
+
+handlebars_helper!(json_helper: |v: Json| v.to_string());
+handlebars_helper!(lower_helper: |s: str| s.to_lowercase());
+handlebars_helper!(upper_helper: |s: str| s.to_uppercase());
+handlebars_helper!(default_helper: |v: Json, fallback: Json| {
+    match v {
+        Value::Null => fallback.clone(),
+        Value::String(s) if s.is_empty() => fallback.clone(),
+        other => other.clone(),
+    }
+});
+handlebars_helper!(urlencode_helper: |s: Json| {
+    let text = match s { Value::String(s) => s.clone(), other => other.to_string() };
+    utf8_percent_encode(&text, SEGMENT).to_string()
+});
+handlebars_helper!(last_segment_helper: |s: str| last_segment(s).to_owned());
+handlebars_helper!(now_helper: | | chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+handlebars_helper!(days_ago_helper: |days: i64| {
+    (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+});
+handlebars_helper!(resource_uri_helper: |base: str, kind: str, id: str| resource_uri(base, kind, id));
+
+/// The last non-empty `/`-separated segment: a Calendly URI's uuid.
+pub fn last_segment(s: &str) -> &str {
+    s.trim_end_matches('/').rsplit('/').next().unwrap_or(s)
+}
+
+/// A resource URI from either a URI (kept as is) or a bare id (`{base}/{kind}/{id}`): Calendly
+/// takes organizations as URIs, while users often hold only the uuid.
+pub fn resource_uri(base: &str, kind: &str, id: &str) -> String {
+    if id.starts_with("http://") || id.starts_with("https://") {
+        id.to_owned()
+    } else {
+        format!("{}/{kind}/{id}", base.trim_end_matches('/'))
+    }
+}
+
+/// A template failed to render (a missing variable, a helper given the wrong type).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderFailure {
+    pub message: String,
+}
+
+impl From<RenderError> for RenderFailure {
+    fn from(err: RenderError) -> RenderFailure {
+        let message = match err.reason() {
+            handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
+                format!("`{path}` is not defined")
+            }
+            other => first_line(&other.to_string()),
+        };
+        RenderFailure { message }
+    }
+}
+
+/// The handlebars registries and helpers.
+pub struct TemplateEngine {
+    text: Handlebars<'static>,
+    segment: Handlebars<'static>,
+}
+
+impl fmt::Debug for TemplateEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TemplateEngine")
+    }
+}
+
+impl Default for TemplateEngine {
+    fn default() -> TemplateEngine {
+        TemplateEngine::new()
+    }
+}
+
+impl TemplateEngine {
+    pub fn new() -> TemplateEngine {
+        let registry = |escape: fn(&str) -> String| {
+            let mut hbs = Handlebars::new();
+            hbs.set_strict_mode(true);
+            hbs.register_escape_fn(escape);
+            hbs.register_helper("json", Box::new(json_helper));
+            hbs.register_helper("lower", Box::new(lower_helper));
+            hbs.register_helper("upper", Box::new(upper_helper));
+            hbs.register_helper("default", Box::new(default_helper));
+            hbs.register_helper("urlencode", Box::new(urlencode_helper));
+            hbs.register_helper("last_segment", Box::new(last_segment_helper));
+            hbs.register_helper("now", Box::new(now_helper));
+            hbs.register_helper("days_ago", Box::new(days_ago_helper));
+            hbs.register_helper("resource_uri", Box::new(resource_uri_helper));
+            hbs
+        };
+        TemplateEngine {
+            text: registry(handlebars::no_escape),
+            segment: registry(|s| utf8_percent_encode(s, SEGMENT).to_string()),
+        }
+    }
+
+    /// Renders as text.
+    pub fn render(&self, template: &Template, context: &Context) -> Result<String, RenderFailure> {
+        render_with(&self.text, template, context)
+    }
+
+    /// Renders a path: every expression's value is percent-encoded as one path segment, so
+    /// `../admin` or `a/b` in a value stays inside its segment.
+    pub fn render_path(
+        &self,
+        template: &Template,
+        context: &Context,
+    ) -> Result<String, RenderFailure> {
+        render_with(&self.segment, template, context)
+    }
+
+    /// Renders as a JSON value: a single `{{path}}` keeps its value's type, anything else is text.
+    pub fn render_value(
+        &self,
+        template: &Template,
+        context: &Context,
+    ) -> Result<Value, RenderFailure> {
+        if let Some(path) = template.single_path() {
+            return lookup(context.data(), path)
+                .cloned()
+                .ok_or_else(|| RenderFailure {
+                    message: format!("`{}` is not defined", path.join(".")),
+                });
+        }
+        self.render(template, context).map(Value::String)
+    }
+
+    /// Renders every leaf of a JSON template.
+    pub fn render_json(
+        &self,
+        template: &JsonTemplate,
+        context: &Context,
+    ) -> Result<Value, RenderFailure> {
+        Ok(match template {
+            JsonTemplate::Value(v) => v.clone(),
+            JsonTemplate::Text(t) => self.render_value(t, context)?,
+            JsonTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.render_json(i, context))
+                    .collect::<Result<_, _>>()?,
+            ),
+            JsonTemplate::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_json(v, context)?)))
+                    .collect::<Result<_, RenderFailure>>()?,
+            ),
+        })
+    }
+}
+
+fn render_with(
+    registry: &Handlebars<'static>,
+    template: &Template,
+    context: &Context,
+) -> Result<String, RenderFailure> {
+    if template.literal {
+        return Ok(template.source.clone());
+    }
+    let mut rc = RenderContext::new(None);
+    let mut out = StringOutput::new();
+    template
+        .compiled
+        .render(registry, context, &mut rc, &mut out)?;
+    out.into_string().map_err(|err| RenderFailure {
+        message: err.to_string(),
+    })
+}
+
+/// Follows `path` (object keys and array indexes) into `value`.
+pub fn lookup<'a, S: AsRef<str>>(value: &'a Value, path: &[S]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |value, segment| {
+        let segment = segment.as_ref();
+        match value {
+            Value::Object(fields) => fields.get(segment),
+            Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        }
+    })
+}
+
+/// Characters escaped in query values by [`urlencode`]-style helpers (kept for callers that build
+/// query strings by hand; reqwest encodes queries itself).
+pub const QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(value: Value) -> Context {
+        Context::wraps(value).unwrap()
+    }
+
+    #[test]
+    fn the_alias_is_the_same_as_braces() {
+        let engine = TemplateEngine::new();
+        let t = Template::compile("/people/<<webex_user_id>>").unwrap();
+        assert_eq!(t.variable_roots(), ["webex_user_id"]);
+        assert_eq!(
+            engine
+                .render(&t, &ctx(json!({"webex_user_id": "Y2lz"})))
+                .unwrap(),
+            "/people/Y2lz"
+        );
+    }
+
+    #[test]
+    fn strict_mode_names_the_missing_variable() {
+        let engine = TemplateEngine::new();
+        let t = Template::compile("hello {{record.name}}").unwrap();
+        let err = engine.render(&t, &ctx(json!({"record": {}}))).unwrap_err();
+        assert_eq!(err.message, "`record.name` is not defined");
+    }
+
+    #[test]
+    fn no_html_escaping_and_segments_are_encoded_in_paths() {
+        let engine = TemplateEngine::new();
+        let t = Template::compile("/users/{{id}}").unwrap();
+        let c = ctx(json!({"id": "../a b/\"<x>&"}));
+        assert_eq!(engine.render(&t, &c).unwrap(), "/users/../a b/\"<x>&");
+        assert_eq!(
+            engine.render_path(&t, &c).unwrap(),
+            "/users/..%2Fa%20b%2F%22%3Cx%3E%26"
+        );
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_json_type() {
+        let engine = TemplateEngine::new();
+        let body = JsonTemplate::compile(
+            &json!({"active": "{{active}}", "name": "n: {{name}}", "raw": "{{obj}}"}),
+        )
+        .unwrap();
+        let out = engine
+            .render_json(
+                &body,
+                &ctx(json!({"active": false, "name": "a\"b", "obj": {"x": [1]}})),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({"active": false, "name": "n: a\"b", "raw": {"x": [1]}})
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_with_a_position() {
+        let err = Template::compile("{{#if x}}open").unwrap_err();
+        assert!(err.message.starts_with("invalid handlebars syntax") || !err.message.is_empty());
+        assert!(Template::compile("{{record.email").is_err());
+    }
+
+    #[test]
+    fn helpers_work() {
+        let engine = TemplateEngine::new();
+        let t = Template::compile("{{last_segment org}} {{lower e}} {{default missing \"x\"}}")
+            .unwrap();
+        let out = engine
+            .render(&t, &ctx(json!({"org": "https://api.calendly.com/organizations/ABC", "e": "A@B.COM", "missing": null})))
+            .unwrap();
+        assert_eq!(out, "ABC a@b.com x");
+    }
+}

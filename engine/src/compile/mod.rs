@@ -1,1 +1,3 @@
-//! compile
+//! compile (in progress)
+mod error;
+pub use error::{suggest, CompileError, CompileErrorKind};

@@ -1,1 +1,609 @@
-//! preset
+//! Vendor presets: what an API block's `preset: vendor.action` means, as data.
+//!
+//! A preset file (`presets/<vendor>.yaml`) describes one vendor: its base URL, the auth styles it
+//! takes, its rate-limit and pagination conventions and the shape of its error bodies; then each
+//! action: title (as the vendor tools name it), `kind` (read or write), method, templated path,
+//! query, headers and body, and the inputs it declares. The three shipped files are compiled into
+//! the binary with `include_str!`; `--presets DIR` adds vendors or replaces shipped ones.
+//!
+//! Action templates see the action's inputs by name (`/people/{{webex_user_id}}`, or Oomnitza's
+//! `<<webex_user_id>>`) plus `base_url`; input defaults are templates over the workflow's context
+//! (`{{vars.calendly_organization}}`). Loading checks every template parses and names only declared
+//! inputs, so a preset mistake is caught when the preset loads, not when a run sends a request.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::template::{self, Template};
+
+/// The presets shipped in the binary.
+pub const BUILTIN: [(&str, &str); 3] = [
+    (
+        "presets/calendly.yaml",
+        include_str!("../../../presets/calendly.yaml"),
+    ),
+    (
+        "presets/webex.yaml",
+        include_str!("../../../presets/webex.yaml"),
+    ),
+    (
+        "presets/scim.yaml",
+        include_str!("../../../presets/scim.yaml"),
+    ),
+];
+
+/// A vendor's preset file.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VendorSpec {
+    /// The name workflows use before the dot: `calendly` in `calendly.invite_user`.
+    pub vendor: String,
+    /// The vendor's display name.
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The API's base URL; absent when every customer has their own (SCIM), so a credential must
+    /// give `base_url`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The auth styles the vendor accepts.
+    pub auth: Vec<AuthKind>,
+    /// Where to get OAuth2 tokens, for the OAuth2 auth styles.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Headers sent with every request (for example SCIM's media type).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// The vendor's request budget and how it says "slow down".
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// How the vendor pages through lists.
+    #[serde(default)]
+    pub pagination: Option<Pagination>,
+    /// The shape of the vendor's error bodies.
+    pub errors: ErrorStyle,
+    /// The actions, by name.
+    pub actions: IndexMap<String, ActionSpec>,
+}
+
+/// How a credential authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    Bearer,
+    Oauth2ClientCredentials,
+    Oauth2RefreshToken,
+    Basic,
+}
+
+/// A vendor's request budget and how it signals that it was exceeded.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Requests allowed per minute, per credential.
+    pub per_minute: u32,
+    /// The response header that says how many seconds to wait after a 429 (`Retry-After` for
+    /// Webex, `X-RateLimit-Reset` for Calendly).
+    pub wait_header: String,
+}
+
+/// How a vendor pages through lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Pagination {
+    /// Calendly: `pagination.next_page` (a URL) or `pagination.next_page_token`.
+    CalendlyCursor,
+    /// Webex: a `Link: <…>; rel="next"` header.
+    LinkHeader,
+    /// SCIM 2.0: `startIndex`/`count` until `totalResults`.
+    ScimIndex,
+}
+
+/// The shape of a vendor's error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorStyle {
+    /// `{"title", "message", "details": [{"parameter", "message"}]}`.
+    Calendly,
+    /// `{"message", "errors": [{"description"}], "trackingId"}`.
+    Webex,
+    /// `{"schemas": [...Error], "status": "400", "scimType", "detail"}`.
+    Scim,
+}
+
+/// Whether an action changes the vendor's state. Dry runs perform reads and hold writes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Read,
+    Write,
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionKind::Read => "read",
+            ActionKind::Write => "write",
+        })
+    }
+}
+
+/// HTTP methods presets use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One action of a vendor.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// The name vendor tools give it, such as "Calendly Invite User".
+    pub title: String,
+    /// What it does, and what to know before using it.
+    pub description: String,
+    pub kind: ActionKind,
+    pub method: Method,
+    /// The path below the base URL; each expression is percent-encoded as one path segment.
+    pub path: String,
+    /// Query parameters (templates); a parameter whose value renders empty is left out.
+    #[serde(default)]
+    pub query: IndexMap<String, Value>,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// The JSON body; each string leaf is a template, and a leaf that is one expression keeps the
+    /// JSON type of its value.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// The inputs a workflow gives in `with:`.
+    #[serde(default)]
+    pub inputs: IndexMap<String, InputSpec>,
+    /// Statuses that mean success (any 2xx when empty).
+    #[serde(default)]
+    pub success: Vec<u16>,
+    /// Follow the vendor's pagination and collect the items of every page.
+    #[serde(default)]
+    pub paginate: bool,
+    /// Where the list of items is in a response body (a JSON pointer such as `/collection`).
+    #[serde(default)]
+    pub items: Option<String>,
+    /// Read-modify-write: fetch the current resource with another action, merge this action's body
+    /// into it, drop read-only fields, and send the whole (Webex Update User).
+    #[serde(default)]
+    pub merge: Option<MergeSpec>,
+    /// How the response says "no such user" (besides 404), for find and role actions.
+    #[serde(default)]
+    pub not_found: Option<NotFoundSpec>,
+    /// Statuses that mean the vendor cannot answer this for this account (not a failure of the
+    /// user), such as Calendly's 403 for the activity log outside Enterprise plans.
+    #[serde(default)]
+    pub unsupported: Vec<u16>,
+    /// For role actions: where the role, activity and state are in the response.
+    #[serde(default)]
+    pub role: Option<RoleReadSpec>,
+    /// For writes: a read action that tells whether the write already took effect, used when a
+    /// crash left its outcome unknown.
+    #[serde(default)]
+    pub probe: Option<ProbeSpec>,
+    /// The outputs a block gets without declaring any (templates over `response`).
+    #[serde(default)]
+    pub outputs: IndexMap<String, String>,
+}
+
+/// One declared input.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub description: String,
+    /// A workflow must provide it (in `with:`, from the subject record, or through `default`).
+    #[serde(default)]
+    pub required: bool,
+    /// A value used when none is given: a template over the workflow's context.
+    #[serde(default)]
+    pub default: Option<Value>,
+}
+
+/// Read-modify-write settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeSpec {
+    /// The read action (same vendor) that fetches the current resource.
+    pub read: String,
+    /// Fields of the current resource that must not be sent back.
+    pub drop: Vec<String>,
+}
+
+/// How a response says "not found".
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotFoundSpec {
+    /// A JSON pointer to a list that is empty when nothing was found (`/collection`).
+    #[serde(default)]
+    pub empty: Option<String>,
+}
+
+/// Where a role action's answers are, as templates over `response`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleReadSpec {
+    pub role: String,
+    #[serde(default)]
+    pub last_activity: Option<String>,
+    /// Renders `true` or `false`: whether the vendor considers the user active.
+    #[serde(default)]
+    pub active: Option<String>,
+    /// Another action of the vendor that gives the last activity (Calendly's activity log).
+    #[serde(default)]
+    pub activity_action: Option<String>,
+}
+
+/// The read that checks a write's effect.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// The read action (same vendor), called with the write's inputs.
+    pub action: String,
+    /// A rhai expression over `response` and `status` that is true when the write has taken effect.
+    pub done_when: String,
+}
+
+/// `vendor.action`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PresetId {
+    pub vendor: String,
+    pub action: String,
+}
+
+impl PresetId {
+    /// Splits `vendor.action`; `None` when there is no dot or a side is empty.
+    pub fn parse(s: &str) -> Option<PresetId> {
+        let (vendor, action) = s.split_once('.')?;
+        if vendor.is_empty() || action.is_empty() || action.contains('.') {
+            return None;
+        }
+        Some(PresetId {
+            vendor: vendor.to_owned(),
+            action: action.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for PresetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.vendor, self.action)
+    }
+}
+
+/// A vendor's presets, checked, with the action templates compiled.
+#[derive(Debug)]
+pub struct Vendor {
+    pub spec: VendorSpec,
+    /// Where it was loaded from.
+    pub file: PathBuf,
+    pub actions: IndexMap<String, Action>,
+}
+
+/// An action with its templates compiled once.
+#[derive(Debug)]
+pub struct Action {
+    pub id: PresetId,
+    pub spec: ActionSpec,
+    pub path: Template,
+    pub query: IndexMap<String, Template>,
+    pub headers: IndexMap<String, Template>,
+    pub body: Option<template::JsonTemplate>,
+}
+
+impl Action {
+    /// Inputs a workflow must provide.
+    pub fn required_inputs(&self) -> impl Iterator<Item = &str> {
+        self.spec
+            .inputs
+            .iter()
+            .filter(|(_, input)| input.required && input.default.is_none())
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// A problem in a preset file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: error: {message}", file.display())]
+pub struct PresetError {
+    pub file: PathBuf,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// Every known vendor, by name.
+#[derive(Debug, Default)]
+pub struct PresetRegistry {
+    vendors: IndexMap<String, Vendor>,
+}
+
+impl PresetRegistry {
+    /// The shipped presets.
+    pub fn builtin() -> PresetRegistry {
+        let mut registry = PresetRegistry::default();
+        for (file, text) in BUILTIN {
+            let vendor = load_vendor(Path::new(file), text)
+                .unwrap_or_else(|errors| panic!("shipped preset {file} is invalid: {errors:?}"));
+            registry.insert(vendor);
+        }
+        registry
+    }
+
+    /// The shipped presets plus every `*.yaml`/`*.yml` in `dir` (a vendor defined there replaces
+    /// the shipped one of the same name).
+    pub fn with_dir(dir: &Path) -> Result<PresetRegistry, Vec<PresetError>> {
+        let mut registry = PresetRegistry::builtin();
+        let mut errors = Vec::new();
+        let read_error = |err: std::io::Error| PresetError {
+            file: dir.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "cannot read the presets directory: {}",
+                err.to_string().to_lowercase()
+            ),
+        };
+        let entries = std::fs::read_dir(dir).map_err(|err| vec![read_error(err)])?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| {
+                matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                )
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => match load_vendor(&file, &text) {
+                    Ok(vendor) => registry.insert(vendor),
+                    Err(mut more) => errors.append(&mut more),
+                },
+                Err(err) => errors.push(PresetError {
+                    file: file.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read the file: {}", err.to_string().to_lowercase()),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(registry)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn insert(&mut self, vendor: Vendor) {
+        self.vendors.insert(vendor.spec.vendor.clone(), vendor);
+    }
+
+    pub fn vendor(&self, name: &str) -> Option<&Vendor> {
+        self.vendors.get(name)
+    }
+
+    pub fn vendors(&self) -> impl Iterator<Item = &Vendor> {
+        self.vendors.values()
+    }
+
+    pub fn action(&self, id: &PresetId) -> Option<&Action> {
+        self.vendors.get(&id.vendor)?.actions.get(&id.action)
+    }
+
+    /// Every action, vendor by vendor, in file order.
+    pub fn actions(&self) -> impl Iterator<Item = (&Vendor, &Action)> {
+        self.vendors
+            .values()
+            .flat_map(|vendor| vendor.actions.values().map(move |action| (vendor, action)))
+    }
+}
+
+/// Parses and checks one preset file.
+pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> {
+    let error = |line: u32, column: u32, message: String| PresetError {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    };
+    let spec: VendorSpec = serde_yaml::from_str(text).map_err(|err| {
+        let (line, column) = err
+            .location()
+            .map(|l| (l.line() as u32, l.column() as u32))
+            .unwrap_or((1, 1));
+        let message = err.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(at) => message[..at].to_owned(),
+            None => message,
+        };
+        vec![error(line, column, message)]
+    })?;
+    let map = crate::spec::SourceMap::build(text);
+    let mut errors = Vec::new();
+    let mut actions = IndexMap::new();
+    for (name, action) in &spec.actions {
+        let at = |key: &str| {
+            let path = crate::spec::YamlPath::root()
+                .key("actions")
+                .key(name)
+                .key(key);
+            map.value_location(&path)
+        };
+        let id = PresetId {
+            vendor: spec.vendor.clone(),
+            action: name.clone(),
+        };
+        let known = |root: &str| root == "base_url" || action.inputs.contains_key(root);
+        let mut check = |key: &str, source: &str| -> Option<Template> {
+            let location = at(key);
+            match Template::compile(source) {
+                Ok(template) => {
+                    for root in template.variable_roots() {
+                        if !known(root) {
+                            errors.push(error(
+                                location.line,
+                                location.column,
+                                format!(
+                                    "action `{name}`: `{key}` uses `{root}`, which is not a declared input"
+                                ),
+                            ));
+                        }
+                    }
+                    Some(template)
+                }
+                Err(err) => {
+                    errors.push(error(
+                        location.line,
+                        location.column,
+                        format!("action `{name}`: invalid template in `{key}`: {err}"),
+                    ));
+                    None
+                }
+            }
+        };
+        let path = check("path", &action.path);
+        let mut query = IndexMap::new();
+        for (key, value) in &action.query {
+            let source = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if let Some(template) = check("query", &source) {
+                query.insert(key.clone(), template);
+            }
+        }
+        let mut headers = IndexMap::new();
+        for (key, value) in &action.headers {
+            if let Some(template) = check("headers", value) {
+                headers.insert(key.clone(), template);
+            }
+        }
+        let body = match &action.body {
+            None => None,
+            Some(body) => match template::JsonTemplate::compile(body) {
+                Ok(body) => {
+                    for root in body.variable_roots() {
+                        if !known(root) {
+                            let location = at("body");
+                            errors.push(error(
+                                location.line,
+                                location.column,
+                                format!("action `{name}`: `body` uses `{root}`, which is not a declared input"),
+                            ));
+                        }
+                    }
+                    Some(body)
+                }
+                Err(err) => {
+                    let location = at("body");
+                    errors.push(error(
+                        location.line,
+                        location.column,
+                        format!("action `{name}`: invalid template in `body`: {err}"),
+                    ));
+                    None
+                }
+            },
+        };
+        for (key, referenced) in [
+            ("merge", action.merge.as_ref().map(|m| m.read.as_str())),
+            ("probe", action.probe.as_ref().map(|p| p.action.as_str())),
+            (
+                "role",
+                action
+                    .role
+                    .as_ref()
+                    .and_then(|r| r.activity_action.as_deref()),
+            ),
+        ] {
+            if let Some(referenced) = referenced {
+                if !spec.actions.contains_key(referenced) {
+                    let location = at(key);
+                    errors.push(error(
+                        location.line,
+                        location.column,
+                        format!("action `{name}`: `{key}` names action `{referenced}`, which does not exist"),
+                    ));
+                }
+            }
+        }
+        if let Some(path) = path {
+            actions.insert(
+                name.clone(),
+                Action {
+                    id,
+                    spec: action.clone(),
+                    path,
+                    query,
+                    headers,
+                    body,
+                },
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(Vendor {
+            spec,
+            file: file.to_owned(),
+            actions,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_presets_load() {
+        let registry = PresetRegistry::builtin();
+        let names: Vec<_> = registry.vendors().map(|v| v.spec.vendor.as_str()).collect();
+        assert_eq!(names, ["calendly", "webex", "scim"]);
+    }
+
+    #[test]
+    fn a_template_naming_an_undeclared_input_is_an_error() {
+        let text = "vendor: x\ntitle: X\nauth: [bearer]\nerrors: scim\nactions:\n  get:\n    title: X Get\n    description: d\n    kind: read\n    method: GET\n    path: /users/{{user_id}}\n";
+        let errors = load_vendor(Path::new("x.yaml"), text).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "x.yaml:11:11: error: action `get`: `path` uses `user_id`, which is not a declared input"
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Compile errors: what went wrong (a closed [`CompileErrorKind`] with structured fields), where
+//! (file, line, column), and in which block.
+//!
+//! Messages follow one style: lowercase, identifiers in backticks, the block named, and a hint
+//! (`did you mean …?`, what to write instead) after a `; ` where one helps. Printed, an error is one
+//! line, `FILE:LINE:COL: error: MESSAGE`, so editors and terminals can jump to it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::spec::{BlockId, Location};
+
+/// One problem found in a workflow file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub file: PathBuf,
+    pub location: Location,
+    pub block: Option<BlockId>,
+    pub kind: CompileErrorKind,
+}
+
+impl CompileError {
+    /// The message without the position: what is wrong, the block, then a hint.
+    pub fn message(&self) -> String {
+        let mut message = self.kind.to_string();
+        if let (Some(block), true) = (&self.block, self.kind.mentions_block()) {
+            message.push_str(&format!(" in block `{block}`"));
+        }
+        if let Some(hint) = self.kind.hint() {
+            message.push_str("; ");
+            message.push_str(&hint);
+        }
+        message
+    }
+
+    /// The JSON shape `validate --json` prints.
+    pub fn to_json(&self) -> JsonError<'_> {
+        JsonError {
+            file: &self.file,
+            line: self.location.line,
+            column: self.location.column,
+            block: self.block.as_ref().map(BlockId::as_str),
+            message: self.message(),
+        }
+    }
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: error: {}",
+            self.file.display(),
+            self.location,
+            self.message()
+        )
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// `{file, line, column, block, message}`.
+#[derive(Debug, Serialize)]
+pub struct JsonError<'a> {
+    pub file: &'a Path,
+    pub line: u32,
+    pub column: u32,
+    pub block: Option<&'a str>,
+    pub message: String,
+}
+
+/// Everything that can be wrong with a workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileErrorKind {
+    /// The file cannot be read.
+    Io {
+        message: String,
+    },
+    /// The YAML itself does not parse.
+    Syntax {
+        message: String,
+    },
+    /// The document is not a mapping with `name` and `blocks`.
+    NotAWorkflow,
+    /// A key the language does not have.
+    UnknownKey {
+        key: String,
+        within: String,
+        suggestion: Option<String>,
+    },
+    /// A key the language requires is absent.
+    MissingKey {
+        key: String,
+        within: String,
+    },
+    /// A value of the wrong type or shape (from serde, reworded).
+    InvalidValue {
+        key: String,
+        message: String,
+    },
+    /// The same key twice in one mapping.
+    DuplicateKey {
+        key: String,
+        first: Location,
+    },
+    /// The same block id twice.
+    DuplicateBlock {
+        first: Location,
+    },
+    /// A block without `type`, or with one the language does not have.
+    UnknownBlockType {
+        found: String,
+        suggestion: Option<String>,
+    },
+    MissingBlockType,
+    /// No block of type `begin` (or `end`).
+    MissingBegin,
+    MissingEnd,
+    /// A second `begin` (or `end`) block.
+    DuplicateBegin {
+        first: BlockId,
+    },
+    DuplicateEnd {
+        first: BlockId,
+    },
+    /// `next` or `on_failure` names a block that does not exist.
+    UnknownTarget {
+        edge: &'static str,
+        target: String,
+        suggestion: Option<String>,
+    },
+    /// An edge into `begin`, or out of `end`.
+    EdgeIntoBegin {
+        from: BlockId,
+    },
+    /// Blocks that lead back to themselves, in order.
+    Cycle {
+        blocks: Vec<BlockId>,
+    },
+    /// No path from `begin` to this block.
+    Unreachable,
+    /// No path from this block to `end`.
+    DeadEnd {
+        end: BlockId,
+    },
+    /// `preset:` is not `vendor.action`.
+    MalformedPreset {
+        found: String,
+    },
+    UnknownVendor {
+        vendor: String,
+        suggestion: Option<String>,
+    },
+    UnknownAction {
+        vendor: String,
+        action: String,
+        suggestion: Option<String>,
+    },
+    /// A role retrieval block naming an action that reads no role.
+    NotARoleAction {
+        preset: String,
+    },
+    /// A required preset input that nothing provides.
+    MissingInput {
+        preset: String,
+        input: String,
+    },
+    /// A `with:` key the preset does not declare.
+    UnknownInput {
+        preset: String,
+        input: String,
+        suggestion: Option<String>,
+    },
+    /// A handlebars template that does not parse.
+    Template {
+        key: String,
+        message: String,
+    },
+    /// A template naming a variable root that does not exist.
+    UnknownVariable {
+        key: String,
+        root: String,
+        suggestion: Option<String>,
+    },
+    /// A rhai expression that does not parse.
+    Rhai {
+        key: String,
+        message: String,
+    },
+    /// A cron expression that does not parse.
+    Cron {
+        expr: String,
+        message: String,
+    },
+    UnknownTimeZone {
+        zone: String,
+        suggestion: Option<String>,
+    },
+    UnknownRuleOperator {
+        op: String,
+        suggestion: Option<String>,
+    },
+    UnknownCollection {
+        found: String,
+        suggestion: Option<String>,
+    },
+    UnknownRecordEvent {
+        found: String,
+        suggestion: Option<String>,
+    },
+    /// A rule operator given a value it cannot use.
+    InvalidRuleValue {
+        op: String,
+        message: String,
+    },
+    /// Trigger keys that do not go together.
+    InvalidTrigger {
+        message: String,
+    },
+    /// A duration such as `30s` that does not parse.
+    InvalidDuration {
+        key: String,
+        found: String,
+    },
+}
+
+impl CompileErrorKind {
+    /// Whether [`CompileError::message`] should add ` in block `…``.
+    fn mentions_block(&self) -> bool {
+        !matches!(
+            self,
+            CompileErrorKind::Io { .. }
+                | CompileErrorKind::Syntax { .. }
+                | CompileErrorKind::NotAWorkflow
+                | CompileErrorKind::DuplicateBlock { .. }
+                | CompileErrorKind::MissingBegin
+                | CompileErrorKind::MissingEnd
+                | CompileErrorKind::Cycle { .. }
+                | CompileErrorKind::Unreachable
+                | CompileErrorKind::DeadEnd { .. }
+                | CompileErrorKind::DuplicateBegin { .. }
+                | CompileErrorKind::DuplicateEnd { .. }
+        )
+    }
+
+    /// What to do about it, where the error alone does not say.
+    pub fn hint(&self) -> Option<String> {
+        use CompileErrorKind as K;
+        let did_you_mean = |s: &Option<String>| s.as_ref().map(|s| format!("did you mean `{s}`?"));
+        match self {
+            K::UnknownKey { suggestion, .. }
+            | K::UnknownBlockType { suggestion, .. }
+            | K::UnknownTarget { suggestion, .. }
+            | K::UnknownVendor { suggestion, .. }
+            | K::UnknownInput { suggestion, .. }
+            | K::UnknownVariable { suggestion, .. }
+            | K::UnknownTimeZone { suggestion, .. }
+            | K::UnknownRuleOperator { suggestion, .. }
+            | K::UnknownCollection { suggestion, .. }
+            | K::UnknownRecordEvent { suggestion, .. } => did_you_mean(suggestion),
+            K::UnknownAction {
+                vendor, suggestion, ..
+            } => suggestion
+                .as_ref()
+                .map(|s| format!("did you mean `{vendor}.{s}`?"))
+                .or_else(|| Some(format!("`blockyard presets list` shows the actions of `{vendor}`"))),
+            K::MissingBlockType => Some(
+                "add `type:` with one of `begin`, `api`, `role_retrieval`, `end`".to_owned(),
+            ),
+            K::MissingBegin => Some("add a block with `type: begin`".to_owned()),
+            K::MissingEnd => Some("add a block with `type: end`".to_owned()),
+            K::Unreachable => {
+                Some("name it in the `next` or `on_failure` of an earlier block".to_owned())
+            }
+            K::DeadEnd { end } => Some(format!(
+                "give it a `next` or `on_failure` that leads to `{end}`"
+            )),
+            K::MalformedPreset { .. } => {
+                Some("write `vendor.action`, for example `webex.delete_user`".to_owned())
+            }
+            K::MissingInput { input, .. } => Some(format!(
+                "give it in `with:`, or name `records:` in the begin block so `{input}` can come from the subject record"
+            )),
+            K::Template { .. } => {
+                Some("write expressions as `{{name}}` or `<<name>>`".to_owned())
+            }
+            K::Cron { .. } => Some(
+                "use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`"
+                    .to_owned(),
+            ),
+            K::Cycle { .. } => Some("workflows are acyclic: use `retry:` to repeat a call".to_owned()),
+            K::EdgeIntoBegin { .. } => Some("`begin` starts the run and takes no incoming edges".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CompileErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use CompileErrorKind as K;
+        match self {
+            K::Io { message } => write!(f, "cannot read the file: {message}"),
+            K::Syntax { message } => write!(f, "invalid yaml: {message}"),
+            K::NotAWorkflow => write!(f, "a workflow is a mapping with `name` and `blocks`"),
+            K::UnknownKey { key, within, .. } => write!(f, "unknown key `{key}` in {within}"),
+            K::MissingKey { key, within } => write!(f, "missing key `{key}` in {within}"),
+            K::InvalidValue { key, message } => write!(f, "invalid `{key}`: {message}"),
+            K::DuplicateKey { key, first } => {
+                write!(f, "duplicate key `{key}` (first at line {})", first.line)
+            }
+            K::DuplicateBlock { first } => {
+                write!(f, "duplicate block id (first defined at line {})", first.line)
+            }
+            K::UnknownBlockType { found, .. } => write!(f, "unknown block type `{found}`"),
+            K::MissingBlockType => write!(f, "missing key `type`"),
+            K::MissingBegin => write!(f, "the workflow has no `begin` block"),
+            K::MissingEnd => write!(f, "the workflow has no `end` block"),
+            K::DuplicateBegin { first } => {
+                write!(f, "a second `begin` block (the first is `{first}`)")
+            }
+            K::DuplicateEnd { first } => write!(f, "a second `end` block (the first is `{first}`)"),
+            K::UnknownTarget { edge, target, .. } => {
+                write!(f, "`{edge}` names block `{target}`, which does not exist")
+            }
+            K::EdgeIntoBegin { from } => write!(f, "block `{from}` has an edge into `begin`"),
+            K::Cycle { blocks } => {
+                write!(f, "cycle: ")?;
+                for block in blocks {
+                    write!(f, "`{block}` → ")?;
+                }
+                match blocks.first() {
+                    Some(first) => write!(f, "`{first}`"),
+                    None => Ok(()),
+                }
+            }
+            K::Unreachable => write!(f, "block is not reachable from `begin`"),
+            K::DeadEnd { end } => write!(f, "block has no path to `{end}`"),
+            K::MalformedPreset { found } => write!(f, "preset `{found}` is not `vendor.action`"),
+            K::UnknownVendor { vendor, .. } => write!(f, "unknown vendor `{vendor}`"),
+            K::UnknownAction { vendor, action, .. } => {
+                write!(f, "vendor `{vendor}` has no action `{action}`")
+            }
+            K::NotARoleAction { preset } => {
+                write!(f, "preset `{preset}` reads no role, so it cannot serve `role_retrieval`")
+            }
+            K::MissingInput { preset, input } => {
+                write!(f, "preset `{preset}` requires input `{input}`")
+            }
+            K::UnknownInput { preset, input, .. } => {
+                write!(f, "preset `{preset}` has no input `{input}`")
+            }
+            K::Template { key, message } => write!(f, "invalid template in `{key}`: {message}"),
+            K::UnknownVariable { key, root, .. } => {
+                write!(f, "unknown variable `{root}` in `{key}`")
+            }
+            K::Rhai { key, message } => write!(f, "invalid expression in `{key}`: {message}"),
+            K::Cron { expr, message } => write!(f, "invalid cron expression `{expr}`: {message}"),
+            K::UnknownTimeZone { zone, .. } => write!(f, "unknown time zone `{zone}`"),
+            K::UnknownRuleOperator { op, .. } => write!(f, "unknown rule operator `{op}`"),
+            K::UnknownCollection { found, .. } => write!(
+                f,
+                "unknown record collection `{found}` (collections are `people` and `saas_users`)"
+            ),
+            K::UnknownRecordEvent { found, .. } => write!(
+                f,
+                "unknown record event `{found}` (events are `created`, `updated` and `deleted`)"
+            ),
+            K::InvalidRuleValue { op, message } => {
+                write!(f, "rule operator `{op}` {message}")
+            }
+            K::InvalidTrigger { message } => write!(f, "{message}"),
+            K::InvalidDuration { key, found } => write!(
+                f,
+                "invalid duration `{found}` for `{key}` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`)"
+            ),
+        }
+    }
+}
+
+/// The closest of `candidates` to `found`, when close enough to be a likely typo.
+pub fn suggest<'a, I>(found: &str, candidates: I) -> Option<String>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let found_lower = found.to_lowercase();
+    candidates
+        .into_iter()
+        .filter(|c| *c != found)
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&found_lower, &c.to_lowercase()),
+                c,
+            )
+        })
+        .filter(|(distance, c)| {
+            let longest = found.chars().count().max(c.chars().count());
+            *distance <= (longest / 3).max(1)
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos_and_not_unrelated_words() {
+        let keys = ["credential", "preset", "with", "next"];
+        assert_eq!(suggest("credentail", keys).as_deref(), Some("credential"));
+        assert_eq!(suggest("nxt", keys).as_deref(), Some("next"));
+        assert_eq!(suggest("banana", keys), None);
+    }
+}
