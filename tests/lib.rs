@@ -2,3 +2,4 @@
 
 mod sandbox;
 mod support;
+mod validate;

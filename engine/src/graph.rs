@@ -1,1 +1,156 @@
-//! Drawing a compiled workflow (placeholder).
+//! Drawing a compiled workflow as a mermaid flowchart or a Graphviz dot graph.
+//!
+//! Shapes tell block kinds apart: begin is a stadium (dot: oval), an API call a box, a role
+//! retrieval a hexagon and end a double circle. Failure edges are dashed and labelled `on_failure`;
+//! an edge with a condition is labelled with its `when:`. Node names are generated (`n0`, `n1`, …)
+//! because block ids such as `end` are keywords in mermaid; labels carry the ids.
+
+use std::fmt::Write;
+
+use crate::compile::{BlockKind, EdgeKind, Workflow};
+
+/// Output formats of `blockyard graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Mermaid,
+    Dot,
+}
+
+/// Draws `workflow` in `format`.
+pub fn render(workflow: &Workflow, format: Format) -> String {
+    match format {
+        Format::Mermaid => mermaid(workflow),
+        Format::Dot => dot(workflow),
+    }
+}
+
+fn label_lines(workflow: &Workflow, node: petgraph::graph::NodeIndex) -> (String, Option<String>) {
+    let block = &workflow.graph[node];
+    let detail = match &block.kind {
+        BlockKind::Api(call) => Some(call.preset.to_string()),
+        BlockKind::RoleRetrieval(role) => Some(role.call.preset.to_string()),
+        BlockKind::Begin | BlockKind::End => None,
+    };
+    (block.id.to_string(), detail)
+}
+
+fn edge_label(kind: EdgeKind, when: Option<&str>) -> Option<String> {
+    match (kind, when) {
+        (EdgeKind::Next, None) => None,
+        (EdgeKind::Next, Some(when)) => Some(format!("when {when}")),
+        (EdgeKind::Failure, None) => Some("on_failure".to_owned()),
+        (EdgeKind::Failure, Some(when)) => Some(format!("on_failure when {when}")),
+    }
+}
+
+/// A mermaid `flowchart TD`.
+pub fn mermaid(workflow: &Workflow) -> String {
+    let escape = |s: &str| {
+        s.replace('"', "#quot;")
+            .replace('<', "#lt;")
+            .replace('>', "#gt;")
+    };
+    let mut out = String::from("flowchart TD\n");
+    for node in workflow.graph.node_indices() {
+        let (id, detail) = label_lines(workflow, node);
+        let label = match detail {
+            Some(detail) => format!("{}<br/>{}", escape(&id), escape(&detail)),
+            None => escape(&id),
+        };
+        let (open, close) = match workflow.graph[node].kind {
+            BlockKind::Begin => ("([", "])"),
+            BlockKind::Api(_) => ("[", "]"),
+            BlockKind::RoleRetrieval(_) => ("{{", "}}"),
+            BlockKind::End => ("(((", ")))"),
+        };
+        let _ = writeln!(out, "    n{}{open}\"{label}\"{close}", node.index());
+    }
+    for edge in workflow.graph.edge_indices() {
+        let (from, to) = workflow.graph.edge_endpoints(edge).expect("edge exists");
+        let weight = &workflow.graph[edge];
+        let arrow = match weight.kind {
+            EdgeKind::Next => "-->",
+            EdgeKind::Failure => "-.->",
+        };
+        match edge_label(weight.kind, weight.when.as_ref().map(|c| c.source())) {
+            Some(label) => {
+                let _ = writeln!(
+                    out,
+                    "    n{} {arrow}|\"{}\"| n{}",
+                    from.index(),
+                    escape(&label),
+                    to.index()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "    n{} {arrow} n{}", from.index(), to.index());
+            }
+        }
+    }
+    out
+}
+
+/// A Graphviz `digraph`.
+pub fn dot(workflow: &Workflow) -> String {
+    let quote = |s: &str| {
+        let mut q = String::with_capacity(s.len() + 2);
+        q.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => q.push_str("\\\""),
+                '\\' => q.push_str("\\\\"),
+                '\n' => q.push_str("\\n"),
+                c => q.push(c),
+            }
+        }
+        q.push('"');
+        q
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", quote(&workflow.name));
+    out.push_str("    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n");
+    for node in workflow.graph.node_indices() {
+        let (id, detail) = label_lines(workflow, node);
+        let label = match detail {
+            Some(detail) => format!("{id}\n{detail}"),
+            None => id,
+        };
+        let shape = match workflow.graph[node].kind {
+            BlockKind::Begin => "oval",
+            BlockKind::Api(_) => "box",
+            BlockKind::RoleRetrieval(_) => "hexagon",
+            BlockKind::End => "doublecircle",
+        };
+        let _ = writeln!(
+            out,
+            "    n{} [shape={shape}, label={}];",
+            node.index(),
+            quote(&label)
+        );
+    }
+    for edge in workflow.graph.edge_indices() {
+        let (from, to) = workflow.graph.edge_endpoints(edge).expect("edge exists");
+        let weight = &workflow.graph[edge];
+        let mut attrs = Vec::new();
+        if weight.kind == EdgeKind::Failure {
+            attrs.push("style=dashed".to_owned());
+            attrs.push("color=\"#c0392b\"".to_owned());
+        }
+        if let Some(label) = edge_label(weight.kind, weight.when.as_ref().map(|c| c.source())) {
+            attrs.push(format!("label={}", quote(&label)));
+        }
+        if attrs.is_empty() {
+            let _ = writeln!(out, "    n{} -> n{};", from.index(), to.index());
+        } else {
+            let _ = writeln!(
+                out,
+                "    n{} -> n{} [{}];",
+                from.index(),
+                to.index(),
+                attrs.join(", ")
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}

@@ -100,16 +100,13 @@ pub fn parse_zone(name: &str) -> Result<Tz, ScheduleError> {
 }
 
 fn describe(err: &croner::errors::CronError) -> String {
-    let text = err.to_string();
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first
-            .to_lowercase()
-            .chain(chars)
-            .collect::<String>()
-            .trim_end_matches('.')
-            .to_owned(),
-        None => "not a cron expression".to_owned(),
+    let text = err.to_string().to_lowercase();
+    let text = text.trim_end_matches('.');
+    let text = text.strip_prefix("component error: ").unwrap_or(text);
+    if text.is_empty() {
+        "not a cron expression".to_owned()
+    } else {
+        text.to_owned()
     }
 }
 

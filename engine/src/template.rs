@@ -68,7 +68,18 @@ impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
         let text = expand_alias(source);
         let compiled = handlebars::Template::compile(&text).map_err(|err| TemplateError {
-            message: first_line(&err.reason().to_string()),
+            message: match err.reason() {
+                // pest's expectations name grammar rules, which mean nothing to a workflow author.
+                handlebars::TemplateErrorReason::InvalidSyntax(_)
+                    if text.matches("{{").count() != text.matches("}}").count() =>
+                {
+                    "an expression opened with `{{` is not closed with `}}`".to_owned()
+                }
+                handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+                    "invalid handlebars syntax".to_owned()
+                }
+                other => first_line(&other.to_string()),
+            },
             position: err.pos(),
         })?;
         let literal = compiled.elements.iter().all(|e| {

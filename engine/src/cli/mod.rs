@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod graph;
+mod presets;
 mod sandbox;
+mod schema;
+mod validate;
 
 /// Workflow automation for SaaS user lifecycle work: invite, update, offboard and audit the people
 /// in Calendly, Webex and any SCIM 2.0 service.
 #[derive(Debug, Parser)]
-#[command(name = "blockyard", version, about, long_about = None)]
+#[command(name = "blockyard", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,13 +22,58 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check workflow files and print every error as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
+    /// Draw a workflow's graph as mermaid (the default) or Graphviz dot.
+    Graph(graph::GraphArgs),
+    /// Print the JSON Schema of the workflow language, for editors.
+    Schema(schema::SchemaArgs),
+    /// List and describe the vendor presets that API blocks call.
+    #[command(subcommand)]
+    Presets(presets::PresetsCommand),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
+}
+
+const AFTER_HELP: &str = "\
+Start here:
+  blockyard validate workflows/          check every workflow, errors with file:line:col
+  blockyard graph workflows/webex-offboard.yaml
+  blockyard presets list                 the vendor actions API blocks can call
+
+Exit codes: 0 success, 1 the workflow or run failed, 2 usage or setup error.";
+
+/// Loads the shipped presets, plus a directory's when `--presets DIR` is given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PresetArgs {
+    /// A directory of extra preset files (`VENDOR.yaml`); a vendor there replaces the shipped one.
+    #[arg(long, value_name = "DIR", global = true)]
+    presets: Option<std::path::PathBuf>,
+}
+
+impl PresetArgs {
+    pub fn load(&self) -> anyhow::Result<blockyard::preset::PresetRegistry> {
+        match &self.presets {
+            None => Ok(blockyard::preset::PresetRegistry::builtin()),
+            Some(dir) => blockyard::preset::PresetRegistry::with_dir(dir).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!(
+                    "the presets in `{}` are invalid:\n{}",
+                    dir.display(),
+                    lines.join("\n")
+                )
+            }),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Graph(args) => graph::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::Presets(command) => presets::run(command),
         Command::Sandbox(args) => sandbox::run(args),
     };
     match result {

@@ -24,7 +24,10 @@ pub struct CompileError {
 impl CompileError {
     /// The message without the position: what is wrong, the block, then a hint.
     pub fn message(&self) -> String {
-        let mut message = self.kind.to_string();
+        let mut message = match (&self.block, self.kind.is_about_block()) {
+            (Some(block), true) => format!("block `{block}` {}", self.kind),
+            _ => self.kind.to_string(),
+        };
         if let (Some(block), true) = (&self.block, self.kind.mentions_block()) {
             message.push_str(&format!(" in block `{block}`"));
         }
@@ -131,9 +134,9 @@ pub enum CompileErrorKind {
         target: String,
         suggestion: Option<String>,
     },
-    /// An edge into `begin`, or out of `end`.
+    /// An edge into `begin`.
     EdgeIntoBegin {
-        from: BlockId,
+        edge: &'static str,
     },
     /// Blocks that lead back to themselves, in order.
     Cycle {
@@ -227,22 +230,30 @@ pub enum CompileErrorKind {
 }
 
 impl CompileErrorKind {
-    /// Whether [`CompileError::message`] should add ` in block `…``.
-    fn mentions_block(&self) -> bool {
-        !matches!(
+    /// Kinds whose message reads as a sentence about the block: "block `x` is not reachable…".
+    fn is_about_block(&self) -> bool {
+        matches!(
             self,
-            CompileErrorKind::Io { .. }
-                | CompileErrorKind::Syntax { .. }
-                | CompileErrorKind::NotAWorkflow
-                | CompileErrorKind::DuplicateBlock { .. }
-                | CompileErrorKind::MissingBegin
-                | CompileErrorKind::MissingEnd
-                | CompileErrorKind::Cycle { .. }
+            CompileErrorKind::DuplicateBlock { .. }
                 | CompileErrorKind::Unreachable
                 | CompileErrorKind::DeadEnd { .. }
                 | CompileErrorKind::DuplicateBegin { .. }
                 | CompileErrorKind::DuplicateEnd { .. }
         )
+    }
+
+    /// Whether [`CompileError::message`] should add ` in block `…``.
+    fn mentions_block(&self) -> bool {
+        !self.is_about_block()
+            && !matches!(
+                self,
+                CompileErrorKind::Io { .. }
+                    | CompileErrorKind::Syntax { .. }
+                    | CompileErrorKind::NotAWorkflow
+                    | CompileErrorKind::MissingBegin
+                    | CompileErrorKind::MissingEnd
+                    | CompileErrorKind::Cycle { .. }
+            )
     }
 
     /// What to do about it, where the error alone does not say.
@@ -304,27 +315,29 @@ impl fmt::Display for CompileErrorKind {
             K::Io { message } => write!(f, "cannot read the file: {message}"),
             K::Syntax { message } => write!(f, "invalid yaml: {message}"),
             K::NotAWorkflow => write!(f, "a workflow is a mapping with `name` and `blocks`"),
+            K::UnknownKey { key, within, .. } if within.is_empty() => write!(f, "unknown key `{key}`"),
             K::UnknownKey { key, within, .. } => write!(f, "unknown key `{key}` in {within}"),
+            K::MissingKey { key, within } if within.is_empty() => write!(f, "missing key `{key}`"),
             K::MissingKey { key, within } => write!(f, "missing key `{key}` in {within}"),
             K::InvalidValue { key, message } => write!(f, "invalid `{key}`: {message}"),
             K::DuplicateKey { key, first } => {
                 write!(f, "duplicate key `{key}` (first at line {})", first.line)
             }
             K::DuplicateBlock { first } => {
-                write!(f, "duplicate block id (first defined at line {})", first.line)
+                write!(f, "is defined twice (first at line {})", first.line)
             }
             K::UnknownBlockType { found, .. } => write!(f, "unknown block type `{found}`"),
             K::MissingBlockType => write!(f, "missing key `type`"),
             K::MissingBegin => write!(f, "the workflow has no `begin` block"),
             K::MissingEnd => write!(f, "the workflow has no `end` block"),
             K::DuplicateBegin { first } => {
-                write!(f, "a second `begin` block (the first is `{first}`)")
+                write!(f, "is a second `begin` block (the first is `{first}`)")
             }
-            K::DuplicateEnd { first } => write!(f, "a second `end` block (the first is `{first}`)"),
+            K::DuplicateEnd { first } => write!(f, "is a second `end` block (the first is `{first}`)"),
             K::UnknownTarget { edge, target, .. } => {
                 write!(f, "`{edge}` names block `{target}`, which does not exist")
             }
-            K::EdgeIntoBegin { from } => write!(f, "block `{from}` has an edge into `begin`"),
+            K::EdgeIntoBegin { edge } => write!(f, "`{edge}` leads into `begin`"),
             K::Cycle { blocks } => {
                 write!(f, "cycle: ")?;
                 for block in blocks {
@@ -335,8 +348,8 @@ impl fmt::Display for CompileErrorKind {
                     None => Ok(()),
                 }
             }
-            K::Unreachable => write!(f, "block is not reachable from `begin`"),
-            K::DeadEnd { end } => write!(f, "block has no path to `{end}`"),
+            K::Unreachable => write!(f, "is not reachable from `begin`"),
+            K::DeadEnd { end } => write!(f, "has no path to `{end}`"),
             K::MalformedPreset { found } => write!(f, "preset `{found}` is not `vendor.action`"),
             K::UnknownVendor { vendor, .. } => write!(f, "unknown vendor `{vendor}`"),
             K::UnknownAction { vendor, action, .. } => {
@@ -389,17 +402,23 @@ where
         .into_iter()
         .filter(|c| *c != found)
         .map(|c| {
-            (
-                strsim::damerau_levenshtein(&found_lower, &c.to_lowercase()),
-                c,
-            )
+            let lower = c.to_lowercase();
+            let distance = strsim::damerau_levenshtein(&found_lower, &lower);
+            // Ties go to the candidate sharing the longest prefix: `remove_membership` means
+            // `remove_user_membership` more than `get_membership`.
+            let prefix = found_lower
+                .chars()
+                .zip(lower.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            (distance, std::cmp::Reverse(prefix), c)
         })
-        .filter(|(distance, c)| {
+        .filter(|(distance, _, c)| {
             let longest = found.chars().count().max(c.chars().count());
             *distance <= (longest / 3).max(1)
         })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, c)| c.to_owned())
+        .min_by_key(|(distance, prefix, _)| (*distance, *prefix))
+        .map(|(_, _, c)| c.to_owned())
 }
 
 #[cfg(test)]

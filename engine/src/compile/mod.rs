@@ -1,3 +1,980 @@
-//! compile (in progress)
+//! Compiling a workflow: spec + presets → a checked [`Workflow`], or every error at once.
+//!
+//! The checked model is what the executor runs, so it cannot be invalid: block ids resolve, there is
+//! exactly one `begin` and one `end`, the graph is acyclic, every block is reachable from `begin`
+//! and can reach `end`, presets and their required inputs exist, and templates, rhai expressions,
+//! cron expressions, time zones and rule operators have been parsed. The graph is a petgraph
+//! `DiGraph` whose nodes are [`Block`]s (closed [`BlockKind`] enum) and whose edges carry their
+//! kind (success or failure) and compiled `when:` condition.
+//!
+//! Errors are gathered, not returned at the first one: the loader's (unknown keys, bad values), the
+//! per-block checks and the graph checks all land in one list, sorted by position.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value;
+
+use crate::preset::{PresetId, PresetRegistry};
+use crate::rules::{Condition, Rule, RuleEngine, RuleOp};
+use crate::schedule::{Schedule, ScheduleError};
+use crate::spec::{
+    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, LoadedSpec, Location,
+    RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
+};
+use crate::template::{JsonTemplate, Template};
+
 mod error;
-pub use error::{suggest, CompileError, CompileErrorKind};
+mod graph_checks;
+
+pub use error::{suggest, CompileError, CompileErrorKind, JsonError};
+
+/// A checked workflow, ready to run.
+#[derive(Debug)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub vars: IndexMap<String, Value>,
+    pub file: PathBuf,
+    pub graph: DiGraph<Block, Edge>,
+    pub begin: NodeIndex,
+    pub end: NodeIndex,
+    pub trigger: Trigger,
+}
+
+impl Workflow {
+    pub fn block(&self, id: &str) -> Option<NodeIndex> {
+        self.graph
+            .node_indices()
+            .find(|&n| self.graph[n].id.as_str() == id)
+    }
+}
+
+/// A block of the checked workflow.
+#[derive(Debug)]
+pub struct Block {
+    pub id: BlockId,
+    /// Where the block's id is in the file.
+    pub location: Location,
+    pub kind: BlockKind,
+}
+
+/// What a block does.
+#[derive(Debug)]
+pub enum BlockKind {
+    Begin,
+    Api(ApiCall),
+    RoleRetrieval(RoleRetrieval),
+    End,
+}
+
+impl BlockKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BlockKind::Begin => "begin",
+            BlockKind::Api(_) => "api",
+            BlockKind::RoleRetrieval(_) => "role_retrieval",
+            BlockKind::End => "end",
+        }
+    }
+}
+
+/// A checked preset call.
+#[derive(Debug)]
+pub struct ApiCall {
+    pub preset: PresetId,
+    pub credential: String,
+    /// Inputs given in `with:` (templates over the workflow context).
+    pub with: IndexMap<String, JsonTemplate>,
+    pub request: Option<RequestOverride>,
+    pub save: IndexMap<String, JsonTemplate>,
+    pub outputs: IndexMap<String, JsonTemplate>,
+    pub retry: RetrySettings,
+    pub timeout: Option<Duration>,
+    pub approval_required: bool,
+}
+
+/// A checked role retrieval.
+#[derive(Debug)]
+pub struct RoleRetrieval {
+    pub call: ApiCall,
+    pub deactivate_missing: bool,
+}
+
+/// Advanced-mode overrides, compiled.
+#[derive(Debug)]
+pub struct RequestOverride {
+    pub method: Option<crate::preset::Method>,
+    pub path: Option<Template>,
+    pub query: IndexMap<String, JsonTemplate>,
+    pub headers: IndexMap<String, Template>,
+    pub body: Option<JsonTemplate>,
+}
+
+/// A block's retry settings; `None` fields take the engine's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub max_attempts: Option<u32>,
+    pub initial_delay: Option<Duration>,
+    pub max_delay: Option<Duration>,
+    pub max_elapsed: Option<Duration>,
+}
+
+/// An edge of the graph.
+#[derive(Debug)]
+pub struct Edge {
+    pub kind: EdgeKind,
+    pub when: Option<Condition>,
+}
+
+/// Which outcome of its source block an edge follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EdgeKind {
+    Next,
+    Failure,
+}
+
+/// A record collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    People,
+    SaasUsers,
+}
+
+impl Collection {
+    pub const NAMES: [&'static str; 2] = ["people", "saas_users"];
+
+    pub fn parse(name: &str) -> Option<Collection> {
+        match name {
+            "people" => Some(Collection::People),
+            "saas_users" => Some(Collection::SaasUsers),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::People => "people",
+            Collection::SaasUsers => "saas_users",
+        }
+    }
+}
+
+/// A record event that can start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordEvent {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl RecordEvent {
+    pub const NAMES: [&'static str; 3] = ["created", "updated", "deleted"];
+
+    pub fn parse(name: &str) -> Option<RecordEvent> {
+        match name {
+            "created" => Some(RecordEvent::Created),
+            "updated" => Some(RecordEvent::Updated),
+            "deleted" => Some(RecordEvent::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// What starts the workflow (besides a manual run, which is always allowed).
+#[derive(Debug, Default)]
+pub struct Trigger {
+    pub records: Option<Collection>,
+    pub on: Vec<RecordEvent>,
+    pub when: Option<Condition>,
+    pub rules: Vec<Rule>,
+    pub schedule: Option<(Schedule, CatchUp)>,
+}
+
+/// Reads and compiles a workflow file.
+pub fn compile_file(
+    path: impl Into<PathBuf>,
+    presets: &PresetRegistry,
+) -> Result<Workflow, Vec<CompileError>> {
+    let source = Source::read(path).map_err(|err| vec![err])?;
+    compile_source(source, presets)
+}
+
+/// Compiles a workflow's text.
+pub fn compile_source(
+    source: Source,
+    presets: &PresetRegistry,
+) -> Result<Workflow, Vec<CompileError>> {
+    let (loaded, mut errors) = spec::load_partial(source);
+    let Some(loaded) = loaded else {
+        return Err(errors);
+    };
+    let workflow = Compiler {
+        loaded: &loaded,
+        presets,
+        rules: RuleEngine::new(),
+        errors: &mut errors,
+    }
+    .compile();
+    errors.sort_by_key(|e| e.location);
+    match workflow {
+        Some(workflow) if errors.is_empty() => Ok(workflow),
+        _ => Err(errors),
+    }
+}
+
+/// Compiles an already loaded spec.
+pub fn compile(
+    loaded: &LoadedSpec,
+    presets: &PresetRegistry,
+) -> Result<Workflow, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let workflow = Compiler {
+        loaded,
+        presets,
+        rules: RuleEngine::new(),
+        errors: &mut errors,
+    }
+    .compile();
+    errors.sort_by_key(|e| e.location);
+    match workflow {
+        Some(workflow) if errors.is_empty() => Ok(workflow),
+        _ => Err(errors),
+    }
+}
+
+/// Variable roots a workflow template may read.
+const CONTEXT_ROOTS: [&str; 4] = ["record", "vars", "blocks", "run"];
+/// Extra roots inside `save:` and `outputs:`.
+const RESPONSE_ROOTS: [&str; 3] = ["response", "status", "headers"];
+
+struct Compiler<'a> {
+    loaded: &'a LoadedSpec,
+    presets: &'a PresetRegistry,
+    rules: RuleEngine,
+    errors: &'a mut Vec<CompileError>,
+}
+
+impl<'a> Compiler<'a> {
+    fn key_error(&mut self, path: &YamlPath, block: Option<&BlockId>, kind: CompileErrorKind) {
+        let err = self.loaded.error_at_key(path, block, kind);
+        self.errors.push(err);
+    }
+
+    fn value_error(&mut self, path: &YamlPath, block: Option<&BlockId>, kind: CompileErrorKind) {
+        let err = self.loaded.error_at_value(path, block, kind);
+        self.errors.push(err);
+    }
+
+    fn compile(mut self) -> Option<Workflow> {
+        let spec = &self.loaded.spec;
+        let has_subject = spec.blocks.values().any(|b| match b {
+            BlockSpec::Begin(begin) => begin.records.is_some(),
+            _ => false,
+        });
+        let mut kinds = IndexMap::new();
+        let mut trigger = Trigger::default();
+        for (id, block) in &spec.blocks {
+            let path = YamlPath::root().key("blocks").key(id.as_str());
+            let kind = match block {
+                BlockSpec::Begin(begin) => {
+                    if let Some(t) = self.begin(id, begin, &path) {
+                        trigger = t;
+                    }
+                    Some(BlockKind::Begin)
+                }
+                BlockSpec::Api(api) => self.api(id, api, &path, has_subject).map(BlockKind::Api),
+                BlockSpec::RoleRetrieval(role) => self
+                    .role(id, role, &path, has_subject)
+                    .map(BlockKind::RoleRetrieval),
+                BlockSpec::End(_) => Some(BlockKind::End),
+            };
+            kinds.insert(id.clone(), kind);
+        }
+        let edges = self.edge_conditions();
+        graph_checks::check(&mut self, kinds, edges, trigger)
+    }
+
+    fn begin(&mut self, id: &BlockId, begin: &BeginSpec, path: &YamlPath) -> Option<Trigger> {
+        let block = Some(id);
+        let mut ok = true;
+        let mut trigger = Trigger::default();
+        if let Some(records) = &begin.records {
+            match Collection::parse(records) {
+                Some(c) => trigger.records = Some(c),
+                None => {
+                    ok = false;
+                    self.value_error(
+                        &path.key("records"),
+                        block,
+                        CompileErrorKind::UnknownCollection {
+                            found: records.clone(),
+                            suggestion: suggest(records, Collection::NAMES),
+                        },
+                    );
+                }
+            }
+        }
+        if let Some(on) = &begin.on {
+            for (i, event) in on.0.iter().enumerate() {
+                match RecordEvent::parse(event) {
+                    Some(e) => trigger.on.push(e),
+                    None => {
+                        ok = false;
+                        let at = if on.0.len() == 1 {
+                            path.key("on")
+                        } else {
+                            path.key("on").index(i)
+                        };
+                        self.value_error(
+                            &at,
+                            block,
+                            CompileErrorKind::UnknownRecordEvent {
+                                found: event.clone(),
+                                suggestion: suggest(event, RecordEvent::NAMES),
+                            },
+                        );
+                    }
+                }
+            }
+            if begin.records.is_none() {
+                ok = false;
+                self.key_error(
+                    &path.key("on"),
+                    block,
+                    CompileErrorKind::InvalidTrigger {
+                        message:
+                            "`on` needs `records:` to say which collection's events start a run"
+                                .to_owned(),
+                    },
+                );
+            }
+        } else if begin.records.is_some() && begin.schedule.is_none() {
+            ok = false;
+            self.key_error(
+                &path.key("records"),
+                block,
+                CompileErrorKind::InvalidTrigger {
+                    message: "`records` needs `on:` (record events) or `schedule:` to start runs"
+                        .to_owned(),
+                },
+            );
+        }
+        if (begin.when.is_some() || !begin.rules.is_empty())
+            && begin.records.is_none()
+            && begin.schedule.is_none()
+        {
+            ok = false;
+            let key = if begin.when.is_some() {
+                "when"
+            } else {
+                "rules"
+            };
+            self.key_error(
+                &path.key(key),
+                block,
+                CompileErrorKind::InvalidTrigger {
+                    message: format!("`{key}` filters records, so it needs `records:`"),
+                },
+            );
+        }
+        if let Some(when) = &begin.when {
+            match self.rules.compile(when) {
+                Ok(c) => trigger.when = Some(c),
+                Err(err) => {
+                    ok = false;
+                    self.value_error(
+                        &path.key("when"),
+                        block,
+                        CompileErrorKind::Rhai {
+                            key: "when".to_owned(),
+                            message: err.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        for (i, rule) in begin.rules.iter().enumerate() {
+            let rule_path = path.key("rules").index(i);
+            match RuleOp::parse(&rule.op) {
+                None => {
+                    ok = false;
+                    self.value_error(
+                        &rule_path.key("op"),
+                        block,
+                        CompileErrorKind::UnknownRuleOperator {
+                            op: rule.op.clone(),
+                            suggestion: suggest(&rule.op, RuleOp::NAMES),
+                        },
+                    );
+                }
+                Some(op) => match Rule::new(&rule.field, op, rule.value.as_ref()) {
+                    Ok(r) => trigger.rules.push(r),
+                    Err(err) => {
+                        ok = false;
+                        let at = if rule.value.is_some() {
+                            rule_path.key("value")
+                        } else {
+                            rule_path.key("op")
+                        };
+                        self.value_error(
+                            &at,
+                            block,
+                            CompileErrorKind::InvalidRuleValue {
+                                op: rule.op.clone(),
+                                message: err.0,
+                            },
+                        );
+                    }
+                },
+            }
+        }
+        if let Some(schedule) = &begin.schedule {
+            let sched_path = path.key("schedule");
+            match Schedule::parse(&schedule.cron, schedule.timezone.as_deref()) {
+                Ok(s) => trigger.schedule = Some((s, schedule.catch_up.unwrap_or_default())),
+                Err(ScheduleError::Cron { expr, message }) => {
+                    ok = false;
+                    self.value_error(
+                        &sched_path.key("cron"),
+                        block,
+                        CompileErrorKind::Cron { expr, message },
+                    );
+                }
+                Err(ScheduleError::TimeZone { zone, suggestion }) => {
+                    ok = false;
+                    self.value_error(
+                        &sched_path.key("timezone"),
+                        block,
+                        CompileErrorKind::UnknownTimeZone { zone, suggestion },
+                    );
+                }
+            }
+        }
+        ok.then_some(trigger)
+    }
+
+    fn api(
+        &mut self,
+        id: &BlockId,
+        api: &ApiSpec,
+        path: &YamlPath,
+        has_subject: bool,
+    ) -> Option<ApiCall> {
+        let parts = CallParts {
+            preset: &api.preset,
+            credential: api.credential.as_deref(),
+            with: &api.with,
+            request: api.request.as_ref(),
+            save: &api.save,
+            outputs: &api.outputs,
+            retry: api.retry.as_ref(),
+            timeout: api.timeout.as_deref(),
+            approval: api.approval,
+        };
+        self.call(id, parts, path, has_subject, false)
+    }
+
+    fn role(
+        &mut self,
+        id: &BlockId,
+        role: &RoleRetrievalSpec,
+        path: &YamlPath,
+        has_subject: bool,
+    ) -> Option<RoleRetrieval> {
+        let parts = CallParts {
+            preset: &role.preset,
+            credential: role.credential.as_deref(),
+            with: &role.with,
+            request: None,
+            save: &role.save,
+            outputs: &role.outputs,
+            retry: role.retry.as_ref(),
+            timeout: role.timeout.as_deref(),
+            approval: role.approval,
+        };
+        let call = self.call(id, parts, path, has_subject, true)?;
+        Some(RoleRetrieval {
+            call,
+            deactivate_missing: role.deactivate_missing,
+        })
+    }
+
+    fn call(
+        &mut self,
+        id: &BlockId,
+        parts: CallParts<'_>,
+        path: &YamlPath,
+        has_subject: bool,
+        role: bool,
+    ) -> Option<ApiCall> {
+        let block = Some(id);
+        let errors_before = self.errors.len();
+        let preset_path = path.key("preset");
+        let preset = self.resolve_preset(id, parts.preset, &preset_path, role);
+        let mut with = IndexMap::new();
+        for (key, value) in parts.with {
+            let key_path = path.key("with").key(key);
+            if let Some((preset_id, action)) = &preset {
+                if !action.spec.inputs.contains_key(key) {
+                    self.key_error(
+                        &key_path,
+                        block,
+                        CompileErrorKind::UnknownInput {
+                            preset: preset_id.to_string(),
+                            input: key.clone(),
+                            suggestion: suggest(key, action.spec.inputs.keys().map(String::as_str)),
+                        },
+                    );
+                    continue;
+                }
+            }
+            if let Some(t) =
+                self.json_template(id, &format!("with.{key}"), value, &key_path, &CONTEXT_ROOTS)
+            {
+                with.insert(key.clone(), t);
+            }
+        }
+        if let Some((preset_id, action)) = &preset {
+            if !has_subject {
+                let missing: Vec<String> = action
+                    .required_inputs()
+                    .filter(|input| !parts.with.contains_key(*input))
+                    .map(str::to_owned)
+                    .collect();
+                for input in missing {
+                    self.value_error(
+                        &preset_path,
+                        block,
+                        CompileErrorKind::MissingInput {
+                            preset: preset_id.to_string(),
+                            input,
+                        },
+                    );
+                }
+            }
+        }
+        let response_roots: Vec<&str> = CONTEXT_ROOTS
+            .iter()
+            .chain(RESPONSE_ROOTS.iter())
+            .copied()
+            .collect();
+        let mut save = IndexMap::new();
+        for (key, value) in parts.save {
+            if let Some(t) = self.json_template(
+                id,
+                &format!("save.{key}"),
+                value,
+                &path.key("save").key(key),
+                &response_roots,
+            ) {
+                save.insert(key.clone(), t);
+            }
+        }
+        let mut outputs = IndexMap::new();
+        for (key, value) in parts.outputs {
+            if let Some(t) = self.json_template(
+                id,
+                &format!("outputs.{key}"),
+                value,
+                &path.key("outputs").key(key),
+                &response_roots,
+            ) {
+                outputs.insert(key.clone(), t);
+            }
+        }
+        let request = parts
+            .request
+            .and_then(|r| self.request(id, r, &path.key("request")));
+        let retry = self.retry(id, parts.retry, &path.key("retry"));
+        let timeout = parts
+            .timeout
+            .and_then(|t| self.duration(id, "timeout", t, &path.key("timeout")));
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let (preset, _) = preset?;
+        Some(ApiCall {
+            credential: parts
+                .credential
+                .map(str::to_owned)
+                .unwrap_or_else(|| preset.vendor.clone()),
+            preset,
+            with,
+            request,
+            save,
+            outputs,
+            retry: retry.unwrap_or_default(),
+            timeout,
+            approval_required: parts.approval == Some(Approval::Required),
+        })
+    }
+
+    fn resolve_preset(
+        &mut self,
+        id: &BlockId,
+        preset: &str,
+        path: &YamlPath,
+        role: bool,
+    ) -> Option<(PresetId, &'a crate::preset::Action)> {
+        let block = Some(id);
+        let Some(preset_id) = PresetId::parse(preset) else {
+            self.value_error(
+                path,
+                block,
+                CompileErrorKind::MalformedPreset {
+                    found: preset.to_owned(),
+                },
+            );
+            return None;
+        };
+        let presets = self.presets;
+        let Some(vendor) = presets.vendor(&preset_id.vendor) else {
+            self.value_error(
+                path,
+                block,
+                CompileErrorKind::UnknownVendor {
+                    vendor: preset_id.vendor.clone(),
+                    suggestion: suggest(
+                        &preset_id.vendor,
+                        presets.vendors().map(|v| v.spec.vendor.as_str()),
+                    ),
+                },
+            );
+            return None;
+        };
+        let Some(action) = vendor.actions.get(&preset_id.action) else {
+            let candidates = vendor
+                .actions
+                .iter()
+                .filter(|(_, a)| !role || a.spec.role.is_some())
+                .map(|(name, _)| name.as_str());
+            self.value_error(
+                path,
+                block,
+                CompileErrorKind::UnknownAction {
+                    vendor: preset_id.vendor.clone(),
+                    action: preset_id.action.clone(),
+                    suggestion: suggest(&preset_id.action, candidates),
+                },
+            );
+            return None;
+        };
+        if role && action.spec.role.is_none() {
+            self.value_error(
+                path,
+                block,
+                CompileErrorKind::NotARoleAction {
+                    preset: preset.to_owned(),
+                },
+            );
+            return None;
+        }
+        Some((preset_id, action))
+    }
+
+    fn template(
+        &mut self,
+        id: &BlockId,
+        key: &str,
+        source: &str,
+        path: &YamlPath,
+        roots: &[&str],
+    ) -> Option<Template> {
+        match Template::compile(source) {
+            Ok(t) => {
+                let ok = self.check_roots(id, key, t.variable_roots(), path, roots);
+                ok.then_some(t)
+            }
+            Err(err) => {
+                self.value_error(
+                    path,
+                    Some(id),
+                    CompileErrorKind::Template {
+                        key: key.to_owned(),
+                        message: err.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn json_template(
+        &mut self,
+        id: &BlockId,
+        key: &str,
+        value: &Value,
+        path: &YamlPath,
+        roots: &[&str],
+    ) -> Option<JsonTemplate> {
+        match JsonTemplate::compile(value) {
+            Ok(t) => {
+                let ok = self.check_roots(id, key, t.variable_roots(), path, roots);
+                ok.then_some(t)
+            }
+            Err(err) => {
+                self.value_error(
+                    path,
+                    Some(id),
+                    CompileErrorKind::Template {
+                        key: key.to_owned(),
+                        message: err.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn check_roots(
+        &mut self,
+        id: &BlockId,
+        key: &str,
+        found: Vec<&str>,
+        path: &YamlPath,
+        roots: &[&str],
+    ) -> bool {
+        let mut ok = true;
+        for root in found {
+            if !roots.contains(&root) {
+                ok = false;
+                self.value_error(
+                    path,
+                    Some(id),
+                    CompileErrorKind::UnknownVariable {
+                        key: key.to_owned(),
+                        root: root.to_owned(),
+                        suggestion: suggest(root, roots.iter().copied()),
+                    },
+                );
+            }
+        }
+        ok
+    }
+
+    fn request(
+        &mut self,
+        id: &BlockId,
+        request: &RequestSpec,
+        path: &YamlPath,
+    ) -> Option<RequestOverride> {
+        let method = match &request.method {
+            None => None,
+            Some(m) => match serde_json::from_value::<crate::preset::Method>(Value::String(
+                m.to_uppercase(),
+            )) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    self.value_error(
+                        &path.key("method"),
+                        Some(id),
+                        CompileErrorKind::InvalidValue {
+                            key: "request.method".to_owned(),
+                            message: format!("unknown method `{m}`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`"),
+                        },
+                    );
+                    return None;
+                }
+            },
+        };
+        let path_template = match &request.path {
+            None => None,
+            Some(p) => {
+                Some(self.template(id, "request.path", p, &path.key("path"), &CONTEXT_ROOTS)?)
+            }
+        };
+        let mut query = IndexMap::new();
+        for (key, value) in &request.query {
+            let t = self.json_template(
+                id,
+                &format!("request.query.{key}"),
+                value,
+                &path.key("query").key(key),
+                &CONTEXT_ROOTS,
+            )?;
+            query.insert(key.clone(), t);
+        }
+        let mut headers = IndexMap::new();
+        for (key, value) in &request.headers {
+            let t = self.template(
+                id,
+                &format!("request.headers.{key}"),
+                value,
+                &path.key("headers").key(key),
+                &CONTEXT_ROOTS,
+            )?;
+            headers.insert(key.clone(), t);
+        }
+        let body = match &request.body {
+            None => None,
+            Some(b) => Some(self.json_template(
+                id,
+                "request.body",
+                b,
+                &path.key("body"),
+                &CONTEXT_ROOTS,
+            )?),
+        };
+        Some(RequestOverride {
+            method,
+            path: path_template,
+            query,
+            headers,
+            body,
+        })
+    }
+
+    fn retry(
+        &mut self,
+        id: &BlockId,
+        retry: Option<&RetrySpec>,
+        path: &YamlPath,
+    ) -> Option<RetrySettings> {
+        let retry = retry?;
+        let mut settings = RetrySettings {
+            max_attempts: retry.max_attempts,
+            ..RetrySettings::default()
+        };
+        if retry.max_attempts == Some(0) {
+            self.value_error(
+                &path.key("max_attempts"),
+                Some(id),
+                CompileErrorKind::InvalidValue {
+                    key: "retry.max_attempts".to_owned(),
+                    message: "must be at least 1 (the first attempt counts)".to_owned(),
+                },
+            );
+        }
+        for (key, value, slot) in [
+            (
+                "initial_delay",
+                &retry.initial_delay,
+                &mut settings.initial_delay,
+            ),
+            ("max_delay", &retry.max_delay, &mut settings.max_delay),
+            ("max_elapsed", &retry.max_elapsed, &mut settings.max_elapsed),
+        ] {
+            if let Some(text) = value {
+                *slot = self.duration(id, &format!("retry.{key}"), text, &path.key(key));
+            }
+        }
+        Some(settings)
+    }
+
+    fn duration(
+        &mut self,
+        id: &BlockId,
+        key: &str,
+        text: &str,
+        path: &YamlPath,
+    ) -> Option<Duration> {
+        let parsed = parse_duration(text);
+        if parsed.is_none() {
+            self.value_error(
+                path,
+                Some(id),
+                CompileErrorKind::InvalidDuration {
+                    key: key.to_owned(),
+                    found: text.to_owned(),
+                },
+            );
+        }
+        parsed
+    }
+
+    /// Compiles every edge's `when:` and returns them by (block, edge kind, index).
+    fn edge_conditions(&mut self) -> IndexMap<(BlockId, EdgeKind, usize), Condition> {
+        let mut out = IndexMap::new();
+        let spec = &self.loaded.spec;
+        for (id, block) in &spec.blocks {
+            for (kind, key, targets) in [
+                (EdgeKind::Next, "next", block.next()),
+                (EdgeKind::Failure, "on_failure", block.on_failure()),
+            ] {
+                for (i, target) in targets.iter().enumerate() {
+                    let Some(when) = &target.when else { continue };
+                    match self.rules.compile(when) {
+                        Ok(c) => {
+                            out.insert((id.clone(), kind, i), c);
+                        }
+                        Err(err) => {
+                            let at = YamlPath::root()
+                                .key("blocks")
+                                .key(id.as_str())
+                                .key(key)
+                                .index(i)
+                                .key("when");
+                            self.value_error(
+                                &at,
+                                Some(id),
+                                CompileErrorKind::Rhai {
+                                    key: format!("{key}.when"),
+                                    message: err.to_string(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+struct CallParts<'a> {
+    preset: &'a str,
+    credential: Option<&'a str>,
+    with: &'a IndexMap<String, Value>,
+    request: Option<&'a RequestSpec>,
+    save: &'a IndexMap<String, Value>,
+    outputs: &'a IndexMap<String, Value>,
+    retry: Option<&'a RetrySpec>,
+    timeout: Option<&'a str>,
+    approval: Option<Approval>,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, `2d` → a duration.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+/// The edges a block declares, as (kind, yaml key, targets).
+fn declared_edges<'a>(
+    next: &'a Targets,
+    on_failure: &'a Targets,
+) -> [(EdgeKind, &'static str, &'a Targets); 2] {
+    [
+        (EdgeKind::Next, "next", next),
+        (EdgeKind::Failure, "on_failure", on_failure),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("5 minutes"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

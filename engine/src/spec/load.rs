@@ -355,14 +355,12 @@ impl Loader<'_> {
         within: &str,
         keys: &[&str],
     ) -> Option<T> {
-        let mut failed = false;
         for _ in 0..64 {
             let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-                Ok(parsed) if !failed => return Some(parsed),
-                Ok(_) => return None,
+                // Unknown keys were reported and removed; the rest is still checked.
+                Ok(parsed) => return Some(parsed),
                 Err(err) => err,
             };
-            failed = true;
             let error_path = path.join_serde(err.path());
             let message = err.inner().to_string();
             if let Some((key, expected)) = parse_unknown_field(&message) {
@@ -530,7 +528,10 @@ fn parse_missing_field(message: &str) -> Option<String> {
 
 /// serde's wording, made to fit ours.
 fn reword(message: &str) -> String {
-    let message = strip_position(message);
+    let message = strip_position(message)
+        .replace("expected u32", "expected a whole number")
+        .replace("expected u64", "expected a whole number")
+        .replace("expected a boolean", "expected `true` or `false`");
     if let Some(rest) = message.strip_prefix("unknown variant `") {
         if let Some((found, rest)) = rest.split_once('`') {
             return format!("unknown value `{found}`{rest}");
@@ -539,10 +540,15 @@ fn reword(message: &str) -> String {
     message
 }
 
-/// serde_yaml appends " at line L column C"; the position is printed separately.
+/// serde_yaml writes " at line L column C" into messages; the position is printed separately.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
+    let mut out = message.to_owned();
+    while let Some(at) = out.find(" at line ") {
+        let rest = &out[at + " at line ".len()..];
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        let rest = rest.strip_prefix(" column ").unwrap_or(rest);
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        out = format!("{}{}", &out[..at], rest);
     }
+    out
 }

@@ -1,0 +1,550 @@
+//! The workflow language: every compile error kind against its exact message and position, the
+//! shipped workflows and presets, the `validate`, `graph`, `schema` and `presets` commands, and
+//! large generated workflows.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use blockyard::compile::{compile_source, CompileErrorKind};
+use blockyard::preset::PresetRegistry;
+use blockyard::spec::Source;
+use serde_json::Value;
+
+use crate::support::{blockyard, blockyard_in, root, stderr, stdout};
+
+/// One fixture per error kind in `tests/fixtures/invalid/`, with exactly what `validate` prints.
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        "cron",
+        r#"cron.yaml:5:23: error: invalid cron expression `0 25 * * *`: number out of bounds in block `begin`; use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`"#,
+    ),
+    (
+        "cycle",
+        r#"cycle.yaml:4:3: error: cycle: `find` → `details` → `delete` → `find`; workflows are acyclic: use `retry:` to repeat a call"#,
+    ),
+    (
+        "dead_end",
+        r#"dead_end.yaml:4:3: error: block `details` has no path to `end`; give it a `next` or `on_failure` that leads to `end`"#,
+    ),
+    (
+        "duplicate_begin",
+        r#"duplicate_begin.yaml:4:3: error: block `start` is a second `begin` block (the first is `begin`)"#,
+    ),
+    (
+        "duplicate_block",
+        r#"duplicate_block.yaml:5:3: error: block `end` is defined twice (first at line 4)"#,
+    ),
+    (
+        "duplicate_end",
+        r#"duplicate_end.yaml:5:3: error: block `finish` is a second `end` block (the first is `end`)"#,
+    ),
+    (
+        "duplicate_key",
+        r#"duplicate_key.yaml:7:5: error: duplicate key `preset` (first at line 6) in block `delete`"#,
+    ),
+    (
+        "edge_condition",
+        r#"edge_condition.yaml:9:15: error: invalid expression in `next.when`: unexpected '=' (expression column 15) in block `begin`"#,
+    ),
+    (
+        "edge_into_begin",
+        r#"edge_into_begin.yaml:9:17: error: `on_failure` leads into `begin` in block `delete`; `begin` starts the run and takes no incoming edges"#,
+    ),
+    (
+        "invalid_duration",
+        r#"invalid_duration.yaml:8:14: error: invalid duration `30 seconds` for `timeout` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `delete`"#,
+    ),
+    (
+        "invalid_value",
+        r#"invalid_value.yaml:9:21: error: invalid `retry.max_attempts`: invalid type: string "many", expected a whole number in block `delete`"#,
+    ),
+    (
+        "malformed_preset",
+        r#"malformed_preset.yaml:4:31: error: preset `webex_delete_user` is not `vendor.action` in block `delete`; write `vendor.action`, for example `webex.delete_user`"#,
+    ),
+    (
+        "many_errors",
+        r#"many_errors.yaml:11:5: error: unknown key `credentail` in block `find`; did you mean `credential`?
+many_errors.yaml:13:7: error: preset `calendly.find_membership` has no input `emial` in block `find`; did you mean `email`?
+many_errors.yaml:17:13: error: vendor `calendly` has no action `remove_membership` in block `remove`; did you mean `calendly.remove_user_membership`?
+many_errors.yaml:18:11: error: `next` names block `ende`, which does not exist in block `remove`; did you mean `end`?"#,
+    ),
+    (
+        "missing_begin",
+        r#"missing_begin.yaml:2:1: error: the workflow has no `begin` block; add a block with `type: begin`"#,
+    ),
+    (
+        "missing_blocks",
+        r#"missing_blocks.yaml:1:1: error: missing key `blocks` in the workflow"#,
+    ),
+    (
+        "missing_end",
+        r#"missing_end.yaml:2:1: error: the workflow has no `end` block; add a block with `type: end`"#,
+    ),
+    (
+        "missing_input",
+        r#"missing_input.yaml:6:13: error: preset `webex.delete_user` requires input `webex_user_id` in block `delete`; give it in `with:`, or name `records:` in the begin block so `webex_user_id` can come from the subject record"#,
+    ),
+    (
+        "missing_key",
+        r#"missing_key.yaml:4:3: error: missing key `preset` in block `call`"#,
+    ),
+    (
+        "missing_type",
+        r#"missing_type.yaml:4:3: error: missing key `type` in block `delete`; add `type:` with one of `begin`, `api`, `role_retrieval`, `end`"#,
+    ),
+    (
+        "not_a_role_action",
+        r#"not_a_role_action.yaml:6:13: error: preset `calendly.invite_user` reads no role, so it cannot serve `role_retrieval` in block `role`"#,
+    ),
+    (
+        "not_a_workflow",
+        r#"not_a_workflow.yaml:1:1: error: a workflow is a mapping with `name` and `blocks`"#,
+    ),
+    (
+        "rhai_syntax",
+        r#"rhai_syntax.yaml:7:11: error: invalid expression in `when`: script is incomplete (expression column 33) in block `begin`"#,
+    ),
+    (
+        "rule_operator",
+        r#"rule_operator.yaml:8:30: error: unknown rule operator `eqals` in block `begin`; did you mean `equals`?"#,
+    ),
+    (
+        "rule_value",
+        r#"rule_value.yaml:8:57: error: rule operator `before_days` needs a whole number of days as `value` in block `begin`"#,
+    ),
+    (
+        "syntax",
+        r#"syntax.yaml:4:6: error: invalid yaml: did not find expected ',' or '}', while parsing a flow mapping"#,
+    ),
+    (
+        "template_syntax",
+        r#"template_syntax.yaml:8:22: error: invalid template in `with.webex_user_id`: an expression opened with `{{` is not closed with `}}` (template column 23) in block `delete`; write expressions as `{{name}}` or `<<name>>`"#,
+    ),
+    (
+        "timezone",
+        r#"timezone.yaml:5:43: error: unknown time zone `America/New_Yrok` in block `begin`; did you mean `America/New_York`?"#,
+    ),
+    (
+        "trigger_without_records",
+        r#"trigger_without_records.yaml:3:24: error: `on` needs `records:` to say which collection's events start a run in block `begin`"#,
+    ),
+    (
+        "unknown_action",
+        r#"unknown_action.yaml:6:13: error: vendor `webex` has no action `delet_user` in block `delete`; did you mean `webex.delete_user`?"#,
+    ),
+    (
+        "unknown_block_key",
+        r#"unknown_block_key.yaml:9:5: error: unknown key `credentail` in block `delete`; did you mean `credential`?"#,
+    ),
+    (
+        "unknown_collection",
+        r#"unknown_collection.yaml:3:33: error: unknown record collection `peeple` (collections are `people` and `saas_users`) in block `begin`; did you mean `people`?"#,
+    ),
+    (
+        "unknown_event",
+        r#"unknown_event.yaml:3:55: error: unknown record event `udpated` (events are `created`, `updated` and `deleted`) in block `begin`; did you mean `updated`?"#,
+    ),
+    (
+        "unknown_input",
+        r#"unknown_input.yaml:8:7: error: preset `webex.delete_user` has no input `webex_userid` in block `delete`; did you mean `webex_user_id`?"#,
+    ),
+    (
+        "unknown_nested_key",
+        r#"unknown_nested_key.yaml:9:7: error: unknown key `max_attemps` in `retry` in block `delete`; did you mean `max_attempts`?"#,
+    ),
+    (
+        "unknown_target",
+        r#"unknown_target.yaml:8:11: error: `next` names block `ned`, which does not exist in block `delete`; did you mean `end`?"#,
+    ),
+    (
+        "unknown_top_level_key",
+        r#"unknown_top_level_key.yaml:2:1: error: unknown key `descripton` in the workflow; did you mean `description`?"#,
+    ),
+    (
+        "unknown_type",
+        r#"unknown_type.yaml:5:11: error: unknown block type `apii` in block `delete`; did you mean `api`?"#,
+    ),
+    (
+        "unknown_variable",
+        r#"unknown_variable.yaml:8:22: error: unknown variable `recrod` in `with.webex_user_id` in block `delete`; did you mean `record`?"#,
+    ),
+    (
+        "unknown_vendor",
+        r#"unknown_vendor.yaml:4:31: error: unknown vendor `webx` in block `delete`; did you mean `webex`?"#,
+    ),
+    (
+        "unreachable",
+        r#"unreachable.yaml:4:3: error: block `orphan` is not reachable from `begin`; name it in the `next` or `on_failure` of an earlier block"#,
+    ),
+];
+
+#[test]
+fn every_invalid_fixture_prints_its_exact_errors() {
+    let dir = root().join("tests/fixtures/invalid");
+    let mut failures = String::new();
+    for (name, expected) in EXPECTED {
+        let out = blockyard_in(&dir, &["validate", &format!("{name}.yaml")]);
+        let printed = stdout(&out);
+        if printed.trim_end() != *expected || out.status.code() != Some(1) {
+            let _ = writeln!(
+                failures,
+                "--- {name} (exit {:?})\nexpected:\n{expected}\nprinted:\n{printed}",
+                out.status.code()
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{failures}");
+}
+
+#[test]
+fn every_fixture_file_has_an_expectation() {
+    let names: BTreeSet<String> = std::fs::read_dir(root().join("tests/fixtures/invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let expected: BTreeSet<String> = EXPECTED.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn validate_json_prints_file_line_column_block_and_message() {
+    let dir = root().join("tests/fixtures/invalid");
+    let out = blockyard_in(
+        &dir,
+        &[
+            "validate",
+            "--json",
+            "unknown_target.yaml",
+            "missing_blocks.yaml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {
+                "file": "unknown_target.yaml",
+                "line": 8,
+                "column": 11,
+                "block": "delete",
+                "message": "`next` names block `ned`, which does not exist in block `delete`; did you mean `end`?"
+            },
+            {
+                "file": "missing_blocks.yaml",
+                "line": 1,
+                "column": 1,
+                "block": null,
+                "message": "missing key `blocks` in the workflow"
+            }
+        ])
+    );
+}
+
+#[test]
+fn shipped_workflows_validate() {
+    let out = blockyard(&["validate", "workflows/"]);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(" 0 invalid (0 errors)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn every_shipped_workflow_and_preset_compiles() {
+    let presets = PresetRegistry::with_dir(&root().join("presets")).expect("presets/ loads");
+    let mut count = 0;
+    for entry in std::fs::read_dir(root().join("workflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let source = Source::read(&path).unwrap();
+        if let Err(errors) = compile_source(source, &presets) {
+            panic!("{} does not compile: {errors:#?}", path.display());
+        }
+        count += 1;
+    }
+    assert!(count >= 4, "only {count} workflows shipped");
+    let actions = presets.actions().count();
+    assert!(actions >= 29, "only {actions} preset actions");
+}
+
+#[test]
+fn validate_distinguishes_invalid_workflows_from_usage_errors() {
+    let missing = blockyard(&["validate", "no/such/dir"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(
+        stderr(&missing),
+        "error: cannot read `no/such/dir`: No such file or directory (os error 2)\n"
+    );
+    let nothing = blockyard(&["validate"]);
+    assert_eq!(nothing.status.code(), Some(2));
+    let mixed = blockyard(&[
+        "validate",
+        "workflows/",
+        "tests/fixtures/invalid/cycle.yaml",
+    ]);
+    assert_eq!(mixed.status.code(), Some(1));
+    assert_eq!(
+        stdout(&mixed),
+        "tests/fixtures/invalid/cycle.yaml:4:3: error: cycle: `find` → `details` → `delete` → `find`; workflows are acyclic: use `retry:` to repeat a call\n"
+    );
+}
+
+#[test]
+fn graph_draws_mermaid_with_shapes_and_labelled_edges() {
+    let out = blockyard(&["graph", "workflows/calendly-offboard.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        r#"flowchart TD
+    n0(["begin"])
+    n1["find<br/>calendly.find_membership"]
+    n2["remove<br/>calendly.remove_user_membership"]
+    n3((("end")))
+    n0 --> n1
+    n1 --> n2
+    n1 -.->|"on_failure"| n3
+    n2 --> n3
+"#
+    );
+}
+
+#[test]
+fn graph_labels_conditional_edges_and_role_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("branch.yaml");
+    std::fs::write(
+        &file,
+        r#"name: branch
+blocks:
+  begin:
+    type: begin
+    records: saas_users
+    schedule: {cron: "@daily"}
+    next:
+      - {to: role, when: 'record.app == "calendly"'}
+      - end
+  role: {type: role_retrieval, preset: calendly.user_role, next: end, on_failure: end}
+  end: {type: end}
+"#,
+    )
+    .unwrap();
+    let out = blockyard(&["graph", file.to_str().unwrap(), "--format", "dot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(
+        dot.contains(r#"n1 [shape=hexagon, label="role\ncalendly.user_role"];"#),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(r#"n0 -> n1 [label="when record.app == \"calendly\""];"#),
+        "{dot}"
+    );
+    assert!(
+        dot.contains(r##"n1 -> n2 [style=dashed, color="#c0392b", label="on_failure"];"##),
+        "{dot}"
+    );
+    let mermaid = stdout(&blockyard(&["graph", file.to_str().unwrap()]));
+    assert!(
+        mermaid.contains(r#"n1{{"role<br/>calendly.user_role"}}"#),
+        "{mermaid}"
+    );
+    assert!(
+        mermaid.contains(r##"n0 -->|"when record.app == #quot;calendly#quot;"| n1"##),
+        "{mermaid}"
+    );
+}
+
+#[test]
+fn graph_dot_renders_with_graphviz() {
+    if std::process::Command::new("dot")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        // CI installs Graphviz (`.ci/run`); a developer machine without it skips the render.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Graphviz `dot` is required in CI"
+        );
+        eprintln!("skipping: Graphviz `dot` is not installed");
+        return;
+    }
+    for workflow in [
+        "webex-offboard",
+        "calendly-offboard",
+        "calendly-role-daily",
+        "calendly-invite",
+    ] {
+        let out = blockyard(&[
+            "graph",
+            &format!("workflows/{workflow}.yaml"),
+            "--format",
+            "dot",
+        ]);
+        let mut child = std::process::Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+        let rendered = child.wait_with_output().unwrap();
+        assert!(
+            rendered.status.success(),
+            "{workflow}: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+        assert!(String::from_utf8_lossy(&rendered.stdout).contains("<svg"));
+    }
+}
+
+#[test]
+fn graph_of_an_invalid_workflow_prints_its_errors() {
+    let out = blockyard(&["graph", "tests/fixtures/invalid/unreachable.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "tests/fixtures/invalid/unreachable.yaml:4:3: error: block `orphan` is not reachable from `begin`; name it in the `next` or `on_failure` of an earlier block\n"
+    );
+}
+
+#[test]
+fn schema_describes_the_language() {
+    let out = blockyard(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let schema: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(schema["title"], "blockyard workflow");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["required"], serde_json::json!(["name", "blocks"]));
+    let text = schema.to_string();
+    for kind in ["\"begin\"", "\"api\"", "\"role_retrieval\"", "\"end\""] {
+        assert!(text.contains(kind), "schema lacks block type {kind}");
+    }
+}
+
+#[test]
+fn presets_list_json_has_exactly_the_documented_keys() {
+    let out = blockyard(&["presets", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let list: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list.len(), PresetRegistry::builtin().actions().count());
+    for item in &list {
+        let keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["vendor", "action", "title", "kind", "method", "path"]
+        );
+    }
+    let invite = list.iter().find(|i| i["action"] == "invite_user").unwrap();
+    assert_eq!(
+        invite,
+        &serde_json::json!({
+            "vendor": "calendly", "action": "invite_user", "title": "Calendly Invite User",
+            "kind": "write", "method": "POST", "path": "/organizations/{{last_segment organization}}/invitations"
+        })
+    );
+}
+
+#[test]
+fn presets_show_describes_inputs() {
+    let out = blockyard(&["presets", "show", "webex.delete_user", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let shown: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(shown["title"], "Webex Delete User");
+    assert_eq!(shown["method"], "DELETE");
+    assert_eq!(
+        shown["inputs"],
+        serde_json::json!([{"name": "webex_user_id", "required": true, "description": "The person's id."}])
+    );
+    let typo = blockyard(&["presets", "show", "webex.delet_user"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert_eq!(
+        stderr(&typo),
+        "error: there is no preset action `webex.delet_user`; did you mean `webex.delete_user`?\n"
+    );
+}
+
+/// A begin → api × n → end chain.
+pub fn chain(n: usize) -> String {
+    let mut yaml = String::from("name: chain\nblocks:\n  begin: {type: begin, next: b0}\n");
+    for i in 0..n {
+        let next = if i + 1 == n {
+            "end".to_owned()
+        } else {
+            format!("b{}", i + 1)
+        };
+        let _ = writeln!(
+            yaml,
+            "  b{i}: {{type: api, preset: webex.get_user_details, with: {{webex_user_id: \"u{i}\"}}, next: {next}, on_failure: end}}"
+        );
+    }
+    yaml.push_str("  end: {type: end}\n");
+    yaml
+}
+
+#[test]
+fn a_ten_thousand_block_chain_compiles() {
+    let workflow = compile_source(
+        Source::new("chain.yaml", chain(10_000)),
+        &PresetRegistry::builtin(),
+    )
+    .unwrap();
+    assert_eq!(workflow.graph.node_count(), 10_002);
+    assert_eq!(workflow.graph.edge_count(), 10_000 + 1 + 10_000);
+}
+
+#[test]
+fn a_thousand_wide_fan_out_compiles_and_a_broken_one_reports_each_block() {
+    let mut yaml = String::from("name: fan\nblocks:\n  begin:\n    type: begin\n    next: [");
+    yaml.push_str(
+        &(0..1000)
+            .map(|i| format!("b{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    yaml.push_str("]\n");
+    for i in 0..1000 {
+        let _ = writeln!(yaml, "  b{i}: {{type: api, preset: webex.get_user_details, with: {{webex_user_id: \"u{i}\"}}, next: end}}");
+    }
+    yaml.push_str("  end: {type: end}\n");
+    let workflow = compile_source(
+        Source::new("fan.yaml", yaml.clone()),
+        &PresetRegistry::builtin(),
+    )
+    .unwrap();
+    assert_eq!(workflow.graph.node_count(), 1002);
+    let broken = yaml.replace("next: end}", "}");
+    let errors =
+        compile_source(Source::new("fan.yaml", broken), &PresetRegistry::builtin()).unwrap_err();
+    // Every fanned-out block and `begin` lead nowhere, and nothing leads to `end`.
+    assert_eq!(errors.len(), 1002);
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| matches!(e.kind, CompileErrorKind::DeadEnd { .. }))
+            .count(),
+        1001
+    );
+    assert_eq!(
+        errors[1001].to_string(),
+        "fan.yaml:1006:3: error: block `end` is not reachable from `begin`; name it in the `next` or `on_failure` of an earlier block"
+    );
+    assert_eq!(
+        errors[1000].to_string(),
+        "fan.yaml:1005:3: error: block `b999` has no path to `end`; give it a `next` or `on_failure` that leads to `end`"
+    );
+}
