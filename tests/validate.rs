@@ -10,6 +10,7 @@ use blockyard::preset::PresetRegistry;
 use blockyard::spec::Source;
 use serde_json::Value;
 
+use crate::generate::{chain, fan_out};
 use crate::support::{blockyard, blockyard_in, root, stderr, stdout};
 
 /// One fixture per error kind in `tests/fixtures/invalid/`, with exactly what `validate` prints.
@@ -478,24 +479,6 @@ fn presets_show_describes_inputs() {
     );
 }
 
-/// A begin → api × n → end chain.
-pub fn chain(n: usize) -> String {
-    let mut yaml = String::from("name: chain\nblocks:\n  begin: {type: begin, next: b0}\n");
-    for i in 0..n {
-        let next = if i + 1 == n {
-            "end".to_owned()
-        } else {
-            format!("b{}", i + 1)
-        };
-        let _ = writeln!(
-            yaml,
-            "  b{i}: {{type: api, preset: webex.get_user_details, with: {{webex_user_id: \"u{i}\"}}, next: {next}, on_failure: end}}"
-        );
-    }
-    yaml.push_str("  end: {type: end}\n");
-    yaml
-}
-
 #[test]
 fn a_ten_thousand_block_chain_compiles() {
     let workflow = compile_source(
@@ -509,18 +492,7 @@ fn a_ten_thousand_block_chain_compiles() {
 
 #[test]
 fn a_thousand_wide_fan_out_compiles_and_a_broken_one_reports_each_block() {
-    let mut yaml = String::from("name: fan\nblocks:\n  begin:\n    type: begin\n    next: [");
-    yaml.push_str(
-        &(0..1000)
-            .map(|i| format!("b{i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    yaml.push_str("]\n");
-    for i in 0..1000 {
-        let _ = writeln!(yaml, "  b{i}: {{type: api, preset: webex.get_user_details, with: {{webex_user_id: \"u{i}\"}}, next: end}}");
-    }
-    yaml.push_str("  end: {type: end}\n");
+    let yaml = fan_out(1000);
     let workflow = compile_source(
         Source::new("fan.yaml", yaml.clone()),
         &PresetRegistry::builtin(),

@@ -56,17 +56,36 @@ impl std::error::Error for TemplateError {}
 #[derive(Debug, Clone)]
 pub struct Template {
     source: String,
-    compiled: handlebars::Template,
-    /// `Some(path)` when the template is exactly one `{{path}}` expression.
-    single_path: Option<Vec<String>>,
-    /// The template has no expressions at all.
-    literal: bool,
+    form: Form,
+}
+
+/// The three shapes a template takes; the first two never touch the handlebars parser or renderer.
+#[derive(Debug, Clone)]
+enum Form {
+    /// Plain text.
+    Literal,
+    /// Exactly one `{{a.b.c}}`.
+    Path(Vec<String>),
+    /// Anything else: helpers, blocks, several expressions.
+    Handlebars(Box<handlebars::Template>),
 }
 
 impl Template {
     /// Parses `source`, after turning `<<name>>` into `{{name}}`.
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        if !source.contains("{{") && !source.contains("<<") && !source.contains("}}") {
+            return Ok(Template {
+                source: source.to_owned(),
+                form: Form::Literal,
+            });
+        }
         let text = expand_alias(source);
+        if let Some(path) = simple_path(&text) {
+            return Ok(Template {
+                source: source.to_owned(),
+                form: Form::Path(path.split('.').map(str::to_owned).collect()),
+            });
+        }
         let compiled = handlebars::Template::compile(&text).map_err(|err| TemplateError {
             message: match err.reason() {
                 // pest's expectations name grammar rules, which mean nothing to a workflow author.
@@ -82,31 +101,9 @@ impl Template {
             },
             position: err.pos(),
         })?;
-        let literal = compiled.elements.iter().all(|e| {
-            matches!(
-                e,
-                TemplateElement::RawString(_) | TemplateElement::Comment(_)
-            )
-        });
-        let single_path = match compiled.elements.as_slice() {
-            [TemplateElement::Expression(helper)] | [TemplateElement::HtmlExpression(helper)]
-                if helper.params.is_empty() && helper.hash.is_empty() && !helper.block =>
-            {
-                match &helper.name {
-                    Parameter::Path(HbsPath::Relative((_, raw))) => {
-                        Some(raw.split(['.', '/']).map(str::to_owned).collect())
-                    }
-                    Parameter::Name(name) => Some(vec![name.clone()]),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
         Ok(Template {
             source: source.to_owned(),
-            compiled,
-            single_path,
-            literal,
+            form: Form::Handlebars(Box::new(compiled)),
         })
     }
 
@@ -116,24 +113,48 @@ impl Template {
 
     /// True when the template is plain text.
     pub fn is_literal(&self) -> bool {
-        self.literal
+        matches!(self.form, Form::Literal)
     }
 
     /// The first segment of every variable the template reads at the top level (`record` for
     /// `{{record.email}}`), for checking names before anything runs. Paths inside `#each` and
     /// `#with` blocks are relative to the block's value and are left out.
     pub fn variable_roots(&self) -> Vec<&str> {
-        let mut roots = Vec::new();
-        collect_roots(&self.compiled.elements, &mut roots);
-        roots.sort_unstable();
-        roots.dedup();
-        roots
+        match &self.form {
+            Form::Literal => Vec::new(),
+            Form::Path(path) => vec![path[0].as_str()],
+            Form::Handlebars(compiled) => {
+                let mut roots = Vec::new();
+                collect_roots(&compiled.elements, &mut roots);
+                roots.sort_unstable();
+                roots.dedup();
+                roots
+            }
+        }
     }
 
     /// The path of a single-expression template (`["record", "email"]` for `{{record.email}}`).
     pub fn single_path(&self) -> Option<&[String]> {
-        self.single_path.as_deref()
+        match &self.form {
+            Form::Path(path) => Some(path),
+            _ => None,
+        }
     }
+}
+
+/// `{{ a.b.c }}` (identifier segments only, no helper) → `a.b.c`.
+fn simple_path(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let ok = !inner.is_empty()
+        && inner.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && segment != "this"
+                && segment != "else"
+        });
+    ok.then_some(inner)
 }
 
 fn first_line(message: &str) -> String {
@@ -428,17 +449,30 @@ fn render_with(
     template: &Template,
     context: &Context,
 ) -> Result<String, RenderFailure> {
-    if template.literal {
-        return Ok(template.source.clone());
+    match &template.form {
+        Form::Literal => Ok(template.source.clone()),
+        Form::Path(path) => {
+            let value = lookup(context.data(), path).ok_or_else(|| RenderFailure {
+                message: format!("`{}` is not defined", path.join(".")),
+            })?;
+            // The same text handlebars would write, through the registry's escape function.
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                Value::Array(_) | Value::Object(_) => value.to_string(),
+                other => other.to_string(),
+            };
+            Ok(registry.get_escape_fn()(&text))
+        }
+        Form::Handlebars(compiled) => {
+            let mut rc = RenderContext::new(None);
+            let mut out = StringOutput::new();
+            compiled.render(registry, context, &mut rc, &mut out)?;
+            out.into_string().map_err(|err| RenderFailure {
+                message: err.to_string(),
+            })
+        }
     }
-    let mut rc = RenderContext::new(None);
-    let mut out = StringOutput::new();
-    template
-        .compiled
-        .render(registry, context, &mut rc, &mut out)?;
-    out.into_string().map_err(|err| RenderFailure {
-        message: err.to_string(),
-    })
 }
 
 /// Follows `path` (object keys and array indexes) into `value`.

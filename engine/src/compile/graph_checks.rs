@@ -49,7 +49,10 @@ pub(super) fn check(
             on_failure: &broken.on_failure,
         }))
         .collect();
-    nodes.sort_by_key(|n| loaded.map.key_location(&block_path(n.id)));
+    if !loaded.broken.is_empty() {
+        // Broken blocks were listed apart; put every block back in file order.
+        nodes.sort_by_cached_key(|n| loaded.map().key_location(&block_path(n.id)));
+    }
 
     let mut graph: DiGraph<usize, EdgeKind> = DiGraph::new();
     let index: HashMap<&str, NodeIndex> = nodes
@@ -209,7 +212,6 @@ pub(super) fn check(
         let kind = kinds.get_mut(node.id).and_then(Option::take)?;
         checked.add_node(Block {
             id: node.id.clone(),
-            location: loaded.map.key_location(&block_path(node.id)),
             kind,
         });
     }
@@ -217,7 +219,11 @@ pub(super) fn check(
         let from = index[node.id.as_str()];
         for (kind, _, targets) in declared_edges(node.next, node.on_failure) {
             for (i, target) in targets.iter().enumerate() {
-                let when = conditions.swap_remove(&(node.id.clone(), kind, i));
+                let when = if conditions.is_empty() {
+                    None
+                } else {
+                    conditions.swap_remove(&(node.id.clone(), kind, i))
+                };
                 checked.add_edge(from, index[target.to.as_str()], Edge { kind, when });
             }
         }

@@ -21,8 +21,8 @@ use crate::preset::{PresetId, PresetRegistry};
 use crate::rules::{Condition, Rule, RuleEngine, RuleOp};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::spec::{
-    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, LoadedSpec, Location,
-    RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
+    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, LoadedSpec, RequestSpec,
+    RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
 };
 use crate::template::{JsonTemplate, Template};
 
@@ -56,8 +56,6 @@ impl Workflow {
 #[derive(Debug)]
 pub struct Block {
     pub id: BlockId,
-    /// Where the block's id is in the file.
-    pub location: Location,
     pub kind: BlockKind,
 }
 
@@ -214,7 +212,7 @@ pub fn compile_source(
     let workflow = Compiler {
         loaded: &loaded,
         presets,
-        rules: RuleEngine::new(),
+        rules: rule_engine(),
         errors: &mut errors,
     }
     .compile();
@@ -234,7 +232,7 @@ pub fn compile(
     let workflow = Compiler {
         loaded,
         presets,
-        rules: RuleEngine::new(),
+        rules: rule_engine(),
         errors: &mut errors,
     }
     .compile();
@@ -245,15 +243,23 @@ pub fn compile(
     }
 }
 
+/// The rhai engine, built once per process.
+pub fn rule_engine() -> &'static RuleEngine {
+    static ENGINE: std::sync::OnceLock<RuleEngine> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(RuleEngine::new)
+}
+
 /// Variable roots a workflow template may read.
 const CONTEXT_ROOTS: [&str; 4] = ["record", "vars", "blocks", "run"];
-/// Extra roots inside `save:` and `outputs:`.
-const RESPONSE_ROOTS: [&str; 3] = ["response", "status", "headers"];
+/// Roots inside `save:` and `outputs:`: the context plus the response.
+const RESPONSE_ROOTS: [&str; 7] = [
+    "record", "vars", "blocks", "run", "response", "status", "headers",
+];
 
 struct Compiler<'a> {
     loaded: &'a LoadedSpec,
     presets: &'a PresetRegistry,
-    rules: RuleEngine,
+    rules: &'static RuleEngine,
     errors: &'a mut Vec<CompileError>,
 }
 
@@ -274,20 +280,20 @@ impl<'a> Compiler<'a> {
             BlockSpec::Begin(begin) => begin.records.is_some(),
             _ => false,
         });
-        let mut kinds = IndexMap::new();
+        let mut kinds = IndexMap::with_capacity(spec.blocks.len());
         let mut trigger = Trigger::default();
         for (id, block) in &spec.blocks {
-            let path = YamlPath::root().key("blocks").key(id.as_str());
             let kind = match block {
                 BlockSpec::Begin(begin) => {
+                    let path = YamlPath::root().key("blocks").key(id.as_str());
                     if let Some(t) = self.begin(id, begin, &path) {
                         trigger = t;
                     }
                     Some(BlockKind::Begin)
                 }
-                BlockSpec::Api(api) => self.api(id, api, &path, has_subject).map(BlockKind::Api),
+                BlockSpec::Api(api) => self.api(id, api, has_subject).map(BlockKind::Api),
                 BlockSpec::RoleRetrieval(role) => self
-                    .role(id, role, &path, has_subject)
+                    .role(id, role, has_subject)
                     .map(BlockKind::RoleRetrieval),
                 BlockSpec::End(_) => Some(BlockKind::End),
             };
@@ -456,13 +462,7 @@ impl<'a> Compiler<'a> {
         ok.then_some(trigger)
     }
 
-    fn api(
-        &mut self,
-        id: &BlockId,
-        api: &ApiSpec,
-        path: &YamlPath,
-        has_subject: bool,
-    ) -> Option<ApiCall> {
+    fn api(&mut self, id: &BlockId, api: &ApiSpec, has_subject: bool) -> Option<ApiCall> {
         let parts = CallParts {
             preset: &api.preset,
             credential: api.credential.as_deref(),
@@ -474,14 +474,13 @@ impl<'a> Compiler<'a> {
             timeout: api.timeout.as_deref(),
             approval: api.approval,
         };
-        self.call(id, parts, path, has_subject, false)
+        self.call(id, parts, has_subject, false)
     }
 
     fn role(
         &mut self,
         id: &BlockId,
         role: &RoleRetrievalSpec,
-        path: &YamlPath,
         has_subject: bool,
     ) -> Option<RoleRetrieval> {
         let parts = CallParts {
@@ -495,7 +494,7 @@ impl<'a> Compiler<'a> {
             timeout: role.timeout.as_deref(),
             approval: role.approval,
         };
-        let call = self.call(id, parts, path, has_subject, true)?;
+        let call = self.call(id, parts, has_subject, true)?;
         Some(RoleRetrieval {
             call,
             deactivate_missing: role.deactivate_missing,
@@ -506,22 +505,20 @@ impl<'a> Compiler<'a> {
         &mut self,
         id: &BlockId,
         parts: CallParts<'_>,
-        path: &YamlPath,
         has_subject: bool,
         role: bool,
     ) -> Option<ApiCall> {
-        let block = Some(id);
         let errors_before = self.errors.len();
-        let preset_path = path.key("preset");
-        let preset = self.resolve_preset(id, parts.preset, &preset_path, role);
-        let mut with = IndexMap::new();
+        let preset = self.resolve_preset(Site::new(id, &["preset"]), parts.preset, role);
+        let mut with = IndexMap::with_capacity(parts.with.len());
         for (key, value) in parts.with {
-            let key_path = path.key("with").key(key);
+            let keys = ["with", key.as_str()];
+            let site = Site::new(id, &keys);
             if let Some((preset_id, action)) = &preset {
                 if !action.spec.inputs.contains_key(key) {
                     self.key_error(
-                        &key_path,
-                        block,
+                        &site.yaml(),
+                        Some(id),
                         CompileErrorKind::UnknownInput {
                             preset: preset_id.to_string(),
                             input: key.clone(),
@@ -531,9 +528,7 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
             }
-            if let Some(t) =
-                self.json_template(id, &format!("with.{key}"), value, &key_path, &CONTEXT_ROOTS)
-            {
+            if let Some(t) = self.json_template(site, value, &CONTEXT_ROOTS) {
                 with.insert(key.clone(), t);
             }
         }
@@ -546,8 +541,8 @@ impl<'a> Compiler<'a> {
                     .collect();
                 for input in missing {
                     self.value_error(
-                        &preset_path,
-                        block,
+                        &Site::new(id, &["preset"]).yaml(),
+                        Some(id),
                         CompileErrorKind::MissingInput {
                             preset: preset_id.to_string(),
                             input,
@@ -556,42 +551,27 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let response_roots: Vec<&str> = CONTEXT_ROOTS
-            .iter()
-            .chain(RESPONSE_ROOTS.iter())
-            .copied()
-            .collect();
-        let mut save = IndexMap::new();
+        let mut save = IndexMap::with_capacity(parts.save.len());
         for (key, value) in parts.save {
-            if let Some(t) = self.json_template(
-                id,
-                &format!("save.{key}"),
-                value,
-                &path.key("save").key(key),
-                &response_roots,
-            ) {
+            if let Some(t) =
+                self.json_template(Site::new(id, &["save", key]), value, &RESPONSE_ROOTS)
+            {
                 save.insert(key.clone(), t);
             }
         }
-        let mut outputs = IndexMap::new();
+        let mut outputs = IndexMap::with_capacity(parts.outputs.len());
         for (key, value) in parts.outputs {
-            if let Some(t) = self.json_template(
-                id,
-                &format!("outputs.{key}"),
-                value,
-                &path.key("outputs").key(key),
-                &response_roots,
-            ) {
+            if let Some(t) =
+                self.json_template(Site::new(id, &["outputs", key]), value, &RESPONSE_ROOTS)
+            {
                 outputs.insert(key.clone(), t);
             }
         }
-        let request = parts
-            .request
-            .and_then(|r| self.request(id, r, &path.key("request")));
-        let retry = self.retry(id, parts.retry, &path.key("retry"));
+        let request = parts.request.and_then(|r| self.request(id, r));
+        let retry = self.retry(id, parts.retry);
         let timeout = parts
             .timeout
-            .and_then(|t| self.duration(id, "timeout", t, &path.key("timeout")));
+            .and_then(|t| self.duration(Site::new(id, &["timeout"]), t));
         if self.errors.len() > errors_before {
             return None;
         }
@@ -614,15 +594,14 @@ impl<'a> Compiler<'a> {
 
     fn resolve_preset(
         &mut self,
-        id: &BlockId,
+        site: Site<'_>,
         preset: &str,
-        path: &YamlPath,
         role: bool,
     ) -> Option<(PresetId, &'a crate::preset::Action)> {
-        let block = Some(id);
+        let block = Some(site.block);
         let Some(preset_id) = PresetId::parse(preset) else {
             self.value_error(
-                path,
+                &site.yaml(),
                 block,
                 CompileErrorKind::MalformedPreset {
                     found: preset.to_owned(),
@@ -633,7 +612,7 @@ impl<'a> Compiler<'a> {
         let presets = self.presets;
         let Some(vendor) = presets.vendor(&preset_id.vendor) else {
             self.value_error(
-                path,
+                &site.yaml(),
                 block,
                 CompileErrorKind::UnknownVendor {
                     vendor: preset_id.vendor.clone(),
@@ -652,7 +631,7 @@ impl<'a> Compiler<'a> {
                 .filter(|(_, a)| !role || a.spec.role.is_some())
                 .map(|(name, _)| name.as_str());
             self.value_error(
-                path,
+                &site.yaml(),
                 block,
                 CompileErrorKind::UnknownAction {
                     vendor: preset_id.vendor.clone(),
@@ -664,7 +643,7 @@ impl<'a> Compiler<'a> {
         };
         if role && action.spec.role.is_none() {
             self.value_error(
-                path,
+                &site.yaml(),
                 block,
                 CompileErrorKind::NotARoleAction {
                     preset: preset.to_owned(),
@@ -675,28 +654,13 @@ impl<'a> Compiler<'a> {
         Some((preset_id, action))
     }
 
-    fn template(
-        &mut self,
-        id: &BlockId,
-        key: &str,
-        source: &str,
-        path: &YamlPath,
-        roots: &[&str],
-    ) -> Option<Template> {
+    fn template(&mut self, site: Site<'_>, source: &str, roots: &[&str]) -> Option<Template> {
         match Template::compile(source) {
-            Ok(t) => {
-                let ok = self.check_roots(id, key, t.variable_roots(), path, roots);
-                ok.then_some(t)
-            }
+            Ok(t) => self
+                .check_roots(site, t.variable_roots(), roots)
+                .then_some(t),
             Err(err) => {
-                self.value_error(
-                    path,
-                    Some(id),
-                    CompileErrorKind::Template {
-                        key: key.to_owned(),
-                        message: err.to_string(),
-                    },
-                );
+                self.template_error(site, err.to_string());
                 None
             }
         }
@@ -704,48 +668,42 @@ impl<'a> Compiler<'a> {
 
     fn json_template(
         &mut self,
-        id: &BlockId,
-        key: &str,
+        site: Site<'_>,
         value: &Value,
-        path: &YamlPath,
         roots: &[&str],
     ) -> Option<JsonTemplate> {
         match JsonTemplate::compile(value) {
-            Ok(t) => {
-                let ok = self.check_roots(id, key, t.variable_roots(), path, roots);
-                ok.then_some(t)
-            }
+            Ok(t) => self
+                .check_roots(site, t.variable_roots(), roots)
+                .then_some(t),
             Err(err) => {
-                self.value_error(
-                    path,
-                    Some(id),
-                    CompileErrorKind::Template {
-                        key: key.to_owned(),
-                        message: err.to_string(),
-                    },
-                );
+                self.template_error(site, err.to_string());
                 None
             }
         }
     }
 
-    fn check_roots(
-        &mut self,
-        id: &BlockId,
-        key: &str,
-        found: Vec<&str>,
-        path: &YamlPath,
-        roots: &[&str],
-    ) -> bool {
+    fn template_error(&mut self, site: Site<'_>, message: String) {
+        self.value_error(
+            &site.yaml(),
+            Some(site.block),
+            CompileErrorKind::Template {
+                key: site.label(),
+                message,
+            },
+        );
+    }
+
+    fn check_roots(&mut self, site: Site<'_>, found: Vec<&str>, roots: &[&str]) -> bool {
         let mut ok = true;
         for root in found {
             if !roots.contains(&root) {
                 ok = false;
                 self.value_error(
-                    path,
-                    Some(id),
+                    &site.yaml(),
+                    Some(site.block),
                     CompileErrorKind::UnknownVariable {
-                        key: key.to_owned(),
+                        key: site.label(),
                         root: root.to_owned(),
                         suggestion: suggest(root, roots.iter().copied()),
                     },
@@ -755,12 +713,7 @@ impl<'a> Compiler<'a> {
         ok
     }
 
-    fn request(
-        &mut self,
-        id: &BlockId,
-        request: &RequestSpec,
-        path: &YamlPath,
-    ) -> Option<RequestOverride> {
+    fn request(&mut self, id: &BlockId, request: &RequestSpec) -> Option<RequestOverride> {
         let method = match &request.method {
             None => None,
             Some(m) => match serde_json::from_value::<crate::preset::Method>(Value::String(
@@ -769,30 +722,30 @@ impl<'a> Compiler<'a> {
                 Ok(m) => Some(m),
                 Err(_) => {
                     self.value_error(
-                        &path.key("method"),
+                        &Site::new(id, &["request", "method"]).yaml(),
                         Some(id),
                         CompileErrorKind::InvalidValue {
                             key: "request.method".to_owned(),
-                            message: format!("unknown method `{m}`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`"),
+                            message: format!(
+                                "unknown method `{m}`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`"
+                            ),
                         },
                     );
                     return None;
                 }
             },
         };
-        let path_template = match &request.path {
+        let path = match &request.path {
             None => None,
             Some(p) => {
-                Some(self.template(id, "request.path", p, &path.key("path"), &CONTEXT_ROOTS)?)
+                Some(self.template(Site::new(id, &["request", "path"]), p, &CONTEXT_ROOTS)?)
             }
         };
         let mut query = IndexMap::new();
         for (key, value) in &request.query {
             let t = self.json_template(
-                id,
-                &format!("request.query.{key}"),
+                Site::new(id, &["request", "query", key]),
                 value,
-                &path.key("query").key(key),
                 &CONTEXT_ROOTS,
             )?;
             query.insert(key.clone(), t);
@@ -800,39 +753,28 @@ impl<'a> Compiler<'a> {
         let mut headers = IndexMap::new();
         for (key, value) in &request.headers {
             let t = self.template(
-                id,
-                &format!("request.headers.{key}"),
+                Site::new(id, &["request", "headers", key]),
                 value,
-                &path.key("headers").key(key),
                 &CONTEXT_ROOTS,
             )?;
             headers.insert(key.clone(), t);
         }
         let body = match &request.body {
             None => None,
-            Some(b) => Some(self.json_template(
-                id,
-                "request.body",
-                b,
-                &path.key("body"),
-                &CONTEXT_ROOTS,
-            )?),
+            Some(b) => {
+                Some(self.json_template(Site::new(id, &["request", "body"]), b, &CONTEXT_ROOTS)?)
+            }
         };
         Some(RequestOverride {
             method,
-            path: path_template,
+            path,
             query,
             headers,
             body,
         })
     }
 
-    fn retry(
-        &mut self,
-        id: &BlockId,
-        retry: Option<&RetrySpec>,
-        path: &YamlPath,
-    ) -> Option<RetrySettings> {
+    fn retry(&mut self, id: &BlockId, retry: Option<&RetrySpec>) -> Option<RetrySettings> {
         let retry = retry?;
         let mut settings = RetrySettings {
             max_attempts: retry.max_attempts,
@@ -840,7 +782,7 @@ impl<'a> Compiler<'a> {
         };
         if retry.max_attempts == Some(0) {
             self.value_error(
-                &path.key("max_attempts"),
+                &Site::new(id, &["retry", "max_attempts"]).yaml(),
                 Some(id),
                 CompileErrorKind::InvalidValue {
                     key: "retry.max_attempts".to_owned(),
@@ -858,26 +800,20 @@ impl<'a> Compiler<'a> {
             ("max_elapsed", &retry.max_elapsed, &mut settings.max_elapsed),
         ] {
             if let Some(text) = value {
-                *slot = self.duration(id, &format!("retry.{key}"), text, &path.key(key));
+                *slot = self.duration(Site::new(id, &["retry", key]), text);
             }
         }
         Some(settings)
     }
 
-    fn duration(
-        &mut self,
-        id: &BlockId,
-        key: &str,
-        text: &str,
-        path: &YamlPath,
-    ) -> Option<Duration> {
+    fn duration(&mut self, site: Site<'_>, text: &str) -> Option<Duration> {
         let parsed = parse_duration(text);
         if parsed.is_none() {
             self.value_error(
-                path,
-                Some(id),
+                &site.yaml(),
+                Some(site.block),
                 CompileErrorKind::InvalidDuration {
-                    key: key.to_owned(),
+                    key: site.label(),
                     found: text.to_owned(),
                 },
             );
@@ -921,6 +857,31 @@ impl<'a> Compiler<'a> {
             }
         }
         out
+    }
+}
+
+/// Where in a block something is (`with.email` of block `find`), without allocating: the YAML path
+/// and the label are built only when an error needs them.
+#[derive(Clone, Copy)]
+struct Site<'s> {
+    block: &'s BlockId,
+    keys: &'s [&'s str],
+}
+
+impl<'s> Site<'s> {
+    fn new(block: &'s BlockId, keys: &'s [&'s str]) -> Site<'s> {
+        Site { block, keys }
+    }
+
+    fn yaml(&self) -> YamlPath {
+        self.keys.iter().fold(
+            YamlPath::root().key("blocks").key(self.block.as_str()),
+            |p, k| p.key(k),
+        )
+    }
+
+    fn label(&self) -> String {
+        self.keys.join(".")
     }
 }
 

@@ -21,10 +21,16 @@ pub struct LoadedSpec {
     /// Blocks whose contents had errors (already reported). They still take part in the graph
     /// checks, so that one bad block does not make every edge to it an error too.
     pub broken: IndexMap<BlockId, BrokenBlock>,
-    pub map: SourceMap,
+    /// Positions, built on first use: a valid file never needs them.
+    map: std::cell::OnceCell<SourceMap>,
 }
 
 impl LoadedSpec {
+    /// The positions of every key and value (built on first call).
+    pub fn map(&self) -> &SourceMap {
+        self.map.get_or_init(|| SourceMap::build(&self.source.text))
+    }
+
     /// An error at the key of `path`.
     pub fn error_at_key(
         &self,
@@ -34,7 +40,7 @@ impl LoadedSpec {
     ) -> CompileError {
         CompileError {
             file: self.source.path.clone(),
-            location: self.map.key_location(path),
+            location: self.map().key_location(path),
             block: block.cloned(),
             kind,
         }
@@ -49,7 +55,7 @@ impl LoadedSpec {
     ) -> CompileError {
         CompileError {
             file: self.source.path.clone(),
-            location: self.map.value_location(path),
+            location: self.map().value_location(path),
             block: block.cloned(),
             kind,
         }
@@ -82,6 +88,17 @@ pub fn load(source: Source) -> Result<LoadedSpec, Vec<CompileError>> {
 /// are listed in [`LoadedSpec::broken`]) and every error found. The spec is `None` only when the
 /// document as a whole is unusable (a YAML syntax error, no `name` or `blocks`).
 pub fn load_partial(source: Source) -> (Option<LoadedSpec>, Vec<CompileError>) {
+    // The fast path: one typed pass, no positions. Any error, including a duplicate key, sends the
+    // file down the precise path, which finds every error and where it is.
+    if let Ok(spec) = serde_yaml::from_str::<WorkflowSpec>(&source.text) {
+        let loaded = LoadedSpec {
+            source,
+            spec,
+            broken: IndexMap::new(),
+            map: std::cell::OnceCell::new(),
+        };
+        return (Some(loaded), Vec::new());
+    }
     let map = SourceMap::build(&source.text);
     let mut loader = Loader {
         source: &source,
@@ -94,7 +111,7 @@ pub fn load_partial(source: Source) -> (Option<LoadedSpec>, Vec<CompileError>) {
         source,
         spec,
         broken,
-        map,
+        map: std::cell::OnceCell::from(map),
     });
     (loaded, errors)
 }

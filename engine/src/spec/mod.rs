@@ -26,6 +26,7 @@ use crate::compile::{CompileError, CompileErrorKind};
 mod load;
 pub mod location;
 mod targets;
+mod unique;
 
 pub use load::{load, load_partial, load_str, BrokenBlock, LoadedSpec};
 pub use location::{Location, SourceMap, YamlPath};
@@ -71,9 +72,10 @@ pub struct WorkflowSpec {
     #[serde(default)]
     pub description: Option<String>,
     /// Variables visible to templates as `vars.NAME` (they override the config's `vars`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub vars: IndexMap<String, Value>,
     /// The blocks, by id. Exactly one `begin` and one `end`.
+    #[serde(deserialize_with = "unique::map")]
     pub blocks: IndexMap<BlockId, BlockSpec>,
 }
 
@@ -203,16 +205,16 @@ pub struct ApiSpec {
     pub credential: Option<String>,
     /// The preset's inputs. An input not given here comes from the subject record's field of the
     /// same name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub with: IndexMap<String, Value>,
     /// Advanced mode: override parts of the preset's request.
     #[serde(default)]
     pub request: Option<RequestSpec>,
     /// Fields written onto the subject record, from `response`, `status` and `headers`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub save: IndexMap<String, Value>,
     /// Values later blocks read as `blocks.ID.outputs.NAME`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub outputs: IndexMap<String, Value>,
     /// Retry policy for retryable failures.
     #[serde(default)]
@@ -241,16 +243,16 @@ pub struct RoleRetrievalSpec {
     #[serde(default)]
     pub credential: Option<String>,
     /// The preset's inputs (defaulting to the subject record's fields of the same name).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub with: IndexMap<String, Value>,
     /// Mark users the vendor does not have, or has deactivated, as `deactivated` (default true).
     #[serde(default = "default_true")]
     pub deactivate_missing: bool,
     /// Fields written onto the subject record, besides `role`, `last_activity` and `status`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub save: IndexMap<String, Value>,
     /// Values later blocks read as `blocks.ID.outputs.NAME` (besides `found` and `role`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub outputs: IndexMap<String, Value>,
     /// Retry policy for retryable failures.
     #[serde(default)]
@@ -296,10 +298,10 @@ pub struct RequestSpec {
     #[serde(default)]
     pub path: Option<String>,
     /// Query parameters (added to, or replacing, the preset's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub query: IndexMap<String, Value>,
     /// Headers (added to, or replacing, the preset's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub headers: IndexMap<String, String>,
     /// The JSON body; each string leaf is a template.
     #[serde(default)]
