@@ -337,10 +337,10 @@ impl Loader<'_> {
                 .map(BlockSpec::Begin),
             "api" => self
                 .deserialize::<ApiSpec>(body, path, Some(id), &within, API_KEYS)
-                .map(BlockSpec::Api),
+                .map(|b| BlockSpec::Api(Box::new(b))),
             "role_retrieval" => self
                 .deserialize::<RoleRetrievalSpec>(body, path, Some(id), &within, ROLE_KEYS)
-                .map(BlockSpec::RoleRetrieval),
+                .map(|b| BlockSpec::RoleRetrieval(Box::new(b))),
             "end" => self
                 .deserialize::<EndSpec>(body, path, Some(id), &within, &[])
                 .map(BlockSpec::End),

@@ -86,9 +86,9 @@ pub enum BlockSpec {
     /// Where a run starts, and what starts it.
     Begin(BeginSpec),
     /// One vendor API call through a preset.
-    Api(ApiSpec),
+    Api(Box<ApiSpec>),
     /// Reads a SaaS user's role and activity, and deactivates users the vendor no longer has.
-    RoleRetrieval(RoleRetrievalSpec),
+    RoleRetrieval(Box<RoleRetrievalSpec>),
     /// Where a run ends.
     End(EndSpec),
 }
