@@ -13,7 +13,9 @@
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
 
 pub mod compile;
+pub mod config;
 pub mod graph;
+pub mod http;
 pub mod preset;
 pub mod rules;
 pub mod sandbox;
