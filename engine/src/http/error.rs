@@ -235,7 +235,7 @@ pub enum CallError {
     #[error("`{action}`: {error}")]
     Vendor {
         action: PresetId,
-        error: VendorError,
+        error: Box<VendorError>,
         response: Box<Response>,
     },
     #[error("`{action}`: not found (status {})", response.status)]
@@ -246,7 +246,7 @@ pub enum CallError {
     #[error("`{action}`: not available for this account ({error})")]
     Unsupported {
         action: PresetId,
-        error: VendorError,
+        error: Box<VendorError>,
         response: Box<Response>,
     },
     #[error("`{action}`: unexpected status {} (the preset expects {expected:?})", response.status)]

@@ -477,7 +477,7 @@ impl Client {
                 response.headers.get("trackingid").cloned(),
             );
             error.retry_after = wait_from_headers(target, &raw.headers);
-            error
+            Box::new(error)
         };
         if spec.unsupported.contains(&status) {
             return Err(CallError::Unsupported {
