@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod call;
 mod sandbox;
 
 /// Workflow automation for SaaS user lifecycle work: invite, update, offboard and audit the people
@@ -18,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Perform one preset action (to check a credential) and print the request and response.
+    Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -25,6 +28,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     };
     match result {

@@ -50,14 +50,29 @@ pub struct RenderedRequest {
     /// The URL without its query.
     pub url: String,
     /// Query parameters in order, not encoded.
+    #[serde(serialize_with = "pairs_as_map")]
     pub query: Vec<(String, String)>,
     /// Headers in order; credentials show as `[redacted]`.
+    #[serde(serialize_with = "pairs_as_map")]
     pub headers: Vec<(String, String)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
     /// For read-modify-write actions: the read whose result this request's body is merged into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge_read: Option<Box<RenderedRequest>>,
+}
+
+/// Name/value pairs as a JSON object (a repeated name keeps its last value).
+fn pairs_as_map<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(pairs.len()))?;
+    for (name, value) in pairs {
+        map.serialize_entry(name, value)?;
+    }
+    map.end()
 }
 
 impl RenderedRequest {
