@@ -1,4 +1,5 @@
 //! blockyard's integration tests: one binary, one module per area, sharing the harness in `support`.
 
+mod http;
 mod sandbox;
 mod support;

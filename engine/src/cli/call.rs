@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use blockyard::config::{Config, CredentialName};
-use blockyard::http::{CallOptions, Client, Credentials, RenderedRequest, Response};
+use blockyard::http::{CallError, CallOptions, Client, Credentials, RenderedRequest, Response};
 use blockyard::preset::{PresetId, PresetRegistry};
 use serde_json::{json, Map, Value};
 
@@ -78,7 +78,10 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let request = client.render(&id, &credential, &inputs)?;
     if args.dry_run {
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&json!({ "request": request }))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "request": request }))?
+            );
         } else {
             print_request(&request);
         }
@@ -93,10 +96,18 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(client.call(&id, &credential, &inputs, &options));
+    if let Err(err @ (CallError::Secret(_) | CallError::NoTokenUrl { .. })) = result {
+        // Setup, not an outcome of the call: exit 2 like any other configuration error.
+        return Err(err.into());
+    }
     let redactor = client.redactor();
     let (request, response, error) = match &result {
         Ok(exchange) => (&exchange.request, Some(&exchange.response), None),
-        Err(err) => (&request, err.response(), Some(redactor.text(&err.to_string()))),
+        Err(err) => (
+            &request,
+            err.response(),
+            Some(redactor.text(&err.to_string())),
+        ),
     };
     let ok = response.is_some_and(|r| (200..300).contains(&r.status));
     if args.json {

@@ -218,6 +218,8 @@ pub enum CallError {
         part: RenderPart,
         source: RenderFailure,
     },
+    #[error("`{action}`: an input renders the path segment `{segment}`, which would address another resource; check the input")]
+    DotSegment { action: PresetId, segment: String },
     #[error("`{action}`: the rendered URL `{url}` is not a valid URL below `{base}`; check the credential's `base_url`")]
     BadUrl {
         action: PresetId,
@@ -290,6 +292,7 @@ impl CallError {
             | CallError::UnknownInput { .. }
             | CallError::Render { .. }
             | CallError::BadUrl { .. }
+            | CallError::DotSegment { .. }
             | CallError::NotFound { .. }
             | CallError::Unsupported { .. }
             | CallError::UnexpectedStatus { .. }

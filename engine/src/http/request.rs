@@ -177,7 +177,7 @@ pub fn resolve_inputs(
                 value = field.clone();
             }
         }
-        if value.is_null() && spec.required {
+        if spec.required && (value.is_null() || value.as_str() == Some("")) {
             return Err(CallError::MissingInput {
                 action: action.id.clone(),
                 input: name.clone(),
@@ -216,6 +216,17 @@ pub fn render(
     let path = engine
         .render_path(&action.path, &context)
         .map_err(failed(RenderPart::Path))?;
+    // `.` and `..` (however encoded) are dot segments: URL parsers remove them, which would
+    // address another resource, so a value that renders to one is refused.
+    if let Some(segment) = path.split('/').find(|s| {
+        let s = s.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    }) {
+        return Err(CallError::DotSegment {
+            action: action.id.clone(),
+            segment: segment.to_owned(),
+        });
+    }
     let base = base_url.trim_end_matches('/');
     let url = format!("{base}{path}");
     if url::Url::parse(&url).is_err() {
