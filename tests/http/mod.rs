@@ -1394,3 +1394,49 @@ async fn blockyard_call_prints_the_request_and_the_response() {
     let received = server.received_requests().await.unwrap();
     assert_eq!(received.len(), 2, "a dry run sends nothing");
 }
+
+#[tokio::test]
+async fn the_rate_limit_is_shared_by_every_clone_of_a_client() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"resource": {}})))
+        .mount(&server)
+        .await;
+    let text = PresetRegistry::builtin()
+        .vendor("calendly")
+        .map(|v| std::fs::read_to_string(support::root().join(&v.file)).unwrap())
+        .unwrap()
+        .replace("per_minute: 500", "per_minute: 2");
+    let mut registry = PresetRegistry::builtin();
+    registry.insert(blockyard::preset::load_vendor(Path::new("calendly.yaml"), &text).unwrap());
+    let config = Config::parse(Path::new("b.yaml"), &config_text(&server.uri(), "")).unwrap();
+    let clock = Clock::virtual_clock();
+    let client = Client::with_clock(
+        Arc::new(registry),
+        Credentials::from_config(&config),
+        clock.clone(),
+    )
+    .unwrap();
+    let cred = CredentialName::new("calendly");
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let client = client.clone();
+        let cred = cred.clone();
+        runs.push(tokio::spawn(async move {
+            client
+                .call(
+                    &id_of("calendly.current_user"),
+                    &cred,
+                    &Map::new(),
+                    &CallOptions::default(),
+                )
+                .await
+                .map(|e| e.response.status)
+        }));
+    }
+    for run in runs {
+        assert_eq!(run.await.unwrap().unwrap(), 200);
+    }
+    // Two requests fit the budget of 2 per minute; the third waited for a token instead of failing.
+    assert_eq!(clock.waits(), [Duration::from_secs(30)]);
+}
