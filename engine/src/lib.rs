@@ -10,10 +10,15 @@
 //!    graph with templates parsed and rhai compiled, or every error found, at once;
 //! 4. [`graph`] draws a compiled workflow as mermaid or Graphviz dot.
 //!
+//! [`http`] performs preset actions against the vendors (credentials, retries, rate limits,
+//! pagination, redaction), configured by [`config`] (`blockyard.yaml`).
+//!
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
 
 pub mod compile;
+pub mod config;
 pub mod graph;
+pub mod http;
 pub mod preset;
 pub mod rules;
 pub mod sandbox;

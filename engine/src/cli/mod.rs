@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod graph;
 mod presets;
+mod call;
 mod sandbox;
 mod schema;
 mod validate;
@@ -31,6 +32,8 @@ enum Command {
     /// List and describe the vendor presets that API blocks call.
     #[command(subcommand)]
     Presets(presets::PresetsCommand),
+    /// Perform one preset action (to check a credential) and print the request and response.
+    Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Presets(command) => presets::run(command),
+        Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
     };
     match result {

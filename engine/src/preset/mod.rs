@@ -67,6 +67,11 @@ pub struct VendorSpec {
     pub pagination: Option<Pagination>,
     /// The shape of the vendor's error bodies.
     pub errors: ErrorStyle,
+    /// Response fields the vendor documents as booleans but may send as `"true"`/`"false"`
+    /// strings (Webex `invitePending`, `loginEnabled`); the client turns such strings into
+    /// booleans, at the top level of a response body and in each listed item.
+    #[serde(default)]
+    pub boolean_fields: Vec<String>,
     /// The actions, by name.
     pub actions: IndexMap<String, ActionSpec>,
 }
@@ -239,6 +244,10 @@ pub struct MergeSpec {
     pub read: String,
     /// Fields of the current resource that must not be sent back.
     pub drop: Vec<String>,
+    /// When not empty, only these fields of the current resource are sent back (the vendor's
+    /// writable fields), so a field the vendor adds later is never echoed into a write.
+    #[serde(default)]
+    pub keep: Vec<String>,
 }
 
 /// How a response says "not found".
@@ -320,6 +329,8 @@ pub struct Action {
     pub query: IndexMap<String, Template>,
     pub headers: IndexMap<String, Template>,
     pub body: Option<template::JsonTemplate>,
+    /// The inputs' `default`s, compiled: templates over the workflow's context.
+    pub defaults: IndexMap<String, template::JsonTemplate>,
 }
 
 impl Action {
@@ -561,6 +572,24 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                 }
             }
         }
+        let mut defaults = IndexMap::new();
+        for (input, spec) in &action.inputs {
+            if let Some(default) = &spec.default {
+                match template::JsonTemplate::compile(default) {
+                    Ok(default) => {
+                        defaults.insert(input.clone(), default);
+                    }
+                    Err(err) => {
+                        let location = at("inputs");
+                        errors.push(error(
+                            location.line,
+                            location.column,
+                            format!("action `{name}`: invalid template in the default of input `{input}`: {err}"),
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(path) = path {
             actions.insert(
                 name.clone(),
@@ -571,6 +600,7 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                     query,
                     headers,
                     body,
+                    defaults,
                 },
             );
         }

@@ -1,0 +1,424 @@
+//! `blockyard.yaml`: the data directory, global variables and named credentials.
+//!
+//! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
+//! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
+//! that cannot be read) can name the file, line and key. Secret values are never stored in the
+//! file: a secret field holds `${ENV_VAR}` or `file:/path/to/secret` (a literal is accepted for
+//! local sandboxes) and is resolved only when a call first uses the credential, so a missing
+//! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
+//! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::preset::AuthKind;
+use crate::spec::{Location, SourceMap, YamlPath};
+
+/// The name of a credential in `blockyard.yaml` (`credential: webex` in a block).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CredentialName(pub String);
+
+impl CredentialName {
+    pub fn new(name: impl Into<String>) -> CredentialName {
+        CredentialName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CredentialName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `blockyard.yaml`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigSpec {
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    vars: IndexMap<String, Value>,
+    #[serde(default)]
+    credentials: IndexMap<String, CredentialSpec>,
+}
+
+/// One credential, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// The preset vendor it authenticates against (`calendly`, `webex`, `scim`).
+    pub vendor: String,
+    pub auth: AuthKind,
+    /// Bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// OAuth2 client id (not a secret).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// OAuth2 scope for the client-credentials grant.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Basic auth user name (not a secret).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Overrides the preset's base URL (sandbox, tests, regions; required for SCIM).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Overrides the preset's OAuth2 token URL.
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+/// Where a secret value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `${NAME}`.
+    Env(String),
+    /// `file:/path`.
+    File(PathBuf),
+    /// Written in the file (acceptable for a local sandbox only).
+    Literal(String),
+}
+
+impl SecretSource {
+    pub fn parse(text: &str) -> SecretSource {
+        let trimmed = text.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+        {
+            SecretSource::Env(name.to_owned())
+        } else if let Some(path) = trimmed.strip_prefix("file:") {
+            SecretSource::File(PathBuf::from(path))
+        } else {
+            SecretSource::Literal(text.to_owned())
+        }
+    }
+}
+
+/// A secret field of a credential, with where it was written.
+#[derive(Debug, Clone)]
+pub struct SecretRef {
+    pub source: SecretSource,
+    /// The key, such as `credentials.webex.client_secret`.
+    pub key: String,
+    pub file: PathBuf,
+    pub location: Location,
+}
+
+/// A secret that could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("{}:{location}: environment variable `{var}` (for `{key}`) is not set; export it or point `{key}` at a file with `file:/path`", file.display())]
+    EnvMissing {
+        var: String,
+        key: String,
+        file: PathBuf,
+        location: Location,
+    },
+    #[error("{}:{location}: cannot read the secret file `{}` (for `{key}`): {reason}", file.display(), path.display())]
+    FileUnreadable {
+        path: PathBuf,
+        key: String,
+        file: PathBuf,
+        location: Location,
+        reason: String,
+    },
+    #[error("{}:{location}: `{key}` is empty", file.display())]
+    Empty {
+        key: String,
+        file: PathBuf,
+        location: Location,
+    },
+}
+
+impl SecretRef {
+    /// Reads the secret now (environment or file), trimming a trailing newline from files.
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        let value = match &self.source {
+            SecretSource::Literal(value) => value.clone(),
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::EnvMissing {
+                var: var.clone(),
+                key: self.key.clone(),
+                file: self.file.clone(),
+                location: self.location,
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|err| SecretError::FileUnreadable {
+                    path: path.clone(),
+                    key: self.key.clone(),
+                    file: self.file.clone(),
+                    location: self.location,
+                    reason: err.to_string().to_lowercase(),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty {
+                key: self.key.clone(),
+                file: self.file.clone(),
+                location: self.location,
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// One credential, checked.
+#[derive(Debug, Clone)]
+pub struct CredentialConfig {
+    pub name: CredentialName,
+    pub vendor: String,
+    pub auth: AuthKind,
+    pub token: Option<SecretRef>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretRef>,
+    pub refresh_token: Option<SecretRef>,
+    pub scope: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    pub base_url: Option<String>,
+    pub token_url: Option<String>,
+    /// Where the credential is defined.
+    pub file: PathBuf,
+    pub location: Location,
+}
+
+/// `blockyard.yaml`, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Where history and records are kept (relative paths are relative to the file's directory).
+    pub data_dir: PathBuf,
+    /// Global variables, seen by templates as `vars.*`.
+    pub vars: IndexMap<String, Value>,
+    pub credentials: IndexMap<CredentialName, CredentialConfig>,
+}
+
+/// A problem with `blockyard.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{}`: {reason}; pass `--config FILE` or create `blockyard.yaml` (see `examples/blockyard.yaml`)", file.display())]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("{}:{location}: {message}", file.display())]
+    Invalid {
+        file: PathBuf,
+        location: Location,
+        message: String,
+    },
+    #[error("{}:{location}: credential `{credential}` uses `auth: {auth}` but has no `{key}`; add it", file.display())]
+    MissingField {
+        file: PathBuf,
+        location: Location,
+        credential: String,
+        auth: &'static str,
+        key: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads `explicit`, or `./blockyard.yaml` when no file is named.
+    pub fn find(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(path) => Config::load(path),
+            None => Config::load(Path::new("blockyard.yaml")),
+        }
+    }
+
+    /// Reads and checks one file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Unreadable {
+            file: path.to_owned(),
+            reason: err.to_string().to_lowercase(),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|err| {
+            let location = err
+                .location()
+                .map(|l| Location::new(l.line() as u32, l.column() as u32))
+                .unwrap_or(Location::new(1, 1));
+            let message = err.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(at) => message[..at].to_owned(),
+                None => message,
+            };
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                location,
+                message,
+            }
+        })?;
+        let map = SourceMap::build(text);
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let data_dir = spec
+            .data_dir
+            .map(|d| if d.is_absolute() { d } else { dir.join(d) })
+            .unwrap_or_else(|| dir.join(".blockyard"));
+        let mut credentials = IndexMap::new();
+        for (name, cred) in spec.credentials {
+            let at = |key: Option<&str>| {
+                let mut path = YamlPath::root().key("credentials").key(&name);
+                if let Some(key) = key {
+                    path = path.key(key);
+                    map.value_location(&path)
+                } else {
+                    map.key_location(&path)
+                }
+            };
+            let secret = |key: &str, value: &Option<String>| {
+                value.as_ref().map(|value| SecretRef {
+                    source: SecretSource::parse(value),
+                    key: format!("credentials.{name}.{key}"),
+                    file: file.to_owned(),
+                    location: at(Some(key)),
+                })
+            };
+            let config = CredentialConfig {
+                name: CredentialName(name.clone()),
+                vendor: cred.vendor.clone(),
+                auth: cred.auth,
+                token: secret("token", &cred.token),
+                client_id: cred.client_id.clone(),
+                client_secret: secret("client_secret", &cred.client_secret),
+                refresh_token: secret("refresh_token", &cred.refresh_token),
+                scope: cred.scope.clone(),
+                username: cred.username.clone(),
+                password: secret("password", &cred.password),
+                base_url: cred.base_url.clone(),
+                token_url: cred.token_url.clone(),
+                file: file.to_owned(),
+                location: at(None),
+            };
+            let missing = |key: &'static str| ConfigError::MissingField {
+                file: file.to_owned(),
+                location: at(None),
+                credential: name.clone(),
+                auth: auth_name(cred.auth),
+                key,
+            };
+            let needed: &[(&'static str, bool)] = match cred.auth {
+                AuthKind::Bearer => &[("token", config.token.is_some())],
+                AuthKind::Basic => &[
+                    ("username", config.username.is_some()),
+                    ("password", config.password.is_some()),
+                ],
+                AuthKind::Oauth2ClientCredentials => &[
+                    ("client_id", config.client_id.is_some()),
+                    ("client_secret", config.client_secret.is_some()),
+                ],
+                AuthKind::Oauth2RefreshToken => &[
+                    ("client_id", config.client_id.is_some()),
+                    ("client_secret", config.client_secret.is_some()),
+                    ("refresh_token", config.refresh_token.is_some()),
+                ],
+            };
+            if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
+                return Err(missing(key));
+            }
+            credentials.insert(CredentialName(name), config);
+        }
+        Ok(Config {
+            file: file.to_owned(),
+            data_dir,
+            vars: spec.vars,
+            credentials,
+        })
+    }
+
+    /// The context templates see outside a run: `vars` (and empty `record`, `blocks`, `run`).
+    pub fn context(&self) -> Value {
+        serde_json::json!({
+            "vars": Value::Object(self.vars.clone().into_iter().collect()),
+            "record": {},
+            "blocks": {},
+            "run": {},
+        })
+    }
+}
+
+/// The YAML spelling of an auth style.
+pub fn auth_name(auth: AuthKind) -> &'static str {
+    match auth {
+        AuthKind::Bearer => "bearer",
+        AuthKind::Oauth2ClientCredentials => "oauth2_client_credentials",
+        AuthKind::Oauth2RefreshToken => "oauth2_refresh_token",
+        AuthKind::Basic => "basic",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../examples/blockyard.yaml");
+
+    #[test]
+    fn the_sample_config_loads() {
+        let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
+        assert_eq!(config.credentials.len(), 3);
+        let webex = &config.credentials[&CredentialName::new("webex")];
+        assert_eq!(webex.auth, AuthKind::Oauth2RefreshToken);
+        assert_eq!(
+            webex.client_secret.as_ref().unwrap().source,
+            SecretSource::Env("WEBEX_CLIENT_SECRET".into())
+        );
+        let scim = &config.credentials[&CredentialName::new("scim")];
+        assert_eq!(
+            scim.token.as_ref().unwrap().source,
+            SecretSource::File("/etc/blockyard/scim-token".into())
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_names_itself_the_key_and_the_line() {
+        let text = "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: ${BLOCKYARD_TEST_SURELY_UNSET}\n";
+        let config = Config::parse(Path::new("b.yaml"), text).unwrap();
+        let err = config.credentials[&CredentialName::new("calendly")]
+            .token
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.yaml:5:12: environment variable `BLOCKYARD_TEST_SURELY_UNSET` (for `credentials.calendly.token`) is not set; export it or point `credentials.calendly.token` at a file with `file:/path`"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_and_an_unknown_key_are_errors() {
+        let text = "credentials:\n  webex:\n    vendor: webex\n    auth: oauth2_refresh_token\n    client_id: x\n    client_secret: y\n";
+        let err = Config::parse(Path::new("b.yaml"), text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.yaml:2:3: credential `webex` uses `auth: oauth2_refresh_token` but has no `refresh_token`; add it"
+        );
+        let err = Config::parse(Path::new("b.yaml"), "varz: {}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("b.yaml:1:1: unknown field `varz`"),
+            "{err}"
+        );
+    }
+}

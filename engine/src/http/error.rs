@@ -1,0 +1,315 @@
+//! What can go wrong with a vendor call, as data.
+//!
+//! [`CallError`] separates the failures an executor treats differently: setup (unknown action or
+//! credential, an unset secret), rendering (a missing input or variable, named), transport (with
+//! whether the request provably never left), the vendor's own error (with its own words, parsed
+//! per the preset's [`ErrorStyle`]), not found, unsupported, pagination guards. Every message is
+//! already redacted: building one goes through the client's [`super::Redactor`].
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Response;
+use crate::config::{CredentialName, SecretError};
+use crate::preset::{ErrorStyle, PresetId};
+use crate::template::RenderFailure;
+
+/// How a request failed to get an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection was made: the request never reached the vendor.
+    Connect,
+    /// No answer in time: the vendor may have acted on it.
+    Timeout,
+    /// The connection broke after the request was sent, or another I/O failure.
+    Other,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "timed out",
+            TransportKind::Other => "connection failed",
+        })
+    }
+}
+
+/// A vendor's error response, in its own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorError {
+    pub vendor: String,
+    pub status: u16,
+    /// Calendly `title`.
+    pub title: Option<String>,
+    /// Calendly and Webex `message`, SCIM `detail`.
+    pub message: Option<String>,
+    /// Calendly `details` (`parameter: message`), Webex `errors[].description`.
+    pub details: Vec<String>,
+    /// Webex `trackingId` (body or `Trackingid` header), for Cisco support.
+    pub tracking_id: Option<String>,
+    /// SCIM `scimType`.
+    pub scim_type: Option<String>,
+    /// How long the vendor asked us to wait (429).
+    pub retry_after: Option<Duration>,
+}
+
+impl VendorError {
+    /// Reads an error body in the vendor's style; fields that are absent stay `None`.
+    pub fn parse(
+        vendor: &str,
+        style: ErrorStyle,
+        status: u16,
+        body: &Value,
+        tracking_header: Option<String>,
+    ) -> VendorError {
+        let text = |v: Option<&Value>| match v {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let mut error = VendorError {
+            vendor: vendor.to_owned(),
+            status,
+            title: None,
+            message: None,
+            details: Vec::new(),
+            tracking_id: tracking_header,
+            scim_type: None,
+            retry_after: None,
+        };
+        match style {
+            ErrorStyle::Calendly => {
+                error.title = text(body.get("title"));
+                error.message = text(body.get("message"));
+                if let Some(Value::Array(details)) = body.get("details") {
+                    error.details = details
+                        .iter()
+                        .filter_map(|d| {
+                            let message = text(d.get("message"))?;
+                            Some(match text(d.get("parameter")) {
+                                Some(p) => format!("{p}: {message}"),
+                                None => message,
+                            })
+                        })
+                        .collect();
+                }
+            }
+            ErrorStyle::Webex => {
+                error.message = text(body.get("message"));
+                if let Some(Value::Array(errors)) = body.get("errors") {
+                    error.details = errors
+                        .iter()
+                        .filter_map(|e| text(e.get("description")))
+                        .filter(|d| Some(d) != error.message.as_ref())
+                        .collect();
+                }
+                if let Some(id) = text(body.get("trackingId")) {
+                    error.tracking_id = Some(id);
+                }
+            }
+            ErrorStyle::Scim => {
+                // `status` is a string per RFC 7644 §3.12, a number on some servers; the HTTP
+                // status is what counts, so it is only checked to be present.
+                error.scim_type = text(body.get("scimType"));
+                error.message = text(body.get("detail"));
+            }
+        }
+        if error.message.is_none() && error.title.is_none() {
+            if let Value::String(s) = body {
+                let s = s.trim();
+                if !s.is_empty() {
+                    error.message = Some(s.chars().take(300).collect());
+                }
+            }
+        }
+        error
+    }
+
+    /// Rate limited or a gateway failure: worth another attempt.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.status, 429 | 502 | 503 | 504)
+    }
+}
+
+impl fmt::Display for VendorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` answered {}", self.vendor, self.status)?;
+        if let Some(title) = &self.title {
+            write!(f, " `{title}`")?;
+        }
+        if let Some(scim_type) = &self.scim_type {
+            write!(f, " `{scim_type}`")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        if !self.details.is_empty() {
+            write!(f, " ({})", self.details.join("; "))?;
+        }
+        if let Some(id) = &self.tracking_id {
+            write!(f, " [tracking id {id}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which part of a request failed to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderPart {
+    Path,
+    Query(String),
+    Header(String),
+    Body,
+    Default(String),
+}
+
+impl fmt::Display for RenderPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RenderPart::Path => f.write_str("`path`"),
+            RenderPart::Query(name) => write!(f, "query parameter `{name}`"),
+            RenderPart::Header(name) => write!(f, "header `{name}`"),
+            RenderPart::Body => f.write_str("`body`"),
+            RenderPart::Default(name) => write!(f, "the default of input `{name}`"),
+        }
+    }
+}
+
+/// A vendor call that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("unknown action `{action}`; `blockyard presets list` shows the actions")]
+    UnknownAction { action: String },
+    #[error("unknown credential `{credential}`; define it under `credentials:` in blockyard.yaml")]
+    UnknownCredential { credential: CredentialName },
+    #[error("credential `{credential}` is for `{actual}`, but `{action}` needs a `{expected}` credential")]
+    WrongVendor {
+        credential: CredentialName,
+        action: PresetId,
+        actual: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("`{vendor}` has no base URL; set `base_url` on credential `{credential}`")]
+    NoBaseUrl {
+        vendor: String,
+        credential: CredentialName,
+    },
+    #[error("`{vendor}` has no OAuth2 token URL; set `token_url` on credential `{credential}`")]
+    NoTokenUrl {
+        vendor: String,
+        credential: CredentialName,
+    },
+    #[error("`{action}`: input `{input}` is required; give it with `with: {{ {input}: ... }}` or set it on the record")]
+    MissingInput { action: PresetId, input: String },
+    #[error("`{action}` has no input `{input}`; its inputs are: {known}")]
+    UnknownInput {
+        action: PresetId,
+        input: String,
+        known: String,
+    },
+    #[error("`{action}`: cannot render {part}: {source}")]
+    Render {
+        action: PresetId,
+        part: RenderPart,
+        source: RenderFailure,
+    },
+    #[error("`{action}`: an input renders the path segment `{segment}`, which would address another resource; check the input")]
+    DotSegment { action: PresetId, segment: String },
+    #[error("`{action}`: the rendered URL `{url}` is not a valid URL below `{base}`; check the credential's `base_url`")]
+    BadUrl {
+        action: PresetId,
+        url: String,
+        base: String,
+    },
+    #[error("`{action}`: {kind} {method} {url}: {message}")]
+    Transport {
+        action: PresetId,
+        method: &'static str,
+        url: String,
+        kind: TransportKind,
+        message: String,
+    },
+    #[error("`{action}`: {error}")]
+    Vendor {
+        action: PresetId,
+        error: Box<VendorError>,
+        response: Box<Response>,
+    },
+    #[error("`{action}`: not found (status {})", response.status)]
+    NotFound {
+        action: PresetId,
+        response: Box<Response>,
+    },
+    #[error("`{action}`: not available for this account ({error})")]
+    Unsupported {
+        action: PresetId,
+        error: Box<VendorError>,
+        response: Box<Response>,
+    },
+    #[error("`{action}`: unexpected status {} (the preset expects {expected:?})", response.status)]
+    UnexpectedStatus {
+        action: PresetId,
+        expected: Vec<u16>,
+        response: Box<Response>,
+    },
+    #[error("credential `{credential}`: the token endpoint answered {status}: {message}; check the client id, secret and refresh token")]
+    Token {
+        credential: CredentialName,
+        status: u16,
+        message: String,
+    },
+    #[error("`{action}`: the next page is at `{url}`, outside the base URL `{base}`; refusing to send the credential there")]
+    ForeignPage {
+        action: PresetId,
+        url: String,
+        base: String,
+    },
+    #[error("`{action}`: more than {max} pages; narrow the query or raise `max_pages`")]
+    TooManyPages { action: PresetId, max: u32 },
+    #[error("cannot set up the HTTP client: {message}")]
+    Setup { message: String },
+}
+
+impl CallError {
+    /// Whether trying again later may succeed: transport failures, 429 and gateway errors.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CallError::Transport { .. } => true,
+            CallError::Vendor { error, .. } => error.is_retryable(),
+            CallError::Token { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            CallError::UnknownAction { .. }
+            | CallError::UnknownCredential { .. }
+            | CallError::WrongVendor { .. }
+            | CallError::Secret(_)
+            | CallError::NoBaseUrl { .. }
+            | CallError::NoTokenUrl { .. }
+            | CallError::MissingInput { .. }
+            | CallError::UnknownInput { .. }
+            | CallError::Render { .. }
+            | CallError::BadUrl { .. }
+            | CallError::DotSegment { .. }
+            | CallError::NotFound { .. }
+            | CallError::Unsupported { .. }
+            | CallError::UnexpectedStatus { .. }
+            | CallError::ForeignPage { .. }
+            | CallError::TooManyPages { .. }
+            | CallError::Setup { .. } => false,
+        }
+    }
+
+    /// The vendor's response, when there was one.
+    pub fn response(&self) -> Option<&Response> {
+        match self {
+            CallError::Vendor { response, .. }
+            | CallError::NotFound { response, .. }
+            | CallError::Unsupported { response, .. }
+            | CallError::UnexpectedStatus { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+}

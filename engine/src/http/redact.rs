@@ -1,0 +1,115 @@
+//! Redaction: what keeps credentials out of logs, errors, CLI output and history.
+//!
+//! Two layers. By name: headers such as `Authorization`, `Cookie`, `Set-Cookie` and any header,
+//! query parameter or JSON key whose name says token, secret, password or key is replaced with
+//! [`REDACTED`]. By value: every secret the client has seen (configured secrets when resolved,
+//! OAuth2 access and refresh tokens when issued) is remembered by the shared [`Redactor`] and
+//! replaced wherever it appears in text, so a vendor that echoes a token in an error body, or a
+//! transport error that quotes a URL, still shows nothing.
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+/// What a secret is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are not searched for by value (they would redact ordinary words);
+/// they are still redacted by name.
+const MIN_SECRET_LEN: usize = 6;
+
+/// True for a header, query parameter or JSON key whose value is a secret.
+pub fn is_sensitive_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token", "secret", "password", "api-key", "api_key", "apikey",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// The known secret values, shared by every clone of a client.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<RwLock<Vec<Arc<str>>>>,
+}
+
+impl Redactor {
+    /// Remembers a secret value.
+    pub fn add(&self, secret: &str) {
+        if secret.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        if !secrets.iter().any(|s| &**s == secret) {
+            secrets.push(Arc::from(secret));
+            // Longest first, so a secret containing another is replaced whole.
+            secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// `text` with every known secret replaced.
+    pub fn text(&self, text: &str) -> String {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = text.to_owned();
+        for secret in secrets.iter() {
+            if out.contains(&**secret) {
+                out = out.replace(&**secret, REDACTED);
+            }
+        }
+        out
+    }
+
+    /// A header value: by name, then by value.
+    pub fn header(&self, name: &str, value: &str) -> String {
+        if is_sensitive_name(name) {
+            REDACTED.to_owned()
+        } else {
+            self.text(value)
+        }
+    }
+
+    /// A JSON value: sensitive keys by name, every string by value.
+    pub fn json(&self, value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if is_sensitive_name(k) && !v.is_null() {
+                            Value::String(REDACTED.to_owned())
+                        } else {
+                            self.json(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_redacted_by_name_and_by_value() {
+        let r = Redactor::default();
+        r.add("s3cr3t-token");
+        assert_eq!(r.text("bad token s3cr3t-token!"), "bad token [redacted]!");
+        assert_eq!(r.header("Authorization", "Bearer x"), REDACTED);
+        assert_eq!(r.header("Accept", "a s3cr3t-token"), "a [redacted]");
+        assert_eq!(
+            r.json(&json!({"access_token": "abc", "m": ["s3cr3t-token"], "n": 1})),
+            json!({"access_token": REDACTED, "m": [REDACTED], "n": 1})
+        );
+    }
+}
