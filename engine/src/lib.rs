@@ -24,4 +24,5 @@ pub mod rules;
 pub mod sandbox;
 pub mod schedule;
 pub mod spec;
+pub mod store;
 pub mod template;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod call;
 mod graph;
 mod presets;
-mod call;
 mod sandbox;
 mod schema;
 mod validate;

@@ -1,0 +1,115 @@
+//! The embedded store: one sled database in the data dir, behind this module only.
+//!
+//! Everything durable lives here, each concern in its own trees: run history (runs, steps,
+//! workflow snapshots, the subject index), records (`people`, `saas_users`), and the trigger queue.
+//! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
+//! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
+//! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
+//!
+//! sled lets one process open a data dir at a time. [`Store::open`] turns the lock failure into
+//! [`StoreError::Locked`], which says which directory and what to do, instead of sled's raw error.
+
+use std::path::{Path, PathBuf};
+
+/// Names of the trees, in one place.
+pub mod trees {
+    /// Runs by id (ULID): the compact run record.
+    pub const RUNS: &str = "runs";
+    /// Steps by `run id / sequence`.
+    pub const STEPS: &str = "steps";
+    /// Workflow snapshots by content hash.
+    pub const SNAPSHOTS: &str = "snapshots";
+    /// `subject / run id` → empty: a person's runs across workflows.
+    pub const SUBJECTS: &str = "subjects";
+    /// Records, by `collection / key`.
+    pub const RECORDS: &str = "records";
+    /// The durable trigger queue.
+    pub const QUEUE: &str = "queue";
+}
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the data dir `{}` is in use by another blockyard process (a running `blockyard serve`?); stop it, or point this command at another `--data-dir`", dir.display())]
+    Locked { dir: PathBuf },
+    #[error("cannot open the data dir `{}`: {source}", dir.display())]
+    Open { dir: PathBuf, source: sled::Error },
+    #[error("the store failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("a stored `{tree}` entry `{key}` is unreadable: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+}
+
+/// The database of one data dir. Cheap to clone (sled handles are reference-counted).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
+            dir: dir.to_owned(),
+            source: sled::Error::Io(err),
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .open()
+            .map_err(|err| match &err {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        dir: dir.to_owned(),
+                    }
+                }
+                _ => StoreError::Open {
+                    dir: dir.to_owned(),
+                    source: err,
+                },
+            })?;
+        Ok(Store {
+            db,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A tree, for the store's own submodules.
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one fsync.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_dir_says_it_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the data dir `{}` is in use by another blockyard process (a running `blockyard serve`?); stop it, or point this command at another `--data-dir`",
+                dir.path().display()
+            )
+        );
+    }
+}
