@@ -372,11 +372,14 @@ pub(crate) fn handle(state: &Mutex<ScimState>, ctx: &Ctx<'_>) -> Response {
             .ok_or_else(|| ScimError::not_found(format!("Schema {id} not found"))),
         (&Method::GET, [endpoint]) if kind(endpoint).is_some() => {
             let params = ListParams::from_query(ctx);
-            params.and_then(|p| list(&s, kind(endpoint).unwrap_or(Kind::User), &p))
+            params.and_then(|p| list(&s, &[kind(endpoint).unwrap_or(Kind::User)], &p))
         }
         (&Method::POST, [endpoint, ".search"]) if kind(endpoint).is_some() => {
             let params = ListParams::from_search(ctx.body);
-            params.and_then(|p| list(&s, kind(endpoint).unwrap_or(Kind::User), &p))
+            params.and_then(|p| list(&s, &[kind(endpoint).unwrap_or(Kind::User)], &p))
+        }
+        (&Method::POST, [".search"]) => {
+            ListParams::from_search(ctx.body).and_then(|p| list(&s, &[Kind::User, Kind::Group], &p))
         }
         (&Method::POST, [endpoint]) if kind(endpoint).is_some() => {
             create(&mut s, kind(endpoint).unwrap_or(Kind::User), ctx)
@@ -575,33 +578,37 @@ impl ListParams {
     }
 }
 
-fn list(s: &ScimState, kind: Kind, params: &ListParams) -> Result<Response, ScimError> {
-    let memberships = match kind {
-        Kind::User => s.memberships(),
-        Kind::Group => HashMap::new(),
+fn list(s: &ScimState, kinds: &[Kind], params: &ListParams) -> Result<Response, ScimError> {
+    let memberships = if kinds.contains(&Kind::User) {
+        s.memberships()
+    } else {
+        HashMap::new()
     };
-    let render = |r: &Resource| s.render(kind, r, memberships.get(r.id.as_str()));
-    let table = s.table(kind);
-    let (total, page): (usize, Vec<Map<String, Value>>) = match &params.filter {
+    let render =
+        |(kind, r): (Kind, &Resource)| (kind, s.render(kind, r, memberships.get(r.id.as_str())));
+    let all = || {
+        kinds
+            .iter()
+            .flat_map(|k| s.table(*k).values().map(move |r| (*k, r)))
+    };
+    let (total, page): (usize, Vec<(Kind, Map<String, Value>)>) = match &params.filter {
         None => (
-            table.len(),
-            table
-                .values()
+            kinds.iter().map(|k| s.table(*k).len()).sum(),
+            all()
                 .skip(params.start - 1)
                 .take(params.count)
                 .map(render)
                 .collect(),
         ),
         Some(f) => {
-            let all: Vec<Map<String, Value>> = table
-                .values()
+            let hits: Vec<(Kind, Map<String, Value>)> = all()
                 .map(render)
-                .filter(|r| filter::matches(f, r))
+                .filter(|(_, r)| filter::matches(f, r))
                 .collect();
-            let total = all.len();
+            let total = hits.len();
             (
                 total,
-                all.into_iter()
+                hits.into_iter()
                     .skip(params.start - 1)
                     .take(params.count)
                     .collect(),
@@ -610,7 +617,7 @@ fn list(s: &ScimState, kind: Kind, params: &ListParams) -> Result<Response, Scim
     };
     let items = page
         .into_iter()
-        .map(|r| Value::Object(project(kind, r, &params.attributes, &params.excluded)))
+        .map(|(kind, r)| Value::Object(project(kind, r, &params.attributes, &params.excluded)))
         .collect();
     Ok(scim_json(
         StatusCode::OK,

@@ -64,6 +64,10 @@ pub(crate) fn apply(
         };
         let value = filter::get_ci(op, "value").cloned().unwrap_or(Value::Null);
         match filter::get_ci(op, "path").and_then(Value::as_str) {
+            Some(path) if kind.extension(path.trim()).is_some() => {
+                let urn = kind.extension(path.trim()).unwrap_or_default();
+                apply_extension(kind, resource, which, urn, value)?;
+            }
             Some(path) if !path.trim().is_empty() => {
                 let path = filter::parse_path(path)?;
                 apply_path(kind, resource, which, &path, value)?;
@@ -78,19 +82,8 @@ pub(crate) fn apply(
                     ));
                 };
                 for (key, v) in fields {
-                    if let (Some(urn), Value::Object(ext)) = (kind.extension(&key), &v) {
-                        for (sub, sv) in ext {
-                            let path = PatchPath {
-                                path: AttrPath {
-                                    urn: Some(urn.to_owned()),
-                                    attr: sub.clone(),
-                                    sub: None,
-                                },
-                                filter: None,
-                                sub: None,
-                            };
-                            apply_path(kind, resource, which, &path, sv.clone())?;
-                        }
+                    if let Some(urn) = kind.extension(&key) {
+                        apply_extension(kind, resource, which, urn, v)?;
                         continue;
                     }
                     let path = filter::parse_path(&key)?;
@@ -98,6 +91,44 @@ pub(crate) fn apply(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// An operation whose path is a whole extension schema (`urn:…:enterprise:2.0:User`).
+fn apply_extension(
+    kind: Kind,
+    resource: &mut Map<String, Value>,
+    which: PatchKind,
+    urn: &str,
+    value: Value,
+) -> Result<(), ScimError> {
+    if which == PatchKind::Remove {
+        resource.remove(urn);
+        return Ok(());
+    }
+    let Value::Object(fields) = value else {
+        return Err(ScimError::invalid_value(format!(
+            "`{urn}` takes a JSON object"
+        )));
+    };
+    if which == PatchKind::Replace {
+        resource.remove(urn);
+    }
+    for (attr, v) in fields {
+        if attr.eq_ignore_ascii_case("schemas") {
+            continue;
+        }
+        let path = PatchPath {
+            path: AttrPath {
+                urn: Some(urn.to_owned()),
+                attr,
+                sub: None,
+            },
+            filter: None,
+            sub: None,
+        };
+        apply_path(kind, resource, which, &path, v)?;
     }
     Ok(())
 }

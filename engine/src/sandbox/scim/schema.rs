@@ -679,6 +679,9 @@ fn validate_attrs(
 ) -> Result<Map<String, Value>, ScimError> {
     let mut out = Map::new();
     for (key, value) in fields {
+        if key.eq_ignore_ascii_case("schemas") {
+            continue;
+        }
         let Some(attr) = find(attrs, key) else {
             return Err(ScimError::invalid_syntax(format!(
                 "unknown attribute `{key}`"
