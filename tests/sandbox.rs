@@ -957,11 +957,16 @@ async fn the_binary_prints_its_urls_serves_and_stops_on_sigterm() {
 
 #[test]
 fn a_bad_rate_limit_is_a_usage_error() {
-    let out = crate::support::blockyard(&["sandbox", "--rate-limit", "600"]);
-    assert_eq!(out.status.code(), Some(2));
+    // The binary directly (not `support`): cargo also builds this file as its own test target.
+    let out = Command::new(env!("CARGO_BIN_EXE_blockyard"))
+        .args(["sandbox", "--rate-limit", "600"])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        crate::support::stderr(&out).contains("expected `N/min` (e.g. `600/min`), got `600`"),
-        "{}",
-        crate::support::stderr(&out)
+        stderr.contains("expected `N/min` (e.g. `600/min`), got `600`"),
+        "{stderr}"
     );
+    assert!(out.stdout.is_empty());
 }

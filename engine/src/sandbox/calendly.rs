@@ -459,24 +459,44 @@ fn last_segment(uri: &str) -> &str {
     uri.trim_end_matches('/').rsplit('/').next().unwrap_or(uri)
 }
 
+/// A query parameter Calendly would reject with 400 "Invalid Argument".
+#[derive(Debug)]
+struct BadParam {
+    parameter: &'static str,
+    message: String,
+}
+
+impl BadParam {
+    fn new(parameter: &'static str, message: impl Into<String>) -> BadParam {
+        BadParam {
+            parameter,
+            message: message.into(),
+        }
+    }
+
+    fn response(&self) -> Response {
+        invalid(self.parameter, &self.message)
+    }
+}
+
 /// Parses `count` (default 20) within `1..=max`.
-fn count(ctx: &Ctx<'_>, max: usize) -> Result<usize, Response> {
+fn count(ctx: &Ctx<'_>, max: usize) -> Result<usize, BadParam> {
     match ctx.query.get("count") {
         None => Ok(20),
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(invalid(
+            _ => Err(BadParam::new(
                 "count",
-                &format!("must be an integer between 1 and {max}"),
+                format!("must be an integer between 1 and {max}"),
             )),
         },
     }
 }
 
-fn page_start(ctx: &Ctx<'_>) -> Result<u64, Response> {
+fn page_start(ctx: &Ctx<'_>) -> Result<u64, BadParam> {
     match ctx.query.get("page_token") {
         None | Some("") => Ok(0),
-        Some(token) => parse_cursor(token).ok_or_else(|| invalid("page_token", "is invalid")),
+        Some(token) => parse_cursor(token).ok_or_else(|| BadParam::new("page_token", "is invalid")),
     }
 }
 
@@ -522,11 +542,11 @@ fn list_memberships(s: &CalendlyState, ctx: &Ctx<'_>) -> Response {
     }
     let count = match count(ctx, 100) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let from = match page_start(ctx) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let email = ctx.query.get("email");
     let role = ctx.query.get("role");
@@ -659,7 +679,7 @@ fn list_invitations(s: &CalendlyState, org: &str, ctx: &Ctx<'_>) -> Response {
     }
     let count = match count(ctx, 100) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let status = match ctx.query.get("status") {
         None => None,
@@ -736,12 +756,12 @@ fn revoke(s: &mut CalendlyState, org: &str, uuid: &str) -> Response {
     }
 }
 
-fn parse_time(ctx: &Ctx<'_>, name: &str) -> Result<Option<DateTime<Utc>>, Response> {
+fn parse_time(ctx: &Ctx<'_>, name: &'static str) -> Result<Option<DateTime<Utc>>, BadParam> {
     match ctx.query.get(name) {
         None => Ok(None),
         Some(raw) => DateTime::parse_from_rfc3339(raw)
             .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| invalid(name, "must be a UTC date-time (RFC 3339)")),
+            .map_err(|_| BadParam::new(name, "must be a UTC date-time (RFC 3339)")),
     }
 }
 
@@ -760,7 +780,7 @@ fn activity_log(s: &CalendlyState, ctx: &Ctx<'_>) -> Response {
     }
     let count = match count(ctx, 1000) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let descending = match ctx.query.get("sort") {
         None | Some("occurred_at:desc") => true,
@@ -772,7 +792,7 @@ fn activity_log(s: &CalendlyState, ctx: &Ctx<'_>) -> Response {
         parse_time(ctx, "max_occurred_at"),
     ) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return e.response(),
     };
     let actors: Vec<&str> = ctx
         .query

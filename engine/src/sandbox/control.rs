@@ -41,17 +41,17 @@ struct ActorRequest {
     email: String,
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Box<Response>> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
         body
     };
     serde_json::from_slice(body).map_err(|e| {
-        http::plain(
+        Box::new(http::plain(
             StatusCode::BAD_REQUEST,
             &format!("invalid control body: {e}"),
-        )
+        ))
     })
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn handle(
                     &json!({ "users": req.users, "seed": req.seed, "plan": req.plan, "organization": organization }),
                 )
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         (&Method::POST, ["calendly", "invitations", uuid, "accept"]) => {
             match lock(&shared.world.calendly).accept_invitation(uuid) {
@@ -103,7 +103,7 @@ pub(crate) fn handle(
                 lock(&shared.world.calendly).plan = req.plan;
                 http::json(StatusCode::OK, &json!({ "plan": req.plan }))
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         (&Method::POST, ["calendly", "actor"]) => match parse::<ActorRequest>(body) {
             Ok(req) => {
@@ -113,7 +113,7 @@ pub(crate) fn handle(
                     http::plain(StatusCode::NOT_FOUND, "no member has that email")
                 }
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         _ => http::plain(
             StatusCode::NOT_FOUND,

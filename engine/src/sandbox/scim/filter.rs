@@ -344,7 +344,7 @@ fn resolve<'a>(path: &AttrPath, obj: &'a Map<String, Value>) -> Vec<&'a Value> {
         .into_iter()
         .filter_map(|v| match (v, key) {
             (Value::Object(o), Some(sub)) => get_ci(o, sub),
-            (Value::Object(o), None) => get_ci(o, "value"),
+            (Value::Object(o), None) => get_ci(o, "value").or(Some(v)),
             (other, None) => Some(other),
             (_, Some(_)) => None,
         })
@@ -483,7 +483,7 @@ mod tests {
         assert!(check(r#"userName co "lovelace""#));
         assert!(check(r#"userName sw "ada""#));
         assert!(check(r#"userName ew "example.com""#));
-        assert!(check("title pr") == false && check("name pr"));
+        assert!(!check("title pr") && check("name pr"));
         assert!(check(r#"name.familyName eq "lovelace" and active eq true"#));
         assert!(check(r#"active eq false or name.givenName sw "A""#));
         assert!(check(r#"not (active eq false)"#));

@@ -578,6 +578,9 @@ impl ListParams {
     }
 }
 
+/// A resource rendered for a response, with its kind.
+type Rendered = (Kind, Map<String, Value>);
+
 fn list(s: &ScimState, kinds: &[Kind], params: &ListParams) -> Result<Response, ScimError> {
     let memberships = if kinds.contains(&Kind::User) {
         s.memberships()
@@ -591,7 +594,7 @@ fn list(s: &ScimState, kinds: &[Kind], params: &ListParams) -> Result<Response, 
             .iter()
             .flat_map(|k| s.table(*k).values().map(move |r| (*k, r)))
     };
-    let (total, page): (usize, Vec<(Kind, Map<String, Value>)>) = match &params.filter {
+    let (total, page): (usize, Vec<Rendered>) = match &params.filter {
         None => (
             kinds.iter().map(|k| s.table(*k).len()).sum(),
             all()
@@ -601,7 +604,7 @@ fn list(s: &ScimState, kinds: &[Kind], params: &ListParams) -> Result<Response, 
                 .collect(),
         ),
         Some(f) => {
-            let hits: Vec<(Kind, Map<String, Value>)> = all()
+            let hits: Vec<Rendered> = all()
                 .map(render)
                 .filter(|(_, r)| filter::matches(f, r))
                 .collect();

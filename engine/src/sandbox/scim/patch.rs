@@ -133,13 +133,16 @@ fn apply_extension(
     Ok(())
 }
 
+/// An object holding attributes, with the definitions of those attributes.
+type Container<'a> = (&'a mut Map<String, Value>, &'static [Attr]);
+
 /// The object holding the attribute: the resource itself, or an extension's object.
 fn container<'a>(
     kind: Kind,
     resource: &'a mut Map<String, Value>,
     urn: Option<&str>,
     create: bool,
-) -> Result<Option<(&'a mut Map<String, Value>, &'static [Attr])>, ScimError> {
+) -> Result<Option<Container<'a>>, ScimError> {
     let unknown = |urn: &str| ScimError::invalid_path(format!("unknown schema `{urn}`"));
     match urn {
         None => Ok(Some((resource, kind.attrs()))),
