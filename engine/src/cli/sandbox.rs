@@ -14,9 +14,7 @@ use blockyard::sandbox::{Sandbox, SandboxConfig};
 /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback.
 #[derive(Debug, clap::Args)]
 #[command(
-    long_about = "Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback.
-
-The sandbox is stateful and deterministic: `--seed-users N` creates the same N people (same \
+    after_long_help = "The sandbox is stateful and deterministic: `--seed-users N` creates the same N people (same \
 emails) in all three vendors for a given `--seed`, with an organization owner, a few admins and \
 some people whose last activity is long ago. On start it prints its base URLs, one per line:
 
