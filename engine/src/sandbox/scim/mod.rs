@@ -293,8 +293,30 @@ impl ScimState {
     fn render_one(&self, kind: Kind, r: &Resource) -> Map<String, Value> {
         match kind {
             Kind::User => {
-                let memberships = self.memberships();
-                self.render(kind, r, memberships.get(r.id.as_str()))
+                // Only this user's groups (cheaper than `memberships()` on the hot GET path).
+                let groups: Vec<Value> = self
+                    .groups
+                    .values()
+                    .filter(|g| {
+                        g.attrs
+                            .get("members")
+                            .and_then(Value::as_array)
+                            .is_some_and(|ms| {
+                                ms.iter().any(|m| {
+                                    m.get("value").and_then(Value::as_str) == Some(r.id.as_str())
+                                })
+                            })
+                    })
+                    .map(|g| {
+                        json!({
+                            "value": g.id,
+                            "$ref": self.location(Kind::Group, &g.id),
+                            "display": g.attrs.get("displayName").cloned().unwrap_or(Value::Null),
+                            "type": "direct",
+                        })
+                    })
+                    .collect();
+                self.render(kind, r, Some(&groups))
             }
             Kind::Group => self.render(kind, r, None),
         }
@@ -800,7 +822,10 @@ fn find(s: &ScimState, kind: Kind, id: &str) -> Result<Resource, ScimError> {
 }
 
 fn get(s: &ScimState, kind: Kind, id: &str, ctx: &Ctx<'_>) -> Result<Response, ScimError> {
-    let r = find(s, kind, id)?;
+    let r = s
+        .table(kind)
+        .get(id)
+        .ok_or_else(|| ScimError::not_found(format!("Resource {id} not found")))?;
     if let Some(tags) = ctx.header("if-none-match") {
         if tags
             .split(',')
@@ -813,7 +838,7 @@ fn get(s: &ScimState, kind: Kind, id: &str, ctx: &Ctx<'_>) -> Result<Response, S
             ));
         }
     }
-    Ok(one(s, kind, &r, StatusCode::OK, ctx))
+    Ok(one(s, kind, r, StatusCode::OK, ctx))
 }
 
 /// Stores new attributes for an existing resource and answers 200 with it.
