@@ -1,0 +1,123 @@
+//! The control endpoints under `/_sandbox/`: read the request log and the state, reset, reseed,
+//! and drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
+//! token's user).
+//!
+//! Control requests skip the gate entirely: no token, no rate limit, no latency, no injected
+//! failures, and they are not recorded in the request log.
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::calendly::AcceptError;
+use super::http;
+use super::{lock, CalendlyPlan, Shared};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRequest {
+    #[serde(default)]
+    users: usize,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "enterprise")]
+    plan: CalendlyPlan,
+}
+
+fn enterprise() -> CalendlyPlan {
+    CalendlyPlan::Enterprise
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanRequest {
+    plan: CalendlyPlan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActorRequest {
+    email: String,
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Box<Response>> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(http::plain(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid control body: {e}"),
+        ))
+    })
+}
+
+pub(crate) fn handle(
+    shared: &Shared,
+    method: &Method,
+    rest: &str,
+    _query: Option<&str>,
+    body: &[u8],
+) -> Response {
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["requests"]) => http::json(StatusCode::OK, &shared.log.snapshot()),
+        (&Method::GET, ["state"]) => {
+            let calendly = lock(&shared.world.calendly).dump();
+            let webex = lock(&shared.world.webex).dump();
+            let scim = lock(&shared.world.scim).dump();
+            http::json(
+                StatusCode::OK,
+                &json!({ "calendly": calendly, "webex": webex, "scim": scim }),
+            )
+        }
+        (&Method::POST, ["reset"]) => {
+            shared.reseed(0, 0, CalendlyPlan::Enterprise);
+            http::empty(StatusCode::NO_CONTENT)
+        }
+        (&Method::POST, ["seed"]) => match parse::<SeedRequest>(body) {
+            Ok(req) => {
+                shared.reseed(req.users, req.seed, req.plan);
+                let organization = lock(&shared.world.calendly).organization_uri();
+                http::json(
+                    StatusCode::OK,
+                    &json!({ "users": req.users, "seed": req.seed, "plan": req.plan, "organization": organization }),
+                )
+            }
+            Err(r) => *r,
+        },
+        (&Method::POST, ["calendly", "invitations", uuid, "accept"]) => {
+            match lock(&shared.world.calendly).accept_invitation(uuid) {
+                Ok(membership) => http::json(StatusCode::OK, &membership),
+                Err(AcceptError::NotFound) => http::plain(StatusCode::NOT_FOUND, "no such invitation"),
+                Err(AcceptError::NotPending) => {
+                    http::plain(StatusCode::CONFLICT, "the invitation is not pending")
+                }
+            }
+        }
+        (&Method::POST, ["calendly", "plan"]) => match parse::<PlanRequest>(body) {
+            Ok(req) => {
+                lock(&shared.world.calendly).plan = req.plan;
+                http::json(StatusCode::OK, &json!({ "plan": req.plan }))
+            }
+            Err(r) => *r,
+        },
+        (&Method::POST, ["calendly", "actor"]) => match parse::<ActorRequest>(body) {
+            Ok(req) => {
+                if lock(&shared.world.calendly).set_actor(&req.email) {
+                    http::json(StatusCode::OK, &json!({ "email": req.email }))
+                } else {
+                    http::plain(StatusCode::NOT_FOUND, "no member has that email")
+                }
+            }
+            Err(r) => *r,
+        },
+        _ => http::plain(
+            StatusCode::NOT_FOUND,
+            "unknown control endpoint: GET requests|state, POST reset|seed|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+        ),
+    }
+}
