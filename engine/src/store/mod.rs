@@ -83,7 +83,8 @@ impl Store {
         &self.dir
     }
 
-    /// A tree, for the store's own submodules.
+    /// A tree, for the store's own submodules (history, records, queue).
+    #[allow(dead_code)] // until the first submodule lands
     pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(name)?)
     }
