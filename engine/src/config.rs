@@ -258,11 +258,7 @@ impl Config {
                 .location()
                 .map(|l| Location::new(l.line() as u32, l.column() as u32))
                 .unwrap_or(Location::new(1, 1));
-            let message = err.to_string();
-            let message = match message.rfind(" at line ") {
-                Some(at) => message[..at].to_owned(),
-                None => message,
-            };
+            let message = crate::spec::strip_position(&err.to_string());
             ConfigError::Invalid {
                 file: file.to_owned(),
                 location,

@@ -456,11 +456,7 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
             .location()
             .map(|l| (l.line() as u32, l.column() as u32))
             .unwrap_or((1, 1));
-        let message = err.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(at) => message[..at].to_owned(),
-            None => message,
-        };
+        let message = crate::spec::strip_position(&err.to_string());
         vec![error(line, column, message)]
     })?;
     let map = crate::spec::SourceMap::build(text);

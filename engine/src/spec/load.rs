@@ -558,7 +558,7 @@ fn reword(message: &str) -> String {
 }
 
 /// serde_yaml writes " at line L column C" into messages; the position is printed separately.
-fn strip_position(message: &str) -> String {
+pub fn strip_position(message: &str) -> String {
     let mut out = message.to_owned();
     while let Some(at) = out.find(" at line ") {
         let rest = &out[at + " at line ".len()..];
