@@ -205,22 +205,11 @@ pub fn compile_source(
     source: Source,
     presets: &PresetRegistry,
 ) -> Result<Workflow, Vec<CompileError>> {
-    let (loaded, mut errors) = spec::load_partial(source);
+    let (loaded, errors) = spec::load_partial(source);
     let Some(loaded) = loaded else {
         return Err(errors);
     };
-    let workflow = Compiler {
-        loaded: &loaded,
-        presets,
-        rules: rule_engine(),
-        errors: &mut errors,
-    }
-    .compile();
-    errors.sort_by_key(|e| e.location);
-    match workflow {
-        Some(workflow) if errors.is_empty() => Ok(workflow),
-        _ => Err(errors),
-    }
+    check(&loaded, presets, errors)
 }
 
 /// Compiles an already loaded spec.
@@ -228,7 +217,15 @@ pub fn compile(
     loaded: &LoadedSpec,
     presets: &PresetRegistry,
 ) -> Result<Workflow, Vec<CompileError>> {
-    let mut errors = Vec::new();
+    check(loaded, presets, Vec::new())
+}
+
+/// Runs every check on `loaded`, adding to the loader's `errors`.
+fn check(
+    loaded: &LoadedSpec,
+    presets: &PresetRegistry,
+    mut errors: Vec<CompileError>,
+) -> Result<Workflow, Vec<CompileError>> {
     let workflow = Compiler {
         loaded,
         presets,
