@@ -178,6 +178,22 @@ many_errors.yaml:18:11: error: `next` names block `ende`, which does not exist i
         "unreachable",
         r#"unreachable.yaml:4:3: error: block `orphan` is not reachable from `begin`; name it in the `next` or `on_failure` of an earlier block"#,
     ),
+    (
+        "collect_not_a_list",
+        r#"collect_not_a_list.yaml:7:5: error: invalid `collect`: preset `calendly.current_user` does not list items, so there is nothing to collect; use a list action such as `calendly.list_memberships` in block `me`"#,
+    ),
+    (
+        "collect_options",
+        r#"collect_options.yaml:8:13: error: unknown value `saas_user` for `collect.into` (expected one of `people`, `saas_users`) in block `members`; did you mean `saas_users`?
+collect_options.yaml:9:12: error: invalid `collect.key`: `mail` is not one of the mapped `fields`, so records cannot be matched; map it, for example `mail: "{{item.email}}"` in block `members`
+collect_options.yaml:10:13: error: unknown value `create_and_update` for `collect.mode` (expected one of `create_update`, `create_only`, `update_only`) in block `members`; did you mean `create_update`?
+collect_options.yaml:11:53: error: unknown variable `record` in `collect.fields.name` in block `members`
+collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.missing` (expected one of `keep`, `deactivate`) in block `members`; did you mean `deactivate`?"#,
+    ),
+    (
+        "exclude_without_records",
+        r#"exclude_without_records.yaml:6:5: error: `exclude` leaves out records, so it needs `records:` in block `begin`"#,
+    ),
 ];
 
 #[test]

@@ -170,6 +170,13 @@ pub enum CompileErrorKind {
         preset: String,
         input: String,
     },
+    /// A value outside a closed set (`collect.mode`, `collect.into`, …).
+    UnknownValue {
+        key: String,
+        found: String,
+        expected: Vec<&'static str>,
+        suggestion: Option<String>,
+    },
     /// A `with:` key the preset does not declare.
     UnknownInput {
         preset: String,
@@ -266,6 +273,7 @@ impl CompileErrorKind {
             | K::UnknownTarget { suggestion, .. }
             | K::UnknownVendor { suggestion, .. }
             | K::UnknownInput { suggestion, .. }
+            | K::UnknownValue { suggestion, .. }
             | K::UnknownVariable { suggestion, .. }
             | K::UnknownTimeZone { suggestion, .. }
             | K::UnknownRuleOperator { suggestion, .. }
@@ -360,6 +368,19 @@ impl fmt::Display for CompileErrorKind {
             }
             K::MissingInput { preset, input } => {
                 write!(f, "preset `{preset}` requires input `{input}`")
+            }
+            K::UnknownValue {
+                key,
+                found,
+                expected,
+                ..
+            } => {
+                let expected: Vec<String> = expected.iter().map(|e| format!("`{e}`")).collect();
+                write!(
+                    f,
+                    "unknown value `{found}` for `{key}` (expected one of {})",
+                    expected.join(", ")
+                )
             }
             K::UnknownInput { preset, input, .. } => {
                 write!(f, "preset `{preset}` has no input `{input}`")

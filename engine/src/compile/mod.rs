@@ -21,8 +21,8 @@ use crate::preset::{PresetId, PresetRegistry};
 use crate::rules::{Condition, Rule, RuleEngine, RuleOp};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::spec::{
-    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, LoadedSpec, RequestSpec,
-    RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
+    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, CollectSpec, LoadedSpec,
+    RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
 };
 use crate::template::{JsonTemplate, Template};
 
@@ -92,6 +92,116 @@ pub struct ApiCall {
     pub retry: RetrySettings,
     pub timeout: Option<Duration>,
     pub approval_required: bool,
+    /// Ingest settings, on list actions.
+    pub collect: Option<Collect>,
+}
+
+/// A checked `collect:`.
+#[derive(Debug)]
+pub struct Collect {
+    pub into: Collection,
+    /// The sync key: one of `fields`.
+    pub key: String,
+    pub mode: ImportMode,
+    /// Record field → template over `item`, `vars` and `run`.
+    pub fields: IndexMap<String, JsonTemplate>,
+    pub missing: Missing,
+    /// Field values that mark the existing records this import speaks for.
+    pub scope: IndexMap<String, Value>,
+}
+
+/// How an import treats new and existing records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImportMode {
+    #[default]
+    CreateUpdate,
+    CreateOnly,
+    UpdateOnly,
+}
+
+impl ImportMode {
+    pub const NAMES: [&'static str; 3] = ["create_update", "create_only", "update_only"];
+
+    pub fn parse(name: &str) -> Option<ImportMode> {
+        match name {
+            "create_update" => Some(ImportMode::CreateUpdate),
+            "create_only" => Some(ImportMode::CreateOnly),
+            "update_only" => Some(ImportMode::UpdateOnly),
+            _ => None,
+        }
+    }
+}
+
+/// What an import does with records the vendor no longer lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Missing {
+    #[default]
+    Keep,
+    Deactivate,
+}
+
+impl Missing {
+    pub const NAMES: [&'static str; 2] = ["keep", "deactivate"];
+
+    pub fn parse(name: &str) -> Option<Missing> {
+        match name {
+            "keep" => Some(Missing::Keep),
+            "deactivate" => Some(Missing::Deactivate),
+            _ => None,
+        }
+    }
+}
+
+/// Subjects a workflow leaves alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusion {
+    /// Lowercased addresses or record keys.
+    pub subjects: std::collections::BTreeSet<String>,
+    /// A `vars` entry holding a list of addresses.
+    pub var: Option<String>,
+    /// A record field that excludes the record when true.
+    pub field: Option<String>,
+}
+
+impl Exclusion {
+    /// Why the record with `key` is excluded, or `None` when it is not.
+    pub fn reason(&self, key: &str, record: &Value, vars: &Value) -> Option<String> {
+        let key = key.to_lowercase();
+        let email = record
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_lowercase);
+        let named = |candidate: &str| candidate == key || Some(candidate) == email.as_deref();
+        if self.subjects.iter().any(|s| named(s)) {
+            return Some("listed in `exclude.subjects`".to_owned());
+        }
+        if let Some(var) = &self.var {
+            let listed = vars
+                .get(var)
+                .and_then(Value::as_array)
+                .is_some_and(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .any(|item| named(&item.to_lowercase()))
+                });
+            if listed {
+                return Some(format!("listed in `vars.{var}`"));
+            }
+        }
+        if let Some(field) = &self.field {
+            let set = match record.get(field) {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::String(s)) => matches!(s.to_lowercase().as_str(), "true" | "yes" | "1"),
+                Some(Value::Number(n)) => n.as_i64() == Some(1),
+                _ => false,
+            };
+            if set {
+                return Some(format!("`{field}` is set on the record"));
+            }
+        }
+        None
+    }
 }
 
 /// A checked role retrieval.
@@ -189,6 +299,7 @@ pub struct Trigger {
     pub when: Option<Condition>,
     pub rules: Vec<Rule>,
     pub schedule: Option<(Schedule, CatchUp)>,
+    pub exclude: Option<Exclusion>,
 }
 
 /// Reads and compiles a workflow file.
@@ -248,6 +359,8 @@ pub fn rule_engine() -> &'static RuleEngine {
 
 /// Variable roots a workflow template may read.
 const CONTEXT_ROOTS: [&str; 4] = ["record", "vars", "blocks", "run"];
+/// Roots inside `collect.fields`: one listed item, plus the variables.
+const ITEM_ROOTS: [&str; 3] = ["item", "vars", "run"];
 /// Roots inside `save:` and `outputs:`: the context plus the response.
 const RESPONSE_ROOTS: [&str; 7] = [
     "record", "vars", "blocks", "run", "response", "status", "headers",
@@ -434,6 +547,23 @@ impl<'a> Compiler<'a> {
                 },
             }
         }
+        if let Some(exclude) = &begin.exclude {
+            if begin.records.is_none() {
+                ok = false;
+                self.key_error(
+                    &path.key("exclude"),
+                    block,
+                    CompileErrorKind::InvalidTrigger {
+                        message: "`exclude` leaves out records, so it needs `records:`".to_owned(),
+                    },
+                );
+            }
+            trigger.exclude = Some(Exclusion {
+                subjects: exclude.subjects.iter().map(|s| s.to_lowercase()).collect(),
+                var: exclude.var.clone(),
+                field: exclude.field.clone(),
+            });
+        }
         if let Some(schedule) = &begin.schedule {
             let sched_path = path.key("schedule");
             match Schedule::parse(&schedule.cron, schedule.timezone.as_deref()) {
@@ -470,6 +600,7 @@ impl<'a> Compiler<'a> {
             retry: api.retry.as_ref(),
             timeout: api.timeout.as_deref(),
             approval: api.approval,
+            collect: api.collect.as_ref(),
         };
         self.call(id, parts, has_subject, false)
     }
@@ -490,6 +621,7 @@ impl<'a> Compiler<'a> {
             retry: role.retry.as_ref(),
             timeout: role.timeout.as_deref(),
             approval: role.approval,
+            collect: None,
         };
         let call = self.call(id, parts, has_subject, true)?;
         Some(RoleRetrieval {
@@ -569,6 +701,10 @@ impl<'a> Compiler<'a> {
         let timeout = parts
             .timeout
             .and_then(|t| self.duration(Site::new(id, &["timeout"]), t));
+        let collect = match (parts.collect, &preset) {
+            (Some(spec), Some((preset_id, action))) => self.collect(id, spec, preset_id, action),
+            _ => None,
+        };
         if self.errors.len() > errors_before {
             return None;
         }
@@ -586,7 +722,112 @@ impl<'a> Compiler<'a> {
             retry: retry.unwrap_or_default(),
             timeout,
             approval_required: parts.approval == Some(Approval::Required),
+            collect,
         })
+    }
+
+    fn collect(
+        &mut self,
+        id: &BlockId,
+        spec: &CollectSpec,
+        preset: &PresetId,
+        action: &crate::preset::Action,
+    ) -> Option<Collect> {
+        let block = Some(id);
+        let before = self.errors.len();
+        if action.spec.items.is_none() {
+            self.key_error(
+                &Site::new(id, &["collect"]).yaml(),
+                block,
+                CompileErrorKind::InvalidValue {
+                    key: "collect".to_owned(),
+                    message: format!("preset `{preset}` does not list items, so there is nothing to collect; use a list action such as `calendly.list_memberships`"),
+                },
+            );
+        }
+        let into = self.option(
+            Site::new(id, &["collect", "into"]),
+            "collect.into",
+            &spec.into,
+            &Collection::NAMES,
+            Collection::parse,
+        );
+        let mode = match &spec.mode {
+            None => Some(ImportMode::default()),
+            Some(m) => self.option(
+                Site::new(id, &["collect", "mode"]),
+                "collect.mode",
+                m,
+                &ImportMode::NAMES,
+                ImportMode::parse,
+            ),
+        };
+        let missing = match &spec.missing {
+            None => Some(Missing::default()),
+            Some(m) => self.option(
+                Site::new(id, &["collect", "missing"]),
+                "collect.missing",
+                m,
+                &Missing::NAMES,
+                Missing::parse,
+            ),
+        };
+        if !spec.fields.contains_key(&spec.key) {
+            self.value_error(
+                &Site::new(id, &["collect", "key"]).yaml(),
+                block,
+                CompileErrorKind::InvalidValue {
+                    key: "collect.key".to_owned(),
+                    message: format!(
+                        "`{}` is not one of the mapped `fields`, so records cannot be matched; map it, for example `{}: \"{{{{item.email}}}}\"`",
+                        spec.key, spec.key
+                    ),
+                },
+            );
+        }
+        let mut fields = IndexMap::with_capacity(spec.fields.len());
+        for (key, value) in &spec.fields {
+            let keys = ["collect", "fields", key.as_str()];
+            if let Some(t) = self.json_template(Site::new(id, &keys), value, &ITEM_ROOTS) {
+                fields.insert(key.clone(), t);
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Collect {
+            into: into?,
+            key: spec.key.clone(),
+            mode: mode?,
+            fields,
+            missing: missing?,
+            scope: spec.scope.clone(),
+        })
+    }
+
+    /// A value from a closed set, with a did-you-mean.
+    fn option<T>(
+        &mut self,
+        site: Site<'_>,
+        key: &str,
+        found: &str,
+        names: &[&'static str],
+        parse: fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let parsed = parse(found);
+        if parsed.is_none() {
+            self.value_error(
+                &site.yaml(),
+                Some(site.block),
+                CompileErrorKind::UnknownValue {
+                    key: key.to_owned(),
+                    found: found.to_owned(),
+                    expected: names.to_vec(),
+                    suggestion: suggest(found, names.iter().copied()),
+                },
+            );
+        }
+        parsed
     }
 
     fn resolve_preset(
@@ -892,6 +1133,7 @@ struct CallParts<'a> {
     retry: Option<&'a RetrySpec>,
     timeout: Option<&'a str>,
     approval: Option<Approval>,
+    collect: Option<&'a CollectSpec>,
 }
 
 /// `500ms`, `30s`, `5m`, `1h`, `2d` → a duration.

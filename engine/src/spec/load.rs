@@ -334,7 +334,7 @@ impl Loader<'_> {
         let block = match type_name.as_str() {
             "begin" => self
                 .deserialize::<BeginSpec>(body, path, Some(id), &within, BEGIN_KEYS)
-                .map(BlockSpec::Begin),
+                .map(|b| BlockSpec::Begin(Box::new(b))),
             "api" => self
                 .deserialize::<ApiSpec>(body, path, Some(id), &within, API_KEYS)
                 .map(|b| BlockSpec::Api(Box::new(b))),
@@ -445,7 +445,9 @@ impl Loader<'_> {
     }
 }
 
-const BEGIN_KEYS: &[&str] = &["records", "on", "when", "rules", "schedule", "next"];
+const BEGIN_KEYS: &[&str] = &[
+    "records", "on", "when", "rules", "schedule", "exclude", "next",
+];
 const API_KEYS: &[&str] = &[
     "preset",
     "credential",
@@ -456,6 +458,7 @@ const API_KEYS: &[&str] = &[
     "retry",
     "timeout",
     "approval",
+    "collect",
     "next",
     "on_failure",
 ];

@@ -84,7 +84,7 @@ pub struct WorkflowSpec {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockSpec {
     /// Where a run starts, and what starts it.
-    Begin(BeginSpec),
+    Begin(Box<BeginSpec>),
     /// One vendor API call through a preset.
     Api(Box<ApiSpec>),
     /// Reads a SaaS user's role and activity, and deactivates users the vendor no longer has.
@@ -150,9 +150,28 @@ pub struct BeginSpec {
     /// Start runs on a cron schedule.
     #[serde(default)]
     pub schedule: Option<ScheduleSpec>,
+    /// Subjects that never start a run, whatever the rules say.
+    #[serde(default)]
+    pub exclude: Option<ExcludeSpec>,
     /// The blocks to run first.
     #[serde(default)]
     pub next: Targets,
+}
+
+/// Exclusions (license reclamation's "excluded users"): by address, by a `vars` list, or by a
+/// record field. Addresses compare case-insensitively.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludeSpec {
+    /// Email addresses (or record keys) to leave alone.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// The name of a `vars` entry holding a list of addresses to leave alone.
+    #[serde(default)]
+    pub var: Option<String>,
+    /// A record field that, when true (or `"true"`, `"yes"`), leaves the record alone.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// One structured rule: `{field: last_activity, op: before_days, value: 60}`.
@@ -225,6 +244,9 @@ pub struct ApiSpec {
     /// Whether a person must approve this block before it runs: `required`.
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// Ingest: upsert every item of every page into a record collection.
+    #[serde(default)]
+    pub collect: Option<CollectSpec>,
     /// The blocks to run when this one succeeds.
     #[serde(default)]
     pub next: Targets,
@@ -279,6 +301,31 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndSpec {}
+
+/// `collect:`: the identity directory's import. Every item of every page becomes a record of
+/// `into`, found by its `key` field; records of the same `scope` the vendor no longer lists can be
+/// deactivated, and a deactivated record listed again is reactivated.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CollectSpec {
+    /// The collection: `people` or `saas_users`.
+    pub into: String,
+    /// The sync key: the mapped field that identifies a record (`email`).
+    pub key: String,
+    /// `create_update` (the default), `create_only` or `update_only`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Record field → template over `item` (one listed user) and `vars`.
+    #[serde(deserialize_with = "unique::map")]
+    pub fields: IndexMap<String, Value>,
+    /// What to do with records of the scope that the vendor no longer lists: `keep` (the
+    /// default) or `deactivate` (sets `status: deactivated`).
+    #[serde(default)]
+    pub missing: Option<String>,
+    /// Which existing records this import speaks for (`{app: calendly}`); all of `into` when empty.
+    #[serde(default, deserialize_with = "unique::map")]
+    pub scope: IndexMap<String, Value>,
+}
 
 /// `approval: required`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
