@@ -3,5 +3,6 @@
 mod generate;
 mod http;
 mod sandbox;
+mod server;
 mod support;
 mod validate;

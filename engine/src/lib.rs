@@ -23,6 +23,7 @@ pub mod preset;
 pub mod rules;
 pub mod sandbox;
 pub mod schedule;
+pub mod server;
 pub mod spec;
 pub mod store;
 pub mod template;
