@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod graph;
 mod presets;
+mod records;
 mod sandbox;
 mod schema;
 mod validate;
@@ -36,6 +37,9 @@ enum Command {
     Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
+    /// Import, list, show and delete records (`people`, `saas_users`).
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
 }
 
 const AFTER_HELP: &str = "\
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Presets(command) => presets::run(command),
         Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Records(command) => records::run(command),
     };
     match result {
         Ok(code) => code,

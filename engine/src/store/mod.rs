@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod queue;
+pub mod records;
+
 /// Names of the trees, in one place.
 pub mod trees {
     /// Runs by id (ULID): the compact run record.
