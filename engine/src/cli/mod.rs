@@ -10,7 +10,9 @@ mod graph;
 mod presets;
 mod records;
 mod sandbox;
+mod schedule;
 mod schema;
+mod triggers;
 mod validate;
 
 /// Workflow automation for SaaS user lifecycle work: invite, update, offboard and audit the people
@@ -40,6 +42,12 @@ enum Command {
     /// Import, list, show and delete records (`people`, `saas_users`).
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// Preview a cron schedule's next fire instants.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Explain record triggers: `triggers why --subject jane@acme.com`.
+    #[command(subcommand)]
+    Triggers(triggers::TriggersCommand),
 }
 
 const AFTER_HELP: &str = "\
@@ -84,6 +92,8 @@ pub fn main() -> ExitCode {
         Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
         Command::Records(command) => records::run(command),
+        Command::Schedule(command) => schedule::run(command),
+        Command::Triggers(command) => triggers::run(command),
     };
     match result {
         Ok(code) => code,
