@@ -2,6 +2,8 @@
 
 mod generate;
 mod http;
+mod records;
 mod sandbox;
 mod support;
+mod triggers;
 mod validate;
