@@ -2,7 +2,9 @@
 
 mod generate;
 mod http;
+mod records;
 mod sandbox;
 mod server;
 mod support;
+mod triggers;
 mod validate;

@@ -3,16 +3,20 @@
 //! The dialect is croner's: 5 fields (`min hour day month weekday`), 6 with seconds first, and the
 //! nicknames `@yearly`, `@monthly`, `@weekly`, `@daily`, `@hourly`; day-of-month and day-of-week
 //! combine with OR when both are restricted, as in POSIX cron. croner follows Vixie cron's
-//! daylight-saving policy (a fixed-time job runs once: at the first occurrence of a repeated hour,
-//! and at the first valid instant after a skipped one), which is why it was chosen over `cron`.
+//! daylight-saving policy for fixed-time jobs (a single value in each of second, minute and hour):
+//! they run once, at the first occurrence of a repeated hour, and at the first valid instant after
+//! a skipped one. For interval jobs (a wildcard, step, range or list in second, minute or hour) the
+//! policy is to run on both occurrences of a repeated hour and to skip times inside a gap; croner's
+//! zone-aware search misses the second occurrence, so [`Schedule::next_after`] searches interval
+//! jobs offset by offset instead (see its body).
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
-use croner::Cron;
+use croner::{Cron, JobType};
 
 /// Why a schedule does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +82,78 @@ impl Schedule {
         self.zone
     }
 
-    /// The first fire instant strictly after `after`.
+    /// The first fire instant strictly after `after`, by the Vixie policy (see the module doc).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone);
+        if self.cron.determine_job_type() == JobType::FixedTime {
+            let local = after.with_timezone(&self.zone);
+            return self
+                .cron
+                .find_next_occurrence(&local, false)
+                .ok()
+                .map(|at| at.with_timezone(&Utc));
+        }
+        // An interval job fires at every instant whose local wall-clock time matches. Search in the
+        // fixed offset in force at `from`; a match found past an offset change is only valid if the
+        // offset did not change before it, so restart at the change in the new offset. This visits a
+        // repeated hour twice and never lands in a gap.
+        let mut from = after;
+        let mut inclusive = false;
+        for _ in 0..16 {
+            let offset = self.offset_at(from);
+            let found = self
+                .cron
+                .find_next_occurrence(&from.with_timezone(&offset), inclusive)
+                .ok()?
+                .with_timezone(&Utc);
+            if self.offset_at(found) == offset {
+                return Some(found);
+            }
+            // The first second at which the offset differs from `offset`.
+            let (mut lo, mut hi) = (from.timestamp(), found.timestamp());
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                let at = DateTime::from_timestamp(mid, 0)?;
+                if self.offset_at(at) == offset {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            from = DateTime::from_timestamp(hi, 0)?;
+            inclusive = true;
+        }
+        None
+    }
+
+    fn offset_at(&self, at: DateTime<Utc>) -> FixedOffset {
+        self.zone.offset_from_utc_datetime(&at.naive_utc()).fix()
+    }
+}
+
+impl Schedule {
+    /// The last fire instant at or before `at` (catch-up after downtime).
+    pub fn last_at_or_before(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = at.with_timezone(&self.zone);
         self.cron
-            .find_next_occurrence(&local, false)
+            .find_previous_occurrence(&local, true)
             .ok()
             .map(|at| at.with_timezone(&Utc))
+    }
+
+    /// The next `n` fire instants after `after`.
+    pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(n);
+        let mut at = after;
+        while out.len() < n {
+            match self.next_after(at) {
+                Some(next) => {
+                    out.push(next);
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        out
     }
 }
 
@@ -124,6 +193,75 @@ mod tests {
         assert_eq!(
             schedule.next_after(first).unwrap().to_rfc3339(),
             "2026-03-08T07:00:00+00:00"
+        );
+    }
+
+    fn ticks(expr: &str, zone: &str, after: &str, n: usize) -> Vec<String> {
+        let schedule = Schedule::parse(expr, Some(zone)).unwrap();
+        schedule
+            .upcoming(after.parse().unwrap(), n)
+            .iter()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect()
+    }
+
+    #[test]
+    fn interval_jobs_fire_on_both_occurrences_of_a_repeated_hour() {
+        // New York falls back at 06:00Z on 2026-11-01 (02:00 EDT → 01:00 EST).
+        assert_eq!(
+            ticks(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T04:50:00Z",
+                5
+            ),
+            [
+                "2026-11-01T05:00:00Z",
+                "2026-11-01T05:30:00Z",
+                "2026-11-01T06:00:00Z",
+                "2026-11-01T06:30:00Z",
+                "2026-11-01T07:00:00Z"
+            ]
+        );
+        // Berlin falls back at 01:00Z on 2026-10-25 (03:00 CEST → 02:00 CET).
+        assert_eq!(
+            ticks("*/30 * * * *", "Europe/Berlin", "2026-10-24T23:50:00Z", 5),
+            [
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-25T01:00:00Z",
+                "2026-10-25T01:30:00Z",
+                "2026-10-25T02:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn interval_jobs_skip_a_gap_and_fixed_jobs_fire_once() {
+        assert_eq!(
+            ticks(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-03-08T06:00:00Z",
+                3
+            ),
+            [
+                "2026-03-08T06:30:00Z",
+                "2026-03-08T07:00:00Z",
+                "2026-03-08T07:30:00Z"
+            ]
+        );
+        assert_eq!(
+            ticks("30 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"]
+        );
+        assert_eq!(
+            ticks("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 2),
+            ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+        );
+        assert_eq!(
+            ticks("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2),
+            ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]
         );
     }
 

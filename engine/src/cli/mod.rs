@@ -8,8 +8,11 @@ use clap::{Parser, Subcommand};
 mod call;
 mod graph;
 mod presets;
+mod records;
 mod sandbox;
+mod schedule;
 mod schema;
+mod triggers;
 mod validate;
 
 /// Workflow automation for SaaS user lifecycle work: invite, update, offboard and audit the people
@@ -36,6 +39,15 @@ enum Command {
     Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
+    /// Import, list, show and delete records (`people`, `saas_users`).
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
+    /// Preview a cron schedule's next fire instants.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Explain record triggers: `triggers why --subject jane@acme.com`.
+    #[command(subcommand)]
+    Triggers(triggers::TriggersCommand),
 }
 
 const AFTER_HELP: &str = "\
@@ -79,6 +91,9 @@ pub fn main() -> ExitCode {
         Command::Presets(command) => presets::run(command),
         Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Records(command) => records::run(command),
+        Command::Schedule(command) => schedule::run(command),
+        Command::Triggers(command) => triggers::run(command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,286 @@
+//! The durable trigger queue: run requests waiting for the executor, and schedules' last ticks.
+//!
+//! A [`RunRequest`] is written in the same sled transaction as the record write (or schedule tick)
+//! that caused it (see [`super::records`]), so after a crash either both are there or neither is.
+//! Entries are keyed by a [`QueueId`], a monotonic ULID, so the tree iterates in the order requests
+//! were made. Consumption is at-least-once:
+//!
+//! - [`Queue::claim`] hands out the oldest unclaimed entry and remembers the claim in memory only;
+//! - [`Queue::ack`] deletes it (durable at the next flush);
+//! - an entry claimed but not acked when the process stops is delivered again after a restart, and
+//!   [`Queue::release`] puts it back at once (a worker that gives up).
+//!
+//! Claims live in the [`Queue`] handle (shared by its clones), so a process opens one `Queue` per
+//! store and hands clones to its workers.
+//!
+//! The `schedules` tree keeps, per workflow, the instant of the last tick that enqueued its run
+//! requests, written in that same transaction: catch-up after a restart (`catch_up: last`) reads it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError};
+use crate::compile::RecordEvent;
+use crate::records::{Fields, Subject};
+use crate::trigger::WorkflowName;
+
+/// The tree of per-workflow last schedule ticks.
+pub(crate) const SCHEDULES: &str = "schedules";
+
+/// A queue entry's id: a ULID, monotonic within a process, so ids sort by the time they were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(ulid::Ulid);
+
+impl QueueId {
+    /// A new id, later than every id this process made before.
+    pub fn generate() -> QueueId {
+        static GENERATOR: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+        let mut guard = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+        let generator = guard.get_or_insert_with(ulid::Generator::new);
+        // The generator only fails after 2^80 ids in one millisecond.
+        QueueId(generator.generate().unwrap_or_else(|_| ulid::Ulid::new()))
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; 16] {
+        self.0 .0.to_be_bytes()
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<QueueId> {
+        let bytes: [u8; 16] = bytes.try_into().ok()?;
+        Some(QueueId(ulid::Ulid(u128::from_be_bytes(bytes))))
+    }
+
+    /// When the id was made.
+    pub fn datetime(self) -> DateTime<Utc> {
+        DateTime::<Utc>::from(self.0.datetime())
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for QueueId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<QueueId, ulid::DecodeError> {
+        ulid::Ulid::from_string(s).map(QueueId)
+    }
+}
+
+impl serde::Serialize for QueueId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for QueueId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What caused a run request: `record:created`, `record:updated`, `record:deleted` or `schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    Record(RecordEvent),
+    Schedule,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Record(RecordEvent::Created) => "record:created",
+            Cause::Record(RecordEvent::Updated) => "record:updated",
+            Cause::Record(RecordEvent::Deleted) => "record:deleted",
+            Cause::Schedule => "schedule",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Cause> {
+        Some(match text {
+            "record:created" => Cause::Record(RecordEvent::Created),
+            "record:updated" => Cause::Record(RecordEvent::Updated),
+            "record:deleted" => Cause::Record(RecordEvent::Deleted),
+            "schedule" => Cause::Schedule,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Cause {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cause {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Cause::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown trigger `{text}`")))
+    }
+}
+
+/// A request to start one run, as the executor receives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunRequest {
+    pub workflow: WorkflowName,
+    /// The record the run is about; `None` for a scheduled workflow without `records:`.
+    pub subject: Option<Subject>,
+    /// The subject's fields when the request was made (after the write; before it for a delete).
+    pub snapshot: Option<Fields>,
+    pub trigger: Cause,
+    /// When the request was made: the write's instant, or the schedule tick.
+    pub at: DateTime<Utc>,
+}
+
+/// A queued run request and its id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueEntry {
+    pub id: QueueId,
+    pub request: RunRequest,
+}
+
+/// The consumer side of the queue. Cheap to clone; clones share claims.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    tree: sled::Tree,
+    schedules: sled::Tree,
+    claimed: Arc<Mutex<BTreeSet<QueueId>>>,
+}
+
+impl Queue {
+    /// The queue of `store`. Open it once per process (claims are per handle).
+    pub fn open(store: &Store) -> Result<Queue, StoreError> {
+        Ok(Queue {
+            tree: store.tree(super::trees::QUEUE)?,
+            schedules: store.tree(SCHEDULES)?,
+            claimed: Arc::default(),
+        })
+    }
+
+    /// Every entry not claimed through this handle, oldest first.
+    pub fn pending(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let entry = decode(&key, &value)?;
+            if !claimed.contains(&entry.id) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many entries the queue holds, claimed or not.
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Takes the oldest unclaimed entry; it stays in the store until [`Queue::ack`].
+    pub fn claim(&self) -> Result<Option<QueueEntry>, StoreError> {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        for item in self.tree.iter() {
+            let (key, value) = item?;
+            let Some(id) = QueueId::from_bytes(&key) else {
+                continue;
+            };
+            if claimed.contains(&id) {
+                continue;
+            }
+            let entry = decode(&key, &value)?;
+            claimed.insert(id);
+            return Ok(Some(entry));
+        }
+        Ok(None)
+    }
+
+    /// Removes a claimed (or any) entry: its run has been recorded. Returns whether it was there.
+    pub fn ack(&self, id: QueueId) -> Result<bool, StoreError> {
+        let removed = self.tree.remove(id.to_bytes())?.is_some();
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        Ok(removed)
+    }
+
+    /// Gives a claimed entry back, to be claimed again.
+    pub fn release(&self, id: QueueId) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// The last schedule tick that enqueued `workflow`'s runs.
+    pub fn last_fired(&self, workflow: &WorkflowName) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let Some(value) = self.schedules.get(workflow.as_str())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|err| StoreError::Corrupt {
+                tree: SCHEDULES,
+                key: workflow.to_string(),
+                message: err.to_string(),
+            })
+    }
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<QueueEntry, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        tree: super::trees::QUEUE,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    let id = QueueId::from_bytes(key).ok_or_else(|| corrupt("not a queue id".to_owned()))?;
+    let request = serde_json::from_slice(value).map_err(|err| corrupt(err.to_string()))?;
+    Ok(QueueEntry { id, request })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_round_trip() {
+        let ids: Vec<QueueId> = (0..1000).map(|_| QueueId::generate()).collect();
+        assert!(ids
+            .windows(2)
+            .all(|w| w[0] < w[1] && w[0].to_bytes() < w[1].to_bytes()));
+        let text = ids[7].to_string();
+        assert_eq!(text.parse::<QueueId>().unwrap(), ids[7]);
+        assert_eq!(QueueId::from_bytes(&ids[7].to_bytes()), Some(ids[7]));
+    }
+
+    #[test]
+    fn causes_read_as_written() {
+        for cause in [
+            Cause::Record(RecordEvent::Created),
+            Cause::Record(RecordEvent::Updated),
+            Cause::Record(RecordEvent::Deleted),
+            Cause::Schedule,
+        ] {
+            assert_eq!(Cause::parse(cause.as_str()), Some(cause));
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Triggers: which workflows a record write or a schedule tick starts, and why.
+//!
+//! [`Triggers`] holds the compiled workflows that start by themselves (Begin names `records` + `on`,
+//! or `schedule`). For a record write, [`Triggers::consider`] evaluates each workflow watching that
+//! collection and event on the record before and after the write, and asks for a run only when the
+//! result **turns true** (see [`Consideration::fires`]): an update to a record that already matched
+//! starts nothing. The decision is pure; [`crate::records::RecordStore`] writes the record, the
+//! [`RunRequest`]s and the [`trace`] in one transaction. [`scheduler`] does the same at each tick
+//! of a `schedule:`.
+//!
+//! Conditions are evaluated with the shared sandboxed rhai engine ([`crate::compile::rule_engine`]):
+//! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
+//! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::compile::{compile_file, CompileError, Trigger, Workflow};
+use crate::preset::PresetRegistry;
+use crate::records::{Collection, Fields, RecordEvent, Subject};
+use crate::rules::map_to_dynamic;
+pub use crate::store::queue::{Cause, Queue, QueueEntry, QueueId, RunRequest};
+
+pub mod scheduler;
+pub mod trace;
+
+pub use trace::{Check, Consideration, TraceEntry, Verdict};
+
+/// A workflow's name (its `name:`), the id run requests and traces use.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct WorkflowName(String);
+
+impl WorkflowName {
+    pub fn new(name: impl Into<String>) -> WorkflowName {
+        WorkflowName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkflowName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Workflows that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the workflows directory `{}`: {reason}; pass `--workflows DIR`", dir.display())]
+    Unreadable { dir: PathBuf, reason: String },
+    #[error("{} invalid; run `blockyard validate {}` to see every error", describe_invalid(.errors), dir.display())]
+    Invalid {
+        dir: PathBuf,
+        errors: Vec<CompileError>,
+    },
+    #[error("two workflows are named `{name}`: `{}` and `{}`; rename one", first.display(), second.display())]
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
+fn describe_invalid(errors: &[CompileError]) -> String {
+    match errors.first() {
+        Some(first) if errors.len() == 1 => format!("a workflow is invalid ({first})"),
+        Some(first) => format!(
+            "workflows are invalid ({first}, and {} more)",
+            errors.len() - 1
+        ),
+        None => "workflows are invalid".to_owned(),
+    }
+}
+
+/// A workflow that starts by itself, with its `vars` ready for rhai.
+#[derive(Debug, Clone)]
+struct Watched {
+    name: WorkflowName,
+    workflow: Arc<Workflow>,
+    vars: rhai::Dynamic,
+}
+
+/// The workflows that start by themselves, sorted by name.
+#[derive(Debug, Clone, Default)]
+pub struct Triggers {
+    watched: Vec<Watched>,
+}
+
+/// A consideration and, when it fires, the run request it makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub consideration: Consideration,
+    pub request: Option<RunRequest>,
+}
+
+impl Triggers {
+    /// No workflows: writes start nothing (`records import --no-trigger`).
+    pub fn none() -> Triggers {
+        Triggers::default()
+    }
+
+    /// The given workflows (those without a trigger are left out), with `global` variables (the
+    /// configuration's `vars`) under each workflow's own.
+    pub fn new(workflows: impl IntoIterator<Item = Arc<Workflow>>, global: &Fields) -> Triggers {
+        let mut watched: Vec<Watched> = workflows
+            .into_iter()
+            .filter(|w| {
+                w.trigger.schedule.is_some()
+                    || (w.trigger.records.is_some() && !w.trigger.on.is_empty())
+            })
+            .map(|workflow| {
+                let mut vars = global.clone();
+                for (k, v) in &workflow.vars {
+                    vars.insert(k.clone(), v.clone());
+                }
+                Watched {
+                    name: WorkflowName::new(&workflow.name),
+                    vars: map_to_dynamic(&vars),
+                    workflow,
+                }
+            })
+            .collect();
+        watched.sort_by(|a, b| a.name.cmp(&b.name));
+        Triggers { watched }
+    }
+
+    /// Compiles every `*.yaml`/`*.yml` file in `dir` (not recursively).
+    pub fn load_dir(
+        dir: &Path,
+        presets: &PresetRegistry,
+        global: &Fields,
+    ) -> Result<Triggers, LoadError> {
+        let workflows = load_workflows(dir, presets)?;
+        Ok(Triggers::new(workflows, global))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// The workflows, by name.
+    pub fn workflows(&self) -> impl Iterator<Item = &Arc<Workflow>> {
+        self.watched.iter().map(|w| &w.workflow)
+    }
+
+    /// Whether any workflow watches `event`s of `collection`.
+    pub fn watches(&self, collection: Collection, event: RecordEvent) -> bool {
+        self.watched.iter().any(|w| {
+            w.workflow.trigger.records == Some(collection) && w.workflow.trigger.on.contains(&event)
+        })
+    }
+
+    /// Evaluates a workflow's conditions on a record.
+    pub fn verdict(
+        &self,
+        workflow: &WorkflowName,
+        record: &Fields,
+        now: DateTime<Utc>,
+    ) -> Option<Verdict> {
+        let w = self.watched.iter().find(|w| &w.name == workflow)?;
+        Some(evaluate(&w.workflow.trigger, &w.vars, record, now))
+    }
+
+    pub(crate) fn scheduled(
+        &self,
+    ) -> impl Iterator<Item = (&WorkflowName, &Arc<Workflow>, &rhai::Dynamic)> {
+        self.watched
+            .iter()
+            .filter(|w| w.workflow.trigger.schedule.is_some())
+            .map(|w| (&w.name, &w.workflow, &w.vars))
+    }
+
+    /// What a write of `subject` (`old` → `new`, the `event` it is) starts: one decision per
+    /// workflow watching that collection and event, firing when the conditions turn true.
+    ///
+    /// - `created`: fires when the new record matches;
+    /// - `updated`: fires when the new record matches and the old one did not;
+    /// - `deleted`: fires when the deleted record matched (its snapshot is the record as it was).
+    pub fn consider(
+        &self,
+        subject: &Subject,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for w in &self.watched {
+            let trigger = &w.workflow.trigger;
+            if trigger.records != Some(subject.collection) || !trigger.on.contains(&event) {
+                continue;
+            }
+            let before = old.map(|r| evaluate(trigger, &w.vars, r, now));
+            let after = new.map(|r| evaluate(trigger, &w.vars, r, now));
+            let fires = match event {
+                RecordEvent::Created | RecordEvent::Updated => {
+                    after.as_ref().is_some_and(|v| v.matched)
+                        && !before.as_ref().is_some_and(|v| v.matched)
+                }
+                RecordEvent::Deleted => before.as_ref().is_some_and(|v| v.matched),
+            };
+            let request = fires.then(|| RunRequest {
+                workflow: w.name.clone(),
+                subject: Some(subject.clone()),
+                snapshot: new.or(old).cloned(),
+                trigger: Cause::Record(event),
+                at: now,
+            });
+            decisions.push(Decision {
+                consideration: Consideration {
+                    workflow: w.name.clone(),
+                    before,
+                    after,
+                    fired: fires,
+                    queued: None,
+                    run: None,
+                },
+                request,
+            });
+        }
+        decisions
+    }
+}
+
+/// Compiles every workflow file directly in `dir`, all errors at once.
+pub fn load_workflows(
+    dir: &Path,
+    presets: &PresetRegistry,
+) -> Result<Vec<Arc<Workflow>>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|err| LoadError::Unreadable {
+        dir: dir.to_owned(),
+        reason: err.to_string().to_lowercase(),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    files.sort();
+    let mut workflows: Vec<Arc<Workflow>> = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match compile_file(file, presets) {
+            Ok(w) => workflows.push(Arc::new(w)),
+            Err(mut found) => errors.append(&mut found),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LoadError::Invalid {
+            dir: dir.to_owned(),
+            errors,
+        });
+    }
+    for (i, w) in workflows.iter().enumerate() {
+        if let Some(other) = workflows[..i].iter().find(|o| o.name == w.name) {
+            return Err(LoadError::Duplicate {
+                name: w.name.clone(),
+                first: other.file.clone(),
+                second: w.file.clone(),
+            });
+        }
+    }
+    Ok(workflows)
+}
+
+/// Evaluates a trigger's `when:` and `rules:` on a record (every check, for the trace).
+pub fn evaluate(
+    trigger: &Trigger,
+    vars: &rhai::Dynamic,
+    record: &Fields,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
+    let mut matched = true;
+    if let Some(when) = &trigger.when {
+        let outcome = crate::compile::rule_engine().eval(when, &map_to_dynamic(record), vars);
+        matched &= outcome.matched();
+        checks.push(Check::When {
+            source: when.source().to_owned(),
+            outcome,
+        });
+    }
+    for rule in &trigger.rules {
+        let holds = rule.holds(record, now);
+        matched &= holds;
+        checks.push(Check::Rule {
+            rule: rule.describe(),
+            actual: record.get(&rule.field).cloned().unwrap_or(Value::Null),
+            holds,
+        });
+    }
+    Verdict { matched, checks }
+}
