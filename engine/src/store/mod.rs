@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod history;
+pub mod subjects;
+
 /// Names of the trees, in one place.
 pub mod trees {
     /// Runs by id (ULID): the compact run record.
@@ -84,7 +87,6 @@ impl Store {
     }
 
     /// A tree, for the store's own submodules (history, records, queue).
-    #[allow(dead_code)] // until the first submodule lands
     pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(name)?)
     }
