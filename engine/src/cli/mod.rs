@@ -6,8 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod call;
+mod cancel;
 mod graph;
+mod history;
 mod presets;
+mod replay;
+mod resume;
+mod run;
 mod sandbox;
 mod schema;
 mod validate;
@@ -36,6 +41,17 @@ enum Command {
     Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),
+    /// Run a workflow once for a subject record, recording every step in the history.
+    Run(run::RunArgs),
+    /// List, show and prune recorded runs.
+    #[command(subcommand)]
+    History(history::HistoryCommand),
+    /// Re-run a recorded run, live or offline against its recording (with a diff).
+    Replay(replay::ReplayArgs),
+    /// Finish the runs a stopped process left unfinished.
+    Resume(resume::ResumeArgs),
+    /// Stop a run between steps.
+    Cancel(cancel::CancelArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -79,6 +95,11 @@ pub fn main() -> ExitCode {
         Command::Presets(command) => presets::run(command),
         Command::Call(args) => call::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Run(args) => run::run(args),
+        Command::History(command) => history::run(command),
+        Command::Replay(args) => replay::run(args),
+        Command::Resume(args) => resume::run(args),
+        Command::Cancel(args) => cancel::run(args),
     };
     match result {
         Ok(code) => code,
