@@ -337,13 +337,16 @@ async fn api(
     finish(task, step, answer, None, http, durable_wait, t0).await
 }
 
+/// A JSON object's fields.
+pub(crate) type Fields = Map<String, Value>;
+
 /// Outputs and saves of a successful call, rendered over the context plus the response.
 pub(crate) fn outcome_of(
     task: &Task,
     call: &ApiCall,
     role: bool,
     answer: &Answer,
-) -> Result<(Map<String, Value>, Map<String, Value>), String> {
+) -> Result<(Fields, Fields), String> {
     let templates = &task.engine.inner.templates;
     let mut context = task.context.clone();
     if let Value::Object(fields) = &mut context {
