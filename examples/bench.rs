@@ -140,7 +140,7 @@ fn main() {
         println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw |");
         println!("|---|---|---|---|");
         let mut overheads = Vec::new();
-        for (concurrency, total) in [(1, 2_000), (64, 20_000), (1_000, 30_000)] {
+        for (concurrency, total) in [(1, 100), (64, 3_000), (1_000, 10_000)] {
             let raw = raw_rate(&url, concurrency, total).await;
             let (rate, overhead, durable) =
                 engine_rate(&engine, &prepared, concurrency, total).await;
