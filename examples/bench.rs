@@ -65,7 +65,10 @@ async fn engine_rate(
             let mut overhead = Vec::new();
             let mut durable = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                let outcome = engine.run(&prepared, RunRequest::manual(None)).await.unwrap();
+                let outcome = engine
+                    .run(&prepared, RunRequest::manual(None))
+                    .await
+                    .unwrap();
                 assert!(outcome.succeeded(), "{:?}", outcome.run.error);
                 overhead.push(outcome.duration.saturating_sub(outcome.http));
                 durable.push(outcome.durable_wait);
