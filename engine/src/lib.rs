@@ -13,14 +13,19 @@
 //! [`http`] performs preset actions against the vendors (credentials, retries, rate limits,
 //! pagination, redaction), configured by [`config`] (`blockyard.yaml`).
 //!
+//! [`exec`] runs a compiled workflow on tokio, recording every step in the history of
+//! [`store`]; [`replay`] re-runs a recorded run, live or offline against the recording.
+//!
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
 
 pub mod compile;
 pub mod config;
+pub mod exec;
 pub mod graph;
 pub mod http;
 pub mod preset;
 pub mod records;
+pub mod replay;
 pub mod rules;
 pub mod sandbox;
 pub mod schedule;

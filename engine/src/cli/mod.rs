@@ -6,9 +6,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod call;
+mod cancel;
 mod graph;
+mod history;
 mod presets;
 mod records;
+mod replay;
+mod resume;
+mod run;
 mod sandbox;
 mod schedule;
 mod schema;
@@ -48,6 +53,17 @@ enum Command {
     /// Explain record triggers: `triggers why --subject jane@acme.com`.
     #[command(subcommand)]
     Triggers(triggers::TriggersCommand),
+    /// Run a workflow once for a subject record, recording every step in the history.
+    Run(run::RunArgs),
+    /// List, show and prune recorded runs.
+    #[command(subcommand)]
+    History(history::HistoryCommand),
+    /// Re-run a recorded run, live or offline against its recording (with a diff).
+    Replay(replay::ReplayArgs),
+    /// Finish the runs a stopped process left unfinished.
+    Resume(resume::ResumeArgs),
+    /// Stop a run between steps.
+    Cancel(cancel::CancelArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -94,6 +110,11 @@ pub fn main() -> ExitCode {
         Command::Records(command) => records::run(command),
         Command::Schedule(command) => schedule::run(command),
         Command::Triggers(command) => triggers::run(command),
+        Command::Run(args) => run::run(args),
+        Command::History(command) => history::run(command),
+        Command::Replay(args) => replay::run(args),
+        Command::Resume(args) => resume::run(args),
+        Command::Cancel(args) => cancel::run(args),
     };
     match result {
         Ok(code) => code,

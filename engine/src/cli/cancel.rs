@@ -1,0 +1,53 @@
+//! `blockyard cancel RUN`: stops a run between steps.
+//!
+//! When no process holds the data dir, an unfinished run is marked `cancelled` at once (so
+//! `resume` leaves it alone); when one does (a `blockyard run` in progress), a marker file asks
+//! it to stop the run before its next block starts.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use blockyard::exec::cancel::request_by_marker;
+use blockyard::store::history::{History, RunStatus};
+use blockyard::store::{Store, StoreError};
+
+use super::history::parse_run_id;
+use super::run::CommonArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The run id.
+    run: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let id = parse_run_id(&args.run)?;
+    let config = args.common.config()?;
+    let dir = args.common.data_dir(config.as_ref());
+    match Store::open(&dir) {
+        Ok(store) => {
+            let history = History::open(&store)?;
+            let Some(mut run) = history.run(id)? else {
+                bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs");
+            };
+            if run.status.is_finished() {
+                println!("run {id} already finished: {}", run.status);
+                return Ok(ExitCode::from(1));
+            }
+            run.status = RunStatus::Cancelled;
+            run.error = Some("cancelled before it was resumed".to_owned());
+            run.finished_at = Some(chrono::Utc::now());
+            history.put_run(&run)?;
+            super::run::runtime()?.block_on(store.flush())?;
+            println!("run {id} cancelled");
+        }
+        Err(StoreError::Locked { .. }) => {
+            request_by_marker(&dir, id)?;
+            println!("asked the process running {id} to stop it before its next block");
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,158 @@
+//! `blockyard history list|show|prune`: the runs recorded in a data dir.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use blockyard::compile::parse_duration;
+use blockyard::store::history::{History, RunFilter, RunId, RunStatus};
+use blockyard::store::Store;
+
+use super::run::{print_run, run_json, CommonArgs};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HistoryCommand {
+    /// List runs, newest first.
+    List(ListArgs),
+    /// Show one run: the block timeline with durations, requests and responses.
+    Show(ShowArgs),
+    /// Drop the payloads (requests, responses, saves) of old runs, keeping the run records.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only runs of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Only runs with this status (queued, running, succeeded, failed, cancelled, needs_attention).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs about this person (their email): a timeline across all workflows.
+    #[arg(long, value_name = "EMAIL")]
+    subject: Option<String>,
+    /// Only runs started within this long (`30m`, `24h`, `7d`).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// At most this many runs.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The run id.
+    run: String,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Drop payloads of runs finished longer ago than this (`30d`).
+    #[arg(long, value_name = "DURATION")]
+    older_than: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn open(common: &CommonArgs) -> anyhow::Result<History> {
+    let config = common.config()?;
+    let store = Store::open(&common.data_dir(config.as_ref()))?;
+    Ok(History::open(&store)?)
+}
+
+pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "`{text}` is not a run id (26 characters, as `blockyard history list` shows)"
+        )
+    })
+}
+
+fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
+    let d = parse_duration(text).with_context(|| {
+        format!("`--{flag} {text}` is not a duration; write `30m`, `24h` or `7d`")
+    })?;
+    Ok(chrono::Duration::from_std(d)?)
+}
+
+pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        HistoryCommand::List(args) => {
+            let status = match &args.status {
+                None => None,
+                Some(s) => match RunStatus::parse(s) {
+                    Some(s) => Some(s),
+                    None => bail!(
+                        "unknown status `{s}`; use one of {}",
+                        RunStatus::NAMES.map(|n| format!("`{n}`")).join(", ")
+                    ),
+                },
+            };
+            let since = match &args.since {
+                None => None,
+                Some(text) => Some(chrono::Utc::now() - duration("since", text)?),
+            };
+            let history = open(&args.common)?;
+            let runs = history.list(&RunFilter {
+                workflow: args.workflow.clone(),
+                status,
+                subject: args.subject.clone(),
+                since,
+                limit: Some(args.limit),
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("no runs");
+            } else {
+                for run in runs {
+                    let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
+                    println!(
+                        "{}  {}  {:16}  {:24}  {}",
+                        run.id,
+                        run.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        run.status.name(),
+                        run.workflow,
+                        subject
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        HistoryCommand::Show(args) => {
+            let id = parse_run_id(&args.run)?;
+            let history = open(&args.common)?;
+            let Some(run) = history.run(id)? else {
+                bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs");
+            };
+            let steps = history.steps(id)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&run_json(&run, &steps)?)?
+                );
+            } else {
+                print_run(&run, &steps, true);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        HistoryCommand::Prune(args) => {
+            let cutoff = chrono::Utc::now() - duration("older-than", &args.older_than)?;
+            let history = open(&args.common)?;
+            let report = history.prune(cutoff)?;
+            super::run::runtime()?.block_on(history.store().flush())?;
+            println!(
+                "pruned the payloads of {} runs ({} steps); run records kept",
+                report.runs, report.steps
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

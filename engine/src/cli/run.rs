@@ -1,0 +1,299 @@
+//! `blockyard run WORKFLOW`: one run of a workflow, recorded in the history of the data dir.
+//!
+//! The subject record comes from `--record-file FILE.json` or `--record KEY=VALUE` pairs; `--var`
+//! overlays the config's and the workflow's `vars`. Prints the block-by-block outcome, or with
+//! `--json` the run record with its steps (`id` is the run id). Exit codes: 0 the run succeeded,
+//! 1 it did not (failed, cancelled, needs attention), 2 usage or setup errors. This file also
+//! holds the setup the other run-related commands share (config, data dir, engine, printing).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use blockyard::config::Config;
+use blockyard::exec::{Engine, EngineOptions, RunOutcome, RunRequest};
+use blockyard::http::{Client, Credentials};
+use blockyard::preset::PresetRegistry;
+use blockyard::store::history::{RunMode, RunRecord, StepRecord, StepStatus, Subject};
+use blockyard::store::Store;
+use serde_json::{Map, Value};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The workflow file.
+    workflow: PathBuf,
+    /// The subject record, as a JSON object in a file.
+    #[arg(long, value_name = "FILE.json", conflicts_with = "record")]
+    record_file: Option<PathBuf>,
+    /// A field of the subject record, as KEY=VALUE; repeat for more.
+    #[arg(long, value_name = "KEY=VALUE")]
+    record: Vec<String>,
+    /// A workflow variable, as KEY=VALUE, over the config's and the workflow's `vars`.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Perform reads, render writes and list them as the plan, send no write, save nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the run as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--config` and `--data-dir`, shared by the run and history commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The configuration file (default: ./blockyard.yaml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data dir (default: the config's `data_dir`, else ./.blockyard).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    pub fn config(&self) -> anyhow::Result<Option<Config>> {
+        match &self.config {
+            Some(path) => Ok(Some(Config::find(Some(path))?)),
+            None if Path::new("blockyard.yaml").exists() => Ok(Some(Config::find(None)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn data_dir(&self, config: Option<&Config>) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| config.map(|c| c.data_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(".blockyard"))
+    }
+
+    /// The config, the store and an engine over it.
+    pub fn engine(&self) -> anyhow::Result<(Option<Config>, Engine)> {
+        let config = self.config()?;
+        let store = Store::open(&self.data_dir(config.as_ref()))?;
+        let credentials = config
+            .as_ref()
+            .map(Credentials::from_config)
+            .unwrap_or_default();
+        let client = Client::new(Arc::new(PresetRegistry::builtin()), credentials)?;
+        let vars = config
+            .as_ref()
+            .map(|c| c.vars.clone().into_iter().collect())
+            .unwrap_or_default();
+        let engine = Engine::new(&store, client, vars, EngineOptions::default())?;
+        Ok((config, engine))
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// `KEY=VALUE` pairs; `true`, `false`, `null`, numbers and values starting with `[` or `{` are JSON.
+pub fn parse_pairs(flag: &str, pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("`--{flag} {pair}` has no `=`; write `--{flag} KEY=VALUE`");
+        };
+        let trimmed = value.trim_start();
+        let json = matches!(value, "true" | "false" | "null")
+            || trimmed.starts_with('[')
+            || trimmed.starts_with('{')
+            || value.parse::<f64>().is_ok();
+        let value = if json {
+            serde_json::from_str(value)
+                .with_context(|| format!("`--{flag} {key}=...` is not valid JSON"))?
+        } else {
+            Value::String(value.to_owned())
+        };
+        map.insert(key.trim().to_owned(), value);
+    }
+    Ok(map)
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let record = match &args.record_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            match serde_json::from_str::<Value>(&text)
+                .with_context(|| format!("`{}` is not JSON", file.display()))?
+            {
+                Value::Object(fields) => Some(fields),
+                _ => bail!(
+                    "`{}` must hold one JSON object (the subject record)",
+                    file.display()
+                ),
+            }
+        }
+        None if args.record.is_empty() => None,
+        None => Some(parse_pairs("record", &args.record)?),
+    };
+    let vars = parse_pairs("var", &args.vars)?;
+    let (_, engine) = args.common.engine()?;
+    let prepared = engine.prepare_file(&args.workflow)?;
+    let collection = prepared
+        .workflow
+        .trigger
+        .records
+        .map_or("people", |c| c.name())
+        .to_owned();
+    let subject = record.map(|fields| subject_of(&collection, fields));
+    let request = RunRequest {
+        vars,
+        mode: if args.dry_run {
+            RunMode::DryRun
+        } else {
+            RunMode::Live
+        },
+        ..RunRequest::manual(subject)
+    };
+    let outcome = runtime()?.block_on(engine.run(&prepared, request))?;
+    print_outcome(&outcome, args.json)?;
+    Ok(exit_code(&outcome))
+}
+
+/// The subject of a record: keyed by lowercased email (`app/email` for SaaS users).
+pub fn subject_of(collection: &str, fields: Map<String, Value>) -> Subject {
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_lowercase);
+    let email = text("email").or_else(|| text("id")).unwrap_or_default();
+    let key = match (collection, text("app")) {
+        ("saas_users", Some(app)) => format!("{app}/{email}"),
+        _ => email,
+    };
+    Subject {
+        collection: collection.to_owned(),
+        key,
+        record: Value::Object(fields),
+    }
+}
+
+pub fn exit_code(outcome: &RunOutcome) -> ExitCode {
+    if outcome.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The run and its steps as one JSON object.
+pub fn run_json(run: &RunRecord, steps: &[StepRecord]) -> anyhow::Result<Value> {
+    let mut value = serde_json::to_value(run)?;
+    value["steps"] = serde_json::to_value(steps)?;
+    Ok(value)
+}
+
+pub fn print_outcome(outcome: &RunOutcome, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_json(&outcome.run, &outcome.steps)?)?
+        );
+    } else {
+        print_run(&outcome.run, &outcome.steps, false);
+    }
+    Ok(())
+}
+
+fn millis(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{} ms", us / 1000)
+    } else {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    }
+}
+
+/// The readable block-by-block outcome; `detail` adds requests and responses.
+pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
+    let took = match (run.started_at, run.finished_at) {
+        (Some(a), Some(b)) => format!(
+            " in {}",
+            millis((b - a).num_microseconds().unwrap_or(0).max(0) as u64)
+        ),
+        _ => String::new(),
+    };
+    let mode = match run.mode {
+        RunMode::Live => "",
+        RunMode::DryRun => " (dry run)",
+        RunMode::Offline => " (offline replay)",
+    };
+    println!(
+        "run {} `{}`{mode}: {}{took}",
+        run.id, run.workflow, run.status
+    );
+    if let Some(subject) = &run.subject {
+        println!("  subject: {}/{}", subject.collection, subject.key);
+    }
+    println!("  trigger: {}", run.trigger);
+    if let Some(of) = run.replay_of {
+        println!("  replay of: {of}");
+    }
+    let width = steps.iter().map(|s| s.block.len()).max().unwrap_or(0);
+    for step in steps {
+        let mut line = format!("  {:width$}  {:9}", step.block, step.status.name());
+        if let Some(request) = &step.request {
+            let method = request["method"].as_str().unwrap_or("");
+            let url = request["url"].as_str().unwrap_or("");
+            line.push_str(&format!("  {method} {url}"));
+        }
+        if let Some(response) = &step.response {
+            line.push_str(&format!(" → {}", response.status));
+        }
+        if step.status != StepStatus::Skipped && step.duration_us > 0 {
+            line.push_str(&format!("  ({})", millis(step.duration_us)));
+        }
+        println!("{line}");
+        if !step.saved.is_empty() {
+            let fields: Vec<&str> = step.saved.keys().map(String::as_str).collect();
+            println!("  {:width$}  saved: {}", "", fields.join(", "));
+        }
+        if let Some(error) = &step.error {
+            println!("  {:width$}  error: {error}", "");
+        }
+        if let Some(note) = &step.note {
+            println!("  {:width$}  note: {note}", "");
+        }
+        if detail {
+            if let Some(request) = &step.request {
+                println!("  {:width$}  request: {}", "", request);
+            }
+            if let Some(response) = &step.response {
+                let body = response.body.to_string();
+                let body = if body.len() > 400 {
+                    format!(
+                        "{}…",
+                        &body[..body.char_indices().nth(400).map_or(body.len(), |(i, _)| i)]
+                    )
+                } else {
+                    body
+                };
+                println!("  {:width$}  response: {} {body}", "", response.status);
+            }
+            if !step.outputs.is_empty() {
+                println!(
+                    "  {:width$}  outputs: {}",
+                    "",
+                    Value::Object(step.outputs.clone())
+                );
+            }
+        }
+    }
+    if let Some(error) = &run.error {
+        println!("  {}: {error}", run.status);
+    }
+}

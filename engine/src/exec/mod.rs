@@ -1,0 +1,433 @@
+//! The executor: runs a compiled workflow on tokio, recording every step durably.
+//!
+//! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
+//! subject writer, the vendor [`Client`], a semaphore bounding the runs in flight, and the cancel
+//! requests. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
+//! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
+//! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
+//!
+//! # Semantics
+//!
+//! The graph is walked as a ready set ([`run`]): a block starts when every predecessor has settled
+//! and at least one edge into it was taken (the source's outcome matches the edge kind, `next` for
+//! success and `on_failure` for failure, and the edge's `when:` holds); when every predecessor has
+//! settled and no edge was taken, the block is skipped, which settles it and propagates. Blocks
+//! whose predecessors are settled run concurrently. A failed block with no `on_failure` edge fails
+//! the run: no new block starts, the ones in flight finish, and the run is `failed`.
+//!
+//! # Durability
+//!
+//! Every block's step is written and made durable (group commit, see
+//! [`crate::store::history`]) before any block that depends on it starts. A write is recorded as
+//! `sending` (its rendered request) and made durable *before* it is sent, then overwritten with
+//! its outcome; a crash therefore leaves exactly the writes whose outcome is unknown, which
+//! [`resume`] checks with the preset's probe instead of sending them blindly. Saves are written
+//! onto the subject record before the step that made them is marked done, so a crash between the
+//! two repeats an idempotent save, never loses one.
+
+mod block;
+pub mod cancel;
+mod context;
+mod resume;
+mod run;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::graph::NodeIndex;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+use crate::compile::{BlockKind, CompileError, Workflow};
+use crate::http::Client;
+use crate::spec::Source;
+pub use crate::store::history::{
+    History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
+};
+use crate::store::subjects::SubjectWriter;
+use crate::store::{Store, StoreError};
+use crate::template::{Template, TemplateEngine};
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Runs executing at once; more wait (status `queued`) for a slot.
+    pub max_in_flight: usize,
+    /// The largest response body history keeps whole, in bytes (64 KiB by default).
+    pub body_cap: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            max_in_flight: 256,
+            body_cap: 64 * 1024,
+        }
+    }
+}
+
+/// A failure of the engine itself (not of a run: a run that fails is an [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`{}` does not compile:\n{}", file, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Compile {
+        file: String,
+        errors: Vec<CompileError>,
+    },
+    #[error("no run `{id}` in this data dir; `blockyard history list` shows the runs")]
+    UnknownRun { id: RunId },
+    #[error("run `{id}` refers to workflow snapshot `{hash}`, which is not in the store")]
+    MissingSnapshot { id: RunId, hash: String },
+    #[error("workflow `{workflow}` has no block `{block}`")]
+    UnknownBlock { workflow: String, block: String },
+    #[error("the run task stopped unexpectedly: {message}")]
+    Task { message: String },
+}
+
+/// A compiled workflow ready to run, with its snapshot stored.
+#[derive(Debug)]
+pub struct Prepared {
+    pub workflow: Workflow,
+    /// The workflow's YAML text, as stored in the snapshot.
+    pub text: String,
+    /// The snapshot's content hash.
+    pub snapshot: String,
+    /// Per API block without `outputs:`, the preset's default outputs, compiled.
+    default_outputs: HashMap<NodeIndex, Vec<(String, Template)>>,
+    /// Per role retrieval block: role, last activity and active templates.
+    roles: HashMap<NodeIndex, RoleTemplates>,
+}
+
+#[derive(Debug)]
+struct RoleTemplates {
+    role: Option<Template>,
+    last_activity: Option<Template>,
+    active: Option<Template>,
+}
+
+impl Prepared {
+    /// The node of a block id.
+    pub fn node(&self, block: &str) -> Option<NodeIndex> {
+        self.workflow.block(block)
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub trigger: RunTrigger,
+    /// The record the run is about; `None` for a workflow without `records:`.
+    pub subject: Option<Subject>,
+    /// `--var` values, over the config's and the workflow's `vars`.
+    pub vars: Map<String, Value>,
+    pub mode: RunMode,
+    /// The run this one replays.
+    pub replay_of: Option<RunId>,
+    /// Outcomes to take as already settled instead of running those blocks (replay `--from`,
+    /// offline replay): the recorded steps, and for `--from` the block to run from.
+    pub recording: Option<Recording>,
+    /// Record the run in history (false for offline replays).
+    pub persist: bool,
+}
+
+impl RunRequest {
+    /// A manual live run.
+    pub fn manual(subject: Option<Subject>) -> RunRequest {
+        RunRequest {
+            trigger: RunTrigger::manual(),
+            subject,
+            vars: Map::new(),
+            mode: RunMode::Live,
+            replay_of: None,
+            recording: None,
+            persist: true,
+        }
+    }
+}
+
+/// The steps of a recorded run, for replay.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The last step of each block, by block id.
+    pub steps: HashMap<String, StepRecord>,
+    /// Replay `--from`: blocks that are neither this block nor after it reuse their recording.
+    pub from: Option<String>,
+}
+
+impl Recording {
+    pub fn new(steps: Vec<StepRecord>, from: Option<String>) -> Recording {
+        let mut by_block = HashMap::new();
+        for step in steps {
+            by_block.insert(step.block.clone(), step);
+        }
+        Recording {
+            steps: by_block,
+            from,
+        }
+    }
+}
+
+/// A finished (or stopped) run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run: RunRecord,
+    pub steps: Vec<StepRecord>,
+    /// Wall time from start to finish.
+    pub duration: Duration,
+    /// Time spent inside vendor calls, summed over blocks.
+    pub http: Duration,
+    /// Time spent waiting for history to become durable.
+    pub durable_wait: Duration,
+}
+
+impl RunOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.run.status == RunStatus::Succeeded
+    }
+}
+
+/// The shared executor.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    history: History,
+    subjects: SubjectWriter,
+    client: Client,
+    config_vars: Map<String, Value>,
+    options: EngineOptions,
+    permits: Arc<Semaphore>,
+    cancels: cancel::Cancels,
+    templates: TemplateEngine,
+}
+
+impl Engine {
+    /// An engine over `store`, calling vendors through `client`; `config_vars` are the config's
+    /// `vars` (the bottom layer of every run's `vars`).
+    pub fn new(
+        store: &Store,
+        client: Client,
+        config_vars: Map<String, Value>,
+        options: EngineOptions,
+    ) -> Result<Engine, ExecError> {
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                history: History::open(store)?,
+                subjects: SubjectWriter::open(store)?,
+                client,
+                config_vars,
+                permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+                options,
+                cancels: cancel::Cancels::new(store.dir()),
+                templates: TemplateEngine::new(),
+            }),
+        })
+    }
+
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    pub fn subjects(&self) -> &SubjectWriter {
+        &self.inner.subjects
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Compiles a workflow's text and stores its snapshot.
+    pub fn prepare(&self, file: &Path, text: String) -> Result<Arc<Prepared>, ExecError> {
+        let workflow = crate::compile::compile_source(
+            Source::new(file, text.clone()),
+            self.inner.client.presets(),
+        )
+        .map_err(|errors| ExecError::Compile {
+            file: file.display().to_string(),
+            errors,
+        })?;
+        let snapshot = self.inner.history.put_snapshot(&text)?;
+        Ok(Arc::new(self.prepared(workflow, text, snapshot)))
+    }
+
+    /// Reads, compiles and snapshots a workflow file.
+    pub fn prepare_file(&self, file: &Path) -> Result<Arc<Prepared>, ExecError> {
+        let source = Source::read(file).map_err(|err| ExecError::Compile {
+            file: file.display().to_string(),
+            errors: vec![err],
+        })?;
+        self.prepare(&source.path, source.text)
+    }
+
+    /// The stored snapshot of a run, compiled.
+    pub fn prepare_snapshot(&self, run: &RunRecord) -> Result<Arc<Prepared>, ExecError> {
+        let text = self.inner.history.snapshot(&run.snapshot)?.ok_or_else(|| {
+            ExecError::MissingSnapshot {
+                id: run.id,
+                hash: run.snapshot.clone(),
+            }
+        })?;
+        self.prepare(Path::new(&run.file), text)
+    }
+
+    fn prepared(&self, workflow: Workflow, text: String, snapshot: String) -> Prepared {
+        let presets = self.inner.client.presets();
+        let compile = |source: &str| Template::compile(source).ok();
+        let mut default_outputs = HashMap::new();
+        let mut roles = HashMap::new();
+        for node in workflow.graph.node_indices() {
+            let call = match &workflow.graph[node].kind {
+                BlockKind::Api(call) => call,
+                BlockKind::RoleRetrieval(role) => {
+                    if let Some(spec) = presets
+                        .action(&role.call.preset)
+                        .and_then(|a| a.spec.role.as_ref())
+                    {
+                        roles.insert(
+                            node,
+                            RoleTemplates {
+                                role: compile(&spec.role),
+                                last_activity: spec.last_activity.as_deref().and_then(compile),
+                                active: spec.active.as_deref().and_then(compile),
+                            },
+                        );
+                    }
+                    &role.call
+                }
+                BlockKind::Begin | BlockKind::End => continue,
+            };
+            if call.outputs.is_empty() {
+                if let Some(action) = presets.action(&call.preset) {
+                    let outputs: Vec<(String, Template)> = action
+                        .spec
+                        .outputs
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), compile(v)?)))
+                        .collect();
+                    if !outputs.is_empty() {
+                        default_outputs.insert(node, outputs);
+                    }
+                }
+            }
+        }
+        Prepared {
+            workflow,
+            text,
+            snapshot,
+            default_outputs,
+            roles,
+        }
+    }
+
+    /// Runs a workflow to its end and returns the outcome.
+    pub async fn run(
+        &self,
+        prepared: &Arc<Prepared>,
+        request: RunRequest,
+    ) -> Result<RunOutcome, ExecError> {
+        let record = self.new_record(prepared, &request);
+        run::execute(
+            self.clone(),
+            prepared.clone(),
+            record,
+            request.recording,
+            request.persist,
+            None,
+        )
+        .await
+    }
+
+    /// Starts a run in the background and returns its id and a handle on its outcome.
+    pub fn submit(
+        &self,
+        prepared: &Arc<Prepared>,
+        request: RunRequest,
+    ) -> (
+        RunId,
+        tokio::task::JoinHandle<Result<RunOutcome, ExecError>>,
+    ) {
+        let record = self.new_record(prepared, &request);
+        let id = record.id;
+        let engine = self.clone();
+        let prepared = prepared.clone();
+        let handle = tokio::spawn(async move {
+            run::execute(
+                engine,
+                prepared,
+                record,
+                request.recording,
+                request.persist,
+                None,
+            )
+            .await
+        });
+        (id, handle)
+    }
+
+    /// Asks a run of this process to stop between steps. Returns false when the run is not known
+    /// or already finished.
+    pub fn cancel(&self, id: RunId) -> Result<bool, ExecError> {
+        match self.inner.history.run(id)? {
+            Some(run) if !run.status.is_finished() => {
+                self.inner.cancels.request(id);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Finishes every run that was queued or running when its process stopped.
+    pub async fn resume_unfinished(&self) -> Result<Vec<RunOutcome>, ExecError> {
+        let mut outcomes = Vec::new();
+        for run in self.inner.history.unfinished()? {
+            outcomes.push(resume::resume(self.clone(), run).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Finishes one unfinished run.
+    pub async fn resume(&self, id: RunId) -> Result<RunOutcome, ExecError> {
+        let run = self
+            .inner
+            .history
+            .run(id)?
+            .ok_or(ExecError::UnknownRun { id })?;
+        resume::resume(self.clone(), run).await
+    }
+
+    fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
+        let mut vars = self.inner.config_vars.clone();
+        for (k, v) in &prepared.workflow.vars {
+            vars.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &request.vars {
+            vars.insert(k.clone(), v.clone());
+        }
+        let id = RunId::new();
+        RunRecord {
+            id,
+            workflow: prepared.workflow.name.clone(),
+            file: prepared.workflow.file.display().to_string(),
+            snapshot: prepared.snapshot.clone(),
+            trigger: request.trigger.clone(),
+            subject: request.subject.clone(),
+            vars,
+            status: RunStatus::Queued,
+            mode: request.mode,
+            created_at: id.created_at(),
+            started_at: None,
+            finished_at: None,
+            replay_of: request.replay_of,
+            from_block: request.recording.as_ref().and_then(|r| r.from.clone()),
+            error: None,
+            pruned: false,
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Resuming a run a crash left unfinished, from its last durable step.
+//!
+//! Every block whose last step is settled keeps its outcome (and its saves are re-applied to the
+//! in-memory subject); reads that were in flight are simply run again. A write found `sending`
+//! has an unknown outcome: if its preset has a `probe` (a read and a rhai `done_when` over
+//! `response` and `status`), the probe decides: done means the write is marked succeeded without
+//! sending it again, not done means it is sent now. Without a probe, or when the probe itself
+//! cannot answer, the run stops in `needs_attention`, naming the block, and nothing is sent.
+
+use std::collections::HashMap;
+
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::{json, Map, Value};
+
+use super::block::{call_options, outcome_of, Answer, Task};
+use super::run::{self, Resumed, Settled};
+use super::{context, Engine, ExecError, RunOutcome};
+use crate::compile::BlockKind;
+use crate::config::CredentialName;
+use crate::preset::PresetId;
+use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
+
+/// What a probe said.
+enum Verdict {
+    Done(Answer),
+    NotDone,
+    Unknown(String),
+}
+
+pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutcome, ExecError> {
+    let history = engine.history().clone();
+    let started = Instant::now();
+    let prepared = match engine.prepare_snapshot(&run) {
+        Ok(p) => p,
+        Err(err @ (ExecError::Compile { .. } | ExecError::MissingSnapshot { .. })) => {
+            run.status = RunStatus::Failed;
+            run.error = Some(format!("cannot resume: {err}"));
+            run.finished_at = Some(Utc::now());
+            history.put_run(&run)?;
+            history.durable().await?;
+            return Ok(RunOutcome {
+                steps: history.steps(run.id)?,
+                run,
+                duration: started.elapsed(),
+                http: Default::default(),
+                durable_wait: Default::default(),
+            });
+        }
+        Err(err) => return Err(err),
+    };
+    let steps = history.steps(run.id)?;
+    let mut last: HashMap<String, StepRecord> = HashMap::new();
+    for step in &steps {
+        last.insert(step.block.clone(), step.clone());
+    }
+    let mut resumed = Resumed {
+        next_seq: steps.iter().map(|s| s.seq + 1).max().unwrap_or(0),
+        ..Resumed::default()
+    };
+    let mut record = run
+        .subject
+        .as_ref()
+        .map(|s| s.record.clone())
+        .unwrap_or_else(|| json!({}));
+    let mut ordered: Vec<StepRecord> = last.into_values().collect();
+    ordered.sort_by_key(|s| s.seq);
+    let mut kept = steps.clone();
+    for mut step in ordered {
+        let Some(node) = prepared.node(&step.block) else {
+            continue;
+        };
+        if step.status == StepStatus::Sending {
+            let verdict = probe(&engine, &prepared, node, &step, &record, &run).await;
+            match verdict {
+                Verdict::Done(answer) => {
+                    let task = Task {
+                        engine: engine.clone(),
+                        prepared: prepared.clone(),
+                        node,
+                        run: run.id,
+                        seq: step.seq,
+                        mode: run.mode,
+                        context: context::build(&record, &run.vars, &Map::new(), &Value::Null),
+                        subject: None,
+                        persist: true,
+                        recording: None,
+                    };
+                    let call = match &prepared.workflow.graph[node].kind {
+                        BlockKind::Api(call) => Some(call),
+                        BlockKind::RoleRetrieval(role) => Some(&role.call),
+                        BlockKind::Begin | BlockKind::End => None,
+                    };
+                    if let Some(Ok((outputs, saved))) =
+                        call.map(|c| outcome_of(&task, c, false, &answer))
+                    {
+                        step.outputs = outputs;
+                        if let Some(subject) = &run.subject {
+                            if !saved.is_empty() {
+                                engine.subjects().merge(
+                                    &subject.collection,
+                                    &subject.key,
+                                    &subject.record,
+                                    &saved,
+                                )?;
+                            }
+                        }
+                        step.saved = saved;
+                    }
+                    step.status = StepStatus::Succeeded;
+                    step.finished_at = Some(Utc::now());
+                    step.note = Some(
+                        "outcome unknown after a restart; the preset's probe found the write had taken effect, so it was not sent again"
+                            .to_owned(),
+                    );
+                    history.put_step(&step)?;
+                    if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
+                        *slot = step.clone();
+                    }
+                }
+                Verdict::NotDone => {
+                    step.note = Some(
+                        "outcome unknown after a restart; the preset's probe found the write had not taken effect, so it is sent again in a later step"
+                            .to_owned(),
+                    );
+                    history.put_step(&step)?;
+                    continue;
+                }
+                Verdict::Unknown(reason) => {
+                    let message = format!(
+                        "block `{}`: the write `{}` may or may not have reached the vendor before the process stopped, and {reason}; check it at the vendor, then run the workflow again",
+                        step.block,
+                        step.preset.as_deref().unwrap_or("?")
+                    );
+                    step.note = Some("outcome unknown: not sent again".to_owned());
+                    history.put_step(&step)?;
+                    run.status = RunStatus::NeedsAttention;
+                    run.error = Some(message);
+                    run.finished_at = Some(Utc::now());
+                    history.put_run(&run)?;
+                    history.durable().await?;
+                    if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
+                        *slot = step.clone();
+                    }
+                    return Ok(RunOutcome {
+                        run,
+                        steps: kept,
+                        duration: started.elapsed(),
+                        http: Default::default(),
+                        durable_wait: Default::default(),
+                    });
+                }
+            }
+        }
+        if step.status == StepStatus::Succeeded {
+            if let Value::Object(fields) = &mut record {
+                for (k, v) in &step.saved {
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        resumed.settled.push((node, Settled::from_step(&step)));
+    }
+    history.durable().await?;
+    resumed.record = Some(record);
+    resumed.steps = kept;
+    tracing::info!(run_id = %run.id, "resuming run");
+    run::execute(engine, prepared, run, None, true, Some(resumed)).await
+}
+
+async fn probe(
+    engine: &Engine,
+    prepared: &super::Prepared,
+    node: petgraph::graph::NodeIndex,
+    step: &StepRecord,
+    record: &Value,
+    run: &RunRecord,
+) -> Verdict {
+    let call = match &prepared.workflow.graph[node].kind {
+        BlockKind::Api(call) => call,
+        BlockKind::RoleRetrieval(role) => &role.call,
+        BlockKind::Begin | BlockKind::End => return Verdict::NotDone,
+    };
+    let client = engine.client();
+    let Some(spec) = client
+        .presets()
+        .action(&call.preset)
+        .and_then(|a| a.spec.probe.clone())
+    else {
+        return Verdict::Unknown(format!("`{}` has no probe to check it", call.preset));
+    };
+    let probe_id = PresetId {
+        vendor: call.preset.vendor.clone(),
+        action: spec.action.clone(),
+    };
+    let condition = match crate::compile::rule_engine().compile(&spec.done_when) {
+        Ok(c) => c,
+        Err(err) => {
+            return Verdict::Unknown(format!("its probe's `done_when` does not compile: {err}"))
+        }
+    };
+    let given: Map<String, Value> = step
+        .inputs
+        .as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let context = context::build(record, &run.vars, &Map::new(), &Value::Null);
+    let credential = CredentialName::new(call.credential.clone());
+    let result = async {
+        let probe_action = client
+            .presets()
+            .action(&probe_id)
+            .ok_or_else(|| format!("its probe `{probe_id}` is not a preset action"))?;
+        // The probe takes the write's inputs it declares.
+        let inputs: Map<String, Value> = given
+            .into_iter()
+            .filter(|(k, _)| probe_action.spec.inputs.contains_key(k))
+            .collect();
+        let inputs = client
+            .resolve_inputs(&probe_id, &inputs, &context)
+            .map_err(|e| e.to_string())?;
+        let options = call_options(&Default::default(), call.timeout);
+        match client.call(&probe_id, &credential, &inputs, &options).await {
+            Ok(exchange) => Ok((
+                exchange.response.status,
+                exchange.response.body,
+                exchange.response.headers,
+            )),
+            Err(err) => match err.response() {
+                Some(r) => Ok((r.status, r.body.clone(), r.headers.clone())),
+                None => Err(format!(
+                    "its probe `{probe_id}` failed: {}",
+                    client.redactor().text(&err.to_string())
+                )),
+            },
+        }
+    }
+    .await;
+    let (status, body, headers) = match result {
+        Ok(answer) => answer,
+        Err(reason) => return Verdict::Unknown(reason),
+    };
+    let scope = json!({"response": body, "status": status});
+    match context::eval(&condition, &scope) {
+        Ok(true) => Verdict::Done(Answer {
+            status,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+            body,
+            attempts: 1,
+        }),
+        Ok(false) => Verdict::NotDone,
+        Err(err) => Verdict::Unknown(format!("its probe's `done_when` failed: {err}")),
+    }
+}

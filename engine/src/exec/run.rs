@@ -1,0 +1,463 @@
+//! One run: the ready-set walk of the graph, settling blocks and choosing edges.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use petgraph::graph::NodeIndex;
+use petgraph::visit::{Dfs, EdgeRef};
+use petgraph::Direction;
+use serde_json::{json, Map, Value};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::block::{self, BlockDone, Task};
+use super::{context, Engine, ExecError, Prepared, Recording, RunOutcome};
+use crate::compile::{BlockKind, EdgeKind};
+use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
+
+/// How a block settled, as later blocks and edges see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub status: StepStatus,
+    pub http_status: Option<u16>,
+    pub body: Value,
+    pub outputs: Map<String, Value>,
+}
+
+impl Settled {
+    pub(crate) fn from_step(step: &StepRecord) -> Settled {
+        Settled {
+            status: step.status,
+            http_status: step.response.as_ref().map(|r| r.status),
+            body: step
+                .response
+                .as_ref()
+                .map(|r| r.body.clone())
+                .unwrap_or(Value::Null),
+            outputs: step.outputs.clone(),
+        }
+    }
+
+    fn context(&self) -> Value {
+        json!({
+            "response": self.body,
+            "outputs": self.outputs,
+            "status": self.http_status,
+            "outcome": self.status.name(),
+        })
+    }
+
+    fn succeeded(&self) -> bool {
+        matches!(self.status, StepStatus::Succeeded | StepStatus::Planned)
+    }
+}
+
+/// The state a resumed run continues from.
+#[derive(Debug, Default)]
+pub(crate) struct Resumed {
+    /// Steps already recorded (kept in the outcome).
+    pub steps: Vec<StepRecord>,
+    pub settled: Vec<(NodeIndex, Settled)>,
+    /// The subject record with every recorded save applied.
+    pub record: Option<Value>,
+    pub next_seq: u32,
+}
+
+pub(crate) async fn execute(
+    engine: Engine,
+    prepared: Arc<Prepared>,
+    mut record: RunRecord,
+    recording: Option<Recording>,
+    persist: bool,
+    resumed: Option<Resumed>,
+) -> Result<RunOutcome, ExecError> {
+    let span = tracing::info_span!(
+        "run",
+        workflow = %record.workflow,
+        run_id = %record.id,
+        trigger = %record.trigger,
+    );
+    async move {
+        let inner = &engine.inner;
+        let history = &inner.history;
+        let permit = match inner.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if persist {
+                    history.put_run(&record)?;
+                }
+                inner
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|err| ExecError::Task {
+                        message: err.to_string(),
+                    })?
+            }
+        };
+        let started = Instant::now();
+        record.status = RunStatus::Running;
+        let started_at = *record.started_at.get_or_insert_with(Utc::now);
+        if persist {
+            history.put_run(&record)?;
+        }
+        let resumed = resumed.unwrap_or_default();
+        let mut walk = Walk {
+            engine: &engine,
+            prepared: &prepared,
+            settled: vec![None; prepared.workflow.graph.node_count()],
+            running: HashSet::new(),
+            blocks: Map::new(),
+            subject: resumed.record.unwrap_or_else(|| {
+                record
+                    .subject
+                    .as_ref()
+                    .map(|s| s.record.clone())
+                    .unwrap_or_else(|| json!({}))
+            }),
+            vars: record.vars.clone(),
+            run_context: json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
+            steps: resumed.steps,
+            seq: resumed.next_seq,
+            http: Duration::ZERO,
+            durable_wait: Duration::ZERO,
+        };
+        for (node, settled) in resumed.settled {
+            walk.settle(node, settled);
+        }
+        let recording = recording.map(Arc::new);
+        if let Some(rec) = &recording {
+            if let Some(from) = &rec.from {
+                walk.reuse(&record, rec, from, persist)?;
+            }
+        }
+        let mut failure: Option<String> = None;
+        let mut attention: Option<String> = None;
+        let mut cancelled = false;
+        let mut tasks: JoinSet<Result<BlockDone, ExecError>> = JoinSet::new();
+        loop {
+            if failure.is_none() && attention.is_none() && !cancelled {
+                // Start (or skip) every block whose predecessors have all settled.
+                let mut progress = true;
+                while progress {
+                    progress = false;
+                    for node in prepared.workflow.graph.node_indices() {
+                        if walk.settled[node.index()].is_some() || walk.running.contains(&node) {
+                            continue;
+                        }
+                        let Some(taken) = walk.entry(node) else {
+                            continue;
+                        };
+                        if !taken {
+                            let step = walk.trivial_step(&record, node, StepStatus::Skipped);
+                            if persist {
+                                history.put_step(&step)?;
+                            }
+                            walk.steps.push(step);
+                            walk.settle(node, Settled {
+                                status: StepStatus::Skipped,
+                                http_status: None,
+                                body: Value::Null,
+                                outputs: Map::new(),
+                            });
+                            progress = true;
+                            continue;
+                        }
+                        if inner.cancels.is_requested(record.id) {
+                            cancelled = true;
+                            break;
+                        }
+                        match &prepared.workflow.graph[node].kind {
+                            BlockKind::Begin | BlockKind::End => {
+                                let step = walk.trivial_step(&record, node, StepStatus::Succeeded);
+                                if persist {
+                                    history.put_step(&step)?;
+                                }
+                                walk.steps.push(step);
+                                walk.settle(node, Settled {
+                                    status: StepStatus::Succeeded,
+                                    http_status: None,
+                                    body: Value::Null,
+                                    outputs: Map::new(),
+                                });
+                                progress = true;
+                            }
+                            BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
+                                let task = Task {
+                                    engine: engine.clone(),
+                                    prepared: prepared.clone(),
+                                    node,
+                                    run: record.id,
+                                    seq: walk.next_seq(),
+                                    mode: record.mode,
+                                    context: walk.context(),
+                                    subject: record.subject.as_ref().map(|s| (s.collection.clone(), s.key.clone())),
+                                    persist,
+                                    recording: recording.clone(),
+                                };
+                                walk.running.insert(node);
+                                tasks.spawn(block::execute(task).in_current_span());
+                            }
+                        }
+                    }
+                    if cancelled {
+                        break;
+                    }
+                }
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let done = joined.map_err(|err| ExecError::Task {
+                message: err.to_string(),
+            })??;
+            walk.running.remove(&done.node);
+            walk.http += done.http;
+            walk.durable_wait += done.durable_wait;
+            if let Some(message) = done.attention {
+                attention = Some(message);
+            }
+            for (k, v) in &done.step.saved {
+                if let Value::Object(fields) = &mut walk.subject {
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+            if done.settled.status == StepStatus::Failed
+                && !prepared
+                    .workflow
+                    .graph
+                    .edges_directed(done.node, Direction::Outgoing)
+                    .any(|e| e.weight().kind == EdgeKind::Failure)
+                && failure.is_none()
+            {
+                failure = Some(format!(
+                    "block `{}` failed: {}",
+                    done.step.block,
+                    done.step.error.as_deref().unwrap_or("no detail")
+                ));
+            }
+            walk.steps.push(done.step);
+            walk.settle(done.node, done.settled);
+        }
+        drop(permit);
+        let end = walk.settled[prepared.workflow.end.index()].as_ref();
+        let (status, error) = if let Some(message) = attention {
+            (RunStatus::NeedsAttention, Some(message))
+        } else if cancelled {
+            (RunStatus::Cancelled, Some("cancelled between steps".to_owned()))
+        } else if let Some(message) = failure {
+            (RunStatus::Failed, Some(message))
+        } else if end.is_some_and(Settled::succeeded) {
+            (RunStatus::Succeeded, None)
+        } else {
+            (
+                RunStatus::Failed,
+                Some("no path reached `end`".to_owned()),
+            )
+        };
+        record.status = status;
+        record.error = error;
+        record.finished_at = Some(Utc::now());
+        if persist {
+            history.put_run(&record)?;
+            let wait = Instant::now();
+            history.durable().await?;
+            walk.durable_wait += wait.elapsed();
+        }
+        inner.cancels.clear(record.id);
+        tracing::debug!(status = %record.status, "run finished");
+        walk.steps.sort_by_key(|s| s.seq);
+        Ok(RunOutcome {
+            run: record,
+            steps: walk.steps,
+            duration: started.elapsed(),
+            http: walk.http,
+            durable_wait: walk.durable_wait,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+struct Walk<'a> {
+    engine: &'a Engine,
+    prepared: &'a Prepared,
+    settled: Vec<Option<Settled>>,
+    running: HashSet<NodeIndex>,
+    /// `blocks` of the template context.
+    blocks: Map<String, Value>,
+    /// The subject record, saves applied.
+    subject: Value,
+    vars: Map<String, Value>,
+    run_context: Value,
+    steps: Vec<StepRecord>,
+    seq: u32,
+    http: Duration,
+    durable_wait: Duration,
+}
+
+impl Walk<'_> {
+    fn next_seq(&mut self) -> u32 {
+        let seq = self.seq;
+        self.seq += 1;
+        seq
+    }
+
+    fn settle(&mut self, node: NodeIndex, settled: Settled) {
+        let id = self.prepared.workflow.graph[node].id.to_string();
+        if settled.status != StepStatus::Skipped {
+            self.blocks.insert(id, settled.context());
+        }
+        self.settled[node.index()] = Some(settled);
+    }
+
+    fn context(&self) -> Value {
+        context::build(&self.subject, &self.vars, &self.blocks, &self.run_context)
+    }
+
+    /// `None` while a predecessor has not settled; else whether an edge into `node` was taken.
+    fn entry(&self, node: NodeIndex) -> Option<bool> {
+        let graph = &self.prepared.workflow.graph;
+        let mut edges = graph.edges_directed(node, Direction::Incoming).peekable();
+        if edges.peek().is_none() {
+            return Some(true); // `begin`
+        }
+        let mut taken = false;
+        let mut context: Option<Value> = None;
+        for edge in edges {
+            let source = self.settled[edge.source().index()].as_ref()?;
+            if taken {
+                continue;
+            }
+            let follows = match edge.weight().kind {
+                EdgeKind::Next => source.succeeded(),
+                EdgeKind::Failure => source.status == StepStatus::Failed,
+            };
+            if !follows {
+                continue;
+            }
+            taken = match &edge.weight().when {
+                None => true,
+                Some(condition) => {
+                    let context = context.get_or_insert_with(|| self.context());
+                    match context::eval(condition, context) {
+                        Ok(value) => value,
+                        Err(message) => {
+                            tracing::warn!(
+                                block = %graph[node].id,
+                                condition = condition.source(),
+                                error = %message,
+                                "edge condition failed; the edge is not taken"
+                            );
+                            false
+                        }
+                    }
+                }
+            };
+        }
+        Some(taken)
+    }
+
+    fn trivial_step(
+        &mut self,
+        record: &RunRecord,
+        node: NodeIndex,
+        status: StepStatus,
+    ) -> StepRecord {
+        let now = Utc::now();
+        let block = &self.prepared.workflow.graph[node];
+        StepRecord {
+            run: record.id,
+            seq: self.next_seq(),
+            block: block.id.to_string(),
+            kind: block.kind.name().to_owned(),
+            preset: None,
+            write: false,
+            status,
+            attempts: 0,
+            inputs: None,
+            request: None,
+            response: None,
+            saved: Map::new(),
+            outputs: Map::new(),
+            error: None,
+            note: None,
+            started_at: now,
+            finished_at: Some(now),
+            duration_us: 0,
+            http_us: 0,
+        }
+    }
+
+    /// Replay `--from`: settles every block that is neither `from` nor after it with the
+    /// recorded outcome, applying its recorded saves to the (in-memory) subject.
+    fn reuse(
+        &mut self,
+        record: &RunRecord,
+        recording: &Recording,
+        from: &str,
+        persist: bool,
+    ) -> Result<(), ExecError> {
+        let graph = &self.prepared.workflow.graph;
+        let start = self
+            .prepared
+            .node(from)
+            .ok_or_else(|| ExecError::UnknownBlock {
+                workflow: self.prepared.workflow.name.clone(),
+                block: from.to_owned(),
+            })?;
+        let mut after = HashSet::new();
+        let mut dfs = Dfs::new(graph, start);
+        while let Some(node) = dfs.next(graph) {
+            after.insert(node);
+        }
+        let mut reused: Vec<(NodeIndex, StepRecord)> = graph
+            .node_indices()
+            .filter(|n| !after.contains(n))
+            .filter_map(|n| Some((n, recording.steps.get(graph[n].id.as_str())?.clone())))
+            .collect();
+        reused.sort_by_key(|(_, s)| s.seq);
+        for (node, mut step) in reused {
+            let original = step.run;
+            step.run = record.id;
+            step.seq = self.next_seq();
+            step.note = Some(format!("reused from run {original}"));
+            if persist {
+                self.engine.inner.history.put_step(&step)?;
+            }
+            for (k, v) in &step.saved {
+                if let Value::Object(fields) = &mut self.subject {
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+            let settled = Settled::from_step(&step);
+            self.steps.push(step);
+            self.settle(node, settled);
+        }
+        // A block before `from` that the recording never ran was skipped there.
+        let skipped: Vec<NodeIndex> = graph
+            .node_indices()
+            .filter(|n| !after.contains(n) && self.settled[n.index()].is_none())
+            .collect();
+        for node in skipped {
+            let step = self.trivial_step(record, node, StepStatus::Skipped);
+            if persist {
+                self.engine.inner.history.put_step(&step)?;
+            }
+            self.steps.push(step);
+            self.settle(
+                node,
+                Settled {
+                    status: StepStatus::Skipped,
+                    http_status: None,
+                    body: Value::Null,
+                    outputs: Map::new(),
+                },
+            );
+        }
+        Ok(())
+    }
+}

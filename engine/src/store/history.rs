@@ -1,0 +1,619 @@
+//! Run history: runs, steps, workflow snapshots and the subject index, in sled.
+//!
+//! Four trees (names in [`super::trees`]):
+//!
+//! - `runs`: [`RunId`] (a ULID, 16 bytes big-endian, so keys sort by time) → [`RunRecord`] as JSON;
+//! - `steps`: run id + sequence number (`u32` big-endian) → [`StepRecord`] as JSON. A write step is
+//!   stored twice under the same key: first as `sending` (the intent, before the request leaves),
+//!   then with its outcome, so a crash leaves exactly the writes whose outcome is unknown;
+//! - `snapshots`: content hash → the workflow's YAML text, so a run can be replayed with the
+//!   definition it ran, even after the file changed;
+//! - `subjects`: lowercased subject key (an email) + `0x00` + run id → empty: a person's timeline.
+//!
+//! Durability is group commit: writers put their entries, then await [`History::durable`]; while
+//! one fsync is in flight every other caller queues behind it, and the next fsync covers them all,
+//! so many runs in flight share fsyncs instead of paying one each.
+//!
+//! Retention ([`History::prune`]) keeps the compact run records and drops the step payloads
+//! (requests, responses, saved fields and outputs) of runs finished before a cutoff.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use ulid::Ulid;
+
+use super::{trees, Store, StoreError};
+
+/// A run's id: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(pub Ulid);
+
+impl RunId {
+    pub fn new() -> RunId {
+        RunId(Ulid::new())
+    }
+
+    fn key(self) -> [u8; 16] {
+        self.0 .0.to_be_bytes()
+    }
+
+    fn from_key(bytes: &[u8]) -> Option<RunId> {
+        let bytes: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+        Some(RunId(Ulid(u128::from_be_bytes(bytes))))
+    }
+
+    /// When the id was made.
+    pub fn created_at(self) -> DateTime<Utc> {
+        DateTime::<Utc>::from(self.0.datetime())
+    }
+}
+
+impl Default for RunId {
+    fn default() -> RunId {
+        RunId::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = ulid::DecodeError;
+
+    fn from_str(s: &str) -> Result<RunId, Self::Err> {
+        Ulid::from_string(s.trim()).map(RunId)
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RunId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// A write's outcome is unknown and no probe can tell: a person must look before it is sent.
+    NeedsAttention,
+}
+
+impl RunStatus {
+    pub const NAMES: [&'static str; 6] = [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "needs_attention",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::NeedsAttention => "needs_attention",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<RunStatus> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| match i {
+                0 => RunStatus::Queued,
+                1 => RunStatus::Running,
+                2 => RunStatus::Succeeded,
+                3 => RunStatus::Failed,
+                4 => RunStatus::Cancelled,
+                _ => RunStatus::NeedsAttention,
+            })
+    }
+
+    /// True once nothing more will happen to the run.
+    pub fn is_finished(self) -> bool {
+        match self {
+            RunStatus::Queued | RunStatus::Running => false,
+            RunStatus::Succeeded
+            | RunStatus::Failed
+            | RunStatus::Cancelled
+            | RunStatus::NeedsAttention => true,
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// `blockyard run`, or the API's "start a run".
+    Manual,
+    /// A record event matched the Begin block's rules.
+    Record,
+    /// A schedule tick.
+    Schedule,
+    /// `blockyard replay`.
+    Replay,
+}
+
+/// What started a run, with a human detail (`people/jane@acme.com updated`, the cron tick).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTrigger {
+    pub kind: TriggerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl RunTrigger {
+    pub fn manual() -> RunTrigger {
+        RunTrigger {
+            kind: TriggerKind::Manual,
+            detail: None,
+        }
+    }
+}
+
+impl fmt::Display for RunTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            TriggerKind::Manual => "manual",
+            TriggerKind::Record => "record",
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Replay => "replay",
+        };
+        match &self.detail {
+            Some(detail) => write!(f, "{kind} ({detail})"),
+            None => f.write_str(kind),
+        }
+    }
+}
+
+/// A run's subject: the record it is about, as it was when the run started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// `people` or `saas_users`.
+    pub collection: String,
+    /// The record's key in its collection (a lowercased email; `app/email` for SaaS users).
+    pub key: String,
+    /// The record's fields when the run started.
+    pub record: Value,
+}
+
+impl Subject {
+    /// The key of the per-person index: the lowercased email, else the record key.
+    pub fn index_key(&self) -> String {
+        match self.record.get("email").and_then(Value::as_str) {
+            Some(email) if !email.is_empty() => email.to_lowercase(),
+            _ => self.key.to_lowercase(),
+        }
+    }
+}
+
+/// How the run sends vendor calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// Reads and writes are sent; saves are written onto the subject record.
+    #[default]
+    Live,
+    /// Reads are sent; writes are rendered and listed, not sent; nothing is saved.
+    DryRun,
+    /// Every call is answered from a recorded run; nothing is sent or saved.
+    Offline,
+}
+
+/// The compact record of a run (kept by `history prune`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub workflow: String,
+    /// The workflow file the run was started from.
+    pub file: String,
+    /// The content hash of the workflow snapshot (`snapshots` tree).
+    pub snapshot: String,
+    pub trigger: RunTrigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// The effective `vars` (config, overlaid by the workflow's, overlaid by `--var`).
+    #[serde(default)]
+    pub vars: Map<String, Value>,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub mode: RunMode,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The run this one replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<RunId>,
+    /// For a replay `--from BLOCK`: the block it ran from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_block: Option<String>,
+    /// Why the run failed or needs attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True once `history prune` dropped the step payloads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
+}
+
+/// What happened to one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// A write's request is about to leave (or left): its outcome is not known yet.
+    Sending,
+    Succeeded,
+    Failed,
+    /// No edge into the block was taken.
+    Skipped,
+    /// Dry run: a write rendered and held back.
+    Planned,
+}
+
+impl StepStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepStatus::Sending => "sending",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Planned => "planned",
+        }
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A vendor response as history keeps it: redacted, the body capped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    pub body: Value,
+    /// True when the body was longer than the cap and is kept as a truncated string.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One block of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub run: RunId,
+    /// Order within the run.
+    pub seq: u32,
+    pub block: String,
+    /// `begin`, `api`, `role_retrieval`, `end`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// True for a preset action of kind `write`.
+    #[serde(default)]
+    pub write: bool,
+    pub status: StepStatus,
+    /// HTTP requests sent for the block (retries, pages and a merge's read included).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The resolved preset inputs (what a probe or a resume renders the request from again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Value>,
+    /// The rendered request, secrets redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<StepResponse>,
+    /// Fields written onto the subject record.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub saved: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Something worth knowing that is not an error (a probe's verdict, a held-back write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Wall time of the block, in microseconds.
+    #[serde(default)]
+    pub duration_us: u64,
+    /// Time spent in vendor calls, in microseconds.
+    #[serde(default)]
+    pub http_us: u64,
+}
+
+/// Which runs `history list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<RunStatus>,
+    /// A person's email (case-insensitive): their runs across all workflows.
+    pub subject: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<usize>,
+}
+
+/// What `history prune` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub runs: usize,
+    pub steps: usize,
+}
+
+/// The run history of one store.
+#[derive(Clone)]
+pub struct History {
+    store: Store,
+    runs: sled::Tree,
+    steps: sled::Tree,
+    snapshots: sled::Tree,
+    subjects: sled::Tree,
+    commit: Arc<GroupCommit>,
+}
+
+impl fmt::Debug for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("History")
+            .field("dir", &self.store.dir())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct GroupCommit {
+    /// Tickets handed out: each caller of `durable` takes the next one.
+    requested: AtomicU64,
+    /// Every ticket up to this one is durable.
+    done: AtomicU64,
+    /// Held by the caller whose fsync is in flight.
+    leader: tokio::sync::Mutex<()>,
+}
+
+fn corrupt(tree: &'static str, key: &[u8], err: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    }
+}
+
+fn step_key(run: RunId, seq: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&run.key());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("history records serialize")
+}
+
+/// The content hash of a workflow snapshot: FNV-1a 64 over the text, as 16 hex digits (stable
+/// across builds and platforms, unlike std's hasher).
+pub fn snapshot_hash(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+impl History {
+    /// The history trees of `store`.
+    pub fn open(store: &Store) -> Result<History, StoreError> {
+        Ok(History {
+            store: store.clone(),
+            runs: store.tree(trees::RUNS)?,
+            steps: store.tree(trees::STEPS)?,
+            snapshots: store.tree(trees::SNAPSHOTS)?,
+            subjects: store.tree(trees::SUBJECTS)?,
+            commit: Arc::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Makes every history write made before this call durable, sharing the fsync with every
+    /// concurrent caller (group commit).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        let commit = &self.commit;
+        let ticket = commit.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _leader = commit.leader.lock().await;
+        if commit.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covered = commit.requested.load(Ordering::SeqCst);
+        self.store.flush().await?;
+        commit.done.fetch_max(covered, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Stores a workflow's text and returns its hash (a no-op when already stored).
+    pub fn put_snapshot(&self, text: &str) -> Result<String, StoreError> {
+        let hash = snapshot_hash(text);
+        if !self.snapshots.contains_key(hash.as_bytes())? {
+            self.snapshots.insert(hash.as_bytes(), text.as_bytes())?;
+        }
+        Ok(hash)
+    }
+
+    /// A stored workflow text.
+    pub fn snapshot(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .snapshots
+            .get(hash.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Writes a run record (creating it, or replacing the stored one) and its subject index entry.
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        self.runs.insert(run.id.key(), encode(run))?;
+        if let Some(subject) = &run.subject {
+            let mut key = subject.index_key().into_bytes();
+            key.push(0);
+            key.extend_from_slice(&run.id.key());
+            self.subjects.insert(key, &[])?;
+        }
+        Ok(())
+    }
+
+    /// One run.
+    pub fn run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        let key = id.key();
+        match self.runs.get(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|err| corrupt(trees::RUNS, id.to_string().as_bytes(), err)),
+        }
+    }
+
+    /// Writes a step (a later write under the same `seq` replaces it).
+    pub fn put_step(&self, step: &StepRecord) -> Result<(), StoreError> {
+        self.steps
+            .insert(step_key(step.run, step.seq), encode(step))?;
+        Ok(())
+    }
+
+    /// A run's steps, in order.
+    pub fn steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        self.steps
+            .scan_prefix(id.key())
+            .map(|entry| {
+                let (key, value) = entry?;
+                serde_json::from_slice(&value).map_err(|err| corrupt(trees::STEPS, &key, err))
+            })
+            .collect()
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let keep = |run: &RunRecord| {
+            filter.workflow.as_ref().is_none_or(|w| &run.workflow == w)
+                && filter.status.is_none_or(|s| run.status == s)
+                && filter.since.is_none_or(|since| run.created_at >= since)
+        };
+        match &filter.subject {
+            Some(subject) => {
+                let mut prefix = subject.to_lowercase().into_bytes();
+                prefix.push(0);
+                for entry in self.subjects.scan_prefix(&prefix).rev() {
+                    let (key, _) = entry?;
+                    let Some(id) = RunId::from_key(&key[prefix.len()..]) else {
+                        continue;
+                    };
+                    if let Some(run) = self.run(id)? {
+                        if keep(&run) {
+                            out.push(run);
+                            if out.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for entry in self.runs.iter().rev() {
+                    let (key, value) = entry?;
+                    let run: RunRecord = serde_json::from_slice(&value)
+                        .map_err(|err| corrupt(trees::RUNS, &key, err))?;
+                    if filter.since.is_some_and(|since| run.created_at < since) {
+                        break; // ids sort by time: everything further is older
+                    }
+                    if keep(&run) {
+                        out.push(run);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs that were queued or running when their process stopped, oldest first.
+    pub fn unfinished(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.runs.iter() {
+            let (key, value) = entry?;
+            let run: RunRecord =
+                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            if !run.status.is_finished() {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the step payloads (request, response, saved fields, outputs, inputs) of runs that
+    /// finished before `cutoff`; run records, step statuses and timings stay.
+    pub fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
+        let mut report = PruneReport::default();
+        for entry in self.runs.iter() {
+            let (key, value) = entry?;
+            let mut run: RunRecord =
+                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let old = run.finished_at.is_some_and(|at| at < cutoff);
+            if !old || run.pruned || !run.status.is_finished() {
+                continue;
+            }
+            for mut step in self.steps(run.id)? {
+                step.inputs = None;
+                step.request = None;
+                step.response = None;
+                step.saved.clear();
+                step.outputs.clear();
+                self.put_step(&step)?;
+                report.steps += 1;
+            }
+            run.pruned = true;
+            self.put_run(&run)?;
+            report.runs += 1;
+        }
+        Ok(report)
+    }
+}

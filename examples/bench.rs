@@ -1,0 +1,201 @@
+//! Engine throughput, per-block overhead and memory, against the in-process sandbox.
+//!
+//! Run with `cargo run --release --example bench`. A begin → api (`calendly.current_user`, a GET)
+//! → end workflow with durable history in a temp dir, at 1, 64 and 1,000 runs in flight, next to
+//! a plain reqwest loop sending the same GET at the same concurrency; then the engine overhead
+//! per API block (run time minus time inside the HTTP call), and the resident memory with 10,000
+//! runs in flight (against a sandbox that answers after 2 s, so they are all in flight at once).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blockyard::config::Config;
+use blockyard::exec::{Engine, EngineOptions, Prepared, RunRequest};
+use blockyard::http::{Client, Credentials};
+use blockyard::preset::PresetRegistry;
+use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::store::Store;
+
+const WORKFLOW: &str = "name: bench\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
+
+fn start_engine(sandbox: &Sandbox, dir: &Path) -> (Engine, Arc<Prepared>) {
+    let config = Config::parse(
+        Path::new("blockyard.yaml"),
+        &format!(
+            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n",
+            sandbox.calendly_url()
+        ),
+    )
+    .unwrap();
+    let store = Store::open(dir).unwrap();
+    let client = Client::new(
+        Arc::new(PresetRegistry::builtin()),
+        Credentials::from_config(&config),
+    )
+    .unwrap();
+    let options = EngineOptions {
+        max_in_flight: 20_000,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(&store, client, Default::default(), options).unwrap();
+    let prepared = engine
+        .prepare(Path::new("bench.yaml"), WORKFLOW.to_owned())
+        .unwrap();
+    (engine, prepared)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn engine_rate(
+    engine: &Engine,
+    prepared: &Arc<Prepared>,
+    concurrency: usize,
+    total: usize,
+) -> (f64, Vec<Duration>, Vec<Duration>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (engine, prepared, next) = (engine.clone(), prepared.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut overhead = Vec::new();
+            let mut durable = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let outcome = engine
+                    .run(&prepared, RunRequest::manual(None))
+                    .await
+                    .unwrap();
+                assert!(outcome.succeeded(), "{:?}", outcome.run.error);
+                overhead.push(outcome.duration.saturating_sub(outcome.http));
+                durable.push(outcome.durable_wait);
+            }
+            (overhead, durable)
+        }));
+    }
+    let (mut overhead, mut durable) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (o, d) = task.await.unwrap();
+        overhead.extend(o);
+        durable.extend(d);
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    overhead.sort();
+    durable.sort();
+    (rate, overhead, durable)
+}
+
+async fn raw_rate(url: &str, concurrency: usize, total: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let response = client
+                    .get(&url)
+                    .header("Authorization", "Bearer bench-token-123456")
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                let _ = response.bytes().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sandbox = Sandbox::start(SandboxConfig {
+            seed_users: 5,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, prepared) = start_engine(&sandbox, dir.path());
+        let url = format!("{}/users/me", sandbox.calendly_url());
+        println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw |");
+        println!("|---|---|---|---|");
+        let mut overheads = Vec::new();
+        for (concurrency, total) in [(1, 100), (64, 3_000), (1_000, 10_000)] {
+            let raw = raw_rate(&url, concurrency, total).await;
+            let (rate, overhead, durable) =
+                engine_rate(&engine, &prepared, concurrency, total).await;
+            println!(
+                "| {concurrency} | {rate:.0} | {raw:.0} | {:.0} % |",
+                100.0 * rate / raw
+            );
+            overheads.push((concurrency, overhead, durable));
+        }
+        println!();
+        println!("| runs in flight | overhead median | overhead p99 | of which durable wait, median | p99 |");
+        println!("|---|---|---|---|---|");
+        for (concurrency, overhead, durable) in &overheads {
+            println!(
+                "| {concurrency} | {:?} | {:?} | {:?} | {:?} |",
+                percentile(overhead, 0.5),
+                percentile(overhead, 0.99),
+                percentile(durable, 0.5),
+                percentile(durable, 0.99)
+            );
+        }
+        sandbox.shutdown().await;
+
+        // 10,000 runs in flight at once: the sandbox answers after 2 s.
+        let slow = Sandbox::start(SandboxConfig {
+            seed_users: 5,
+            latency: Duration::from_secs(2),
+            request_log_capacity: 20_000,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, prepared) = start_engine(&slow, dir.path());
+        println!();
+        println!("before 10,000 runs: {}", memory());
+        let start = Instant::now();
+        let handles: Vec<_> = (0..10_000)
+            .map(|_| engine.submit(&prepared, RunRequest::manual(None)).1)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        println!("10,000 runs in flight: {}", memory());
+        let mut ok = 0;
+        for handle in handles {
+            if handle.await.unwrap().unwrap().succeeded() {
+                ok += 1;
+            }
+        }
+        println!(
+            "after: {} ({ok} succeeded in {:?})",
+            memory(),
+            start.elapsed()
+        );
+    });
+}
