@@ -24,7 +24,7 @@ fn start_engine(sandbox: &Sandbox, dir: &Path) -> (Engine, Arc<Prepared>) {
     let config = Config::parse(
         Path::new("blockyard.yaml"),
         &format!(
-            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n",
+            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n    rate_limit_per_minute: 0\n",
             sandbox.calendly_url()
         ),
     )

@@ -82,6 +82,10 @@ pub struct CredentialSpec {
     /// Overrides the preset's OAuth2 token URL.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// Overrides the vendor's request budget for this credential, in requests per minute (Calendly's
+    /// Free plan allows 50, its paid plans the preset's 500); `0` turns the limiter off (a sandbox).
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// Where a secret value comes from.
@@ -195,6 +199,8 @@ pub struct CredentialConfig {
     pub password: Option<SecretRef>,
     pub base_url: Option<String>,
     pub token_url: Option<String>,
+    /// `Some(0)`: no limiter; `Some(n)`: n requests per minute; `None`: the preset's budget.
+    pub rate_limit_per_minute: Option<u32>,
     /// Where the credential is defined.
     pub file: PathBuf,
     pub location: Location,
@@ -303,6 +309,7 @@ impl Config {
                 password: secret("password", &cred.password),
                 base_url: cred.base_url.clone(),
                 token_url: cred.token_url.clone(),
+                rate_limit_per_minute: cred.rate_limit_per_minute,
                 file: file.to_owned(),
                 location: at(None),
             };

@@ -232,7 +232,16 @@ impl Client {
             .token_url
             .clone()
             .or_else(|| vendor.spec.token_url.clone());
-        let limiter = vendor.spec.rate_limit.as_ref().map(|limit| {
+        let per_minute = match cred.config.rate_limit_per_minute {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => vendor
+                .spec
+                .rate_limit
+                .as_ref()
+                .map(|limit| limit.per_minute),
+        };
+        let limiter = per_minute.map(|per_minute| {
             let mut limiters = self
                 .inner
                 .limiters
@@ -240,9 +249,7 @@ impl Client {
                 .unwrap_or_else(|e| e.into_inner());
             limiters
                 .entry((vendor.spec.vendor.clone(), credential.clone()))
-                .or_insert_with(|| {
-                    Arc::new(RateLimiter::new(limit.per_minute, self.inner.clock.clone()))
-                })
+                .or_insert_with(|| Arc::new(RateLimiter::new(per_minute, self.inner.clock.clone())))
                 .clone()
         });
         Ok(Target {

@@ -41,6 +41,8 @@ pub enum StoreError {
     Open { dir: PathBuf, source: sled::Error },
     #[error("the store failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the store failed: {message}")]
+    Io { message: String },
     #[error("a stored `{tree}` entry `{key}` is unreadable: {message}")]
     Corrupt {
         tree: &'static str,
@@ -93,9 +95,16 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Makes every write so far durable. Concurrent callers share one fsync.
+    /// Makes every write so far durable. sled's blocking `flush` runs on tokio's blocking pool
+    /// (its `flush_async` completes through sled's own thread pool, and stalled under many
+    /// concurrent runs); callers that want to share fsyncs go through the history's group commit.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the flush task failed: {err}"),
+            })??;
         Ok(())
     }
 }
