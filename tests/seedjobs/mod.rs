@@ -633,3 +633,55 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
         "a 403 activity log leaves last_activity as it is"
     );
 }
+
+/// A seeded Webex person (not the first, who is the admin).
+async fn webex_person(h: &Harness) -> Value {
+    let body: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"].as_array().unwrap().last().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_update_reads_then_puts_every_writable_field_with_licenses_kept() {
+    let h = Harness::seeded(3).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let record = json!({"email": email, "name": "Renamed Person", "first_name": "Renamed", "last_name": "Person", "webex_user_id": id, "status": "active"});
+    let run = h
+        .run("webex-update.yaml", subject("people", &email, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let calls: Vec<_> =
+        h.sb.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(id))
+            .collect();
+    let methods: Vec<&str> = calls.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "PUT"]);
+    assert_eq!(calls[1].body["displayName"], "Renamed Person");
+    assert_eq!(calls[1].body["licenses"], person["licenses"]);
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert_eq!(stored["webex_display_name"], "Renamed Person");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_offboard_deletes_the_user_once() {
+    let h = Harness::seeded(3).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let record = json!({"email": email, "status": "terminated", "webex_user_id": id});
+    let run = h
+        .run("webex-offboard.yaml", subject("people", &email, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(h.count("DELETE", id), 1);
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert!(stored["webex_deleted_at"].is_string());
+    assert!(stored["webex_status"].is_string());
+}

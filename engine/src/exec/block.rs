@@ -3,10 +3,24 @@
 //! A closed `match` on the run mode decides what a call does: `live` sends it, `dry_run` sends
 //! reads and holds writes back (status `planned`), `offline` answers from the recorded step of
 //! the same block and sends nothing. A write in a live run is recorded as `sending` and made
-//! durable before the request leaves. Role retrieval is an API call whose preset says where the
-//! role, last activity and active flag are; it writes `role`, `last_activity` and `status` onto the
-//! subject, and a user the vendor does not have is marked `deactivated` when
-//! `deactivate_missing` is on (a vendor error never deactivates anyone: it fails the block).
+//! durable before the request leaves. Saves are merged into the subject record through
+//! [`crate::records::RecordStore::write`] (`create_update`) with the engine's triggers, so a save
+//! can start another workflow; a record not stored yet is created from the run's subject.
+//!
+//! Role retrieval is an API call whose preset says where the role, last activity and active flag
+//! are; it outputs `found` and `role` (and `active`, `last_activity`) and writes `role`,
+//! `last_activity` and `status` onto the subject:
+//! - found and active → `status: active`; found but inactive at the vendor → `deactivated`;
+//! - not found (404, or the preset's `not_found`) → `found: false`, and `status: deactivated`
+//!   when `deactivate_missing` is on (the default), else nothing is written;
+//! - a vendor error fails the block (its `on_failure` path) and deactivates nobody;
+//! - `last_activity` only moves forward (the later of the stored and the vendor's value); when
+//!   the preset names an `activity_action` it is read there, and a 403 the preset marks
+//!   `unsupported` leaves it as it is;
+//! - a subject already `deactivated` is not processed: no call, nothing written, outputs
+//!   `found: false, role: null` and a note on the step.
+//!
+//! An API block with `collect:` imports the listed items ([`super::collect`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,9 @@
 //! The executor: runs a compiled workflow on tokio, recording every step durably.
 //!
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
-//! subject writer, the vendor [`Client`], a semaphore bounding the runs in flight, and the cancel
-//! requests. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
+//! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
+//! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
+//! decisions ([`approval`]). A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
 //!
