@@ -5,6 +5,7 @@ mod generate;
 mod http;
 mod records;
 mod sandbox;
+mod seedjobs;
 mod server;
 mod support;
 mod triggers;

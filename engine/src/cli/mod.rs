@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approve;
 mod call;
 mod cancel;
 mod graph;
@@ -64,6 +65,10 @@ enum Command {
     Resume(resume::ResumeArgs),
     /// Stop a run between steps.
     Cancel(cancel::CancelArgs),
+    /// Approve a block waiting for approval (`approval: required`) and continue the run.
+    Approve(approve::DecideArgs),
+    /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
+    Reject(approve::DecideArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -115,6 +120,8 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Cancel(args) => cancel::run(args),
+        Command::Approve(args) => approve::run(args, true),
+        Command::Reject(args) => approve::run(args, false),
     };
     match result {
         Ok(code) => code,

@@ -3,10 +3,24 @@
 //! A closed `match` on the run mode decides what a call does: `live` sends it, `dry_run` sends
 //! reads and holds writes back (status `planned`), `offline` answers from the recorded step of
 //! the same block and sends nothing. A write in a live run is recorded as `sending` and made
-//! durable before the request leaves. Role retrieval is an API call whose preset says where the
-//! role, last activity and active flag are; it writes `role`, `last_activity` and `status` onto the
-//! subject, and a user the vendor does not have is marked `deactivated` when
-//! `deactivate_missing` is on (a vendor error never deactivates anyone: it fails the block).
+//! durable before the request leaves. Saves are merged into the subject record through
+//! [`crate::records::RecordStore::write`] (`create_update`) with the engine's triggers, so a save
+//! can start another workflow; a record not stored yet is created from the run's subject.
+//!
+//! Role retrieval is an API call whose preset says where the role, last activity and active flag
+//! are; it outputs `found` and `role` (and `active`, `last_activity`) and writes `role`,
+//! `last_activity` and `status` onto the subject:
+//! - found and active → `status: active`; found but inactive at the vendor → `deactivated`;
+//! - not found (404, or the preset's `not_found`) → `found: false`, and `status: deactivated`
+//!   when `deactivate_missing` is on (the default), else nothing is written;
+//! - a vendor error fails the block (its `on_failure` path) and deactivates nobody;
+//! - `last_activity` only moves forward (the later of the stored and the vendor's value); when
+//!   the preset names an `activity_action` it is read there, and a 403 the preset marks
+//!   `unsupported` leaves it as it is;
+//! - a subject already `deactivated` is not processed: no call, nothing written, outputs
+//!   `found: false, role: null` and a note on the step.
+//!
+//! An API block with `collect:` imports the listed items ([`super::collect`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +34,14 @@ use tracing::Instrument;
 
 use super::run::Settled;
 use super::{context, Engine, ExecError, Prepared, Recording};
+use crate::compile::Collection;
 use crate::compile::{ApiCall, BlockKind, RetrySettings};
 use crate::config::CredentialName;
 use crate::http::{CallError, CallOptions, RetryPolicy};
-use crate::preset::ActionKind;
+use crate::preset::{ActionKind, PresetId};
+use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
-use crate::template::{JsonTemplate, TemplateEngine};
+use crate::template::{JsonTemplate, Template, TemplateEngine};
 
 /// A block to execute, with everything it needs owned (it runs as its own task).
 pub(crate) struct Task {
@@ -60,6 +76,8 @@ pub(crate) struct Answer {
     pub headers: Map<String, Value>,
     pub body: Value,
     pub attempts: u32,
+    /// A list action's items, every page's.
+    pub items: Option<Vec<Value>>,
 }
 
 enum Called {
@@ -111,6 +129,7 @@ fn answer_of(response: &crate::http::Response, attempts: u32) -> Answer {
             .collect(),
         body: response.body.clone(),
         attempts,
+        items: response.items.clone(),
     }
 }
 
@@ -127,6 +146,7 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
         headers: r.headers.clone(),
         body: r.body.clone(),
         attempts: step.attempts,
+        items: None,
     });
     match (step.status, answer) {
         (StepStatus::Succeeded, Some(answer)) if role && answer.status == 404 => {
@@ -240,6 +260,13 @@ async fn api(
     };
     let mut http = Duration::ZERO;
     let mut durable_wait = Duration::ZERO;
+    if role && task.context["record"]["status"].as_str() == Some("deactivated") {
+        // Already deactivated records are not processed: no call, nothing written.
+        step.status = StepStatus::Succeeded;
+        step.outputs = role_outputs(false, Value::Null);
+        step.note = Some("the subject is already deactivated: not processed".to_owned());
+        return finish(task, step, None, None, http, durable_wait, t0).await;
+    }
     let redactor = client.redactor();
     let context_hb = Context::from(task.context.clone());
     let credential = CredentialName::new(call.credential.clone());
@@ -254,12 +281,16 @@ async fn api(
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((inputs, request))
     })();
+    let mut role_inputs = Map::new();
     let called = match prepared {
         Err(message) => Called::Failed {
             message: redactor.text(&message),
             answer: None,
         },
         Ok((inputs, request)) => {
+            if role {
+                role_inputs = inputs.clone();
+            }
             step.inputs = Some(redactor.json(&Value::Object(inputs.clone())));
             step.request = serde_json::to_value(&request).ok();
             if write && task.mode == RunMode::DryRun {
@@ -302,14 +333,71 @@ async fn api(
     };
     let (answer, outcome) = match called {
         Called::Ok(answer) => {
-            let result = outcome_of(&task, call, role, &answer);
+            let mut result = outcome_of(&task, call, role, &answer);
+            if role {
+                if let Ok((outputs, saved)) = &mut result {
+                    let activity = activity(&task, call, &role_inputs, &answer).await;
+                    http += activity.http;
+                    step.attempts += activity.attempts;
+                    match activity.result {
+                        Ok(Some(last)) => {
+                            outputs.insert("last_activity".to_owned(), last.clone());
+                            saved.insert("last_activity".to_owned(), last);
+                        }
+                        Ok(None) => {}
+                        Err(message) => result = Err(message),
+                    }
+                    if let Some(note) = activity.note {
+                        step.note = Some(note);
+                    }
+                }
+                // last_activity only moves forward.
+                if let Ok((outputs, saved)) = &mut result {
+                    let old = &task.context["record"]["last_activity"];
+                    if let Some(new) = saved.get("last_activity") {
+                        let kept = later(old, new);
+                        outputs.insert("last_activity".to_owned(), kept.clone());
+                        saved.insert("last_activity".to_owned(), kept);
+                    }
+                }
+            }
+            if let (Ok((outputs, _)), Some(collect)) = (&mut result, &call.collect) {
+                let items = answer.items.clone().unwrap_or_else(|| {
+                    let pointer = client
+                        .presets()
+                        .action(&call.preset)
+                        .and_then(|a| a.spec.items.clone())
+                        .unwrap_or_default();
+                    answer
+                        .body
+                        .pointer(&pointer)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                });
+                let write = task.mode == RunMode::Live && task.persist;
+                let summary =
+                    super::collect::import(engine, collect, &items, &task.context, write)?;
+                outputs.extend(summary.outputs());
+                if !write {
+                    step.note = Some(format!(
+                        "{} items listed; dry run: nothing written",
+                        items.len()
+                    ));
+                }
+            }
             (Some(answer), result)
         }
-        Called::NotFound(answer) if role && deactivate_missing => {
+        Called::NotFound(answer) if role => {
             let mut saved = Map::new();
-            saved.insert("status".to_owned(), Value::String("deactivated".to_owned()));
-            step.note = Some("the vendor does not have this user: marked `deactivated`".to_owned());
-            (Some(answer), Ok((Map::new(), saved)))
+            if deactivate_missing {
+                saved.insert("status".to_owned(), Value::String("deactivated".to_owned()));
+                step.note =
+                    Some("the vendor does not have this user: marked `deactivated`".to_owned());
+            } else {
+                step.note = Some("the vendor does not have this user".to_owned());
+            }
+            (Some(answer), Ok((role_outputs(false, Value::Null), saved)))
         }
         Called::NotFound(answer) => {
             let message = format!("`{}`: not found (status {})", call.preset, answer.status);
@@ -322,9 +410,11 @@ async fn api(
             step.status = StepStatus::Succeeded;
             step.outputs = outputs;
             if !saved.is_empty() {
-                if let (RunMode::Live, Some((collection, key))) = (task.mode, &task.subject) {
+                if let (RunMode::Live, true, Some((collection, key))) =
+                    (task.mode, task.persist, &task.subject)
+                {
                     let base = task.context.get("record").cloned().unwrap_or(Value::Null);
-                    inner.subjects.merge(collection, key, &base, &saved)?;
+                    save_subject(engine, collection, key, &base, &saved)?;
                 }
             }
             step.saved = saved;
@@ -378,8 +468,12 @@ pub(crate) fn outcome_of(
                     .and_then(|t| templates.render_value(t, &hb).ok())
                     .filter(|v| !v.is_null() && v.as_str() != Some(""))
             };
-            if let Some(role) = get(&spec.role) {
-                outputs.insert("role".to_owned(), role.clone());
+            let found_role = get(&spec.role);
+            outputs.extend(role_outputs(
+                true,
+                found_role.clone().unwrap_or(Value::Null),
+            ));
+            if let Some(role) = found_role {
                 saved.insert("role".to_owned(), role);
             }
             if let Some(last) = get(&spec.last_activity) {
@@ -388,7 +482,10 @@ pub(crate) fn outcome_of(
             }
             let active = match get(&spec.active) {
                 Some(Value::Bool(b)) => b,
-                Some(Value::String(s)) => s != "false",
+                Some(Value::String(s)) => !matches!(
+                    s.trim().to_lowercase().as_str(),
+                    "false" | "no" | "0" | "inactive" | "disabled" | "deactivated" | "suspended"
+                ),
                 _ => true,
             };
             let status = if active { "active" } else { "deactivated" };
@@ -451,4 +548,165 @@ async fn finish(
         http,
         durable_wait,
     })
+}
+
+/// A role retrieval's `found` and `role` outputs.
+fn role_outputs(found: bool, role: Value) -> Fields {
+    let mut outputs = Map::new();
+    outputs.insert("found".to_owned(), Value::Bool(found));
+    outputs.insert("role".to_owned(), role);
+    outputs
+}
+
+/// The later of two activity instants (RFC 3339); the new value when the old one is missing or
+/// unreadable, the old one when the new one is unreadable.
+fn later(old: &Value, new: &Value) -> Value {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    };
+    match (parse(old), parse(new)) {
+        (Some(a), Some(b)) if a > b => old.clone(),
+        (Some(_), None) => old.clone(),
+        _ => new.clone(),
+    }
+}
+
+/// Merges `saved` into the subject record through the records store, so record triggers see the
+/// change (a save by one workflow can start another). A record not stored yet is created from
+/// the subject as the run saw it (`base`) with the saves over it.
+pub(crate) fn save_subject(
+    engine: &Engine,
+    collection: &str,
+    key: &str,
+    base: &Value,
+    saved: &Fields,
+) -> Result<(), ExecError> {
+    let Some(collection) = Collection::parse(collection) else {
+        return Ok(());
+    };
+    let subject = Subject::new(collection, RecordKey::parse(key));
+    let records = engine.records();
+    let fields = if records.get(&subject)?.is_none() {
+        let mut fields = base.as_object().cloned().unwrap_or_default();
+        fields.extend(saved.clone());
+        fields
+    } else {
+        saved.clone()
+    };
+    let write = Write {
+        subject,
+        change: Change::Upsert {
+            fields,
+            mode: WriteMode::CreateUpdate,
+        },
+    };
+    records.write(&[write], &engine.triggers(), Utc::now())?;
+    Ok(())
+}
+
+/// The outcome of reading a user's last activity with the role preset's `activity_action`.
+struct Activity {
+    /// The last activity, if the vendor has one; an error fails the block.
+    result: Result<Option<Value>, String>,
+    note: Option<String>,
+    http: Duration,
+    attempts: u32,
+}
+
+/// Reads the last activity when the role preset names an `activity_action`. The action takes the
+/// role call's inputs it declares, and `user_uuid`: the user the role answer names
+/// (`collection.0.user.uri` in Calendly's shape, else `resource.uri`). A 403 the preset marks
+/// `unsupported` (a plan without the activity log) leaves last_activity as it is; not found
+/// means no activity; any other error fails the block (and deactivates nobody).
+async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &Answer) -> Activity {
+    let inner = &task.engine.inner;
+    let client = &inner.client;
+    let mut out = Activity {
+        result: Ok(None),
+        note: None,
+        http: Duration::ZERO,
+        attempts: 0,
+    };
+    if task.mode == RunMode::Offline {
+        return out;
+    }
+    let Some(name) = client
+        .presets()
+        .action(&call.preset)
+        .and_then(|a| a.spec.role.as_ref())
+        .and_then(|r| r.activity_action.clone())
+    else {
+        return out;
+    };
+    let id = PresetId {
+        vendor: call.preset.vendor.clone(),
+        action: name,
+    };
+    let Some(action) = client.presets().action(&id) else {
+        return out;
+    };
+    let mut given: Fields = role_inputs
+        .iter()
+        .filter(|(k, _)| action.spec.inputs.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if action.spec.inputs.contains_key("user_uuid") && !given.contains_key("user_uuid") {
+        let user = [
+            "/collection/0/user/uri",
+            "/collection/0/user",
+            "/resource/uri",
+        ]
+        .iter()
+        .find_map(|p| answer.body.pointer(p).and_then(Value::as_str));
+        match user {
+            Some(user) => {
+                given.insert("user_uuid".to_owned(), Value::String(user.to_owned()));
+            }
+            None => {
+                out.note = Some(format!(
+                    "the role answer names no user, so `{id}` was not read"
+                ));
+                return out;
+            }
+        }
+    }
+    let inputs = match client.resolve_inputs(&id, &given, &task.context) {
+        Ok(inputs) => inputs,
+        Err(err) => {
+            out.result = Err(client.redactor().text(&err.to_string()));
+            return out;
+        }
+    };
+    let credential = CredentialName::new(call.credential.clone());
+    let options = call_options(&call.retry, call.timeout);
+    let sent = Instant::now();
+    let result = client.call(&id, &credential, &inputs, &options).await;
+    out.http = sent.elapsed();
+    out.attempts = 1;
+    match result {
+        Ok(exchange) => {
+            out.attempts = exchange.attempts;
+            let hb = Context::from(serde_json::json!({"response": exchange.response.body}));
+            out.result = Ok(action
+                .spec
+                .outputs
+                .get("last_activity")
+                .and_then(|source| Template::compile(source).ok())
+                .and_then(|t| inner.templates.render_value(&t, &hb).ok())
+                .filter(|v| !v.is_null() && v.as_str() != Some("")));
+        }
+        Err(CallError::Unsupported { .. }) => {
+            out.note = Some(format!(
+                "`{id}` is not available for this account: last_activity left as it is"
+            ));
+        }
+        Err(CallError::NotFound { .. }) => {}
+        Err(err) => {
+            out.result = Err(client
+                .redactor()
+                .text(&format!("reading the last activity: {err}")));
+        }
+    }
+    out
 }

@@ -1,8 +1,9 @@
 //! The executor: runs a compiled workflow on tokio, recording every step durably.
 //!
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
-//! subject writer, the vendor [`Client`], a semaphore bounding the runs in flight, and the cancel
-//! requests. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
+//! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
+//! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
+//! decisions ([`approval`]). A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
 //!
@@ -25,8 +26,10 @@
 //! onto the subject record before the step that made them is marked done, so a crash between the
 //! two repeats an idempotent save, never loses one.
 
+pub mod approval;
 mod block;
 pub mod cancel;
+mod collect;
 mod context;
 mod resume;
 mod run;
@@ -42,13 +45,14 @@ use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
 use crate::http::Client;
+use crate::records::RecordStore;
 use crate::spec::Source;
 pub use crate::store::history::{
     History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
 };
-use crate::store::subjects::SubjectWriter;
 use crate::store::{Store, StoreError};
 use crate::template::{Template, TemplateEngine};
+use crate::trigger::Triggers;
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +88,8 @@ pub enum ExecError {
     MissingSnapshot { id: RunId, hash: String },
     #[error("workflow `{workflow}` has no block `{block}`")]
     UnknownBlock { workflow: String, block: String },
+    #[error("run `{id}` is not waiting for approval of block `{block}`; `blockyard history show {id}` shows where it is")]
+    NotWaiting { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
 }
@@ -199,7 +205,11 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     history: History,
-    subjects: SubjectWriter,
+    /// Where `save:`, role retrieval and `collect:` write records (with `triggers`).
+    records: RecordStore,
+    /// The workflows a record write by a run may start ([`Triggers::none`] unless serving).
+    triggers: std::sync::RwLock<Arc<Triggers>>,
+    approvals: approval::Approvals,
     client: Client,
     config_vars: Map<String, Value>,
     options: EngineOptions,
@@ -220,7 +230,9 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 history: History::open(store)?,
-                subjects: SubjectWriter::open(store)?,
+                records: RecordStore::open(store)?,
+                triggers: std::sync::RwLock::new(Arc::new(Triggers::none())),
+                approvals: approval::Approvals::open(store)?,
                 client,
                 config_vars,
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -235,8 +247,28 @@ impl Engine {
         &self.inner.history
     }
 
-    pub fn subjects(&self) -> &SubjectWriter {
-        &self.inner.subjects
+    /// The records runs write to.
+    pub fn records(&self) -> &RecordStore {
+        &self.inner.records
+    }
+
+    /// Sets the workflows whose record triggers a run's record writes evaluate (a save by one
+    /// workflow can start another); [`Triggers::none`] until called.
+    pub fn set_triggers(&self, triggers: Triggers) {
+        *self
+            .inner
+            .triggers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(triggers);
+    }
+
+    /// The triggers record writes evaluate.
+    pub fn triggers(&self) -> Arc<Triggers> {
+        self.inner
+            .triggers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn client(&self) -> &Client {

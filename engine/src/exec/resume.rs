@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
-use super::block::{call_options, outcome_of, Answer, Task};
+use super::block::{call_options, outcome_of, save_subject, Answer, Task};
 use super::run::{self, Resumed, Settled};
 use super::{context, Engine, ExecError, RunOutcome};
 use crate::compile::BlockKind;
@@ -71,6 +71,10 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         let Some(node) = prepared.node(&step.block) else {
             continue;
         };
+        if step.status == StepStatus::WaitingApproval {
+            // Not settled: the walk reaches it again and looks for a decision.
+            continue;
+        }
         if step.status == StepStatus::Sending {
             let verdict = probe(&engine, &prepared, node, &step, &record, &run).await;
             match verdict {
@@ -98,7 +102,8 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         step.outputs = outputs;
                         if let Some(subject) = &run.subject {
                             if !saved.is_empty() {
-                                engine.subjects().merge(
+                                save_subject(
+                                    &engine,
                                     &subject.collection,
                                     &subject.key,
                                     &subject.record,
@@ -252,6 +257,7 @@ async fn probe(
                 .collect(),
             body,
             attempts: 1,
+            items: None,
         }),
         Ok(false) => Verdict::NotDone,
         Err(err) => Verdict::Unknown(format!("its probe's `done_when` failed: {err}")),

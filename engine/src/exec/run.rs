@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
 use super::{context, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind};
@@ -138,6 +139,8 @@ pub(crate) async fn execute(
         let mut attention: Option<String> = None;
         let mut cancelled = false;
         let mut tasks: JoinSet<Result<BlockDone, ExecError>> = JoinSet::new();
+        // Blocks waiting for an administrator's approval (see `approval`).
+        let mut waiting: HashSet<NodeIndex> = HashSet::new();
         loop {
             if failure.is_none() && attention.is_none() && !cancelled {
                 // Start (or skip) every block whose predecessors have all settled.
@@ -145,7 +148,10 @@ pub(crate) async fn execute(
                 while progress {
                     progress = false;
                     for node in prepared.workflow.graph.node_indices() {
-                        if walk.settled[node.index()].is_some() || walk.running.contains(&node) {
+                        if walk.settled[node.index()].is_some()
+                            || walk.running.contains(&node)
+                            || waiting.contains(&node)
+                        {
                             continue;
                         }
                         let Some(taken) = walk.entry(node) else {
@@ -186,6 +192,35 @@ pub(crate) async fn execute(
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
+                                match approval::gate(&engine, &prepared, node, record.id, record.mode, persist)? {
+                                    Gate::Go => {}
+                                    Gate::Wait => {
+                                        let mut step = walk.trivial_step(&record, node, StepStatus::WaitingApproval);
+                                        step.finished_at = None;
+                                        step.note = Some(format!("waiting for approval: `blockyard approve {} {}`", record.id, step.block));
+                                        history.put_step(&step)?;
+                                        walk.steps.push(step);
+                                        waiting.insert(node);
+                                        continue;
+                                    }
+                                    Gate::Rejected => {
+                                        let mut step = walk.trivial_step(&record, node, StepStatus::Failed);
+                                        step.error = Some(approval::REJECTED.to_owned());
+                                        history.put_step(&step)?;
+                                        if failure.is_none() && !prepared.workflow.graph.edges_directed(node, Direction::Outgoing).any(|e| e.weight().kind == EdgeKind::Failure) {
+                                            failure = Some(format!("block `{}` failed: {}", step.block, approval::REJECTED));
+                                        }
+                                        walk.steps.push(step);
+                                        walk.settle(node, Settled {
+                                            status: StepStatus::Failed,
+                                            http_status: None,
+                                            body: Value::Null,
+                                            outputs: Map::new(),
+                                        });
+                                        progress = true;
+                                        continue;
+                                    }
+                                }
                                 let task = Task {
                                     engine: engine.clone(),
                                     prepared: prepared.clone(),
@@ -252,6 +287,8 @@ pub(crate) async fn execute(
             (RunStatus::Failed, Some(message))
         } else if end.is_some_and(Settled::succeeded) {
             (RunStatus::Succeeded, None)
+        } else if !waiting.is_empty() {
+            (RunStatus::WaitingApproval, None)
         } else {
             (
                 RunStatus::Failed,
@@ -260,7 +297,9 @@ pub(crate) async fn execute(
         };
         record.status = status;
         record.error = error;
-        record.finished_at = Some(Utc::now());
+        if status != RunStatus::WaitingApproval {
+            record.finished_at = Some(Utc::now());
+        }
         if persist {
             history.put_run(&record)?;
             let wait = Instant::now();

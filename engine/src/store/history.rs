@@ -97,16 +97,20 @@ pub enum RunStatus {
     Cancelled,
     /// A write's outcome is unknown and no probe can tell: a person must look before it is sent.
     NeedsAttention,
+    /// A block says `approval: required`; the run continues after `blockyard approve` (or
+    /// `reject`). Not finished, but not resumed by `resume` either.
+    WaitingApproval,
 }
 
 impl RunStatus {
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "queued",
         "running",
         "succeeded",
         "failed",
         "cancelled",
         "needs_attention",
+        "waiting_approval",
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +121,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::NeedsAttention => "needs_attention",
+            RunStatus::WaitingApproval => "waiting_approval",
         }
     }
 
@@ -130,14 +135,15 @@ impl RunStatus {
                 2 => RunStatus::Succeeded,
                 3 => RunStatus::Failed,
                 4 => RunStatus::Cancelled,
-                _ => RunStatus::NeedsAttention,
+                5 => RunStatus::NeedsAttention,
+                _ => RunStatus::WaitingApproval,
             })
     }
 
     /// True once nothing more will happen to the run.
     pub fn is_finished(self) -> bool {
         match self {
-            RunStatus::Queued | RunStatus::Running => false,
+            RunStatus::Queued | RunStatus::Running | RunStatus::WaitingApproval => false,
             RunStatus::Succeeded
             | RunStatus::Failed
             | RunStatus::Cancelled
@@ -281,6 +287,8 @@ pub enum StepStatus {
     Skipped,
     /// Dry run: a write rendered and held back.
     Planned,
+    /// The block needs an administrator's approval before it runs.
+    WaitingApproval,
 }
 
 impl StepStatus {
@@ -291,6 +299,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
             StepStatus::Planned => "planned",
+            StepStatus::WaitingApproval => "waiting_approval",
         }
     }
 }
@@ -582,7 +591,8 @@ impl History {
             let (key, value) = entry?;
             let run: RunRecord =
                 serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
-            if !run.status.is_finished() {
+            // A run waiting for approval continues when approved, not on `resume`.
+            if !run.status.is_finished() && run.status != RunStatus::WaitingApproval {
                 out.push(run);
             }
         }

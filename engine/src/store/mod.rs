@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 pub mod history;
 pub mod queue;
 pub mod records;
-pub mod subjects;
 
 /// Names of the trees, in one place.
 pub mod trees {

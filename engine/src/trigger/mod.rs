@@ -88,6 +88,8 @@ struct Watched {
     name: WorkflowName,
     workflow: Arc<Workflow>,
     vars: rhai::Dynamic,
+    /// The same `vars` as JSON, for `exclude:`.
+    vars_json: Value,
 }
 
 /// The workflows that start by themselves, sorted by name.
@@ -126,6 +128,7 @@ impl Triggers {
                 Watched {
                     name: WorkflowName::new(&workflow.name),
                     vars: map_to_dynamic(&vars),
+                    vars_json: Value::Object(vars),
                     workflow,
                 }
             })
@@ -180,6 +183,18 @@ impl Triggers {
             .map(|w| (&w.name, &w.workflow, &w.vars))
     }
 
+    /// Why `workflow`'s `exclude:` leaves `subject` out (`listed in `vars.reclaim_exclusions``),
+    /// or `None` when it does not.
+    pub fn exclusion(
+        &self,
+        workflow: &WorkflowName,
+        subject: &Subject,
+        record: &Fields,
+    ) -> Option<String> {
+        let w = self.watched.iter().find(|w| &w.name == workflow)?;
+        excluded(w, subject, record)
+    }
+
     /// What a write of `subject` (`old` → `new`, the `event` it is) starts: one decision per
     /// workflow watching that collection and event, firing when the conditions turn true.
     ///
@@ -202,13 +217,15 @@ impl Triggers {
             }
             let before = old.map(|r| evaluate(trigger, &w.vars, r, now));
             let after = new.map(|r| evaluate(trigger, &w.vars, r, now));
-            let fires = match event {
-                RecordEvent::Created | RecordEvent::Updated => {
-                    after.as_ref().is_some_and(|v| v.matched)
-                        && !before.as_ref().is_some_and(|v| v.matched)
-                }
-                RecordEvent::Deleted => before.as_ref().is_some_and(|v| v.matched),
-            };
+            let excluded = new.or(old).and_then(|r| excluded(w, subject, r));
+            let fires = excluded.is_none()
+                && match event {
+                    RecordEvent::Created | RecordEvent::Updated => {
+                        after.as_ref().is_some_and(|v| v.matched)
+                            && !before.as_ref().is_some_and(|v| v.matched)
+                    }
+                    RecordEvent::Deleted => before.as_ref().is_some_and(|v| v.matched),
+                };
             let request = fires.then(|| RunRequest {
                 workflow: w.name.clone(),
                 subject: Some(subject.clone()),
@@ -224,12 +241,20 @@ impl Triggers {
                     fired: fires,
                     queued: None,
                     run: None,
+                    excluded,
                 },
                 request,
             });
         }
         decisions
     }
+}
+
+/// Why `w`'s `exclude:` leaves the record out.
+fn excluded(w: &Watched, subject: &Subject, record: &Fields) -> Option<String> {
+    let exclusion = w.workflow.trigger.exclude.as_ref()?;
+    let record = Value::Object(record.clone());
+    exclusion.reason(subject.key.as_str(), &record, &w.vars_json)
 }
 
 /// Compiles every workflow file directly in `dir`, all errors at once.

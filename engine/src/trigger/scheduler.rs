@@ -206,6 +206,7 @@ impl Scheduler {
                         fired: true,
                         queued: None,
                         run: None,
+                        excluded: None,
                     },
                     request: Some(RunRequest {
                         workflow: name.clone(),
@@ -221,7 +222,9 @@ impl Scheduler {
                     let (key, fields) = item?;
                     let verdict = evaluate(trigger, vars, &fields, tick);
                     let subject = crate::records::Subject::new(collection, key);
-                    let request = verdict.matched.then(|| RunRequest {
+                    let excluded = self.triggers.exclusion(name, &subject, &fields);
+                    let fires = verdict.matched && excluded.is_none();
+                    let request = fires.then(|| RunRequest {
                         workflow: name.clone(),
                         subject: Some(subject.clone()),
                         snapshot: Some(fields.clone()),
@@ -234,10 +237,11 @@ impl Scheduler {
                             consideration: Consideration {
                                 workflow: name.clone(),
                                 before: None,
-                                fired: verdict.matched,
+                                fired: fires,
                                 after: Some(verdict),
                                 queued: None,
                                 run: None,
+                                excluded,
                             },
                             request,
                         },

@@ -46,6 +46,9 @@ pub struct Consideration {
     pub queued: Option<QueueId>,
     /// The run, once the executor has linked it.
     pub run: Option<String>,
+    /// Why the workflow's `exclude:` leaves this subject out (no run, whatever the conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
 }
 
 /// The conditions' result on one record.
@@ -83,6 +86,9 @@ impl TraceEntry {
         for c in &self.considered {
             let _ = write!(out, "  {}: ", c.workflow);
             let outcome = match (&c.before, &c.after, c.fired) {
+                (_, _, false) if c.excluded.is_some() => {
+                    format!("no run: excluded: {}", c.excluded.as_deref().unwrap_or(""))
+                }
                 (_, _, true) => match (&c.queued, &c.run) {
                     (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
                     (Some(q), None) => format!("run requested (queue {q})"),

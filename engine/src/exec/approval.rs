@@ -1,0 +1,168 @@
+//! Approval: a block with `approval: required` waits for an administrator before it runs.
+//!
+//! When the walk reaches such a block with no decision recorded, it records the block's step as
+//! `waiting_approval` and does not start it (independent branches go on); when nothing else can
+//! run, the run stops in `waiting_approval`, durably. [`Engine::approve`] and [`Engine::reject`]
+//! record the decision in the `approvals` tree (`run \0 block` → [`Decision`]), make it durable,
+//! and then resume the run in the calling process, like `blockyard resume`: the resumed walk finds
+//! the decision and runs the block (approved) or settles it failed with "rejected by an
+//! administrator" (rejected), so `on_failure` routes or the run fails. A decision is kept, so a
+//! crash after it is recorded and before the run finishes is finished by `approve` again or by
+//! `resume RUN`. Dry runs and offline replays do not wait (nothing is sent or the write is only
+//! planned).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, ExecError, RunOutcome};
+use crate::store::history::{RunId, RunStatus, StepStatus};
+use crate::store::{Store, StoreError};
+
+/// The tree holding decisions.
+const APPROVALS: &str = "approvals";
+
+/// The failure message of a rejected block.
+pub const REJECTED: &str = "rejected by an administrator";
+
+/// An administrator's decision on one block of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// The recorded decisions.
+#[derive(Debug, Clone)]
+pub(crate) struct Approvals {
+    tree: sled::Tree,
+}
+
+impl Approvals {
+    pub(crate) fn open(store: &Store) -> Result<Approvals, StoreError> {
+        Ok(Approvals {
+            tree: store.tree(APPROVALS)?,
+        })
+    }
+
+    fn key(run: RunId, block: &str) -> Vec<u8> {
+        let mut key = run.to_string().into_bytes();
+        key.push(0);
+        key.extend_from_slice(block.as_bytes());
+        key
+    }
+
+    /// The decision on `block` of `run`, if one was made.
+    pub(crate) fn get(&self, run: RunId, block: &str) -> Result<Option<Decision>, StoreError> {
+        let key = Approvals::key(run, block);
+        match self.tree.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|err| StoreError::Corrupt {
+                        tree: APPROVALS,
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        message: err.to_string(),
+                    })
+            }
+        }
+    }
+
+    fn put(&self, run: RunId, block: &str, decision: Decision) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(&decision).expect("decisions serialize");
+        self.tree.insert(Approvals::key(run, block), value)?;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Approves `block` of a run waiting for it, and continues the run to its end (or to the
+    /// next block waiting for approval).
+    pub async fn approve(&self, run: RunId, block: &str) -> Result<RunOutcome, ExecError> {
+        self.decide(run, block, true).await
+    }
+
+    /// Rejects `block` of a run waiting for it: the block fails ("rejected by an administrator"),
+    /// its `on_failure` edges are followed, else the run fails.
+    pub async fn reject(&self, run: RunId, block: &str) -> Result<RunOutcome, ExecError> {
+        self.decide(run, block, false).await
+    }
+
+    async fn decide(
+        &self,
+        id: RunId,
+        block: &str,
+        approved: bool,
+    ) -> Result<RunOutcome, ExecError> {
+        let history = self.history();
+        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+        let waiting = run.status == RunStatus::WaitingApproval
+            && history
+                .steps(id)?
+                .iter()
+                .rev()
+                .find(|s| s.block == block)
+                .is_some_and(|s| s.status == StepStatus::WaitingApproval);
+        if !waiting {
+            return Err(ExecError::NotWaiting {
+                id,
+                block: block.to_owned(),
+            });
+        }
+        self.inner.approvals.put(
+            id,
+            block,
+            Decision {
+                approved,
+                at: Utc::now(),
+            },
+        )?;
+        history.durable().await?;
+        tracing::info!(run_id = %id, block, approved, "approval decided");
+        self.resume(id).await
+    }
+
+    /// The recorded decision on `block` of `run`.
+    pub fn decision(&self, run: RunId, block: &str) -> Result<Option<Decision>, ExecError> {
+        Ok(self.inner.approvals.get(run, block)?)
+    }
+}
+
+/// What the walk does with a block about to start.
+pub(crate) enum Gate {
+    /// Run it (no approval needed, or approved).
+    Go,
+    /// Record it as waiting and leave it.
+    Wait,
+    /// Settle it failed: rejected.
+    Rejected,
+}
+
+/// Whether `node` of a run may start.
+pub(crate) fn gate(
+    engine: &Engine,
+    prepared: &super::Prepared,
+    node: petgraph::graph::NodeIndex,
+    run: RunId,
+    mode: crate::store::history::RunMode,
+    persist: bool,
+) -> Result<Gate, ExecError> {
+    use crate::compile::BlockKind;
+    use crate::store::history::RunMode;
+    let block = &prepared.workflow.graph[node];
+    let required = match &block.kind {
+        BlockKind::Api(call) => call.approval_required,
+        BlockKind::RoleRetrieval(role) => role.call.approval_required,
+        BlockKind::Begin | BlockKind::End => false,
+    };
+    if !required || !persist || mode != RunMode::Live {
+        return Ok(Gate::Go);
+    }
+    Ok(match engine.inner.approvals.get(run, block.id.as_str())? {
+        Some(Decision { approved: true, .. }) => Gate::Go,
+        Some(Decision {
+            approved: false, ..
+        }) => Gate::Rejected,
+        None => Gate::Wait,
+    })
+}

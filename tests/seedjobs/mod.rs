@@ -1,0 +1,687 @@
+//! The shipped workflows end to end against the in-process sandbox: each test runs the real file
+//! from `workflows/` through an in-process [`Engine`] over a temp data dir, then checks the
+//! vendor's side (the sandbox's request log and state) and the records, not only the run status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use blockyard::config::Config;
+use blockyard::exec::{Engine, EngineOptions, Prepared, RunOutcome, RunRequest, RunStatus};
+use blockyard::http::{Client, Credentials};
+use blockyard::preset::PresetRegistry;
+use blockyard::records::{Collection, RecordKey, Subject};
+use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::store::history::{self, RunMode};
+use blockyard::store::Store;
+use blockyard::trigger::Triggers;
+use serde_json::{json, Map, Value};
+
+use crate::support;
+
+/// A sandbox, a temp data dir and an engine whose credentials point at the sandbox.
+struct Harness {
+    sb: Sandbox,
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    config: Config,
+}
+
+impl Harness {
+    async fn new(config: SandboxConfig) -> Harness {
+        let sb = Sandbox::start(config).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("http://{}", sb.addr());
+        let text = format!(
+            "data_dir: data
+vars:
+  calendly_organization: {org}
+credentials:
+  calendly: {{vendor: calendly, auth: bearer, token: t, base_url: {base}/calendly, rate_limit_per_minute: 0}}
+  webex: {{vendor: webex, auth: bearer, token: t, base_url: {base}/webex/v1, rate_limit_per_minute: 0}}
+  scim: {{vendor: scim, auth: bearer, token: t, base_url: {base}/scim/v2, rate_limit_per_minute: 0}}
+",
+            org = sb.organization_uri()
+        );
+        let file = dir.path().join("blockyard.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let config = Config::parse(&file, &text).unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let client = Client::new(
+            Arc::new(PresetRegistry::builtin()),
+            Credentials::from_config(&config),
+        )
+        .unwrap();
+        let vars = config.vars.clone().into_iter().collect();
+        let engine = Engine::new(&store, client, vars, EngineOptions::default()).unwrap();
+        Harness {
+            sb,
+            _dir: dir,
+            engine,
+            config,
+        }
+    }
+
+    async fn seeded(users: usize) -> Harness {
+        Harness::new(SandboxConfig {
+            seed_users: users,
+            ..SandboxConfig::default()
+        })
+        .await
+    }
+
+    fn prepare(&self, name: &str) -> Arc<Prepared> {
+        self.engine.prepare_file(&workflow(name)).unwrap()
+    }
+
+    async fn run(&self, name: &str, subject: Option<history::Subject>) -> RunOutcome {
+        self.run_mode(name, subject, RunMode::Live).await
+    }
+
+    async fn run_mode(
+        &self,
+        name: &str,
+        subject: Option<history::Subject>,
+        mode: RunMode,
+    ) -> RunOutcome {
+        let prepared = self.prepare(name);
+        let request = RunRequest {
+            mode,
+            ..RunRequest::manual(subject)
+        };
+        self.engine.run(&prepared, request).await.unwrap()
+    }
+
+    fn record(&self, collection: Collection, key: &str) -> Option<Map<String, Value>> {
+        self.engine
+            .records()
+            .get(&Subject::new(collection, RecordKey::parse(key)))
+            .unwrap()
+    }
+
+    fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.sb
+            .requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .count()
+    }
+
+    /// The Calendly members as `(email, membership uri, role)`.
+    async fn members(&self) -> Vec<(String, String, String)> {
+        let url = format!(
+            "{}/organization_memberships?organization={}&count=100",
+            self.sb.calendly_url(),
+            self.sb.organization_uri()
+        );
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["collection"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["user"]["email"].as_str().unwrap().to_lowercase(),
+                    m["uri"].as_str().unwrap().to_owned(),
+                    m["role"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A member who is not the owner.
+    async fn member(&self) -> (String, String, String) {
+        self.members()
+            .await
+            .into_iter()
+            .find(|m| m.2 != "owner")
+            .unwrap()
+    }
+
+    /// Removes a membership at the vendor (as an admin would), outside any workflow.
+    async fn remove_member(&self, uri: &str) {
+        let uuid = uri.rsplit('/').next().unwrap();
+        let url = format!("{}/organization_memberships/{uuid}", self.sb.calendly_url());
+        let status = reqwest::Client::new()
+            .delete(url)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+    }
+}
+
+fn workflow(name: &str) -> PathBuf {
+    support::root().join("workflows").join(name)
+}
+
+fn subject(collection: &str, key: &str, record: Value) -> Option<history::Subject> {
+    Some(history::Subject {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        record,
+    })
+}
+
+fn step<'a>(outcome: &'a RunOutcome, block: &str) -> &'a history::StepRecord {
+    outcome
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.block == block)
+        .unwrap_or_else(|| panic!("no step `{block}` in {:#?}", outcome.steps))
+}
+
+fn status(record: &Map<String, Value>) -> &str {
+    record["status"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_ingest_creates_deactivates_and_dry_runs_list_without_writing() {
+    let h = Harness::seeded(6).await;
+    let members = h.members().await;
+    let first = h.run("calendly-ingest.yaml", None).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:#?}", first.steps);
+    let outputs = &step(&first, "members").outputs;
+    assert_eq!(outputs["new"], 6);
+    assert_eq!(outputs["deactivated"], 0);
+    assert_eq!(h.engine.records().count(Collection::SaasUsers), 6);
+    for (email, uri, role) in &members {
+        let record = h
+            .record(Collection::SaasUsers, &format!("calendly/{email}"))
+            .unwrap();
+        assert_eq!(status(&record), "active");
+        assert_eq!(record["calendly_membership"], json!(uri));
+        assert_eq!(record["role"], json!(role));
+    }
+
+    // The vendor drops a member: a dry run lists it, writes nothing.
+    let (gone, uri, _) = h.member().await;
+    h.remove_member(&uri).await;
+    let key = format!("calendly/{gone}");
+    let dry = h
+        .run_mode("calendly-ingest.yaml", None, RunMode::DryRun)
+        .await;
+    let outputs = &step(&dry, "members").outputs;
+    assert_eq!(outputs["lists"]["deactivated"], json!([key]));
+    assert_eq!(outputs["lists"]["new"], json!([]));
+    assert_eq!(outputs["lists"]["updated"], json!([]));
+    assert_eq!(
+        status(&h.record(Collection::SaasUsers, &key).unwrap()),
+        "active"
+    );
+
+    // A live run deactivates it; the others are unchanged.
+    let second = h.run("calendly-ingest.yaml", None).await;
+    let outputs = &step(&second, "members").outputs;
+    assert_eq!(outputs["deactivated"], 1);
+    assert_eq!(outputs["new"], 0);
+    assert_eq!(outputs["updated"], 0);
+    assert_eq!(
+        status(&h.record(Collection::SaasUsers, &key).unwrap()),
+        "deactivated"
+    );
+    // A third run has nothing left to do: an already deactivated record is not listed again.
+    let third = h.run("calendly-ingest.yaml", None).await;
+    assert_eq!(step(&third, "members").outputs["deactivated"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_ingest_reactivates_a_deactivated_user_listed_again() {
+    let h = Harness::seeded(3).await;
+    let (email, _, _) = h.member().await;
+    let key = format!("calendly/{email}");
+    h.run("calendly-ingest.yaml", None).await;
+    let write = blockyard::records::Write {
+        subject: Subject::new(Collection::SaasUsers, RecordKey::parse(&key)),
+        change: blockyard::records::Change::Upsert {
+            fields: json!({"status": "deactivated", "note": "kept"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            mode: blockyard::records::WriteMode::CreateUpdate,
+        },
+    };
+    h.engine
+        .records()
+        .write(&[write], &Triggers::none(), chrono::Utc::now())
+        .unwrap();
+    let again = h.run("calendly-ingest.yaml", None).await;
+    let outputs = &step(&again, "members").outputs;
+    assert_eq!(outputs["lists"]["activated"], json!([key]));
+    let record = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(status(&record), "active");
+    assert_eq!(record["note"], "kept", "fields saved on the record survive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_role_daily_writes_the_role_and_deactivates_a_removed_member() {
+    let h = Harness::seeded(4).await;
+    h.run("calendly-ingest.yaml", None).await;
+    let (email, uri, role) = h.member().await;
+    let key = format!("calendly/{email}");
+    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
+    let run = h
+        .run(
+            "calendly-role-daily.yaml",
+            subject("saas_users", &key, record.clone()),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let role_step = step(&run, "role");
+    assert_eq!(role_step.outputs["found"], true);
+    assert_eq!(role_step.outputs["role"], json!(role));
+    let stored = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(stored["role"], json!(role));
+    assert_eq!(status(&stored), "active");
+    // The activity log was read (Enterprise plan).
+    assert!(h.count("GET", "activity_log_entries") >= 1);
+
+    // Removed at the vendor: deactivated locally.
+    h.remove_member(&uri).await;
+    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
+    let run = h
+        .run(
+            "calendly-role-daily.yaml",
+            subject("saas_users", &key, record.clone()),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded);
+    assert_eq!(step(&run, "role").outputs["found"], false);
+    let stored = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(status(&stored), "deactivated");
+
+    // Already deactivated: not processed (no call).
+    let before = h.sb.requests().len();
+    let record = Value::Object(stored);
+    let run = h
+        .run(
+            "calendly-role-daily.yaml",
+            subject("saas_users", &key, record),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded);
+    assert_eq!(h.sb.requests().len(), before, "no vendor call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_role_daily_never_deactivates_on_a_vendor_error() {
+    let h = Harness::new(SandboxConfig {
+        seed_users: 2,
+        fail_rate: 1.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let key = "calendly/someone@example.com";
+    let record = json!({"app": "calendly", "email": "someone@example.com", "status": "active", "last_activity": "2024-01-01T00:00:00Z"});
+    let run = h
+        .run(
+            "calendly-role-daily.yaml",
+            subject("saas_users", key, record),
+        )
+        .await;
+    let role = step(&run, "role");
+    assert_eq!(role.status, history::StepStatus::Failed, "{role:#?}");
+    assert!(role.saved.is_empty(), "{:?}", role.saved);
+    assert!(
+        h.record(Collection::SaasUsers, key).is_none(),
+        "nothing was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_offboard_removes_the_membership_once() {
+    let h = Harness::seeded(4).await;
+    let (email, uri, _) = h.member().await;
+    let run = h
+        .run(
+            "calendly-offboard.yaml",
+            subject(
+                "people",
+                &email,
+                json!({"email": email, "status": "terminated"}),
+            ),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let uuid = uri.rsplit('/').next().unwrap();
+    assert_eq!(h.count("DELETE", uuid), 1);
+    assert!(!h.members().await.iter().any(|m| m.0 == email));
+    let person = h.record(Collection::People, &email).unwrap();
+    assert_eq!(person["calendly_status"], "removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_invite_creates_an_invitation() {
+    let h = Harness::seeded(2).await;
+    let email = "new.hire@example.com";
+    let run = h
+        .run(
+            "calendly-invite.yaml",
+            subject(
+                "people",
+                email,
+                json!({"email": email, "department": "Sales"}),
+            ),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let posts: Vec<_> =
+        h.sb.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/invitations"))
+            .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body["email"], email);
+    let person = h.record(Collection::People, email).unwrap();
+    assert_eq!(person["calendly_status"], "invited");
+    assert!(person["calendly_invitation"]
+        .as_str()
+        .unwrap()
+        .contains("invitations"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_provision_creates_then_waits_for_approval_before_deleting() {
+    let h = Harness::seeded(1).await;
+    let email = "pat.doe@example.com";
+    let person = json!({"email": email, "name": "Pat Doe", "status": "active"});
+    let run = h
+        .run("scim-provision.yaml", subject("people", email, person))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(h.count("POST", "/Users"), 1);
+    let stored = h.record(Collection::People, email).unwrap();
+    assert_eq!(stored["scim_status"], "active");
+
+    let mut terminated = stored.clone();
+    terminated.insert("status".to_owned(), json!("terminated"));
+    let run = h
+        .run(
+            "scim-provision.yaml",
+            subject("people", email, Value::Object(terminated)),
+        )
+        .await;
+    assert_eq!(
+        run.run.status,
+        RunStatus::WaitingApproval,
+        "{:#?}",
+        run.steps
+    );
+    assert_eq!(
+        step(&run, "delete").status,
+        history::StepStatus::WaitingApproval
+    );
+    assert_eq!(
+        h.count("DELETE", "/Users"),
+        0,
+        "nothing deleted before approval"
+    );
+    // Durable, and not picked up by `resume`.
+    let stored_run = h.engine.history().run(run.run.id).unwrap().unwrap();
+    assert_eq!(stored_run.status, RunStatus::WaitingApproval);
+    assert!(h.engine.resume_unfinished().await.unwrap().is_empty());
+    // Approving another block is refused.
+    assert!(h.engine.approve(run.run.id, "update").await.is_err());
+
+    let approved = h.engine.approve(run.run.id, "delete").await.unwrap();
+    assert_eq!(
+        approved.run.status,
+        RunStatus::Succeeded,
+        "{:#?}",
+        approved.steps
+    );
+    assert_eq!(h.count("DELETE", "/Users"), 1);
+    let stored = h.record(Collection::People, email).unwrap();
+    assert_eq!(stored["scim_status"], "deleted");
+    // A second approval is refused and sends nothing.
+    assert!(h.engine.approve(run.run.id, "delete").await.is_err());
+    assert_eq!(h.count("DELETE", "/Users"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_provision_rejected_delete_sends_nothing_and_fails() {
+    let h = Harness::seeded(1).await;
+    let email = "lee.roe@example.com";
+    let person = json!({"email": email, "name": "Lee Roe", "status": "active"});
+    h.run("scim-provision.yaml", subject("people", email, person))
+        .await;
+    let mut terminated = h.record(Collection::People, email).unwrap();
+    terminated.insert("status".to_owned(), json!("terminated"));
+    let run = h
+        .run(
+            "scim-provision.yaml",
+            subject("people", email, Value::Object(terminated)),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::WaitingApproval);
+    let rejected = h.engine.reject(run.run.id, "delete").await.unwrap();
+    assert_eq!(rejected.run.status, RunStatus::Failed);
+    assert_eq!(
+        step(&rejected, "delete").error.as_deref(),
+        Some("rejected by an administrator")
+    );
+    assert_eq!(h.count("DELETE", "/Users"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_import_dry_run_lists_new_users_without_writing() {
+    let h = Harness::seeded(3).await;
+    let dry = h.run_mode("scim-import.yaml", None, RunMode::DryRun).await;
+    assert_eq!(dry.run.status, RunStatus::Succeeded, "{:#?}", dry.steps);
+    let outputs = &step(&dry, "users").outputs;
+    assert_eq!(outputs["new"], 3, "{outputs:?}");
+    assert_eq!(outputs["lists"]["new"].as_array().unwrap().len(), 3);
+    assert_eq!(h.engine.records().count(Collection::People), 0);
+    let live = h.run("scim-import.yaml", None).await;
+    assert_eq!(step(&live, "users").outputs["new"], 3);
+    assert_eq!(h.engine.records().count(Collection::People), 3);
+    let again = h.run("scim-import.yaml", None).await;
+    let outputs = &step(&again, "users").outputs;
+    assert_eq!(
+        (&outputs["new"], &outputs["updated"]),
+        (&json!(0), &json!(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
+    let h = Harness::seeded(2).await;
+    let triggers = Triggers::load_dir(
+        &support::root().join("workflows"),
+        h.engine.client().presets(),
+        &h.config.vars.clone().into_iter().collect(),
+    )
+    .unwrap();
+    h.engine.set_triggers(triggers);
+    let queue = blockyard::trigger::Queue::open(h.engine.records().store()).unwrap();
+    assert!(queue.is_empty());
+    // The invite saves onto a person not stored yet: the record is created through the records
+    // store, so the workflows watching people `created` consider it (scim-provision fires).
+    let email = "new.hire@example.com";
+    let person =
+        json!({"email": email, "name": "New Hire", "status": "active", "department": "Sales"});
+    let run = h
+        .run("calendly-invite.yaml", subject("people", email, person))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let fired: Vec<String> = queue
+        .pending()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.request.workflow.to_string())
+        .collect();
+    assert!(fired.contains(&"scim-provision".to_owned()), "{fired:?}");
+    let trace = h
+        .engine
+        .records()
+        .trace(&Subject::new(Collection::People, RecordKey::parse(email)))
+        .unwrap();
+    assert_eq!(trace.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
+    let h = Harness::seeded(4).await;
+    h.run("calendly-ingest.yaml", None).await;
+    let members = h.members().await;
+    let others: Vec<_> = members.iter().filter(|m| m.2 != "owner").collect();
+    let (idle, idle_uri) = (others[0].0.clone(), others[0].1.clone());
+    let excluded = others[1].0.clone();
+    let active = others[2].0.clone();
+    let old = "2020-01-01T00:00:00Z";
+    let recent = chrono::Utc::now().to_rfc3339();
+    let set = |email: &str, fields: Value| blockyard::records::Write {
+        subject: Subject::new(
+            Collection::SaasUsers,
+            RecordKey::parse(&format!("calendly/{email}")),
+        ),
+        change: blockyard::records::Change::Upsert {
+            fields: fields.as_object().unwrap().clone(),
+            mode: blockyard::records::WriteMode::CreateUpdate,
+        },
+    };
+    h.engine
+        .records()
+        .write(
+            &[
+                set(&idle, json!({"last_activity": old, "created_at": old})),
+                set(
+                    &excluded,
+                    json!({"last_activity": old, "created_at": old, "reclaim_excluded": true}),
+                ),
+                set(&active, json!({"last_activity": recent})),
+            ],
+            &Triggers::none(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    // The schedule tick: the excluded user starts no run, and the trace says why.
+    let workflows = blockyard::trigger::load_workflows(
+        &support::root().join("workflows"),
+        h.engine.client().presets(),
+    )
+    .unwrap()
+    .into_iter()
+    .filter(|w| w.name == "reclaim-idle");
+    let vars: Map<String, Value> = h.config.vars.clone().into_iter().collect();
+    let triggers = Triggers::new(workflows, &vars);
+    let name = blockyard::trigger::WorkflowName::new("reclaim-idle");
+    let excluded_subject = Subject::new(
+        Collection::SaasUsers,
+        RecordKey::parse(&format!("calendly/{excluded}")),
+    );
+    let excluded_record = h
+        .record(Collection::SaasUsers, excluded_subject.key.as_str())
+        .unwrap();
+    assert_eq!(
+        triggers
+            .exclusion(&name, &excluded_subject, &excluded_record)
+            .as_deref(),
+        Some("`reclaim_excluded` is set on the record")
+    );
+    let queue = blockyard::trigger::Queue::open(h.engine.records().store()).unwrap();
+    let scheduler = blockyard::trigger::scheduler::Scheduler::new(
+        h.engine.records().clone(),
+        queue.clone(),
+        Arc::new(triggers),
+        blockyard::trigger::scheduler::Clock::system(),
+    );
+    let fired = scheduler.fire(&name, chrono::Utc::now()).unwrap();
+    let queued: Vec<String> = queue
+        .pending()
+        .unwrap()
+        .into_iter()
+        .filter(|e| fired.queued.contains(&e.id))
+        .filter_map(|e| e.request.subject.map(|s| s.key.to_string()))
+        .collect();
+    let idle_key = format!("calendly/{idle}");
+    assert!(queued.contains(&idle_key), "{queued:?}");
+    assert!(
+        !queued.contains(&format!("calendly/{excluded}")),
+        "{queued:?}"
+    );
+    assert!(
+        !queued.contains(&format!("calendly/{active}")),
+        "{queued:?}"
+    );
+    let trace = h.engine.records().trace(&excluded_subject).unwrap();
+    let rendered = trace.last().unwrap().render();
+    assert!(
+        rendered.contains("no run: excluded: `reclaim_excluded` is set on the record"),
+        "{rendered}"
+    );
+
+    // The idle user's run: activity refreshed (the sandbox's log has nothing newer than 2020 for
+    // this user, or only older entries), still idle, so the membership is removed.
+    h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
+    let record = Value::Object(h.record(Collection::SaasUsers, &idle_key).unwrap());
+    let run = h
+        .run(
+            "reclaim-idle.yaml",
+            subject("saas_users", &idle_key, record),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let uuid = idle_uri.rsplit('/').next().unwrap();
+    assert_eq!(h.count("DELETE", uuid), 1);
+    let stored = h.record(Collection::SaasUsers, &idle_key).unwrap();
+    assert_eq!(stored["reclaim_decision"], "reclaimed");
+    assert_eq!(status(&stored), "deactivated");
+    assert_eq!(
+        stored["last_activity"], old,
+        "a 403 activity log leaves last_activity as it is"
+    );
+}
+
+/// A seeded Webex person (not the first, who is the admin).
+async fn webex_person(h: &Harness) -> Value {
+    let body: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"].as_array().unwrap().last().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_update_reads_then_puts_every_writable_field_with_licenses_kept() {
+    let h = Harness::seeded(3).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let record = json!({"email": email, "name": "Renamed Person", "first_name": "Renamed", "last_name": "Person", "webex_user_id": id, "status": "active"});
+    let run = h
+        .run("webex-update.yaml", subject("people", &email, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let calls: Vec<_> =
+        h.sb.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(id))
+            .collect();
+    let methods: Vec<&str> = calls.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "PUT"]);
+    assert_eq!(calls[1].body["displayName"], "Renamed Person");
+    assert_eq!(calls[1].body["licenses"], person["licenses"]);
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert_eq!(stored["webex_display_name"], "Renamed Person");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_offboard_deletes_the_user_once() {
+    let h = Harness::seeded(3).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let record = json!({"email": email, "status": "terminated", "webex_user_id": id});
+    let run = h
+        .run("webex-offboard.yaml", subject("people", &email, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(h.count("DELETE", id), 1);
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert!(stored["webex_deleted_at"].is_string());
+    assert!(stored["webex_status"].is_string());
+}
