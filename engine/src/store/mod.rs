@@ -64,20 +64,30 @@ impl Store {
             dir: dir.to_owned(),
             source: sled::Error::Io(err),
         })?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .open()
-            .map_err(|err| match &err {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked {
-                        dir: dir.to_owned(),
+        // sled releases its lock when its background flusher exits after the last handle drops,
+        // so reopening a dir in the same process can briefly see it held: retry for up to 500 ms
+        // before saying another process has it.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new().path(dir.join("db")).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    if attempts >= 25 {
+                        return Err(StoreError::Locked {
+                            dir: dir.to_owned(),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                _ => StoreError::Open {
-                    dir: dir.to_owned(),
-                    source: err,
-                },
-            })?;
+                Err(err) => {
+                    return Err(StoreError::Open {
+                        dir: dir.to_owned(),
+                        source: err,
+                    })
+                }
+            }
+        };
         Ok(Store {
             db,
             dir: dir.to_owned(),
