@@ -17,6 +17,7 @@ mod run;
 mod sandbox;
 mod schedule;
 mod schema;
+mod serve;
 mod triggers;
 mod validate;
 
@@ -64,6 +65,12 @@ enum Command {
     Resume(resume::ResumeArgs),
     /// Stop a run between steps.
     Cancel(cancel::CancelArgs),
+    /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
+    ///
+    /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
+    /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
+    /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
+    Serve(serve::ServeArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -115,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => replay::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Cancel(args) => cancel::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
