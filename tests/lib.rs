@@ -5,6 +5,7 @@ mod generate;
 mod http;
 mod records;
 mod sandbox;
+mod serve;
 mod server;
 mod support;
 mod triggers;
