@@ -7,9 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blockyard::config::Config;
-use blockyard::http::Credentials;
+use blockyard::exec::{Engine, EngineOptions};
+use blockyard::http::{Client, Credentials};
+use blockyard::records::{Change, Collection, RecordKey, RecordStore, Subject, Write, WriteMode};
 use blockyard::sandbox::{Sandbox, SandboxConfig};
-use blockyard::service::{Service, ServiceConfig};
+use blockyard::service::{worker, Service, ServiceConfig};
+use blockyard::store::Store;
+use blockyard::trigger::{Queue, Triggers};
 use serde_json::{json, Value};
 
 use crate::support;
@@ -590,4 +594,121 @@ async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
             .starts_with("error: refusing to start: "),
         "{lines:#?}"
     );
+}
+
+const TICK: &str = "\
+name: tick
+description: Every second, ask Calendly who the credential is
+blocks:
+  begin:
+    type: begin
+    schedule: { cron: \"* * * * * *\", timezone: UTC }
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_schedule_fires_on_time_and_each_tick_runs_once() {
+    let env = Env::new().await;
+    std::fs::write(env.workflows().join("tick.yaml"), TICK).unwrap();
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    let runs = api
+        .wait_for("/runs?workflow=tick", |runs| {
+            runs.as_array().unwrap().len() >= 2
+                && runs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    service.shutdown().await.unwrap();
+    let mut ticks: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["trigger"]["kind"], "schedule", "{r}");
+            let detail = r["trigger"]["detail"].as_str().unwrap();
+            detail.split(" (queue").next().unwrap()
+        })
+        .collect();
+    let all = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), all, "one run per tick: {runs}");
+}
+
+fn person(email: &str, status: &str) -> Write {
+    let fields = json!({"email": email, "status": status});
+    Write {
+        subject: Subject::new(Collection::People, RecordKey::parse(email)),
+        change: Change::Upsert {
+            fields: fields.as_object().unwrap().clone(),
+            mode: WriteMode::CreateUpdate,
+        },
+    }
+}
+
+/// A process recorded a queued run (and even finished it) but stopped before acknowledging the
+/// queue entry: the next `serve` acknowledges the entry instead of starting the run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_again() {
+    let env = Env::new().await;
+    let email = env.member_email().await;
+    let config = env.config(None);
+    {
+        let store = Store::open(&env.data_dir()).unwrap();
+        let client = Client::new(config.presets.clone(), config.credentials.clone()).unwrap();
+        let engine = Engine::new(
+            &store,
+            client,
+            config.vars.clone(),
+            EngineOptions::default(),
+        )
+        .unwrap();
+        let triggers = Triggers::load_dir(&env.workflows(), &config.presets, &config.vars).unwrap();
+        let records = RecordStore::open(&store).unwrap();
+        let now = chrono::Utc::now();
+        records
+            .write(&[person(&email, "active")], &triggers, now)
+            .unwrap();
+        let written = records
+            .write(&[person(&email, "terminated")], &triggers, now)
+            .unwrap();
+        assert_eq!(written[0].queued.len(), 1);
+        let queue = Queue::open(&store).unwrap();
+        let entry = queue.claim().unwrap().unwrap();
+        let request = worker::run_request(&records, &entry).unwrap();
+        let prepared = engine
+            .prepare_file(&env.workflows().join("calendly-offboard.yaml"))
+            .unwrap();
+        let outcome = engine.run(&prepared, request).await.unwrap();
+        assert!(outcome.succeeded());
+        store.flush().await.unwrap();
+    }
+    assert_eq!(env.writes().len(), 1);
+
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
+    let fired: Vec<&Value> = why[0]["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["considered"].as_array().unwrap())
+        .filter(|c| c["fired"] == true)
+        .collect();
+    assert_eq!(fired[0]["run"], runs[0]["id"], "{why}");
+    service.shutdown().await.unwrap();
 }

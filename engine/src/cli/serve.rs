@@ -88,9 +88,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             Err(err) => return Err(err.into()),
         };
+        let count = service.workflows().len();
         eprintln!(
-            "serving {} workflows from `{}` on http://{}",
-            service.workflows().len(),
+            "serving {count} workflow{} from `{}` on http://{}",
+            if count == 1 { "" } else { "s" },
             args.workflows.display(),
             service.addr()
         );
