@@ -436,4 +436,18 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_api_token_is_a_secret_with_its_place() {
+        let config =
+            Config::parse(Path::new("b.yaml"), "data_dir: d\ntoken: ${SERVE_TOKEN}\n").unwrap();
+        let token = config.token.unwrap();
+        assert_eq!(token.source, SecretSource::Env("SERVE_TOKEN".into()));
+        assert_eq!(token.key, "token");
+        assert_eq!(token.location, Location::new(2, 8));
+        assert!(Config::parse(Path::new("b.yaml"), "data_dir: d\n")
+            .unwrap()
+            .token
+            .is_none());
+    }
 }
