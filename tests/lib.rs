@@ -6,6 +6,7 @@ mod http;
 mod records;
 mod sandbox;
 mod seedjobs;
+mod serve;
 mod server;
 mod support;
 mod triggers;

@@ -49,6 +49,9 @@ struct ConfigSpec {
     vars: IndexMap<String, Value>,
     #[serde(default)]
     credentials: IndexMap<String, CredentialSpec>,
+    /// The bearer token of `blockyard serve`'s API (`${ENV_VAR}` or `file:/path`).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// One credential, as written.
@@ -216,6 +219,8 @@ pub struct Config {
     /// Global variables, seen by templates as `vars.*`.
     pub vars: IndexMap<String, Value>,
     pub credentials: IndexMap<CredentialName, CredentialConfig>,
+    /// The bearer token `blockyard serve`'s API requires (`BLOCKYARD_TOKEN` overrides it).
+    pub token: Option<SecretRef>,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -341,11 +346,18 @@ impl Config {
             }
             credentials.insert(CredentialName(name), config);
         }
+        let token = spec.token.as_ref().map(|value| SecretRef {
+            source: SecretSource::parse(value),
+            key: "token".to_owned(),
+            file: file.to_owned(),
+            location: map.value_location(&YamlPath::root().key("token")),
+        });
         Ok(Config {
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,
             credentials,
+            token,
         })
     }
 
@@ -423,5 +435,19 @@ mod tests {
                 .starts_with("b.yaml:1:1: unknown field `varz`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_api_token_is_a_secret_with_its_place() {
+        let config =
+            Config::parse(Path::new("b.yaml"), "data_dir: d\ntoken: ${SERVE_TOKEN}\n").unwrap();
+        let token = config.token.unwrap();
+        assert_eq!(token.source, SecretSource::Env("SERVE_TOKEN".into()));
+        assert_eq!(token.key, "token");
+        assert_eq!(token.location, Location::new(2, 8));
+        assert!(Config::parse(Path::new("b.yaml"), "data_dir: d\n")
+            .unwrap()
+            .token
+            .is_none());
     }
 }

@@ -16,6 +16,9 @@
 //! [`exec`] runs a compiled workflow on tokio, recording every step in the history of
 //! [`store`]; [`replay`] re-runs a recorded run, live or offline against the recording.
 //!
+//! [`service`] is `blockyard serve`: the scheduler, the trigger queue's worker and the HTTP API of
+//! [`server`] over one data dir.
+//!
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
 
 pub mod compile;
@@ -30,6 +33,7 @@ pub mod rules;
 pub mod sandbox;
 pub mod schedule;
 pub mod server;
+pub mod service;
 pub mod spec;
 pub mod store;
 pub mod template;

@@ -18,6 +18,7 @@ mod run;
 mod sandbox;
 mod schedule;
 mod schema;
+mod serve;
 mod triggers;
 mod validate;
 
@@ -69,6 +70,12 @@ enum Command {
     Approve(approve::DecideArgs),
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     Reject(approve::DecideArgs),
+    /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
+    ///
+    /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
+    /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
+    /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
+    Serve(serve::ServeArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -122,6 +129,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => cancel::run(args),
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

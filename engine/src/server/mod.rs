@@ -7,7 +7,10 @@
 //! `{"error": {"status": 413, "message": "..."}}`. `/healthz` needs no token.
 //!
 //! The routes that act on records and runs are added by [`Server::start`]'s caller through
-//! [`ApiRoutes`], so this module owns only the HTTP concerns and stays testable on its own.
+//! [`ApiRoutes`], so this module owns only the HTTP concerns and stays testable on its own; the
+//! service's routes are in [`api`].
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,140 @@
+//! `blockyard serve`: the long-running service (scheduler, trigger queue, workers, HTTP API).
+//!
+//! Prints what it is doing to stderr, then runs until SIGINT or SIGTERM and stops gracefully
+//! (exit 0); SIGHUP reloads the workflows, keeping the old set when the new one does not load.
+//! The API token is `BLOCKYARD_TOKEN`, else the config's `token`; it is never printed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use blockyard::http::Credentials;
+use blockyard::records::Fields;
+use blockyard::service::{Service, ServiceConfig, ServiceError};
+use blockyard::trigger::LoadError;
+
+use super::run::{runtime, CommonArgs};
+use super::PresetArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The directory of workflows to serve.
+    #[arg(long, value_name = "DIR", default_value = "workflows")]
+    workflows: PathBuf,
+    /// Where the API listens (port 0: any free port, printed at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How long a stop waits for runs in flight, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    grace: u64,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    presets: PresetArgs,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("blockyard=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let config = args.common.config()?;
+    let data_dir = args.common.data_dir(config.as_ref());
+    let token = match std::env::var("BLOCKYARD_TOKEN") {
+        Ok(token) if !token.is_empty() => Some(token),
+        _ => match config.as_ref().and_then(|c| c.token.as_ref()) {
+            Some(secret) => Some(secret.resolve()?),
+            None => None,
+        },
+    };
+    let open = token.is_none();
+    let vars: Fields = config
+        .as_ref()
+        .map(|c| c.vars.clone().into_iter().collect())
+        .unwrap_or_default();
+    let service_config = ServiceConfig {
+        token,
+        presets: Arc::new(args.presets.load()?),
+        credentials: config
+            .as_ref()
+            .map(Credentials::from_config)
+            .unwrap_or_default(),
+        vars,
+        grace: Duration::from_secs(args.grace),
+        ..ServiceConfig::new(args.workflows.clone(), data_dir, args.listen)
+    };
+    runtime()?.block_on(async move {
+        let service = match Service::start(service_config).await {
+            Ok(service) => service,
+            Err(ServiceError::Load(LoadError::Invalid { dir, errors })) => {
+                for error in &errors {
+                    eprintln!("{error}");
+                }
+                bail!(
+                    "refusing to start: {} error(s) in the workflows of `{}`",
+                    errors.len(),
+                    dir.display()
+                );
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let count = service.workflows().len();
+        eprintln!(
+            "serving {count} workflow{} from `{}` on http://{}",
+            if count == 1 { "" } else { "s" },
+            args.workflows.display(),
+            service.addr()
+        );
+        if open {
+            eprintln!("warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)");
+        }
+        wait_for_stop(&service).await?;
+        eprintln!("stopping: no new work; waiting for runs in flight");
+        service.shutdown().await?;
+        eprintln!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, reloading on SIGHUP.
+#[cfg(unix)]
+async fn wait_for_stop(service: &Service) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match service.reload().await {
+                Ok(count) => eprintln!("reloaded: serving {count} workflows"),
+                Err(err) => {
+                    if let ServiceError::Load(LoadError::Invalid { errors, .. }) = &err {
+                        for error in errors {
+                            eprintln!("{error}");
+                        }
+                    }
+                    eprintln!("reload failed, keeping the workflows already loaded: {err}");
+                }
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop(_service: &Service) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")
+}

@@ -1,0 +1,429 @@
+//! The record and run routes of `blockyard serve`, mounted under `/api` by [`super::Server`].
+//!
+//! The JSON shapes are the CLI's `--json` shapes: a run is the history's run record, and a run
+//! with its steps adds `"steps"` (as `blockyard history show --json`); `GET /api/runs` is
+//! `history list --json`; an offline replay is `replay --offline --json`.
+//!
+//! | route | body | answer |
+//! |---|---|---|
+//! | `POST /records/{collection}[?mode=create_update]` | one record or an array | `{"collection", "records": [{"key", "outcome", "queued"}], "queued"}` |
+//! | `GET /records/{collection}/{key}` | | the record's fields |
+//! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
+//! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
+//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?}` or none | 202 the run record; with `wait`, 200 the run with steps |
+//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first |
+//! | `GET /runs/{id}` | | the run with its steps |
+//! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
+//! | `POST /runs/{id}/cancel` | | 202 `{"id", "cancel_requested": true}`; 409 when finished |
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::ApiError;
+use crate::compile::RecordEvent;
+use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord, Subject};
+use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
+use crate::replay::{replay, ReplayOptions};
+use crate::service::Shared;
+use crate::store::history::RunFilter;
+use crate::store::StoreError;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The routes, over the service's shared state.
+pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/records/{collection}", post(post_records))
+        .route("/records/{collection}/{*key}", get(get_record))
+        .route("/triggers/why", get(why))
+        .route("/workflows", get(list_workflows))
+        .route("/workflows/{name}/runs", post(start_run))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(show_run))
+        .route("/runs/{id}/replay", post(replay_run))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .with_state(shared)
+}
+
+fn internal(err: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        internal(err)
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(err: ExecError) -> ApiError {
+        match err {
+            ExecError::UnknownRun { id } => ApiError::not_found(format!("no run `{id}`")),
+            err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
+            err => internal(err),
+        }
+    }
+}
+
+fn collection(name: &str) -> Result<Collection, ApiError> {
+    Collection::parse(name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no collection `{name}`; the collections are `people` and `saas_users`"
+        ))
+    })
+}
+
+fn run_id(text: &str) -> Result<RunId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "`{text}` is not a run id (26 characters, as `GET /api/runs` shows)"
+        ))
+    })
+}
+
+/// An optional JSON body: empty means the defaults.
+fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::bad_request(format!("the request body is not valid: {err}")))
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Created => "created",
+        Outcome::Updated => "updated",
+        Outcome::Unchanged => "unchanged",
+        Outcome::Skipped => "skipped",
+        Outcome::Deleted => "deleted",
+        Outcome::NotFound => "not_found",
+    }
+}
+
+fn event_name(event: RecordEvent) -> &'static str {
+    match event {
+        RecordEvent::Created => "created",
+        RecordEvent::Updated => "updated",
+        RecordEvent::Deleted => "deleted",
+    }
+}
+
+/// A run and its steps, as `history show --json`.
+fn run_json(run: &RunRecord, steps: &[StepRecord]) -> Result<Value, ApiError> {
+    let mut value = serde_json::to_value(run).map_err(internal)?;
+    value["steps"] = serde_json::to_value(steps).map_err(internal)?;
+    Ok(value)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    mode: Option<String>,
+}
+
+async fn post_records(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(query): Query<RecordsQuery>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let collection = collection(&name)?;
+    let mode = match query.mode.as_deref() {
+        None | Some("create_update") => WriteMode::CreateUpdate,
+        Some("create_only") => WriteMode::CreateOnly,
+        Some("update_only") => WriteMode::UpdateOnly,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown mode `{other}`; use `create_update`, `create_only` or `update_only`"
+            )))
+        }
+    };
+    let rows: Vec<Value> = match body {
+        Value::Array(rows) => rows,
+        row @ Value::Object(_) => vec![row],
+        _ => {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object (one record) or an array of them",
+            ))
+        }
+    };
+    let rule = KeyRule::new(collection);
+    let mut writes = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let Value::Object(fields) = row else {
+            return Err(ApiError::bad_request(format!(
+                "record {i} is not a JSON object"
+            )));
+        };
+        let key = rule
+            .key(&fields)
+            .map_err(|err| ApiError::bad_request(format!("record {i}: {err}")))?;
+        writes.push(Write {
+            subject: crate::records::Subject::new(collection, key),
+            change: Change::Upsert { fields, mode },
+        });
+    }
+    let triggers = shared.workflows().triggers().clone();
+    let written = shared
+        .records
+        .write(&writes, &triggers, chrono::Utc::now())?;
+    shared.engine.history().durable().await?;
+    let queued: usize = written.iter().map(|w| w.queued.len()).sum();
+    if queued > 0 {
+        shared.wake.notify_one();
+    }
+    let records: Vec<Value> = writes
+        .iter()
+        .zip(&written)
+        .map(|(write, written)| {
+            json!({
+                "key": write.subject.key,
+                "outcome": outcome_name(written.outcome),
+                "queued": written.queued.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "collection": collection.name(),
+        "records": records,
+        "queued": queued,
+    }))
+    .into_response())
+}
+
+async fn get_record(
+    State(shared): State<Arc<Shared>>,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult {
+    let collection = collection(&name)?;
+    let subject = crate::records::Subject::new(collection, RecordKey::parse(&key));
+    match shared.records.get(&subject)? {
+        Some(fields) => Ok(Json(Value::Object(fields)).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no {} record `{}`",
+            collection.name(),
+            subject.key
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhyQuery {
+    subject: String,
+}
+
+/// The trigger trace of every record of a person: why workflows did or did not start.
+async fn why(State(shared): State<Arc<Shared>>, Query(query): Query<WhyQuery>) -> ApiResult {
+    let mut out = Vec::new();
+    for subject in shared.records.traced_subjects(&query.subject)? {
+        let trace = shared.records.trace(&subject)?;
+        out.push(json!({"subject": subject.to_string(), "trace": trace}));
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}
+
+async fn list_workflows(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let workflows = shared.workflows();
+    let list: Vec<Value> = workflows
+        .iter()
+        .map(|p| {
+            let w = &p.workflow;
+            json!({
+                "name": w.name,
+                "file": w.file.display().to_string(),
+                "records": w.trigger.records.map(Collection::name),
+                "on": w.trigger.on.iter().copied().map(event_name).collect::<Vec<_>>(),
+                "scheduled": w.trigger.schedule.is_some(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(list)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    /// The subject record's fields (at least its key); merged over the stored record.
+    subject: Option<Fields>,
+    #[serde(default)]
+    vars: Map<String, Value>,
+    /// Answer when the run has finished, with its steps.
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn start_run(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let body: StartRun = optional_body(&body)?;
+    let workflows = shared.workflows();
+    let prepared = workflows.get(&name).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no workflow `{name}` is loaded; `GET /api/workflows` lists them"
+        ))
+    })?;
+    let subject = match body.subject {
+        None => None,
+        Some(given) => {
+            let collection = prepared
+                .workflow
+                .trigger
+                .records
+                .unwrap_or(Collection::People);
+            let key = KeyRule::new(collection)
+                .key(&given)
+                .map_err(|err| ApiError::bad_request(format!("the subject: {err}")))?;
+            let stored = crate::records::Subject::new(collection, key.clone());
+            let mut fields = shared.records.get(&stored)?.unwrap_or_default();
+            fields.extend(given);
+            Some(Subject {
+                collection: collection.name().to_owned(),
+                key: key.to_string(),
+                record: Value::Object(fields),
+            })
+        }
+    };
+    let request = RunRequest {
+        vars: body.vars,
+        ..RunRequest::manual(subject)
+    };
+    let (id, handle) = shared.engine.submit(prepared, request);
+    if body.wait {
+        let outcome = handle
+            .await
+            .map_err(|err| internal(format!("the run task failed: {err}")))??;
+        return Ok(Json(run_json(&outcome.run, &outcome.steps)?).into_response());
+    }
+    let recorded = shared.recorded(id, &handle).await?;
+    shared.track(id, handle);
+    if !recorded {
+        return Err(internal(format!(
+            "run `{id}` stopped before it was recorded; see the service's log"
+        )));
+    }
+    let run = shared.engine.history().run(id)?;
+    Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    subject: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(State(shared): State<Arc<Shared>>, Query(query): Query<RunsQuery>) -> ApiResult {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown status `{text}`; use one of {}",
+                RunStatus::NAMES.map(|n| format!("`{n}`")).join(", ")
+            ))
+        })?),
+    };
+    let runs = shared.engine.history().list(&RunFilter {
+        workflow: query.workflow.filter(|w| !w.is_empty()),
+        status,
+        subject: query.subject.filter(|s| !s.is_empty()),
+        since: None,
+        limit: Some(query.limit.unwrap_or(50).min(1000)),
+    })?;
+    Ok(Json(runs).into_response())
+}
+
+async fn show_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+    let id = run_id(&id)?;
+    let history = shared.engine.history();
+    let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+    let steps = history.steps(id)?;
+    Ok(Json(run_json(&run, &steps)?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    /// Reuse the recorded outcomes of the blocks before this one.
+    from: Option<String>,
+    /// Answer every call from the recording and compare.
+    #[serde(default)]
+    offline: bool,
+    /// Use the loaded version of the workflow instead of the recorded snapshot.
+    #[serde(default)]
+    latest: bool,
+}
+
+async fn replay_run(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let id = run_id(&id)?;
+    let body: ReplayBody = optional_body(&body)?;
+    let prepared = if body.latest {
+        let run = shared
+            .engine
+            .history()
+            .run(id)?
+            .ok_or(ExecError::UnknownRun { id })?;
+        let workflows = shared.workflows();
+        let prepared = workflows.get(&run.workflow).cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("workflow `{}` is not loaded any more", run.workflow),
+            )
+        })?;
+        Some(prepared)
+    } else {
+        None
+    };
+    let options = ReplayOptions {
+        from: body.from,
+        offline: body.offline,
+    };
+    let replayed = replay(&shared.engine, id, prepared, options).await?;
+    let run = run_json(&replayed.outcome.run, &replayed.outcome.steps)?;
+    if !body.offline {
+        return Ok(Json(run).into_response());
+    }
+    Ok(Json(json!({
+        "original": id.to_string(),
+        "identical": replayed.identical(),
+        "blocks": replayed.diffs,
+        "replay": run,
+    }))
+    .into_response())
+}
+
+async fn cancel_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+    let id = run_id(&id)?;
+    if shared.engine.cancel(id)? {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id.to_string(), "cancel_requested": true})),
+        )
+            .into_response());
+    }
+    match shared.engine.history().run(id)? {
+        None => Err(ExecError::UnknownRun { id }.into()),
+        Some(run) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` has already finished: {}", run.status),
+        )),
+    }
+}

@@ -1,0 +1,439 @@
+//! `blockyard serve`'s service: one process that owns a data dir and keeps workflows running.
+//!
+//! A [`Service`] holds the [`Engine`], the [`RecordStore`], the trigger [`Queue`], the loaded
+//! [`Workflows`] (every workflow of a directory, compiled and snapshotted, with the [`Triggers`]
+//! of those that start by themselves), the [`Scheduler`] and the HTTP [`Server`] whose `/api`
+//! routes are [`crate::server::api`]. The pieces meet in [`Shared`], which the API handlers and
+//! the queue [`worker`] share behind an `Arc`.
+//!
+//! # Lifecycle
+//!
+//! [`Service::start`] loads the workflows (refusing to start, with every compile error, when one
+//! is invalid), settles the queue entries a previous process started but did not acknowledge
+//! (see [`worker`]), resumes unfinished runs in the background, then starts the scheduler, the
+//! worker and the server. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
+//! fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
+//! first, then the worker and the scheduler), lets the runs in flight finish for up to
+//! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
+//! crash: the next start resumes it from its last durable step), and flushes the store.
+
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+
+use crate::compile::{compile_source, CompileError, Workflow};
+use crate::exec::{Engine, EngineOptions, ExecError, Prepared, RunId, RunOutcome};
+use crate::http::{CallError, Client, Credentials};
+use crate::preset::PresetRegistry;
+use crate::records::{Fields, RecordStore};
+use crate::server::{Server, ServerConfig, ServerError};
+use crate::spec::Source;
+use crate::store::queue::Queue;
+use crate::store::{Store, StoreError};
+use crate::trigger::scheduler::{Clock, Fired, Scheduler, SchedulerHandle};
+use crate::trigger::{LoadError, Triggers};
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The directory of workflow files (`*.yaml`, `*.yml`, not recursive).
+    pub workflows: PathBuf,
+    pub data_dir: PathBuf,
+    /// Where the API listens; port 0 picks a free port ([`Service::addr`] tells which).
+    pub listen: SocketAddr,
+    /// The API's bearer token; `None` allows loopback only.
+    pub token: Option<String>,
+    pub presets: Arc<PresetRegistry>,
+    pub credentials: Credentials,
+    /// The configuration's `vars`.
+    pub vars: Fields,
+    pub engine: EngineOptions,
+    /// How often the worker looks at the queue when nothing woke it.
+    pub poll: Duration,
+    /// How long [`Service::shutdown`] lets runs in flight finish.
+    pub grace: Duration,
+    /// The scheduler's clock.
+    pub clock: Clock,
+}
+
+impl ServiceConfig {
+    /// Defaults: the shipped presets, no credentials, no vars, a 1 s poll and a 30 s grace.
+    pub fn new(workflows: PathBuf, data_dir: PathBuf, listen: SocketAddr) -> ServiceConfig {
+        ServiceConfig {
+            workflows,
+            data_dir,
+            listen,
+            token: None,
+            presets: Arc::new(PresetRegistry::builtin()),
+            credentials: Credentials::default(),
+            vars: Fields::new(),
+            engine: EngineOptions::default(),
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Why the service did not start (or reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot set up the vendor client: {0}")]
+    Client(#[from] CallError),
+}
+
+/// The loaded workflows: every file of the directory, compiled and snapshotted, by name.
+#[derive(Debug)]
+pub struct Workflows {
+    by_name: BTreeMap<String, Arc<Prepared>>,
+    triggers: Arc<Triggers>,
+}
+
+impl Workflows {
+    /// Compiles every workflow in `dir`, gathering all errors; stores each one's snapshot.
+    pub fn load(dir: &Path, engine: &Engine, vars: &Fields) -> Result<Workflows, ServiceError> {
+        let entries = std::fs::read_dir(dir).map_err(|err| LoadError::Unreadable {
+            dir: dir.to_owned(),
+            reason: err.to_string().to_lowercase(),
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        files.sort();
+        let mut errors: Vec<CompileError> = Vec::new();
+        let mut loaded: Vec<(Arc<Prepared>, Workflow)> = Vec::new();
+        for file in files {
+            let source = match Source::read(&file) {
+                Ok(source) => source,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            let watched = match compile_source(source.clone(), engine.client().presets()) {
+                Ok(workflow) => workflow,
+                Err(mut found) => {
+                    errors.append(&mut found);
+                    continue;
+                }
+            };
+            loaded.push((engine.prepare(&source.path, source.text)?, watched));
+        }
+        if !errors.is_empty() {
+            return Err(LoadError::Invalid {
+                dir: dir.to_owned(),
+                errors,
+            }
+            .into());
+        }
+        let mut by_name: BTreeMap<String, Arc<Prepared>> = BTreeMap::new();
+        for (prepared, _) in &loaded {
+            let name = prepared.workflow.name.clone();
+            if let Some(first) = by_name.get(&name) {
+                return Err(LoadError::Duplicate {
+                    name,
+                    first: first.workflow.file.clone(),
+                    second: prepared.workflow.file.clone(),
+                }
+                .into());
+            }
+            by_name.insert(name, prepared.clone());
+        }
+        let triggers = Triggers::new(loaded.into_iter().map(|(_, w)| Arc::new(w)), vars);
+        Ok(Workflows {
+            by_name,
+            triggers: Arc::new(triggers),
+        })
+    }
+
+    /// A workflow by its `name:`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Prepared>> {
+        self.by_name.get(name)
+    }
+
+    /// Every workflow, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Prepared>> {
+        self.by_name.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The workflows that start by themselves.
+    pub fn triggers(&self) -> &Arc<Triggers> {
+        &self.triggers
+    }
+}
+
+/// What the API handlers and the worker share.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) store: Store,
+    pub(crate) records: RecordStore,
+    pub(crate) queue: Queue,
+    workflows: RwLock<Arc<Workflows>>,
+    /// Woken when records are written or the scheduler fires.
+    pub(crate) wake: Notify,
+    /// Runs started by this process (and the resume of unfinished ones), until they finish.
+    runs: Mutex<JoinSet<()>>,
+}
+
+/// Aborts a run's task when the task watching it is aborted (a shutdown past its grace).
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Shared {
+    /// The current workflows.
+    pub fn workflows(&self) -> Arc<Workflows> {
+        self.workflows
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn records(&self) -> &RecordStore {
+        &self.records
+    }
+
+    /// Keeps a submitted run until it finishes (so shutdown can wait for it) and logs its end.
+    pub(crate) fn track(&self, id: RunId, handle: JoinHandle<Result<RunOutcome, ExecError>>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        while runs.try_join_next().is_some() {}
+        runs.spawn(async move {
+            let _abort = AbortOnDrop(handle.abort_handle());
+            match handle.await {
+                Ok(Ok(outcome)) => {
+                    tracing::info!(run_id = %id, workflow = %outcome.run.workflow, status = %outcome.run.status, "run finished")
+                }
+                Ok(Err(err)) => tracing::error!(run_id = %id, error = %err, "run stopped"),
+                Err(err) if err.is_cancelled() => {}
+                Err(err) => tracing::error!(run_id = %id, error = %err, "run task failed"),
+            }
+        });
+    }
+
+    /// Waits until a submitted run's record is in the history (it is written as the run starts,
+    /// or as it queues for a slot). False when the run's task ended without writing it.
+    pub(crate) async fn recorded(
+        &self,
+        id: RunId,
+        handle: &JoinHandle<Result<RunOutcome, ExecError>>,
+    ) -> Result<bool, StoreError> {
+        loop {
+            if self.engine.history().run(id)?.is_some() {
+                return Ok(true);
+            }
+            if handle.is_finished() {
+                return Ok(self.engine.history().run(id)?.is_some());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn spawn_tracked(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(task);
+    }
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Service {
+    shared: Arc<Shared>,
+    config: ServiceConfig,
+    server: Server,
+    scheduler: tokio::sync::Mutex<Option<SchedulerHandle>>,
+    fired: mpsc::UnboundedSender<Fired>,
+    forward: JoinHandle<()>,
+    worker: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Service {
+    /// Opens the data dir, loads the workflows, and starts everything (see the module docs).
+    pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
+        let store = Store::open(&config.data_dir)?;
+        let client = Client::new(config.presets.clone(), config.credentials.clone())?;
+        let engine = Engine::new(&store, client, config.vars.clone(), config.engine)?;
+        let workflows = Workflows::load(&config.workflows, &engine, &config.vars)?;
+        let records = RecordStore::open(&store)?;
+        let queue = Queue::open(&store)?;
+        let shared = Arc::new(Shared {
+            engine,
+            store,
+            records,
+            queue,
+            workflows: RwLock::new(Arc::new(workflows)),
+            wake: Notify::new(),
+            runs: Mutex::new(JoinSet::new()),
+        });
+        let settled = worker::settle_started(&shared)?;
+        if settled > 0 {
+            tracing::info!(
+                entries = settled,
+                "acknowledged queue entries whose runs had already started"
+            );
+        }
+        let resumer = shared.clone();
+        shared.spawn_tracked(async move {
+            match resumer.engine.resume_unfinished().await {
+                Ok(outcomes) if outcomes.is_empty() => {}
+                Ok(outcomes) => tracing::info!(runs = outcomes.len(), "resumed unfinished runs"),
+                Err(err) => tracing::error!(error = %err, "resuming unfinished runs failed"),
+            }
+        });
+        let (fired, mut fired_rx) = mpsc::unbounded_channel::<Fired>();
+        let waker = shared.clone();
+        let forward = tokio::spawn(async move {
+            while fired_rx.recv().await.is_some() {
+                waker.wake.notify_one();
+            }
+        });
+        let scheduler = start_scheduler(&shared, &config, fired.clone());
+        let (stop, stopped) = watch::channel(false);
+        let worker = tokio::spawn(worker::run(shared.clone(), stopped, config.poll));
+        let server = Server::start(
+            ServerConfig::new(config.listen, config.token.clone()),
+            crate::server::api::routes(shared.clone()),
+        )
+        .await;
+        let server = match server {
+            Ok(server) => server,
+            Err(err) => {
+                let _ = stop.send(true);
+                let _ = worker.await;
+                let _ = scheduler.stop().await;
+                return Err(err.into());
+            }
+        };
+        Ok(Service {
+            shared,
+            config,
+            server,
+            scheduler: tokio::sync::Mutex::new(Some(scheduler)),
+            fired,
+            forward,
+            worker,
+            stop,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The loaded workflows.
+    pub fn workflows(&self) -> Arc<Workflows> {
+        self.shared.workflows()
+    }
+
+    /// Loads the workflows again and swaps them in, restarting the scheduler on the new set.
+    /// On failure the old set stays (and keeps running) and the error says why.
+    pub async fn reload(&self) -> Result<usize, ServiceError> {
+        let workflows = Workflows::load(
+            &self.config.workflows,
+            &self.shared.engine,
+            &self.config.vars,
+        )?;
+        let count = workflows.len();
+        *self
+            .shared
+            .workflows
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(workflows);
+        let mut scheduler = self.scheduler.lock().await;
+        if let Some(old) = scheduler.take() {
+            old.stop().await?;
+        }
+        *scheduler = Some(start_scheduler(
+            &self.shared,
+            &self.config,
+            self.fired.clone(),
+        ));
+        tracing::info!(workflows = count, "reloaded the workflows");
+        Ok(count)
+    }
+
+    /// Stops taking work, lets runs in flight finish (up to the grace period), and flushes.
+    pub async fn shutdown(self) -> Result<(), ServiceError> {
+        self.server.shutdown().await;
+        let _ = self.stop.send(true);
+        let _ = self.worker.await;
+        if let Some(scheduler) = self.scheduler.lock().await.take() {
+            scheduler.stop().await?;
+        }
+        drop(self.fired);
+        let _ = self.forward.await;
+        let mut runs =
+            std::mem::take(&mut *self.shared.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained = tokio::time::timeout(self.config.grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                runs = runs.len(),
+                "runs still going after the grace period are stopped here and resume at the next start"
+            );
+            runs.shutdown().await;
+        }
+        self.shared.store.flush().await?;
+        Ok(())
+    }
+}
+
+fn start_scheduler(
+    shared: &Shared,
+    config: &ServiceConfig,
+    fired: mpsc::UnboundedSender<Fired>,
+) -> SchedulerHandle {
+    Scheduler::new(
+        shared.records.clone(),
+        shared.queue.clone(),
+        shared.workflows().triggers().clone(),
+        config.clock,
+    )
+    .notify(fired)
+    .start()
+}

@@ -1,0 +1,231 @@
+//! The queue consumer: turns queued run requests into runs, each exactly once.
+//!
+//! The worker claims up to [`BATCH`] entries, maps each to an [`exec::RunRequest`] (trigger kind
+//! `record` or `schedule`, the subject from the entry's snapshot, the workflow by name from the
+//! loaded set) and submits it. An entry naming a workflow that is not loaded is acknowledged and
+//! logged. It wakes when records are written or the scheduler fires, and polls besides.
+//!
+//! # Exactly once across a crash
+//!
+//! An entry is acknowledged once its run is **durably recorded as started**: the worker waits for
+//! the run record to be in the history, makes the history durable (one group-commit fsync for the
+//! batch), then links the run into the trigger trace and acks the entry. Each run's trigger
+//! detail names its queue entry (`people/jane@acme.com updated (queue 01J…)`), which closes the
+//! remaining window:
+//!
+//! - crash before the run record is durable: nothing of the run is durable, so no write was sent
+//!   (a write is durable as `sending` before it leaves); the entry is still queued and starts the
+//!   run afresh at the next start;
+//! - crash after the run record is durable but before the ack is: at the next start
+//!   [`settle_started`] finds the run naming the entry, links and acks it instead of starting a
+//!   second run, and [`crate::exec::Engine::resume_unfinished`] finishes the run.
+//!
+//! [`exec::RunRequest`]: crate::exec::RunRequest
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::exec::{RunId, RunRequest, RunTrigger, Subject};
+use crate::records::RecordStore;
+use crate::store::history::{RunFilter, TriggerKind};
+use crate::store::StoreError;
+use crate::trigger::{Cause, QueueEntry, QueueId};
+
+/// The most entries claimed at once.
+pub const BATCH: usize = 64;
+
+/// The worker loop; returns when `stop` turns true.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, poll: Duration) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(err) = drain(&shared, &stop).await {
+            tracing::error!(error = %err, "the trigger queue failed; trying again shortly");
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts runs for every queued entry, a batch at a time.
+async fn drain(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<(), StoreError> {
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        while batch.len() < BATCH {
+            match shared.queue.claim() {
+                Ok(Some(entry)) => batch.push(entry),
+                Ok(None) => break,
+                Err(err) => {
+                    release(shared, &batch);
+                    return Err(err);
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        dispatch(shared, batch).await?;
+    }
+}
+
+fn release(shared: &Shared, entries: &[QueueEntry]) {
+    for entry in entries {
+        shared.queue.release(entry.id);
+    }
+}
+
+/// Submits a batch, waits for its runs to be durably recorded, then links and acks the entries.
+async fn dispatch(shared: &Shared, batch: Vec<QueueEntry>) -> Result<(), StoreError> {
+    let workflows = shared.workflows();
+    let mut submitted = Vec::with_capacity(batch.len());
+    let mut pending = batch.as_slice();
+    while let Some((entry, rest)) = pending.split_first() {
+        pending = rest;
+        let name = entry.request.workflow.as_str();
+        let Some(prepared) = workflows.get(name) else {
+            tracing::warn!(workflow = name, queue_id = %entry.id, "a queued run names a workflow that is not loaded; dropping it");
+            shared.queue.ack(entry.id)?;
+            continue;
+        };
+        let request = match run_request(&shared.records, entry) {
+            Ok(request) => request,
+            Err(err) => {
+                release(shared, std::slice::from_ref(entry));
+                release(shared, rest);
+                return Err(err);
+            }
+        };
+        let (id, handle) = shared.engine.submit(prepared, request);
+        submitted.push((entry.id, id, handle));
+    }
+    let mut recorded = Vec::with_capacity(submitted.len());
+    for (queued, id, handle) in submitted {
+        match shared.recorded(id, &handle).await {
+            Ok(true) => recorded.push((queued, id)),
+            Ok(false) => {
+                tracing::warn!(queue_id = %queued, run_id = %id, "a run ended before it was recorded; its request stays queued");
+                shared.queue.release(queued);
+            }
+            Err(err) => {
+                tracing::error!(queue_id = %queued, run_id = %id, error = %err, "cannot tell whether a run was recorded; its request stays queued");
+                shared.queue.release(queued);
+            }
+        }
+        shared.track(id, handle);
+    }
+    if recorded.is_empty() {
+        return Ok(());
+    }
+    shared.engine.history().durable().await?;
+    for (queued, id) in &recorded {
+        shared.records.link_run(*queued, &id.to_string())?;
+        shared.queue.ack(*queued)?;
+        tracing::info!(queue_id = %queued, run_id = %id, "run started");
+    }
+    shared.engine.history().durable().await?;
+    Ok(())
+}
+
+/// The executor's request for a queue entry.
+pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunRequest, StoreError> {
+    let request = &entry.request;
+    let (kind, detail) = match request.trigger {
+        Cause::Record(_) => {
+            let event = request.trigger.as_str().trim_start_matches("record:");
+            let subject = request
+                .subject
+                .as_ref()
+                .map_or_else(String::new, |s| format!("{s} "));
+            (TriggerKind::Record, format!("{subject}{event}"))
+        }
+        Cause::Schedule => (
+            TriggerKind::Schedule,
+            format!("tick {}", request.at.to_rfc3339()),
+        ),
+    };
+    let subject = match &request.subject {
+        None => None,
+        Some(subject) => {
+            let fields = match &request.snapshot {
+                Some(fields) => fields.clone(),
+                None => records.get(subject)?.unwrap_or_default(),
+            };
+            Some(Subject {
+                collection: subject.collection.name().to_owned(),
+                key: subject.key.to_string(),
+                record: Value::Object(fields),
+            })
+        }
+    };
+    Ok(RunRequest {
+        trigger: RunTrigger {
+            kind,
+            detail: Some(format!("{detail} (queue {})", entry.id)),
+        },
+        ..RunRequest::manual(subject)
+    })
+}
+
+/// The queue entry a run's trigger detail names.
+pub fn queue_id_of(detail: &str) -> Option<QueueId> {
+    let start = detail.rfind("(queue ")? + "(queue ".len();
+    let end = detail[start..].find(')')? + start;
+    detail[start..end].parse().ok()
+}
+
+/// Links and acks the queued entries whose runs a previous process already recorded (it stopped
+/// between recording the run and acknowledging the entry). Returns how many.
+pub fn settle_started(shared: &Shared) -> Result<usize, StoreError> {
+    let pending = shared.queue.pending()?;
+    let Some(oldest) = pending.iter().map(|e| e.id.datetime()).min() else {
+        return Ok(0);
+    };
+    let runs = shared.engine.history().list(&RunFilter {
+        since: Some(oldest - chrono::TimeDelta::seconds(1)),
+        ..RunFilter::default()
+    })?;
+    let started: HashMap<QueueId, RunId> = runs
+        .iter()
+        .filter(|r| matches!(r.trigger.kind, TriggerKind::Record | TriggerKind::Schedule))
+        .filter_map(|r| Some((queue_id_of(r.trigger.detail.as_deref()?)?, r.id)))
+        .collect();
+    let mut settled = 0;
+    for entry in pending {
+        if let Some(run) = started.get(&entry.id) {
+            shared.records.link_run(entry.id, &run.to_string())?;
+            shared.queue.ack(entry.id)?;
+            settled += 1;
+        }
+    }
+    Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_id_reads_back_from_the_trigger_detail() {
+        let id = QueueId::generate();
+        let detail = format!("people/jane@acme.com updated (queue {id})");
+        assert_eq!(queue_id_of(&detail), Some(id));
+        assert_eq!(queue_id_of("people/jane@acme.com updated"), None);
+        assert_eq!(queue_id_of("x (queue nope)"), None);
+    }
+}

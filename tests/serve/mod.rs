@@ -1,0 +1,714 @@
+//! `blockyard serve`: a real `Service` on loopback with a temp data dir and its own workflows,
+//! driven over HTTP, against the in-process sandbox; and the real binary stopped with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blockyard::config::Config;
+use blockyard::exec::{Engine, EngineOptions};
+use blockyard::http::{Client, Credentials};
+use blockyard::records::{Change, Collection, RecordKey, RecordStore, Subject, Write, WriteMode};
+use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::service::{worker, Service, ServiceConfig};
+use blockyard::store::Store;
+use blockyard::trigger::{Queue, Triggers};
+use serde_json::{json, Value};
+
+use crate::support;
+
+const TOKEN: &str = "serve-test-token";
+
+const WHOAMI: &str = "\
+name: whoami
+description: Ask Calendly who the credential is
+blocks:
+  begin:
+    type: begin
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
+/// A temp dir with `blockyard.yaml` (pointing at the sandbox) and `workflows/` holding a copy of
+/// `calendly-offboard.yaml` and `whoami.yaml`.
+struct Env {
+    dir: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let sandbox = Sandbox::start(SandboxConfig {
+            seed_users: 5,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("blockyard.yaml"),
+            format!(
+                "data_dir: data\nvars:\n  calendly_organization: {}\ncredentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: calendly-token\n    base_url: http://{}/calendly\n    rate_limit_per_minute: 0\n",
+                sandbox.organization_uri(),
+                sandbox.addr()
+            ),
+        )
+        .unwrap();
+        let workflows = dir.path().join("workflows");
+        std::fs::create_dir(&workflows).unwrap();
+        std::fs::copy(
+            support::root().join("workflows/calendly-offboard.yaml"),
+            workflows.join("calendly-offboard.yaml"),
+        )
+        .unwrap();
+        std::fs::write(workflows.join("whoami.yaml"), WHOAMI).unwrap();
+        Env { dir, sandbox }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn workflows(&self) -> PathBuf {
+        self.path().join("workflows")
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    fn config(&self, token: Option<&str>) -> ServiceConfig {
+        let config = Config::load(&self.path().join("blockyard.yaml")).unwrap();
+        ServiceConfig {
+            token: token.map(str::to_owned),
+            credentials: Credentials::from_config(&config),
+            vars: config.vars.clone().into_iter().collect(),
+            poll: Duration::from_millis(200),
+            ..ServiceConfig::new(
+                self.workflows(),
+                self.data_dir(),
+                "127.0.0.1:0".parse().unwrap(),
+            )
+        }
+    }
+
+    async fn serve(&self) -> Service {
+        Service::start(self.config(Some(TOKEN))).await.unwrap()
+    }
+
+    /// An email of a seeded Calendly member who is not the owner.
+    async fn member_email(&self) -> String {
+        let url = format!(
+            "{}/organization_memberships?organization={}&count=10",
+            self.sandbox.calendly_url(),
+            self.sandbox.organization_uri()
+        );
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["collection"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] != "owner")
+            .unwrap()["user"]["email"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn writes(&self) -> Vec<String> {
+        self.sandbox
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+/// An API client for one service.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(service: &Service) -> Api {
+        Api {
+            base: format!("http://{}/api", service.addr()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.bearer_auth(TOKEN).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    /// Polls `GET path` until `done` holds on the answer (10 s at most).
+    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, 200, "{body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn error(status: u16, message: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"error": {"status": status, "message": message}}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_api_refuses_bad_tokens_big_bodies_and_unknown_things_with_json_errors() {
+    let env = Env::new().await;
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    let url = format!("{}/records/people", api.base);
+    let person = json!({"email": "a@b.c"});
+
+    let response = api.client.post(&url).json(&person).send().await.unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap()
+        ),
+        error(
+            401,
+            "missing `Authorization: Bearer TOKEN` (the token is `BLOCKYARD_TOKEN`)"
+        )
+    );
+    let response = api
+        .client
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&person)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap()
+        ),
+        error(401, "the bearer token is not valid")
+    );
+
+    let big = json!({"email": "a@b.c", "blob": "x".repeat(2 * 1024 * 1024)});
+    assert_eq!(
+        api.post("/records/people", big).await,
+        error(413, "the request body is too large")
+    );
+    assert_eq!(
+        api.post("/records/robots", person.clone()).await,
+        error(
+            404,
+            "no collection `robots`; the collections are `people` and `saas_users`"
+        )
+    );
+    assert_eq!(
+        api.post(
+            "/records/people",
+            json!([{"email": "a@b.c"}, {"name": "x"}])
+        )
+        .await,
+        error(400, "record 1: missing `email`")
+    );
+    assert_eq!(
+        api.post("/records/people", json!("jane")).await,
+        error(
+            400,
+            "the body must be a JSON object (one record) or an array of them"
+        )
+    );
+    assert_eq!(
+        api.get("/records/people/nobody@b.c").await,
+        error(404, "no people record `nobody@b.c`")
+    );
+    assert_eq!(
+        api.get("/runs/nope").await,
+        error(
+            400,
+            "`nope` is not a run id (26 characters, as `GET /api/runs` shows)"
+        )
+    );
+    assert_eq!(
+        api.get("/runs/01ARZ3NDEKTSV4RRFFQ69G5FAV").await,
+        error(404, "no run `01ARZ3NDEKTSV4RRFFQ69G5FAV`")
+    );
+    assert_eq!(
+        api.post("/workflows/nope/runs", json!({})).await,
+        error(
+            404,
+            "no workflow `nope` is loaded; `GET /api/workflows` lists them"
+        )
+    );
+    assert_eq!(
+        api.get("/runs?status=done").await,
+        error(400, "unknown status `done`; use one of `queued`, `running`, `succeeded`, `failed`, `cancelled`, `needs_attention`")
+    );
+    // Nothing was written by the refused requests.
+    assert_eq!(api.get("/runs").await, (200, json!([])));
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
+    let env = Env::new().await;
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    let email = env.member_email().await;
+
+    // Created as active: `calendly-offboard` watches updates to terminated, so nothing starts.
+    let (status, body) = api
+        .post(
+            "/records/people",
+            json!({"email": email.to_uppercase(), "status": "active"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["outcome"], "created");
+    assert_eq!(body["queued"], 0);
+
+    let (status, body) = api
+        .post(
+            "/records/people",
+            json!([{"email": email, "status": "terminated"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["key"], email.as_str());
+    assert_eq!(body["records"][0]["outcome"], "updated");
+    assert_eq!(body["queued"], 1);
+    let queued = body["records"][0]["queued"][0].as_str().unwrap().to_owned();
+
+    let runs = api
+        .wait_for(&format!("/runs?subject={email}"), |runs| {
+            runs.as_array()
+                .unwrap()
+                .first()
+                .is_some_and(|r| r["status"] == "succeeded")
+        })
+        .await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    let run = &runs[0];
+    assert_eq!(run["workflow"], "calendly-offboard");
+    assert_eq!(run["trigger"]["kind"], "record");
+    assert_eq!(
+        run["trigger"]["detail"],
+        format!("people/{email} updated (queue {queued})").as_str()
+    );
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    assert!(env.writes()[0].starts_with("DELETE "), "{:?}", env.writes());
+
+    // The run with its steps; the save landed on the record.
+    let id = run["id"].as_str().unwrap();
+    let (status, shown) = api.get(&format!("/runs/{id}")).await;
+    assert_eq!(status, 200);
+    let blocks: Vec<(&str, &str)> = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        blocks,
+        [
+            ("begin", "succeeded"),
+            ("find", "succeeded"),
+            ("remove", "succeeded"),
+            ("end", "succeeded")
+        ]
+    );
+    let (_, record) = api.get(&format!("/records/people/{email}")).await;
+    assert_eq!(record["calendly_status"], "removed");
+
+    // The same record again changes nothing and starts nothing.
+    let (_, body) = api
+        .post(
+            "/records/people",
+            json!({"email": email, "status": "terminated"}),
+        )
+        .await;
+    assert_eq!(body["records"][0]["outcome"], "unchanged");
+    assert_eq!(body["queued"], 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(env.writes().len(), 1);
+
+    // Why: the trace names the run the update started.
+    let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
+    let trace = why[0]["trace"].as_array().unwrap();
+    let fired: Vec<&Value> = trace
+        .iter()
+        .flat_map(|e| e["considered"].as_array().unwrap())
+        .filter(|c| c["fired"] == true)
+        .collect();
+    assert_eq!(fired.len(), 1, "{why}");
+    assert_eq!(fired[0]["run"], id);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_manual_runs_replay_and_cancel_answer() {
+    let env = Env::new().await;
+    let service = env.serve().await;
+    let api = Api::new(&service);
+
+    let (status, workflows) = api.get("/workflows").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["calendly-offboard", "whoami"]);
+
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["trigger"]["kind"], "manual");
+    assert_eq!(run["steps"].as_array().unwrap().len(), 3);
+    let id = run["id"].as_str().unwrap().to_owned();
+
+    // Without `wait` (and without a body): 202 and the run record, then it finishes.
+    let response = api
+        .client
+        .post(format!("{}/workflows/whoami/runs", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let started: Value = response.json().await.unwrap();
+    let second = started["id"].as_str().unwrap().to_owned();
+    api.wait_for(&format!("/runs/{second}"), |r| r["status"] == "succeeded")
+        .await;
+
+    assert_eq!(
+        api.post(&format!("/runs/{id}/cancel"), json!({})).await,
+        error(409, &format!("run `{id}` has already finished: succeeded"))
+    );
+
+    let (status, offline) = api
+        .post(&format!("/runs/{id}/replay"), json!({"offline": true}))
+        .await;
+    assert_eq!(status, 200, "{offline}");
+    assert_eq!(offline["identical"], true);
+    assert_eq!(offline["original"], id.as_str());
+
+    let (status, replayed) = api.post(&format!("/runs/{id}/replay"), json!({})).await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["replay_of"], id.as_str());
+    assert_eq!(replayed["status"], "succeeded");
+
+    let (_, runs) = api.get("/runs?workflow=whoami&limit=10").await;
+    assert_eq!(runs.as_array().unwrap().len(), 3, "{runs}");
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
+    let env = Env::new().await;
+    let service = env.serve().await;
+    std::fs::write(
+        env.workflows().join("broken.yaml"),
+        "name: broken\nblocks: {}\n",
+    )
+    .unwrap();
+    let err = service.reload().await.unwrap_err();
+    assert!(err.to_string().contains("invalid"), "{err}");
+    assert_eq!(service.workflows().len(), 2);
+    let api = Api::new(&service);
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
+
+    std::fs::remove_file(env.workflows().join("broken.yaml")).unwrap();
+    std::fs::write(
+        env.workflows().join("whoami-too.yaml"),
+        WHOAMI.replace("name: whoami", "name: whoami-too"),
+    )
+    .unwrap();
+    assert_eq!(service.reload().await.unwrap(), 3);
+    let (status, _) = api
+        .post("/workflows/whoami-too/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(status, 200);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_holds_the_data_dir_and_other_commands_say_so() {
+    let env = Env::new().await;
+    let service = env.serve().await;
+    let data = env.data_dir().display().to_string();
+    for args in [
+        vec!["history", "list", "--data-dir", data.as_str()],
+        vec!["records", "list", "people", "--data-dir", data.as_str()],
+    ] {
+        let out = support::blockyard_in(env.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            support::stderr(&out),
+            format!("error: the data dir `{data}` is in use by another blockyard process (a running `blockyard serve`?); stop it, or point this command at another `--data-dir`\n")
+        );
+    }
+    service.shutdown().await.unwrap();
+}
+
+/// The real binary, with its stderr lines.
+struct Served {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+}
+
+impl Served {
+    fn start(env: &Env, extra_env: &[(&str, &str)]) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_blockyard"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(env.path())
+            .env_remove("RUST_LOG")
+            .env_remove("BLOCKYARD_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        Served { child, lines }
+    }
+
+    /// Reads stderr until a line contains `needle`; returns the lines read.
+    fn read_until(&mut self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+        panic!("stderr ended before `{needle}`: {seen:#?}");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
+    let env = Env::new().await;
+    let mut served = Served::start(&env, &[]);
+    let start = served.read_until("serving");
+    let serving = start.last().unwrap();
+    assert!(
+        serving.starts_with("serving 2 workflows from `workflows` on http://127.0.0.1:"),
+        "{start:?}"
+    );
+    let addr = serving.rsplit("http://").next().unwrap().to_owned();
+    let warning = served.read_until("BLOCKYARD_TOKEN");
+    assert_eq!(
+        warning.last().unwrap(),
+        "warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)"
+    );
+    let health: Value = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
+
+    std::fs::write(env.workflows().join("broken.yaml"), "name: broken\n").unwrap();
+    served.signal("HUP");
+    served.read_until("reload failed, keeping the workflows already loaded");
+    let workflows: Value = reqwest::get(format!("http://{addr}/api/workflows"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workflows.as_array().unwrap().len(), 2);
+
+    served.signal("TERM");
+    served.read_until("stopped");
+    let status = served.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
+    let env = Env::new().await;
+    std::fs::write(env.workflows().join("broken.yaml"), "name: broken\n").unwrap();
+    let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", "t")]);
+    let lines = served.read_until("refusing to start");
+    let status = served.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{lines:#?}");
+    assert!(lines[0].contains("broken.yaml"), "{lines:#?}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("error: refusing to start: "),
+        "{lines:#?}"
+    );
+}
+
+const TICK: &str = "\
+name: tick
+description: Every second, ask Calendly who the credential is
+blocks:
+  begin:
+    type: begin
+    schedule: { cron: \"* * * * * *\", timezone: UTC }
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_schedule_fires_on_time_and_each_tick_runs_once() {
+    let env = Env::new().await;
+    std::fs::write(env.workflows().join("tick.yaml"), TICK).unwrap();
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    let runs = api
+        .wait_for("/runs?workflow=tick", |runs| {
+            runs.as_array().unwrap().len() >= 2
+                && runs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    service.shutdown().await.unwrap();
+    let mut ticks: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["trigger"]["kind"], "schedule", "{r}");
+            let detail = r["trigger"]["detail"].as_str().unwrap();
+            detail.split(" (queue").next().unwrap()
+        })
+        .collect();
+    let all = ticks.len();
+    ticks.dedup();
+    assert_eq!(ticks.len(), all, "one run per tick: {runs}");
+}
+
+fn person(email: &str, status: &str) -> Write {
+    let fields = json!({"email": email, "status": status});
+    Write {
+        subject: Subject::new(Collection::People, RecordKey::parse(email)),
+        change: Change::Upsert {
+            fields: fields.as_object().unwrap().clone(),
+            mode: WriteMode::CreateUpdate,
+        },
+    }
+}
+
+/// A process recorded a queued run (and even finished it) but stopped before acknowledging the
+/// queue entry: the next `serve` acknowledges the entry instead of starting the run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_again() {
+    let env = Env::new().await;
+    let email = env.member_email().await;
+    let config = env.config(None);
+    {
+        let store = Store::open(&env.data_dir()).unwrap();
+        let client = Client::new(config.presets.clone(), config.credentials.clone()).unwrap();
+        let engine = Engine::new(
+            &store,
+            client,
+            config.vars.clone(),
+            EngineOptions::default(),
+        )
+        .unwrap();
+        let triggers = Triggers::load_dir(&env.workflows(), &config.presets, &config.vars).unwrap();
+        let records = RecordStore::open(&store).unwrap();
+        let now = chrono::Utc::now();
+        records
+            .write(&[person(&email, "active")], &triggers, now)
+            .unwrap();
+        let written = records
+            .write(&[person(&email, "terminated")], &triggers, now)
+            .unwrap();
+        assert_eq!(written[0].queued.len(), 1);
+        let queue = Queue::open(&store).unwrap();
+        let entry = queue.claim().unwrap().unwrap();
+        let request = worker::run_request(&records, &entry).unwrap();
+        let prepared = engine
+            .prepare_file(&env.workflows().join("calendly-offboard.yaml"))
+            .unwrap();
+        let outcome = engine.run(&prepared, request).await.unwrap();
+        assert!(outcome.succeeded());
+        store.flush().await.unwrap();
+    }
+    assert_eq!(env.writes().len(), 1);
+
+    let service = env.serve().await;
+    let api = Api::new(&service);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
+    let fired: Vec<&Value> = why[0]["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["considered"].as_array().unwrap())
+        .filter(|c| c["fired"] == true)
+        .collect();
+    assert_eq!(fired[0]["run"], runs[0]["id"], "{why}");
+    service.shutdown().await.unwrap();
+}
