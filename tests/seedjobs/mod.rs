@@ -493,7 +493,7 @@ async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
         &h.config.vars.clone().into_iter().collect(),
     )
     .unwrap();
-    h.engine.set_triggers(triggers);
+    h.engine.set_triggers(std::sync::Arc::new(triggers));
     let queue = blockyard::trigger::Queue::open(h.engine.records().store()).unwrap();
     assert!(queue.is_empty());
     // The invite saves onto a person not stored yet: the record is created through the records

@@ -254,12 +254,12 @@ impl Engine {
 
     /// Sets the workflows whose record triggers a run's record writes evaluate (a save by one
     /// workflow can start another); [`Triggers::none`] until called.
-    pub fn set_triggers(&self, triggers: Triggers) {
+    pub fn set_triggers(&self, triggers: Arc<Triggers>) {
         *self
             .inner
             .triggers
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(triggers);
+            .unwrap_or_else(|e| e.into_inner()) = triggers;
     }
 
     /// The triggers record writes evaluate.

@@ -51,6 +51,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/replay", post(replay_run))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/blocks/{block}/approve", post(approve_block))
+        .route("/runs/{id}/blocks/{block}/reject", post(reject_block))
         .with_state(shared)
 }
 
@@ -69,6 +71,9 @@ impl From<ExecError> for ApiError {
         match err {
             ExecError::UnknownRun { id } => ApiError::not_found(format!("no run `{id}`")),
             err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
+            err @ ExecError::NotWaiting { .. } => {
+                ApiError::new(StatusCode::CONFLICT, err.to_string())
+            }
             err => internal(err),
         }
     }
@@ -408,6 +413,33 @@ async fn replay_run(
         "replay": run,
     }))
     .into_response())
+}
+
+/// `POST /api/runs/{id}/blocks/{block}/approve`: approve a block waiting for approval; the run
+/// continues, and the answer is the run with its steps once it stops again.
+async fn approve_block(
+    State(shared): State<Arc<Shared>>,
+    Path((id, block)): Path<(String, String)>,
+) -> ApiResult {
+    decide(&shared, &id, &block, true).await
+}
+
+/// `POST /api/runs/{id}/blocks/{block}/reject`: reject it; the block fails and `on_failure` routes.
+async fn reject_block(
+    State(shared): State<Arc<Shared>>,
+    Path((id, block)): Path<(String, String)>,
+) -> ApiResult {
+    decide(&shared, &id, &block, false).await
+}
+
+async fn decide(shared: &Shared, id: &str, block: &str, approve: bool) -> ApiResult {
+    let id = run_id(id)?;
+    let outcome = if approve {
+        shared.engine.approve(id, block).await?
+    } else {
+        shared.engine.reject(id, block).await?
+    };
+    Ok(Json(run_json(&outcome.run, &outcome.steps)?).into_response())
 }
 
 async fn cancel_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {

@@ -292,6 +292,8 @@ impl Service {
         let client = Client::new(config.presets.clone(), config.credentials.clone())?;
         let engine = Engine::new(&store, client, config.vars.clone(), config.engine)?;
         let workflows = Workflows::load(&config.workflows, &engine, &config.vars)?;
+        // A save by one workflow can start another: run writes evaluate the loaded triggers.
+        engine.set_triggers(workflows.triggers.clone());
         let records = RecordStore::open(&store)?;
         let queue = Queue::open(&store)?;
         let shared = Arc::new(Shared {
@@ -377,6 +379,7 @@ impl Service {
             &self.config.vars,
         )?;
         let count = workflows.len();
+        self.shared.engine.set_triggers(workflows.triggers.clone());
         *self
             .shared
             .workflows
