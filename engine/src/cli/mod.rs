@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod approve;
 mod call;
 mod cancel;
+mod demo;
 mod graph;
 mod history;
 mod presets;
@@ -33,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole product against simulated vendors, in one command (start here).
+    Demo(demo::DemoArgs),
     /// Check workflow files and print every error as FILE:LINE:COL: error: MESSAGE.
     Validate(validate::ValidateArgs),
     /// Draw a workflow's graph as mermaid (the default) or Graphviz dot.
@@ -113,6 +116,7 @@ impl PresetArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Schema(args) => schema::run(args),

@@ -36,6 +36,8 @@ use crate::replay::{replay, ReplayOptions};
 use crate::service::Shared;
 use crate::store::history::RunFilter;
 use crate::store::StoreError;
+use crate::trigger::scheduler::{Clock, Scheduler};
+use crate::trigger::WorkflowName;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -47,6 +49,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/triggers/why", get(why))
         .route("/workflows", get(list_workflows))
         .route("/workflows/{name}/runs", post(start_run))
+        .route("/workflows/{name}/tick", post(tick))
         .route("/runs", get(list_runs))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/replay", post(replay_run))
@@ -266,6 +269,38 @@ struct StartRun {
     /// Answer when the run has finished, with its steps.
     #[serde(default)]
     wait: bool,
+}
+
+/// `POST /api/workflows/{name}/tick`: fire a scheduled workflow's schedule now, as a tick would
+/// (one run per matching record, or one run), without waiting for its cron time.
+async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let workflows = shared.workflows();
+    let triggers = workflows.triggers().clone();
+    let workflow = WorkflowName::new(name.as_str());
+    if !triggers.scheduled().any(|(n, ..)| *n == workflow) {
+        return Err(ApiError::not_found(format!(
+            "no scheduled workflow `{name}` is loaded; `GET /api/workflows` lists them"
+        )));
+    }
+    let scheduler = Scheduler::new(
+        shared.records.clone(),
+        shared.queue.clone(),
+        triggers,
+        Clock::system(),
+    );
+    let fired = scheduler.fire(&workflow, chrono::Utc::now())?;
+    shared.store.flush().await?;
+    shared.wake.notify_one();
+    let queued: Vec<String> = fired.queued.iter().map(ToString::to_string).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "workflow": name,
+            "tick": fired.tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "queued": queued,
+        })),
+    )
+        .into_response())
 }
 
 async fn start_run(
