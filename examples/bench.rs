@@ -5,6 +5,9 @@
 //! a plain reqwest loop sending the same GET at the same concurrency; then the engine overhead
 //! per API block (run time minus time inside the HTTP call), and the resident memory with 10,000
 //! runs in flight (against a sandbox that answers after 2 s, so they are all in flight at once).
+//! Each throughput phase also prints how many `History::durable` calls and sled flushes it took
+//! per run (how well the group commit coalesces). The first phase's engine, store and sandbox are
+//! dropped before the memory phase, so the memory figures are those of the 10,000 runs.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,15 +146,29 @@ fn main() {
         println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw |");
         println!("|---|---|---|---|");
         let mut overheads = Vec::new();
+        let mut commits = Vec::new();
         for (concurrency, total) in [(1, 100), (64, 3_000), (1_000, 10_000)] {
             let raw = raw_rate(&url, concurrency, total).await;
+            let before = engine.history().commit_stats();
             let (rate, overhead, durable) =
                 engine_rate(&engine, &prepared, concurrency, total).await;
+            let after = engine.history().commit_stats();
             println!(
                 "| {concurrency} | {rate:.0} | {raw:.0} | {:.0} % |",
                 100.0 * rate / raw
             );
             overheads.push((concurrency, overhead, durable));
+            commits.push((
+                concurrency,
+                (after.calls - before.calls) as f64 / total as f64,
+                (after.flushes - before.flushes) as f64 / total as f64,
+            ));
+        }
+        println!();
+        println!("| runs in flight | durable calls per run | sled flushes per run |");
+        println!("|---|---|---|");
+        for (concurrency, calls, flushes) in commits {
+            println!("| {concurrency} | {calls:.2} | {flushes:.3} |");
         }
         println!();
         println!("| runs in flight | overhead median | overhead p99 | of which durable wait, median | p99 |");
@@ -166,6 +183,7 @@ fn main() {
             );
         }
         sandbox.shutdown().await;
+        drop((engine, prepared, dir));
 
         // 10,000 runs in flight at once: the sandbox answers after 2 s.
         let slow = Sandbox::start(SandboxConfig {
