@@ -688,3 +688,69 @@ impl History {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_record(status: RunStatus) -> RunRecord {
+        let id = RunId::new();
+        RunRecord {
+            id,
+            workflow: "w".to_owned(),
+            file: "w.yaml".to_owned(),
+            snapshot: "0".repeat(16),
+            trigger: RunTrigger::manual(),
+            subject: None,
+            vars: Map::new(),
+            status,
+            mode: RunMode::Live,
+            created_at: id.created_at(),
+            started_at: None,
+            finished_at: None,
+            replay_of: None,
+            from_block: None,
+            error: None,
+            pruned: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_flushes_and_each_sees_its_writes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let history = history.clone();
+                tokio::spawn(async move {
+                    let run = run_record(RunStatus::Succeeded);
+                    history.put_run(&run).unwrap();
+                    history.durable().await.unwrap();
+                    run.id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+        let stats = history.commit_stats();
+        assert_eq!(stats.calls, 64);
+        assert!(
+            (1..=8).contains(&stats.flushes),
+            "64 concurrent callers took {} flushes",
+            stats.flushes
+        );
+        // A caller with nothing new still gets a flush of its own (its ticket is not covered).
+        history.durable().await.unwrap();
+        assert_eq!(history.commit_stats().flushes, stats.flushes + 1);
+        drop(history);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        for id in ids {
+            assert!(history.run(id).unwrap().is_some());
+        }
+    }
+}
