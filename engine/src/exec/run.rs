@@ -125,7 +125,12 @@ pub(crate) async fn execute(
         if persist {
             history.put_run(&record)?;
         }
-        let resumed = resumed.unwrap_or_default();
+        let mut resumed = resumed.unwrap_or_default();
+        // One step per block in the common case: no regrowth while the run is in flight.
+        let blocks = prepared.workflow.graph.node_count();
+        resumed
+            .steps
+            .reserve_exact(blocks.saturating_sub(resumed.steps.len()));
         let mut walk = Walk {
             engine: &engine,
             prepared: &prepared,
