@@ -5,6 +5,14 @@
 //! a plain reqwest loop sending the same GET at the same concurrency; then the engine overhead
 //! per API block (run time minus time inside the HTTP call), and the resident memory with 10,000
 //! runs in flight (against a sandbox that answers after 2 s, so they are all in flight at once).
+//! Each throughput phase also prints how many `History::durable` calls and sled flushes it took
+//! per run (how well the group commit coalesces).
+//!
+//! The memory phase runs in a fresh child process (this example re-run as `bench memory URL`),
+//! against a slow sandbox in this process: the figures are the engine's alone, as in production
+//! where the vendors are remote, and not the heap left over from the throughput phases nor the
+//! sandbox's own 10,000 open connections. For scale, a second child (`bench memory-raw URL`)
+//! holds 10,000 plain reqwest GETs in flight against the same sandbox: the HTTP client's floor.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,20 +24,28 @@ use blockyard::exec::{Engine, EngineOptions, Prepared, RunRequest};
 use blockyard::http::{Client, Credentials};
 use blockyard::preset::PresetRegistry;
 use blockyard::sandbox::{Sandbox, SandboxConfig};
-use blockyard::store::Store;
+use blockyard::store::{Store, StoreOptions};
 
 const WORKFLOW: &str = "name: bench\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
-fn start_engine(sandbox: &Sandbox, dir: &Path) -> (Engine, Arc<Prepared>) {
+fn start_engine(calendly_url: &str, dir: &Path) -> (Engine, Arc<Prepared>) {
     let config = Config::parse(
         Path::new("blockyard.yaml"),
         &format!(
             "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n    rate_limit_per_minute: 0\n",
-            sandbox.calendly_url()
+            calendly_url
         ),
     )
     .unwrap();
-    let store = Store::open(dir).unwrap();
+    // `BENCH_SLED_CACHE_MB` overrides the store's page cache bound, to see what it costs.
+    let mut store_options = StoreOptions::default();
+    if let Some(mb) = std::env::var("BENCH_SLED_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        store_options.cache_capacity = mb * 1024 * 1024;
+    }
+    let store = Store::open_with(dir, store_options).unwrap();
     let client = Client::new(
         Arc::new(PresetRegistry::builtin()),
         Credentials::from_config(&config),
@@ -124,12 +140,68 @@ fn memory() -> String {
         .join(", ")
 }
 
+/// `bench memory URL`: 10,000 engine runs in flight against the slow sandbox at `URL`.
+async fn memory_phase(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, prepared) = start_engine(url, dir.path());
+    println!("engine, before 10,000 runs: {}", memory());
+    let run = engine.run(&prepared, RunRequest::manual(None));
+    println!("(one run's future: {} bytes)", std::mem::size_of_val(&run));
+    drop(run);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..10_000)
+        .map(|_| engine.submit(&prepared, RunRequest::manual(None)).1)
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    println!("engine, 10,000 runs in flight: {}", memory());
+    let mut ok = 0;
+    for handle in handles {
+        if handle.await.unwrap().unwrap().succeeded() {
+            ok += 1;
+        }
+    }
+    println!(
+        "engine, after: {} ({ok} succeeded in {:?})",
+        memory(),
+        start.elapsed()
+    );
+}
+
+/// `bench memory-raw URL`: 10,000 plain reqwest GETs in flight, for scale.
+async fn memory_raw_phase(url: &str) {
+    let client = reqwest::Client::new();
+    println!("raw reqwest, before 10,000 GETs: {}", memory());
+    let handles: Vec<_> = (0..10_000)
+        .map(|_| {
+            let request = client
+                .get(format!("{url}/users/me"))
+                .header("Authorization", "Bearer bench-token-123456");
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                response.bytes().await.unwrap().len()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    println!("raw reqwest, 10,000 GETs in flight: {}", memory());
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    println!("raw reqwest, after: {}", memory());
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("memory") => return runtime.block_on(memory_phase(&args[2])),
+        Some("memory-raw") => return runtime.block_on(memory_raw_phase(&args[2])),
+        _ => {}
+    }
     runtime.block_on(async {
         let sandbox = Sandbox::start(SandboxConfig {
             seed_users: 5,
@@ -138,20 +210,34 @@ fn main() {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (engine, prepared) = start_engine(&sandbox, dir.path());
+        let (engine, prepared) = start_engine(&sandbox.calendly_url(), dir.path());
         let url = format!("{}/users/me", sandbox.calendly_url());
         println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw |");
         println!("|---|---|---|---|");
         let mut overheads = Vec::new();
+        let mut commits = Vec::new();
         for (concurrency, total) in [(1, 100), (64, 3_000), (1_000, 10_000)] {
             let raw = raw_rate(&url, concurrency, total).await;
+            let before = engine.history().commit_stats();
             let (rate, overhead, durable) =
                 engine_rate(&engine, &prepared, concurrency, total).await;
+            let after = engine.history().commit_stats();
             println!(
                 "| {concurrency} | {rate:.0} | {raw:.0} | {:.0} % |",
                 100.0 * rate / raw
             );
             overheads.push((concurrency, overhead, durable));
+            commits.push((
+                concurrency,
+                (after.calls - before.calls) as f64 / total as f64,
+                (after.flushes - before.flushes) as f64 / total as f64,
+            ));
+        }
+        println!();
+        println!("| runs in flight | durable calls per run | sled flushes per run |");
+        println!("|---|---|---|");
+        for (concurrency, calls, flushes) in commits {
+            println!("| {concurrency} | {calls:.2} | {flushes:.3} |");
         }
         println!();
         println!("| runs in flight | overhead median | overhead p99 | of which durable wait, median | p99 |");
@@ -166,6 +252,7 @@ fn main() {
             );
         }
         sandbox.shutdown().await;
+        drop((engine, prepared, dir));
 
         // 10,000 runs in flight at once: the sandbox answers after 2 s.
         let slow = Sandbox::start(SandboxConfig {
@@ -176,26 +263,20 @@ fn main() {
         })
         .await
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, prepared) = start_engine(&slow, dir.path());
-        println!();
-        println!("before 10,000 runs: {}", memory());
-        let start = Instant::now();
-        let handles: Vec<_> = (0..10_000)
-            .map(|_| engine.submit(&prepared, RunRequest::manual(None)).1)
-            .collect();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        println!("10,000 runs in flight: {}", memory());
-        let mut ok = 0;
-        for handle in handles {
-            if handle.await.unwrap().unwrap().succeeded() {
-                ok += 1;
-            }
+        let url = slow.calendly_url();
+        for mode in ["memory-raw", "memory"] {
+            println!();
+            let args = [mode.to_owned(), url.clone()];
+            let status = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(args)
+                    .status()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert!(status.success(), "`bench {mode}` failed");
         }
-        println!(
-            "after: {} ({ok} succeeded in {:?})",
-            memory(),
-            start.elapsed()
-        );
+        slow.shutdown().await;
     });
 }

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 use crate::support;
 
+mod paths;
+
 const TOKEN: &str = "calendly-secret-token-4242";
 
 /// A temp dir with a `blockyard.yaml` pointing at the sandbox at `base` (`http://IP:PORT`).

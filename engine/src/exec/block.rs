@@ -530,7 +530,7 @@ async fn finish(
     if task.persist {
         inner.history.put_step(&step)?;
         let wait = Instant::now();
-        inner.history.durable().await?;
+        // Flushed by the run loop before anything that depends on it starts (see `run.rs`).
         durable_wait += wait.elapsed();
     }
     tracing::debug!(status = %step.status, "block settled");

@@ -18,8 +18,9 @@
 //!
 //! # Durability
 //!
-//! Every block's step is written and made durable (group commit, see
-//! [`crate::store::history`]) before any block that depends on it starts. A write is recorded as
+//! Every block's step is written as it settles and made durable (group commit, see
+//! [`crate::store::history`]) before anything that depends on it starts: a later block's request,
+//! a save others can see, the run's final status (the precise rules are in [`run`]). A write is recorded as
 //! `sending` (its rendered request) and made durable *before* it is sent, then overwritten with
 //! its outcome; a crash therefore leaves exactly the writes whose outcome is unknown, which
 //! [`resume`] checks with the preset's probe instead of sending them blindly. Saves are written
@@ -45,6 +46,7 @@ use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
 use crate::http::Client;
+use crate::preset::ActionKind;
 use crate::records::RecordStore;
 use crate::spec::Source;
 pub use crate::store::history::{
@@ -106,6 +108,8 @@ pub struct Prepared {
     default_outputs: HashMap<NodeIndex, Vec<(String, Template)>>,
     /// Per role retrieval block: role, last activity and active templates.
     roles: HashMap<NodeIndex, RoleTemplates>,
+    /// By node index: the block calls a preset action of kind `write`.
+    writes: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -314,6 +318,7 @@ impl Engine {
         let compile = |source: &str| Template::compile(source).ok();
         let mut default_outputs = HashMap::new();
         let mut roles = HashMap::new();
+        let mut writes = vec![false; workflow.graph.node_count()];
         for node in workflow.graph.node_indices() {
             let call = match &workflow.graph[node].kind {
                 BlockKind::Api(call) => call,
@@ -335,6 +340,9 @@ impl Engine {
                 }
                 BlockKind::Begin | BlockKind::End => continue,
             };
+            writes[node.index()] = presets
+                .action(&call.preset)
+                .is_some_and(|a| a.spec.kind == ActionKind::Write);
             if call.outputs.is_empty() {
                 if let Some(action) = presets.action(&call.preset) {
                     let outputs: Vec<(String, Template)> = action
@@ -355,6 +363,7 @@ impl Engine {
             snapshot,
             default_outputs,
             roles,
+            writes,
         }
     }
 

@@ -1,4 +1,25 @@
 //! One run: the ready-set walk of the graph, settling blocks and choosing edges.
+//!
+//! # When the run flushes
+//!
+//! Steps are written to history as they settle, and made durable (one group commit, shared with
+//! every other run in flight) at the first point where something *depends* on them:
+//!
+//! 1. **A write's request.** A live write's intent (`sending`) is flushed before it leaves
+//!    (`block.rs`), and that flush covers every step and run record written before it.
+//! 2. **A later block's request.** Before an API or role retrieval block sends a read, every
+//!    API/role step settled so far in the run is flushed (unless already covered), so a vendor
+//!    never sees a request rendered from an outcome a crash could still lose.
+//! 3. **A save visible to others.** A step that saved fields onto the subject record is flushed as
+//!    soon as the run learns of it, before anything else starts.
+//! 4. **The run's final status reported to the caller.** The finished run record is written after
+//!    the last steps and one flush covers them all before the outcome is returned.
+//!
+//! Nothing else waits for a flush: `begin`, `end`, skipped blocks and the `running` run record
+//! carry nothing a crash could lose that matters (the graph recomputes them, and before any
+//! write a flush covers them anyway). A crash before a run's first flush loses a run that sent
+//! reads only; `resume` re-runs unflushed reads. So begin → read → end costs one flush per run,
+//! where it used to cost two (one after the read, one for the run record).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +37,7 @@ use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
 use super::{context, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind};
-use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
+use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// How a block settled, as later blocks and edges see it.
 #[derive(Debug, Clone)]
@@ -105,7 +126,12 @@ pub(crate) async fn execute(
         if persist {
             history.put_run(&record)?;
         }
-        let resumed = resumed.unwrap_or_default();
+        let mut resumed = resumed.unwrap_or_default();
+        // One step per block in the common case: no regrowth while the run is in flight.
+        let blocks = prepared.workflow.graph.node_count();
+        resumed
+            .steps
+            .reserve_exact(blocks.saturating_sub(resumed.steps.len()));
         let mut walk = Walk {
             engine: &engine,
             prepared: &prepared,
@@ -125,6 +151,7 @@ pub(crate) async fn execute(
             seq: resumed.next_seq,
             http: Duration::ZERO,
             durable_wait: Duration::ZERO,
+            unflushed: false,
         };
         for (node, settled) in resumed.settled {
             walk.settle(node, settled);
@@ -133,6 +160,7 @@ pub(crate) async fn execute(
         if let Some(rec) = &recording {
             if let Some(from) = &rec.from {
                 walk.reuse(&record, rec, from, persist)?;
+                walk.unflushed = persist;
             }
         }
         let mut failure: Option<String> = None;
@@ -221,6 +249,14 @@ pub(crate) async fn execute(
                                         continue;
                                     }
                                 }
+                                // Rule 2: a read is about to leave; a write flushes its own intent
+                                // (covering these steps too), offline replay sends nothing.
+                                if walk.unflushed
+                                    && record.mode != RunMode::Offline
+                                    && !prepared.writes[node.index()]
+                                {
+                                    walk.flush().await?;
+                                }
                                 let task = Task {
                                     engine: engine.clone(),
                                     prepared: prepared.clone(),
@@ -252,6 +288,12 @@ pub(crate) async fn execute(
             walk.running.remove(&done.node);
             walk.http += done.http;
             walk.durable_wait += done.durable_wait;
+            if persist {
+                walk.unflushed = true;
+                if record.mode == RunMode::Live && !done.step.saved.is_empty() {
+                    walk.flush().await?; // rule 3
+                }
+            }
             if let Some(message) = done.attention {
                 attention = Some(message);
             }
@@ -301,10 +343,9 @@ pub(crate) async fn execute(
             record.finished_at = Some(Utc::now());
         }
         if persist {
+            // Rule 4: one flush for the run record and every step not flushed yet.
             history.put_run(&record)?;
-            let wait = Instant::now();
-            history.durable().await?;
-            walk.durable_wait += wait.elapsed();
+            walk.flush().await?;
         }
         inner.cancels.clear(record.id);
         tracing::debug!(status = %record.status, "run finished");
@@ -336,9 +377,20 @@ struct Walk<'a> {
     seq: u32,
     http: Duration,
     durable_wait: Duration,
+    /// API/role steps were written since the run's last flush.
+    unflushed: bool,
 }
 
 impl Walk<'_> {
+    /// Makes every history write so far durable (group commit), timing the wait.
+    async fn flush(&mut self) -> Result<(), ExecError> {
+        let wait = Instant::now();
+        self.engine.inner.history.durable().await?;
+        self.durable_wait += wait.elapsed();
+        self.unflushed = false;
+        Ok(())
+    }
+
     fn next_seq(&mut self) -> u32 {
         let seq = self.seq;
         self.seq += 1;

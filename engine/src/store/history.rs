@@ -10,16 +10,21 @@
 //!   definition it ran, even after the file changed;
 //! - `subjects`: lowercased subject key (an email) + `0x00` + run id → empty: a person's timeline.
 //!
-//! Durability is group commit: writers put their entries, then await [`History::durable`]; while
-//! one fsync is in flight every other caller queues behind it, and the next fsync covers them all,
-//! so many runs in flight share fsyncs instead of paying one each.
+//! Durability is group commit: writers put their entries, then await [`History::durable`]. One
+//! caller at a time flushes (the leader); every caller that arrives while that flush is in flight
+//! waits for it to finish and then either finds its writes covered (they were made before the
+//! leader started) or takes the lead of the next flush, which covers everyone waiting. So at most
+//! one flush is in flight, many runs share each one, and no caller flushes twice.
+//! [`History::commit_stats`] counts the calls and the flushes, to measure how well they coalesce.
+//! A sled flush covers the whole database and sled recovers a prefix of its log, so a flush also
+//! makes durable every earlier write of any tree (a run's saves onto its subject record included).
 //!
 //! Retention ([`History::prune`]) keeps the compact run records and drops the step payloads
 //! (requests, responses, saved fields and outputs) of runs finished before a cutoff.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -406,14 +411,54 @@ impl fmt::Debug for History {
     }
 }
 
-#[derive(Default)]
 struct GroupCommit {
     /// Tickets handed out: each caller of `durable` takes the next one.
     requested: AtomicU64,
-    /// Every ticket up to this one is durable.
-    done: AtomicU64,
-    /// Held by the caller whose fsync is in flight.
-    leader: tokio::sync::Mutex<()>,
+    /// Every ticket up to this one is durable; changes wake the waiting callers.
+    done: tokio::sync::watch::Sender<u64>,
+    /// True while a leader's flush is in flight.
+    flushing: AtomicBool,
+    /// Flushes started (each one sled `flush`).
+    flushes: AtomicU64,
+}
+
+impl Default for GroupCommit {
+    fn default() -> GroupCommit {
+        GroupCommit {
+            requested: AtomicU64::new(0),
+            done: tokio::sync::watch::Sender::new(0),
+            flushing: AtomicBool::new(false),
+            flushes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Ends a leader's turn even when its future is dropped mid-flush: clears `flushing` and wakes
+/// the waiters (one of them takes the lead if its writes are not covered yet).
+struct LeaderTurn<'a> {
+    commit: &'a GroupCommit,
+    covered: Option<u64>,
+}
+
+impl Drop for LeaderTurn<'_> {
+    fn drop(&mut self) {
+        self.commit.flushing.store(false, Ordering::SeqCst);
+        let covered = self.covered;
+        self.commit.done.send_modify(|done| {
+            if let Some(covered) = covered {
+                *done = (*done).max(covered);
+            }
+        });
+    }
+}
+
+/// How many callers asked for durability and how many flushes served them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Calls of [`History::durable`].
+    pub calls: u64,
+    /// sled flushes those calls caused.
+    pub flushes: u64,
 }
 
 fn corrupt(tree: &'static str, key: &[u8], err: impl fmt::Display) -> StoreError {
@@ -467,15 +512,41 @@ impl History {
     /// concurrent caller (group commit).
     pub async fn durable(&self) -> Result<(), StoreError> {
         let commit = &self.commit;
+        let mut done = commit.done.subscribe();
         let ticket = commit.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let _leader = commit.leader.lock().await;
-        if commit.done.load(Ordering::SeqCst) >= ticket {
-            return Ok(());
+        loop {
+            if *done.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if !commit.flushing.swap(true, Ordering::SeqCst) {
+                // The leader: every ticket handed out so far had its writes made before it was
+                // taken, so this flush covers them all.
+                let mut turn = LeaderTurn {
+                    commit,
+                    covered: None,
+                };
+                let covered = commit.requested.load(Ordering::SeqCst);
+                commit.flushes.fetch_add(1, Ordering::Relaxed);
+                self.store.flush().await?;
+                turn.covered = Some(covered);
+                drop(turn);
+                continue;
+            }
+            // A flush is in flight: wait for it to end (the sender lives as long as `self`).
+            if done.changed().await.is_err() {
+                return Err(StoreError::Io {
+                    message: "the history closed while waiting for a flush".to_owned(),
+                });
+            }
         }
-        let covered = commit.requested.load(Ordering::SeqCst);
-        self.store.flush().await?;
-        commit.done.fetch_max(covered, Ordering::SeqCst);
-        Ok(())
+    }
+
+    /// Calls of [`History::durable`] and flushes so far (shared by every clone of this history).
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            calls: self.commit.requested.load(Ordering::Relaxed),
+            flushes: self.commit.flushes.load(Ordering::Relaxed),
+        }
     }
 
     /// Stores a workflow's text and returns its hash (a no-op when already stored).
@@ -625,5 +696,71 @@ impl History {
             report.runs += 1;
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_record(status: RunStatus) -> RunRecord {
+        let id = RunId::new();
+        RunRecord {
+            id,
+            workflow: "w".to_owned(),
+            file: "w.yaml".to_owned(),
+            snapshot: "0".repeat(16),
+            trigger: RunTrigger::manual(),
+            subject: None,
+            vars: Map::new(),
+            status,
+            mode: RunMode::Live,
+            created_at: id.created_at(),
+            started_at: None,
+            finished_at: None,
+            replay_of: None,
+            from_block: None,
+            error: None,
+            pruned: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_flushes_and_each_sees_its_writes_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let history = history.clone();
+                tokio::spawn(async move {
+                    let run = run_record(RunStatus::Succeeded);
+                    history.put_run(&run).unwrap();
+                    history.durable().await.unwrap();
+                    run.id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap());
+        }
+        let stats = history.commit_stats();
+        assert_eq!(stats.calls, 64);
+        assert!(
+            (1..=8).contains(&stats.flushes),
+            "64 concurrent callers took {} flushes",
+            stats.flushes
+        );
+        // A caller with nothing new still gets a flush of its own (its ticket is not covered).
+        history.durable().await.unwrap();
+        assert_eq!(history.commit_stats().flushes, stats.flushes + 1);
+        drop(history);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        for id in ids {
+            assert!(history.run(id).unwrap().is_some());
+        }
     }
 }

@@ -50,6 +50,33 @@ pub enum StoreError {
     },
 }
 
+/// How a [`Store`] opens its sled database.
+///
+/// The defaults are what every command uses: a bounded page cache (sled's own default is 1 GiB,
+/// which a long-running `serve` grows into), `HighThroughput` mode (less segment compaction
+/// work on the write path, at the price of some disk space), and sled's background flush every
+/// 500 ms kept as a backstop for writers that do not flush themselves (the run history always
+/// flushes explicitly, see [`history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most memory sled's page cache may use, in bytes.
+    pub cache_capacity: u64,
+    /// Optimise sled for write throughput rather than disk space.
+    pub high_throughput: bool,
+    /// sled's background flush interval; `None` turns it off.
+    pub flush_every_ms: Option<u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            cache_capacity: 64 * 1024 * 1024,
+            high_throughput: true,
+            flush_every_ms: Some(500),
+        }
+    }
+}
+
 /// The database of one data dir. Cheap to clone (sled handles are reference-counted).
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -58,18 +85,32 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with the default [`StoreOptions`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
             dir: dir.to_owned(),
             source: sled::Error::Io(err),
         })?;
+        let config = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(options.cache_capacity)
+            .mode(if options.high_throughput {
+                sled::Mode::HighThroughput
+            } else {
+                sled::Mode::LowSpace
+            })
+            .flush_every_ms(options.flush_every_ms);
         // sled releases its lock when its background flusher exits after the last handle drops,
         // so reopening a dir in the same process can briefly see it held: retry for up to 500 ms
         // before saying another process has it.
         let mut attempts = 0;
         let db = loop {
-            match sled::Config::new().path(dir.join("db")).open() {
+            match config.open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
                     attempts += 1;
