@@ -295,13 +295,31 @@ impl JsonTemplate {
 handlebars_helper!(json_helper: |v: Json| v.to_string());
 handlebars_helper!(lower_helper: |s: str| s.to_lowercase());
 handlebars_helper!(upper_helper: |s: str| s.to_uppercase());
-handlebars_helper!(default_helper: |v: Json, fallback: Json| {
-    match v {
-        Value::Null => fallback.clone(),
-        Value::String(s) if s.is_empty() => fallback.clone(),
-        other => other.clone(),
+/// `{{default VALUE FALLBACK}}`: FALLBACK when VALUE is missing, null or "". Written by hand (not
+/// with `handlebars_helper!`) because strict mode must let this one helper see a missing value.
+struct DefaultHelper;
+
+impl handlebars::HelperDef for DefaultHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, RenderError> {
+        let fallback = h.param(1).map(|p| p.value().clone()).unwrap_or(Value::Null);
+        let value = match h.param(0) {
+            Some(p) if !p.is_value_missing() => match p.value() {
+                Value::Null => fallback,
+                Value::String(s) if s.is_empty() => fallback,
+                other => other.clone(),
+            },
+            _ => fallback,
+        };
+        Ok(handlebars::ScopedJson::Derived(value))
     }
-});
+}
+
 handlebars_helper!(urlencode_helper: |s: Json| {
     let text = match s { Value::String(s) => s.clone(), other => other.to_string() };
     utf8_percent_encode(&text, SEGMENT).to_string()
@@ -374,7 +392,7 @@ impl TemplateEngine {
             hbs.register_helper("json", Box::new(json_helper));
             hbs.register_helper("lower", Box::new(lower_helper));
             hbs.register_helper("upper", Box::new(upper_helper));
-            hbs.register_helper("default", Box::new(default_helper));
+            hbs.register_helper("default", Box::new(DefaultHelper));
             hbs.register_helper("urlencode", Box::new(urlencode_helper));
             hbs.register_helper("last_segment", Box::new(last_segment_helper));
             hbs.register_helper("now", Box::new(now_helper));
@@ -568,11 +586,13 @@ mod tests {
     #[test]
     fn helpers_work() {
         let engine = TemplateEngine::new();
-        let t = Template::compile("{{last_segment org}} {{lower e}} {{default missing \"x\"}}")
-            .unwrap();
+        let t = Template::compile(
+            "{{last_segment org}} {{lower e}} {{default missing \"x\"}} {{default absent \"y\"}}",
+        )
+        .unwrap();
         let out = engine
             .render(&t, &ctx(json!({"org": "https://api.calendly.com/organizations/ABC", "e": "A@B.COM", "missing": null})))
             .unwrap();
-        assert_eq!(out, "ABC a@b.com x");
+        assert_eq!(out, "ABC a@b.com x y");
     }
 }

@@ -685,3 +685,152 @@ async fn webex_offboard_deletes_the_user_once() {
     assert!(stored["webex_deleted_at"].is_string());
     assert!(stored["webex_status"].is_string());
 }
+
+/// Deletes a Webex person at the vendor (as an admin would), outside any workflow.
+async fn remove_webex_person(h: &Harness, id: &str) {
+    let status = reqwest::Client::new()
+        .delete(format!("{}/people/{id}", h.sb.webex_url()))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_ingest_downloads_every_person_and_deactivates_one_removed_at_the_vendor() {
+    let h = Harness::seeded(5).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let first = h.run("webex-ingest.yaml", None).await;
+    assert_eq!(first.run.status, RunStatus::Succeeded, "{:#?}", first.steps);
+    assert_eq!(
+        step(&first, "people").outputs["new"],
+        5,
+        "{:?}",
+        step(&first, "people").outputs
+    );
+    let key = format!("webex/{email}");
+    let record = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(record["webex_user_id"], json!(id));
+    assert_eq!(record["app"], "webex");
+    assert_eq!(status(&record), "active");
+    assert_eq!(record["last_activity"], person["lastActivity"]);
+
+    remove_webex_person(&h, id).await;
+    let second = h.run("webex-ingest.yaml", None).await;
+    let outputs = &step(&second, "people").outputs;
+    assert_eq!(outputs["deactivated"], 1);
+    assert_eq!(outputs["lists"]["deactivated"], json!([key]));
+    assert_eq!(
+        status(&h.record(Collection::SaasUsers, &key).unwrap()),
+        "deactivated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_role_daily_writes_role_and_activity_and_deactivates_a_removed_person() {
+    let h = Harness::seeded(4).await;
+    let ingest = h.run("webex-ingest.yaml", None).await;
+    assert_eq!(ingest.run.status, RunStatus::Succeeded);
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let key = format!(
+        "webex/{}",
+        person["emails"][0].as_str().unwrap().to_lowercase()
+    );
+    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
+
+    let run = h
+        .run(
+            "webex-role-daily.yaml",
+            subject("saas_users", &key, record.clone()),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(step(&run, "role").outputs["found"], true);
+    let stored = h.record(Collection::SaasUsers, &key).unwrap();
+    let expected_role = if person["roles"].as_array().is_some_and(|r| !r.is_empty()) {
+        "admin"
+    } else {
+        "user"
+    };
+    assert_eq!(stored["role"], expected_role);
+    assert_eq!(status(&stored), "active");
+
+    remove_webex_person(&h, id).await;
+    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
+    let run = h
+        .run("webex-role-daily.yaml", subject("saas_users", &key, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(step(&run, "role").outputs["found"], false);
+    assert_eq!(
+        status(&h.record(Collection::SaasUsers, &key).unwrap()),
+        "deactivated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_create_creates_the_person_once_and_saves_the_webex_id() {
+    let h = Harness::seeded(2).await;
+    let email = "new.hire@example.com";
+    let record = json!({"email": email, "name": "New Hire", "first_name": "New", "last_name": "Hire", "department": "Sales", "status": "active"});
+    let run = h
+        .run("webex-create.yaml", subject("people", email, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    assert_eq!(h.count("POST", "/webex/v1/people"), 1);
+    let stored = h.record(Collection::People, email).unwrap();
+    let id = stored["webex_user_id"].as_str().unwrap().to_owned();
+    let found: Value = reqwest::get(format!("{}/people?email={email}", h.sb.webex_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"][0]["id"], json!(id));
+    assert_eq!(found["items"][0]["displayName"], "New Hire");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendly_user_details_saves_the_user_organization_and_membership_ids() {
+    let h = Harness::seeded(3).await;
+    let (email, membership, _) = h.member().await;
+    let run = h
+        .run(
+            "calendly-user-details.yaml",
+            subject(
+                "people",
+                &email,
+                json!({"email": email, "status": "active"}),
+            ),
+        )
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let last = |uri: &str| uri.rsplit('/').next().unwrap().to_owned();
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert_eq!(
+        stored["calendly_organization_membership_id"],
+        json!(last(&membership))
+    );
+    assert_eq!(
+        stored["calendly_organization_id"],
+        json!(last(&h.sb.organization_uri()))
+    );
+    let user: Value = reqwest::get(format!(
+        "{}/users/{}",
+        h.sb.calendly_url(),
+        stored["calendly_user_id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        user["resource"]["email"].as_str().unwrap().to_lowercase(),
+        email
+    );
+}
