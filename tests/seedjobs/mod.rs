@@ -834,3 +834,52 @@ async fn calendly_user_details_saves_the_user_organization_and_membership_ids() 
         email
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_idle_cancels_when_the_vendor_shows_activity_after_the_user_was_flagged() {
+    let h = Harness::seeded(8).await;
+    // A Webex person the vendor saw recently, whom the local record still thinks is idle.
+    let people: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let person = people["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["lastActivity"]
+                .as_str()
+                .is_some_and(|at| blockyard::rules::days_since(at) < 30)
+        })
+        .expect("a recently active person")
+        .clone();
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let key = format!("webex/{email}");
+    let old = "2020-01-01T00:00:00Z";
+    let record = json!({"app": "webex", "email": email, "webex_user_id": id, "status": "active",
+                        "last_activity": old, "created_at": old});
+    let run = h
+        .run("reclaim-idle.yaml", subject("saas_users", &key, record))
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let taken: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.status != history::StepStatus::Skipped)
+        .map(|s| s.block.as_str())
+        .collect();
+    assert_eq!(taken, ["begin", "webex_activity", "keep_webex", "end"]);
+    assert_eq!(h.count("DELETE", id), 0);
+    let stored = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(stored["reclaim_decision"], "cancelled");
+    assert_eq!(
+        stored["reclaim_reason"],
+        "activity seen after the user was flagged"
+    );
+    assert_eq!(stored["last_activity"], person["lastActivity"]);
+    assert_eq!(status(&stored), "active");
+}
