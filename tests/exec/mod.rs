@@ -356,3 +356,54 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
     let _ = sandbox.kill();
     let _ = sandbox.wait();
 }
+
+/// Approval waits durably: the process that reached `approval: required` exits, and a new process
+/// approves and finishes the run, sending the delete exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_outlives_the_process_that_asked_for_it() {
+    let sb = sandbox(Duration::ZERO).await;
+    let env = Env::new(&base(&sb), &sb.organization_uri());
+    env.write(
+        "blockyard.yaml",
+        &format!(
+            "data_dir: data\ncredentials:\n  scim:\n    vendor: scim\n    auth: bearer\n    token: ${{CALENDLY_TEST_TOKEN}}\n    base_url: {}\n",
+            sb.scim_url()
+        ),
+    );
+    let users = get(&format!("{}/Users?count=1", sb.scim_url())).await;
+    let email = users["Resources"][0]["userName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scim_id = users["Resources"][0]["id"].as_str().unwrap().to_owned();
+    let asked = env.json(&[
+        "run",
+        &workflow("scim-provision.yaml"),
+        "--record",
+        &format!("email={email}"),
+        "--record",
+        "name=Leaving Person",
+        "--record",
+        "status=terminated",
+        "--json",
+    ]);
+    assert_eq!(asked["status"], "waiting_approval", "{asked:#}");
+    assert!(writes(&sb).is_empty(), "{:?}", writes(&sb));
+    let id = asked["id"].as_str().unwrap();
+
+    let (code, stdout, stderr) = env.run(&["approve", id, "delete"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(writes(&sb), [format!("DELETE /scim/v2/Users/{scim_id}")]);
+    let shown = env.json(&["history", "show", id, "--json"]);
+    assert_eq!(shown["status"], "succeeded", "{shown:#}");
+    // Approving again is refused, and sends nothing.
+    let (code, _, stderr) = env.run(&["approve", id, "delete"]);
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!("error: run `{id}` is not waiting for approval of block `delete`; `blockyard history show {id}` shows where it is\n")
+        )
+    );
+    assert_eq!(writes(&sb).len(), 1);
+}
