@@ -536,3 +536,19 @@ fn a_thousand_wide_fan_out_compiles_and_a_broken_one_reports_each_block() {
         "fan.yaml:1005:3: error: block `b999` has no path to `end`; give it a `next` or `on_failure` that leads to `end`"
     );
 }
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    // The read end is closed before the command starts, so its first write fails (as in
+    // `blockyard presets list | head -0`): no panic message, the status a shell shows for SIGPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_blockyard"))
+        .args(["presets", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(stderr(&out), "");
+}
