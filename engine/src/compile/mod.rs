@@ -747,7 +747,6 @@ impl<'a> Compiler<'a> {
         }
         let into = self.option(
             Site::new(id, &["collect", "into"]),
-            "collect.into",
             &spec.into,
             &Collection::NAMES,
             Collection::parse,
@@ -756,7 +755,6 @@ impl<'a> Compiler<'a> {
             None => Some(ImportMode::default()),
             Some(m) => self.option(
                 Site::new(id, &["collect", "mode"]),
-                "collect.mode",
                 m,
                 &ImportMode::NAMES,
                 ImportMode::parse,
@@ -766,7 +764,6 @@ impl<'a> Compiler<'a> {
             None => Some(Missing::default()),
             Some(m) => self.option(
                 Site::new(id, &["collect", "missing"]),
-                "collect.missing",
                 m,
                 &Missing::NAMES,
                 Missing::parse,
@@ -809,7 +806,6 @@ impl<'a> Compiler<'a> {
     fn option<T>(
         &mut self,
         site: Site<'_>,
-        key: &str,
         found: &str,
         names: &[&'static str],
         parse: fn(&str) -> Option<T>,
@@ -820,7 +816,7 @@ impl<'a> Compiler<'a> {
                 &site.yaml(),
                 Some(site.block),
                 CompileErrorKind::UnknownValue {
-                    key: key.to_owned(),
+                    key: site.label(),
                     found: found.to_owned(),
                     expected: names.to_vec(),
                     suggestion: suggest(found, names.iter().copied()),
