@@ -178,25 +178,15 @@ pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
             return Ok(BlockDone {
                 node: task.node,
                 step: StepRecord {
-                    run: task.run,
-                    seq: task.seq,
-                    block: block.id.to_string(),
-                    kind: block.kind.name().to_owned(),
-                    preset: None,
-                    write: false,
-                    status: StepStatus::Succeeded,
-                    attempts: 0,
-                    inputs: None,
-                    request: None,
-                    response: None,
-                    saved: Map::new(),
-                    outputs: Map::new(),
-                    error: None,
-                    note: None,
-                    started_at: now,
                     finished_at: Some(now),
-                    duration_us: 0,
-                    http_us: 0,
+                    ..StepRecord::new(
+                        task.run,
+                        task.seq,
+                        block.id.as_str(),
+                        block.kind.name(),
+                        StepStatus::Succeeded,
+                        now,
+                    )
                 },
                 settled: Settled {
                     status: StepStatus::Succeeded,
@@ -238,25 +228,16 @@ async fn api(
         .action(&call.preset)
         .is_some_and(|a| a.spec.kind == ActionKind::Write);
     let mut step = StepRecord {
-        run: task.run,
-        seq: task.seq,
-        block: block.id.to_string(),
-        kind: block.kind.name().to_owned(),
         preset: Some(call.preset.to_string()),
         write,
-        status: StepStatus::Failed,
-        attempts: 0,
-        inputs: None,
-        request: None,
-        response: None,
-        saved: Map::new(),
-        outputs: Map::new(),
-        error: None,
-        note: None,
-        started_at: Utc::now(),
-        finished_at: None,
-        duration_us: 0,
-        http_us: 0,
+        ..StepRecord::new(
+            task.run,
+            task.seq,
+            block.id.as_str(),
+            block.kind.name(),
+            StepStatus::Failed,
+            Utc::now(),
+        )
     };
     let mut http = Duration::ZERO;
     let mut durable_wait = Duration::ZERO;

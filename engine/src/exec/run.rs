@@ -460,26 +460,17 @@ impl Walk<'_> {
     ) -> StepRecord {
         let now = Utc::now();
         let block = &self.prepared.workflow.graph[node];
+        let seq = self.next_seq();
         StepRecord {
-            run: record.id,
-            seq: self.next_seq(),
-            block: block.id.to_string(),
-            kind: block.kind.name().to_owned(),
-            preset: None,
-            write: false,
-            status,
-            attempts: 0,
-            inputs: None,
-            request: None,
-            response: None,
-            saved: Map::new(),
-            outputs: Map::new(),
-            error: None,
-            note: None,
-            started_at: now,
             finished_at: Some(now),
-            duration_us: 0,
-            http_us: 0,
+            ..StepRecord::new(
+                record.id,
+                seq,
+                block.id.as_str(),
+                block.kind.name(),
+                status,
+                now,
+            )
         }
     }
 

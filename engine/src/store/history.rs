@@ -374,6 +374,40 @@ pub struct StepRecord {
     pub http_us: u64,
 }
 
+impl StepRecord {
+    /// A step of `block` with nothing recorded yet: no call, no response, no saves, started `at`.
+    pub fn new(
+        run: RunId,
+        seq: u32,
+        block: &str,
+        kind: &str,
+        status: StepStatus,
+        at: DateTime<Utc>,
+    ) -> StepRecord {
+        StepRecord {
+            run,
+            seq,
+            block: block.to_owned(),
+            kind: kind.to_owned(),
+            preset: None,
+            write: false,
+            status,
+            attempts: 0,
+            inputs: None,
+            request: None,
+            response: None,
+            saved: Map::new(),
+            outputs: Map::new(),
+            error: None,
+            note: None,
+            started_at: at,
+            finished_at: None,
+            duration_us: 0,
+            http_us: 0,
+        }
+    }
+}
+
 /// Which runs `history list` shows.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
