@@ -1,7 +1,7 @@
 //! `blockyard records import|list|show|delete`: the record collections from the command line.
 //!
-//! Also home of the data-dir resolution every store-using command shares ([`DataDirArgs`]) and of
-//! the workflow loading that record writes trigger ([`TriggerArgs`]).
+//! Also home of the workflow loading that record writes trigger ([`TriggerArgs`]); the data dir
+//! and config come from [`CommonArgs`], as for every store-using command.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -16,42 +16,8 @@ use blockyard::records::{
 use blockyard::store::Store;
 use blockyard::trigger::Triggers;
 
+use super::run::CommonArgs;
 use super::PresetArgs;
-
-/// Where the store is: `--data-dir`, else `data_dir` of `./blockyard.yaml`, else `./.blockyard`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DataDirArgs {
-    /// The data directory (default: `data_dir` from `./blockyard.yaml`, else `./.blockyard`).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-impl DataDirArgs {
-    /// The directory, and the configuration when `./blockyard.yaml` exists.
-    ///
-    /// A `blockyard.yaml` that exists but does not load is an error rather than a silent fallback
-    /// to `./.blockyard`: writing records into a store the configuration does not name would look
-    /// like lost data.
-    pub fn resolve(&self) -> anyhow::Result<(PathBuf, Option<Config>)> {
-        let config = if Path::new("blockyard.yaml").exists() {
-            Some(Config::find(None)?)
-        } else {
-            None
-        };
-        let dir = match (&self.data_dir, &config) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(config)) => config.data_dir.clone(),
-            (None, None) => PathBuf::from(".blockyard"),
-        };
-        Ok((dir, config))
-    }
-
-    /// Opens the store.
-    pub fn open(&self) -> anyhow::Result<(Store, Option<Config>)> {
-        let (dir, config) = self.resolve()?;
-        Ok((Store::open(&dir)?, config))
-    }
-}
 
 /// Which workflows record writes may start.
 #[derive(Debug, Clone, clap::Args)]
@@ -139,7 +105,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     triggers: TriggerArgs,
     #[command(flatten)]
-    data_dir: DataDirArgs,
+    common: CommonArgs,
 }
 
 /// `--mode`, spelt as the workflow language spells it.
@@ -169,7 +135,7 @@ pub struct ListArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    data_dir: DataDirArgs,
+    common: CommonArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,7 +146,7 @@ pub struct ShowArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    data_dir: DataDirArgs,
+    common: CommonArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,7 +157,7 @@ pub struct DeleteArgs {
     #[command(flatten)]
     triggers: TriggerArgs,
     #[command(flatten)]
-    data_dir: DataDirArgs,
+    common: CommonArgs,
 }
 
 pub fn run(command: RecordsCommand) -> anyhow::Result<ExitCode> {
@@ -214,7 +180,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open `{}`", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (store, config) = args.data_dir.open()?;
+    let (store, config) = args.common.open()?;
     let triggers = args.triggers.load(config.as_ref())?;
     let records = RecordStore::open(&store)?;
     let collection = Collection::from(args.collection);
@@ -278,7 +244,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = args.data_dir.open()?;
+    let (store, _) = args.common.open()?;
     let records = RecordStore::open(&store)?;
     let collection = Collection::from(args.collection);
     if args.json {
@@ -302,17 +268,17 @@ fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn find(
-    data_dir: &DataDirArgs,
+    common: &CommonArgs,
     collection: Collection,
     key: &str,
 ) -> anyhow::Result<(Store, Subject)> {
-    let (store, _) = data_dir.open()?;
+    let (store, _) = common.open()?;
     Ok((store, Subject::new(collection, RecordKey::parse(key))))
 }
 
 fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let collection = Collection::from(args.collection);
-    let (store, subject) = find(&args.data_dir, collection, &args.key)?;
+    let (store, subject) = find(&args.common, collection, &args.key)?;
     let Some(fields) = RecordStore::open(&store)?.get(&subject)? else {
         eprintln!(
             "error: no {} record `{}`; `blockyard records list {}` shows them",
@@ -337,7 +303,7 @@ fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let collection = Collection::from(args.collection);
-    let (store, config) = args.data_dir.open()?;
+    let (store, config) = args.common.open()?;
     let subject = Subject::new(collection, RecordKey::parse(&args.key));
     let triggers = args.triggers.load(config.as_ref())?;
     let written = RecordStore::open(&store)?.write(

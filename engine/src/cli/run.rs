@@ -42,7 +42,7 @@ pub struct RunArgs {
     json: bool,
 }
 
-/// `--config` and `--data-dir`, shared by the run and history commands.
+/// `--config` and `--data-dir`, shared by every command that opens the store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// The configuration file (default: ./blockyard.yaml when it exists).
@@ -69,10 +69,16 @@ impl CommonArgs {
             .unwrap_or_else(|| PathBuf::from(".blockyard"))
     }
 
-    /// The config, the store and an engine over it.
-    pub fn engine(&self) -> anyhow::Result<(Option<Config>, Engine)> {
+    /// The store (and the config it came from, when there is one).
+    pub fn open(&self) -> anyhow::Result<(Store, Option<Config>)> {
         let config = self.config()?;
         let store = Store::open(&self.data_dir(config.as_ref()))?;
+        Ok((store, config))
+    }
+
+    /// The config, the store and an engine over it.
+    pub fn engine(&self) -> anyhow::Result<(Option<Config>, Engine)> {
+        let (store, config) = self.open()?;
         let credentials = config
             .as_ref()
             .map(Credentials::from_config)

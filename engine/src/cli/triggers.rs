@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use blockyard::records::RecordStore;
 use blockyard::trigger::{load_workflows, TraceEntry};
 
-use super::records::DataDirArgs;
+use super::run::CommonArgs;
 use super::PresetArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -35,7 +35,7 @@ pub struct WhyArgs {
     #[command(flatten)]
     presets: PresetArgs,
     #[command(flatten)]
-    data_dir: DataDirArgs,
+    common: CommonArgs,
 }
 
 pub fn run(command: TriggersCommand) -> anyhow::Result<ExitCode> {
@@ -45,7 +45,7 @@ pub fn run(command: TriggersCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = args.data_dir.open()?;
+    let (store, _) = args.common.open()?;
     let records = RecordStore::open(&store)?;
     let wanted = args.subject.trim().to_lowercase();
     let subjects: Vec<_> = records
