@@ -112,7 +112,7 @@ impl RuleEngine {
                 ast: Arc::new(ast),
             })
             .map_err(|err| RhaiError {
-                message: lowercase_first(&err.err_type().to_string()),
+                message: crate::template::lowercase_first(&err.err_type().to_string()),
                 line: err.position().line(),
                 column: err.position().position(),
             })
@@ -137,14 +137,6 @@ pub fn parse_instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     }
     let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     Some(date.and_hms_opt(0, 0, 0)?.and_utc())
-}
-
-fn lowercase_first(message: &str) -> String {
-    let mut chars = message.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// A structured rule operator.
@@ -319,7 +311,7 @@ impl RuleEngine {
                 },
             },
             Err(err) => Evaluation::Error {
-                message: lowercase_first(&err.to_string()),
+                message: crate::template::lowercase_first(&err.to_string()),
             },
         }
     }

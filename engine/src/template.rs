@@ -18,7 +18,7 @@ use handlebars::{
     handlebars_helper, Context, Handlebars, Path as HbsPath, RenderContext, RenderError,
     Renderable, StringOutput,
 };
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 /// Characters escaped in a path segment: everything but unreserved characters (RFC 3986).
@@ -158,8 +158,12 @@ fn simple_path(text: &str) -> Option<&str> {
 }
 
 fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or_default().trim();
-    let mut chars = line.chars();
+    lowercase_first(message.lines().next().unwrap_or_default().trim())
+}
+
+/// A library's message in our style: its first letter lowercased (`Unexpected '='` → `unexpected '='`).
+pub(crate) fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
@@ -504,16 +508,6 @@ pub fn lookup<'a, S: AsRef<str>>(value: &'a Value, path: &[S]) -> Option<&'a Val
         }
     })
 }
-
-/// Characters escaped in query values by [`urlencode`]-style helpers (kept for callers that build
-/// query strings by hand; reqwest encodes queries itself).
-pub const QUERY: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'&')
-    .add(b'+')
-    .add(b'=');
 
 #[cfg(test)]
 mod tests {

@@ -213,17 +213,9 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_owned(),
         _ if text.trim().is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
-        _ => lowercase_first(text.trim()),
+        _ => crate::template::lowercase_first(text.trim()),
     };
     ApiError::new(status, message).into_response()
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much of a token matched.
