@@ -194,6 +194,11 @@ collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.miss
         "exclude_without_records",
         r#"exclude_without_records.yaml:6:5: error: `exclude` leaves out records, so it needs `records:` in block `begin`"#,
     ),
+    (
+        "misspelt_blocks",
+        r#"misspelt_blocks.yaml:1:1: error: missing key `blocks` in the workflow
+misspelt_blocks.yaml:2:1: error: unknown key `blokcs` in the workflow; did you mean `blocks`?"#,
+    ),
 ];
 
 #[test]

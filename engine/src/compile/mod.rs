@@ -316,8 +316,9 @@ pub fn compile_source(
     source: Source,
     presets: &PresetRegistry,
 ) -> Result<Workflow, Vec<CompileError>> {
-    let (loaded, errors) = spec::load_partial(source);
+    let (loaded, mut errors) = spec::load_partial(source);
     let Some(loaded) = loaded else {
+        errors.sort_by_key(|e| e.location);
         return Err(errors);
     };
     check(&loaded, presets, errors)

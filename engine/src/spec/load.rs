@@ -133,7 +133,8 @@ struct Header {
     vars: IndexMap<String, Value>,
 }
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["name", "description", "vars", "blocks"];
+/// `blocks` is taken out before the rest of the top level is read, so serde never lists it.
+const ALSO_AT_TOP_LEVEL: &[&str] = &["blocks"];
 
 impl Loader<'_> {
     fn push(
@@ -215,7 +216,7 @@ impl Loader<'_> {
             &root,
             None,
             "the workflow",
-            &TOP_LEVEL_KEYS,
+            ALSO_AT_TOP_LEVEL,
         )?;
         let blocks_path = root.key("blocks");
         let blocks = match blocks {
@@ -333,13 +334,13 @@ impl Loader<'_> {
         let within = String::new();
         let block = match type_name.as_str() {
             "begin" => self
-                .deserialize::<BeginSpec>(body, path, Some(id), &within, BEGIN_KEYS)
+                .deserialize::<BeginSpec>(body, path, Some(id), &within, &[])
                 .map(|b| BlockSpec::Begin(Box::new(b))),
             "api" => self
-                .deserialize::<ApiSpec>(body, path, Some(id), &within, API_KEYS)
+                .deserialize::<ApiSpec>(body, path, Some(id), &within, &[])
                 .map(|b| BlockSpec::Api(Box::new(b))),
             "role_retrieval" => self
-                .deserialize::<RoleRetrievalSpec>(body, path, Some(id), &within, ROLE_KEYS)
+                .deserialize::<RoleRetrievalSpec>(body, path, Some(id), &within, &[])
                 .map(|b| BlockSpec::RoleRetrieval(Box::new(b))),
             "end" => self
                 .deserialize::<EndSpec>(body, path, Some(id), &within, &[])
@@ -362,15 +363,15 @@ impl Loader<'_> {
     }
 
     /// Deserializes `value` (found at `path`) into `T`, reporting every unknown key (each is removed
-    /// and the value retried) and the first other error. `keys` are the keys valid at `path`, for
-    /// suggestions when serde's message does not list them.
+    /// and the value retried) and the first other error. Suggestions come from the keys serde
+    /// lists as expected, plus `also` (keys valid at `path` that were read separately).
     fn deserialize<T: DeserializeOwned>(
         &mut self,
         mut value: Yaml,
         path: &YamlPath,
         block: Option<&BlockId>,
         within: &str,
-        keys: &[&str],
+        also: &[&str],
     ) -> Option<T> {
         for _ in 0..64 {
             let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
@@ -380,28 +381,28 @@ impl Loader<'_> {
             };
             let error_path = path.join_serde(err.path());
             let message = err.inner().to_string();
-            if let Some((key, expected)) = parse_unknown_field(&message) {
-                let candidates: Vec<&str> =
-                    if expected.is_empty() && error_path.parent().as_ref() == Some(path) {
-                        keys.to_vec()
-                    } else {
-                        expected.iter().map(String::as_str).collect()
-                    };
-                let suggestion = suggest(&key, candidates);
-                let parent = error_path.parent().unwrap_or_default();
-                let within = if parent == *path {
+            // How a mapping is named in a message: the block (or workflow) itself, or its key path.
+            let name = |mapping: &YamlPath| {
+                if mapping == path {
                     within.to_owned()
                 } else {
-                    format!("`{}`", relative(&parent, path))
-                };
+                    format!("`{}`", relative(mapping, path))
+                }
+            };
+            if let Some((key, expected)) = parse_unknown_field(&message) {
+                let parent = error_path.parent().unwrap_or_default();
+                let mut candidates: Vec<&str> = expected.iter().map(String::as_str).collect();
+                if parent == *path {
+                    candidates.extend_from_slice(also);
+                }
                 self.push(
                     true,
                     &error_path,
                     block,
                     CompileErrorKind::UnknownKey {
-                        key: key.clone(),
-                        within,
-                        suggestion,
+                        suggestion: suggest(&key, candidates),
+                        key,
+                        within: name(&parent),
                     },
                 );
                 let relative_segments = &error_path.segments()[path.segments().len()..];
@@ -411,12 +412,8 @@ impl Loader<'_> {
                 continue;
             }
             if let Some(key) = parse_missing_field(&message) {
-                let within = if error_path == *path {
-                    within.to_owned()
-                } else {
-                    format!("`{}`", relative(&error_path, path))
-                };
                 // Point at the mapping's key (the block id), where the missing key belongs.
+                let within = name(&error_path);
                 self.push(
                     true,
                     &error_path,
@@ -444,37 +441,6 @@ impl Loader<'_> {
         None
     }
 }
-
-const BEGIN_KEYS: &[&str] = &[
-    "records", "on", "when", "rules", "schedule", "exclude", "next",
-];
-const API_KEYS: &[&str] = &[
-    "preset",
-    "credential",
-    "with",
-    "request",
-    "save",
-    "outputs",
-    "retry",
-    "timeout",
-    "approval",
-    "collect",
-    "next",
-    "on_failure",
-];
-const ROLE_KEYS: &[&str] = &[
-    "preset",
-    "credential",
-    "with",
-    "deactivate_missing",
-    "save",
-    "outputs",
-    "retry",
-    "timeout",
-    "approval",
-    "next",
-    "on_failure",
-];
 
 /// The edges of a block that did not load, read on their own so graph checks still see them.
 fn edges_of(fields: &serde_yaml::Mapping, key: &str) -> Targets {
