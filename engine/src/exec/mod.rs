@@ -99,7 +99,8 @@ pub enum ExecError {
 /// A compiled workflow ready to run, with its snapshot stored.
 #[derive(Debug)]
 pub struct Prepared {
-    pub workflow: Workflow,
+    /// Shared with the trigger set, which watches the same compiled workflow.
+    pub workflow: Arc<Workflow>,
     /// The workflow's YAML text, as stored in the snapshot.
     pub text: String,
     /// The snapshot's content hash.
@@ -358,7 +359,7 @@ impl Engine {
             }
         }
         Prepared {
-            workflow,
+            workflow: Arc::new(workflow),
             text,
             snapshot,
             default_outputs,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
-use crate::compile::{compile_source, CompileError, Workflow};
+use crate::compile::CompileError;
 use crate::exec::{Engine, EngineOptions, ExecError, Prepared, RunId, RunOutcome};
 use crate::http::{CallError, Client, Credentials};
 use crate::preset::PresetRegistry;
@@ -120,7 +120,7 @@ impl Workflows {
             .collect();
         files.sort();
         let mut errors: Vec<CompileError> = Vec::new();
-        let mut loaded: Vec<(Arc<Prepared>, Workflow)> = Vec::new();
+        let mut loaded: Vec<Arc<Prepared>> = Vec::new();
         for file in files {
             let source = match Source::read(&file) {
                 Ok(source) => source,
@@ -129,14 +129,15 @@ impl Workflows {
                     continue;
                 }
             };
-            let watched = match compile_source(source.clone(), engine.client().presets()) {
-                Ok(workflow) => workflow,
-                Err(mut found) => {
-                    errors.append(&mut found);
-                    continue;
-                }
-            };
-            loaded.push((engine.prepare(&source.path, source.text)?, watched));
+            // One compile per workflow: the engine's prepared form, whose workflow the triggers
+            // watch too.
+            match engine.prepare(&source.path, source.text) {
+                Ok(prepared) => loaded.push(prepared),
+                Err(ExecError::Compile {
+                    errors: mut found, ..
+                }) => errors.append(&mut found),
+                Err(err) => return Err(err.into()),
+            }
         }
         if !errors.is_empty() {
             return Err(LoadError::Invalid {
@@ -146,7 +147,7 @@ impl Workflows {
             .into());
         }
         let mut by_name: BTreeMap<String, Arc<Prepared>> = BTreeMap::new();
-        for (prepared, _) in &loaded {
+        for prepared in &loaded {
             let name = prepared.workflow.name.clone();
             if let Some(first) = by_name.get(&name) {
                 return Err(LoadError::Duplicate {
@@ -158,7 +159,7 @@ impl Workflows {
             }
             by_name.insert(name, prepared.clone());
         }
-        let triggers = Triggers::new(loaded.into_iter().map(|(_, w)| Arc::new(w)), vars);
+        let triggers = Triggers::new(loaded.iter().map(|p| p.workflow.clone()), vars);
         Ok(Workflows {
             by_name,
             triggers: Arc::new(triggers),
