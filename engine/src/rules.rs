@@ -100,6 +100,18 @@ impl RuleEngine {
         engine.set_max_expr_depths(64, 32);
         engine.set_max_call_levels(16);
         engine.register_fn("days_since", days_since);
+        engine.register_fn("days_idle", |record: rhai::Map| {
+            let field = |name: &str| {
+                record
+                    .get(name)
+                    .and_then(|v| v.clone().into_string().ok())
+                    .filter(|s| !s.is_empty())
+            };
+            days_idle(
+                field("last_activity").as_deref(),
+                field("created_at").as_deref(),
+            )
+        });
         RuleEngine { engine }
     }
 
@@ -128,6 +140,15 @@ pub fn days_since(date: &str) -> i64 {
     parse_instant(date)
         .map(|at| (chrono::Utc::now() - at).num_days())
         .unwrap_or(-1)
+}
+
+/// Days without activity, as license reclamation counts them: since `last_activity`, or since
+/// `created_at` for a user who was never active; -1 when neither is a date. rhai: `days_idle(record)`.
+pub fn days_idle(last_activity: Option<&str>, created_at: Option<&str>) -> i64 {
+    match last_activity.or(created_at) {
+        Some(date) => days_since(date),
+        None => -1,
+    }
 }
 
 /// An RFC 3339 instant or a `YYYY-MM-DD` date (taken as midnight UTC).
@@ -639,5 +660,25 @@ mod tests {
         };
         assert!(message.starts_with("function not found"), "{message}");
         assert!(!eval("record.missing == 1").matched());
+    }
+
+    #[test]
+    fn days_idle_counts_from_creation_for_users_never_active() {
+        let engine = RuleEngine::new();
+        let idle = engine.compile("days_idle(record) > 60").unwrap();
+        let eval = |record: serde_json::Value| {
+            engine
+                .eval(&idle, &to_dynamic(&record), &to_dynamic(&json!({})))
+                .matched()
+        };
+        assert!(eval(json!({"last_activity": "2020-01-01T00:00:00Z"})));
+        assert!(eval(
+            json!({"last_activity": "", "created_at": "2020-01-01"})
+        ));
+        assert!(!eval(
+            json!({"last_activity": chrono::Utc::now().to_rfc3339(), "created_at": "2020-01-01"})
+        ));
+        // Neither date: -1 days, never idle.
+        assert!(!eval(json!({})));
     }
 }

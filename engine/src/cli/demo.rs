@@ -504,11 +504,8 @@ impl Api {
                 continue;
             };
             let record = self.get(&format!("/records/saas_users/{key}")).await?;
-            let when = record["last_activity"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .or_else(|| record["created_at"].as_str());
-            if when.is_some_and(|w| blockyard::rules::days_since(w) > days) {
+            let date = |name: &str| record[name].as_str().filter(|s| !s.is_empty());
+            if blockyard::rules::days_idle(date("last_activity"), date("created_at")) > days {
                 if let Some(email) = record["email"].as_str() {
                     idle.push(email.to_owned());
                 }
