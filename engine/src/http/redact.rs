@@ -18,17 +18,26 @@ pub const REDACTED: &str = "[redacted]";
 /// they are still redacted by name.
 const MIN_SECRET_LEN: usize = 6;
 
-/// True for a header, query parameter or JSON key whose value is a secret.
+/// True for a header, query parameter or JSON key whose value is a secret (ASCII case-insensitive;
+/// no allocation, it runs for every key of every response body).
 pub fn is_sensitive_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || [
+    const EXACT: [&str; 4] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+    ];
+    const WORDS: [&str; 6] = [
         "token", "secret", "password", "api-key", "api_key", "apikey",
-    ]
-    .iter()
-    .any(|word| name.contains(word))
+    ];
+    let name = name.as_bytes();
+    EXACT
+        .iter()
+        .any(|e| name.eq_ignore_ascii_case(e.as_bytes()))
+        || WORDS.iter().any(|word| {
+            name.windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+        })
 }
 
 /// The known secret values, shared by every clone of a client.
@@ -53,14 +62,19 @@ impl Redactor {
 
     /// `text` with every known secret replaced.
     pub fn text(&self, text: &str) -> String {
-        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         let mut out = text.to_owned();
+        self.text_in_place(&mut out);
+        out
+    }
+
+    /// Replaces every known secret in `text` (allocates only when one is found).
+    pub fn text_in_place(&self, text: &mut String) {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         for secret in secrets.iter() {
-            if out.contains(&**secret) {
-                out = out.replace(&**secret, REDACTED);
+            if text.contains(&**secret) {
+                *text = text.replace(&**secret, REDACTED);
             }
         }
-        out
     }
 
     /// A header value: by name, then by value.
@@ -74,24 +88,39 @@ impl Redactor {
 
     /// A JSON value: sensitive keys by name, every string by value.
     pub fn json(&self, value: &Value) -> Value {
-        match value {
-            Value::String(s) => Value::String(self.text(s)),
-            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(v)).collect()),
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = if is_sensitive_name(k) && !v.is_null() {
-                            Value::String(REDACTED.to_owned())
-                        } else {
-                            self.json(v)
-                        };
-                        (k.clone(), v)
-                    })
-                    .collect(),
-            ),
-            other => other.clone(),
+        let mut value = value.clone();
+        self.json_in_place(&mut value);
+        value
+    }
+
+    /// Redacts a JSON value where it is, as [`Redactor::json`] does (a response body is redacted
+    /// once, when it arrives, without a copy).
+    pub fn json_in_place(&self, value: &mut Value) {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        redact_value(&secrets, value);
+    }
+}
+
+fn redact_value(secrets: &[Arc<str>], value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            for secret in secrets {
+                if s.contains(&**secret) {
+                    *s = s.replace(&**secret, REDACTED);
+                }
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_value(secrets, v)),
+        Value::Object(fields) => {
+            for (k, v) in fields.iter_mut() {
+                if is_sensitive_name(k) && !v.is_null() {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_value(secrets, v);
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -111,5 +140,21 @@ mod tests {
             r.json(&json!({"access_token": "abc", "m": ["s3cr3t-token"], "n": 1})),
             json!({"access_token": REDACTED, "m": [REDACTED], "n": 1})
         );
+    }
+
+    #[test]
+    fn sensitive_names_ignore_ascii_case() {
+        for name in [
+            "Authorization",
+            "SET-COOKIE",
+            "X-Api-Key",
+            "refresh_Token",
+            "clientSecret",
+        ] {
+            assert!(is_sensitive_name(name), "{name}");
+        }
+        for name in ["email", "cookies_enabled", "keyboard", "tok"] {
+            assert!(!is_sensitive_name(name), "{name}");
+        }
     }
 }
