@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ulid::Ulid;
 
-use super::{trees, Store, StoreError};
+use super::{timestamp, trees, Store, StoreError};
 
 /// A run's id: a ULID, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +80,8 @@ impl FromStr for RunId {
 
 impl Serialize for RunId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let mut buf = [0u8; ulid::ULID_LEN];
+        s.serialize_str(self.0.array_to_str(&mut buf))
     }
 }
 
@@ -261,10 +262,19 @@ pub struct RunRecord {
     pub status: RunStatus,
     #[serde(default)]
     pub mode: RunMode,
+    #[serde(serialize_with = "timestamp::serialize")]
     pub created_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "timestamp::option"
+    )]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "timestamp::option"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// The run this one replays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,8 +373,13 @@ pub struct StepRecord {
     /// Something worth knowing that is not an error (a probe's verdict, a held-back write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    #[serde(serialize_with = "timestamp::serialize")]
     pub started_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "timestamp::option"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// Wall time of the block, in microseconds.
     #[serde(default)]

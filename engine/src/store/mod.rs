@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub mod history;
 pub mod queue;
 pub mod records;
+mod timestamp;
 
 /// Names of the trees, in one place.
 pub mod trees {
