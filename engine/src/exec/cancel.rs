@@ -3,12 +3,14 @@
 //! Two ways to ask, because sled lets one process hold a data dir: inside the process (the API,
 //! `serve`), [`Cancels::request`] sets an in-memory flag; from another process (`blockyard cancel`
 //! while `blockyard run` holds the store), a marker file `DATA_DIR/cancel/RUN_ID` is dropped and
-//! the executor looks for it before starting each block. A block already sending finishes first:
+//! the executor looks for it before starting each block (it reads the marker dir at most every
+//! 100 ms, so a marker is seen within that). A block already sending finishes first:
 //! cancellation never leaves a write with an unknown outcome.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::store::history::RunId;
 
@@ -24,11 +26,17 @@ pub fn request_by_marker(data_dir: &Path, run: RunId) -> std::io::Result<()> {
     std::fs::write(dir.join(run.to_string()), b"")
 }
 
+/// How often the marker dir is read again: a cancel from another process is seen within this
+/// (between steps, as always), and a run no longer costs a file lookup per block.
+const SCAN_EVERY: Duration = Duration::from_millis(100);
+
 /// The cancel requests of one engine.
 #[derive(Debug)]
 pub(crate) struct Cancels {
     flags: Mutex<HashSet<RunId>>,
     dir: PathBuf,
+    /// The markers found by the last read of `dir`, and when it was read.
+    markers: Mutex<(Option<Instant>, HashSet<RunId>)>,
 }
 
 impl Cancels {
@@ -36,6 +44,7 @@ impl Cancels {
         Cancels {
             flags: Mutex::default(),
             dir: marker_dir(data_dir),
+            markers: Mutex::default(),
         }
     }
 
@@ -51,15 +60,40 @@ impl Cancels {
             let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
             !flags.is_empty() && flags.contains(&run)
         };
-        flagged || self.dir.join(run.to_string()).exists()
+        if flagged {
+            return true;
+        }
+        let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
+        if markers.0.is_none_or(|at| at.elapsed() >= SCAN_EVERY) {
+            *markers = (Some(Instant::now()), self.scan());
+        }
+        markers.1.contains(&run)
     }
 
-    /// Forgets a finished run's request.
+    /// The run ids of the marker files (none when the dir does not exist).
+    fn scan(&self) -> HashSet<RunId> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return HashSet::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Forgets a finished run's request (and removes its marker, when one was seen).
     pub(crate) fn clear(&self, run: RunId) {
         self.flags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&run);
-        let _ = std::fs::remove_file(self.dir.join(run.to_string()));
+        let marked = self
+            .markers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .remove(&run);
+        if marked {
+            let _ = std::fs::remove_file(self.dir.join(run.to_string()));
+        }
     }
 }
