@@ -38,7 +38,7 @@ use crate::compile::Collection;
 use crate::compile::{ApiCall, BlockKind, RetrySettings};
 use crate::config::CredentialName;
 use crate::http::{CallError, CallOptions, RetryPolicy};
-use crate::preset::{ActionKind, PresetId};
+use crate::preset::PresetId;
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
 use crate::template::{JsonTemplate, Template, TemplateEngine};
@@ -78,6 +78,8 @@ pub(crate) struct Answer {
     pub attempts: u32,
     /// A list action's items, every page's.
     pub items: Option<Vec<Value>>,
+    /// The body's size on the wire, when it came from the wire.
+    pub wire_len: Option<usize>,
 }
 
 enum Called {
@@ -119,18 +121,29 @@ pub(crate) fn render_map(
     Ok(out)
 }
 
-fn answer_of(response: &crate::http::Response, attempts: u32) -> Answer {
+/// A response as an answer, moved (its body is already redacted by the client).
+fn answer_of(response: crate::http::Response, attempts: u32) -> Answer {
     Answer {
         status: response.status,
         headers: response
             .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
             .collect(),
-        body: response.body.clone(),
+        body: response.body,
         attempts,
-        items: response.items.clone(),
+        items: response.items,
+        wire_len: Some(response.wire_len),
     }
+}
+
+/// Runs `f` with the run context wrapped as a handlebars [`Context`], without copying it (the
+/// context goes in and comes back out).
+fn with_context<R>(context: &mut Value, f: impl FnOnce(&Context) -> R) -> R {
+    let mut hb = Context::from(std::mem::take(context));
+    let out = f(&hb);
+    *context = std::mem::take(hb.data_mut());
+    out
 }
 
 /// The recorded answer of a block, for offline replay.
@@ -147,6 +160,7 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
         body: r.body.clone(),
         attempts: step.attempts,
         items: None,
+        wire_len: None,
     });
     match (step.status, answer) {
         (StepStatus::Succeeded, Some(answer)) if role && answer.status == 404 => {
@@ -213,20 +227,19 @@ pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
 }
 
 async fn api(
-    task: Task,
+    mut task: Task,
     call: &ApiCall,
     role: bool,
     deactivate_missing: bool,
 ) -> Result<BlockDone, ExecError> {
-    let engine = &task.engine;
+    // Shared handles (the task itself lends its context to the renderings below).
+    let (engine, prepared) = (task.engine.clone(), task.prepared.clone());
+    let engine = &engine;
     let inner = &engine.inner;
     let client = &inner.client;
-    let block = &task.prepared.workflow.graph[task.node];
+    let block = &prepared.workflow.graph[task.node];
     let t0 = Instant::now();
-    let write = client
-        .presets()
-        .action(&call.preset)
-        .is_some_and(|a| a.spec.kind == ActionKind::Write);
+    let write = prepared.writes[task.node.index()];
     let mut step = StepRecord {
         preset: Some(call.preset.to_string()),
         write,
@@ -249,11 +262,12 @@ async fn api(
         return finish(task, step, None, None, http, durable_wait, t0).await;
     }
     let redactor = client.redactor();
-    let context_hb = Context::from(task.context.clone());
     let credential = CredentialName::new(call.credential.clone());
+    let given = with_context(&mut task.context, |hb| {
+        render_map(&inner.templates, &call.with, hb)
+    });
     let prepared = (|| {
-        let given = render_map(&inner.templates, &call.with, &context_hb)
-            .map_err(|m| format!("cannot render `with` {m}"))?;
+        let given = given.map_err(|m| format!("cannot render `with` {m}"))?;
         let inputs = client
             .resolve_inputs(&call.preset, &given, &task.context)
             .map_err(|e| e.to_string())?;
@@ -272,7 +286,9 @@ async fn api(
             if role {
                 role_inputs = inputs.clone();
             }
-            step.inputs = Some(redactor.json(&Value::Object(inputs.clone())));
+            let mut shown = Value::Object(inputs.clone());
+            redactor.json_in_place(&mut shown);
+            step.inputs = Some(shown);
             step.request = serde_json::to_value(&request).ok();
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
@@ -291,21 +307,25 @@ async fn api(
                     }
                     let options = call_options(&call.retry, call.timeout);
                     let sent = Instant::now();
+                    // A merge changes the body it sends: the request is recorded again after it.
+                    let merged = request.merge_read.is_some();
                     let result = client
-                        .call(&call.preset, &credential, &inputs, &options)
+                        .send_rendered(&call.preset, &credential, request, &options)
                         .await;
                     http = sent.elapsed();
                     match result {
                         Ok(exchange) => {
-                            step.request = serde_json::to_value(&exchange.request).ok();
-                            Called::Ok(answer_of(&exchange.response, exchange.attempts))
+                            if merged {
+                                step.request = serde_json::to_value(&exchange.request).ok();
+                            }
+                            Called::Ok(answer_of(exchange.response, exchange.attempts))
                         }
                         Err(CallError::NotFound { response, .. }) => {
-                            Called::NotFound(answer_of(&response, 1))
+                            Called::NotFound(answer_of(*response, 1))
                         }
                         Err(err) => Called::Failed {
                             message: redactor.text(&err.to_string()),
-                            answer: err.response().map(|r| answer_of(r, 1)),
+                            answer: err.response().cloned().map(|r| answer_of(r, 1)),
                         },
                     }
                 }
@@ -313,8 +333,8 @@ async fn api(
         }
     };
     let (answer, outcome) = match called {
-        Called::Ok(answer) => {
-            let mut result = outcome_of(&task, call, role, &answer);
+        Called::Ok(mut answer) => {
+            let mut result = outcome_of(&mut task, call, role, &mut answer);
             if role {
                 if let Ok((outputs, saved)) = &mut result {
                     let activity = activity(&task, call, &role_inputs, &answer).await;
@@ -413,40 +433,62 @@ pub(crate) type Fields = Map<String, Value>;
 
 /// Outputs and saves of a successful call, rendered over the context plus the response.
 pub(crate) fn outcome_of(
-    task: &Task,
+    task: &mut Task,
     call: &ApiCall,
     role: bool,
-    answer: &Answer,
+    answer: &mut Answer,
 ) -> Result<(Fields, Fields), String> {
-    let templates = &task.engine.inner.templates;
-    let mut context = task.context.clone();
-    if let Value::Object(fields) = &mut context {
-        fields.insert("response".to_owned(), answer.body.clone());
+    // The call's own `response`, `status` and `headers` join the context for the rendering and
+    // go back to the answer after it (moved, not copied).
+    if let Value::Object(fields) = &mut task.context {
+        fields.insert("response".to_owned(), std::mem::take(&mut answer.body));
         fields.insert("status".to_owned(), Value::from(answer.status));
-        fields.insert("headers".to_owned(), Value::Object(answer.headers.clone()));
+        let headers = std::mem::take(&mut answer.headers);
+        fields.insert("headers".to_owned(), Value::Object(headers));
     }
-    let hb = Context::from(context);
+    let (engine, prepared, node) = (&task.engine, &task.prepared, task.node);
+    let result = with_context(&mut task.context, |hb| {
+        render_outcome(engine, prepared, node, call, role, hb)
+    });
+    if let Value::Object(fields) = &mut task.context {
+        if let Some(Value::Object(headers)) = fields.shift_remove("headers") {
+            answer.headers = headers;
+        }
+        fields.shift_remove("status");
+        answer.body = fields.shift_remove("response").unwrap_or(Value::Null);
+    }
+    result
+}
+
+fn render_outcome(
+    engine: &Engine,
+    prepared: &Prepared,
+    node: NodeIndex,
+    call: &ApiCall,
+    role: bool,
+    hb: &Context,
+) -> Result<(Fields, Fields), String> {
+    let templates = &engine.inner.templates;
     let mut outputs = if call.outputs.is_empty() {
         let mut outputs = Map::new();
-        if let Some(defaults) = task.prepared.default_outputs.get(&task.node) {
+        if let Some(defaults) = prepared.default_outputs.get(&node) {
             for (key, template) in defaults {
-                if let Ok(value) = templates.render_value(template, &hb) {
+                if let Ok(value) = templates.render_value(template, hb) {
                     outputs.insert(key.clone(), value);
                 }
             }
         }
         outputs
     } else {
-        render_map(templates, &call.outputs, &hb)
-            .map_err(|m| format!("cannot render output {m}"))?
+        render_map(templates, &call.outputs, hb).map_err(|m| format!("cannot render output {m}"))?
     };
     let mut saved =
-        render_map(templates, &call.save, &hb).map_err(|m| format!("cannot render save {m}"))?;
+        render_map(templates, &call.save, hb).map_err(|m| format!("cannot render save {m}"))?;
     if role {
-        if let Some(spec) = task.prepared.roles.get(&task.node) {
+        if let Some(spec) = prepared.roles.get(&node) {
             let get = |t: &Option<crate::template::Template>| {
                 t.as_ref()
-                    .and_then(|t| templates.render_value(t, &hb).ok())
+                    .and_then(|t| templates.render_value(t, hb).ok())
                     .filter(|v| !v.is_null() && v.as_str() != Some(""))
             };
             let found_role = get(&spec.role);
@@ -484,20 +526,17 @@ async fn finish(
     answer: Option<Answer>,
     attention: Option<String>,
     http: Duration,
-    mut durable_wait: Duration,
+    durable_wait: Duration,
     t0: Instant,
 ) -> Result<BlockDone, ExecError> {
     let inner = &task.engine.inner;
-    let redactor = inner.client.redactor();
     let http_status = answer.as_ref().map(|a| a.status);
-    let body = answer
-        .as_ref()
-        .map(|a| a.body.clone())
-        .unwrap_or(Value::Null);
+    let mut body = Value::Null;
     if let Some(answer) = answer {
         step.attempts = answer.attempts;
-        let (kept, truncated) =
-            context::cap_body(&redactor.json(&answer.body), inner.options.body_cap);
+        // The body is redacted already (by the client, or in the recording it comes from).
+        body = answer.body;
+        let (kept, truncated) = context::cap_body(&body, answer.wire_len, inner.options.body_cap);
         step.response = Some(StepResponse {
             status: answer.status,
             headers: answer.headers,
@@ -509,10 +548,8 @@ async fn finish(
     step.duration_us = t0.elapsed().as_micros() as u64;
     step.http_us = http.as_micros() as u64;
     if task.persist {
-        inner.history.put_step(&step)?;
-        let wait = Instant::now();
         // Flushed by the run loop before anything that depends on it starts (see `run.rs`).
-        durable_wait += wait.elapsed();
+        inner.history.put_step(&step)?;
     }
     tracing::debug!(status = %step.status, "block settled");
     let settled = Settled {

@@ -14,13 +14,13 @@ use crate::rules::Condition;
 pub(crate) fn build(
     record: &Value,
     vars: &Map<String, Value>,
-    blocks: &Map<String, Value>,
+    blocks: Map<String, Value>,
     run: &Value,
 ) -> Value {
     let mut context = Map::with_capacity(4);
     context.insert("record".to_owned(), record.clone());
     context.insert("vars".to_owned(), Value::Object(vars.clone()));
-    context.insert("blocks".to_owned(), Value::Object(blocks.clone()));
+    context.insert("blocks".to_owned(), Value::Object(blocks));
     context.insert("run".to_owned(), run.clone());
     Value::Object(context)
 }
@@ -61,11 +61,18 @@ pub(crate) fn eval(condition: &Condition, context: &Value) -> Result<bool, Strin
 
 /// A body as history keeps it: unchanged when its JSON text fits in `cap` bytes, else the first
 /// `cap` bytes of that text as a string, flagged truncated.
-pub(crate) fn cap_body(body: &Value, cap: usize) -> (Value, bool) {
+///
+/// `wire_len` is the body's size as it arrived. Written again as compact JSON (and redacted) a
+/// body grows by well under 4 times (a float such as `1e5` becomes `100000.0`, a redacted
+/// value `[redacted]`), so a body that came in under a quarter of the cap is kept without
+/// measuring; otherwise its length is counted without writing the text out, and only a body
+/// over the cap is serialized.
+pub(crate) fn cap_body(body: &Value, wire_len: Option<usize>, cap: usize) -> (Value, bool) {
     let small = match body {
         Value::Null | Value::Bool(_) | Value::Number(_) => true,
         Value::String(s) => s.len() <= cap,
-        _ => false,
+        _ if wire_len.is_some_and(|n| n.saturating_mul(4) <= cap) => true,
+        _ => json_len(body) <= cap,
     };
     if small {
         return (body.clone(), false);
@@ -81,6 +88,23 @@ pub(crate) fn cap_body(body: &Value, cap: usize) -> (Value, bool) {
     (Value::String(text[..end].to_owned()), true)
 }
 
+/// The length of a value's compact JSON text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
+    count.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,11 +112,21 @@ mod tests {
 
     #[test]
     fn bodies_over_the_cap_are_truncated_on_a_char_boundary() {
-        let (kept, truncated) = cap_body(&json!({"a": 1}), 64);
+        let (kept, truncated) = cap_body(&json!({"a": 1}), None, 64);
         assert_eq!((kept, truncated), (json!({"a": 1}), false));
-        let (kept, truncated) = cap_body(&json!({"name": "ééééé"}), 12);
+        let (kept, truncated) = cap_body(&json!({"name": "ééééé"}), None, 12);
         assert!(truncated);
         assert_eq!(kept, json!("{\"name\":\"é"));
+        // Under a quarter of the cap on the wire: kept unmeasured; else measured and capped.
+        assert_eq!(
+            cap_body(&json!({"a": 1}), Some(7), 28),
+            (json!({"a": 1}), false)
+        );
+        let body = json!({"list": [1, 2, 3, 4, 5, 6, 7, 8]});
+        assert_eq!(
+            cap_body(&body, Some(26), 20),
+            (json!("{\"list\":[1,2,3,4,5,6"), true)
+        );
     }
 
     #[test]

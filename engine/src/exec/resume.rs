@@ -78,15 +78,15 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         if step.status == StepStatus::Sending {
             let verdict = probe(&engine, &prepared, node, &step, &record, &run).await;
             match verdict {
-                Verdict::Done(answer) => {
-                    let task = Task {
+                Verdict::Done(mut answer) => {
+                    let mut task = Task {
                         engine: engine.clone(),
                         prepared: prepared.clone(),
                         node,
                         run: run.id,
                         seq: step.seq,
                         mode: run.mode,
-                        context: context::build(&record, &run.vars, &Map::new(), &Value::Null),
+                        context: context::build(&record, &run.vars, Map::new(), &Value::Null),
                         subject: None,
                         persist: true,
                         recording: None,
@@ -97,7 +97,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         BlockKind::Begin | BlockKind::End => None,
                     };
                     if let Some(Ok((outputs, saved))) =
-                        call.map(|c| outcome_of(&task, c, false, &answer))
+                        call.map(|c| outcome_of(&mut task, c, false, &mut answer))
                     {
                         step.outputs = outputs;
                         if let Some(subject) = &run.subject {
@@ -211,7 +211,7 @@ async fn probe(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let context = context::build(record, &run.vars, &Map::new(), &Value::Null);
+    let context = context::build(record, &run.vars, Map::new(), &Value::Null);
     let credential = CredentialName::new(call.credential.clone());
     let result = async {
         let probe_action = client
@@ -258,6 +258,7 @@ async fn probe(
             body,
             attempts: 1,
             items: None,
+            wire_len: None,
         }),
         Ok(false) => Verdict::NotDone,
         Err(err) => Verdict::Unknown(format!("its probe's `done_when` failed: {err}")),

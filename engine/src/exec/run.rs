@@ -137,7 +137,6 @@ pub(crate) async fn execute(
             prepared: &prepared,
             settled: vec![None; prepared.workflow.graph.node_count()],
             running: HashSet::new(),
-            blocks: Map::new(),
             subject: resumed.record.unwrap_or_else(|| {
                 record
                     .subject
@@ -367,8 +366,6 @@ struct Walk<'a> {
     prepared: &'a Prepared,
     settled: Vec<Option<Settled>>,
     running: HashSet<NodeIndex>,
-    /// `blocks` of the template context.
-    blocks: Map<String, Value>,
     /// The subject record, saves applied.
     subject: Value,
     vars: Map<String, Value>,
@@ -398,15 +395,29 @@ impl Walk<'_> {
     }
 
     fn settle(&mut self, node: NodeIndex, settled: Settled) {
-        let id = self.prepared.workflow.graph[node].id.to_string();
-        if settled.status != StepStatus::Skipped {
-            self.blocks.insert(id, settled.context());
-        }
         self.settled[node.index()] = Some(settled);
     }
 
+    /// The template context now: `blocks` holds every settled block that was not skipped. It is
+    /// built when a block starts or an edge condition needs it, not as blocks settle, so a
+    /// response no later block reads is never copied.
     fn context(&self) -> Value {
-        context::build(&self.subject, &self.vars, &self.blocks, &self.run_context)
+        let graph = &self.prepared.workflow.graph;
+        let blocks: Map<String, Value> = self
+            .settled
+            .iter()
+            .enumerate()
+            .filter_map(|(index, settled)| {
+                let settled = settled.as_ref()?;
+                (settled.status != StepStatus::Skipped).then(|| {
+                    (
+                        graph[NodeIndex::new(index)].id.to_string(),
+                        settled.context(),
+                    )
+                })
+            })
+            .collect();
+        context::build(&self.subject, &self.vars, blocks, &self.run_context)
     }
 
     /// `None` while a predecessor has not settled; else whether an edge into `node` was taken.

@@ -86,6 +86,9 @@ pub struct Response {
     /// How many pages were fetched.
     #[serde(skip)]
     pub pages: u32,
+    /// The body's size on the wire in bytes, every page's (a bound for history's body cap).
+    #[serde(skip)]
+    pub wire_len: usize,
 }
 
 /// A successful call: what was sent (the first request, for a paginated one) and what came back.
@@ -130,6 +133,7 @@ struct Raw {
     status: u16,
     headers: HeaderMap,
     body: Value,
+    len: usize,
 }
 
 impl Client {
@@ -322,8 +326,21 @@ impl Client {
         inputs: &Map<String, Value>,
         options: &CallOptions,
     ) -> Result<Exchange, CallError> {
+        let request = self.render(id, credential, inputs)?;
+        self.send_rendered(id, credential, request, options).await
+    }
+
+    /// Sends a request [`Client::render`] rendered for the same action and credential, as
+    /// [`Client::call`] does: a caller that keeps the request (the executor records it) renders
+    /// it once.
+    pub async fn send_rendered(
+        &self,
+        id: &PresetId,
+        credential: &CredentialName,
+        mut request: RenderedRequest,
+        options: &CallOptions,
+    ) -> Result<Exchange, CallError> {
         let target = self.target(id, credential)?;
-        let mut request = self.render_target(&target, target.action, inputs)?;
         let mut attempts = 0;
         if let Some(read) = request.merge_read.clone() {
             let merge = target
@@ -382,6 +399,7 @@ impl Client {
         let mut items = Vec::new();
         let mut head: Option<Response> = None;
         let mut pages = 0;
+        let mut wire_len = 0;
         loop {
             pages += 1;
             if pages > options.max_pages {
@@ -393,6 +411,7 @@ impl Client {
             let raw = self.send(target, &page, &url, options, attempts).await?;
             let headers = raw.headers.clone();
             let response = self.judge(target, raw, false)?;
+            wire_len += response.wire_len;
             let received = response.items.as_ref().map_or(0, Vec::len);
             let next = paginate::next_page(
                 style,
@@ -431,6 +450,7 @@ impl Client {
         }
         response.items = Some(items);
         response.pages = pages;
+        response.wire_len = wire_len;
         Ok(response)
     }
 
@@ -450,7 +470,7 @@ impl Client {
             &target.vendor.spec.boolean_fields,
             spec.items.as_deref(),
         );
-        let body = redactor.json(&body);
+        redactor.json_in_place(&mut body);
         let headers: IndexMap<String, String> = raw
             .headers
             .iter()
@@ -473,6 +493,7 @@ impl Client {
             body,
             items,
             pages: 1,
+            wire_len: raw.len,
         };
         let action = target.action.id.clone();
         let vendor_error = |response: &Response| {
@@ -548,7 +569,8 @@ impl Client {
             .map(|b| serde_json::to_vec(b).expect("a JSON value serializes"));
         let method = reqwest_method(request.method);
         let is_post = request.method == Method::Post;
-        let shown_url = inner.redactor.text(url);
+        // The URL as logs and errors show it, computed only when one is written.
+        let shown_url = || inner.redactor.text(url);
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
@@ -576,13 +598,14 @@ impl Client {
             }
             let sent_at = clock.now();
             let result = match builder.send().await {
-                Ok(response) => {
+                Ok(mut response) => {
                     let status = response.status().as_u16();
-                    let headers = response.headers().clone();
+                    let headers = std::mem::take(response.headers_mut());
                     match response.bytes().await {
                         Ok(bytes) => Ok(Raw {
                             status,
                             headers,
+                            len: bytes.len(),
                             body: decode(&bytes),
                         }),
                         Err(err) => Err(err),
@@ -602,7 +625,7 @@ impl Client {
                     tracing::warn!(
                         action = %target.action.id,
                         method = request.method.as_str(),
-                        url = %shown_url,
+                        url = %shown_url(),
                         attempt,
                         error = %kind,
                         "vendor call failed"
@@ -610,7 +633,7 @@ impl Client {
                     let error = CallError::Transport {
                         action: target.action.id.clone(),
                         method: request.method.as_str(),
-                        url: shown_url.clone(),
+                        url: shown_url(),
                         kind,
                         message: inner.redactor.text(&transport_message(&err)),
                     };
@@ -620,7 +643,7 @@ impl Client {
                     tracing::info!(
                         action = %target.action.id,
                         method = request.method.as_str(),
-                        url = %shown_url,
+                        url = %shown_url(),
                         status = raw.status,
                         attempt,
                         elapsed_ms = (clock.now() - sent_at).as_millis() as u64,
