@@ -26,6 +26,10 @@ use blockyard::preset::PresetRegistry;
 use blockyard::sandbox::{Sandbox, SandboxConfig};
 use blockyard::store::{Store, StoreOptions};
 
+/// The allocator the `blockyard` binary uses (see `engine/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WORKFLOW: &str = "name: bench\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
 fn start_engine(calendly_url: &str, dir: &Path) -> (Engine, Arc<Prepared>) {
@@ -190,6 +194,28 @@ async fn memory_raw_phase(url: &str) {
     println!("raw reqwest, after: {}", memory());
 }
 
+/// `bench engine [IN_FLIGHT [RUNS]]`: the engine phase alone (64 in flight, 20,000 runs by
+/// default), for a profiler.
+async fn engine_phase(args: &[String]) {
+    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let sandbox = Sandbox::start(SandboxConfig {
+        seed_users: 5,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, prepared) = start_engine(&sandbox.calendly_url(), dir.path());
+    let (rate, overhead, durable) = engine_rate(&engine, &prepared, concurrency, total).await;
+    println!(
+        "{concurrency} in flight: {rate:.0} runs/s, overhead median {:?}, of which durable wait {:?}",
+        percentile(&overhead, 0.5),
+        percentile(&durable, 0.5)
+    );
+    sandbox.shutdown().await;
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -200,6 +226,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("memory") => return runtime.block_on(memory_phase(&args[2])),
         Some("memory-raw") => return runtime.block_on(memory_raw_phase(&args[2])),
+        Some("engine") => return runtime.block_on(engine_phase(&args[2..])),
         _ => {}
     }
     runtime.block_on(async {

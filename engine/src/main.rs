@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// mimalloc instead of the system allocator: a run allocates and frees many small JSON values,
+/// and glibc's malloc took about a third of the executor's instructions (`BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     quiet_on_broken_pipe();
     cli::main()
