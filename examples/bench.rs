@@ -4,22 +4,30 @@
 //! → end workflow with durable history in a temp dir, at 1, 64 and 1,000 runs in flight, next to
 //! a plain reqwest loop sending the same GET at the same concurrency; then the engine overhead
 //! per API block (run time minus time inside the HTTP call), and the resident memory with 10,000
-//! runs in flight (against a sandbox that answers after 2 s, so they are all in flight at once).
-//! Each throughput phase also prints how many `History::durable` calls and sled flushes it took
-//! per run (how well the group commit coalesces).
+//! runs in flight (against a sandbox that answers after 2 s, so none has finished when it is
+//! read). Each throughput phase also prints how many `History::durable` calls and sled flushes it
+//! took per run (how well the group commit coalesces).
 //!
-//! The memory phase runs in a fresh child process (this example re-run as `bench memory URL`),
-//! against a slow sandbox in this process: the figures are the engine's alone, as in production
-//! where the vendors are remote, and not the heap left over from the throughput phases nor the
-//! sandbox's own 10,000 open connections. For scale, a second child (`bench memory-raw URL`)
-//! holds 10,000 plain reqwest GETs in flight against the same sandbox: the HTTP client's floor.
+//! The memory phase runs in a fresh child process (this example re-run as `bench memory URL
+//! [MAX_CONNECTIONS]`), against a slow sandbox in this process: the figures are the engine's
+//! alone, as in production where the vendors are remote, and not the heap left over from the
+//! throughput phases nor the sandbox's own open connections. It runs twice: with the default
+//! `max_connections` (64 requests open at once, the other runs waiting their turn) and with the
+//! cap off (`0`: 10,000 connections). Memory is read 1.5 s after the 10,000 runs are submitted,
+//! while none has finished; then the child sets the sandbox's latency to 0 (`POST
+//! /_sandbox/latency`) so the queued runs finish in seconds, not 10,000 / 64 × 2 s. For scale, a
+//! third child (`bench memory-raw URL`) holds 10,000 plain reqwest GETs in flight against the
+//! same sandbox: the floor of 10,000 connections.
+//!
+//! The throughput phases use the default cap too (at 1,000 in flight the engine's runs share 64
+//! connections where the raw loop opens 1,000); `BENCH_MAX_CONNECTIONS=0` lifts it there.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blockyard::config::Config;
+use blockyard::config::{Config, DEFAULT_MAX_CONNECTIONS};
 use blockyard::exec::{Engine, EngineOptions, Prepared, RunRequest};
 use blockyard::http::{Client, Credentials};
 use blockyard::preset::PresetRegistry;
@@ -32,11 +40,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WORKFLOW: &str = "name: bench\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
+/// The engine of the throughput phases: the default `max_connections` (64), or
+/// `BENCH_MAX_CONNECTIONS` (`0` lifts the cap) to see what the cap costs or buys.
 fn start_engine(calendly_url: &str, dir: &Path) -> (Engine, Arc<Prepared>) {
+    let max_connections = std::env::var("BENCH_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    start_engine_with(calendly_url, dir, max_connections)
+}
+
+/// The engine, with `max_connections` on the credential when given (`0`: no cap).
+fn start_engine_with(
+    calendly_url: &str,
+    dir: &Path,
+    max_connections: Option<u32>,
+) -> (Engine, Arc<Prepared>) {
+    let cap = max_connections
+        .map(|n| format!("    max_connections: {n}\n"))
+        .unwrap_or_default();
     let config = Config::parse(
         Path::new("blockyard.yaml"),
         &format!(
-            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n    rate_limit_per_minute: 0\n",
+            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n    rate_limit_per_minute: 0\n{cap}",
             calendly_url
         ),
     )
@@ -144,11 +169,29 @@ fn memory() -> String {
         .join(", ")
 }
 
-/// `bench memory URL`: 10,000 engine runs in flight against the slow sandbox at `URL`.
-async fn memory_phase(url: &str) {
+/// Sets the latency of the sandbox serving `calendly_url` through its control endpoint.
+async fn set_sandbox_latency(calendly_url: &str, ms: u64) {
+    let root = calendly_url.strip_suffix("/calendly").unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{root}/_sandbox/latency"))
+        .json(&serde_json::json!({ "ms": ms }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// `bench memory URL [MAX_CONNECTIONS]`: 10,000 engine runs in flight against the slow sandbox
+/// at `URL`, with `max_connections` on the credential when given.
+async fn memory_phase(url: &str, max_connections: Option<u32>) {
+    let label = match max_connections {
+        Some(0) => "engine, max_connections 0 (no cap)".to_owned(),
+        Some(n) => format!("engine, max_connections {n}"),
+        None => format!("engine, max_connections {DEFAULT_MAX_CONNECTIONS} (the default)"),
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (engine, prepared) = start_engine(url, dir.path());
-    println!("engine, before 10,000 runs: {}", memory());
+    let (engine, prepared) = start_engine_with(url, dir.path(), max_connections);
+    println!("{label}, before 10,000 runs: {}", memory());
     let run = engine.run(&prepared, RunRequest::manual(None));
     println!("(one run's future: {} bytes)", std::mem::size_of_val(&run));
     drop(run);
@@ -157,7 +200,14 @@ async fn memory_phase(url: &str) {
         .map(|_| engine.submit(&prepared, RunRequest::manual(None)).1)
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    println!("engine, 10,000 runs in flight: {}", memory());
+    let finished = handles.iter().filter(|h| h.is_finished()).count();
+    println!(
+        "{label}, 10,000 runs in flight: {} ({finished} finished so far)",
+        memory()
+    );
+    // The sandbox answers the queued runs at once from now on (those already waiting in it
+    // still take their 2 s).
+    set_sandbox_latency(url, 0).await;
     let mut ok = 0;
     for handle in handles {
         if handle.await.unwrap().unwrap().succeeded() {
@@ -165,10 +215,11 @@ async fn memory_phase(url: &str) {
         }
     }
     println!(
-        "engine, after: {} ({ok} succeeded in {:?})",
+        "{label}, after: {} ({ok} succeeded in {:?})",
         memory(),
         start.elapsed()
     );
+    assert_eq!(ok, 10_000, "every run succeeds");
 }
 
 /// `bench memory-raw URL`: 10,000 plain reqwest GETs in flight, for scale.
@@ -187,7 +238,11 @@ async fn memory_raw_phase(url: &str) {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    println!("raw reqwest, 10,000 GETs in flight: {}", memory());
+    let finished = handles.iter().filter(|h| h.is_finished()).count();
+    println!(
+        "raw reqwest, 10,000 GETs in flight: {} ({finished} finished so far)",
+        memory()
+    );
     for handle in handles {
         handle.await.unwrap();
     }
@@ -224,7 +279,10 @@ fn main() {
         .unwrap();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("memory") => return runtime.block_on(memory_phase(&args[2])),
+        Some("memory") => {
+            let max_connections = args.get(3).map(|n| n.parse().unwrap());
+            return runtime.block_on(memory_phase(&args[2], max_connections));
+        }
         Some("memory-raw") => return runtime.block_on(memory_raw_phase(&args[2])),
         Some("engine") => return runtime.block_on(engine_phase(&args[2..])),
         _ => {}
@@ -281,7 +339,8 @@ fn main() {
         sandbox.shutdown().await;
         drop((engine, prepared, dir));
 
-        // 10,000 runs in flight at once: the sandbox answers after 2 s.
+        // 10,000 runs in flight at once: the sandbox answers after 2 s (until the engine child
+        // lifts the latency to let its queued runs finish).
         let slow = Sandbox::start(SandboxConfig {
             seed_users: 5,
             latency: Duration::from_secs(2),
@@ -291,9 +350,12 @@ fn main() {
         .await
         .unwrap();
         let url = slow.calendly_url();
-        for mode in ["memory-raw", "memory"] {
+        for (mode, max_connections) in [("memory-raw", None), ("memory", None), ("memory", Some("0"))]
+        {
+            slow.set_latency(Duration::from_secs(2));
             println!();
-            let args = [mode.to_owned(), url.clone()];
+            let mut args = vec![mode.to_owned(), url.clone()];
+            args.extend(max_connections.map(str::to_owned));
             let status = tokio::task::spawn_blocking(move || {
                 std::process::Command::new(std::env::current_exe().unwrap())
                     .args(args)

@@ -823,6 +823,39 @@ async fn latency_is_added_before_every_vendor_response_but_not_control() {
 }
 
 #[tokio::test]
+async fn latency_changes_at_run_time_through_the_control_endpoint() {
+    // Started with an hour's latency: a vendor request answers at all only once it is lifted.
+    let sb = start(SandboxConfig {
+        seed_users: 1,
+        latency: Duration::from_secs(3600),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let c = Client::new();
+    let control = format!("http://{}/_sandbox/latency", sb.addr());
+    assert_eq!(
+        call(c.post(&control).json(&json!({"ms": 0}))).await,
+        (StatusCode::OK, json!({"ms": 0}))
+    );
+    let me = format!("{}/users/me", sb.calendly_url());
+    assert_eq!(call(c.get(&me)).await.0, StatusCode::OK);
+    let latency = Duration::from_millis(150);
+    sb.set_latency(latency);
+    let t = Instant::now();
+    assert_eq!(call(c.get(&me)).await.0, StatusCode::OK);
+    assert!(t.elapsed() >= latency, "answered in {:?}", t.elapsed());
+    let (status, error) = call(c.post(&control).json(&json!({"ms": -1}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid control body: "),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn injected_failures_are_seeded_and_deterministic() {
     async fn statuses(seed: u64) -> Vec<u16> {
         let sb = start(SandboxConfig {

@@ -39,6 +39,11 @@ impl fmt::Display for CredentialName {
     }
 }
 
+/// How many requests a credential keeps open at once when `max_connections` is not set: enough
+/// for a vendor's rate limit to be the bound, few enough that 10,000 runs in flight do not open
+/// 10,000 sockets.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+
 /// `blockyard.yaml`, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +94,10 @@ pub struct CredentialSpec {
     /// Free plan allows 50, its paid plans the preset's 500); `0` turns the limiter off (a sandbox).
     #[serde(default)]
     pub rate_limit_per_minute: Option<u32>,
+    /// The most requests open at once to the vendor with this credential (64 when unset); `0`
+    /// lifts the cap. Calls beyond it wait their turn and reuse the open connections.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 /// Where a secret value comes from.
@@ -204,6 +213,8 @@ pub struct CredentialConfig {
     pub token_url: Option<String>,
     /// `Some(0)`: no limiter; `Some(n)`: n requests per minute; `None`: the preset's budget.
     pub rate_limit_per_minute: Option<u32>,
+    /// `None`: no cap; `Some(n)`: at most n requests open at once (see [`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: Option<u32>,
     /// Where the credential is defined.
     pub file: PathBuf,
     pub location: Location,
@@ -269,7 +280,7 @@ impl Config {
                 .location()
                 .map(|l| Location::new(l.line() as u32, l.column() as u32))
                 .unwrap_or(Location::new(1, 1));
-            let message = crate::spec::strip_position(&err.to_string());
+            let message = crate::spec::reword(&err.to_string());
             ConfigError::Invalid {
                 file: file.to_owned(),
                 location,
@@ -315,6 +326,10 @@ impl Config {
                 base_url: cred.base_url.clone(),
                 token_url: cred.token_url.clone(),
                 rate_limit_per_minute: cred.rate_limit_per_minute,
+                max_connections: match cred.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
+                    0 => None,
+                    n => Some(n),
+                },
                 file: file.to_owned(),
                 location: at(None),
             };
@@ -449,5 +464,37 @@ mod tests {
             .unwrap()
             .token
             .is_none());
+    }
+
+    #[test]
+    fn max_connections_defaults_to_64_and_0_lifts_the_cap() {
+        let text = |extra: &str| {
+            format!("credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: t\n{extra}")
+        };
+        let cap = |extra: &str| {
+            Config::parse(Path::new("b.yaml"), &text(extra))
+                .unwrap()
+                .credentials[&CredentialName::new("calendly")]
+                .max_connections
+        };
+        assert_eq!(cap(""), Some(64));
+        assert_eq!(cap("    max_connections: 2\n"), Some(2));
+        assert_eq!(cap("    max_connections: 0\n"), None);
+        let err = |value: &str| {
+            Config::parse(
+                Path::new("b.yaml"),
+                &text(&format!("    max_connections: {value}\n")),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            err("-1"),
+            "b.yaml:6:22: credentials.calendly.max_connections: invalid type: integer `-1`, expected a whole number"
+        );
+        assert_eq!(
+            err("many"),
+            r#"b.yaml:6:22: credentials.calendly.max_connections: invalid type: string "many", expected a whole number"#
+        );
     }
 }

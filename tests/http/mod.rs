@@ -15,6 +15,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support;
 
+mod connections;
+
 /// A wiremock server standing in for all three vendors, and a client configured against it.
 struct Harness {
     server: MockServer,

@@ -23,8 +23,9 @@ some people whose last activity is long ago. On start it prints its base URLs, o
   scim http://127.0.0.1:PORT/scim/v2
 
 and serves until SIGINT or SIGTERM. Control endpoints live under /_sandbox/: GET requests (the \
-request log), GET state, POST reset, POST seed {\"users\":N,\"seed\":S}, POST \
-calendly/invitations/{uuid}/accept, POST calendly/plan {\"plan\":\"standard\"}.
+request log), GET state, POST reset, POST seed {\"users\":N,\"seed\":S}, POST latency \
+{\"ms\":N} (from the next request on), POST calendly/invitations/{uuid}/accept, POST calendly/plan \
+{\"plan\":\"standard\"}.
 
 Example:
   blockyard sandbox --listen 127.0.0.1:8089 --seed-users 50 --token secret --rate-limit 600/min"
@@ -45,7 +46,8 @@ pub struct SandboxArgs {
     /// Requests allowed per vendor per minute, as `N/min` (e.g. `600/min`); excess gets 429.
     #[arg(long, value_name = "N/min")]
     rate_limit: Option<RatePerMinute>,
-    /// Delay added before every vendor response, in milliseconds.
+    /// Delay added before every vendor response, in milliseconds (`POST /_sandbox/latency`
+    /// changes it while serving).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     latency_ms: u64,
     /// Share of vendor requests answered with 503, from 0.0 to 1.0 (seeded by `--seed`).

@@ -3,8 +3,11 @@
 //!
 //! [`Client`] is cheap to clone (an `Arc` inside) and is meant to be shared by every run: it holds
 //! one reqwest connection pool (rustls, connect and request timeouts), the compiled presets, the
-//! credentials with their OAuth2 token caches, one [`RateLimiter`] per (vendor, credential), the
-//! [`Redactor`] and the [`Clock`]. A call goes through three steps an executor can use separately:
+//! credentials with their OAuth2 token caches, one [`RateLimiter`] and one connection cap per
+//! (vendor, credential), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
+//! from sending until its body is read (`max_connections`, 64 by default), so 10,000 runs in flight
+//! share 64 pooled connections instead of opening 10,000 sockets to one vendor; waits for a retry
+//! or a 429 do not hold it. A call goes through three steps an executor can use separately:
 //!
 //! 1. [`Client::resolve_inputs`]: `with:` values, preset defaults over the workflow context, the
 //!    subject record's fields;
@@ -38,6 +41,7 @@ use indexmap::IndexMap;
 use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use self::auth::{Authorization, Credential, Credentials, Secret};
 pub use self::error::{CallError, RenderPart, TransportKind, VendorError};
@@ -116,6 +120,8 @@ struct Inner {
     redactor: Redactor,
     clock: Clock,
     limiters: Mutex<HashMap<(String, CredentialName), Arc<RateLimiter>>>,
+    /// The `max_connections` cap of each (vendor, credential) that has one.
+    connections: Mutex<HashMap<(String, CredentialName), Arc<Semaphore>>>,
 }
 
 /// One call's fixed parts.
@@ -126,6 +132,16 @@ struct Target<'a> {
     base_url: String,
     token_url: Option<String>,
     limiter: Option<Arc<RateLimiter>>,
+    /// Permits for requests open at once; `None` when the credential has no cap.
+    connections: Option<Arc<Semaphore>>,
+}
+
+impl Target<'_> {
+    /// Waits for a free connection under the credential's cap (at once when it has none).
+    async fn connection(&self) -> Option<SemaphorePermit<'_>> {
+        // The semaphore is never closed, so `acquire` fails only if it were.
+        self.connections.as_ref()?.acquire().await.ok()
+    }
 }
 
 /// A response before it is judged.
@@ -155,6 +171,9 @@ impl Client {
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
+            // `pool_max_idle_per_host` stays at reqwest's default (no limit, so never below a
+            // credential's `max_connections`): a capped credential's connections are all kept
+            // for reuse by the requests waiting for one.
             .user_agent(concat!("blockyard/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -170,6 +189,7 @@ impl Client {
                 redactor: Redactor::default(),
                 clock,
                 limiters: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -256,6 +276,19 @@ impl Client {
                 .or_insert_with(|| Arc::new(RateLimiter::new(per_minute, self.inner.clock.clone())))
                 .clone()
         });
+        let connections = cred.config.max_connections.map(|max| {
+            let mut connections = self
+                .inner
+                .connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            connections
+                .entry((vendor.spec.vendor.clone(), credential.clone()))
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS)))
+                })
+                .clone()
+        });
         Ok(Target {
             vendor,
             action,
@@ -263,6 +296,7 @@ impl Client {
             base_url,
             token_url,
             limiter,
+            connections,
         })
     }
 
@@ -596,6 +630,7 @@ impl Client {
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }
+            let connection = target.connection().await;
             let sent_at = clock.now();
             let result = match builder.send().await {
                 Ok(mut response) => {
@@ -613,6 +648,7 @@ impl Client {
                 }
                 Err(err) => Err(err),
             };
+            drop(connection);
             let (retryable, vendor_wait, outcome) = match result {
                 Err(err) => {
                     let kind = if err.is_connect() {

@@ -1,9 +1,12 @@
 //! The control endpoints under `/_sandbox/`: read the request log and the state, reset, reseed,
-//! and drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
+//! change the latency (`POST latency {"ms": N}`, for requests that arrive from then on), and
+//! drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
 //! token's user).
 //!
 //! Control requests skip the gate entirely: no token, no rate limit, no latency, no injected
 //! failures, and they are not recorded in the request log.
+
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -33,6 +36,12 @@ fn enterprise() -> CalendlyPlan {
 #[serde(deny_unknown_fields)]
 struct PlanRequest {
     plan: CalendlyPlan,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyRequest {
+    ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +98,13 @@ pub(crate) fn handle(
             }
             Err(r) => *r,
         },
+        (&Method::POST, ["latency"]) => match parse::<LatencyRequest>(body) {
+            Ok(req) => {
+                shared.set_latency(Duration::from_millis(req.ms));
+                http::json(StatusCode::OK, &json!({ "ms": req.ms }))
+            }
+            Err(r) => *r,
+        },
         (&Method::POST, ["calendly", "invitations", uuid, "accept"]) => {
             match lock(&shared.world.calendly).accept_invitation(uuid) {
                 Ok(membership) => http::json(StatusCode::OK, &membership),
@@ -117,7 +133,7 @@ pub(crate) fn handle(
         },
         _ => http::plain(
             StatusCode::NOT_FOUND,
-            "unknown control endpoint: GET requests|state, POST reset|seed|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+            "unknown control endpoint: GET requests|state, POST reset|seed|latency|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
         ),
     }
 }

@@ -11,8 +11,9 @@
 //!   bodies and headers, as documented in `shared/reference/vendor-apis.md` and
 //!   `scim-cron-reclaim.md`;
 //! - [`seed`] builds the same N people consistently across the three vendors from a seed;
-//! - [`control`] serves `/_sandbox/...`: the request log, a state dump, reset, reseed, and the
-//!   Calendly-only controls (accept an invitation, set the plan, set the acting user);
+//! - [`control`] serves `/_sandbox/...`: the request log, a state dump, reset, reseed, the
+//!   latency, and the Calendly-only controls (accept an invitation, set the plan, set the acting
+//!   user);
 //! - [`gate`] holds the rate-limit windows and the seeded failure injector, [`log`] the bounded
 //!   request log.
 //!
@@ -73,7 +74,7 @@ pub struct SandboxConfig {
     pub token: Option<String>,
     /// Requests allowed per vendor per fixed one-minute window; `None` means unlimited.
     pub rate_limit_per_min: Option<u32>,
-    /// Delay added before every vendor response.
+    /// Delay added before every vendor response (`POST /_sandbox/latency` changes it).
     pub latency: Duration,
     /// Share of vendor requests (0.0 to 1.0) answered with 503, drawn from a seeded generator.
     pub fail_rate: f64,
@@ -152,7 +153,9 @@ pub(crate) struct Shared {
     /// `http://IP:PORT`, the root every vendor URL is built from.
     pub(crate) base: String,
     pub(crate) token: Option<String>,
-    pub(crate) latency: Duration,
+    /// The delay before every vendor response, in nanoseconds (changed at run time by
+    /// `POST /_sandbox/latency`; a request already waiting keeps the delay it started with).
+    latency: AtomicU64,
     pub(crate) world: World,
     pub(crate) log: log::RequestLog,
     pub(crate) limits: gate::RateLimits,
@@ -168,6 +171,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_nanos(self.latency.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency.store(nanos, Ordering::Relaxed);
+    }
+
     /// Replaces every vendor's state with freshly seeded data and clears the request log.
     pub(crate) fn reseed(&self, users: usize, seed: u64, plan: CalendlyPlan) {
         let world = seed::build(&self.base, users, seed, plan);
@@ -221,7 +233,7 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             base,
             token: config.token.clone(),
-            latency: config.latency,
+            latency: AtomicU64::new(0),
             world: World {
                 calendly: Mutex::new(world.calendly),
                 webex: Mutex::new(world.webex),
@@ -232,6 +244,7 @@ impl Sandbox {
             faults: gate::Faults::new(config.fail_rate, config.seed),
             tracking: AtomicU64::new(0),
         });
+        shared.set_latency(config.latency);
         let router = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
@@ -286,6 +299,12 @@ impl Sandbox {
     /// Switches the Calendly plan: `Standard` makes the activity log answer 403.
     pub fn set_calendly_plan(&self, plan: CalendlyPlan) {
         lock(&self.shared.world.calendly).plan = plan;
+    }
+
+    /// Changes the delay before every vendor response from now on, as `POST /_sandbox/latency`
+    /// does (requests already waiting keep theirs).
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.set_latency(latency);
     }
 
     /// Replaces all state with `users` people seeded from `seed` and clears the request log.
@@ -357,8 +376,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             "no such sandbox route: vendors live under /calendly, /webex/v1 and /scim/v2",
         ),
         Route::Vendor(vendor, rest) => {
-            if !shared.latency.is_zero() {
-                tokio::time::sleep(shared.latency).await;
+            let latency = shared.latency();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
             }
             let tracking_id = match vendor {
                 Vendor::Webex => {

@@ -513,7 +513,7 @@ fn parse_missing_field(message: &str) -> Option<String> {
 }
 
 /// serde's wording, made to fit ours.
-fn reword(message: &str) -> String {
+pub(crate) fn reword(message: &str) -> String {
     let message = strip_position(message)
         .replace("expected u32", "expected a whole number")
         .replace("expected u64", "expected a whole number")

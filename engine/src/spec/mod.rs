@@ -28,6 +28,7 @@ pub mod location;
 mod targets;
 mod unique;
 
+pub(crate) use load::reword;
 pub use load::{load, load_partial, load_str, strip_position, BrokenBlock, LoadedSpec};
 pub use location::{Location, SourceMap, YamlPath};
 pub use targets::{StringList, TargetSpec, Targets};
