@@ -259,7 +259,7 @@ async fn api(
         step.status = StepStatus::Succeeded;
         step.outputs = role_outputs(false, Value::Null);
         step.note = Some("the subject is already deactivated: not processed".to_owned());
-        return finish(task, step, None, None, http, durable_wait, t0).await;
+        return finish(task, step, None, None, http, durable_wait, t0);
     }
     let redactor = client.redactor();
     let credential = CredentialName::new(call.credential.clone());
@@ -293,7 +293,7 @@ async fn api(
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
-                return finish(task, step, None, None, http, durable_wait, t0).await;
+                return finish(task, step, None, None, http, durable_wait, t0);
             }
             match task.mode {
                 RunMode::Offline => recorded(task.recording.as_deref(), block.id.as_str(), role),
@@ -309,9 +309,13 @@ async fn api(
                     let sent = Instant::now();
                     // A merge changes the body it sends: the request is recorded again after it.
                     let merged = request.merge_read.is_some();
-                    let result = client
-                        .send_rendered(&call.preset, &credential, request, &options)
-                        .await;
+                    let result = Box::pin(client.send_rendered(
+                        &call.preset,
+                        &credential,
+                        request,
+                        &options,
+                    ))
+                    .await;
                     http = sent.elapsed();
                     match result {
                         Ok(exchange) => {
@@ -337,7 +341,9 @@ async fn api(
             let mut result = outcome_of(&mut task, call, role, &mut answer);
             if role {
                 if let Ok((outputs, saved)) = &mut result {
-                    let activity = activity(&task, call, &role_inputs, &answer).await;
+                    // Boxed: only role retrieval reads activity, so every other block's future
+                    // does not carry room for a second call.
+                    let activity = Box::pin(activity(&task, call, &role_inputs, &answer)).await;
                     http += activity.http;
                     step.attempts += activity.attempts;
                     match activity.result {
@@ -425,7 +431,7 @@ async fn api(
             step.error = Some(message);
         }
     }
-    finish(task, step, answer, None, http, durable_wait, t0).await
+    finish(task, step, answer, None, http, durable_wait, t0)
 }
 
 /// A JSON object's fields.
@@ -520,7 +526,7 @@ fn render_outcome(
 }
 
 /// Records the settled step (durably, before anything that depends on it starts).
-async fn finish(
+fn finish(
     task: Task,
     mut step: StepRecord,
     answer: Option<Answer>,

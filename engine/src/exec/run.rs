@@ -382,7 +382,8 @@ impl Walk<'_> {
     /// Makes every history write so far durable (group commit), timing the wait.
     async fn flush(&mut self) -> Result<(), ExecError> {
         let wait = Instant::now();
-        self.engine.inner.history.durable().await?;
+        // Boxed: a run's future keeps no room for the flush while it waits on anything else.
+        Box::pin(self.engine.inner.history.durable()).await?;
         self.durable_wait += wait.elapsed();
         self.unflushed = false;
         Ok(())

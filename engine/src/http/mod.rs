@@ -384,9 +384,8 @@ impl Client {
                 .as_ref()
                 .expect("merge_read implies merge");
             let url = read.full_url();
-            let raw = self
-                .send(&target, &read, &url, options, &mut attempts)
-                .await?;
+            // Boxed, as the paging below: the common call's future carries room for one send.
+            let raw = Box::pin(self.send(&target, &read, &url, options, &mut attempts)).await?;
             let current = self.judge(&target, raw, false)?;
             let changes = request.body.take().unwrap_or(Value::Null);
             request.body = Some(request::merge(
@@ -397,8 +396,7 @@ impl Client {
             ));
         }
         let response = if target.action.spec.paginate && target.vendor.spec.pagination.is_some() {
-            self.collect_pages(&target, &request, options, &mut attempts)
-                .await?
+            Box::pin(self.collect_pages(&target, &request, options, &mut attempts)).await?
         } else {
             let url = request.full_url();
             let raw = self
@@ -611,12 +609,18 @@ impl Client {
             attempt += 1;
             *attempts += 1;
             if let Some(limiter) = &target.limiter {
-                limiter.acquire().await;
+                Box::pin(limiter.acquire()).await;
             }
-            let auth = target
-                .credential
-                .authorize(&inner.http, target.token_url.as_deref(), &inner.redactor)
-                .await?;
+            // A call waiting for a connection holds nothing built yet (10,000 runs may wait),
+            // and its token is read after the wait, not before.
+            let connection = target.connection().await;
+            // Boxed: an OAuth2 token fetch is a whole HTTP exchange, rarely needed.
+            let auth = Box::pin(target.credential.authorize(
+                &inner.http,
+                target.token_url.as_deref(),
+                &inner.redactor,
+            ))
+            .await?;
             let mut builder = inner
                 .http
                 .request(method.clone(), url)
@@ -630,24 +634,10 @@ impl Client {
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }
-            let connection = target.connection().await;
             let sent_at = clock.now();
-            let result = match builder.send().await {
-                Ok(mut response) => {
-                    let status = response.status().as_u16();
-                    let headers = std::mem::take(response.headers_mut());
-                    match response.bytes().await {
-                        Ok(bytes) => Ok(Raw {
-                            status,
-                            headers,
-                            len: bytes.len(),
-                            body: decode(&bytes),
-                        }),
-                        Err(err) => Err(err),
-                    }
-                }
-                Err(err) => Err(err),
-            };
+            // Boxed: the HTTP exchange's state exists only while it runs, not in every call's
+            // future (most of which may be waiting for a connection).
+            let result = Box::pin(exchange(builder)).await;
             drop(connection);
             let (retryable, vendor_wait, outcome) = match result {
                 Err(err) => {
@@ -689,7 +679,7 @@ impl Client {
                         401 if target.credential.refreshable() && !refreshed => {
                             refreshed = true;
                             if let Some(token) = &auth.token {
-                                target.credential.invalidate(token).await;
+                                Box::pin(target.credential.invalidate(token)).await;
                             }
                             tracing::info!(credential = %target.credential.name(), "oauth2: token refused, fetching a new one");
                             continue;
@@ -697,7 +687,7 @@ impl Client {
                         429 => {
                             let wait = wait_from_headers(target, &raw.headers);
                             if let (Some(limiter), Some(wait)) = (&target.limiter, wait) {
-                                limiter.pause_for(wait).await;
+                                Box::pin(limiter.pause_for(wait)).await;
                             }
                             (true, wait, Ok(raw))
                         }
@@ -715,13 +705,27 @@ impl Client {
                         wait_ms = wait.as_millis() as u64,
                         "retrying"
                     );
-                    clock.sleep(wait).await;
+                    Box::pin(clock.sleep(wait)).await;
                     continue;
                 }
             }
             return outcome;
         }
     }
+}
+
+/// Sends a request and reads its whole body.
+async fn exchange(builder: reqwest::RequestBuilder) -> Result<Raw, reqwest::Error> {
+    let mut response = builder.send().await?;
+    let status = response.status().as_u16();
+    let headers = std::mem::take(response.headers_mut());
+    let bytes = response.bytes().await?;
+    Ok(Raw {
+        status,
+        headers,
+        len: bytes.len(),
+        body: decode(&bytes),
+    })
 }
 
 fn reqwest_method(method: Method) -> reqwest::Method {
