@@ -87,14 +87,16 @@ pub(crate) struct Resumed {
     pub next_seq: u32,
 }
 
-pub(crate) async fn execute(
+/// Runs (or continues) one run. A plain fn returning the instrumented future, so the future is
+/// the run's state alone, not that plus a copy of the arguments (10,000 may be in flight).
+pub(crate) fn execute(
     engine: Engine,
     prepared: Arc<Prepared>,
     mut record: RunRecord,
     recording: Option<Recording>,
     persist: bool,
     resumed: Option<Resumed>,
-) -> Result<RunOutcome, ExecError> {
+) -> impl std::future::Future<Output = Result<RunOutcome, ExecError>> + Send {
     let span = tracing::info_span!(
         "run",
         workflow = %record.workflow,
@@ -166,6 +168,8 @@ pub(crate) async fn execute(
         let mut attention: Option<String> = None;
         let mut cancelled = false;
         let mut tasks: JoinSet<Result<BlockDone, ExecError>> = JoinSet::new();
+        // Blocks started by this pass of the ready set, not yet running.
+        let mut ready: Vec<Task> = Vec::new();
         // Blocks waiting for an administrator's approval (see `approval`).
         let mut waiting: HashSet<NodeIndex> = HashSet::new();
         loop {
@@ -269,7 +273,7 @@ pub(crate) async fn execute(
                                     recording: recording.clone(),
                                 };
                                 walk.running.insert(node);
-                                tasks.spawn(block::execute(task).in_current_span());
+                                ready.push(task);
                             }
                         }
                     }
@@ -278,12 +282,22 @@ pub(crate) async fn execute(
                     }
                 }
             }
-            let Some(joined) = tasks.join_next().await else {
-                break;
+            // A block that is the only one in flight runs in the run's own task (no spawn, no
+            // wake-up across threads); blocks that can run together each get a task.
+            let done = if ready.len() == 1 && tasks.is_empty() {
+                let task = ready.pop().expect("one ready block");
+                Box::pin(block::execute(task)).await?
+            } else {
+                for task in ready.drain(..) {
+                    tasks.spawn(block::execute(task).in_current_span());
+                }
+                let Some(joined) = tasks.join_next().await else {
+                    break;
+                };
+                joined.map_err(|err| ExecError::Task {
+                    message: err.to_string(),
+                })??
             };
-            let done = joined.map_err(|err| ExecError::Task {
-                message: err.to_string(),
-            })??;
             walk.running.remove(&done.node);
             walk.http += done.http;
             walk.durable_wait += done.durable_wait;
@@ -358,7 +372,6 @@ pub(crate) async fn execute(
         })
     }
     .instrument(span)
-    .await
 }
 
 struct Walk<'a> {
