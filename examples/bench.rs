@@ -282,11 +282,8 @@ async fn memory_raw_phase(url: &str) {
     println!("raw reqwest, after: {}", memory());
 }
 
-/// `bench engine [IN_FLIGHT [RUNS]]`: the engine phase alone (64 in flight, 20,000 runs by
-/// default), for a profiler.
-async fn engine_phase(args: &[String]) {
-    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
-    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+/// The throughput phases' sandbox (no latency), data dir and engine.
+async fn throughput_setup() -> (Sandbox, tempfile::TempDir, Engine, Arc<Prepared>) {
     let sandbox = Sandbox::start(SandboxConfig {
         seed_users: 5,
         ..SandboxConfig::default()
@@ -295,6 +292,15 @@ async fn engine_phase(args: &[String]) {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (engine, prepared) = start_engine(&sandbox.calendly_url(), dir.path());
+    (sandbox, dir, engine, prepared)
+}
+
+/// `bench engine [IN_FLIGHT [RUNS]]`: the engine phase alone (64 in flight, 20,000 runs by
+/// default), for a profiler.
+async fn engine_phase(args: &[String]) {
+    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (sandbox, _dir, engine, prepared) = throughput_setup().await;
     let (rate, mut overhead, mut durable) =
         engine_rate(&engine, &prepared, concurrency, total).await;
     overhead.sort();
@@ -324,14 +330,7 @@ fn main() {
         _ => {}
     }
     runtime.block_on(async {
-        let sandbox = Sandbox::start(SandboxConfig {
-            seed_users: 5,
-            ..SandboxConfig::default()
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, prepared) = start_engine(&sandbox.calendly_url(), dir.path());
+        let (sandbox, dir, engine, prepared) = throughput_setup().await;
         let url = format!("{}/users/me", sandbox.calendly_url());
         let (fsync_median, fsync_p99) = fsync_latency(dir.path());
         println!(

@@ -265,29 +265,16 @@ impl Client {
                 .as_ref()
                 .map(|limit| limit.per_minute),
         };
+        let key = || (vendor.spec.vendor.clone(), credential.clone());
         let limiter = per_minute.map(|per_minute| {
-            let mut limiters = self
-                .inner
-                .limiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            limiters
-                .entry((vendor.spec.vendor.clone(), credential.clone()))
-                .or_insert_with(|| Arc::new(RateLimiter::new(per_minute, self.inner.clock.clone())))
-                .clone()
+            shared(&self.inner.limiters, key(), || {
+                RateLimiter::new(per_minute, self.inner.clock.clone())
+            })
         });
         let connections = cred.config.max_connections.map(|max| {
-            let mut connections = self
-                .inner
-                .connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            connections
-                .entry((vendor.spec.vendor.clone(), credential.clone()))
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS)))
-                })
-                .clone()
+            shared(&self.inner.connections, key(), || {
+                Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS))
+            })
         });
         Ok(Target {
             vendor,
@@ -712,6 +699,19 @@ impl Client {
             return outcome;
         }
     }
+}
+
+/// The `T` every call with `key` (vendor, credential) shares, made by `make` on first use.
+fn shared<T>(
+    map: &Mutex<HashMap<(String, CredentialName), Arc<T>>>,
+    key: (String, CredentialName),
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_insert_with(|| Arc::new(make()))
+        .clone()
 }
 
 /// Sends a request and reads its whole body.
