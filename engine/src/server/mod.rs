@@ -215,7 +215,16 @@ async fn json_errors(request: Request, next: Next) -> Response {
         _ if text.trim().is_empty() => status.canonical_reason().unwrap_or("error").to_lowercase(),
         _ => crate::template::lowercase_first(text.trim()),
     };
-    ApiError::new(status, message).into_response()
+    let mut response = ApiError::new(status, message).into_response();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of an oversized body is never read, so the connection closes after this
+        // answer; saying so keeps the client from sending its next request on it.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Compares without an early exit, so the time taken does not reveal how much of a token matched.
