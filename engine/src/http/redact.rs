@@ -63,18 +63,11 @@ impl Redactor {
     /// `text` with every known secret replaced.
     pub fn text(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        self.text_in_place(&mut out);
+        redact_str(
+            &self.secrets.read().unwrap_or_else(|e| e.into_inner()),
+            &mut out,
+        );
         out
-    }
-
-    /// Replaces every known secret in `text` (allocates only when one is found).
-    pub fn text_in_place(&self, text: &mut String) {
-        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
-        for secret in secrets.iter() {
-            if text.contains(&**secret) {
-                *text = text.replace(&**secret, REDACTED);
-            }
-        }
     }
 
     /// A header value: by name, then by value.
@@ -86,30 +79,26 @@ impl Redactor {
         }
     }
 
-    /// A JSON value: sensitive keys by name, every string by value.
-    pub fn json(&self, value: &Value) -> Value {
-        let mut value = value.clone();
-        self.json_in_place(&mut value);
-        value
-    }
-
-    /// Redacts a JSON value where it is, as [`Redactor::json`] does (a response body is redacted
-    /// once, when it arrives, without a copy).
+    /// Redacts a JSON value where it is: sensitive keys by name, every string by value (a
+    /// response body is redacted once, when it arrives, without a copy).
     pub fn json_in_place(&self, value: &mut Value) {
         let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         redact_value(&secrets, value);
     }
 }
 
+/// Replaces every secret in `text` (allocates only when one is found).
+fn redact_str(secrets: &[Arc<str>], text: &mut String) {
+    for secret in secrets {
+        if text.contains(&**secret) {
+            *text = text.replace(&**secret, REDACTED);
+        }
+    }
+}
+
 fn redact_value(secrets: &[Arc<str>], value: &mut Value) {
     match value {
-        Value::String(s) => {
-            for secret in secrets {
-                if s.contains(&**secret) {
-                    *s = s.replace(&**secret, REDACTED);
-                }
-            }
-        }
+        Value::String(s) => redact_str(secrets, s),
         Value::Array(items) => items.iter_mut().for_each(|v| redact_value(secrets, v)),
         Value::Object(fields) => {
             for (k, v) in fields.iter_mut() {
@@ -136,8 +125,10 @@ mod tests {
         assert_eq!(r.text("bad token s3cr3t-token!"), "bad token [redacted]!");
         assert_eq!(r.header("Authorization", "Bearer x"), REDACTED);
         assert_eq!(r.header("Accept", "a s3cr3t-token"), "a [redacted]");
+        let mut body = json!({"access_token": "abc", "m": ["s3cr3t-token"], "n": 1});
+        r.json_in_place(&mut body);
         assert_eq!(
-            r.json(&json!({"access_token": "abc", "m": ["s3cr3t-token"], "n": 1})),
+            body,
             json!({"access_token": REDACTED, "m": [REDACTED], "n": 1})
         );
     }
