@@ -187,32 +187,8 @@ pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
     let (call, role) = match &block.kind {
         BlockKind::Api(call) => (call, None),
         BlockKind::RoleRetrieval(role) => (&role.call, Some(role)),
-        BlockKind::Begin | BlockKind::End => {
-            let now = Utc::now();
-            return Ok(BlockDone {
-                node: task.node,
-                step: StepRecord {
-                    finished_at: Some(now),
-                    ..StepRecord::new(
-                        task.run,
-                        task.seq,
-                        block.id.as_str(),
-                        block.kind.name(),
-                        StepStatus::Succeeded,
-                        now,
-                    )
-                },
-                settled: Settled {
-                    status: StepStatus::Succeeded,
-                    http_status: None,
-                    body: Value::Null,
-                    outputs: Map::new(),
-                },
-                attention: None,
-                http: Duration::ZERO,
-                durable_wait: Duration::ZERO,
-            });
-        }
+        // The run loop settles these itself and never starts a task for them.
+        BlockKind::Begin | BlockKind::End => unreachable!("begin and end run no task"),
     };
     let span = tracing::info_span!(
         "block",

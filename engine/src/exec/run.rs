@@ -190,16 +190,7 @@ pub(crate) fn execute(
                         };
                         if !taken {
                             let step = walk.trivial_step(&record, node, StepStatus::Skipped);
-                            if persist {
-                                history.put_step(&step)?;
-                            }
-                            walk.steps.push(step);
-                            walk.settle(node, Settled {
-                                status: StepStatus::Skipped,
-                                http_status: None,
-                                body: Value::Null,
-                                outputs: Map::new(),
-                            });
+                            walk.record_settled(node, step, persist)?;
                             progress = true;
                             continue;
                         }
@@ -210,16 +201,7 @@ pub(crate) fn execute(
                         match &prepared.workflow.graph[node].kind {
                             BlockKind::Begin | BlockKind::End => {
                                 let step = walk.trivial_step(&record, node, StepStatus::Succeeded);
-                                if persist {
-                                    history.put_step(&step)?;
-                                }
-                                walk.steps.push(step);
-                                walk.settle(node, Settled {
-                                    status: StepStatus::Succeeded,
-                                    http_status: None,
-                                    body: Value::Null,
-                                    outputs: Map::new(),
-                                });
+                                walk.record_settled(node, step, persist)?;
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
@@ -237,17 +219,10 @@ pub(crate) fn execute(
                                     Gate::Rejected => {
                                         let mut step = walk.trivial_step(&record, node, StepStatus::Failed);
                                         step.error = Some(approval::REJECTED.to_owned());
-                                        history.put_step(&step)?;
                                         if failure.is_none() && !prepared.workflow.graph.edges_directed(node, Direction::Outgoing).any(|e| e.weight().kind == EdgeKind::Failure) {
                                             failure = Some(format!("block `{}` failed: {}", step.block, approval::REJECTED));
                                         }
-                                        walk.steps.push(step);
-                                        walk.settle(node, Settled {
-                                            status: StepStatus::Failed,
-                                            http_status: None,
-                                            body: Value::Null,
-                                            outputs: Map::new(),
-                                        });
+                                        walk.record_settled(node, step, persist)?;
                                         progress = true;
                                         continue;
                                     }
@@ -412,6 +387,22 @@ impl Walk<'_> {
         self.settled[node.index()] = Some(settled);
     }
 
+    /// Settles `node` with a step the run loop made itself (begin, end, skipped, rejected):
+    /// written to history when the run persists, kept for the outcome.
+    fn record_settled(
+        &mut self,
+        node: NodeIndex,
+        step: StepRecord,
+        persist: bool,
+    ) -> Result<(), ExecError> {
+        if persist {
+            self.engine.inner.history.put_step(&step)?;
+        }
+        self.settle(node, Settled::from_step(&step));
+        self.steps.push(step);
+        Ok(())
+    }
+
     /// The template context now: `blocks` holds every settled block that was not skipped. It is
     /// built when a block starts or an edge condition needs it, not as blocks settle, so a
     /// response no later block reads is never copied.
@@ -551,19 +542,7 @@ impl Walk<'_> {
             .collect();
         for node in skipped {
             let step = self.trivial_step(record, node, StepStatus::Skipped);
-            if persist {
-                self.engine.inner.history.put_step(&step)?;
-            }
-            self.steps.push(step);
-            self.settle(
-                node,
-                Settled {
-                    status: StepStatus::Skipped,
-                    http_status: None,
-                    body: Value::Null,
-                    outputs: Map::new(),
-                },
-            );
+            self.record_settled(node, step, persist)?;
         }
         Ok(())
     }
