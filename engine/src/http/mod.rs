@@ -4,7 +4,7 @@
 //! [`Client`] is cheap to clone (an `Arc` inside) and is meant to be shared by every run: it holds
 //! one reqwest connection pool (rustls, connect and request timeouts), the compiled presets, the
 //! credentials with their OAuth2 token caches, one [`RateLimiter`] and one connection cap per
-//! (vendor, credential), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
+//! credential (made with the client, not looked up per call), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
 //! from sending until its body is read (`max_connections`, 64 by default), so 10,000 runs in flight
 //! share 64 pooled connections instead of opening 10,000 sockets to one vendor; waits for a retry
 //! or a 429 do not hold it. A call goes through three steps an executor can use separately:
@@ -12,7 +12,7 @@
 //! 1. [`Client::resolve_inputs`]: `with:` values, preset defaults over the workflow context, the
 //!    subject record's fields;
 //! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history; no secret);
-//! 3. [`Client::call`]: sends it with a [`CallOptions`] retry policy and timeout, follows pagination
+//! 3. [`Client::call`] (or [`Client::send_rendered`] with the request from step 2): sends it with a [`CallOptions`] retry policy and timeout, follows pagination
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
 //!
@@ -34,7 +34,7 @@ pub mod request;
 mod retry;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -52,6 +52,7 @@ pub use self::retry::{Clock, RetryPolicy, VirtualTime};
 pub use crate::config::CredentialName;
 
 use self::paginate::NextPage;
+use crate::config::CredentialConfig;
 use crate::preset::{Action, Method, PresetId, PresetRegistry, Vendor};
 use crate::template::TemplateEngine;
 
@@ -119,9 +120,8 @@ struct Inner {
     engine: TemplateEngine,
     redactor: Redactor,
     clock: Clock,
-    limiters: Mutex<HashMap<(String, CredentialName), Arc<RateLimiter>>>,
-    /// The `max_connections` cap of each (vendor, credential) that has one.
-    connections: Mutex<HashMap<(String, CredentialName), Arc<Semaphore>>>,
+    /// Each credential's rate limiter and connection cap, made with the client.
+    limits: HashMap<CredentialName, Limits>,
 }
 
 /// One call's fixed parts.
@@ -180,6 +180,16 @@ impl Client {
             .map_err(|err| CallError::Setup {
                 message: transport_message(&err),
             })?;
+        let limits = credentials
+            .iter()
+            .map(|cred| {
+                let vendor = presets.vendor(&cred.config.vendor);
+                (
+                    cred.config.name.clone(),
+                    Limits::of(&cred.config, vendor, &clock),
+                )
+            })
+            .collect();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -188,8 +198,7 @@ impl Client {
                 engine: TemplateEngine::new(),
                 redactor: Redactor::default(),
                 clock,
-                limiters: Mutex::new(HashMap::new()),
-                connections: Mutex::new(HashMap::new()),
+                limits,
             }),
         })
     }
@@ -256,26 +265,9 @@ impl Client {
             .token_url
             .clone()
             .or_else(|| vendor.spec.token_url.clone());
-        let per_minute = match cred.config.rate_limit_per_minute {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => vendor
-                .spec
-                .rate_limit
-                .as_ref()
-                .map(|limit| limit.per_minute),
-        };
-        let key = || (vendor.spec.vendor.clone(), credential.clone());
-        let limiter = per_minute.map(|per_minute| {
-            shared(&self.inner.limiters, key(), || {
-                RateLimiter::new(per_minute, self.inner.clock.clone())
-            })
-        });
-        let connections = cred.config.max_connections.map(|max| {
-            shared(&self.inner.connections, key(), || {
-                Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS))
-            })
-        });
+        let limits = self.inner.limits.get(credential);
+        let limiter = limits.and_then(|l| l.limiter.clone());
+        let connections = limits.and_then(|l| l.connections.clone());
         Ok(Target {
             vendor,
             action,
@@ -701,17 +693,30 @@ impl Client {
     }
 }
 
-/// The `T` every call with `key` (vendor, credential) shares, made by `make` on first use.
-fn shared<T>(
-    map: &Mutex<HashMap<(String, CredentialName), Arc<T>>>,
-    key: (String, CredentialName),
-    make: impl FnOnce() -> T,
-) -> Arc<T> {
-    map.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(key)
-        .or_insert_with(|| Arc::new(make()))
-        .clone()
+/// The bounds every call with one credential shares: its rate limiter and its connection cap,
+/// from the credential's settings over its vendor preset's (each `None` when off).
+#[derive(Debug, Default)]
+struct Limits {
+    limiter: Option<Arc<RateLimiter>>,
+    connections: Option<Arc<Semaphore>>,
+}
+
+impl Limits {
+    fn of(credential: &CredentialConfig, vendor: Option<&Vendor>, clock: &Clock) -> Limits {
+        let per_minute = match credential.rate_limit_per_minute {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => vendor
+                .and_then(|v| v.spec.rate_limit.as_ref())
+                .map(|limit| limit.per_minute),
+        };
+        Limits {
+            limiter: per_minute.map(|n| Arc::new(RateLimiter::new(n, clock.clone()))),
+            connections: credential
+                .max_connections
+                .map(|max| Arc::new(Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS)))),
+        }
+    }
 }
 
 /// Sends a request and reads its whole body.
