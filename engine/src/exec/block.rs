@@ -41,7 +41,7 @@ use crate::http::{CallError, CallOptions, RetryPolicy};
 use crate::preset::PresetId;
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
-use crate::template::{JsonTemplate, Template, TemplateEngine};
+use crate::template::{JsonTemplate, TemplateEngine};
 
 /// A block to execute, with everything it needs owned (it runs as its own task).
 pub(crate) struct Task {
@@ -688,12 +688,13 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
         Ok(exchange) => {
             out.attempts = exchange.attempts;
             let hb = Context::from(serde_json::json!({"response": exchange.response.body}));
-            out.result = Ok(action
-                .spec
-                .outputs
-                .get("last_activity")
-                .and_then(|source| Template::compile(source).ok())
-                .and_then(|t| inner.templates.render_value(&t, &hb).ok())
+            // Compiled once, with the workflow (`Prepared::roles`).
+            out.result = Ok(task
+                .prepared
+                .roles
+                .get(&task.node)
+                .and_then(|r| r.activity.as_ref())
+                .and_then(|t| inner.templates.render_value(t, &hb).ok())
                 .filter(|v| !v.is_null() && v.as_str() != Some("")));
         }
         Err(CallError::Unsupported { .. }) => {

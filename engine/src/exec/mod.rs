@@ -46,7 +46,7 @@ use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
 use crate::http::Client;
-use crate::preset::ActionKind;
+use crate::preset::{ActionKind, PresetId};
 use crate::records::RecordStore;
 use crate::spec::Source;
 pub use crate::store::history::{
@@ -118,6 +118,8 @@ struct RoleTemplates {
     role: Option<Template>,
     last_activity: Option<Template>,
     active: Option<Template>,
+    /// The `last_activity` output of the preset's `activity_action`, when it names one.
+    activity: Option<Template>,
 }
 
 impl Prepared {
@@ -328,12 +330,21 @@ impl Engine {
                         .action(&role.call.preset)
                         .and_then(|a| a.spec.role.as_ref())
                     {
+                        let activity = spec.activity_action.as_ref().and_then(|action| {
+                            let id = PresetId {
+                                vendor: role.call.preset.vendor.clone(),
+                                action: action.clone(),
+                            };
+                            let source = presets.action(&id)?.spec.outputs.get("last_activity")?;
+                            compile(source)
+                        });
                         roles.insert(
                             node,
                             RoleTemplates {
                                 role: compile(&spec.role),
                                 last_activity: spec.last_activity.as_deref().and_then(compile),
                                 active: spec.active.as_deref().and_then(compile),
+                                activity,
                             },
                         );
                     }
