@@ -122,7 +122,7 @@ pub(crate) fn render_map(
 }
 
 /// A response as an answer, moved (its body is already redacted by the client).
-fn answer_of(response: crate::http::Response, attempts: u32) -> Answer {
+pub(crate) fn answer_of(response: crate::http::Response, attempts: u32) -> Answer {
     Answer {
         status: response.status,
         headers: response

@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 
-use super::block::{call_options, outcome_of, save_subject, Answer, Task};
+use super::block::{answer_of, call_options, outcome_of, save_subject, Answer, Task};
 use super::run::{self, Resumed, Settled};
 use super::{context, Engine, ExecError, RunOutcome};
 use crate::compile::BlockKind;
@@ -228,13 +228,9 @@ async fn probe(
             .map_err(|e| e.to_string())?;
         let options = call_options(&Default::default(), call.timeout);
         match client.call(&probe_id, &credential, &inputs, &options).await {
-            Ok(exchange) => Ok((
-                exchange.response.status,
-                exchange.response.body,
-                exchange.response.headers,
-            )),
+            Ok(exchange) => Ok(exchange.response),
             Err(err) => match err.response() {
-                Some(r) => Ok((r.status, r.body.clone(), r.headers.clone())),
+                Some(r) => Ok(r.clone()),
                 None => Err(format!(
                     "its probe `{probe_id}` failed: {}",
                     client.redactor().text(&err.to_string())
@@ -243,23 +239,13 @@ async fn probe(
         }
     }
     .await;
-    let (status, body, headers) = match result {
-        Ok(answer) => answer,
+    let response = match result {
+        Ok(response) => response,
         Err(reason) => return Verdict::Unknown(reason),
     };
-    let scope = json!({"response": body, "status": status});
+    let scope = json!({"response": response.body, "status": response.status});
     match context::eval(&condition, &scope) {
-        Ok(true) => Verdict::Done(Answer {
-            status,
-            headers: headers
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
-            body,
-            attempts: 1,
-            items: None,
-            wire_len: None,
-        }),
+        Ok(true) => Verdict::Done(answer_of(response, 1)),
         Ok(false) => Verdict::NotDone,
         Err(err) => Verdict::Unknown(format!("its probe's `done_when` failed: {err}")),
     }
