@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::compile::RecordEvent;
-use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord, Subject};
+use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions};
 use crate::service::Shared;
@@ -326,14 +326,10 @@ async fn start_run(
             let key = KeyRule::new(collection)
                 .key(&given)
                 .map_err(|err| ApiError::bad_request(format!("the subject: {err}")))?;
-            let stored = crate::records::Subject::new(collection, key.clone());
+            let stored = crate::records::Subject::new(collection, key);
             let mut fields = shared.records.get(&stored)?.unwrap_or_default();
             fields.extend(given);
-            Some(Subject {
-                collection: collection.name().to_owned(),
-                key: key.to_string(),
-                record: Value::Object(fields),
-            })
+            Some(stored.with_record(fields))
         }
     };
     let request = RunRequest {

@@ -26,11 +26,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::exec::{RunId, RunRequest, RunTrigger, Subject};
+use crate::exec::{RunId, RunRequest, RunTrigger};
 use crate::records::RecordStore;
 use crate::store::history::{RunFilter, TriggerKind};
 use crate::store::StoreError;
@@ -166,11 +165,7 @@ pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunReque
                 Some(fields) => fields.clone(),
                 None => records.get(subject)?.unwrap_or_default(),
             };
-            Some(Subject {
-                collection: subject.collection.name().to_owned(),
-                key: subject.key.to_string(),
-                record: Value::Object(fields),
-            })
+            Some(subject.with_record(fields))
         }
     };
     Ok(RunRequest {
