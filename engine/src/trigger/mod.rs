@@ -12,6 +12,7 @@
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
 //! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -257,11 +258,8 @@ fn excluded(w: &Watched, subject: &Subject, record: &Fields) -> Option<String> {
     exclusion.reason(subject.key.as_str(), &record, &w.vars_json)
 }
 
-/// Compiles every workflow file directly in `dir`, all errors at once.
-pub fn load_workflows(
-    dir: &Path,
-    presets: &PresetRegistry,
-) -> Result<Vec<Arc<Workflow>>, LoadError> {
+/// The workflow files directly in `dir` (`*.yaml`, `*.yml`, not recursive), sorted.
+pub fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|err| LoadError::Unreadable {
         dir: dir.to_owned(),
         reason: err.to_string().to_lowercase(),
@@ -273,9 +271,34 @@ pub fn load_workflows(
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Refuses two workflows with the same `name:` (naming the first two files that share one).
+pub fn unique_names<'a>(
+    workflows: impl IntoIterator<Item = &'a Workflow>,
+) -> Result<(), LoadError> {
+    let mut seen: HashMap<&str, &Workflow> = HashMap::new();
+    for w in workflows {
+        if let Some(first) = seen.insert(&w.name, w) {
+            return Err(LoadError::Duplicate {
+                name: w.name.clone(),
+                first: first.file.clone(),
+                second: w.file.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Compiles every workflow file directly in `dir`, all errors at once.
+pub fn load_workflows(
+    dir: &Path,
+    presets: &PresetRegistry,
+) -> Result<Vec<Arc<Workflow>>, LoadError> {
     let mut workflows: Vec<Arc<Workflow>> = Vec::new();
     let mut errors = Vec::new();
-    for file in files {
+    for file in workflow_files(dir)? {
         match compile_file(file, presets) {
             Ok(w) => workflows.push(Arc::new(w)),
             Err(mut found) => errors.append(&mut found),
@@ -287,15 +310,7 @@ pub fn load_workflows(
             errors,
         });
     }
-    for (i, w) in workflows.iter().enumerate() {
-        if let Some(other) = workflows[..i].iter().find(|o| o.name == w.name) {
-            return Err(LoadError::Duplicate {
-                name: w.name.clone(),
-                first: other.file.clone(),
-                second: w.file.clone(),
-            });
-        }
-    }
+    unique_names(workflows.iter().map(|w| &**w))?;
     Ok(workflows)
 }
 
