@@ -12,6 +12,7 @@
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
 //! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -211,13 +212,19 @@ impl Triggers {
         now: DateTime<Utc>,
     ) -> Vec<Decision> {
         let mut decisions = Vec::new();
+        let old_record = old.map(Record::new);
+        let new_record = new.map(Record::new);
         for w in &self.watched {
             let trigger = &w.workflow.trigger;
             if trigger.records != Some(subject.collection) || !trigger.on.contains(&event) {
                 continue;
             }
-            let before = old.map(|r| evaluate(trigger, &w.vars, r, now));
-            let after = new.map(|r| evaluate(trigger, &w.vars, r, now));
+            let before = old_record
+                .as_ref()
+                .map(|r| r.evaluate(trigger, &w.vars, now));
+            let after = new_record
+                .as_ref()
+                .map(|r| r.evaluate(trigger, &w.vars, now));
             let excluded = new.or(old).and_then(|r| excluded(w, subject, r));
             let fires = excluded.is_none()
                 && match event {
@@ -321,24 +328,46 @@ pub fn evaluate(
     record: &Fields,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
-    let mut matched = true;
-    if let Some(when) = &trigger.when {
-        let outcome = crate::compile::rule_engine().eval(when, &map_to_dynamic(record), vars);
-        matched &= outcome.matched();
-        checks.push(Check::When {
-            source: when.source().to_owned(),
-            outcome,
-        });
+    Record::new(record).evaluate(trigger, vars, now)
+}
+
+/// A record being evaluated, converted for rhai once (when a `when:` first needs it) however
+/// many workflows look at it.
+struct Record<'a> {
+    fields: &'a Fields,
+    rhai: OnceCell<rhai::Dynamic>,
+}
+
+impl<'a> Record<'a> {
+    fn new(fields: &'a Fields) -> Record<'a> {
+        Record {
+            fields,
+            rhai: OnceCell::new(),
+        }
     }
-    for rule in &trigger.rules {
-        let holds = rule.holds(record, now);
-        matched &= holds;
-        checks.push(Check::Rule {
-            rule: rule.describe(),
-            actual: record.get(&rule.field).cloned().unwrap_or(Value::Null),
-            holds,
-        });
+
+    fn evaluate(&self, trigger: &Trigger, vars: &rhai::Dynamic, now: DateTime<Utc>) -> Verdict {
+        let record = self.fields;
+        let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
+        let mut matched = true;
+        if let Some(when) = &trigger.when {
+            let rhai = self.rhai.get_or_init(|| map_to_dynamic(record));
+            let outcome = crate::compile::rule_engine().eval(when, rhai, vars);
+            matched &= outcome.matched();
+            checks.push(Check::When {
+                source: when.source().to_owned(),
+                outcome,
+            });
+        }
+        for rule in &trigger.rules {
+            let holds = rule.holds(record, now);
+            matched &= holds;
+            checks.push(Check::Rule {
+                rule: rule.describe(),
+                actual: record.get(&rule.field).cloned().unwrap_or(Value::Null),
+                holds,
+            });
+        }
+        Verdict { matched, checks }
     }
-    Verdict { matched, checks }
 }
