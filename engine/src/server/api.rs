@@ -277,7 +277,7 @@ async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Ap
     let workflows = shared.workflows();
     let triggers = workflows.triggers().clone();
     let workflow = WorkflowName::new(name.as_str());
-    if !triggers.scheduled().any(|(n, ..)| *n == workflow) {
+    if !triggers.scheduled().any(|w| w.name == workflow) {
         return Err(ApiError::not_found(format!(
             "no scheduled workflow `{name}` is loaded; `GET /api/workflows` lists them"
         )));

@@ -86,10 +86,10 @@ fn describe_invalid(errors: &[CompileError]) -> String {
 
 /// A workflow that starts by itself, with its `vars` ready for rhai.
 #[derive(Debug, Clone)]
-struct Watched {
-    name: WorkflowName,
-    workflow: Arc<Workflow>,
-    vars: rhai::Dynamic,
+pub(crate) struct Watched {
+    pub(crate) name: WorkflowName,
+    pub(crate) workflow: Arc<Workflow>,
+    pub(crate) vars: rhai::Dynamic,
     /// The same `vars` as JSON, for `exclude:`.
     vars_json: Value,
 }
@@ -176,13 +176,11 @@ impl Triggers {
         Some(evaluate(&w.workflow.trigger, &w.vars, record, now))
     }
 
-    pub(crate) fn scheduled(
-        &self,
-    ) -> impl Iterator<Item = (&WorkflowName, &Arc<Workflow>, &rhai::Dynamic)> {
+    /// The workflows with a `schedule:`.
+    pub(crate) fn scheduled(&self) -> impl Iterator<Item = &Watched> {
         self.watched
             .iter()
             .filter(|w| w.workflow.trigger.schedule.is_some())
-            .map(|w| (&w.name, &w.workflow, &w.vars))
     }
 
     /// Why `workflow`'s `exclude:` leaves `subject` out (`listed in `vars.reclaim_exclusions``),
@@ -194,7 +192,7 @@ impl Triggers {
         record: &Fields,
     ) -> Option<String> {
         let w = self.watched.iter().find(|w| &w.name == workflow)?;
-        excluded(w, subject, record)
+        w.exclusion(subject, record)
     }
 
     /// What a write of `subject` (`old` → `new`, the `event` it is) starts: one decision per
@@ -225,7 +223,7 @@ impl Triggers {
             let after = new_record
                 .as_ref()
                 .map(|r| r.evaluate(trigger, &w.vars, now));
-            let excluded = new.or(old).and_then(|r| excluded(w, subject, r));
+            let excluded = new.or(old).and_then(|r| w.exclusion(subject, r));
             let fires = excluded.is_none()
                 && match event {
                     RecordEvent::Created | RecordEvent::Updated => {
@@ -258,11 +256,13 @@ impl Triggers {
     }
 }
 
-/// Why `w`'s `exclude:` leaves the record out.
-fn excluded(w: &Watched, subject: &Subject, record: &Fields) -> Option<String> {
-    let exclusion = w.workflow.trigger.exclude.as_ref()?;
-    let record = Value::Object(record.clone());
-    exclusion.reason(subject.key.as_str(), &record, &w.vars_json)
+impl Watched {
+    /// Why this workflow's `exclude:` leaves the record out.
+    pub(crate) fn exclusion(&self, subject: &Subject, record: &Fields) -> Option<String> {
+        let exclusion = self.workflow.trigger.exclude.as_ref()?;
+        let record = Value::Object(record.clone());
+        exclusion.reason(subject.key.as_str(), &record, &self.vars_json)
+    }
 }
 
 /// The workflow files directly in `dir` (`*.yaml`, `*.yml`, not recursive), sorted.
