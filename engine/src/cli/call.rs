@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _};
 use blockyard::config::{Config, CredentialName};
 use blockyard::http::{CallError, CallOptions, Client, Credentials, RenderedRequest, Response};
 use blockyard::preset::{PresetId, PresetRegistry};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 #[derive(Debug, clap::Args)]
 pub struct CallArgs {
@@ -72,7 +72,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     }
     let config = Config::find(args.config.as_deref())?;
     let credential = pick_credential(&config, &id, args.credential.as_deref())?;
-    let given = parse_with(&args.with)?;
+    let given = super::run::parse_pairs_as("with", &args.with, false)?;
     let client = Client::new(Arc::new(presets), Credentials::from_config(&config))?;
     let inputs = client.resolve_inputs(&id, &given, &config.context())?;
     let request = client.render(&id, &credential, &inputs)?;
@@ -185,28 +185,6 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// `KEY=VALUE` pairs; `true`, `false`, `null` and values starting with `[` or `{` are JSON.
-fn parse_with(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut map = Map::new();
-    for pair in pairs {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("`--with {pair}` has no `=`; write `--with KEY=VALUE`");
-        };
-        let trimmed = value.trim_start();
-        let value = if matches!(value, "true" | "false" | "null")
-            || trimmed.starts_with('[')
-            || trimmed.starts_with('{')
-        {
-            serde_json::from_str(value)
-                .with_context(|| format!("`--with {key}=...` is not valid JSON"))?
-        } else {
-            Value::String(value.to_owned())
-        };
-        map.insert(key.trim().to_owned(), value);
-    }
-    Ok(map)
 }
 
 fn print_request(request: &RenderedRequest) {

@@ -110,6 +110,16 @@ pub fn init_tracing() {
 
 /// `KEY=VALUE` pairs; `true`, `false`, `null`, numbers and values starting with `[` or `{` are JSON.
 pub fn parse_pairs(flag: &str, pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
+    parse_pairs_as(flag, pairs, true)
+}
+
+/// `KEY=VALUE` pairs as [`parse_pairs`] reads them, except that with `numbers` false a number stays
+/// text (`call --with`, whose inputs are often ids made of digits).
+pub fn parse_pairs_as(
+    flag: &str,
+    pairs: &[String],
+    numbers: bool,
+) -> anyhow::Result<Map<String, Value>> {
     let mut map = Map::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
@@ -119,7 +129,7 @@ pub fn parse_pairs(flag: &str, pairs: &[String]) -> anyhow::Result<Map<String, V
         let json = matches!(value, "true" | "false" | "null")
             || trimmed.starts_with('[')
             || trimmed.starts_with('{')
-            || value.parse::<f64>().is_ok();
+            || (numbers && value.parse::<f64>().is_ok());
         let value = if json {
             serde_json::from_str(value)
                 .with_context(|| format!("`--{flag} {key}=...` is not valid JSON"))?

@@ -74,6 +74,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ServiceConfig::new(args.workflows.clone(), data_dir, args.listen)
     };
     runtime()?.block_on(async move {
+        // Listen before announcing: a supervisor that signals as soon as it reads `serving` must
+        // not meet the default action (SIGHUP would end the process instead of reloading it).
+        let mut signals = Signals::listen()?;
         let service = match Service::start(service_config).await {
             Ok(service) => service,
             Err(ServiceError::Load(LoadError::Invalid { dir, errors })) => {
@@ -98,7 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if open {
             eprintln!("warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)");
         }
-        wait_for_stop(&service).await?;
+        signals.wait_for_stop(&service).await?;
         eprintln!("stopping: no new work; waiting for runs in flight");
         service.shutdown().await?;
         eprintln!("stopped");
@@ -106,35 +109,60 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs until SIGINT or SIGTERM, reloading on SIGHUP.
+/// The signals that stop or reload the service.
 #[cfg(unix)]
-async fn wait_for_stop(service: &Service) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => match service.reload().await {
-                Ok(count) => eprintln!("reloaded: serving {count} workflows"),
-                Err(err) => {
-                    if let ServiceError::Load(LoadError::Invalid { errors, .. }) = &err {
-                        for error in errors {
-                            eprintln!("{error}");
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM, reloading on SIGHUP.
+    async fn wait_for_stop(&mut self, service: &Service) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Ok(()),
+                _ = self.int.recv() => return Ok(()),
+                _ = self.hup.recv() => match service.reload().await {
+                    Ok(count) => eprintln!("reloaded: serving {count} workflows"),
+                    Err(err) => {
+                        if let ServiceError::Load(LoadError::Invalid { errors, .. }) = &err {
+                            for error in errors {
+                                eprintln!("{error}");
+                            }
                         }
+                        eprintln!("reload failed, keeping the workflows already loaded: {err}");
                     }
-                    eprintln!("reload failed, keeping the workflows already loaded: {err}");
-                }
-            },
+                },
+            }
         }
     }
 }
 
+/// Ctrl-C stops the service.
 #[cfg(not(unix))]
-async fn wait_for_stop(_service: &Service) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn listen() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait_for_stop(&mut self, _service: &Service) -> anyhow::Result<()> {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot listen for Ctrl-C")
+    }
 }

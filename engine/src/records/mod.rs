@@ -65,6 +65,15 @@ impl Subject {
     pub fn new(collection: Collection, key: RecordKey) -> Subject {
         Subject { collection, key }
     }
+
+    /// A run's subject: this record, with its fields as the run starts.
+    pub fn with_record(&self, fields: Fields) -> crate::store::history::Subject {
+        crate::store::history::Subject {
+            collection: self.collection.name().to_owned(),
+            key: self.key.to_string(),
+            record: Value::Object(fields),
+        }
+    }
 }
 
 impl fmt::Display for Subject {

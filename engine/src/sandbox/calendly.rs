@@ -705,12 +705,9 @@ fn list_invitations(s: &CalendlyState, org: &str, ctx: &Ctx<'_>) -> Response {
             s.invitations.values().filter(keep).collect()
         }
     };
-    let from = match ctx.query.get("page_token") {
-        None | Some("") => 0,
-        Some(token) => match parse_cursor(token) {
-            Some(n) => n as usize,
-            None => return invalid("page_token", "is invalid"),
-        },
+    let from = match page_start(ctx) {
+        Ok(n) => n as usize,
+        Err(e) => return e.response(),
     };
     let page: Vec<Value> = matching
         .iter()
@@ -812,12 +809,9 @@ fn activity_log(s: &CalendlyState, ctx: &Ctx<'_>) -> Response {
     } else {
         s.activity.iter().filter(keep).collect()
     };
-    let from = match ctx.query.get("page_token") {
-        None | Some("") => 0,
-        Some(token) => match parse_cursor(token) {
-            Some(n) => n as usize,
-            None => return invalid("page_token", "is invalid"),
-        },
+    let from = match page_start(ctx) {
+        Ok(n) => n as usize,
+        Err(e) => return e.response(),
     };
     let collection: Vec<Value> = matching
         .iter()

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::compile::RecordEvent;
-use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord, Subject};
+use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions};
 use crate::service::Shared;
@@ -277,7 +277,7 @@ async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Ap
     let workflows = shared.workflows();
     let triggers = workflows.triggers().clone();
     let workflow = WorkflowName::new(name.as_str());
-    if !triggers.scheduled().any(|(n, ..)| *n == workflow) {
+    if !triggers.scheduled().any(|w| w.name == workflow) {
         return Err(ApiError::not_found(format!(
             "no scheduled workflow `{name}` is loaded; `GET /api/workflows` lists them"
         )));
@@ -326,14 +326,10 @@ async fn start_run(
             let key = KeyRule::new(collection)
                 .key(&given)
                 .map_err(|err| ApiError::bad_request(format!("the subject: {err}")))?;
-            let stored = crate::records::Subject::new(collection, key.clone());
+            let stored = crate::records::Subject::new(collection, key);
             let mut fields = shared.records.get(&stored)?.unwrap_or_default();
             fields.extend(given);
-            Some(Subject {
-                collection: collection.name().to_owned(),
-                key: key.to_string(),
-                record: Value::Object(fields),
-            })
+            Some(stored.with_record(fields))
         }
     };
     let request = RunRequest {

@@ -38,7 +38,7 @@ use crate::spec::Source;
 use crate::store::queue::Queue;
 use crate::store::{Store, StoreError};
 use crate::trigger::scheduler::{Clock, Fired, Scheduler, SchedulerHandle};
-use crate::trigger::{LoadError, Triggers};
+use crate::trigger::{unique_names, workflow_files, LoadError, Triggers};
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -107,21 +107,9 @@ pub struct Workflows {
 impl Workflows {
     /// Compiles every workflow in `dir`, gathering all errors; stores each one's snapshot.
     pub fn load(dir: &Path, engine: &Engine, vars: &Fields) -> Result<Workflows, ServiceError> {
-        let entries = std::fs::read_dir(dir).map_err(|err| LoadError::Unreadable {
-            dir: dir.to_owned(),
-            reason: err.to_string().to_lowercase(),
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            })
-            .collect();
-        files.sort();
         let mut errors: Vec<CompileError> = Vec::new();
         let mut loaded: Vec<Arc<Prepared>> = Vec::new();
-        for file in files {
+        for file in workflow_files(dir)? {
             let source = match Source::read(&file) {
                 Ok(source) => source,
                 Err(err) => {
@@ -146,19 +134,11 @@ impl Workflows {
             }
             .into());
         }
-        let mut by_name: BTreeMap<String, Arc<Prepared>> = BTreeMap::new();
-        for prepared in &loaded {
-            let name = prepared.workflow.name.clone();
-            if let Some(first) = by_name.get(&name) {
-                return Err(LoadError::Duplicate {
-                    name,
-                    first: first.workflow.file.clone(),
-                    second: prepared.workflow.file.clone(),
-                }
-                .into());
-            }
-            by_name.insert(name, prepared.clone());
-        }
+        unique_names(loaded.iter().map(|p| &*p.workflow))?;
+        let by_name: BTreeMap<String, Arc<Prepared>> = loaded
+            .iter()
+            .map(|p| (p.workflow.name.clone(), p.clone()))
+            .collect();
         let triggers = Triggers::new(loaded.iter().map(|p| p.workflow.clone()), vars);
         Ok(Workflows {
             by_name,

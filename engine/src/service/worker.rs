@@ -5,6 +5,10 @@
 //! loaded set) and submits it. An entry naming a workflow that is not loaded is acknowledged and
 //! logged. It wakes when records are written or the scheduler fires, and polls besides.
 //!
+//! An entry whose run task ends before the run is recorded is tried again at the next wake or
+//! poll (not within the same drain), up to [`MAX_ATTEMPTS`] times; after that this process leaves
+//! it claimed and logs why. It stays in the queue, so the next start tries it afresh.
+//!
 //! # Exactly once across a crash
 //!
 //! An entry is acknowledged once its run is **durably recorded as started**: the worker waits for
@@ -26,11 +30,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::exec::{RunId, RunRequest, RunTrigger, Subject};
+use crate::exec::{RunId, RunRequest, RunTrigger};
 use crate::records::RecordStore;
 use crate::store::history::{RunFilter, TriggerKind};
 use crate::store::StoreError;
@@ -39,13 +42,45 @@ use crate::trigger::{Cause, QueueEntry, QueueId};
 /// The most entries claimed at once.
 pub const BATCH: usize = 64;
 
+/// How many times one process submits a queued request whose run ends before it is recorded.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// The entries whose runs ended before they were recorded.
+#[derive(Debug, Default)]
+struct Failures {
+    attempts: HashMap<QueueId, u32>,
+    /// Released when the drain ends, so the next wake or poll retries them, not this drain.
+    retry: Vec<QueueId>,
+}
+
+impl Failures {
+    fn failed(&mut self, id: QueueId) {
+        let attempts = self.attempts.entry(id).or_default();
+        *attempts += 1;
+        if *attempts < MAX_ATTEMPTS {
+            self.retry.push(id);
+        } else {
+            tracing::error!(queue_id = %id, attempts = *attempts, "a queued run keeps ending before it is recorded; leaving it queued until the next start");
+        }
+    }
+
+    fn settled(&mut self, id: QueueId) {
+        self.attempts.remove(&id);
+    }
+}
+
 /// The worker loop; returns when `stop` turns true.
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, poll: Duration) {
+    let mut failures = Failures::default();
     loop {
         if *stop.borrow() {
             return;
         }
-        if let Err(err) = drain(&shared, &stop).await {
+        let drained = drain(&shared, &stop, &mut failures).await;
+        for id in failures.retry.drain(..) {
+            shared.queue.release(id);
+        }
+        if let Err(err) = drained {
             tracing::error!(error = %err, "the trigger queue failed; trying again shortly");
         }
         tokio::select! {
@@ -61,7 +96,11 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, poll: Dur
 }
 
 /// Starts runs for every queued entry, a batch at a time.
-async fn drain(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<(), StoreError> {
+async fn drain(
+    shared: &Shared,
+    stop: &watch::Receiver<bool>,
+    failures: &mut Failures,
+) -> Result<(), StoreError> {
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -80,7 +119,7 @@ async fn drain(shared: &Shared, stop: &watch::Receiver<bool>) -> Result<(), Stor
         if batch.is_empty() {
             return Ok(());
         }
-        dispatch(shared, batch).await?;
+        dispatch(shared, batch, failures).await?;
     }
 }
 
@@ -91,7 +130,11 @@ fn release(shared: &Shared, entries: &[QueueEntry]) {
 }
 
 /// Submits a batch, waits for its runs to be durably recorded, then links and acks the entries.
-async fn dispatch(shared: &Shared, batch: Vec<QueueEntry>) -> Result<(), StoreError> {
+async fn dispatch(
+    shared: &Shared,
+    batch: Vec<QueueEntry>,
+    failures: &mut Failures,
+) -> Result<(), StoreError> {
     let workflows = shared.workflows();
     let mut submitted = Vec::with_capacity(batch.len());
     let mut pending = batch.as_slice();
@@ -101,6 +144,7 @@ async fn dispatch(shared: &Shared, batch: Vec<QueueEntry>) -> Result<(), StoreEr
         let Some(prepared) = workflows.get(name) else {
             tracing::warn!(workflow = name, queue_id = %entry.id, "a queued run names a workflow that is not loaded; dropping it");
             shared.queue.ack(entry.id)?;
+            failures.settled(entry.id);
             continue;
         };
         let request = match run_request(&shared.records, entry) {
@@ -120,11 +164,11 @@ async fn dispatch(shared: &Shared, batch: Vec<QueueEntry>) -> Result<(), StoreEr
             Ok(true) => recorded.push((queued, id)),
             Ok(false) => {
                 tracing::warn!(queue_id = %queued, run_id = %id, "a run ended before it was recorded; its request stays queued");
-                shared.queue.release(queued);
+                failures.failed(queued);
             }
             Err(err) => {
                 tracing::error!(queue_id = %queued, run_id = %id, error = %err, "cannot tell whether a run was recorded; its request stays queued");
-                shared.queue.release(queued);
+                failures.failed(queued);
             }
         }
         shared.track(id, handle);
@@ -136,6 +180,7 @@ async fn dispatch(shared: &Shared, batch: Vec<QueueEntry>) -> Result<(), StoreEr
     for (queued, id) in &recorded {
         shared.records.link_run(*queued, &id.to_string())?;
         shared.queue.ack(*queued)?;
+        failures.settled(*queued);
         tracing::info!(queue_id = %queued, run_id = %id, "run started");
     }
     shared.engine.history().durable().await?;
@@ -166,11 +211,7 @@ pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunReque
                 Some(fields) => fields.clone(),
                 None => records.get(subject)?.unwrap_or_default(),
             };
-            Some(Subject {
-                collection: subject.collection.name().to_owned(),
-                key: subject.key.to_string(),
-                record: Value::Object(fields),
-            })
+            Some(subject.with_record(fields))
         }
     };
     Ok(RunRequest {
@@ -227,5 +268,19 @@ mod tests {
         assert_eq!(queue_id_of(&detail), Some(id));
         assert_eq!(queue_id_of("people/jane@acme.com updated"), None);
         assert_eq!(queue_id_of("x (queue nope)"), None);
+    }
+
+    #[test]
+    fn a_failing_entry_is_retried_a_bounded_number_of_times() {
+        let id = QueueId::generate();
+        let mut failures = Failures::default();
+        for _ in 1..MAX_ATTEMPTS {
+            failures.failed(id);
+            assert_eq!(failures.retry.drain(..).collect::<Vec<_>>(), [id]);
+        }
+        failures.failed(id);
+        assert!(failures.retry.is_empty());
+        failures.settled(id);
+        assert!(failures.attempts.is_empty());
     }
 }

@@ -12,6 +12,8 @@
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
 //! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,10 +86,10 @@ fn describe_invalid(errors: &[CompileError]) -> String {
 
 /// A workflow that starts by itself, with its `vars` ready for rhai.
 #[derive(Debug, Clone)]
-struct Watched {
-    name: WorkflowName,
-    workflow: Arc<Workflow>,
-    vars: rhai::Dynamic,
+pub(crate) struct Watched {
+    pub(crate) name: WorkflowName,
+    pub(crate) workflow: Arc<Workflow>,
+    pub(crate) vars: rhai::Dynamic,
     /// The same `vars` as JSON, for `exclude:`.
     vars_json: Value,
 }
@@ -174,13 +176,11 @@ impl Triggers {
         Some(evaluate(&w.workflow.trigger, &w.vars, record, now))
     }
 
-    pub(crate) fn scheduled(
-        &self,
-    ) -> impl Iterator<Item = (&WorkflowName, &Arc<Workflow>, &rhai::Dynamic)> {
+    /// The workflows with a `schedule:`.
+    pub(crate) fn scheduled(&self) -> impl Iterator<Item = &Watched> {
         self.watched
             .iter()
             .filter(|w| w.workflow.trigger.schedule.is_some())
-            .map(|w| (&w.name, &w.workflow, &w.vars))
     }
 
     /// Why `workflow`'s `exclude:` leaves `subject` out (`listed in `vars.reclaim_exclusions``),
@@ -192,7 +192,7 @@ impl Triggers {
         record: &Fields,
     ) -> Option<String> {
         let w = self.watched.iter().find(|w| &w.name == workflow)?;
-        excluded(w, subject, record)
+        w.exclusion(subject, record)
     }
 
     /// What a write of `subject` (`old` → `new`, the `event` it is) starts: one decision per
@@ -210,14 +210,20 @@ impl Triggers {
         now: DateTime<Utc>,
     ) -> Vec<Decision> {
         let mut decisions = Vec::new();
+        let old_record = old.map(Record::new);
+        let new_record = new.map(Record::new);
         for w in &self.watched {
             let trigger = &w.workflow.trigger;
             if trigger.records != Some(subject.collection) || !trigger.on.contains(&event) {
                 continue;
             }
-            let before = old.map(|r| evaluate(trigger, &w.vars, r, now));
-            let after = new.map(|r| evaluate(trigger, &w.vars, r, now));
-            let excluded = new.or(old).and_then(|r| excluded(w, subject, r));
+            let before = old_record
+                .as_ref()
+                .map(|r| r.evaluate(trigger, &w.vars, now));
+            let after = new_record
+                .as_ref()
+                .map(|r| r.evaluate(trigger, &w.vars, now));
+            let excluded = new.or(old).and_then(|r| w.exclusion(subject, r));
             let fires = excluded.is_none()
                 && match event {
                     RecordEvent::Created | RecordEvent::Updated => {
@@ -250,18 +256,17 @@ impl Triggers {
     }
 }
 
-/// Why `w`'s `exclude:` leaves the record out.
-fn excluded(w: &Watched, subject: &Subject, record: &Fields) -> Option<String> {
-    let exclusion = w.workflow.trigger.exclude.as_ref()?;
-    let record = Value::Object(record.clone());
-    exclusion.reason(subject.key.as_str(), &record, &w.vars_json)
+impl Watched {
+    /// Why this workflow's `exclude:` leaves the record out.
+    pub(crate) fn exclusion(&self, subject: &Subject, record: &Fields) -> Option<String> {
+        let exclusion = self.workflow.trigger.exclude.as_ref()?;
+        let record = Value::Object(record.clone());
+        exclusion.reason(subject.key.as_str(), &record, &self.vars_json)
+    }
 }
 
-/// Compiles every workflow file directly in `dir`, all errors at once.
-pub fn load_workflows(
-    dir: &Path,
-    presets: &PresetRegistry,
-) -> Result<Vec<Arc<Workflow>>, LoadError> {
+/// The workflow files directly in `dir` (`*.yaml`, `*.yml`, not recursive), sorted.
+pub fn workflow_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|err| LoadError::Unreadable {
         dir: dir.to_owned(),
         reason: err.to_string().to_lowercase(),
@@ -273,9 +278,34 @@ pub fn load_workflows(
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Refuses two workflows with the same `name:` (naming the first two files that share one).
+pub fn unique_names<'a>(
+    workflows: impl IntoIterator<Item = &'a Workflow>,
+) -> Result<(), LoadError> {
+    let mut seen: HashMap<&str, &Workflow> = HashMap::new();
+    for w in workflows {
+        if let Some(first) = seen.insert(&w.name, w) {
+            return Err(LoadError::Duplicate {
+                name: w.name.clone(),
+                first: first.file.clone(),
+                second: w.file.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Compiles every workflow file directly in `dir`, all errors at once.
+pub fn load_workflows(
+    dir: &Path,
+    presets: &PresetRegistry,
+) -> Result<Vec<Arc<Workflow>>, LoadError> {
     let mut workflows: Vec<Arc<Workflow>> = Vec::new();
     let mut errors = Vec::new();
-    for file in files {
+    for file in workflow_files(dir)? {
         match compile_file(file, presets) {
             Ok(w) => workflows.push(Arc::new(w)),
             Err(mut found) => errors.append(&mut found),
@@ -287,15 +317,7 @@ pub fn load_workflows(
             errors,
         });
     }
-    for (i, w) in workflows.iter().enumerate() {
-        if let Some(other) = workflows[..i].iter().find(|o| o.name == w.name) {
-            return Err(LoadError::Duplicate {
-                name: w.name.clone(),
-                first: other.file.clone(),
-                second: w.file.clone(),
-            });
-        }
-    }
+    unique_names(workflows.iter().map(|w| &**w))?;
     Ok(workflows)
 }
 
@@ -306,24 +328,46 @@ pub fn evaluate(
     record: &Fields,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
-    let mut matched = true;
-    if let Some(when) = &trigger.when {
-        let outcome = crate::compile::rule_engine().eval(when, &map_to_dynamic(record), vars);
-        matched &= outcome.matched();
-        checks.push(Check::When {
-            source: when.source().to_owned(),
-            outcome,
-        });
+    Record::new(record).evaluate(trigger, vars, now)
+}
+
+/// A record being evaluated, converted for rhai once (when a `when:` first needs it) however
+/// many workflows look at it.
+struct Record<'a> {
+    fields: &'a Fields,
+    rhai: OnceCell<rhai::Dynamic>,
+}
+
+impl<'a> Record<'a> {
+    fn new(fields: &'a Fields) -> Record<'a> {
+        Record {
+            fields,
+            rhai: OnceCell::new(),
+        }
     }
-    for rule in &trigger.rules {
-        let holds = rule.holds(record, now);
-        matched &= holds;
-        checks.push(Check::Rule {
-            rule: rule.describe(),
-            actual: record.get(&rule.field).cloned().unwrap_or(Value::Null),
-            holds,
-        });
+
+    fn evaluate(&self, trigger: &Trigger, vars: &rhai::Dynamic, now: DateTime<Utc>) -> Verdict {
+        let record = self.fields;
+        let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
+        let mut matched = true;
+        if let Some(when) = &trigger.when {
+            let rhai = self.rhai.get_or_init(|| map_to_dynamic(record));
+            let outcome = crate::compile::rule_engine().eval(when, rhai, vars);
+            matched &= outcome.matched();
+            checks.push(Check::When {
+                source: when.source().to_owned(),
+                outcome,
+            });
+        }
+        for rule in &trigger.rules {
+            let holds = rule.holds(record, now);
+            matched &= holds;
+            checks.push(Check::Rule {
+                rule: rule.describe(),
+                actual: record.get(&rule.field).cloned().unwrap_or(Value::Null),
+                holds,
+            });
+        }
+        Verdict { matched, checks }
     }
-    Verdict { matched, checks }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{
-    evaluate, Cause, Consideration, Decision, QueueId, RunRequest, Triggers, WorkflowName,
+    evaluate, Cause, Consideration, Decision, QueueId, RunRequest, Triggers, Watched, WorkflowName,
 };
 use crate::records::RecordStore;
 use crate::spec::CatchUp;
@@ -136,7 +136,7 @@ impl Scheduler {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut cursors: Vec<(WorkflowName, DateTime<Utc>)> = Vec::new();
-        for (name, workflow, _) in self.triggers.scheduled() {
+        for Watched { name, workflow, .. } in self.triggers.scheduled() {
             let Some((schedule, catch_up)) = &workflow.trigger.schedule else {
                 continue;
             };
@@ -180,19 +180,25 @@ impl Scheduler {
     fn schedule(&self, name: &WorkflowName) -> Option<&crate::schedule::Schedule> {
         self.triggers
             .scheduled()
-            .find(|(n, ..)| *n == name)
-            .and_then(|(_, w, _)| w.trigger.schedule.as_ref().map(|(s, _)| s))
+            .find(|w| &w.name == name)
+            .and_then(|w| w.workflow.trigger.schedule.as_ref().map(|(s, _)| s))
     }
 
     /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick.
     pub fn fire(&self, workflow: &WorkflowName, tick: DateTime<Utc>) -> Result<Fired, StoreError> {
-        let Some((name, w, vars)) = self.triggers.scheduled().find(|(n, ..)| *n == workflow) else {
+        let Some(watched) = self.triggers.scheduled().find(|w| &w.name == workflow) else {
             return Ok(Fired {
                 workflow: workflow.clone(),
                 tick,
                 queued: Vec::new(),
             });
         };
+        let Watched {
+            name,
+            workflow: w,
+            vars,
+            ..
+        } = watched;
         let trigger = &w.trigger;
         let mut decisions = Vec::new();
         match trigger.records {
@@ -222,7 +228,7 @@ impl Scheduler {
                     let (key, fields) = item?;
                     let verdict = evaluate(trigger, vars, &fields, tick);
                     let subject = crate::records::Subject::new(collection, key);
-                    let excluded = self.triggers.exclusion(name, &subject, &fields);
+                    let excluded = watched.exclusion(&subject, &fields);
                     let fires = verdict.matched && excluded.is_none();
                     let request = fires.then(|| RunRequest {
                         workflow: name.clone(),
