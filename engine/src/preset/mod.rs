@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -354,22 +355,28 @@ pub struct PresetError {
     pub message: String,
 }
 
-/// Every known vendor, by name.
-#[derive(Debug, Default)]
+/// Every known vendor, by name. Vendors are shared, so a registry is cheap to clone.
+#[derive(Debug, Default, Clone)]
 pub struct PresetRegistry {
-    vendors: IndexMap<String, Vendor>,
+    vendors: IndexMap<String, Arc<Vendor>>,
 }
 
 impl PresetRegistry {
-    /// The shipped presets.
+    /// The shipped presets, parsed and compiled once per process.
     pub fn builtin() -> PresetRegistry {
-        let mut registry = PresetRegistry::default();
-        for (file, text) in BUILTIN {
-            let vendor = load_vendor(Path::new(file), text)
-                .unwrap_or_else(|errors| panic!("shipped preset {file} is invalid: {errors:?}"));
-            registry.insert(vendor);
-        }
-        registry
+        static SHIPPED: OnceLock<PresetRegistry> = OnceLock::new();
+        SHIPPED
+            .get_or_init(|| {
+                let mut registry = PresetRegistry::default();
+                for (file, text) in BUILTIN {
+                    let vendor = load_vendor(Path::new(file), text).unwrap_or_else(|errors| {
+                        panic!("shipped preset {file} is invalid: {errors:?}")
+                    });
+                    registry.insert(vendor);
+                }
+                registry
+            })
+            .clone()
     }
 
     /// The shipped presets plus every `*.yaml`/`*.yml` in `dir` (a vendor defined there replaces
@@ -420,15 +427,16 @@ impl PresetRegistry {
     }
 
     pub fn insert(&mut self, vendor: Vendor) {
-        self.vendors.insert(vendor.spec.vendor.clone(), vendor);
+        self.vendors
+            .insert(vendor.spec.vendor.clone(), Arc::new(vendor));
     }
 
     pub fn vendor(&self, name: &str) -> Option<&Vendor> {
-        self.vendors.get(name)
+        self.vendors.get(name).map(Arc::as_ref)
     }
 
     pub fn vendors(&self) -> impl Iterator<Item = &Vendor> {
-        self.vendors.values()
+        self.vendors.values().map(Arc::as_ref)
     }
 
     pub fn action(&self, id: &PresetId) -> Option<&Action> {
@@ -437,8 +445,7 @@ impl PresetRegistry {
 
     /// Every action, vendor by vendor, in file order.
     pub fn actions(&self) -> impl Iterator<Item = (&Vendor, &Action)> {
-        self.vendors
-            .values()
+        self.vendors()
             .flat_map(|vendor| vendor.actions.values().map(move |action| (vendor, action)))
     }
 }
