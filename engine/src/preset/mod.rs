@@ -459,12 +459,9 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
         message,
     };
     let spec: VendorSpec = serde_yaml::from_str(text).map_err(|err| {
-        let (line, column) = err
-            .location()
-            .map(|l| (l.line() as u32, l.column() as u32))
-            .unwrap_or((1, 1));
+        let location = crate::spec::yaml_error_location(&err);
         let message = crate::spec::strip_position(&err.to_string());
-        vec![error(line, column, message)]
+        vec![error(location.line, location.column, message)]
     })?;
     let map = crate::spec::SourceMap::build(text);
     let mut errors = Vec::new();

@@ -7,8 +7,8 @@ use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
 use super::{
-    ApiSpec, BeginSpec, BlockId, BlockSpec, EndSpec, RoleRetrievalSpec, Source, SourceMap, Targets,
-    WorkflowSpec, YamlPath,
+    ApiSpec, BeginSpec, BlockId, BlockSpec, EndSpec, Location, RoleRetrievalSpec, Source,
+    SourceMap, Targets, WorkflowSpec, YamlPath,
 };
 use crate::compile::{suggest, CompileError, CompileErrorKind};
 use crate::spec::location::Segment;
@@ -190,13 +190,9 @@ impl Loader<'_> {
         let document: Yaml = match serde_yaml::from_str(&self.source.text) {
             Ok(document) => document,
             Err(err) => {
-                let location = err
-                    .location()
-                    .map(|l| super::Location::new(l.line() as u32, l.column() as u32))
-                    .unwrap_or(super::Location::START);
                 self.errors.push(CompileError {
                     file: self.source.path.clone(),
-                    location,
+                    location: yaml_error_location(&err),
                     block: None,
                     kind: CompileErrorKind::Syntax {
                         message: strip_position(&err.to_string()),
@@ -524,6 +520,13 @@ pub(crate) fn reword(message: &str) -> String {
         }
     }
     message
+}
+
+/// Where serde_yaml places an error; the start of the file when it does not say.
+pub fn yaml_error_location(err: &serde_yaml::Error) -> Location {
+    err.location()
+        .map(|l| Location::new(l.line() as u32, l.column() as u32))
+        .unwrap_or(Location::START)
 }
 
 /// serde_yaml writes " at line L column C" into messages; the position is printed separately.
