@@ -38,12 +38,7 @@ impl LoadedSpec {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) -> CompileError {
-        CompileError {
-            file: self.source.path.clone(),
-            location: self.map().key_location(path),
-            block: block.cloned(),
-            kind,
-        }
+        error_at(&self.source, self.map(), true, path, block, kind)
     }
 
     /// An error at the value of `path`.
@@ -53,12 +48,29 @@ impl LoadedSpec {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) -> CompileError {
-        CompileError {
-            file: self.source.path.clone(),
-            location: self.map().value_location(path),
-            block: block.cloned(),
-            kind,
-        }
+        error_at(&self.source, self.map(), false, path, block, kind)
+    }
+}
+
+/// An error in `source` at the key of `path` when `at_key`, else at its value.
+fn error_at(
+    source: &Source,
+    map: &SourceMap,
+    at_key: bool,
+    path: &YamlPath,
+    block: Option<&BlockId>,
+    kind: CompileErrorKind,
+) -> CompileError {
+    let location = if at_key {
+        map.key_location(path)
+    } else {
+        map.value_location(path)
+    };
+    CompileError {
+        file: source.path.clone(),
+        location,
+        block: block.cloned(),
+        kind,
     }
 }
 
@@ -144,17 +156,8 @@ impl Loader<'_> {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) {
-        let location = if at_key {
-            self.map.key_location(path)
-        } else {
-            self.map.value_location(path)
-        };
-        self.errors.push(CompileError {
-            file: self.source.path.clone(),
-            location,
-            block: block.cloned(),
-            kind,
-        });
+        let err = error_at(self.source, self.map, at_key, path, block, kind);
+        self.errors.push(err);
     }
 
     fn load(&mut self) -> Option<(WorkflowSpec, IndexMap<BlockId, BrokenBlock>)> {
