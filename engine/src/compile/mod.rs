@@ -1061,10 +1061,7 @@ impl<'a> Compiler<'a> {
         let mut out = IndexMap::new();
         let spec = &self.loaded.spec;
         for (id, block) in &spec.blocks {
-            for (kind, key, targets) in [
-                (EdgeKind::Next, "next", block.next()),
-                (EdgeKind::Failure, "on_failure", block.on_failure()),
-            ] {
+            for (kind, key, targets) in declared_edges(block.next(), block.on_failure()) {
                 for (i, target) in targets.iter().enumerate() {
                     let Some(when) = &target.when else { continue };
                     match self.rules.compile(when) {
