@@ -275,17 +275,10 @@ impl Config {
 
     /// Checks `text` as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|err| {
-            let location = err
-                .location()
-                .map(|l| Location::new(l.line() as u32, l.column() as u32))
-                .unwrap_or(Location::new(1, 1));
-            let message = crate::spec::reword(&err.to_string());
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                location,
-                message,
-            }
+        let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|err| ConfigError::Invalid {
+            file: file.to_owned(),
+            location: crate::spec::yaml_error_location(&err),
+            message: crate::spec::reword(&err.to_string()),
         })?;
         let map = SourceMap::build(text);
         let dir = file.parent().unwrap_or(Path::new("."));

@@ -111,11 +111,6 @@ impl Template {
         &self.source
     }
 
-    /// True when the template is plain text.
-    pub fn is_literal(&self) -> bool {
-        matches!(self.form, Form::Literal)
-    }
-
     /// The first segment of every variable the template reads at the top level (`record` for
     /// `{{record.email}}`), for checking names before anything runs. Paths inside `#each` and
     /// `#with` blocks are relative to the block's value and are left out.
@@ -432,11 +427,7 @@ impl TemplateEngine {
         context: &Context,
     ) -> Result<Value, RenderFailure> {
         if let Some(path) = template.single_path() {
-            return lookup(context.data(), path)
-                .cloned()
-                .ok_or_else(|| RenderFailure {
-                    message: format!("`{}` is not defined", path.join(".")),
-                });
+            return lookup_defined(context, path).cloned();
         }
         self.render(template, context).map(Value::String)
     }
@@ -474,14 +465,10 @@ fn render_with(
     match &template.form {
         Form::Literal => Ok(template.source.clone()),
         Form::Path(path) => {
-            let value = lookup(context.data(), path).ok_or_else(|| RenderFailure {
-                message: format!("`{}` is not defined", path.join(".")),
-            })?;
             // The same text handlebars would write, through the registry's escape function.
-            let text = match value {
+            let text = match lookup_defined(context, path)? {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),
-                Value::Array(_) | Value::Object(_) => value.to_string(),
                 other => other.to_string(),
             };
             Ok(registry.get_escape_fn()(&text))
@@ -495,6 +482,13 @@ fn render_with(
             })
         }
     }
+}
+
+/// The value at a single-expression template's path, or strict mode's error naming it.
+fn lookup_defined<'a>(context: &'a Context, path: &[String]) -> Result<&'a Value, RenderFailure> {
+    lookup(context.data(), path).ok_or_else(|| RenderFailure {
+        message: format!("`{}` is not defined", path.join(".")),
+    })
 }
 
 /// Follows `path` (object keys and array indexes) into `value`.

@@ -24,7 +24,7 @@ use crate::spec::{
     self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, CollectSpec, LoadedSpec,
     RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
 };
-use crate::template::{JsonTemplate, Template};
+use crate::template::{JsonTemplate, Template, TemplateError};
 
 mod error;
 mod graph_checks;
@@ -890,15 +890,8 @@ impl<'a> Compiler<'a> {
     }
 
     fn template(&mut self, site: Site<'_>, source: &str, roots: &[&str]) -> Option<Template> {
-        match Template::compile(source) {
-            Ok(t) => self
-                .check_roots(site, t.variable_roots(), roots)
-                .then_some(t),
-            Err(err) => {
-                self.template_error(site, err.to_string());
-                None
-            }
-        }
+        let compiled = Template::compile(source);
+        self.checked(site, compiled, Template::variable_roots, roots)
     }
 
     fn json_template(
@@ -907,26 +900,34 @@ impl<'a> Compiler<'a> {
         value: &Value,
         roots: &[&str],
     ) -> Option<JsonTemplate> {
-        match JsonTemplate::compile(value) {
+        let compiled = JsonTemplate::compile(value);
+        self.checked(site, compiled, JsonTemplate::variable_roots, roots)
+    }
+
+    /// A compiled template that reads only `roots`, or its errors reported at `site`.
+    fn checked<T>(
+        &mut self,
+        site: Site<'_>,
+        compiled: Result<T, TemplateError>,
+        variable_roots: fn(&T) -> Vec<&str>,
+        roots: &[&str],
+    ) -> Option<T> {
+        match compiled {
             Ok(t) => self
-                .check_roots(site, t.variable_roots(), roots)
+                .check_roots(site, variable_roots(&t), roots)
                 .then_some(t),
             Err(err) => {
-                self.template_error(site, err.to_string());
+                self.value_error(
+                    &site.yaml(),
+                    Some(site.block),
+                    CompileErrorKind::Template {
+                        key: site.label(),
+                        message: err.to_string(),
+                    },
+                );
                 None
             }
         }
-    }
-
-    fn template_error(&mut self, site: Site<'_>, message: String) {
-        self.value_error(
-            &site.yaml(),
-            Some(site.block),
-            CompileErrorKind::Template {
-                key: site.label(),
-                message,
-            },
-        );
     }
 
     fn check_roots(&mut self, site: Site<'_>, found: Vec<&str>, roots: &[&str]) -> bool {
@@ -1061,10 +1062,7 @@ impl<'a> Compiler<'a> {
         let mut out = IndexMap::new();
         let spec = &self.loaded.spec;
         for (id, block) in &spec.blocks {
-            for (kind, key, targets) in [
-                (EdgeKind::Next, "next", block.next()),
-                (EdgeKind::Failure, "on_failure", block.on_failure()),
-            ] {
+            for (kind, key, targets) in declared_edges(block.next(), block.on_failure()) {
                 for (i, target) in targets.iter().enumerate() {
                     let Some(when) = &target.when else { continue };
                     match self.rules.compile(when) {

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -354,22 +355,28 @@ pub struct PresetError {
     pub message: String,
 }
 
-/// Every known vendor, by name.
-#[derive(Debug, Default)]
+/// Every known vendor, by name. Vendors are shared, so a registry is cheap to clone.
+#[derive(Debug, Default, Clone)]
 pub struct PresetRegistry {
-    vendors: IndexMap<String, Vendor>,
+    vendors: IndexMap<String, Arc<Vendor>>,
 }
 
 impl PresetRegistry {
-    /// The shipped presets.
+    /// The shipped presets, parsed and compiled once per process.
     pub fn builtin() -> PresetRegistry {
-        let mut registry = PresetRegistry::default();
-        for (file, text) in BUILTIN {
-            let vendor = load_vendor(Path::new(file), text)
-                .unwrap_or_else(|errors| panic!("shipped preset {file} is invalid: {errors:?}"));
-            registry.insert(vendor);
-        }
-        registry
+        static SHIPPED: OnceLock<PresetRegistry> = OnceLock::new();
+        SHIPPED
+            .get_or_init(|| {
+                let mut registry = PresetRegistry::default();
+                for (file, text) in BUILTIN {
+                    let vendor = load_vendor(Path::new(file), text).unwrap_or_else(|errors| {
+                        panic!("shipped preset {file} is invalid: {errors:?}")
+                    });
+                    registry.insert(vendor);
+                }
+                registry
+            })
+            .clone()
     }
 
     /// The shipped presets plus every `*.yaml`/`*.yml` in `dir` (a vendor defined there replaces
@@ -420,15 +427,16 @@ impl PresetRegistry {
     }
 
     pub fn insert(&mut self, vendor: Vendor) {
-        self.vendors.insert(vendor.spec.vendor.clone(), vendor);
+        self.vendors
+            .insert(vendor.spec.vendor.clone(), Arc::new(vendor));
     }
 
     pub fn vendor(&self, name: &str) -> Option<&Vendor> {
-        self.vendors.get(name)
+        self.vendors.get(name).map(Arc::as_ref)
     }
 
     pub fn vendors(&self) -> impl Iterator<Item = &Vendor> {
-        self.vendors.values()
+        self.vendors.values().map(Arc::as_ref)
     }
 
     pub fn action(&self, id: &PresetId) -> Option<&Action> {
@@ -437,115 +445,54 @@ impl PresetRegistry {
 
     /// Every action, vendor by vendor, in file order.
     pub fn actions(&self) -> impl Iterator<Item = (&Vendor, &Action)> {
-        self.vendors
-            .values()
+        self.vendors()
             .flat_map(|vendor| vendor.actions.values().map(move |action| (vendor, action)))
     }
 }
 
 /// Parses and checks one preset file.
 pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> {
-    let error = |line: u32, column: u32, message: String| PresetError {
-        file: file.to_owned(),
-        line,
-        column,
-        message,
-    };
     let spec: VendorSpec = serde_yaml::from_str(text).map_err(|err| {
-        let (line, column) = err
-            .location()
-            .map(|l| (l.line() as u32, l.column() as u32))
-            .unwrap_or((1, 1));
-        let message = crate::spec::strip_position(&err.to_string());
-        vec![error(line, column, message)]
+        let location = crate::spec::yaml_error_location(&err);
+        vec![PresetError {
+            file: file.to_owned(),
+            line: location.line,
+            column: location.column,
+            message: crate::spec::strip_position(&err.to_string()),
+        }]
     })?;
     let map = crate::spec::SourceMap::build(text);
     let mut errors = Vec::new();
     let mut actions = IndexMap::new();
     for (name, action) in &spec.actions {
-        let at = |key: &str| {
-            let path = crate::spec::YamlPath::root()
-                .key("actions")
-                .key(name)
-                .key(key);
-            map.value_location(&path)
+        let mut check = ActionCheck {
+            file,
+            map: &map,
+            name,
+            action,
+            errors: &mut errors,
         };
-        let id = PresetId {
-            vendor: spec.vendor.clone(),
-            action: name.clone(),
-        };
-        let known = |root: &str| root == "base_url" || action.inputs.contains_key(root);
-        let mut check = |key: &str, source: &str| -> Option<Template> {
-            let location = at(key);
-            match Template::compile(source) {
-                Ok(template) => {
-                    for root in template.variable_roots() {
-                        if !known(root) {
-                            errors.push(error(
-                                location.line,
-                                location.column,
-                                format!(
-                                    "action `{name}`: `{key}` uses `{root}`, which is not a declared input"
-                                ),
-                            ));
-                        }
-                    }
-                    Some(template)
-                }
-                Err(err) => {
-                    errors.push(error(
-                        location.line,
-                        location.column,
-                        format!("action `{name}`: invalid template in `{key}`: {err}"),
-                    ));
-                    None
-                }
-            }
-        };
-        let path = check("path", &action.path);
+        let path = check.template("path", &action.path);
         let mut query = IndexMap::new();
         for (key, value) in &action.query {
             let source = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            if let Some(template) = check("query", &source) {
+            if let Some(template) = check.template("query", &source) {
                 query.insert(key.clone(), template);
             }
         }
         let mut headers = IndexMap::new();
         for (key, value) in &action.headers {
-            if let Some(template) = check("headers", value) {
+            if let Some(template) = check.template("headers", value) {
                 headers.insert(key.clone(), template);
             }
         }
-        let body = match &action.body {
-            None => None,
-            Some(body) => match template::JsonTemplate::compile(body) {
-                Ok(body) => {
-                    for root in body.variable_roots() {
-                        if !known(root) {
-                            let location = at("body");
-                            errors.push(error(
-                                location.line,
-                                location.column,
-                                format!("action `{name}`: `body` uses `{root}`, which is not a declared input"),
-                            ));
-                        }
-                    }
-                    Some(body)
-                }
-                Err(err) => {
-                    let location = at("body");
-                    errors.push(error(
-                        location.line,
-                        location.column,
-                        format!("action `{name}`: invalid template in `body`: {err}"),
-                    ));
-                    None
-                }
-            },
-        };
+        let body = action.body.as_ref().and_then(|body| {
+            let compiled = template::JsonTemplate::compile(body);
+            check.checked("body", compiled, template::JsonTemplate::variable_roots)
+        });
         for (key, referenced) in [
             ("merge", action.merge.as_ref().map(|m| m.read.as_str())),
             ("probe", action.probe.as_ref().map(|p| p.action.as_str())),
@@ -559,12 +506,10 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
         ] {
             if let Some(referenced) = referenced {
                 if !spec.actions.contains_key(referenced) {
-                    let location = at(key);
-                    errors.push(error(
-                        location.line,
-                        location.column,
-                        format!("action `{name}`: `{key}` names action `{referenced}`, which does not exist"),
-                    ));
+                    check.error(
+                        key,
+                        format!("`{key}` names action `{referenced}`, which does not exist"),
+                    );
                 }
             }
         }
@@ -575,14 +520,10 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                     Ok(default) => {
                         defaults.insert(input.clone(), default);
                     }
-                    Err(err) => {
-                        let location = at("inputs");
-                        errors.push(error(
-                            location.line,
-                            location.column,
-                            format!("action `{name}`: invalid template in the default of input `{input}`: {err}"),
-                        ));
-                    }
+                    Err(err) => check.error(
+                        "inputs",
+                        format!("invalid template in the default of input `{input}`: {err}"),
+                    ),
                 }
             }
         }
@@ -590,7 +531,10 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
             actions.insert(
                 name.clone(),
                 Action {
-                    id,
+                    id: PresetId {
+                        vendor: spec.vendor.clone(),
+                        action: name.clone(),
+                    },
                     spec: action.clone(),
                     path,
                     query,
@@ -609,6 +553,61 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
         })
     } else {
         Err(errors)
+    }
+}
+
+/// Checks one action's templates, reporting each problem at the action's key.
+struct ActionCheck<'a> {
+    file: &'a Path,
+    map: &'a crate::spec::SourceMap,
+    name: &'a str,
+    action: &'a ActionSpec,
+    errors: &'a mut Vec<PresetError>,
+}
+
+impl ActionCheck<'_> {
+    fn error(&mut self, key: &str, message: String) {
+        let path = crate::spec::YamlPath::root()
+            .key("actions")
+            .key(self.name)
+            .key(key);
+        let location = self.map.value_location(&path);
+        self.errors.push(PresetError {
+            file: self.file.to_owned(),
+            line: location.line,
+            column: location.column,
+            message: format!("action `{}`: {message}", self.name),
+        });
+    }
+
+    fn template(&mut self, key: &str, source: &str) -> Option<Template> {
+        self.checked(key, Template::compile(source), Template::variable_roots)
+    }
+
+    /// A compiled template whose variables are all `base_url` or declared inputs.
+    fn checked<T>(
+        &mut self,
+        key: &str,
+        compiled: Result<T, template::TemplateError>,
+        variable_roots: fn(&T) -> Vec<&str>,
+    ) -> Option<T> {
+        match compiled {
+            Ok(template) => {
+                for root in variable_roots(&template) {
+                    if root != "base_url" && !self.action.inputs.contains_key(root) {
+                        self.error(
+                            key,
+                            format!("`{key}` uses `{root}`, which is not a declared input"),
+                        );
+                    }
+                }
+                Some(template)
+            }
+            Err(err) => {
+                self.error(key, format!("invalid template in `{key}`: {err}"));
+                None
+            }
+        }
     }
 }
 

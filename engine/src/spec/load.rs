@@ -7,8 +7,8 @@ use serde_json::Value;
 use serde_yaml::Value as Yaml;
 
 use super::{
-    ApiSpec, BeginSpec, BlockId, BlockSpec, EndSpec, RoleRetrievalSpec, Source, SourceMap, Targets,
-    WorkflowSpec, YamlPath,
+    ApiSpec, BeginSpec, BlockId, BlockSpec, EndSpec, Location, RoleRetrievalSpec, Source,
+    SourceMap, Targets, WorkflowSpec, YamlPath,
 };
 use crate::compile::{suggest, CompileError, CompileErrorKind};
 use crate::spec::location::Segment;
@@ -38,12 +38,7 @@ impl LoadedSpec {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) -> CompileError {
-        CompileError {
-            file: self.source.path.clone(),
-            location: self.map().key_location(path),
-            block: block.cloned(),
-            kind,
-        }
+        error_at(&self.source, self.map(), true, path, block, kind)
     }
 
     /// An error at the value of `path`.
@@ -53,12 +48,29 @@ impl LoadedSpec {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) -> CompileError {
-        CompileError {
-            file: self.source.path.clone(),
-            location: self.map().value_location(path),
-            block: block.cloned(),
-            kind,
-        }
+        error_at(&self.source, self.map(), false, path, block, kind)
+    }
+}
+
+/// An error in `source` at the key of `path` when `at_key`, else at its value.
+fn error_at(
+    source: &Source,
+    map: &SourceMap,
+    at_key: bool,
+    path: &YamlPath,
+    block: Option<&BlockId>,
+    kind: CompileErrorKind,
+) -> CompileError {
+    let location = if at_key {
+        map.key_location(path)
+    } else {
+        map.value_location(path)
+    };
+    CompileError {
+        file: source.path.clone(),
+        location,
+        block: block.cloned(),
+        kind,
     }
 }
 
@@ -144,17 +156,8 @@ impl Loader<'_> {
         block: Option<&BlockId>,
         kind: CompileErrorKind,
     ) {
-        let location = if at_key {
-            self.map.key_location(path)
-        } else {
-            self.map.value_location(path)
-        };
-        self.errors.push(CompileError {
-            file: self.source.path.clone(),
-            location,
-            block: block.cloned(),
-            kind,
-        });
+        let err = error_at(self.source, self.map, at_key, path, block, kind);
+        self.errors.push(err);
     }
 
     fn load(&mut self) -> Option<(WorkflowSpec, IndexMap<BlockId, BrokenBlock>)> {
@@ -190,13 +193,9 @@ impl Loader<'_> {
         let document: Yaml = match serde_yaml::from_str(&self.source.text) {
             Ok(document) => document,
             Err(err) => {
-                let location = err
-                    .location()
-                    .map(|l| super::Location::new(l.line() as u32, l.column() as u32))
-                    .unwrap_or(super::Location::START);
                 self.errors.push(CompileError {
                     file: self.source.path.clone(),
-                    location,
+                    location: yaml_error_location(&err),
                     block: None,
                     kind: CompileErrorKind::Syntax {
                         message: strip_position(&err.to_string()),
@@ -524,6 +523,13 @@ pub(crate) fn reword(message: &str) -> String {
         }
     }
     message
+}
+
+/// Where serde_yaml places an error; the start of the file when it does not say.
+pub fn yaml_error_location(err: &serde_yaml::Error) -> Location {
+    err.location()
+        .map(|l| Location::new(l.line() as u32, l.column() as u32))
+        .unwrap_or(Location::START)
 }
 
 /// serde_yaml writes " at line L column C" into messages; the position is printed separately.

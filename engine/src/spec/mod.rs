@@ -29,7 +29,9 @@ mod targets;
 mod unique;
 
 pub(crate) use load::reword;
-pub use load::{load, load_partial, load_str, strip_position, BrokenBlock, LoadedSpec};
+pub use load::{
+    load, load_partial, load_str, strip_position, yaml_error_location, BrokenBlock, LoadedSpec,
+};
 pub use location::{Location, SourceMap, YamlPath};
 pub use targets::{StringList, TargetSpec, Targets};
 

@@ -80,10 +80,9 @@ impl<'de> Visitor<'de> for TargetsVisitor {
     }
 
     fn visit_str<E: de::Error>(self, id: &str) -> Result<Targets, E> {
-        Ok(Targets(vec![TargetSpec {
-            to: id.to_owned(),
-            when: None,
-        }]))
+        EntryVisitor
+            .visit_str(id)
+            .map(|entry| Targets(vec![entry.0]))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Targets, E> {
@@ -99,35 +98,39 @@ impl<'de> Visitor<'de> for TargetsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Targets, A::Error> {
-        let target = TargetSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(Targets(vec![target]))
+        EntryVisitor
+            .visit_map(map)
+            .map(|entry| Targets(vec![entry.0]))
     }
 }
 
+/// One entry of an edge list: a block id or `{to, when}`.
 struct TargetEntry(TargetSpec);
 
 impl<'de> Deserialize<'de> for TargetEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TargetEntry, D::Error> {
-        struct EntryVisitor;
-        impl<'de> Visitor<'de> for EntryVisitor {
-            type Value = TargetEntry;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a block id or `{to: ID, when: EXPR}`")
-            }
-
-            fn visit_str<E: de::Error>(self, id: &str) -> Result<TargetEntry, E> {
-                Ok(TargetEntry(TargetSpec {
-                    to: id.to_owned(),
-                    when: None,
-                }))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetEntry, A::Error> {
-                TargetSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(TargetEntry)
-            }
-        }
         deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = TargetEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a block id or `{to: ID, when: EXPR}`")
+    }
+
+    fn visit_str<E: de::Error>(self, id: &str) -> Result<TargetEntry, E> {
+        Ok(TargetEntry(TargetSpec {
+            to: id.to_owned(),
+            when: None,
+        }))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetEntry, A::Error> {
+        TargetSpec::deserialize(de::value::MapAccessDeserializer::new(map)).map(TargetEntry)
     }
 }
 
