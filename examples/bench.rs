@@ -230,7 +230,7 @@ async fn memory_phase(url: &str, max_connections: Option<u32>) {
     drop(run);
     let start = Instant::now();
     let handles: Vec<_> = (0..10_000)
-        .map(|_| engine.submit(&prepared, RunRequest::manual(None)).1)
+        .map(|_| engine.submit(&prepared, RunRequest::manual(None)).handle)
         .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let finished = handles.iter().filter(|h| h.is_finished()).count();

@@ -184,6 +184,27 @@ impl Recording {
     }
 }
 
+/// A run started with [`Engine::submit`].
+#[derive(Debug)]
+pub struct Submitted {
+    pub id: RunId,
+    pub handle: tokio::task::JoinHandle<Result<RunOutcome, ExecError>>,
+    pub recorded: Recorded,
+}
+
+/// Word of when a submitted run's record is in the history (written as it starts, or as it
+/// queues for a slot).
+#[derive(Debug)]
+pub struct Recorded(tokio::sync::oneshot::Receiver<()>);
+
+impl Recorded {
+    /// True once the record is written; false when the run ended without writing it (it failed
+    /// before, or does not persist).
+    pub async fn wait(self) -> bool {
+        self.0.await.is_ok()
+    }
+}
+
 /// A finished (or stopped) run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -393,35 +414,33 @@ impl Engine {
             request.recording,
             request.persist,
             None,
+            None,
         )
         .await
     }
 
-    /// Starts a run in the background and returns its id and a handle on its outcome.
-    pub fn submit(
-        &self,
-        prepared: &Arc<Prepared>,
-        request: RunRequest,
-    ) -> (
-        RunId,
-        tokio::task::JoinHandle<Result<RunOutcome, ExecError>>,
-    ) {
+    /// Starts a run in the background: its id, a handle on its outcome, and word of when its
+    /// record is in the history.
+    pub fn submit(&self, prepared: &Arc<Prepared>, request: RunRequest) -> Submitted {
         let record = self.new_record(prepared, &request);
         let id = record.id;
         let engine = self.clone();
         let prepared = prepared.clone();
-        let handle = tokio::spawn(async move {
-            run::execute(
-                engine,
-                prepared,
-                record,
-                request.recording,
-                request.persist,
-                None,
-            )
-            .await
-        });
-        (id, handle)
+        let (sender, recorded) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(run::execute(
+            engine,
+            prepared,
+            record,
+            request.recording,
+            request.persist,
+            None,
+            Some(sender),
+        ));
+        Submitted {
+            id,
+            handle,
+            recorded: Recorded(recorded),
+        }
     }
 
     /// Asks a run of this process to stop between steps. Returns false when the run is not known

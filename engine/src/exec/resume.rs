@@ -171,7 +171,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
     resumed.record = Some(record);
     resumed.steps = kept;
     tracing::info!(run_id = %run.id, "resuming run");
-    run::execute(engine, prepared, run, None, true, Some(resumed)).await
+    run::execute(engine, prepared, run, None, true, Some(resumed), None).await
 }
 
 async fn probe(

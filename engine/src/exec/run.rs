@@ -30,6 +30,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, EdgeRef};
 use petgraph::Direction;
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -96,6 +97,7 @@ pub(crate) fn execute(
     recording: Option<Recording>,
     persist: bool,
     resumed: Option<Resumed>,
+    mut recorded: Option<oneshot::Sender<()>>,
 ) -> impl std::future::Future<Output = Result<RunOutcome, ExecError>> + Send {
     let span = tracing::info_span!(
         "run",
@@ -111,6 +113,7 @@ pub(crate) fn execute(
             Err(_) => {
                 if persist {
                     history.put_run(&record)?;
+                    announce(&mut recorded);
                 }
                 inner
                     .permits
@@ -127,6 +130,7 @@ pub(crate) fn execute(
         let started_at = *record.started_at.get_or_insert_with(Utc::now);
         if persist {
             history.put_run(&record)?;
+            announce(&mut recorded);
         }
         let mut resumed = resumed.unwrap_or_default();
         // One step per block in the common case: no regrowth while the run is in flight.
@@ -347,6 +351,13 @@ pub(crate) fn execute(
         })
     }
     .instrument(span)
+}
+
+/// Tells whoever submitted the run that its record is in the history (the first time only).
+fn announce(recorded: &mut Option<oneshot::Sender<()>>) {
+    if let Some(sender) = recorded.take() {
+        let _ = sender.send(());
+    }
 }
 
 struct Walk<'a> {

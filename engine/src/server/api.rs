@@ -336,15 +336,17 @@ async fn start_run(
         vars: body.vars,
         ..RunRequest::manual(subject)
     };
-    let (id, handle) = shared.engine.submit(prepared, request);
+    let run = shared.engine.submit(prepared, request);
+    let id = run.id;
     if body.wait {
-        let outcome = handle
+        let outcome = run
+            .handle
             .await
             .map_err(|err| internal(format!("the run task failed: {err}")))??;
         return Ok(Json(run_json(&outcome.run, &outcome.steps)?).into_response());
     }
-    let recorded = shared.recorded(id, &handle).await?;
-    shared.track(id, handle);
+    let recorded = run.recorded.wait().await;
+    shared.track(id, run.handle);
     if !recorded {
         return Err(internal(format!(
             "run `{id}` stopped before it was recorded; see the service's log"

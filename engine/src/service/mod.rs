@@ -227,24 +227,6 @@ impl Shared {
         });
     }
 
-    /// Waits until a submitted run's record is in the history (it is written as the run starts,
-    /// or as it queues for a slot). False when the run's task ended without writing it.
-    pub(crate) async fn recorded(
-        &self,
-        id: RunId,
-        handle: &JoinHandle<Result<RunOutcome, ExecError>>,
-    ) -> Result<bool, StoreError> {
-        loop {
-            if self.engine.history().run(id)?.is_some() {
-                return Ok(true);
-            }
-            if handle.is_finished() {
-                return Ok(self.engine.history().run(id)?.is_some());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
     fn spawn_tracked(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.runs
             .lock()

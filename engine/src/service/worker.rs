@@ -155,23 +155,18 @@ async fn dispatch(
                 return Err(err);
             }
         };
-        let (id, handle) = shared.engine.submit(prepared, request);
-        submitted.push((entry.id, id, handle));
+        submitted.push((entry.id, shared.engine.submit(prepared, request)));
     }
     let mut recorded = Vec::with_capacity(submitted.len());
-    for (queued, id, handle) in submitted {
-        match shared.recorded(id, &handle).await {
-            Ok(true) => recorded.push((queued, id)),
-            Ok(false) => {
-                tracing::warn!(queue_id = %queued, run_id = %id, "a run ended before it was recorded; its request stays queued");
-                failures.failed(queued);
-            }
-            Err(err) => {
-                tracing::error!(queue_id = %queued, run_id = %id, error = %err, "cannot tell whether a run was recorded; its request stays queued");
-                failures.failed(queued);
-            }
+    for (queued, run) in submitted {
+        let id = run.id;
+        if run.recorded.wait().await {
+            recorded.push((queued, id));
+        } else {
+            tracing::warn!(queue_id = %queued, run_id = %id, "a run ended before it was recorded; its request stays queued");
+            failures.failed(queued);
         }
-        shared.track(id, handle);
+        shared.track(id, run.handle);
     }
     if recorded.is_empty() {
         return Ok(());
