@@ -28,13 +28,11 @@ pub struct TriggerArgs {
     /// Write the records without starting any workflow.
     #[arg(long)]
     no_trigger: bool,
-    #[command(flatten)]
-    presets: PresetArgs,
 }
 
 impl TriggerArgs {
     /// The workflows; none with `--no-trigger`, or when the default `workflows/` does not exist.
-    pub fn load(&self, config: Option<&Config>) -> anyhow::Result<Triggers> {
+    pub fn load(&self, config: Option<&Config>, presets: &PresetArgs) -> anyhow::Result<Triggers> {
         if self.no_trigger || (self.workflows == Path::new("workflows") && !self.workflows.is_dir())
         {
             return Ok(Triggers::none());
@@ -44,7 +42,7 @@ impl TriggerArgs {
             .unwrap_or_default();
         Ok(Triggers::load_dir(
             &self.workflows,
-            &self.presets.load()?,
+            &presets.load()?,
             &global,
         )?)
     }
@@ -181,7 +179,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open `{}`", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (store, config) = args.common.open()?;
-    let triggers = args.triggers.load(config.as_ref())?;
+    let triggers = args.triggers.load(config.as_ref(), &args.common.presets)?;
     let records = RecordStore::open(&store)?;
     let collection = Collection::from(args.collection);
     let options = ImportOptions {
@@ -305,7 +303,7 @@ fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let collection = Collection::from(args.collection);
     let (store, config) = args.common.open()?;
     let subject = Subject::new(collection, RecordKey::parse(&args.key));
-    let triggers = args.triggers.load(config.as_ref())?;
+    let triggers = args.triggers.load(config.as_ref(), &args.common.presets)?;
     let written = RecordStore::open(&store)?.write(
         &[Write {
             subject: subject.clone(),

@@ -14,7 +14,6 @@ use anyhow::{bail, Context as _};
 use blockyard::config::Config;
 use blockyard::exec::{Engine, EngineOptions, RunOutcome, RunRequest};
 use blockyard::http::{Client, Credentials};
-use blockyard::preset::PresetRegistry;
 use blockyard::store::history::{RunMode, RunRecord, StepRecord, StepStatus, Subject};
 use blockyard::store::Store;
 use serde_json::{Map, Value};
@@ -51,6 +50,9 @@ pub struct CommonArgs {
     /// The data dir (default: the config's `data_dir`, else ./.blockyard).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The presets workflows are compiled and run against.
+    #[command(flatten)]
+    pub presets: super::PresetArgs,
 }
 
 impl CommonArgs {
@@ -83,7 +85,7 @@ impl CommonArgs {
             .as_ref()
             .map(Credentials::from_config)
             .unwrap_or_default();
-        let client = Client::new(Arc::new(PresetRegistry::builtin()), credentials)?;
+        let client = Client::new(Arc::new(self.presets.load()?), credentials)?;
         let vars = config
             .as_ref()
             .map(|c| c.vars.clone().into_iter().collect())

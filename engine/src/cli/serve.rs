@@ -17,7 +17,6 @@ use blockyard::service::{Service, ServiceConfig, ServiceError};
 use blockyard::trigger::LoadError;
 
 use super::run::{runtime, CommonArgs};
-use super::PresetArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -32,8 +31,6 @@ pub struct ServeArgs {
     grace: u64,
     #[command(flatten)]
     common: CommonArgs,
-    #[command(flatten)]
-    presets: PresetArgs,
 }
 
 fn init_tracing() {
@@ -64,7 +61,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let service_config = ServiceConfig {
         token,
-        presets: Arc::new(args.presets.load()?),
+        presets: Arc::new(args.common.presets.load()?),
         credentials: config
             .as_ref()
             .map(Credentials::from_config)

@@ -8,7 +8,6 @@ use blockyard::records::RecordStore;
 use blockyard::trigger::{load_workflows, TraceEntry};
 
 use super::run::CommonArgs;
-use super::PresetArgs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TriggersCommand {
@@ -32,8 +31,6 @@ pub struct WhyArgs {
     workflows: PathBuf,
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    presets: PresetArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -79,7 +76,7 @@ fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
         print!("{}", entry.render());
     }
     if args.workflows.is_dir() {
-        if let Ok(workflows) = load_workflows(&args.workflows, &args.presets.load()?) {
+        if let Ok(workflows) = load_workflows(&args.workflows, &args.common.presets.load()?) {
             let silent: Vec<&str> = workflows
                 .iter()
                 .filter(|w| w.trigger.records.is_some())
