@@ -2,63 +2,36 @@
 //! from `workflows/` through an in-process [`Engine`] over a temp data dir, then checks the
 //! vendor's side (the sandbox's request log and state) and the records, not only the run status.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions, Prepared, RunOutcome, RunRequest, RunStatus};
-use blockyard::http::{Client, Credentials};
-use blockyard::preset::PresetRegistry;
+use blockyard::exec::{Engine, RunOutcome, RunRequest, RunStatus};
 use blockyard::records::{Collection, RecordKey, Subject};
-use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::sandbox::SandboxConfig;
 use blockyard::store::history::{self, RunMode};
-use blockyard::store::Store;
 use blockyard::trigger::Triggers;
 use serde_json::{json, Map, Value};
 
-use crate::support;
+use crate::support::{self, Env};
 
-/// A sandbox, a temp data dir and an engine whose credentials point at the sandbox.
+/// A [`support::Env`] and an engine over its data dir.
 struct Harness {
-    sb: Sandbox,
-    _dir: tempfile::TempDir,
+    env: Env,
     engine: Engine,
-    config: Config,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 impl Harness {
     async fn new(config: SandboxConfig) -> Harness {
-        let sb = Sandbox::start(config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let base = format!("http://{}", sb.addr());
-        let text = format!(
-            "data_dir: data
-vars:
-  calendly_organization: {org}
-credentials:
-  calendly: {{vendor: calendly, auth: bearer, token: t, base_url: {base}/calendly, rate_limit_per_minute: 0}}
-  webex: {{vendor: webex, auth: bearer, token: t, base_url: {base}/webex/v1, rate_limit_per_minute: 0}}
-  scim: {{vendor: scim, auth: bearer, token: t, base_url: {base}/scim/v2, rate_limit_per_minute: 0}}
-",
-            org = sb.organization_uri()
-        );
-        let file = dir.path().join("blockyard.yaml");
-        std::fs::write(&file, &text).unwrap();
-        let config = Config::parse(&file, &text).unwrap();
-        let store = Store::open(&dir.path().join("data")).unwrap();
-        let client = Client::new(
-            Arc::new(PresetRegistry::builtin()),
-            Credentials::from_config(&config),
-        )
-        .unwrap();
-        let vars = config.vars.clone().into_iter().collect();
-        let engine = Engine::new(&store, client, vars, EngineOptions::default()).unwrap();
-        Harness {
-            sb,
-            _dir: dir,
-            engine,
-            config,
-        }
+        let env = Env::start(config).await;
+        let engine = env.engine();
+        Harness { env, engine }
     }
 
     async fn seeded(users: usize) -> Harness {
@@ -67,10 +40,6 @@ credentials:
             ..SandboxConfig::default()
         })
         .await
-    }
-
-    fn prepare(&self, name: &str) -> Arc<Prepared> {
-        self.engine.prepare_file(&workflow(name)).unwrap()
     }
 
     async fn run(&self, name: &str, subject: Option<history::Subject>) -> RunOutcome {
@@ -83,7 +52,7 @@ credentials:
         subject: Option<history::Subject>,
         mode: RunMode,
     ) -> RunOutcome {
-        let prepared = self.prepare(name);
+        let prepared = self.engine.prepare_file(&support::workflow(name)).unwrap();
         let request = RunRequest {
             mode,
             ..RunRequest::manual(subject)
@@ -95,45 +64,6 @@ credentials:
         self.engine
             .records()
             .get(&Subject::new(collection, RecordKey::parse(key)))
-            .unwrap()
-    }
-
-    fn count(&self, method: &str, path_contains: &str) -> usize {
-        self.sb
-            .requests()
-            .iter()
-            .filter(|r| r.method == method && r.path.contains(path_contains))
-            .count()
-    }
-
-    /// The Calendly members as `(email, membership uri, role)`.
-    async fn members(&self) -> Vec<(String, String, String)> {
-        let url = format!(
-            "{}/organization_memberships?organization={}&count=100",
-            self.sb.calendly_url(),
-            self.sb.organization_uri()
-        );
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        body["collection"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["user"]["email"].as_str().unwrap().to_lowercase(),
-                    m["uri"].as_str().unwrap().to_owned(),
-                    m["role"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-
-    /// A member who is not the owner.
-    async fn member(&self) -> (String, String, String) {
-        self.members()
-            .await
-            .into_iter()
-            .find(|m| m.2 != "owner")
             .unwrap()
     }
 
@@ -149,10 +79,6 @@ credentials:
             .status();
         assert_eq!(status, 204);
     }
-}
-
-fn workflow(name: &str) -> PathBuf {
-    support::root().join("workflows").join(name)
 }
 
 fn subject(collection: &str, key: &str, record: Value) -> Option<history::Subject> {
@@ -490,7 +416,7 @@ async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
     let triggers = Triggers::load_dir(
         &support::root().join("workflows"),
         h.engine.client().presets(),
-        &h.config.vars.clone().into_iter().collect(),
+        &h.config().vars.into_iter().collect(),
     )
     .unwrap();
     h.engine.set_triggers(std::sync::Arc::new(triggers));
@@ -564,7 +490,7 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     .unwrap()
     .into_iter()
     .filter(|w| w.name == "reclaim-idle");
-    let vars: Map<String, Value> = h.config.vars.clone().into_iter().collect();
+    let vars: Map<String, Value> = h.config().vars.into_iter().collect();
     let triggers = Triggers::new(workflows, &vars);
     let name = blockyard::trigger::WorkflowName::new("reclaim-idle");
     let excluded_subject = Subject::new(
