@@ -53,6 +53,11 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `GET url`, answered with JSON.
+pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// The token of every credential in an [`Env`]'s config: no run may write it into history.
 pub const TOKEN: &str = "sandbox-secret-token-4242";
 
@@ -149,7 +154,7 @@ impl Env {
             self.sb.calendly_url(),
             self.sb.organization_uri()
         );
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let body = get_json(url).await;
         body["collection"]
             .as_array()
             .unwrap()

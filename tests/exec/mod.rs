@@ -213,12 +213,7 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_outlives_the_process_that_asked_for_it() {
     let env = Env::seeded(5).await;
-    let users: Value = reqwest::get(format!("{}/Users?count=1", env.sb.scim_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
     let email = users["Resources"][0]["userName"]
         .as_str()
         .unwrap()

@@ -541,15 +541,15 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     );
 }
 
+/// The seeded Webex people.
+async fn webex_people(h: &Harness) -> Vec<Value> {
+    let body = support::get_json(format!("{}/people?max=100", h.sb.webex_url())).await;
+    body["items"].as_array().unwrap().clone()
+}
+
 /// A seeded Webex person (not the first, who is the admin).
 async fn webex_person(h: &Harness) -> Value {
-    let body: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["items"].as_array().unwrap().last().unwrap().clone()
+    webex_people(h).await.pop().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,12 +677,8 @@ async fn webex_create_creates_the_person_once_and_saves_the_webex_id() {
     assert_eq!(h.count("POST", "/webex/v1/people"), 1);
     let stored = h.record(Collection::People, email).unwrap();
     let id = stored["webex_user_id"].as_str().unwrap().to_owned();
-    let found: Value = reqwest::get(format!("{}/people?email={email}", h.sb.webex_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value =
+        support::get_json(format!("{}/people?email={email}", h.sb.webex_url())).await;
     assert_eq!(found["items"][0]["id"], json!(id));
     assert_eq!(found["items"][0]["displayName"], "New Hire");
 }
@@ -710,16 +706,12 @@ async fn calendly_user_details_saves_the_user_organization_and_membership_ids() 
         stored["calendly_organization_id"],
         json!(last(&h.sb.organization_uri()))
     );
-    let user: Value = reqwest::get(format!(
+    let user = support::get_json(format!(
         "{}/users/{}",
         h.sb.calendly_url(),
         stored["calendly_user_id"].as_str().unwrap()
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         user["resource"]["email"].as_str().unwrap().to_lowercase(),
         email
@@ -730,23 +722,15 @@ async fn calendly_user_details_saves_the_user_organization_and_membership_ids() 
 async fn reclaim_idle_cancels_when_the_vendor_shows_activity_after_the_user_was_flagged() {
     let h = Harness::seeded(8).await;
     // A Webex person the vendor saw recently, whom the local record still thinks is idle.
-    let people: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
+    let person = webex_people(&h)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let person = people["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .find(|p| {
             p["lastActivity"]
                 .as_str()
                 .is_some_and(|at| blockyard::rules::days_since(at) < 30)
         })
-        .expect("a recently active person")
-        .clone();
+        .expect("a recently active person");
     let id = person["id"].as_str().unwrap();
     let email = person["emails"][0].as_str().unwrap().to_lowercase();
     let key = format!("webex/{email}");

@@ -503,23 +503,13 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
         warning.last().unwrap(),
         "warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)"
     );
-    let health: Value = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = support::get_json(format!("http://{addr}/healthz")).await;
     assert_eq!(health, json!({"status": "ok"}));
 
     std::fs::write(workflows(&env).join("broken.yaml"), "name: broken\n").unwrap();
     served.signal("HUP");
     served.read_until("reload failed, keeping the workflows already loaded");
-    let workflows: Value = reqwest::get(format!("http://{addr}/api/workflows"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workflows = support::get_json(format!("http://{addr}/api/workflows")).await;
     assert_eq!(workflows.as_array().unwrap().len(), 2);
 
     served.signal("TERM");
