@@ -58,6 +58,16 @@ pub async fn get_json(url: impl reqwest::IntoUrl) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// A run's steps (as history's JSON has them) as `(block, status)` pairs.
+pub fn blocks(run: &Value) -> Vec<(&str, &str)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect()
+}
+
 /// The token of every credential in an [`Env`]'s config: no run may write it into history.
 pub const TOKEN: &str = "sandbox-secret-token-4242";
 

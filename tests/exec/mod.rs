@@ -42,12 +42,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     let run: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(run["status"], "succeeded");
     let steps = run["steps"].as_array().unwrap();
-    let blocks: Vec<(&str, &str)> = steps
-        .iter()
-        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        blocks,
+        support::blocks(&run),
         [
             ("begin", "succeeded"),
             ("find", "succeeded"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::slow;
-use crate::support::Env;
+use crate::support::{blocks, Env};
 
 /// begin → `me` (a GET) → `revoke` (a DELETE whose preset has no probe) → end.
 const REVOKE: &str = "name: revoke\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: revoke\n  revoke:\n    type: api\n    preset: calendly.revoke_invitation\n    credential: calendly\n    with:\n      invitation_uuid: 0a1b2c3d-0000-4000-8000-000000000001\n    next: end\n  end:\n    type: end\n";
@@ -18,27 +18,6 @@ const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: begin
 
 /// begin → me → end.
 const ONE_READ: &str = "name: one-read\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
-
-fn blocks(run: &Value) -> Vec<(String, String)> {
-    run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["block"].as_str().unwrap().to_owned(),
-                s["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    expected
-        .iter()
-        .map(|(b, s)| ((*b).to_owned(), (*s).to_owned()))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is_not_resent() {
@@ -84,11 +63,11 @@ async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is
     assert_eq!(shown["error"], message);
     assert_eq!(
         blocks(&shown),
-        pairs(&[
+        [
             ("begin", "succeeded"),
             ("me", "succeeded"),
             ("revoke", "sending")
-        ])
+        ]
     );
 
     // The run is finished: a second resume leaves it alone and sends nothing.
@@ -138,11 +117,11 @@ async fn cancel_stops_a_run_in_another_process_between_steps() {
     assert_eq!(finished["error"], "cancelled between steps");
     assert_eq!(
         blocks(&finished),
-        pairs(&[
+        [
             ("begin", "succeeded"),
             ("a", "succeeded"),
             ("b", "succeeded")
-        ])
+        ]
     );
     assert_eq!(env.sb.requests().len(), 2, "`c` was never sent");
 

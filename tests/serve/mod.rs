@@ -286,14 +286,8 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
     let id = run["id"].as_str().unwrap();
     let (status, shown) = api.get(&format!("/runs/{id}")).await;
     assert_eq!(status, 200);
-    let blocks: Vec<(&str, &str)> = shown["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        blocks,
+        support::blocks(&shown),
         [
             ("begin", "succeeded"),
             ("find", "succeeded"),
