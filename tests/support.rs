@@ -68,6 +68,24 @@ pub fn blocks(run: &Value) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// A workflow of one read: begin → `me` (Calendly's current user, with the `calendly`
+/// credential) → end.
+pub const WHOAMI: &str = "\
+name: whoami
+description: Ask Calendly who the credential is
+blocks:
+  begin:
+    type: begin
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
 /// The token of every credential in an [`Env`]'s config: no run may write it into history.
 pub const TOKEN: &str = "sandbox-secret-token-4242";
 

@@ -8,16 +8,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::slow;
-use crate::support::{blocks, Env};
+use crate::support::{blocks, Env, WHOAMI};
 
 /// begin → `me` (a GET) → `revoke` (a DELETE whose preset has no probe) → end.
 const REVOKE: &str = "name: revoke\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: revoke\n  revoke:\n    type: api\n    preset: calendly.revoke_invitation\n    credential: calendly\n    with:\n      invitation_uuid: 0a1b2c3d-0000-4000-8000-000000000001\n    next: end\n  end:\n    type: end\n";
 
 /// begin → a → b → c → end, each a GET.
 const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: begin\n    next: a\n  a:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: b\n  b:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: c\n  c:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
-
-/// begin → me → end.
-const ONE_READ: &str = "name: one-read\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is_not_resent() {
@@ -142,7 +139,7 @@ async fn cancel_stops_a_run_in_another_process_between_steps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_prune_keeps_compact_run_records_and_drops_step_payloads() {
     let env = Env::seeded(5).await;
-    let file = env.write("one-read.yaml", ONE_READ);
+    let file = env.write("whoami.yaml", WHOAMI);
     let run = env.json(&["run", &file.display().to_string(), "--json"]);
     assert_eq!(run["status"], "succeeded");
     let id = run["id"].as_str().unwrap().to_owned();

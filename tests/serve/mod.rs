@@ -12,25 +12,9 @@ use blockyard::service::{worker, Service, ServiceConfig};
 use blockyard::trigger::{Queue, Triggers};
 use serde_json::{json, Value};
 
-use crate::support::{self, Env};
+use crate::support::{self, Env, WHOAMI};
 
 const TOKEN: &str = "serve-test-token";
-
-const WHOAMI: &str = "\
-name: whoami
-description: Ask Calendly who the credential is
-blocks:
-  begin:
-    type: begin
-    next: me
-  me:
-    type: api
-    preset: calendly.current_user
-    credential: calendly
-    next: end
-  end:
-    type: end
-";
 
 /// A [`support::Env`] whose temp dir also holds `workflows/`, with a copy of
 /// `calendly-offboard.yaml` and `whoami.yaml`.
@@ -390,11 +374,7 @@ async fn serve_manual_runs_replay_and_cancel_answer() {
 async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
     let env = with_workflows().await;
     let service = serve(&env).await;
-    std::fs::write(
-        workflows(&env).join("broken.yaml"),
-        "name: broken\nblocks: {}\n",
-    )
-    .unwrap();
+    env.write("workflows/broken.yaml", "name: broken\nblocks: {}\n");
     let err = service.reload().await.unwrap_err();
     assert!(err.to_string().contains("invalid"), "{err}");
     assert_eq!(service.workflows().len(), 2);
@@ -405,11 +385,10 @@ async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
     assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
 
     std::fs::remove_file(workflows(&env).join("broken.yaml")).unwrap();
-    std::fs::write(
-        workflows(&env).join("whoami-too.yaml"),
-        WHOAMI.replace("name: whoami", "name: whoami-too"),
-    )
-    .unwrap();
+    env.write(
+        "workflows/whoami-too.yaml",
+        &WHOAMI.replace("name: whoami", "name: whoami-too"),
+    );
     assert_eq!(service.reload().await.unwrap(), 3);
     let (status, _) = api
         .post("/workflows/whoami-too/runs", json!({"wait": true}))
@@ -500,7 +479,7 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
     let health = support::get_json(format!("http://{addr}/healthz")).await;
     assert_eq!(health, json!({"status": "ok"}));
 
-    std::fs::write(workflows(&env).join("broken.yaml"), "name: broken\n").unwrap();
+    env.write("workflows/broken.yaml", "name: broken\n");
     served.signal("HUP");
     served.read_until("reload failed, keeping the workflows already loaded");
     let workflows = support::get_json(format!("http://{addr}/api/workflows")).await;
@@ -515,7 +494,7 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
     let env = with_workflows().await;
-    std::fs::write(workflows(&env).join("broken.yaml"), "name: broken\n").unwrap();
+    env.write("workflows/broken.yaml", "name: broken\n");
     let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", "t")]);
     let lines = served.read_until("refusing to start");
     let status = served.child.wait().unwrap();
@@ -530,27 +509,18 @@ async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
     );
 }
 
-const TICK: &str = "\
-name: tick
-description: Every second, ask Calendly who the credential is
-blocks:
-  begin:
-    type: begin
-    schedule: { cron: \"* * * * * *\", timezone: UTC }
-    next: me
-  me:
-    type: api
-    preset: calendly.current_user
-    credential: calendly
-    next: end
-  end:
-    type: end
-";
+/// `whoami`, started every second by a schedule.
+fn tick() -> String {
+    WHOAMI.replace("name: whoami", "name: tick").replace(
+        "    type: begin\n",
+        "    type: begin\n    schedule: { cron: \"* * * * * *\", timezone: UTC }\n",
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_schedule_fires_on_time_and_each_tick_runs_once() {
     let env = with_workflows().await;
-    std::fs::write(workflows(&env).join("tick.yaml"), TICK).unwrap();
+    env.write("workflows/tick.yaml", &tick());
     let service = serve(&env).await;
     let api = Api::new(&service);
     let runs = api
