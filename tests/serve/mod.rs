@@ -103,6 +103,17 @@ impl Api {
     }
 }
 
+/// What a `GET /triggers/why` answer's first subject considered and fired.
+fn fired(why: &Value) -> Vec<&Value> {
+    why[0]["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["considered"].as_array().unwrap())
+        .filter(|c| c["fired"] == true)
+        .collect()
+}
+
 fn error(status: u16, message: &str) -> (u16, Value) {
     (
         status,
@@ -298,12 +309,7 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
 
     // Why: the trace names the run the update started.
     let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
-    let trace = why[0]["trace"].as_array().unwrap();
-    let fired: Vec<&Value> = trace
-        .iter()
-        .flat_map(|e| e["considered"].as_array().unwrap())
-        .filter(|c| c["fired"] == true)
-        .collect();
+    let fired = fired(&why);
     assert_eq!(fired.len(), 1, "{why}");
     assert_eq!(fired[0]["run"], id);
     service.shutdown().await.unwrap();
@@ -599,13 +605,7 @@ async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
     let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
-    let fired: Vec<&Value> = why[0]["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|e| e["considered"].as_array().unwrap())
-        .filter(|c| c["fired"] == true)
-        .collect();
+    let fired = fired(&why);
     assert_eq!(fired[0]["run"], runs[0]["id"], "{why}");
     service.shutdown().await.unwrap();
 }
