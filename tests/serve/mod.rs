@@ -103,6 +103,17 @@ impl Api {
     }
 }
 
+/// Waits (10 s at most) until the service's queue is empty: each entry acknowledged, after its
+/// run or without one.
+async fn drained(service: &Service) {
+    let queue = Queue::open(service.shared().engine().records().store()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !queue.is_empty() {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// What a `GET /triggers/why` answer's first subject considered and fired.
 fn fired(why: &Value) -> Vec<&Value> {
     why[0]["trace"]
@@ -302,7 +313,7 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
         .await;
     assert_eq!(body["records"][0]["outcome"], "unchanged");
     assert_eq!(body["queued"], 0);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    drained(&service).await;
     let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(env.writes().len(), 1);
@@ -600,7 +611,7 @@ async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_
 
     let service = serve(&env).await;
     let api = Api::new(&service);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drained(&service).await;
     let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
