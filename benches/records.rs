@@ -78,18 +78,7 @@ fn main() {
     let workflow = compile_source(
         Source::new(
             "bench.yaml",
-            "name: on-create
-blocks:
-  begin:
-    type: begin
-    records: people
-    on: [created]
-    rules:
-      - { field: email, op: not_empty }
-    next: end
-  end:
-    type: end
-",
+            include_str!("../tests/fixtures/on-create.yaml"),
         ),
         &PresetRegistry::builtin(),
     )

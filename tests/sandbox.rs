@@ -24,6 +24,11 @@ async fn seeded(users: usize) -> Sandbox {
     .await
 }
 
+/// The URL of the sandbox's control endpoint `path` (under `/_sandbox/`).
+fn control(sb: &Sandbox, path: &str) -> String {
+    format!("http://{}/_sandbox/{path}", sb.addr())
+}
+
 async fn body(response: Response) -> Value {
     let text = response.text().await.expect("a body");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
@@ -136,9 +141,9 @@ async fn calendly_membership_and_invitation_lifecycle() {
 
     // Accepting (control endpoint) turns it into a membership.
     let inv_uuid = invitation.rsplit('/').next().unwrap();
-    let (status, accepted) = call(c.post(format!(
-        "http://{}/_sandbox/calendly/invitations/{inv_uuid}/accept",
-        sb.addr()
+    let (status, accepted) = call(c.post(control(
+        &sb,
+        &format!("calendly/invitations/{inv_uuid}/accept"),
     )))
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -198,9 +203,9 @@ async fn calendly_membership_and_invitation_lifecycle() {
     )
     .await;
     let admin_email = admins["collection"][0]["user"]["email"].as_str().unwrap();
-    let control = format!("http://{}/_sandbox/calendly/actor", sb.addr());
+    let actor = control(&sb, "calendly/actor");
     assert_eq!(
-        call(c.post(&control).json(&json!({"email": admin_email})))
+        call(c.post(&actor).json(&json!({"email": admin_email})))
             .await
             .0,
         StatusCode::OK
@@ -285,7 +290,7 @@ async fn calendly_activity_log_and_plan() {
         err,
         json!({"title": "Permission Denied", "message": "Please upgrade your Calendly account to Enterprise."})
     );
-    let plan = format!("http://{}/_sandbox/calendly/plan", sb.addr());
+    let plan = control(&sb, "calendly/plan");
     assert_eq!(
         call(c.post(&plan).json(&json!({"plan": "enterprise"})))
             .await
@@ -712,25 +717,13 @@ async fn a_token_is_checked_with_each_vendors_401() {
         format!("{}/Users", sb.scim_url()),
     ] {
         assert_eq!(
-            c.get(&url)
-                .bearer_auth("s3cret")
-                .send()
-                .await
-                .unwrap()
-                .status(),
+            call(c.get(&url).bearer_auth("s3cret")).await.0,
             StatusCode::OK,
             "{url}"
         );
     }
     // Control endpoints are not token-checked.
-    assert_eq!(
-        c.get(format!("http://{}/_sandbox/state", sb.addr()))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(call(c.get(control(&sb, "state"))).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -763,7 +756,7 @@ async fn exceeding_the_rate_limit_gets_each_vendors_429() {
     let people = format!("{}/people", sb.webex_url());
     for _ in 0..3 {
         assert_eq!(
-            c.get(&people).send().await.unwrap().status(),
+            call(c.get(&people)).await.0,
             StatusCode::OK,
             "windows are per vendor"
         );
@@ -787,11 +780,7 @@ async fn exceeding_the_rate_limit_gets_each_vendors_429() {
     assert_eq!(body(r).await["status"], "429");
     // Control endpoints are not rate-limited.
     assert_eq!(
-        c.get(format!("http://{}/_sandbox/requests", sb.addr()))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        call(c.get(control(&sb, "requests"))).await.0,
         StatusCode::OK
     );
 }
@@ -813,7 +802,7 @@ async fn latency_is_added_before_every_vendor_response_but_not_control() {
         format!("{}/Users", sb.scim_url()),
     ] {
         let t = Instant::now();
-        assert_eq!(c.get(&url).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(call(c.get(&url)).await.0, StatusCode::OK);
         assert!(
             t.elapsed() >= latency,
             "{url} answered in {:?}",
@@ -832,9 +821,9 @@ async fn latency_changes_at_run_time_through_the_control_endpoint() {
     })
     .await;
     let c = Client::new();
-    let control = format!("http://{}/_sandbox/latency", sb.addr());
+    let latency_url = control(&sb, "latency");
     assert_eq!(
-        call(c.post(&control).json(&json!({"ms": 0}))).await,
+        call(c.post(&latency_url).json(&json!({"ms": 0}))).await,
         (StatusCode::OK, json!({"ms": 0}))
     );
     let me = format!("{}/users/me", sb.calendly_url());
@@ -844,7 +833,7 @@ async fn latency_changes_at_run_time_through_the_control_endpoint() {
     let t = Instant::now();
     assert_eq!(call(c.get(&me)).await.0, StatusCode::OK);
     assert!(t.elapsed() >= latency, "answered in {:?}", t.elapsed());
-    let (status, error) = call(c.post(&control).json(&json!({"ms": -1}))).await;
+    let (status, error) = call(c.post(&latency_url).json(&json!({"ms": -1}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         error["message"]
@@ -902,21 +891,20 @@ async fn injected_failures_are_seeded_and_deterministic() {
 async fn control_endpoints_log_reset_and_reseed() {
     let sb = seeded(3).await;
     let c = Client::new();
-    let control = format!("http://{}/_sandbox", sb.addr());
     c.get(format!("{}/people?max=1", sb.webex_url()))
         .send()
         .await
         .unwrap();
-    let (_, log) = call(c.get(format!("{control}/requests"))).await;
+    let (_, log) = call(c.get(control(&sb, "requests"))).await;
     assert_eq!(
         log,
         json!([{"method": "GET", "path": "/webex/v1/people", "query": "max=1", "body": null, "status": 200}])
     );
-    let (_, state) = call(c.get(format!("{control}/state"))).await;
+    let (_, state) = call(c.get(control(&sb, "state"))).await;
     assert_eq!(state["webex"]["people"].as_array().unwrap().len(), 3);
     assert_eq!(state["scim"]["Users"].as_array().unwrap().len(), 3);
     let (status, seeded) = call(
-        c.post(format!("{control}/seed"))
+        c.post(control(&sb, "seed"))
             .json(&json!({"users": 7, "seed": 1})),
     )
     .await;
@@ -926,16 +914,16 @@ async fn control_endpoints_log_reset_and_reseed() {
     );
     assert_eq!(seeded["organization"], json!(sb.organization_uri()));
     assert!(sb.requests().is_empty());
-    let (_, state) = call(c.get(format!("{control}/state"))).await;
+    let (_, state) = call(c.get(control(&sb, "state"))).await;
     assert_eq!(
         state["calendly"]["memberships"].as_array().unwrap().len(),
         7
     );
     assert_eq!(
-        call(c.post(format!("{control}/reset"))).await.0,
+        call(c.post(control(&sb, "reset"))).await.0,
         StatusCode::NO_CONTENT
     );
-    let (_, state) = call(c.get(format!("{control}/state"))).await;
+    let (_, state) = call(c.get(control(&sb, "state"))).await;
     assert_eq!(state["webex"]["people"], json!([]));
     assert_eq!(state["scim"]["Users"], json!([]));
     // The same seed gives the same data.

@@ -1,127 +1,35 @@
 //! The executor and run history against the in-process sandbox: semantics, durability across a
 //! `kill -9`, offline replay with and without divergence, dry runs, and no secret in history.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::sandbox::SandboxConfig;
 use serde_json::Value;
 
-use crate::support;
+use crate::support::{self, Env, TOKEN};
 
 mod paths;
 
-const TOKEN: &str = "calendly-secret-token-4242";
-
-/// A temp dir with a `blockyard.yaml` pointing at the sandbox at `base` (`http://IP:PORT`).
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(base: &str, organization: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("blockyard.yaml"),
-            format!(
-                "data_dir: data\nvars:\n  calendly_organization: {organization}\ncredentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: ${{CALENDLY_TEST_TOKEN}}\n    base_url: {base}/calendly\n"
-            ),
-        )
-        .unwrap();
-        Env { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_blockyard"));
-        command
-            .args(args)
-            .current_dir(self.path())
-            .env("CALENDLY_TEST_TOKEN", TOKEN)
-            .env_remove("RUST_LOG");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            support::stdout(&out),
-            support::stderr(&out),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (_, stdout, stderr) = self.run(args);
-        serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("not JSON: {stdout}\n{stderr}"))
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-fn workflow(name: &str) -> String {
-    support::root()
-        .join("workflows")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-async fn sandbox(latency: Duration) -> Sandbox {
-    Sandbox::start(SandboxConfig {
+/// A sandbox seeded with 5 users that takes `latency` to answer each request.
+async fn slow(latency: Duration) -> Env {
+    Env::start(SandboxConfig {
         seed_users: 5,
         latency,
         ..SandboxConfig::default()
     })
     .await
-    .unwrap()
 }
 
-fn base(sb: &Sandbox) -> String {
-    format!("http://{}", sb.addr())
-}
-
-/// An email of a seeded Calendly member who is not the owner.
-async fn member_email(sb: &Sandbox) -> String {
-    let url = format!(
-        "{}/organization_memberships?organization={}&count=10",
-        sb.calendly_url(),
-        sb.organization_uri()
-    );
-    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    body["collection"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] != "owner")
-        .unwrap()["user"]["email"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn writes(sb: &Sandbox) -> Vec<String> {
-    sb.requests()
-        .into_iter()
-        .filter(|r| r.method != "GET")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
+/// A shipped workflow's path, as an argument.
+fn workflow(name: &str) -> String {
+    support::workflow(name).display().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
-    let sb = sandbox(Duration::ZERO).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
-    let email = member_email(&sb).await;
+    let env = Env::seeded(5).await;
+    let (email, _, _) = env.member().await;
     let record = format!("email={email}");
     let (code, stdout, stderr) = env.run(&[
         "run",
@@ -134,12 +42,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     let run: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(run["status"], "succeeded");
     let steps = run["steps"].as_array().unwrap();
-    let blocks: Vec<(&str, &str)> = steps
-        .iter()
-        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        blocks,
+        support::blocks(&run),
         [
             ("begin", "succeeded"),
             ("find", "succeeded"),
@@ -155,7 +59,7 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         .ends_with(membership.rsplit('/').next().unwrap()));
     assert_eq!(steps[2]["saved"]["calendly_status"], "removed");
     assert_eq!(steps[2]["response"]["status"], 204);
-    assert_eq!(writes(&sb).len(), 1, "{:?}", writes(&sb));
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
 
     // The second run finds no membership: `find` fails, `on_failure: end` routes around
     // `remove`, which is skipped; the run still succeeds and sends nothing.
@@ -168,7 +72,7 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("find    failed"), "{stdout}");
     assert!(stdout.contains("remove  skipped"), "{stdout}");
-    assert_eq!(writes(&sb).len(), 1);
+    assert_eq!(env.writes().len(), 1);
 
     // History: a person's timeline, and no secret anywhere in it.
     let listed = env.json(&[
@@ -192,10 +96,9 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_performs_reads_and_holds_writes_back() {
-    let sb = sandbox(Duration::ZERO).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
-    let record = format!("email={}", member_email(&sb).await);
-    let before = sb.requests().len();
+    let env = Env::seeded(5).await;
+    let record = format!("email={}", env.member().await.0);
+    let before = env.sb.requests().len();
     let (code, stdout, _) = env.run(&[
         "run",
         &workflow("calendly-offboard.yaml"),
@@ -205,15 +108,18 @@ async fn a_dry_run_performs_reads_and_holds_writes_back() {
     ]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("remove  planned    DELETE"), "{stdout}");
-    assert!(writes(&sb).is_empty());
-    assert_eq!(sb.requests().len(), before + 1, "the read was performed");
+    assert!(env.writes().is_empty());
+    assert_eq!(
+        env.sb.requests().len(),
+        before + 1,
+        "the read was performed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_one() {
-    let sb = sandbox(Duration::ZERO).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
-    let record = format!("email={}", member_email(&sb).await);
+    let env = Env::seeded(5).await;
+    let record = format!("email={}", env.member().await.0);
     let run = env.json(&[
         "run",
         &workflow("calendly-offboard.yaml"),
@@ -222,7 +128,7 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
         "--json",
     ]);
     let id = run["id"].as_str().unwrap();
-    let sent = sb.requests().len();
+    let sent = env.sb.requests().len();
 
     let (code, stdout, stderr) = env.run(&["replay", id, "--offline"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -244,7 +150,7 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
         stdout.contains("saved calendly_status: \"removed\" → \"offboarded\""),
         "{stdout}"
     );
-    assert_eq!(sb.requests().len(), sent, "offline replay sent nothing");
+    assert_eq!(env.sb.requests().len(), sent, "offline replay sent nothing");
 
     // A live replay from `remove` reuses `find`'s recorded outputs: no new GET is sent.
     let (code, stdout, _) = env.run(&["replay", id, "--from", "remove", "--json"]);
@@ -254,64 +160,18 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
         code, 1,
         "the membership is gone, so the DELETE now fails: {stdout}"
     );
-    let requests = sb.requests();
+    let requests = env.sb.requests();
     assert_eq!(requests.len(), sent + 1, "only the DELETE was sent");
     assert_eq!(requests.last().unwrap().method, "DELETE");
 }
 
 /// Kills `blockyard run` with SIGKILL while the DELETE is in flight, then resumes: the write is
 /// sent exactly once in all, and the run finishes.
-async fn get(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-async fn requests(base: &str) -> Vec<Value> {
-    get(&format!("{base}/_sandbox/requests"))
-        .await
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_blockyard"))
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--seed-users",
-            "5",
-            "--latency-ms",
-            "300",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
-    let calendly = lines.next().unwrap().unwrap();
-    let calendly = calendly.split_once(' ').unwrap().1.to_owned();
-    let base = calendly.trim_end_matches("/calendly").to_owned();
-    let org = get(&format!("{calendly}/users/me")).await["resource"]["current_organization"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let members = get(&format!(
-        "{calendly}/organization_memberships?organization={org}&count=10"
-    ))
-    .await;
-    let email = members["collection"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] != "owner")
-        .unwrap()["user"]["email"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let baseline = requests(&base).await.len();
-    let env = Env::new(&base, &org);
+    let env = slow(Duration::from_millis(300)).await;
+    let (email, _, _) = env.member().await;
+    let baseline = env.sb.requests().len();
     let record = format!("email={email}");
     let mut run = env
         .command(&[
@@ -325,14 +185,7 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
         .spawn()
         .unwrap();
     // Wait until the `find` GET was answered: the DELETE leaves right after and takes 300 ms.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while requests(&base).await.len() <= baseline {
-        assert!(
-            Instant::now() < deadline,
-            "the run never called the sandbox"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    env.wait_for_requests_after(baseline).await;
     tokio::time::sleep(Duration::from_millis(120)).await;
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
@@ -341,11 +194,7 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
     let (code, stdout, stderr) = env.run(&["resume"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("succeeded"), "{stdout}");
-    let deletes: Vec<Value> = requests(&base)
-        .await
-        .into_iter()
-        .filter(|r| r["method"] != "GET")
-        .collect();
+    let deletes = env.writes();
     assert_eq!(
         deletes.len(),
         1,
@@ -353,24 +202,14 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
     );
     let (_, stdout, _) = env.run(&["resume"]);
     assert!(stdout.contains("no unfinished runs"), "{stdout}");
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
 }
 
 /// Approval waits durably: the process that reached `approval: required` exits, and a new process
 /// approves and finishes the run, sending the delete exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_outlives_the_process_that_asked_for_it() {
-    let sb = sandbox(Duration::ZERO).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
-    env.write(
-        "blockyard.yaml",
-        &format!(
-            "data_dir: data\ncredentials:\n  scim:\n    vendor: scim\n    auth: bearer\n    token: ${{CALENDLY_TEST_TOKEN}}\n    base_url: {}\n",
-            sb.scim_url()
-        ),
-    );
-    let users = get(&format!("{}/Users?count=1", sb.scim_url())).await;
+    let env = Env::seeded(5).await;
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
     let email = users["Resources"][0]["userName"]
         .as_str()
         .unwrap()
@@ -388,12 +227,12 @@ async fn an_approval_outlives_the_process_that_asked_for_it() {
         "--json",
     ]);
     assert_eq!(asked["status"], "waiting_approval", "{asked:#}");
-    assert!(writes(&sb).is_empty(), "{:?}", writes(&sb));
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
     let id = asked["id"].as_str().unwrap();
 
     let (code, stdout, stderr) = env.run(&["approve", id, "delete"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert_eq!(writes(&sb), [format!("DELETE /scim/v2/Users/{scim_id}")]);
+    assert_eq!(env.writes(), [format!("DELETE /scim/v2/Users/{scim_id}")]);
     let shown = env.json(&["history", "show", id, "--json"]);
     assert_eq!(shown["status"], "succeeded", "{shown:#}");
     // Approving again is refused, and sends nothing.
@@ -405,5 +244,5 @@ async fn an_approval_outlives_the_process_that_asked_for_it() {
             format!("error: run `{id}` is not waiting for approval of block `delete`; `blockyard history show {id}` shows where it is\n")
         )
     );
-    assert_eq!(writes(&sb).len(), 1);
+    assert_eq!(env.writes().len(), 1);
 }

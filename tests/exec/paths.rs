@@ -3,11 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{base, sandbox, writes, Env};
+use super::slow;
+use crate::support::{blocks, Env, WHOAMI};
 
 /// begin → `me` (a GET) → `revoke` (a DELETE whose preset has no probe) → end.
 const REVOKE: &str = "name: revoke\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: revoke\n  revoke:\n    type: api\n    preset: calendly.revoke_invitation\n    credential: calendly\n    with:\n      invitation_uuid: 0a1b2c3d-0000-4000-8000-000000000001\n    next: end\n  end:\n    type: end\n";
@@ -15,34 +16,9 @@ const REVOKE: &str = "name: revoke\nblocks:\n  begin:\n    type: begin\n    next
 /// begin → a → b → c → end, each a GET.
 const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: begin\n    next: a\n  a:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: b\n  b:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: c\n  c:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
-/// begin → me → end.
-const ONE_READ: &str = "name: one-read\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
-
-fn blocks(run: &Value) -> Vec<(String, String)> {
-    run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["block"].as_str().unwrap().to_owned(),
-                s["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
-    expected
-        .iter()
-        .map(|(b, s)| ((*b).to_owned(), (*s).to_owned()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is_not_resent() {
-    let sb = sandbox(Duration::from_millis(600)).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
+    let env = slow(Duration::from_millis(600)).await;
     let file = env.write("revoke.yaml", REVOKE);
     let mut run = env
         .command(&["run", &file.display().to_string()])
@@ -52,21 +28,14 @@ async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is
         .unwrap();
     // The sandbox logs a request once it answers it: when `me`'s GET shows up, the DELETE has
     // just left (its intent is flushed first) and takes 600 ms.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sb.requests().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the run never called the sandbox"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    env.wait_for_requests_after(0).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     run.kill().unwrap(); // SIGKILL, with the DELETE in flight
     run.wait().unwrap();
     // The sandbox drops a request whose client went away, or answers it (and logs it) 600 ms
     // after it arrived: either way the run cannot know the outcome.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let sent = writes(&sb);
+    let sent = env.writes();
     assert!(sent.len() <= 1, "{sent:?}");
 
     let (code, stdout, stderr) = env.run(&["resume"]);
@@ -82,7 +51,7 @@ async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is
         "{stdout}"
     );
     tokio::time::sleep(Duration::from_millis(800)).await; // a DELETE sent now would be logged
-    assert_eq!(writes(&sb), sent, "nothing was sent again");
+    assert_eq!(env.writes(), sent, "nothing was sent again");
 
     let listed = env.json(&["history", "list", "--json"]);
     let id = listed[0]["id"].as_str().unwrap().to_owned();
@@ -91,23 +60,22 @@ async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is
     assert_eq!(shown["error"], message);
     assert_eq!(
         blocks(&shown),
-        pairs(&[
+        [
             ("begin", "succeeded"),
             ("me", "succeeded"),
             ("revoke", "sending")
-        ])
+        ]
     );
 
     // The run is finished: a second resume leaves it alone and sends nothing.
     let (code, stdout, _) = env.run(&["resume"]);
     assert_eq!((code, stdout.as_str()), (0, "no unfinished runs\n"));
-    assert_eq!(writes(&sb), sent);
+    assert_eq!(env.writes(), sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_run_in_another_process_between_steps() {
-    let sb = sandbox(Duration::from_millis(700)).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
+    let env = slow(Duration::from_millis(700)).await;
     let file = env.write("three-reads.yaml", THREE_READS);
     let mut run = env
         .command(&["run", &file.display().to_string(), "--json"])
@@ -146,13 +114,13 @@ async fn cancel_stops_a_run_in_another_process_between_steps() {
     assert_eq!(finished["error"], "cancelled between steps");
     assert_eq!(
         blocks(&finished),
-        pairs(&[
+        [
             ("begin", "succeeded"),
             ("a", "succeeded"),
             ("b", "succeeded")
-        ])
+        ]
     );
-    assert_eq!(sb.requests().len(), 2, "`c` was never sent");
+    assert_eq!(env.sb.requests().len(), 2, "`c` was never sent");
 
     // The same, as history has it; the marker is gone and the run is not resumed.
     let shown = env.json(&["history", "show", &id, "--json"]);
@@ -170,9 +138,8 @@ async fn cancel_stops_a_run_in_another_process_between_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_prune_keeps_compact_run_records_and_drops_step_payloads() {
-    let sb = sandbox(Duration::ZERO).await;
-    let env = Env::new(&base(&sb), &sb.organization_uri());
-    let file = env.write("one-read.yaml", ONE_READ);
+    let env = Env::seeded(5).await;
+    let file = env.write("whoami.yaml", WHOAMI);
     let run = env.json(&["run", &file.display().to_string(), "--json"]);
     assert_eq!(run["status"], "succeeded");
     let id = run["id"].as_str().unwrap().to_owned();

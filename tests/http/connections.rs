@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use blockyard::config::{Config, CredentialName};
-use blockyard::http::{CallOptions, Client, Clock, Credentials};
-use blockyard::preset::{PresetId, PresetRegistry};
-use serde_json::{json, Map, Value};
+use blockyard::config::Config;
+use blockyard::http::Clock;
+use blockyard::preset::PresetRegistry;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 /// What the server saw.
@@ -72,23 +72,12 @@ async fn open_at_once(cap_line: &str, calls: usize, group: usize, hold: Duration
         "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: t\n    base_url: http://{addr}/calendly\n    rate_limit_per_minute: 0\n{cap_line}"
     );
     let config = Config::parse(Path::new("b.yaml"), &text).unwrap();
-    let client = Client::with_clock(
-        Arc::new(PresetRegistry::builtin()),
-        Credentials::from_config(&config),
-        Clock::virtual_clock(),
-    )
-    .unwrap();
+    let client = super::client(&config, PresetRegistry::builtin(), Clock::virtual_clock());
     let mut tasks = Vec::new();
     for _ in 0..calls {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            client
-                .call(
-                    &PresetId::parse("calendly.current_user").unwrap(),
-                    &CredentialName::new("calendly"),
-                    &Map::new(),
-                    &CallOptions::default(),
-                )
+            super::call_as(&client, "calendly.current_user", "calendly", &json!({}))
                 .await
                 .map(|exchange| exchange.response.status)
         }));

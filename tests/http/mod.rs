@@ -45,12 +45,7 @@ impl Harness {
         let text = config_text(&server.uri(), &extra.replace("{uri}", &server.uri()));
         let config = Config::parse(Path::new("blockyard.yaml"), &text).unwrap();
         let clock = Clock::virtual_clock();
-        let client = Client::with_clock(
-            Arc::new(PresetRegistry::builtin()),
-            Credentials::from_config(&config),
-            clock.clone(),
-        )
-        .unwrap();
+        let client = client(&config, PresetRegistry::builtin(), clock.clone());
         Harness {
             server,
             client,
@@ -89,6 +84,28 @@ impl Harness {
 
 fn id_of(id: &str) -> PresetId {
     PresetId::parse(id).unwrap()
+}
+
+/// A client with `presets` and the credentials of `config`, waiting on `clock`.
+fn client(config: &Config, presets: PresetRegistry, clock: Clock) -> Client {
+    Client::with_clock(Arc::new(presets), Credentials::from_config(config), clock).unwrap()
+}
+
+/// Calls `action` with `credential` and exactly `inputs` (no defaults filled in).
+async fn call_as(
+    client: &Client,
+    action: &str,
+    credential: &str,
+    inputs: &Value,
+) -> Result<Exchange, CallError> {
+    client
+        .call(
+            &id_of(action),
+            &CredentialName::new(credential),
+            inputs.as_object().unwrap(),
+            &CallOptions::default(),
+        )
+        .await
 }
 
 /// A request as seen by the server: method, path, decoded query pairs, and the JSON body.
@@ -711,28 +728,14 @@ async fn missing_inputs_and_variables_are_named() {
         Value::Object(inputs),
         json!({"organization": "ORG1", "email": "rec@acme.com"})
     );
-    let err = h
-        .client
-        .call(
-            &id_of("calendly.current_user"),
-            &CredentialName::new("nope"),
-            &Map::new(),
-            &CallOptions::default(),
-        )
+    let err = call_as(&h.client, "calendly.current_user", "nope", &json!({}))
         .await
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "unknown credential `nope`; define it under `credentials:` in blockyard.yaml"
     );
-    let err = h
-        .client
-        .call(
-            &id_of("calendly.current_user"),
-            &CredentialName::new("webex"),
-            &Map::new(),
-            &CallOptions::default(),
-        )
+    let err = call_as(&h.client, "calendly.current_user", "webex", &json!({}))
         .await
         .unwrap_err();
     assert_eq!(
@@ -1003,21 +1006,10 @@ async fn a_connect_error_is_a_retryable_transport_error() {
     let text = config_text(&format!("http://127.0.0.1:{port}"), "");
     let config = Config::parse(Path::new("b.yaml"), &text).unwrap();
     let clock = Clock::virtual_clock();
-    let client = Client::with_clock(
-        Arc::new(PresetRegistry::builtin()),
-        Credentials::from_config(&config),
-        clock.clone(),
-    )
-    .unwrap();
+    let client = client(&config, PresetRegistry::builtin(), clock.clone());
     let inputs =
         json!({"email": "a@b.c", "display_name": "A", "first_name": null, "last_name": null});
-    let err = client
-        .call(
-            &id_of("webex.create_user"),
-            &CredentialName::new("webex"),
-            inputs.as_object().unwrap(),
-            &CallOptions::default(),
-        )
+    let err = call_as(&client, "webex.create_user", "webex", &inputs)
         .await
         .unwrap_err();
     assert!(err.is_retryable());
@@ -1125,16 +1117,9 @@ async fn an_oauth_token_is_cached_and_refreshed_once_on_a_401() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "P1"})))
         .mount(&h.server)
         .await;
-    let cred = CredentialName::new("webex_oauth");
     let inputs = json!({"webex_user_id": "P1"});
     for _ in 0..2 {
-        h.client
-            .call(
-                &id_of("webex.get_user_details"),
-                &cred,
-                inputs.as_object().unwrap(),
-                &CallOptions::default(),
-            )
+        call_as(&h.client, "webex.get_user_details", "webex_oauth", &inputs)
             .await
             .unwrap();
     }
@@ -1239,7 +1224,7 @@ fn no_secret_appears_in_any_output() {
         let file = dir.path().join("blockyard.yaml");
         std::fs::write(&file, &text).unwrap();
         let config = Config::load(&file).unwrap();
-        let client = Client::with_clock(Arc::new(PresetRegistry::builtin()), Credentials::from_config(&config), Clock::virtual_clock()).unwrap();
+        let client = client(&config, PresetRegistry::builtin(), Clock::virtual_clock());
         let calls = [
             ("calendly.current_user", "calendly", json!({})),
             ("webex.get_user_details", "webex", json!({"webex_user_id": "P1"})),
@@ -1413,25 +1398,12 @@ async fn the_rate_limit_is_shared_by_every_clone_of_a_client() {
     registry.insert(blockyard::preset::load_vendor(Path::new("calendly.yaml"), &text).unwrap());
     let config = Config::parse(Path::new("b.yaml"), &config_text(&server.uri(), "")).unwrap();
     let clock = Clock::virtual_clock();
-    let client = Client::with_clock(
-        Arc::new(registry),
-        Credentials::from_config(&config),
-        clock.clone(),
-    )
-    .unwrap();
-    let cred = CredentialName::new("calendly");
+    let client = client(&config, registry, clock.clone());
     let mut runs = Vec::new();
     for _ in 0..3 {
         let client = client.clone();
-        let cred = cred.clone();
         runs.push(tokio::spawn(async move {
-            client
-                .call(
-                    &id_of("calendly.current_user"),
-                    &cred,
-                    &Map::new(),
-                    &CallOptions::default(),
-                )
+            call_as(&client, "calendly.current_user", "calendly", &json!({}))
                 .await
                 .map(|e| e.response.status)
         }));

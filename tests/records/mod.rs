@@ -194,18 +194,7 @@ fn an_unknown_extension_asks_for_a_format() {
 }
 
 /// A workflow that starts on every new person, so every created record has exactly one run request.
-const ON_CREATE: &str = "name: on-create
-blocks:
-  begin:
-    type: begin
-    records: people
-    on: [created]
-    rules:
-      - { field: email, op: not_empty }
-    next: end
-  end:
-    type: end
-";
+const ON_CREATE: &str = include_str!("../fixtures/on-create.yaml");
 
 #[test]
 fn a_killed_import_leaves_no_record_without_its_trigger_and_no_trigger_without_its_record() {

@@ -2,63 +2,36 @@
 //! from `workflows/` through an in-process [`Engine`] over a temp data dir, then checks the
 //! vendor's side (the sandbox's request log and state) and the records, not only the run status.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions, Prepared, RunOutcome, RunRequest, RunStatus};
-use blockyard::http::{Client, Credentials};
-use blockyard::preset::PresetRegistry;
+use blockyard::exec::{Engine, RunOutcome, RunRequest, RunStatus};
 use blockyard::records::{Collection, RecordKey, Subject};
-use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::sandbox::SandboxConfig;
 use blockyard::store::history::{self, RunMode};
-use blockyard::store::Store;
 use blockyard::trigger::Triggers;
 use serde_json::{json, Map, Value};
 
-use crate::support;
+use crate::support::{self, Env};
 
-/// A sandbox, a temp data dir and an engine whose credentials point at the sandbox.
+/// A [`support::Env`] and an engine over its data dir.
 struct Harness {
-    sb: Sandbox,
-    _dir: tempfile::TempDir,
+    env: Env,
     engine: Engine,
-    config: Config,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 impl Harness {
     async fn new(config: SandboxConfig) -> Harness {
-        let sb = Sandbox::start(config).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let base = format!("http://{}", sb.addr());
-        let text = format!(
-            "data_dir: data
-vars:
-  calendly_organization: {org}
-credentials:
-  calendly: {{vendor: calendly, auth: bearer, token: t, base_url: {base}/calendly, rate_limit_per_minute: 0}}
-  webex: {{vendor: webex, auth: bearer, token: t, base_url: {base}/webex/v1, rate_limit_per_minute: 0}}
-  scim: {{vendor: scim, auth: bearer, token: t, base_url: {base}/scim/v2, rate_limit_per_minute: 0}}
-",
-            org = sb.organization_uri()
-        );
-        let file = dir.path().join("blockyard.yaml");
-        std::fs::write(&file, &text).unwrap();
-        let config = Config::parse(&file, &text).unwrap();
-        let store = Store::open(&dir.path().join("data")).unwrap();
-        let client = Client::new(
-            Arc::new(PresetRegistry::builtin()),
-            Credentials::from_config(&config),
-        )
-        .unwrap();
-        let vars = config.vars.clone().into_iter().collect();
-        let engine = Engine::new(&store, client, vars, EngineOptions::default()).unwrap();
-        Harness {
-            sb,
-            _dir: dir,
-            engine,
-            config,
-        }
+        let env = Env::start(config).await;
+        let engine = env.engine();
+        Harness { env, engine }
     }
 
     async fn seeded(users: usize) -> Harness {
@@ -67,10 +40,6 @@ credentials:
             ..SandboxConfig::default()
         })
         .await
-    }
-
-    fn prepare(&self, name: &str) -> Arc<Prepared> {
-        self.engine.prepare_file(&workflow(name)).unwrap()
     }
 
     async fn run(&self, name: &str, subject: Option<history::Subject>) -> RunOutcome {
@@ -83,7 +52,7 @@ credentials:
         subject: Option<history::Subject>,
         mode: RunMode,
     ) -> RunOutcome {
-        let prepared = self.prepare(name);
+        let prepared = self.engine.prepare_file(&support::workflow(name)).unwrap();
         let request = RunRequest {
             mode,
             ..RunRequest::manual(subject)
@@ -91,49 +60,23 @@ credentials:
         self.engine.run(&prepared, request).await.unwrap()
     }
 
+    /// Runs `name` live and asserts that the run succeeded.
+    async fn run_succeeded(&self, name: &str, subject: Option<history::Subject>) -> RunOutcome {
+        let run = self.run(name, subject).await;
+        assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+        run
+    }
+
+    /// The subject of a run over the stored `saas_users` record `key`.
+    fn stored(&self, key: &str) -> Option<history::Subject> {
+        let record = self.record(Collection::SaasUsers, key).unwrap();
+        subject("saas_users", key, Value::Object(record))
+    }
+
     fn record(&self, collection: Collection, key: &str) -> Option<Map<String, Value>> {
         self.engine
             .records()
             .get(&Subject::new(collection, RecordKey::parse(key)))
-            .unwrap()
-    }
-
-    fn count(&self, method: &str, path_contains: &str) -> usize {
-        self.sb
-            .requests()
-            .iter()
-            .filter(|r| r.method == method && r.path.contains(path_contains))
-            .count()
-    }
-
-    /// The Calendly members as `(email, membership uri, role)`.
-    async fn members(&self) -> Vec<(String, String, String)> {
-        let url = format!(
-            "{}/organization_memberships?organization={}&count=100",
-            self.sb.calendly_url(),
-            self.sb.organization_uri()
-        );
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        body["collection"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["user"]["email"].as_str().unwrap().to_lowercase(),
-                    m["uri"].as_str().unwrap().to_owned(),
-                    m["role"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-
-    /// A member who is not the owner.
-    async fn member(&self) -> (String, String, String) {
-        self.members()
-            .await
-            .into_iter()
-            .find(|m| m.2 != "owner")
             .unwrap()
     }
 
@@ -149,10 +92,6 @@ credentials:
             .status();
         assert_eq!(status, 204);
     }
-}
-
-fn workflow(name: &str) -> PathBuf {
-    support::root().join("workflows").join(name)
 }
 
 fn subject(collection: &str, key: &str, record: Value) -> Option<history::Subject> {
@@ -180,8 +119,7 @@ fn status(record: &Map<String, Value>) -> &str {
 async fn calendly_ingest_creates_deactivates_and_dry_runs_list_without_writing() {
     let h = Harness::seeded(6).await;
     let members = h.members().await;
-    let first = h.run("calendly-ingest.yaml", None).await;
-    assert_eq!(first.run.status, RunStatus::Succeeded, "{:#?}", first.steps);
+    let first = h.run_succeeded("calendly-ingest.yaml", None).await;
     let outputs = &step(&first, "members").outputs;
     assert_eq!(outputs["new"], 6);
     assert_eq!(outputs["deactivated"], 0);
@@ -260,14 +198,9 @@ async fn calendly_role_daily_writes_the_role_and_deactivates_a_removed_member() 
     h.run("calendly-ingest.yaml", None).await;
     let (email, uri, role) = h.member().await;
     let key = format!("calendly/{email}");
-    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
     let run = h
-        .run(
-            "calendly-role-daily.yaml",
-            subject("saas_users", &key, record.clone()),
-        )
+        .run_succeeded("calendly-role-daily.yaml", h.stored(&key))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     let role_step = step(&run, "role");
     assert_eq!(role_step.outputs["found"], true);
     assert_eq!(role_step.outputs["role"], json!(role));
@@ -279,13 +212,7 @@ async fn calendly_role_daily_writes_the_role_and_deactivates_a_removed_member() 
 
     // Removed at the vendor: deactivated locally.
     h.remove_member(&uri).await;
-    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
-    let run = h
-        .run(
-            "calendly-role-daily.yaml",
-            subject("saas_users", &key, record.clone()),
-        )
-        .await;
+    let run = h.run("calendly-role-daily.yaml", h.stored(&key)).await;
     assert_eq!(run.run.status, RunStatus::Succeeded);
     assert_eq!(step(&run, "role").outputs["found"], false);
     let stored = h.record(Collection::SaasUsers, &key).unwrap();
@@ -293,13 +220,7 @@ async fn calendly_role_daily_writes_the_role_and_deactivates_a_removed_member() 
 
     // Already deactivated: not processed (no call).
     let before = h.sb.requests().len();
-    let record = Value::Object(stored);
-    let run = h
-        .run(
-            "calendly-role-daily.yaml",
-            subject("saas_users", &key, record),
-        )
-        .await;
+    let run = h.run("calendly-role-daily.yaml", h.stored(&key)).await;
     assert_eq!(run.run.status, RunStatus::Succeeded);
     assert_eq!(h.sb.requests().len(), before, "no vendor call");
 }
@@ -333,17 +254,15 @@ async fn calendly_role_daily_never_deactivates_on_a_vendor_error() {
 async fn calendly_offboard_removes_the_membership_once() {
     let h = Harness::seeded(4).await;
     let (email, uri, _) = h.member().await;
-    let run = h
-        .run(
-            "calendly-offboard.yaml",
-            subject(
-                "people",
-                &email,
-                json!({"email": email, "status": "terminated"}),
-            ),
-        )
-        .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    h.run_succeeded(
+        "calendly-offboard.yaml",
+        subject(
+            "people",
+            &email,
+            json!({"email": email, "status": "terminated"}),
+        ),
+    )
+    .await;
     let uuid = uri.rsplit('/').next().unwrap();
     assert_eq!(h.count("DELETE", uuid), 1);
     assert!(!h.members().await.iter().any(|m| m.0 == email));
@@ -355,17 +274,15 @@ async fn calendly_offboard_removes_the_membership_once() {
 async fn calendly_invite_creates_an_invitation() {
     let h = Harness::seeded(2).await;
     let email = "new.hire@example.com";
-    let run = h
-        .run(
-            "calendly-invite.yaml",
-            subject(
-                "people",
-                email,
-                json!({"email": email, "department": "Sales"}),
-            ),
-        )
-        .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    h.run_succeeded(
+        "calendly-invite.yaml",
+        subject(
+            "people",
+            email,
+            json!({"email": email, "department": "Sales"}),
+        ),
+    )
+    .await;
     let posts: Vec<_> =
         h.sb.requests()
             .into_iter()
@@ -386,10 +303,8 @@ async fn scim_provision_creates_then_waits_for_approval_before_deleting() {
     let h = Harness::seeded(1).await;
     let email = "pat.doe@example.com";
     let person = json!({"email": email, "name": "Pat Doe", "status": "active"});
-    let run = h
-        .run("scim-provision.yaml", subject("people", email, person))
+    h.run_succeeded("scim-provision.yaml", subject("people", email, person))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     assert_eq!(h.count("POST", "/Users"), 1);
     let stored = h.record(Collection::People, email).unwrap();
     assert_eq!(stored["scim_status"], "active");
@@ -490,7 +405,7 @@ async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
     let triggers = Triggers::load_dir(
         &support::root().join("workflows"),
         h.engine.client().presets(),
-        &h.config.vars.clone().into_iter().collect(),
+        &h.config().vars.into_iter().collect(),
     )
     .unwrap();
     h.engine.set_triggers(std::sync::Arc::new(triggers));
@@ -501,10 +416,8 @@ async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
     let email = "new.hire@example.com";
     let person =
         json!({"email": email, "name": "New Hire", "status": "active", "department": "Sales"});
-    let run = h
-        .run("calendly-invite.yaml", subject("people", email, person))
+    h.run_succeeded("calendly-invite.yaml", subject("people", email, person))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     let fired: Vec<String> = queue
         .pending()
         .unwrap()
@@ -564,7 +477,7 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     .unwrap()
     .into_iter()
     .filter(|w| w.name == "reclaim-idle");
-    let vars: Map<String, Value> = h.config.vars.clone().into_iter().collect();
+    let vars: Map<String, Value> = h.config().vars.into_iter().collect();
     let triggers = Triggers::new(workflows, &vars);
     let name = blockyard::trigger::WorkflowName::new("reclaim-idle");
     let excluded_subject = Subject::new(
@@ -615,14 +528,8 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     // The idle user's run: activity refreshed (the sandbox's log has nothing newer than 2020 for
     // this user, or only older entries), still idle, so the membership is removed.
     h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
-    let record = Value::Object(h.record(Collection::SaasUsers, &idle_key).unwrap());
-    let run = h
-        .run(
-            "reclaim-idle.yaml",
-            subject("saas_users", &idle_key, record),
-        )
+    h.run_succeeded("reclaim-idle.yaml", h.stored(&idle_key))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     let uuid = idle_uri.rsplit('/').next().unwrap();
     assert_eq!(h.count("DELETE", uuid), 1);
     let stored = h.record(Collection::SaasUsers, &idle_key).unwrap();
@@ -634,15 +541,15 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     );
 }
 
+/// The seeded Webex people.
+async fn webex_people(h: &Harness) -> Vec<Value> {
+    let body = support::get_json(format!("{}/people?max=100", h.sb.webex_url())).await;
+    body["items"].as_array().unwrap().clone()
+}
+
 /// A seeded Webex person (not the first, who is the admin).
 async fn webex_person(h: &Harness) -> Value {
-    let body: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["items"].as_array().unwrap().last().unwrap().clone()
+    webex_people(h).await.pop().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -652,10 +559,8 @@ async fn webex_update_reads_then_puts_every_writable_field_with_licenses_kept() 
     let id = person["id"].as_str().unwrap();
     let email = person["emails"][0].as_str().unwrap().to_lowercase();
     let record = json!({"email": email, "name": "Renamed Person", "first_name": "Renamed", "last_name": "Person", "webex_user_id": id, "status": "active"});
-    let run = h
-        .run("webex-update.yaml", subject("people", &email, record))
+    h.run_succeeded("webex-update.yaml", subject("people", &email, record))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     let calls: Vec<_> =
         h.sb.requests()
             .into_iter()
@@ -676,10 +581,8 @@ async fn webex_offboard_deletes_the_user_once() {
     let id = person["id"].as_str().unwrap();
     let email = person["emails"][0].as_str().unwrap().to_lowercase();
     let record = json!({"email": email, "status": "terminated", "webex_user_id": id});
-    let run = h
-        .run("webex-offboard.yaml", subject("people", &email, record))
+    h.run_succeeded("webex-offboard.yaml", subject("people", &email, record))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     assert_eq!(h.count("DELETE", id), 1);
     let stored = h.record(Collection::People, &email).unwrap();
     assert!(stored["webex_deleted_at"].is_string());
@@ -703,8 +606,7 @@ async fn webex_ingest_downloads_every_person_and_deactivates_one_removed_at_the_
     let person = webex_person(&h).await;
     let id = person["id"].as_str().unwrap();
     let email = person["emails"][0].as_str().unwrap().to_lowercase();
-    let first = h.run("webex-ingest.yaml", None).await;
-    assert_eq!(first.run.status, RunStatus::Succeeded, "{:#?}", first.steps);
+    let first = h.run_succeeded("webex-ingest.yaml", None).await;
     assert_eq!(
         step(&first, "people").outputs["new"],
         5,
@@ -740,15 +642,10 @@ async fn webex_role_daily_writes_role_and_activity_and_deactivates_a_removed_per
         "webex/{}",
         person["emails"][0].as_str().unwrap().to_lowercase()
     );
-    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
 
     let run = h
-        .run(
-            "webex-role-daily.yaml",
-            subject("saas_users", &key, record.clone()),
-        )
+        .run_succeeded("webex-role-daily.yaml", h.stored(&key))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     assert_eq!(step(&run, "role").outputs["found"], true);
     let stored = h.record(Collection::SaasUsers, &key).unwrap();
     let expected_role = if person["roles"].as_array().is_some_and(|r| !r.is_empty()) {
@@ -760,11 +657,9 @@ async fn webex_role_daily_writes_role_and_activity_and_deactivates_a_removed_per
     assert_eq!(status(&stored), "active");
 
     remove_webex_person(&h, id).await;
-    let record = Value::Object(h.record(Collection::SaasUsers, &key).unwrap());
     let run = h
-        .run("webex-role-daily.yaml", subject("saas_users", &key, record))
+        .run_succeeded("webex-role-daily.yaml", h.stored(&key))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     assert_eq!(step(&run, "role").outputs["found"], false);
     assert_eq!(
         status(&h.record(Collection::SaasUsers, &key).unwrap()),
@@ -777,19 +672,13 @@ async fn webex_create_creates_the_person_once_and_saves_the_webex_id() {
     let h = Harness::seeded(2).await;
     let email = "new.hire@example.com";
     let record = json!({"email": email, "name": "New Hire", "first_name": "New", "last_name": "Hire", "department": "Sales", "status": "active"});
-    let run = h
-        .run("webex-create.yaml", subject("people", email, record))
+    h.run_succeeded("webex-create.yaml", subject("people", email, record))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     assert_eq!(h.count("POST", "/webex/v1/people"), 1);
     let stored = h.record(Collection::People, email).unwrap();
     let id = stored["webex_user_id"].as_str().unwrap().to_owned();
-    let found: Value = reqwest::get(format!("{}/people?email={email}", h.sb.webex_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value =
+        support::get_json(format!("{}/people?email={email}", h.sb.webex_url())).await;
     assert_eq!(found["items"][0]["id"], json!(id));
     assert_eq!(found["items"][0]["displayName"], "New Hire");
 }
@@ -798,17 +687,15 @@ async fn webex_create_creates_the_person_once_and_saves_the_webex_id() {
 async fn calendly_user_details_saves_the_user_organization_and_membership_ids() {
     let h = Harness::seeded(3).await;
     let (email, membership, _) = h.member().await;
-    let run = h
-        .run(
-            "calendly-user-details.yaml",
-            subject(
-                "people",
-                &email,
-                json!({"email": email, "status": "active"}),
-            ),
-        )
-        .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    h.run_succeeded(
+        "calendly-user-details.yaml",
+        subject(
+            "people",
+            &email,
+            json!({"email": email, "status": "active"}),
+        ),
+    )
+    .await;
     let last = |uri: &str| uri.rsplit('/').next().unwrap().to_owned();
     let stored = h.record(Collection::People, &email).unwrap();
     assert_eq!(
@@ -819,16 +706,12 @@ async fn calendly_user_details_saves_the_user_organization_and_membership_ids() 
         stored["calendly_organization_id"],
         json!(last(&h.sb.organization_uri()))
     );
-    let user: Value = reqwest::get(format!(
+    let user = support::get_json(format!(
         "{}/users/{}",
         h.sb.calendly_url(),
         stored["calendly_user_id"].as_str().unwrap()
     ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         user["resource"]["email"].as_str().unwrap().to_lowercase(),
         email
@@ -839,23 +722,15 @@ async fn calendly_user_details_saves_the_user_organization_and_membership_ids() 
 async fn reclaim_idle_cancels_when_the_vendor_shows_activity_after_the_user_was_flagged() {
     let h = Harness::seeded(8).await;
     // A Webex person the vendor saw recently, whom the local record still thinks is idle.
-    let people: Value = reqwest::get(format!("{}/people?max=100", h.sb.webex_url()))
+    let person = webex_people(&h)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let person = people["items"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .find(|p| {
             p["lastActivity"]
                 .as_str()
                 .is_some_and(|at| blockyard::rules::days_since(at) < 30)
         })
-        .expect("a recently active person")
-        .clone();
+        .expect("a recently active person");
     let id = person["id"].as_str().unwrap();
     let email = person["emails"][0].as_str().unwrap().to_lowercase();
     let key = format!("webex/{email}");
@@ -863,9 +738,8 @@ async fn reclaim_idle_cancels_when_the_vendor_shows_activity_after_the_user_was_
     let record = json!({"app": "webex", "email": email, "webex_user_id": id, "status": "active",
                         "last_activity": old, "created_at": old});
     let run = h
-        .run("reclaim-idle.yaml", subject("saas_users", &key, record))
+        .run_succeeded("reclaim-idle.yaml", subject("saas_users", &key, record))
         .await;
-    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
     let taken: Vec<&str> = run
         .steps
         .iter()

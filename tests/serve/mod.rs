@@ -2,134 +2,57 @@
 //! driven over HTTP, against the in-process sandbox; and the real binary stopped with SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions};
-use blockyard::http::{Client, Credentials};
-use blockyard::records::{Change, Collection, RecordKey, RecordStore, Subject, Write, WriteMode};
-use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::http::Credentials;
+use blockyard::records::{Change, Collection, RecordKey, Subject, Write, WriteMode};
 use blockyard::service::{worker, Service, ServiceConfig};
-use blockyard::store::Store;
 use blockyard::trigger::{Queue, Triggers};
 use serde_json::{json, Value};
 
-use crate::support;
+use crate::support::{self, Env, WHOAMI};
 
 const TOKEN: &str = "serve-test-token";
 
-const WHOAMI: &str = "\
-name: whoami
-description: Ask Calendly who the credential is
-blocks:
-  begin:
-    type: begin
-    next: me
-  me:
-    type: api
-    preset: calendly.current_user
-    credential: calendly
-    next: end
-  end:
-    type: end
-";
-
-/// A temp dir with `blockyard.yaml` (pointing at the sandbox) and `workflows/` holding a copy of
+/// A [`support::Env`] whose temp dir also holds `workflows/`, with a copy of
 /// `calendly-offboard.yaml` and `whoami.yaml`.
-struct Env {
-    dir: tempfile::TempDir,
-    sandbox: Sandbox,
+async fn with_workflows() -> Env {
+    let env = Env::seeded(5).await;
+    std::fs::create_dir(workflows(&env)).unwrap();
+    std::fs::copy(
+        support::workflow("calendly-offboard.yaml"),
+        workflows(&env).join("calendly-offboard.yaml"),
+    )
+    .unwrap();
+    env.write("workflows/whoami.yaml", WHOAMI);
+    env
 }
 
-impl Env {
-    async fn new() -> Env {
-        let sandbox = Sandbox::start(SandboxConfig {
-            seed_users: 5,
-            ..SandboxConfig::default()
-        })
+fn workflows(env: &Env) -> PathBuf {
+    env.path().join("workflows")
+}
+
+fn service_config(env: &Env, token: Option<&str>) -> ServiceConfig {
+    let config = env.config();
+    ServiceConfig {
+        token: token.map(str::to_owned),
+        credentials: Credentials::from_config(&config),
+        vars: config.vars.into_iter().collect(),
+        poll: Duration::from_millis(200),
+        ..ServiceConfig::new(
+            workflows(env),
+            env.data_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    }
+}
+
+async fn serve(env: &Env) -> Service {
+    Service::start(service_config(env, Some(TOKEN)))
         .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("blockyard.yaml"),
-            format!(
-                "data_dir: data\nvars:\n  calendly_organization: {}\ncredentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: calendly-token\n    base_url: http://{}/calendly\n    rate_limit_per_minute: 0\n",
-                sandbox.organization_uri(),
-                sandbox.addr()
-            ),
-        )
-        .unwrap();
-        let workflows = dir.path().join("workflows");
-        std::fs::create_dir(&workflows).unwrap();
-        std::fs::copy(
-            support::root().join("workflows/calendly-offboard.yaml"),
-            workflows.join("calendly-offboard.yaml"),
-        )
-        .unwrap();
-        std::fs::write(workflows.join("whoami.yaml"), WHOAMI).unwrap();
-        Env { dir, sandbox }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn workflows(&self) -> PathBuf {
-        self.path().join("workflows")
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.path().join("data")
-    }
-
-    fn config(&self, token: Option<&str>) -> ServiceConfig {
-        let config = Config::load(&self.path().join("blockyard.yaml")).unwrap();
-        ServiceConfig {
-            token: token.map(str::to_owned),
-            credentials: Credentials::from_config(&config),
-            vars: config.vars.clone().into_iter().collect(),
-            poll: Duration::from_millis(200),
-            ..ServiceConfig::new(
-                self.workflows(),
-                self.data_dir(),
-                "127.0.0.1:0".parse().unwrap(),
-            )
-        }
-    }
-
-    async fn serve(&self) -> Service {
-        Service::start(self.config(Some(TOKEN))).await.unwrap()
-    }
-
-    /// An email of a seeded Calendly member who is not the owner.
-    async fn member_email(&self) -> String {
-        let url = format!(
-            "{}/organization_memberships?organization={}&count=10",
-            self.sandbox.calendly_url(),
-            self.sandbox.organization_uri()
-        );
-        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        body["collection"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["role"] != "owner")
-            .unwrap()["user"]["email"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn writes(&self) -> Vec<String> {
-        self.sandbox
-            .requests()
-            .into_iter()
-            .filter(|r| r.method != "GET")
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect()
-    }
+        .unwrap()
 }
 
 /// An API client for one service.
@@ -180,6 +103,28 @@ impl Api {
     }
 }
 
+/// Waits (10 s at most) until the service's queue is empty: each entry acknowledged, after its
+/// run or without one.
+async fn drained(service: &Service) {
+    let queue = Queue::open(service.shared().engine().records().store()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !queue.is_empty() {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// What a `GET /triggers/why` answer's first subject considered and fired.
+fn fired(why: &Value) -> Vec<&Value> {
+    why[0]["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["considered"].as_array().unwrap())
+        .filter(|c| c["fired"] == true)
+        .collect()
+}
+
 fn error(status: u16, message: &str) -> (u16, Value) {
     (
         status,
@@ -189,8 +134,8 @@ fn error(status: u16, message: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_api_refuses_bad_tokens_big_bodies_and_unknown_things_with_json_errors() {
-    let env = Env::new().await;
-    let service = env.serve().await;
+    let env = with_workflows().await;
+    let service = serve(&env).await;
     let api = Api::new(&service);
     let url = format!("{}/records/people", api.base);
     let person = json!({"email": "a@b.c"});
@@ -296,10 +241,10 @@ async fn serve_api_refuses_bad_tokens_big_bodies_and_unknown_things_with_json_er
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
-    let env = Env::new().await;
-    let service = env.serve().await;
+    let env = with_workflows().await;
+    let service = serve(&env).await;
     let api = Api::new(&service);
-    let email = env.member_email().await;
+    let email = env.member().await.0;
 
     // Created as active: `calendly-offboard` watches updates to terminated, so nothing starts.
     let (status, body) = api
@@ -347,14 +292,8 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
     let id = run["id"].as_str().unwrap();
     let (status, shown) = api.get(&format!("/runs/{id}")).await;
     assert_eq!(status, 200);
-    let blocks: Vec<(&str, &str)> = shown["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["block"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        blocks,
+        support::blocks(&shown),
         [
             ("begin", "succeeded"),
             ("find", "succeeded"),
@@ -374,19 +313,14 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
         .await;
     assert_eq!(body["records"][0]["outcome"], "unchanged");
     assert_eq!(body["queued"], 0);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    drained(&service).await;
     let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
     assert_eq!(runs.as_array().unwrap().len(), 1);
     assert_eq!(env.writes().len(), 1);
 
     // Why: the trace names the run the update started.
     let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
-    let trace = why[0]["trace"].as_array().unwrap();
-    let fired: Vec<&Value> = trace
-        .iter()
-        .flat_map(|e| e["considered"].as_array().unwrap())
-        .filter(|c| c["fired"] == true)
-        .collect();
+    let fired = fired(&why);
     assert_eq!(fired.len(), 1, "{why}");
     assert_eq!(fired[0]["run"], id);
     service.shutdown().await.unwrap();
@@ -394,8 +328,8 @@ async fn serve_a_posted_person_starts_the_matching_workflow_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_manual_runs_replay_and_cancel_answer() {
-    let env = Env::new().await;
-    let service = env.serve().await;
+    let env = with_workflows().await;
+    let service = serve(&env).await;
     let api = Api::new(&service);
 
     let (status, workflows) = api.get("/workflows").await;
@@ -455,13 +389,9 @@ async fn serve_manual_runs_replay_and_cancel_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
-    let env = Env::new().await;
-    let service = env.serve().await;
-    std::fs::write(
-        env.workflows().join("broken.yaml"),
-        "name: broken\nblocks: {}\n",
-    )
-    .unwrap();
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    env.write("workflows/broken.yaml", "name: broken\nblocks: {}\n");
     let err = service.reload().await.unwrap_err();
     assert!(err.to_string().contains("invalid"), "{err}");
     assert_eq!(service.workflows().len(), 2);
@@ -471,12 +401,11 @@ async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
         .await;
     assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
 
-    std::fs::remove_file(env.workflows().join("broken.yaml")).unwrap();
-    std::fs::write(
-        env.workflows().join("whoami-too.yaml"),
-        WHOAMI.replace("name: whoami", "name: whoami-too"),
-    )
-    .unwrap();
+    std::fs::remove_file(workflows(&env).join("broken.yaml")).unwrap();
+    env.write(
+        "workflows/whoami-too.yaml",
+        &WHOAMI.replace("name: whoami", "name: whoami-too"),
+    );
     assert_eq!(service.reload().await.unwrap(), 3);
     let (status, _) = api
         .post("/workflows/whoami-too/runs", json!({"wait": true}))
@@ -487,8 +416,8 @@ async fn serve_a_reload_that_fails_keeps_the_old_workflows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_holds_the_data_dir_and_other_commands_say_so() {
-    let env = Env::new().await;
-    let service = env.serve().await;
+    let env = with_workflows().await;
+    let service = serve(&env).await;
     let data = env.data_dir().display().to_string();
     for args in [
         vec!["history", "list", "--data-dir", data.as_str()],
@@ -512,11 +441,8 @@ struct Served {
 
 impl Served {
     fn start(env: &Env, extra_env: &[(&str, &str)]) -> Served {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_blockyard"));
+        let mut command = env.command(&["serve", "--listen", "127.0.0.1:0"]);
         command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .current_dir(env.path())
-            .env_remove("RUST_LOG")
             .env_remove("BLOCKYARD_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -553,7 +479,7 @@ impl Served {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
-    let env = Env::new().await;
+    let env = with_workflows().await;
     let mut served = Served::start(&env, &[]);
     let start = served.read_until("serving");
     let serving = start.last().unwrap();
@@ -567,23 +493,13 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
         warning.last().unwrap(),
         "warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)"
     );
-    let health: Value = reqwest::get(format!("http://{addr}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = support::get_json(format!("http://{addr}/healthz")).await;
     assert_eq!(health, json!({"status": "ok"}));
 
-    std::fs::write(env.workflows().join("broken.yaml"), "name: broken\n").unwrap();
+    env.write("workflows/broken.yaml", "name: broken\n");
     served.signal("HUP");
     served.read_until("reload failed, keeping the workflows already loaded");
-    let workflows: Value = reqwest::get(format!("http://{addr}/api/workflows"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let workflows = support::get_json(format!("http://{addr}/api/workflows")).await;
     assert_eq!(workflows.as_array().unwrap().len(), 2);
 
     served.signal("TERM");
@@ -594,8 +510,8 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
-    let env = Env::new().await;
-    std::fs::write(env.workflows().join("broken.yaml"), "name: broken\n").unwrap();
+    let env = with_workflows().await;
+    env.write("workflows/broken.yaml", "name: broken\n");
     let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", "t")]);
     let lines = served.read_until("refusing to start");
     let status = served.child.wait().unwrap();
@@ -610,28 +526,19 @@ async fn serve_binary_refuses_to_start_on_an_invalid_workflow() {
     );
 }
 
-const TICK: &str = "\
-name: tick
-description: Every second, ask Calendly who the credential is
-blocks:
-  begin:
-    type: begin
-    schedule: { cron: \"* * * * * *\", timezone: UTC }
-    next: me
-  me:
-    type: api
-    preset: calendly.current_user
-    credential: calendly
-    next: end
-  end:
-    type: end
-";
+/// `whoami`, started every second by a schedule.
+fn tick() -> String {
+    WHOAMI.replace("name: whoami", "name: tick").replace(
+        "    type: begin\n",
+        "    type: begin\n    schedule: { cron: \"* * * * * *\", timezone: UTC }\n",
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_schedule_fires_on_time_and_each_tick_runs_once() {
-    let env = Env::new().await;
-    std::fs::write(env.workflows().join("tick.yaml"), TICK).unwrap();
-    let service = env.serve().await;
+    let env = with_workflows().await;
+    env.write("workflows/tick.yaml", &tick());
+    let service = serve(&env).await;
     let api = Api::new(&service);
     let runs = api
         .wait_for("/runs?workflow=tick", |runs| {
@@ -674,21 +581,14 @@ fn person(email: &str, status: &str) -> Write {
 /// queue entry: the next `serve` acknowledges the entry instead of starting the run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_again() {
-    let env = Env::new().await;
-    let email = env.member_email().await;
-    let config = env.config(None);
+    let env = with_workflows().await;
+    let email = env.member().await.0;
     {
-        let store = Store::open(&env.data_dir()).unwrap();
-        let client = Client::new(config.presets.clone(), config.credentials.clone()).unwrap();
-        let engine = Engine::new(
-            &store,
-            client,
-            config.vars.clone(),
-            EngineOptions::default(),
-        )
-        .unwrap();
-        let triggers = Triggers::load_dir(&env.workflows(), &config.presets, &config.vars).unwrap();
-        let records = RecordStore::open(&store).unwrap();
+        let engine = env.engine();
+        let vars = env.config().vars.into_iter().collect();
+        let triggers =
+            Triggers::load_dir(&workflows(&env), engine.client().presets(), &vars).unwrap();
+        let records = engine.records();
         let now = chrono::Utc::now();
         records
             .write(&[person(&email, "active")], &triggers, now)
@@ -697,32 +597,26 @@ async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_
             .write(&[person(&email, "terminated")], &triggers, now)
             .unwrap();
         assert_eq!(written[0].queued.len(), 1);
-        let queue = Queue::open(&store).unwrap();
+        let queue = Queue::open(records.store()).unwrap();
         let entry = queue.claim().unwrap().unwrap();
-        let request = worker::run_request(&records, &entry).unwrap();
+        let request = worker::run_request(records, &entry).unwrap();
         let prepared = engine
-            .prepare_file(&env.workflows().join("calendly-offboard.yaml"))
+            .prepare_file(&workflows(&env).join("calendly-offboard.yaml"))
             .unwrap();
         let outcome = engine.run(&prepared, request).await.unwrap();
         assert!(outcome.succeeded());
-        store.flush().await.unwrap();
+        records.store().flush().await.unwrap();
     }
     assert_eq!(env.writes().len(), 1);
 
-    let service = env.serve().await;
+    let service = serve(&env).await;
     let api = Api::new(&service);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drained(&service).await;
     let (_, runs) = api.get(&format!("/runs?subject={email}")).await;
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
     let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
-    let fired: Vec<&Value> = why[0]["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|e| e["considered"].as_array().unwrap())
-        .filter(|c| c["fired"] == true)
-        .collect();
+    let fired = fired(&why);
     assert_eq!(fired[0]["run"], runs[0]["id"], "{why}");
     service.shutdown().await.unwrap();
 }
