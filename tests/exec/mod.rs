@@ -246,3 +246,42 @@ async fn an_approval_outlives_the_process_that_asked_for_it() {
     );
     assert_eq!(env.writes().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_compiles_against_the_presets_dir_it_is_given() {
+    let env = Env::seeded(1).await;
+    // The shipped Calendly preset with one more action, `whoami`.
+    let shipped = std::fs::read_to_string(support::root().join("presets/calendly.yaml")).unwrap();
+    let extended = format!(
+        "{shipped}\n  whoami:\n    title: Who am I\n    description: The credential's user.\n    kind: read\n    method: GET\n    path: /users/me\n"
+    );
+    std::fs::create_dir(env.path().join("extra")).unwrap();
+    env.write("extra/calendly.yaml", &extended);
+    let flow = env.write(
+        "whoami.yaml",
+        &support::WHOAMI.replace("calendly.current_user", "calendly.whoami"),
+    );
+    let flow = flow.to_str().unwrap();
+
+    let (code, _, stderr) = env.run(&["run", flow]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: `{flow}` does not compile:\n{flow}:9:13: error: vendor `calendly` has no action `whoami` in block `me`; `blockyard presets list` shows the actions of `calendly`\n"
+        )
+    );
+
+    let (code, stdout, stderr) = env.run(&["run", flow, "--presets", "extra", "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        support::blocks(&run),
+        [
+            ("begin", "succeeded"),
+            ("me", "succeeded"),
+            ("end", "succeeded")
+        ]
+    );
+    assert_eq!(run["steps"][1]["preset"], "calendly.whoami");
+}
