@@ -68,6 +68,9 @@ pub(crate) struct BlockDone {
     pub attention: Option<String>,
     pub http: Duration,
     pub durable_wait: Duration,
+    /// The step is in history already (a live write's, which replaced its `sending` intent);
+    /// else the run loop writes it with the run's other unwritten steps.
+    pub written: bool,
 }
 
 /// A vendor answer, from the wire or from a recording.
@@ -529,8 +532,11 @@ fn finish(
     step.finished_at = Some(Utc::now());
     step.duration_us = t0.elapsed().as_micros() as u64;
     step.http_us = http.as_micros() as u64;
-    if task.persist {
-        // Flushed by the run loop before anything that depends on it starts (see `run.rs`).
+    // A live write's step has an entry of its own (its `sending` intent, replaced here); every
+    // other step is written by the run loop, together with the run's other unwritten steps, and
+    // flushed before anything that depends on it starts (see `run.rs`).
+    let written = task.persist && step.write && task.mode == RunMode::Live;
+    if written {
         inner.history.put_step(&step)?;
     }
     tracing::debug!(status = %step.status, "block settled");
@@ -547,6 +553,7 @@ fn finish(
         attention,
         http,
         durable_wait,
+        written,
     })
 }
 

@@ -503,3 +503,53 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::http::Credentials;
+    use crate::preset::PresetRegistry;
+    use crate::sandbox::{Sandbox, SandboxConfig};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_only_run_writes_its_steps_as_one_entry() {
+        let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            Path::new("blockyard.yaml"),
+            &format!(
+                "credentials:\n  calendly: {{vendor: calendly, auth: bearer, token: t0k3n-for-tests, base_url: {}}}\n",
+                sandbox.calendly_url()
+            ),
+        )
+        .unwrap();
+        let client = Client::new(
+            Arc::new(PresetRegistry::builtin()),
+            Credentials::from_config(&config),
+        )
+        .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let engine = Engine::new(&store, client, Map::new(), EngineOptions::default()).unwrap();
+        let text = "name: whoami\nblocks:\n  begin: {type: begin, next: me}\n  me: {type: api, preset: calendly.current_user, credential: calendly, next: end}\n  end: {type: end}\n";
+        let prepared = engine
+            .prepare(Path::new("whoami.yaml"), text.to_owned())
+            .unwrap();
+        let outcome = engine
+            .run(&prepared, RunRequest::manual(None))
+            .await
+            .unwrap();
+        assert!(outcome.succeeded(), "{:?}", outcome.run.error);
+        let history = engine.history();
+        // begin, me and end, written together when the run ended: one sled insert, not three.
+        assert_eq!(history.entries(outcome.run.id), [(0, 3)]);
+        let blocks: Vec<String> = history
+            .steps(outcome.run.id)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.block)
+            .collect();
+        assert_eq!(blocks, ["begin", "me", "end"]);
+        sandbox.shutdown().await;
+    }
+}

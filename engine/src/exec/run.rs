@@ -2,8 +2,14 @@
 //!
 //! # When the run flushes
 //!
-//! Steps are written to history as they settle, and made durable (one group commit, shared with
-//! every other run in flight) at the first point where something *depends* on them:
+//! A settled step is kept with the run's other *unwritten* steps and written to history with them,
+//! as one entry ([`History::put_steps`](crate::store::history::History::put_steps)), at the first
+//! point where something needs it: a flush (below), a write about to start, the run waiting on
+//! blocks in flight while one of its unwritten steps holds a vendor call's outcome (so `history
+//! show` sees it), and the run's end. A live write's step is the exception: it has an entry of its
+//! own (its intent, then its outcome; `block.rs`). So begin → read → end writes one steps entry,
+//! not three. Written steps are made durable (one group commit, shared with every other run in
+//! flight) at the first point where something *depends* on them:
 //!
 //! 1. **A write's request.** A live write's intent (`sending`) is flushed before it leaves
 //!    (`block.rs`), and that flush covers every step and run record written before it.
@@ -17,7 +23,8 @@
 //!
 //! Nothing else waits for a flush: `begin`, `end`, skipped blocks and the `running` run record
 //! carry nothing a crash could lose that matters (the graph recomputes them, and before any
-//! write a flush covers them anyway). A crash before a run's first flush loses a run that sent
+//! write a flush covers them anyway); until a read's outcome is written, `history show` lists the
+//! run's earlier steps only. A crash before a run's first flush loses a run that sent
 //! reads only; `resume` re-runs unflushed reads. So begin → read → end costs one flush per run,
 //! where it used to cost two (one after the read, one for the run record).
 
@@ -153,6 +160,8 @@ pub(crate) fn execute(
             vars: record.vars.clone(),
             run_context: json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
             steps: resumed.steps,
+            unwritten: Vec::new(),
+            unwritten_call: false,
             seq: resumed.next_seq,
             http: Duration::ZERO,
             durable_wait: Duration::ZERO,
@@ -194,7 +203,7 @@ pub(crate) fn execute(
                         };
                         if !taken {
                             let step = walk.trivial_step(&record, node, StepStatus::Skipped);
-                            walk.record_settled(node, step, persist)?;
+                            walk.record_settled(node, step, persist);
                             progress = true;
                             continue;
                         }
@@ -205,7 +214,7 @@ pub(crate) fn execute(
                         match &prepared.workflow.graph[node].kind {
                             BlockKind::Begin | BlockKind::End => {
                                 let step = walk.trivial_step(&record, node, StepStatus::Succeeded);
-                                walk.record_settled(node, step, persist)?;
+                                walk.record_settled(node, step, persist);
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
@@ -226,7 +235,7 @@ pub(crate) fn execute(
                                         if failure.is_none() && !prepared.workflow.graph.edges_directed(node, Direction::Outgoing).any(|e| e.weight().kind == EdgeKind::Failure) {
                                             failure = Some(format!("block `{}` failed: {}", step.block, approval::REJECTED));
                                         }
-                                        walk.record_settled(node, step, persist)?;
+                                        walk.record_settled(node, step, persist);
                                         progress = true;
                                         continue;
                                     }
@@ -238,6 +247,9 @@ pub(crate) fn execute(
                                     && !prepared.writes[node.index()]
                                 {
                                     walk.flush().await?;
+                                } else if prepared.writes[node.index()] {
+                                    // Its intent's flush covers the steps before it.
+                                    walk.write_unwritten()?;
                                 }
                                 let task = Task {
                                     engine: engine.clone(),
@@ -263,6 +275,10 @@ pub(crate) fn execute(
             }
             // A block that is the only one in flight runs in the run's own task (no spawn, no
             // wake-up across threads); blocks that can run together each get a task.
+            if walk.unwritten_call && !(ready.is_empty() && tasks.is_empty()) {
+                // A block is about to be waited on: a settled call's outcome is shown meanwhile.
+                walk.write_unwritten()?;
+            }
             let done = if ready.len() == 1 && tasks.is_empty() {
                 let task = ready.pop().expect("one ready block");
                 Box::pin(block::execute(task)).await?
@@ -308,6 +324,10 @@ pub(crate) fn execute(
                     done.step.error.as_deref().unwrap_or("no detail")
                 ));
             }
+            if persist && !done.written {
+                walk.unwritten.push(walk.steps.len());
+                walk.unwritten_call = true;
+            }
             walk.steps.push(done.step);
             walk.settle(done.node, done.settled);
         }
@@ -336,6 +356,7 @@ pub(crate) fn execute(
         }
         if persist {
             // Rule 4: one flush for the run record and every step not flushed yet.
+            walk.write_unwritten()?;
             history.put_run(&record)?;
             walk.flush().await?;
         }
@@ -370,6 +391,10 @@ struct Walk<'a> {
     vars: Map<String, Value>,
     run_context: Value,
     steps: Vec<StepRecord>,
+    /// Indices into `steps` of the steps not written to history yet.
+    unwritten: Vec<usize>,
+    /// One of the unwritten steps is an API or role retrieval block's.
+    unwritten_call: bool,
     seq: u32,
     http: Duration,
     durable_wait: Duration,
@@ -380,11 +405,23 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Makes every history write so far durable (group commit), timing the wait.
     async fn flush(&mut self) -> Result<(), ExecError> {
+        self.write_unwritten()?;
         let wait = Instant::now();
         // Boxed: a run's future keeps no room for the flush while it waits on anything else.
         Box::pin(self.engine.inner.history.durable()).await?;
         self.durable_wait += wait.elapsed();
         self.unflushed = false;
+        Ok(())
+    }
+
+    /// Writes the unwritten steps to history, as one entry.
+    fn write_unwritten(&mut self) -> Result<(), ExecError> {
+        if !self.unwritten.is_empty() {
+            let steps: Vec<&StepRecord> = self.unwritten.iter().map(|&i| &self.steps[i]).collect();
+            self.engine.inner.history.put_steps(&steps)?;
+            self.unwritten.clear();
+        }
+        self.unwritten_call = false;
         Ok(())
     }
 
@@ -398,20 +435,15 @@ impl Walk<'_> {
         self.settled[node.index()] = Some(settled);
     }
 
-    /// Settles `node` with a step the run loop made itself (begin, end, skipped, rejected):
-    /// written to history when the run persists, kept for the outcome.
-    fn record_settled(
-        &mut self,
-        node: NodeIndex,
-        step: StepRecord,
-        persist: bool,
-    ) -> Result<(), ExecError> {
+    /// Settles `node` with a step the run loop made itself (begin, end, skipped, rejected, or
+    /// reused by a replay): kept for the outcome and, when the run persists, written with the
+    /// run's next entry.
+    fn record_settled(&mut self, node: NodeIndex, step: StepRecord, persist: bool) {
         if persist {
-            self.engine.inner.history.put_step(&step)?;
+            self.unwritten.push(self.steps.len());
         }
         self.settle(node, Settled::from_step(&step));
         self.steps.push(step);
-        Ok(())
     }
 
     /// The template context now: `blocks` holds every settled block that was not skipped. It is
@@ -534,17 +566,12 @@ impl Walk<'_> {
             step.run = record.id;
             step.seq = self.next_seq();
             step.note = Some(format!("reused from run {original}"));
-            if persist {
-                self.engine.inner.history.put_step(&step)?;
-            }
             for (k, v) in &step.saved {
                 if let Value::Object(fields) = &mut self.subject {
                     fields.insert(k.clone(), v.clone());
                 }
             }
-            let settled = Settled::from_step(&step);
-            self.steps.push(step);
-            self.settle(node, settled);
+            self.record_settled(node, step, persist);
         }
         // A block before `from` that the recording never ran was skipped there.
         let skipped: Vec<NodeIndex> = graph
@@ -553,7 +580,7 @@ impl Walk<'_> {
             .collect();
         for node in skipped {
             let step = self.trivial_step(record, node, StepStatus::Skipped);
-            self.record_settled(node, step, persist)?;
+            self.record_settled(node, step, persist);
         }
         Ok(())
     }

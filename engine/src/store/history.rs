@@ -3,9 +3,13 @@
 //! Four trees (names in [`super::trees`]):
 //!
 //! - `runs`: [`RunId`] (a ULID, 16 bytes big-endian, so keys sort by time) → [`RunRecord`] as JSON;
-//! - `steps`: run id + sequence number (`u32` big-endian) → [`StepRecord`] as JSON. A write step is
-//!   stored twice under the same key: first as `sending` (the intent, before the request leaves),
-//!   then with its outcome, so a crash leaves exactly the writes whose outcome is unknown;
+//! - `steps`: run id + sequence number (`u32` big-endian) → the run's steps as JSON. A live write
+//!   step has an entry of its own, stored twice under the same key: first as `sending` (the
+//!   intent, before the request leaves), then with its outcome, so a crash leaves exactly the
+//!   writes whose outcome is unknown. Every other step is written with the run's other steps
+//!   settled since its last write to history, as one JSON array under the lowest of their
+//!   sequence numbers ([`History::put_steps`]): a begin → read → end run writes one entry, not
+//!   three (each sled insert costs about as much as the rest of the run's engine work);
 //! - `snapshots`: content hash → the workflow's YAML text, so a run can be replayed with the
 //!   definition it ran, even after the file changed;
 //! - `subjects`: lowercased subject key (an email) + `0x00` + run id → empty: a person's timeline.
@@ -525,6 +529,16 @@ fn step_key(run: RunId, seq: u32) -> [u8; 20] {
     key
 }
 
+/// The steps of one `steps` entry: one step (a JSON object) or several (an array).
+fn decode_steps(key: &[u8], value: &[u8]) -> Result<Vec<StepRecord>, StoreError> {
+    let decoded = if value.first() == Some(&b'[') {
+        serde_json::from_slice(value)
+    } else {
+        serde_json::from_slice(value).map(|step| vec![step])
+    };
+    decoded.map_err(|err| corrupt(trees::STEPS, key, err))
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("history records serialize")
 }
@@ -645,13 +659,44 @@ impl History {
         Ok(())
     }
 
+    /// Writes steps of one run as one entry, under the lowest of their sequence numbers (a single
+    /// step is written as by [`History::put_step`]). None of them may have an entry of its own:
+    /// a step's sequence number is in exactly one entry.
+    pub fn put_steps(&self, steps: &[&StepRecord]) -> Result<(), StoreError> {
+        match steps {
+            [] => Ok(()),
+            [step] => self.put_step(step),
+            [first, ..] => {
+                let seq = steps.iter().map(|s| s.seq).min().unwrap_or(first.seq);
+                self.steps
+                    .insert(step_key(first.run, seq), encode(&steps))?;
+                Ok(())
+            }
+        }
+    }
+
     /// A run's steps, in order.
     pub fn steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.steps.scan_prefix(id.key()) {
+            let (key, value) = entry?;
+            out.extend(decode_steps(&key, &value)?);
+        }
+        // Entries sort by their lowest sequence number; a later entry can hold an earlier step
+        // (a block that settled while a later-numbered one was still in flight).
+        out.sort_by_key(|s| s.seq);
+        Ok(out)
+    }
+
+    /// The `(key's sequence number, steps in the entry)` of each of a run's `steps` entries.
+    #[cfg(test)]
+    pub(crate) fn entries(&self, run: RunId) -> Vec<(u32, usize)> {
         self.steps
-            .scan_prefix(id.key())
+            .scan_prefix(run.key())
             .map(|entry| {
-                let (key, value) = entry?;
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::STEPS, &key, err))
+                let (key, value) = entry.unwrap();
+                let seq = u32::from_be_bytes(key[16..].try_into().unwrap());
+                (seq, decode_steps(&key, &value).unwrap().len())
             })
             .collect()
     }
@@ -731,14 +776,25 @@ impl History {
             if !old || run.pruned || !run.status.is_finished() {
                 continue;
             }
-            for mut step in self.steps(run.id)? {
-                step.inputs = None;
-                step.request = None;
-                step.response = None;
-                step.saved.clear();
-                step.outputs.clear();
-                self.put_step(&step)?;
-                report.steps += 1;
+            let entries: Vec<_> = self
+                .steps
+                .scan_prefix(run.id.key())
+                .collect::<Result<_, _>>()?;
+            for (key, value) in entries {
+                let mut steps = decode_steps(&key, &value)?;
+                for step in &mut steps {
+                    step.inputs = None;
+                    step.request = None;
+                    step.response = None;
+                    step.saved.clear();
+                    step.outputs.clear();
+                }
+                report.steps += steps.len();
+                let value = match steps.as_slice() {
+                    [step] if value.first() != Some(&b'[') => encode(step),
+                    _ => encode(&steps),
+                };
+                self.steps.insert(key, value)?;
             }
             run.pruned = true;
             self.put_run(&run)?;
@@ -772,6 +828,55 @@ mod tests {
             error: None,
             pruned: false,
         }
+    }
+
+    fn step(run: RunId, seq: u32, block: &str) -> StepRecord {
+        let mut step = StepRecord::new(run, seq, block, "api", StepStatus::Succeeded, Utc::now());
+        step.response = Some(StepResponse {
+            status: 200,
+            headers: Map::new(),
+            body: serde_json::json!({ "block": block }),
+            truncated: false,
+        });
+        step
+    }
+
+    #[test]
+    fn steps_written_together_are_one_entry_and_read_back_in_order_and_prune_keeps_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let mut run = run_record(RunStatus::Succeeded);
+        run.finished_at = Some(Utc::now());
+        history.put_run(&run).unwrap();
+        // A write (seq 1) in flight while a parallel read (seq 2) settles: the read is written
+        // with `begin` (seq 0) before the write's outcome, then `end` (seq 3) on its own.
+        let (begin, write, read, end) = (
+            step(run.id, 0, "begin"),
+            step(run.id, 1, "write"),
+            step(run.id, 2, "read"),
+            step(run.id, 3, "end"),
+        );
+        history.put_steps(&[&read, &begin]).unwrap();
+        history.put_step(&write).unwrap();
+        history.put_steps(&[&end]).unwrap();
+        history.put_steps(&[]).unwrap();
+        assert_eq!(history.entries(run.id), [(0, 2), (1, 1), (3, 1)]);
+        let blocks = |steps: Vec<StepRecord>| -> Vec<(u32, String)> {
+            steps.into_iter().map(|s| (s.seq, s.block)).collect()
+        };
+        let order = [(0, "begin"), (1, "write"), (2, "read"), (3, "end")]
+            .map(|(seq, block)| (seq, block.to_owned()));
+        assert_eq!(blocks(history.steps(run.id).unwrap()), order);
+        assert_eq!(history.steps(run.id).unwrap()[2], read);
+
+        let report = history.prune(Utc::now()).unwrap();
+        assert_eq!(report, PruneReport { runs: 1, steps: 4 });
+        assert_eq!(history.entries(run.id), [(0, 2), (1, 1), (3, 1)]);
+        let pruned = history.steps(run.id).unwrap();
+        assert_eq!(blocks(pruned.clone()), order);
+        assert!(pruned.iter().all(|s| s.response.is_none()));
+        assert_eq!(pruned[2].status, StepStatus::Succeeded);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
