@@ -7,10 +7,14 @@
 //! three interleaved passes, with this disk's fsync latency printed first (the floor under one run
 //! in flight, which waits for its own flush); then the engine overhead per API block (run time
 //! minus time inside the HTTP call, with and without the durable wait), and the resident memory
-//! with 10,000
-//! runs in flight (against a sandbox that answers after 2 s, so none has finished when it is
-//! read). Each throughput phase also prints how many `History::durable` calls and sled flushes it
-//! took per run (how well the group commit coalesces).
+//! with 10,000 runs in flight (against a sandbox that answers after 2 s, so none has finished when
+//! it is read). Each throughput phase also runs the engine without history (`persist: false`, as
+//! an offline replay runs: nothing written, nothing flushed), to show what the history costs, and
+//! prints how many `History::durable` calls and sled flushes it took per run (how well the group
+//! commit coalesces).
+//!
+//! `bench engine [IN_FLIGHT [RUNS [no-history]]]` and `bench raw [IN_FLIGHT [REQUESTS]]` run one
+//! side alone, for a profiler or `time`.
 //!
 //! The memory phase runs in a fresh child process (this example re-run as `bench memory URL
 //! [MAX_CONNECTIONS]`), against a slow sandbox in this process: the figures are the engine's
@@ -124,11 +128,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Runs `total` runs, `concurrency` at a time. `history: false` runs them without recording
+/// anything (as offline replays do), to show what the engine costs without its history.
 async fn engine_rate(
     engine: &Engine,
     prepared: &Arc<Prepared>,
     concurrency: usize,
     total: usize,
+    history: bool,
 ) -> (f64, Vec<Duration>, Vec<Duration>) {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -139,10 +146,11 @@ async fn engine_rate(
             let mut overhead = Vec::new();
             let mut durable = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                let outcome = engine
-                    .run(&prepared, RunRequest::manual(None))
-                    .await
-                    .unwrap();
+                let request = RunRequest {
+                    persist: history,
+                    ..RunRequest::manual(None)
+                };
+                let outcome = engine.run(&prepared, request).await.unwrap();
                 assert!(outcome.succeeded(), "{:?}", outcome.run.error);
                 overhead.push(outcome.duration.saturating_sub(outcome.http));
                 durable.push(outcome.durable_wait);
@@ -295,14 +303,15 @@ async fn throughput_setup() -> (Sandbox, tempfile::TempDir, Engine, Arc<Prepared
     (sandbox, dir, engine, prepared)
 }
 
-/// `bench engine [IN_FLIGHT [RUNS]]`: the engine phase alone (64 in flight, 20,000 runs by
-/// default), for a profiler.
+/// `bench engine [IN_FLIGHT [RUNS [no-history]]]`: the engine phase alone (64 in flight, 20,000
+/// runs by default; `no-history` records nothing), for a profiler.
 async fn engine_phase(args: &[String]) {
     let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
     let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let history = args.get(2).map(String::as_str) != Some("no-history");
     let (sandbox, _dir, engine, prepared) = throughput_setup().await;
     let (rate, mut overhead, mut durable) =
-        engine_rate(&engine, &prepared, concurrency, total).await;
+        engine_rate(&engine, &prepared, concurrency, total, history).await;
     overhead.sort();
     durable.sort();
     println!(
@@ -310,6 +319,18 @@ async fn engine_phase(args: &[String]) {
         percentile(&overhead, 0.5),
         percentile(&durable, 0.5)
     );
+    sandbox.shutdown().await;
+}
+
+/// `bench raw [IN_FLIGHT [REQUESTS]]`: the plain reqwest loop alone (64 in flight, 20,000
+/// requests by default), to compare with `bench engine` under a profiler or `time`.
+async fn raw_phase(args: &[String]) {
+    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (sandbox, _dir, _engine, _prepared) = throughput_setup().await;
+    let url = format!("{}/users/me", sandbox.calendly_url());
+    let rate = raw_rate(&url, concurrency, total, None).await;
+    println!("{concurrency} in flight: {rate:.0} requests/s");
     sandbox.shutdown().await;
 }
 
@@ -327,6 +348,7 @@ fn main() {
         }
         Some("memory-raw") => return runtime.block_on(memory_raw_phase(&args[2])),
         Some("engine") => return runtime.block_on(engine_phase(&args[2..])),
+        Some("raw") => return runtime.block_on(raw_phase(&args[2..])),
         _ => {}
     }
     runtime.block_on(async {
@@ -339,12 +361,13 @@ fn main() {
         println!();
         println!("Each figure is the median of {REPEATS} passes (raw and engine interleaved).");
         println!();
-        println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw | raw reqwest over 64 connections |");
-        println!("|---|---|---|---|---|");
+        println!("| runs in flight | engine runs/s | raw reqwest req/s | engine / raw | raw reqwest over 64 connections | engine without history, runs/s | without history / raw |");
+        println!("|---|---|---|---|---|---|---|");
         let mut overheads = Vec::new();
         let mut commits = Vec::new();
         for (concurrency, total) in [(1, 2_000), (64, 10_000), (1_000, 20_000)] {
             let (mut raws, mut capped, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+            let mut bare = Vec::new();
             let (mut overhead, mut durable) = (Vec::new(), Vec::new());
             let before = engine.history().commit_stats();
             for _ in 0..REPEATS {
@@ -352,21 +375,24 @@ fn main() {
                 if concurrency > 64 {
                     capped.push(raw_rate(&url, concurrency, total, Some(64)).await);
                 }
-                let (rate, o, d) = engine_rate(&engine, &prepared, concurrency, total).await;
+                let (rate, o, d) = engine_rate(&engine, &prepared, concurrency, total, true).await;
                 rates.push(rate);
+                let (rate, _, _) = engine_rate(&engine, &prepared, concurrency, total, false).await;
+                bare.push(rate);
                 overhead.extend(o);
                 durable.extend(d);
             }
             let after = engine.history().commit_stats();
-            let (raw, rate) = (median(&mut raws), median(&mut rates));
+            let (raw, rate, bare) = (median(&mut raws), median(&mut rates), median(&mut bare));
             let capped = if capped.is_empty() {
                 "(same)".to_owned()
             } else {
                 format!("{:.0}", median(&mut capped))
             };
             println!(
-                "| {concurrency} | {rate:.0} | {raw:.0} | {:.0} % | {capped} |",
-                100.0 * rate / raw
+                "| {concurrency} | {rate:.0} | {raw:.0} | {:.0} % | {capped} | {bare:.0} | {:.0} % |",
+                100.0 * rate / raw,
+                100.0 * bare / raw
             );
             let runs = (REPEATS * total) as f64;
             commits.push((
