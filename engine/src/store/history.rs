@@ -629,10 +629,13 @@ impl History {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Writes a run record (creating it, or replacing the stored one) and its subject index entry.
+    /// Writes a run record (creating it, or replacing the stored one) and, while the run is
+    /// `queued` or `running` (a run record is always first written in one of those), its subject
+    /// index entry: later writes of the record find it there already.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         self.runs.insert(run.id.key(), encode(run))?;
-        if let Some(subject) = &run.subject {
+        let first_write = matches!(run.status, RunStatus::Queued | RunStatus::Running);
+        if let Some(subject) = run.subject.as_ref().filter(|_| first_write) {
             let mut key = subject.index_key().into_bytes();
             key.push(0);
             key.extend_from_slice(&run.id.key());
