@@ -18,7 +18,8 @@
 //!
 //! # Durability
 //!
-//! Every block's step is written as it settles and made durable (group commit, see
+//! Every block's step is written to history (a run's steps settled together as one entry, see
+//! [`run`]) and made durable (group commit, see
 //! [`crate::store::history`]) before anything that depends on it starts: a later block's request,
 //! a save others can see, the run's final status (the precise rules are in [`run`]). A write is recorded as
 //! `sending` (its rendered request) and made durable *before* it is sent, then overwritten with
