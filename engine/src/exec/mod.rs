@@ -514,7 +514,7 @@ mod tests {
     use crate::sandbox::{Sandbox, SandboxConfig};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_read_only_run_writes_its_steps_as_one_entry() {
+    async fn a_read_only_run_writes_its_steps_as_one_entry_and_a_save_writes_them_at_once() {
         let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(
@@ -551,6 +551,26 @@ mod tests {
             .map(|s| s.block)
             .collect();
         assert_eq!(blocks, ["begin", "me", "end"]);
+
+        // A read that saves onto the subject is flushed as soon as the run learns of it (rule 3),
+        // so its step is written then, with `begin`; `end` follows on its own.
+        let text = text.replace(
+            "credential: calendly, next: end}",
+            "credential: calendly, save: {calendly_user: \"{{response.resource.uri}}\"}, next: end}",
+        );
+        let prepared = engine.prepare(Path::new("whoami-save.yaml"), text).unwrap();
+        let subject = Subject {
+            collection: "people".to_owned(),
+            key: "ada@example.com".to_owned(),
+            record: serde_json::json!({ "email": "ada@example.com" }),
+        };
+        let outcome = engine
+            .run(&prepared, RunRequest::manual(Some(subject)))
+            .await
+            .unwrap();
+        assert!(outcome.succeeded(), "{:?}", outcome.run.error);
+        assert!(!outcome.steps[1].saved.is_empty(), "{:?}", outcome.steps[1]);
+        assert_eq!(history.entries(outcome.run.id), [(0, 2), (2, 1)]);
         sandbox.shutdown().await;
     }
 }

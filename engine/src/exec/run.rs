@@ -273,12 +273,12 @@ pub(crate) fn execute(
                     }
                 }
             }
-            // A block that is the only one in flight runs in the run's own task (no spawn, no
-            // wake-up across threads); blocks that can run together each get a task.
             if walk.unwritten_call && !(ready.is_empty() && tasks.is_empty()) {
                 // A block is about to be waited on: a settled call's outcome is shown meanwhile.
                 walk.write_unwritten()?;
             }
+            // A block that is the only one in flight runs in the run's own task (no spawn, no
+            // wake-up across threads); blocks that can run together each get a task.
             let done = if ready.len() == 1 && tasks.is_empty() {
                 let task = ready.pop().expect("one ready block");
                 Box::pin(block::execute(task)).await?
@@ -298,9 +298,6 @@ pub(crate) fn execute(
             walk.durable_wait += done.durable_wait;
             if persist {
                 walk.unflushed = true;
-                if record.mode == RunMode::Live && !done.step.saved.is_empty() {
-                    walk.flush().await?; // rule 3
-                }
             }
             if let Some(message) = done.attention {
                 attention = Some(message);
@@ -328,8 +325,12 @@ pub(crate) fn execute(
                 walk.unwritten.push(walk.steps.len());
                 walk.unwritten_call = true;
             }
+            let saved = persist && record.mode == RunMode::Live && !done.step.saved.is_empty();
             walk.steps.push(done.step);
             walk.settle(done.node, done.settled);
+            if saved {
+                walk.flush().await?; // rule 3: the flush writes the step that saved, and covers it
+            }
         }
         drop(permit);
         let end = walk.settled[prepared.workflow.end.index()].as_ref();
