@@ -163,6 +163,10 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
     let requests = env.sb.requests();
     assert_eq!(requests.len(), sent + 1, "only the DELETE was sent");
     assert_eq!(requests.last().unwrap().method, "DELETE");
+    // The reused steps are in the replay's history too, as the outcome listed them.
+    let shown = env.json(&["history", "show", replay["id"].as_str().unwrap(), "--json"]);
+    assert_eq!(support::blocks(&shown), support::blocks(&replay));
+    assert_eq!(shown["steps"][1]["block"], "find");
 }
 
 /// Kills `blockyard run` with SIGKILL while the DELETE is in flight, then resumes: the write is
