@@ -675,8 +675,8 @@ impl History {
         match steps {
             [] => Ok(()),
             [step] => self.put_step(step),
-            [first, ..] => {
-                let seq = steps.iter().map(|s| s.seq).min().unwrap_or(first.seq);
+            [first, rest @ ..] => {
+                let seq = rest.iter().fold(first.seq, |low, s| low.min(s.seq));
                 self.steps
                     .insert(step_key(first.run, seq), encode(&steps))?;
                 Ok(())
