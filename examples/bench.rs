@@ -303,11 +303,16 @@ async fn throughput_setup() -> (Sandbox, tempfile::TempDir, Engine, Arc<Prepared
     (sandbox, dir, engine, prepared)
 }
 
+/// The `IN_FLIGHT` and count arguments of `bench engine` and `bench raw` (64 and 20,000).
+fn counts(args: &[String]) -> (usize, usize) {
+    let at = |i: usize, default| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    (at(0, 64), at(1, 20_000))
+}
+
 /// `bench engine [IN_FLIGHT [RUNS [no-history]]]`: the engine phase alone (64 in flight, 20,000
 /// runs by default; `no-history` records nothing), for a profiler.
 async fn engine_phase(args: &[String]) {
-    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
-    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (concurrency, total) = counts(args);
     let history = args.get(2).map(String::as_str) != Some("no-history");
     let (sandbox, _dir, engine, prepared) = throughput_setup().await;
     let (rate, mut overhead, mut durable) =
@@ -325,8 +330,7 @@ async fn engine_phase(args: &[String]) {
 /// `bench raw [IN_FLIGHT [REQUESTS]]`: the plain reqwest loop alone (64 in flight, 20,000
 /// requests by default), to compare with `bench engine` under a profiler or `time`.
 async fn raw_phase(args: &[String]) {
-    let concurrency = args.first().and_then(|a| a.parse().ok()).unwrap_or(64);
-    let total = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let (concurrency, total) = counts(args);
     let (sandbox, _dir, _engine, _prepared) = throughput_setup().await;
     let url = format!("{}/users/me", sandbox.calendly_url());
     let rate = raw_rate(&url, concurrency, total, None).await;
