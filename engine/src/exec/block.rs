@@ -277,7 +277,7 @@ async fn api(
             match task.mode {
                 RunMode::Offline => recorded(task.recording.as_deref(), block.id.as_str(), role),
                 RunMode::Live | RunMode::DryRun => {
-                    if write && task.persist {
+                    if own_entry(&task, write) {
                         step.status = StepStatus::Sending;
                         inner.history.put_step(&step)?;
                         let wait = Instant::now();
@@ -504,6 +504,12 @@ fn render_outcome(
     Ok((outputs, saved))
 }
 
+/// True for a live write's step, which has a history entry of its own: its `sending` intent,
+/// written and flushed before the request leaves, then its outcome under the same key.
+fn own_entry(task: &Task, write: bool) -> bool {
+    write && task.persist && task.mode == RunMode::Live
+}
+
 /// Records the settled step (durably, before anything that depends on it starts).
 fn finish(
     task: Task,
@@ -532,10 +538,10 @@ fn finish(
     step.finished_at = Some(Utc::now());
     step.duration_us = t0.elapsed().as_micros() as u64;
     step.http_us = http.as_micros() as u64;
-    // A live write's step has an entry of its own (its `sending` intent, replaced here); every
-    // other step is written by the run loop, together with the run's other unwritten steps, and
-    // flushed before anything that depends on it starts (see `run.rs`).
-    let written = task.persist && step.write && task.mode == RunMode::Live;
+    // A live write's step replaces its `sending` intent here; every other step is written by the
+    // run loop, together with the run's other unwritten steps, and flushed before anything that
+    // depends on it starts (see `run.rs`).
+    let written = own_entry(&task, step.write);
     if written {
         inner.history.put_step(&step)?;
     }
