@@ -128,6 +128,39 @@ impl Template {
         }
     }
 
+    /// Every variable the template reads at the top level, as written (`record.email`,
+    /// `inputs.user_name`); scoped paths are left out as in [`Template::variable_roots`].
+    pub fn variable_paths(&self) -> Vec<String> {
+        match &self.form {
+            Form::Literal => Vec::new(),
+            Form::Path(path) => vec![path.join(".")],
+            Form::Handlebars(compiled) => {
+                let mut paths = Vec::new();
+                collect_paths(&compiled.elements, &mut paths);
+                let mut paths: Vec<String> = paths.into_iter().map(str::to_owned).collect();
+                paths.sort_unstable();
+                paths.dedup();
+                paths
+            }
+        }
+    }
+
+    /// Makes every bare name (one identifier, such as `{{webex_user_id}}` or `<<email>>`) that is
+    /// not one of `roots` read `record.<name>`, the subject record's field, as Oomnitza's presets
+    /// do. Dotted paths, helpers and paths inside `#each`/`#with` are left as they are.
+    pub fn qualify_bare_names(&mut self, roots: &[&str]) {
+        let bare = |name: &str| !name.contains(['.', '/', '[']) && !roots.contains(&name);
+        match &mut self.form {
+            Form::Literal => {}
+            Form::Path(path) => {
+                if path.len() == 1 && !roots.contains(&path[0].as_str()) {
+                    path.insert(0, "record".to_owned());
+                }
+            }
+            Form::Handlebars(compiled) => qualify_elements(&mut compiled.elements, &bare),
+        }
+    }
+
     /// The path of a single-expression template (`["record", "email"]` for `{{record.email}}`).
     pub fn single_path(&self) -> Option<&[String]> {
         match &self.form {
@@ -137,7 +170,7 @@ impl Template {
     }
 }
 
-/// `{{ a.b.c }}` (identifier segments only, no helper) → `a.b.c`.
+/// `{{ a.b.c }}` (identifier segments only, not a helper's name) → `a.b.c`.
 fn simple_path(text: &str) -> Option<&str> {
     let inner = text.strip_prefix("{{")?.strip_suffix("}}")?.trim();
     let ok = !inner.is_empty()
@@ -148,7 +181,9 @@ fn simple_path(text: &str) -> Option<&str> {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && segment != "this"
                 && segment != "else"
-        });
+        })
+        // `{{now}}` calls the helper: handlebars decides, not the variable fast path.
+        && !HELPERS.contains(&inner);
     ok.then_some(inner)
 }
 
@@ -192,7 +227,119 @@ fn expand_alias(source: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The helpers [`TemplateEngine`] registers, with handlebars' own: a bare `{{now}}` calls one.
+pub const HELPERS: [&str; 25] = [
+    "json",
+    "lower",
+    "upper",
+    "default",
+    "urlencode",
+    "last_segment",
+    "now",
+    "days_ago",
+    "resource_uri",
+    "if",
+    "unless",
+    "each",
+    "with",
+    "lookup",
+    "raw",
+    "log",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "and",
+    "or",
+    "not",
+];
+
+/// A `{{name}}` with no parameters that is not a helper: handlebars reads it as a variable.
+fn bare_variable(helper: &handlebars::template::HelperTemplate) -> Option<&str> {
+    match &helper.name {
+        Parameter::Name(name)
+            if helper.params.is_empty()
+                && helper.hash.is_empty()
+                && !helper.block
+                && name != "len"
+                && !HELPERS.contains(&name.as_str()) =>
+        {
+            Some(name)
+        }
+        _ => None,
+    }
+}
+
+fn qualify_elements(elements: &mut [TemplateElement], bare: &impl Fn(&str) -> bool) {
+    let qualify = |param: &mut Parameter| {
+        let name = match &*param {
+            Parameter::Path(HbsPath::Relative((_, raw)))
+                if bare(raw) && raw != "this" && !HELPERS.contains(&raw.as_str()) =>
+            {
+                raw.clone()
+            }
+            _ => return,
+        };
+        if let Ok(path) = HbsPath::parse(&format!("record.{name}")) {
+            *param = Parameter::Path(path);
+        }
+    };
+    for element in elements {
+        match element {
+            TemplateElement::Expression(helper)
+            | TemplateElement::HtmlExpression(helper)
+            | TemplateElement::HelperBlock(helper) => {
+                if let Some(name) = bare_variable(helper).filter(|n| bare(n)) {
+                    if let Ok(path) = HbsPath::parse(&format!("record.{name}")) {
+                        helper.name = Parameter::Path(path);
+                    }
+                }
+                let is_helper_call =
+                    !helper.params.is_empty() || !helper.hash.is_empty() || helper.block;
+                if !is_helper_call {
+                    qualify(&mut helper.name);
+                }
+                if let Parameter::Subexpression(sub) = &mut helper.name {
+                    qualify_elements(std::slice::from_mut(&mut sub.element), bare);
+                }
+                for param in helper.params.iter_mut().chain(helper.hash.values_mut()) {
+                    match param {
+                        Parameter::Subexpression(sub) => {
+                            qualify_elements(std::slice::from_mut(&mut sub.element), bare)
+                        }
+                        other => qualify(other),
+                    }
+                }
+                let scoped =
+                    matches!(&helper.name, Parameter::Name(n) if n == "each" || n == "with");
+                if !scoped {
+                    if let Some(inner) = &mut helper.template {
+                        qualify_elements(&mut inner.elements, bare);
+                    }
+                }
+                if let Some(inner) = &mut helper.inverse {
+                    qualify_elements(&mut inner.elements, bare);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn collect_roots<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) {
+    let mut paths = Vec::new();
+    collect_paths(elements, &mut paths);
+    roots.extend(
+        paths
+            .into_iter()
+            .map(|raw| raw.split(['.', '/', '[']).next().unwrap_or_default()),
+    );
+}
+
+/// Every top-level variable path read by `elements`, as written.
+fn collect_paths<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) {
     for element in elements {
         match element {
             TemplateElement::Expression(helper)
@@ -200,10 +347,13 @@ fn collect_roots<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) 
             | TemplateElement::HelperBlock(helper) => {
                 let is_helper_call =
                     !helper.params.is_empty() || !helper.hash.is_empty() || helper.block;
+                if let Some(name) = bare_variable(helper) {
+                    roots.push(name);
+                }
                 match &helper.name {
-                    Parameter::Path(path) if !is_helper_call => root_of(path, roots),
+                    Parameter::Path(path) if !is_helper_call => path_of(path, roots),
                     Parameter::Subexpression(sub) => {
-                        collect_roots(std::slice::from_ref(&sub.element), roots)
+                        collect_paths(std::slice::from_ref(&sub.element), roots)
                     }
                     _ => {}
                 }
@@ -214,11 +364,11 @@ fn collect_roots<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) 
                     matches!(&helper.name, Parameter::Name(n) if n == "each" || n == "with");
                 if !scoped {
                     if let Some(inner) = &helper.template {
-                        collect_roots(&inner.elements, roots);
+                        collect_paths(&inner.elements, roots);
                     }
                 }
                 if let Some(inner) = &helper.inverse {
-                    collect_roots(&inner.elements, roots);
+                    collect_paths(&inner.elements, roots);
                 }
             }
             _ => {}
@@ -228,17 +378,18 @@ fn collect_roots<'a>(elements: &'a [TemplateElement], roots: &mut Vec<&'a str>) 
 
 fn param_roots<'a>(param: &'a Parameter, roots: &mut Vec<&'a str>) {
     match param {
-        Parameter::Path(path) => root_of(path, roots),
-        Parameter::Subexpression(sub) => collect_roots(std::slice::from_ref(&sub.element), roots),
+        Parameter::Path(path) => path_of(path, roots),
+        Parameter::Subexpression(sub) => collect_paths(std::slice::from_ref(&sub.element), roots),
         _ => {}
     }
 }
 
-fn root_of<'a>(path: &'a HbsPath, roots: &mut Vec<&'a str>) {
+fn path_of<'a>(path: &'a HbsPath, paths: &mut Vec<&'a str>) {
     if let HbsPath::Relative((_, raw)) = path {
         let root = raw.split(['.', '/', '[']).next().unwrap_or_default();
-        if !root.is_empty() && root != "this" && !root.starts_with('@') && root != ".." {
-            roots.push(root);
+        let helper = HELPERS.contains(&raw.as_str());
+        if !root.is_empty() && root != "this" && !root.starts_with('@') && root != ".." && !helper {
+            paths.push(raw);
         }
     }
 }
@@ -279,6 +430,29 @@ impl JsonTemplate {
         roots.sort_unstable();
         roots.dedup();
         roots
+    }
+
+    /// Every variable path its leaves read (see [`Template::variable_paths`]).
+    pub fn variable_paths(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        self.each_template(&mut |t| paths.extend(t.variable_paths()));
+        paths.sort_unstable();
+        paths.dedup();
+        paths
+    }
+
+    /// [`Template::qualify_bare_names`] on every leaf.
+    pub fn qualify_bare_names(&mut self, roots: &[&str]) {
+        match self {
+            JsonTemplate::Value(_) => {}
+            JsonTemplate::Text(t) => t.qualify_bare_names(roots),
+            JsonTemplate::Array(items) => {
+                items.iter_mut().for_each(|i| i.qualify_bare_names(roots))
+            }
+            JsonTemplate::Object(fields) => fields
+                .iter_mut()
+                .for_each(|(_, v)| v.qualify_bare_names(roots)),
+        }
     }
 
     fn each_template<'a>(&'a self, f: &mut impl FnMut(&'a Template)) {
@@ -569,6 +743,57 @@ mod tests {
         let err = Template::compile("{{#if x}}open").unwrap_err();
         assert!(err.message.starts_with("invalid handlebars syntax") || !err.message.is_empty());
         assert!(Template::compile("{{record.email").is_err());
+    }
+
+    #[test]
+    fn bare_names_read_the_record_and_roots_keep_precedence() {
+        let engine = TemplateEngine::new();
+        let roots = ["record", "vars", "blocks", "run"];
+        let context = ctx(json!({
+            "record": {"email": "A@B.COM", "vars": "field", "items": [{"name": "n1"}], "id": 7},
+            "vars": {"x": "v"},
+        }));
+        let render = |source: &str| {
+            let mut t = Template::compile(source).unwrap();
+            t.qualify_bare_names(&roots);
+            engine.render(&t, &context).unwrap()
+        };
+        assert_eq!(render("<<email>>"), "A@B.COM");
+        assert_eq!(render("to {{email}} and {{vars.x}}"), "to A@B.COM and v");
+        assert_eq!(render("{{lower email}}"), "a@b.com");
+        assert_eq!(render("{{#if email}}yes{{/if}}"), "yes");
+        assert_eq!(render("{{#each record.items}}{{name}}{{/each}}"), "n1");
+        assert_eq!(render("{{default (lower email) \"x\"}}"), "a@b.com");
+        // A root is a root even when the record has a field of that name.
+        assert_eq!(render("{{vars.x}}"), "v");
+        // Helpers called without arguments stay helpers.
+        assert!(render("{{now}}").ends_with('Z'));
+        // A single expression keeps its JSON type.
+        let mut t = Template::compile("{{id}}").unwrap();
+        t.qualify_bare_names(&roots);
+        assert_eq!(engine.render_value(&t, &context).unwrap(), json!(7));
+        // Roots report what is read after qualifying; a misspelt bare name fails at run time.
+        let mut t = Template::compile("{{emial}} {{vars.x}}").unwrap();
+        assert_eq!(t.variable_roots(), ["emial", "vars"]);
+        t.qualify_bare_names(&roots);
+        assert_eq!(t.variable_roots(), ["record", "vars"]);
+        assert_eq!(
+            engine.render(&t, &context).unwrap_err().message,
+            "`record.emial` is not defined"
+        );
+    }
+
+    #[test]
+    fn every_listed_helper_is_registered() {
+        // Called with no argument, a registered helper fails (or not) in its own way; an
+        // unregistered name would be read as a variable and be "not defined".
+        let engine = TemplateEngine::new();
+        for name in HELPERS {
+            let t = Template::compile(&format!("{{{{{name}}}}} ")).unwrap();
+            if let Err(err) = engine.render(&t, &ctx(json!({}))) {
+                assert_ne!(err.message, format!("`{name}` is not defined"), "{name}");
+            }
+        }
     }
 
     #[test]
