@@ -103,6 +103,18 @@ many_errors.yaml:18:11: error: `next` names block `ende`, which does not exist i
         r#"not_a_workflow.yaml:1:1: error: a workflow is a mapping with `name` and `blocks`"#,
     ),
     (
+        "request_override",
+        r#"request_override.yaml:9:15: error: invalid `request.method`: unknown method `ERASE`, expected one of `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` in block `delete`
+request_override.yaml:10:13: error: invalid `request.path`: `https://elsewhere.example/people/{{inputs.webex_user_id}}` is an absolute URL; give the path below the credential's `base_url`, starting with `/`, so the credential's token never goes to another host in block `delete`
+request_override.yaml:12:24: error: invalid `request.headers.Authorization`: `Authorization` comes from the block's credential and cannot be set here; name another credential with `credential:` in block `delete`
+request_override.yaml:13:13: error: preset `webex.delete_user` has no input `webex_userid` in block `delete`; did you mean `webex_user_id`?"#,
+    ),
+    (
+        "request_path",
+        r#"request_path.yaml:8:21: error: invalid `request.path`: `/people?email={{vars.email}}` holds a `?` or `#`; give query parameters in `request.query` in block `find`
+request_path.yaml:14:21: error: invalid `request.path`: `people/{{inputs.webex_user_id}}` must start with `/`: it is the path below the credential's `base_url` in block `relative`"#,
+    ),
+    (
         "rhai_syntax",
         r#"rhai_syntax.yaml:7:11: error: invalid expression in `when`: script is incomplete (expression column 33) in block `begin`"#,
     ),

@@ -46,6 +46,11 @@ enum Command {
     #[command(subcommand)]
     Presets(presets::PresetsCommand),
     /// Perform one preset action (to check a credential) and print the request and response.
+    ///
+    /// The action is performed exactly as its preset file defines it: `call` has no block, so no
+    /// workflow's advanced-mode `request:` applies. To see the request a block with `request:`
+    /// sends, run its workflow with `blockyard run WORKFLOW --dry-run` (writes are shown, not
+    /// sent).
     Call(call::CallArgs),
     /// Serve simulated Calendly, Webex and SCIM 2.0 APIs on loopback, for trying workflows safely.
     Sandbox(sandbox::SandboxArgs),

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
 
-use crate::preset::{PresetId, PresetRegistry};
+use crate::preset::{Action, ActionKind, Method, PresetId, PresetRegistry};
 use crate::rules::{Condition, Rule, RuleEngine, RuleOp};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::spec::{
@@ -87,6 +87,12 @@ pub struct ApiCall {
     /// Inputs given in `with:` (templates over the workflow context).
     pub with: IndexMap<String, JsonTemplate>,
     pub request: Option<RequestOverride>,
+    /// What the call does once `request.method` is applied: a write unless the method is `GET`
+    /// or `HEAD` (a preset's own kind when the method is not overridden).
+    pub kind: ActionKind,
+    /// Inputs the preset requires that no part of the request sent uses any more (the override
+    /// replaced every part that read them), so a run does not require them.
+    pub optional_inputs: Vec<String>,
     pub save: IndexMap<String, JsonTemplate>,
     pub outputs: IndexMap<String, JsonTemplate>,
     pub retry: RetrySettings,
@@ -211,14 +217,32 @@ pub struct RoleRetrieval {
     pub deactivate_missing: bool,
 }
 
-/// Advanced-mode overrides, compiled.
+/// Advanced-mode overrides, compiled. Templates see the block's context plus the preset's
+/// resolved inputs as `inputs.*`.
 #[derive(Debug)]
 pub struct RequestOverride {
-    pub method: Option<crate::preset::Method>,
+    /// Replaces the preset's method.
+    pub method: Option<Method>,
+    /// Replaces the preset's path (a path below the credential's `base_url`, starting with `/`).
     pub path: Option<Template>,
-    pub query: IndexMap<String, JsonTemplate>,
-    pub headers: IndexMap<String, Template>,
+    /// Merged over the preset's query: `Some` sets a parameter, `None` removes it.
+    pub query: IndexMap<String, Option<JsonTemplate>>,
+    /// Merged over the preset's headers: `Some` sets a header, `None` removes it.
+    pub headers: IndexMap<String, Option<Template>>,
+    /// Replaces the preset's body; a body that renders `null` sends none.
     pub body: Option<JsonTemplate>,
+}
+
+impl RequestOverride {
+    /// The parts that change which resource a request addresses (`request.path`,
+    /// `request.method`), for the messages of what cannot follow an override (a preset's probe).
+    pub fn readdressed(&self) -> Option<&'static str> {
+        match (&self.path, &self.method) {
+            (Some(_), _) => Some("request.path"),
+            (None, Some(_)) => Some("request.method"),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A block's retry settings; `None` fields take the engine's defaults.
@@ -343,6 +367,10 @@ fn check(
         presets,
         rules: rule_engine(),
         errors: &mut errors,
+        bare_names: loaded.spec.blocks.values().any(|b| match b {
+            BlockSpec::Begin(begin) => begin.records.is_some(),
+            _ => false,
+        }),
     }
     .compile();
     errors.sort_by_key(|e| e.location);
@@ -362,6 +390,8 @@ pub fn rule_engine() -> &'static RuleEngine {
 const CONTEXT_ROOTS: [&str; 4] = ["record", "vars", "blocks", "run"];
 /// Roots inside `collect.fields`: one listed item, plus the variables.
 const ITEM_ROOTS: [&str; 3] = ["item", "vars", "run"];
+/// Roots inside `request:` (advanced mode): the context plus the preset's resolved inputs.
+const REQUEST_ROOTS: [&str; 5] = ["record", "vars", "blocks", "run", "inputs"];
 /// Roots inside `save:` and `outputs:`: the context plus the response.
 const RESPONSE_ROOTS: [&str; 7] = [
     "record", "vars", "blocks", "run", "response", "status", "headers",
@@ -372,6 +402,9 @@ struct Compiler<'a> {
     presets: &'a PresetRegistry,
     rules: &'static RuleEngine,
     errors: &'a mut Vec<CompileError>,
+    /// The workflow has a subject record, so a bare `{{name}}` in a template whose roots include
+    /// `record` reads the record's field `name`.
+    bare_names: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -662,11 +695,21 @@ impl<'a> Compiler<'a> {
                 with.insert(key.clone(), t);
             }
         }
+        let request = parts
+            .request
+            .and_then(|r| self.request(id, r, preset.as_ref().map(|(p, a)| (p, *a))));
+        let optional_inputs = match (&preset, &request) {
+            (Some((_, action)), Some(request)) => self.optional_inputs(action, request),
+            _ => Vec::new(),
+        };
         if let Some((preset_id, action)) = &preset {
             if !has_subject {
                 let missing: Vec<String> = action
                     .required_inputs()
-                    .filter(|input| !parts.with.contains_key(*input))
+                    .filter(|input| {
+                        !parts.with.contains_key(*input)
+                            && !optional_inputs.iter().any(|o| o == input)
+                    })
                     .map(str::to_owned)
                     .collect();
                 for input in missing {
@@ -697,7 +740,6 @@ impl<'a> Compiler<'a> {
                 outputs.insert(key.clone(), t);
             }
         }
-        let request = parts.request.and_then(|r| self.request(id, r));
         let retry = self.retry(id, parts.retry);
         let timeout = parts
             .timeout
@@ -709,8 +751,14 @@ impl<'a> Compiler<'a> {
         if self.errors.len() > errors_before {
             return None;
         }
-        let (preset, _) = preset?;
+        let (preset, action) = preset?;
+        let kind = match request.as_ref().and_then(|r| r.method) {
+            Some(method) => method.kind(),
+            None => action.spec.kind,
+        };
         Some(ApiCall {
+            kind,
+            optional_inputs,
             credential: parts
                 .credential
                 .map(str::to_owned)
@@ -891,7 +939,11 @@ impl<'a> Compiler<'a> {
 
     fn template(&mut self, site: Site<'_>, source: &str, roots: &[&str]) -> Option<Template> {
         let compiled = Template::compile(source);
-        self.checked(site, compiled, Template::variable_roots, roots)
+        let mut t = self.checked(site, compiled, Template::variable_paths, roots)?;
+        if self.bare_names(roots) {
+            t.qualify_bare_names(roots);
+        }
+        Some(t)
     }
 
     fn json_template(
@@ -901,21 +953,40 @@ impl<'a> Compiler<'a> {
         roots: &[&str],
     ) -> Option<JsonTemplate> {
         let compiled = JsonTemplate::compile(value);
-        self.checked(site, compiled, JsonTemplate::variable_roots, roots)
+        let mut t = self.checked(site, compiled, JsonTemplate::variable_paths, roots)?;
+        if self.bare_names(roots) {
+            t.qualify_bare_names(roots);
+        }
+        Some(t)
     }
 
-    /// A compiled template that reads only `roots`, or its errors reported at `site`.
+    /// Whether a bare name in a template over `roots` reads the subject record's field.
+    fn bare_names(&self, roots: &[&str]) -> bool {
+        self.bare_names && roots.contains(&"record")
+    }
+
+    /// A compiled template that reads only `roots` (or, where [`Compiler::bare_names`] allows,
+    /// bare names), or its errors reported at `site`.
     fn checked<T>(
         &mut self,
         site: Site<'_>,
         compiled: Result<T, TemplateError>,
-        variable_roots: fn(&T) -> Vec<&str>,
+        variable_paths: fn(&T) -> Vec<String>,
         roots: &[&str],
     ) -> Option<T> {
         match compiled {
-            Ok(t) => self
-                .check_roots(site, variable_roots(&t), roots)
-                .then_some(t),
+            Ok(t) => {
+                let bare = self.bare_names(roots);
+                let paths = variable_paths(&t);
+                let mut found: Vec<&str> = paths
+                    .iter()
+                    // A bare name where bare names are allowed reads the record: no root to check.
+                    .filter(|path| !bare || path.contains(['.', '/', '[']))
+                    .map(|path| path.split(['.', '/', '[']).next().unwrap_or_default())
+                    .collect();
+                found.dedup();
+                self.check_roots(site, found, roots).then_some(t)
+            }
             Err(err) => {
                 self.value_error(
                     &site.yaml(),
@@ -949,65 +1020,191 @@ impl<'a> Compiler<'a> {
         ok
     }
 
-    fn request(&mut self, id: &BlockId, request: &RequestSpec) -> Option<RequestOverride> {
-        let method = match &request.method {
-            None => None,
-            Some(m) => match serde_json::from_value::<crate::preset::Method>(Value::String(
-                m.to_uppercase(),
-            )) {
-                Ok(m) => Some(m),
-                Err(_) => {
-                    self.value_error(
-                        &Site::new(id, &["request", "method"]).yaml(),
-                        Some(id),
-                        CompileErrorKind::InvalidValue {
-                            key: "request.method".to_owned(),
-                            message: format!(
-                                "unknown method `{m}`, expected one of `GET`, `POST`, `PUT`, `PATCH`, `DELETE`"
-                            ),
-                        },
-                    );
-                    return None;
-                }
-            },
+    /// Compiles advanced mode's `request:`. `preset` is the block's resolved action, when it
+    /// resolved, for checking the `inputs.*` the templates read.
+    fn request(
+        &mut self,
+        id: &BlockId,
+        request: &RequestSpec,
+        preset: Option<(&PresetId, &Action)>,
+    ) -> Option<RequestOverride> {
+        let before = self.errors.len();
+        let invalid = |this: &mut Self, keys: &[&str], message: String| {
+            this.value_error(
+                &Site::new(id, keys).yaml(),
+                Some(id),
+                CompileErrorKind::InvalidValue {
+                    key: keys.join("."),
+                    message,
+                },
+            );
         };
-        let path = match &request.path {
-            None => None,
-            Some(p) => {
-                Some(self.template(Site::new(id, &["request", "path"]), p, &CONTEXT_ROOTS)?)
+        let method = request.method.as_ref().and_then(|m| {
+            let parsed = Method::parse(m);
+            if parsed.is_none() {
+                let expected = Method::NAMES.map(|n| format!("`{n}`")).join(", ");
+                invalid(
+                    self,
+                    &["request", "method"],
+                    format!("unknown method `{m}`, expected one of {expected}"),
+                );
             }
-        };
-        let mut query = IndexMap::new();
+            parsed
+        });
+        let path = request.path.as_ref().and_then(|p| {
+            let literal = literal_text(p);
+            let lower = p.trim_start().to_ascii_lowercase();
+            let problem = if lower.starts_with("http://") || lower.starts_with("https://") {
+                Some(format!("`{p}` is an absolute URL; give the path below the credential's `base_url`, starting with `/`, so the credential's token never goes to another host"))
+            } else if !p.starts_with('/') {
+                Some(format!("`{p}` must start with `/`: it is the path below the credential's `base_url`"))
+            } else if literal.contains(['?', '#']) {
+                Some(format!("`{p}` holds a `?` or `#`; give query parameters in `request.query`"))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                invalid(self, &["request", "path"], message);
+                return None;
+            }
+            self.template(Site::new(id, &["request", "path"]), p, &REQUEST_ROOTS)
+        });
+        let mut query = IndexMap::with_capacity(request.query.len());
         for (key, value) in &request.query {
-            let t = self.json_template(
-                Site::new(id, &["request", "query", key]),
-                value,
-                &CONTEXT_ROOTS,
-            )?;
-            query.insert(key.clone(), t);
-        }
-        let mut headers = IndexMap::new();
-        for (key, value) in &request.headers {
-            let t = self.template(
-                Site::new(id, &["request", "headers", key]),
-                value,
-                &CONTEXT_ROOTS,
-            )?;
-            headers.insert(key.clone(), t);
-        }
-        let body = match &request.body {
-            None => None,
-            Some(b) => {
-                Some(self.json_template(Site::new(id, &["request", "body"]), b, &CONTEXT_ROOTS)?)
+            let keys = ["request", "query", key.as_str()];
+            if value.is_null() {
+                query.insert(key.clone(), None);
+            } else if let Some(t) = self.json_template(Site::new(id, &keys), value, &REQUEST_ROOTS)
+            {
+                query.insert(key.clone(), Some(t));
             }
-        };
-        Some(RequestOverride {
+        }
+        let mut headers = IndexMap::with_capacity(request.headers.len());
+        for (key, value) in &request.headers {
+            let keys = ["request", "headers", key.as_str()];
+            if key.eq_ignore_ascii_case("authorization") {
+                invalid(
+                    self,
+                    &keys,
+                    "`Authorization` comes from the block's credential and cannot be set here; name another credential with `credential:`".to_owned(),
+                );
+                continue;
+            }
+            match value {
+                None => {
+                    headers.insert(key.clone(), None);
+                }
+                Some(v) => {
+                    if let Some(t) = self.template(Site::new(id, &keys), v, &REQUEST_ROOTS) {
+                        headers.insert(key.clone(), Some(t));
+                    }
+                }
+            }
+        }
+        let body = request.body.as_ref().and_then(|b| {
+            self.json_template(Site::new(id, &["request", "body"]), b, &REQUEST_ROOTS)
+        });
+        let compiled = RequestOverride {
             method,
             path,
             query,
             headers,
             body,
-        })
+        };
+        if let Some((preset_id, action)) = preset {
+            self.check_override_inputs(id, &compiled, preset_id, action);
+        }
+        (self.errors.len() == before).then_some(compiled)
+    }
+
+    /// Every `inputs.NAME` an override reads names one of the preset's inputs.
+    fn check_override_inputs(
+        &mut self,
+        id: &BlockId,
+        request: &RequestOverride,
+        preset: &PresetId,
+        action: &Action,
+    ) {
+        let mut sites: Vec<(Vec<&str>, Vec<String>)> = Vec::new();
+        if let Some(path) = &request.path {
+            sites.push((vec!["request", "path"], path.variable_paths()));
+        }
+        for (key, t) in &request.query {
+            if let Some(t) = t {
+                sites.push((vec!["request", "query", key], t.variable_paths()));
+            }
+        }
+        for (key, t) in &request.headers {
+            if let Some(t) = t {
+                sites.push((vec!["request", "headers", key], t.variable_paths()));
+            }
+        }
+        if let Some(body) = &request.body {
+            sites.push((vec!["request", "body"], body.variable_paths()));
+        }
+        for (keys, paths) in sites {
+            for input in override_inputs(&paths) {
+                if !action.spec.inputs.contains_key(input) {
+                    self.value_error(
+                        &Site::new(id, &keys).yaml(),
+                        Some(id),
+                        CompileErrorKind::UnknownInput {
+                            preset: preset.to_string(),
+                            input: input.to_owned(),
+                            suggestion: suggest(
+                                input,
+                                action.spec.inputs.keys().map(String::as_str),
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The inputs `action` requires that the request sent with `request` applied no longer
+    /// reads: neither a part of the preset the override keeps nor the override itself.
+    fn optional_inputs(&self, action: &Action, request: &RequestOverride) -> Vec<String> {
+        let mut used: Vec<String> = Vec::new();
+        let mut read = |roots: Vec<&str>| used.extend(roots.into_iter().map(str::to_owned));
+        let merge_read = action.spec.merge.as_ref().and_then(|m| {
+            self.presets
+                .vendor(&action.id.vendor)
+                .and_then(|v| v.actions.get(&m.read))
+        });
+        for preset_part in std::iter::once(action).chain(merge_read) {
+            if request.path.is_none() {
+                read(preset_part.path.variable_roots());
+            }
+            for (key, t) in &preset_part.query {
+                if !request.query.contains_key(key) {
+                    read(t.variable_roots());
+                }
+            }
+            for (key, t) in &preset_part.headers {
+                if !request.headers.keys().any(|k| k.eq_ignore_ascii_case(key)) {
+                    read(t.variable_roots());
+                }
+            }
+            if let (None, Some(body)) = (&request.body, &preset_part.body) {
+                read(body.variable_roots());
+            }
+        }
+        let mut paths = Vec::new();
+        paths.extend(request.path.iter().flat_map(Template::variable_paths));
+        for t in request.query.values().flatten() {
+            paths.extend(t.variable_paths());
+        }
+        for t in request.headers.values().flatten() {
+            paths.extend(t.variable_paths());
+        }
+        paths.extend(request.body.iter().flat_map(JsonTemplate::variable_paths));
+        used.extend(override_inputs(&paths).map(str::to_owned));
+        action
+            .required_inputs()
+            .filter(|input| !used.iter().any(|u| u == input))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn retry(&mut self, id: &BlockId, retry: Option<&RetrySpec>) -> Option<RetrySettings> {
@@ -1129,6 +1326,35 @@ struct CallParts<'a> {
     timeout: Option<&'a str>,
     approval: Option<Approval>,
     collect: Option<&'a CollectSpec>,
+}
+
+/// The input names `inputs.NAME` paths read.
+fn override_inputs(paths: &[String]) -> impl Iterator<Item = &str> {
+    paths.iter().filter_map(|path| {
+        let rest = path.strip_prefix("inputs.")?;
+        rest.split(['.', '/', '[']).next()
+    })
+}
+
+/// A template's text outside its expressions (`{{…}}` and `<<…>>`).
+fn literal_text(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    loop {
+        let next = [("{{", "}}"), ("<<", ">>")]
+            .iter()
+            .filter_map(|(open, close)| rest.find(open).map(|i| (i, *open, *close)))
+            .min_by_key(|(i, _, _)| *i);
+        let Some((start, open, close)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..start]);
+        match rest[start + open.len()..].find(close) {
+            Some(end) => rest = &rest[start + open.len() + end + close.len()..],
+            None => return out,
+        }
+    }
 }
 
 /// `500ms`, `30s`, `5m`, `1h`, `2d` → a duration.

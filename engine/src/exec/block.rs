@@ -245,16 +245,7 @@ async fn api(
     let given = with_context(&mut task.context, |hb| {
         render_map(&inner.templates, &call.with, hb)
     });
-    let prepared = (|| {
-        let given = given.map_err(|m| format!("cannot render `with` {m}"))?;
-        let inputs = client
-            .resolve_inputs(&call.preset, &given, &task.context)
-            .map_err(|e| e.to_string())?;
-        let request = client
-            .render(&call.preset, &credential, &inputs)
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((inputs, request))
-    })();
+    let prepared = render_request(&mut task, call, &credential, given);
     let mut role_inputs = Map::new();
     let called = match prepared {
         Err(message) => Called::Failed {
@@ -411,6 +402,47 @@ async fn api(
         }
     }
     finish(task, step, answer, None, http, durable_wait, t0)
+}
+
+/// A block's inputs and the request it sends: the preset's, with the block's `request:` applied.
+fn render_request(
+    task: &mut Task,
+    call: &ApiCall,
+    credential: &CredentialName,
+    given: Result<Fields, String>,
+) -> Result<(Fields, crate::http::RenderedRequest), String> {
+    let engine = task.engine.clone();
+    let inner = &engine.inner;
+    let client = &inner.client;
+    let given = given.map_err(|m| format!("cannot render `with` {m}"))?;
+    let inputs = client
+        .resolve_inputs_with(&call.preset, &given, &task.context, &call.optional_inputs)
+        .map_err(|e| e.to_string())?;
+    let Some(request) = &call.request else {
+        let request = client
+            .render(&call.preset, credential, &inputs)
+            .map_err(|e| e.to_string())?;
+        return Ok((inputs, request));
+    };
+    // The override's templates see the inputs too: lent to the context, then taken back.
+    let Value::Object(fields) = &mut task.context else {
+        unreachable!("the run context is an object")
+    };
+    fields.insert("inputs".to_owned(), Value::Object(inputs));
+    let patch = with_context(&mut task.context, |hb| {
+        super::advanced::render(&inner.templates, request, hb)
+    });
+    let Some(Value::Object(inputs)) = task
+        .context
+        .as_object_mut()
+        .and_then(|fields| fields.shift_remove("inputs"))
+    else {
+        unreachable!("inserted above")
+    };
+    let request = client
+        .render_patched(&call.preset, credential, &inputs, Some(&patch?))
+        .map_err(|e| e.to_string())?;
+    Ok((inputs, request))
 }
 
 /// A JSON object's fields.

@@ -28,6 +28,7 @@
 //! onto the subject record before the step that made them is marked done, so a crash between the
 //! two repeats an idempotent save, never loses one.
 
+mod advanced;
 pub mod approval;
 mod block;
 pub mod cancel;
@@ -110,7 +111,7 @@ pub struct Prepared {
     default_outputs: HashMap<NodeIndex, Vec<(String, Template)>>,
     /// Per role retrieval block: role, last activity and active templates.
     roles: HashMap<NodeIndex, RoleTemplates>,
-    /// By node index: the block calls a preset action of kind `write`.
+    /// By node index: the block's call is a write (its preset's kind, or its `request.method`'s).
     writes: Vec<bool>,
 }
 
@@ -374,9 +375,8 @@ impl Engine {
                 }
                 BlockKind::Begin | BlockKind::End => continue,
             };
-            writes[node.index()] = presets
-                .action(&call.preset)
-                .is_some_and(|a| a.spec.kind == ActionKind::Write);
+            // The call's own kind: a `request.method` override decides it over the preset's.
+            writes[node.index()] = call.kind == ActionKind::Write;
             if call.outputs.is_empty() {
                 if let Some(action) = presets.action(&call.preset) {
                     let outputs: Vec<(String, Template)> = action

@@ -4,8 +4,10 @@
 //! in-memory subject); reads that were in flight are simply run again. A write found `sending`
 //! has an unknown outcome: if its preset has a `probe` (a read and a rhai `done_when` over
 //! `response` and `status`), the probe decides: done means the write is marked succeeded without
-//! sending it again, not done means it is sent now. Without a probe, or when the probe itself
-//! cannot answer, the run stops in `needs_attention`, naming the block, and nothing is sent.
+//! sending it again, not done means it is sent now. Without a probe, when the block's advanced
+//! mode overrides `request.path` or `request.method` (the probe would read another resource), or
+//! when the probe itself cannot answer, the run stops in `needs_attention`, naming the block, and
+//! nothing is sent.
 
 use std::collections::HashMap;
 
@@ -188,6 +190,13 @@ async fn probe(
         BlockKind::Begin | BlockKind::End => return Verdict::NotDone,
     };
     let client = engine.client();
+    // The probe reads the resource the preset addresses; an override that addressed another one
+    // (or sent another method) leaves it nothing trustworthy to read.
+    if let Some(part) = call.request.as_ref().and_then(|r| r.readdressed()) {
+        return Verdict::Unknown(format!(
+            "its `{part}` overrides the preset's, so the preset's probe cannot check it"
+        ));
+    }
     let Some(spec) = client
         .presets()
         .action(&call.preset)

@@ -220,6 +220,12 @@ pub enum CallError {
     },
     #[error("`{action}`: an input renders the path segment `{segment}`, which would address another resource; check the input")]
     DotSegment { action: PresetId, segment: String },
+    #[error("`{action}`: `request.path` renders `{url}`, outside the credential's `base_url` `{base}`; refusing to send the credential there")]
+    ForeignUrl {
+        action: PresetId,
+        url: String,
+        base: String,
+    },
     #[error("`{action}`: the rendered URL `{url}` is not a valid URL below `{base}`; check the credential's `base_url`")]
     BadUrl {
         action: PresetId,
@@ -292,6 +298,7 @@ impl CallError {
             | CallError::UnknownInput { .. }
             | CallError::Render { .. }
             | CallError::BadUrl { .. }
+            | CallError::ForeignUrl { .. }
             | CallError::DotSegment { .. }
             | CallError::NotFound { .. }
             | CallError::Unsupported { .. }

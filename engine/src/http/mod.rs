@@ -11,7 +11,8 @@
 //!
 //! 1. [`Client::resolve_inputs`]: `with:` values, preset defaults over the workflow context, the
 //!    subject record's fields;
-//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history; no secret);
+//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history; no secret),
+//!    or [`Client::render_patched`] with a block's advanced-mode [`RequestPatch`] applied;
 //! 3. [`Client::call`] (or [`Client::send_rendered`] with the request from step 2): sends it with a [`CallOptions`] retry policy and timeout, follows pagination
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
@@ -47,7 +48,7 @@ pub use self::auth::{Authorization, Credential, Credentials, Secret};
 pub use self::error::{CallError, RenderPart, TransportKind, VendorError};
 pub use self::ratelimit::RateLimiter;
 pub use self::redact::Redactor;
-pub use self::request::RenderedRequest;
+pub use self::request::{RenderedRequest, RequestPatch};
 pub use self::retry::{Clock, RetryPolicy, VirtualTime};
 pub use crate::config::CredentialName;
 
@@ -287,8 +288,20 @@ impl Client {
         given: &Map<String, Value>,
         context: &Value,
     ) -> Result<Map<String, Value>, CallError> {
+        self.resolve_inputs_with(id, given, context, &[])
+    }
+
+    /// [`Client::resolve_inputs`], where a required input named in `optional` may stay empty (a
+    /// block's advanced mode replaced every part of the request that read it).
+    pub fn resolve_inputs_with(
+        &self,
+        id: &PresetId,
+        given: &Map<String, Value>,
+        context: &Value,
+        optional: &[String],
+    ) -> Result<Map<String, Value>, CallError> {
         let (_, action) = self.action(id)?;
-        request::resolve_inputs(&self.inner.engine, action, given, context)
+        request::resolve_inputs(&self.inner.engine, action, given, context, optional)
     }
 
     /// The request `call` would send first, without sending it (no secret in it).
@@ -298,8 +311,30 @@ impl Client {
         credential: &CredentialName,
         inputs: &Map<String, Value>,
     ) -> Result<RenderedRequest, CallError> {
+        self.render_patched(id, credential, inputs, None)
+    }
+
+    /// [`Client::render`] with a block's advanced-mode `patch` applied: the request a block
+    /// sends, shows in a dry run and records.
+    pub fn render_patched(
+        &self,
+        id: &PresetId,
+        credential: &CredentialName,
+        inputs: &Map<String, Value>,
+        patch: Option<&RequestPatch>,
+    ) -> Result<RenderedRequest, CallError> {
         let target = self.target(id, credential)?;
-        self.render_target(&target, target.action, inputs)
+        let mut request = self.render_target(&target, target.action, inputs)?;
+        if let Some(patch) = patch {
+            request::apply(
+                &mut request,
+                patch,
+                target.vendor,
+                target.action,
+                &target.base_url,
+            )?;
+        }
+        Ok(request)
     }
 
     fn render_target(
@@ -736,6 +771,7 @@ async fn exchange(builder: reqwest::RequestBuilder) -> Result<Raw, reqwest::Erro
 fn reqwest_method(method: Method) -> reqwest::Method {
     match method {
         Method::Get => reqwest::Method::GET,
+        Method::Head => reqwest::Method::HEAD,
         Method::Post => reqwest::Method::POST,
         Method::Put => reqwest::Method::PUT,
         Method::Patch => reqwest::Method::PATCH,

@@ -122,12 +122,139 @@ impl fmt::Display for RenderedRequest {
     }
 }
 
-/// Resolves an action's inputs: `given`, else the rendered default, else `record.<name>`.
+/// Advanced mode's changes to a preset's request (a block's `request:`), already rendered over
+/// the block's context: [`apply`] makes them to a [`RenderedRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPatch {
+    pub method: Option<Method>,
+    /// Replaces the path below the base URL: starts with `/`, expressions already encoded.
+    pub path: Option<String>,
+    /// Sets (`Some`) or removes (`None`) query parameters, in order.
+    pub query: Vec<(String, Option<String>)>,
+    /// Sets (`Some`) or removes (`None`) headers (names compared without case), in order.
+    pub headers: Vec<(String, Option<String>)>,
+    /// Replaces the body; `Some(None)` sends none.
+    pub body: Option<Option<Value>>,
+}
+
+/// Makes `patch`'s changes to `request`, rendered for `action` below `base_url`: the method and
+/// body are replaced, the path is replaced (for a read-modify-write action, the read's too, so
+/// both address the same resource), query parameters and headers are merged over the preset's.
+/// A body added or removed brings (the vendor's media type, else JSON) or drops `Content-Type`,
+/// unless the patch sets it.
+pub fn apply(
+    request: &mut RenderedRequest,
+    patch: &RequestPatch,
+    vendor: &Vendor,
+    action: &Action,
+    base_url: &str,
+) -> Result<(), CallError> {
+    if let Some(method) = patch.method {
+        request.method = method;
+    }
+    if let Some(path) = &patch.path {
+        let url = url_on_origin(action, base_url, path)?;
+        if let Some(read) = &mut request.merge_read {
+            read.url = url.clone();
+        }
+        request.url = url;
+    }
+    for (name, value) in &patch.query {
+        request.query.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            request.query.push((name.clone(), value.clone()));
+        }
+    }
+    if let Some(body) = &patch.body {
+        let had = request.body.is_some();
+        request.body = body.clone();
+        match (had, request.body.is_some()) {
+            (false, true) => {
+                // The vendor's media type where its preset names one (SCIM's), as a preset's own
+                // body gets.
+                let media = vendor
+                    .spec
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    .map_or("application/json", |(_, v)| v.as_str());
+                request
+                    .headers
+                    .push(("Content-Type".to_owned(), media.to_owned()))
+            }
+            (true, false) => request
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type")),
+            _ => {}
+        }
+    }
+    for (name, value) in &patch.headers {
+        match (
+            request
+                .headers
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name)),
+            value,
+        ) {
+            (Some((_, slot)), Some(value)) => *slot = value.clone(),
+            (None, Some(value)) => request.headers.push((name.clone(), value.clone())),
+            (_, None) => request
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case(name)),
+        }
+    }
+    Ok(())
+}
+
+/// `base_url` joined with a rendered `path`: refused when a segment is a dot segment (URL
+/// parsers remove those, which would address another resource) and when the result is no URL.
+fn url_below(action: &Action, base_url: &str, path: &str) -> Result<String, CallError> {
+    // `.` and `..` (however encoded) are dot segments: URL parsers remove them, which would
+    // address another resource, so a value that renders to one is refused.
+    if let Some(segment) = path.split('/').find(|s| {
+        let s = s.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    }) {
+        return Err(CallError::DotSegment {
+            action: action.id.clone(),
+            segment: segment.to_owned(),
+        });
+    }
+    let base = base_url.trim_end_matches('/');
+    let url = format!("{base}{path}");
+    if url::Url::parse(&url).is_err() {
+        return Err(CallError::BadUrl {
+            action: action.id.clone(),
+            url,
+            base: base_url.to_owned(),
+        });
+    }
+    Ok(url)
+}
+
+/// [`url_below`], and on the same origin as `base_url`: a preset's path is always below it (it
+/// starts with `/` and every expression is one encoded segment); an override's is checked.
+fn url_on_origin(action: &Action, base_url: &str, path: &str) -> Result<String, CallError> {
+    let url = url_below(action, base_url, path)?;
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    if origin(&url) != origin(base_url) {
+        return Err(CallError::ForeignUrl {
+            action: action.id.clone(),
+            url,
+            base: base_url.to_owned(),
+        });
+    }
+    Ok(url)
+}
+
+/// Resolves an action's inputs: `given`, else the rendered default, else `record.<name>`. A
+/// required input named in `optional` may stay empty (advanced mode replaced what read it).
 pub fn resolve_inputs(
     engine: &TemplateEngine,
     action: &Action,
     given: &Map<String, Value>,
     context: &Value,
+    optional: &[String],
 ) -> Result<Map<String, Value>, CallError> {
     if let Some(unknown) = given.keys().find(|k| !action.spec.inputs.contains_key(*k)) {
         let known = action
@@ -177,7 +304,10 @@ pub fn resolve_inputs(
                 value = field.clone();
             }
         }
-        if spec.required && (value.is_null() || value.as_str() == Some("")) {
+        if spec.required
+            && (value.is_null() || value.as_str() == Some(""))
+            && !optional.iter().any(|o| o == name)
+        {
             return Err(CallError::MissingInput {
                 action: action.id.clone(),
                 input: name.clone(),
@@ -216,26 +346,7 @@ pub fn render(
     let path = engine
         .render_path(&action.path, &context)
         .map_err(failed(RenderPart::Path))?;
-    // `.` and `..` (however encoded) are dot segments: URL parsers remove them, which would
-    // address another resource, so a value that renders to one is refused.
-    if let Some(segment) = path.split('/').find(|s| {
-        let s = s.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
-    }) {
-        return Err(CallError::DotSegment {
-            action: action.id.clone(),
-            segment: segment.to_owned(),
-        });
-    }
-    let base = base_url.trim_end_matches('/');
-    let url = format!("{base}{path}");
-    if url::Url::parse(&url).is_err() {
-        return Err(CallError::BadUrl {
-            action: action.id.clone(),
-            url,
-            base: base_url.to_owned(),
-        });
-    }
+    let url = url_below(action, base_url, &path)?;
     let mut query = Vec::with_capacity(action.query.len() + 1);
     if action.spec.paginate
         && vendor.spec.pagination == Some(Pagination::ScimIndex)
@@ -294,7 +405,7 @@ pub fn render(
 }
 
 /// Renders a body leaf by leaf, leaving out object members whose single expression is `null`.
-fn render_body(
+pub fn render_body(
     engine: &TemplateEngine,
     template: &JsonTemplate,
     context: &Context,
@@ -342,4 +453,138 @@ pub fn merge(current: &Value, changes: &Value, drop: &[String], keep: &[String])
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preset::{PresetId, PresetRegistry};
+    use serde_json::json;
+
+    fn rendered<'r>(
+        registry: &'r PresetRegistry,
+        id: &str,
+        inputs: Value,
+    ) -> (RenderedRequest, &'r Vendor, &'r Action) {
+        let id = PresetId::parse(id).unwrap();
+        let vendor = registry.vendor(&id.vendor).unwrap();
+        let action = registry.action(&id).unwrap();
+        let inputs = inputs.as_object().unwrap().clone();
+        let engine = TemplateEngine::new();
+        let mut request = render(
+            &engine,
+            vendor,
+            action,
+            "https://api.example.com/v1",
+            &inputs,
+            true,
+        )
+        .unwrap();
+        if let Some(merge) = &action.spec.merge {
+            let read = &vendor.actions[&merge.read];
+            let read = render(
+                &engine,
+                vendor,
+                read,
+                "https://api.example.com/v1",
+                &inputs,
+                true,
+            )
+            .unwrap();
+            request.merge_read = Some(Box::new(read));
+        }
+        (request, vendor, action)
+    }
+
+    #[test]
+    fn a_patch_merges_query_and_headers_and_null_removes() {
+        let registry = PresetRegistry::builtin();
+        let (mut request, vendor, action) = rendered(
+            &registry,
+            "calendly.find_membership",
+            json!({"organization": "ORG", "email": "a@b.c"}),
+        );
+        let patch = RequestPatch {
+            query: vec![
+                ("email".to_owned(), None),
+                ("organization".to_owned(), Some("OTHER".to_owned())),
+                ("count".to_owned(), Some("5".to_owned())),
+            ],
+            headers: vec![
+                ("accept".to_owned(), None),
+                ("X-Trace".to_owned(), Some("t".to_owned())),
+            ],
+            ..RequestPatch::default()
+        };
+        apply(
+            &mut request,
+            &patch,
+            vendor,
+            action,
+            "https://api.example.com/v1",
+        )
+        .unwrap();
+        assert_eq!(
+            request.full_url(),
+            "https://api.example.com/v1/organization_memberships?organization=OTHER&count=5"
+        );
+        assert_eq!(
+            request.headers,
+            [
+                ("Authorization".to_owned(), "[redacted]".to_owned()),
+                ("X-Trace".to_owned(), "t".to_owned())
+            ]
+        );
+        assert_eq!(request.body, None);
+    }
+
+    #[test]
+    fn a_patched_path_addresses_a_merge_read_too_and_stays_on_the_origin() {
+        let registry = PresetRegistry::builtin();
+        let (mut request, vendor, action) = rendered(
+            &registry,
+            "webex.update_user",
+            json!({"webex_user_id": "P1", "display_name": "D", "first_name": null, "last_name": null}),
+        );
+        let patch = RequestPatch {
+            path: Some("/people/P2".to_owned()),
+            body: Some(None),
+            ..RequestPatch::default()
+        };
+        apply(
+            &mut request,
+            &patch,
+            vendor,
+            action,
+            "https://api.example.com/v1",
+        )
+        .unwrap();
+        assert_eq!(request.url, "https://api.example.com/v1/people/P2");
+        assert_eq!(request.merge_read.as_ref().unwrap().url, request.url);
+        assert_eq!(request.body, None);
+        assert!(!request.headers.iter().any(|(k, _)| k == "Content-Type"));
+        // A path that would leave the base URL's origin is refused (the origin is never changed
+        // by a path that starts with `/`, but an `@` could change it for a base without a path).
+        let (mut request, vendor, action) = rendered(
+            &registry,
+            "webex.delete_user",
+            json!({"webex_user_id": "P1"}),
+        );
+        let patch = RequestPatch {
+            path: Some("@elsewhere.example/x".to_owned()),
+            ..RequestPatch::default()
+        };
+        let err = apply(
+            &mut request,
+            &patch,
+            vendor,
+            action,
+            "https://api.example.com",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`webex.delete_user`: `request.path` renders `https://api.example.com@elsewhere.example/x`, outside the credential's `base_url` `https://api.example.com`; refusing to send the credential there"
+        );
+    }
 }

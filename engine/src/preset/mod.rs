@@ -144,6 +144,7 @@ impl fmt::Display for ActionKind {
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Get,
+    Head,
     Post,
     Put,
     Patch,
@@ -151,9 +152,33 @@ pub enum Method {
 }
 
 impl Method {
+    pub const NAMES: [&'static str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+    /// The method named `name`, in any case.
+    pub fn parse(name: &str) -> Option<Method> {
+        match name.to_ascii_uppercase().as_str() {
+            "GET" => Some(Method::Get),
+            "HEAD" => Some(Method::Head),
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            "PATCH" => Some(Method::Patch),
+            "DELETE" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+
+    /// What a request with this method does: `GET` and `HEAD` read, every other method writes.
+    pub fn kind(self) -> ActionKind {
+        match self {
+            Method::Get | Method::Head => ActionKind::Read,
+            Method::Post | Method::Put | Method::Patch | Method::Delete => ActionKind::Write,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
+            Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Put => "PUT",
             Method::Patch => "PATCH",

@@ -337,25 +337,33 @@ pub enum Approval {
     Required,
 }
 
-/// Advanced-mode overrides of a preset's request. Strings are templates.
+/// Advanced-mode overrides of a preset's request. Strings are templates over the block's context
+/// plus the preset's resolved inputs as `inputs.*`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
-    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    /// Replaces the preset's method: `GET`, `HEAD`, `POST`, `PUT`, `PATCH` or `DELETE`. Any
+    /// method but `GET` and `HEAD` makes the block a write.
     #[serde(default)]
     pub method: Option<String>,
-    /// The path below the vendor's base URL.
+    /// Replaces the preset's path: a path below the credential's `base_url`, starting with `/`.
     #[serde(default)]
     pub path: Option<String>,
-    /// Query parameters (added to, or replacing, the preset's).
+    /// Query parameters merged over the preset's: a value replaces or adds one, `null` removes one.
     #[serde(default, deserialize_with = "unique::map")]
     pub query: IndexMap<String, Value>,
-    /// Headers (added to, or replacing, the preset's).
+    /// Headers merged over the preset's: a value replaces or adds one, `null` removes one.
     #[serde(default, deserialize_with = "unique::map")]
-    pub headers: IndexMap<String, String>,
-    /// The JSON body; each string leaf is a template.
-    #[serde(default)]
+    pub headers: IndexMap<String, Option<String>>,
+    /// Replaces the preset's JSON body (each string leaf is a template); `null` sends no body.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<Value>")]
     pub body: Option<Value>,
+}
+
+/// A key that is present, `null` included, as `Some` (absent stays `None` through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// A retry policy: exponential backoff with jitter, for retryable failures only.
