@@ -7,6 +7,10 @@
 //! local sandboxes) and is resolved only when a call first uses the credential, so a missing
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
 //! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`.
+//!
+//! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
+//! `max_connections` and `max_pages`. Each is checked here, with the defaults filled in, so the
+//! client never meets a bound that cannot bound (`max_pages: 0`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,6 +47,10 @@ impl fmt::Display for CredentialName {
 /// for a vendor's rate limit to be the bound, few enough that 10,000 runs in flight do not open
 /// 10,000 sockets.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+
+/// How many pages one call of a `paginate` action fetches at most when `max_pages` is not set:
+/// a million members at Calendly's 100 a page, and a bound on a vendor that never stops.
+pub const DEFAULT_MAX_PAGES: u32 = 10_000;
 
 /// `blockyard.yaml`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +106,10 @@ pub struct CredentialSpec {
     /// lifts the cap. Calls beyond it wait their turn and reuse the open connections.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// The most pages one call of a `paginate` action fetches (10,000 when unset); a longer list
+    /// fails the call.
+    #[serde(default)]
+    pub max_pages: Option<u32>,
 }
 
 /// Where a secret value comes from.
@@ -215,6 +227,8 @@ pub struct CredentialConfig {
     pub rate_limit_per_minute: Option<u32>,
     /// `None`: no cap; `Some(n)`: at most n requests open at once (see [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: Option<u32>,
+    /// The most pages one call of a `paginate` action fetches (at least 1; see [`DEFAULT_MAX_PAGES`]).
+    pub max_pages: u32,
     /// Where the credential is defined.
     pub file: PathBuf,
     pub location: Location,
@@ -305,6 +319,20 @@ impl Config {
                     location: at(Some(key)),
                 })
             };
+            let invalid = |key: &str, message: &str| ConfigError::Invalid {
+                file: file.to_owned(),
+                location: at(Some(key)),
+                message: format!("credentials.{name}.{key}: {message}"),
+            };
+            let max_pages = match cred.max_pages {
+                None => DEFAULT_MAX_PAGES,
+                Some(0) => {
+                    let message =
+                        format!("must be at least 1 (the default is {DEFAULT_MAX_PAGES})");
+                    return Err(invalid("max_pages", &message));
+                }
+                Some(n) => n,
+            };
             let config = CredentialConfig {
                 name: CredentialName(name.clone()),
                 vendor: cred.vendor.clone(),
@@ -323,6 +351,7 @@ impl Config {
                     0 => None,
                     n => Some(n),
                 },
+                max_pages,
                 file: file.to_owned(),
                 location: at(None),
             };
@@ -488,6 +517,33 @@ mod tests {
         assert_eq!(
             err("many"),
             r#"b.yaml:6:22: credentials.calendly.max_connections: invalid type: string "many", expected a whole number"#
+        );
+    }
+
+    #[test]
+    fn max_pages_has_a_default_and_refuses_0() {
+        let text = |extra: &str| {
+            format!("credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: t\n{extra}")
+        };
+        let bounds = |extra: &str| {
+            let config = Config::parse(Path::new("b.yaml"), &text(extra)).unwrap();
+            let cred = &config.credentials[&CredentialName::new("calendly")];
+            cred.max_pages
+        };
+        assert_eq!(bounds(""), 10_000);
+        assert_eq!(bounds("    max_pages: 3\n"), 3);
+        let err = |extra: &str| {
+            Config::parse(Path::new("b.yaml"), &text(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("    max_pages: 0\n"),
+            "b.yaml:6:16: credentials.calendly.max_pages: must be at least 1 (the default is 10000)"
+        );
+        assert_eq!(
+            err("    max_pages: -1\n"),
+            "b.yaml:6:16: credentials.calendly.max_pages: invalid type: integer `-1`, expected a whole number"
         );
     }
 }

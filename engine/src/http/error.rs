@@ -3,8 +3,9 @@
 //! [`CallError`] separates the failures an executor treats differently: setup (unknown action or
 //! credential, an unset secret), rendering (a missing input or variable, named), transport (with
 //! whether the request provably never left), the vendor's own error (with its own words, parsed
-//! per the preset's [`ErrorStyle`]), not found, unsupported, pagination guards. Every message is
-//! already redacted: building one goes through the client's [`super::Redactor`].
+//! per the preset's [`ErrorStyle`]), not found, unsupported, the pagination guards (more pages than
+//! the credential's `max_pages`, a repeated cursor). Every message is already redacted: building
+//! one goes through the client's [`super::Redactor`].
 
 use std::fmt;
 use std::time::Duration;
@@ -269,8 +270,20 @@ pub enum CallError {
         url: String,
         base: String,
     },
-    #[error("`{action}`: more than {max} pages; narrow the query or raise `max_pages`")]
-    TooManyPages { action: PresetId, max: u32 },
+    #[error("`{action}`: the vendor has more than {max} pages, the most credential `{credential}` fetches in one call (`max_pages: {max}`); narrow the query or raise `max_pages`")]
+    TooManyPages {
+        action: PresetId,
+        credential: CredentialName,
+        max: u32,
+    },
+    #[error("`{action}`: after page {pages} the vendor pointed again at page {again}, which was already fetched (it repeats its next-page cursor), so the list would never end; stopped after {pages} pages")]
+    RepeatedPage {
+        action: PresetId,
+        /// Pages fetched.
+        pages: u32,
+        /// The page the vendor pointed at again (1-based).
+        again: u32,
+    },
     #[error("cannot set up the HTTP client: {message}")]
     Setup { message: String },
 }
@@ -298,6 +311,7 @@ impl CallError {
             | CallError::UnexpectedStatus { .. }
             | CallError::ForeignPage { .. }
             | CallError::TooManyPages { .. }
+            | CallError::RepeatedPage { .. }
             | CallError::Setup { .. } => false,
         }
     }

@@ -16,6 +16,11 @@
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
 //!
+//! Paging always ends: the next page is read from the response as the vendor sent it (before
+//! redaction, which would turn Calendly's `next_page_token` into `[redacted]`), a next page this
+//! call has already fetched stops it ([`CallError::RepeatedPage`]), and so does a list longer than
+//! the credential's `max_pages` (10,000 by default, [`CallError::TooManyPages`]).
+//!
 //! Retry rules: a connect error (the request provably never left) is retried for every method; a
 //! timeout or broken connection, and 502/503/504, only for methods other than POST; 429 for every
 //! method, after the vendor's own wait (`Retry-After`, or Calendly's `X-RateLimit-Reset` seconds)
@@ -56,14 +61,13 @@ use crate::config::CredentialConfig;
 use crate::preset::{Action, Method, PresetId, PresetRegistry, Vendor};
 use crate::template::TemplateEngine;
 
-/// Per-call settings (a block's `retry:` and `timeout:`).
+/// Per-call settings (a block's `retry:` and `timeout:`). The bounds that belong to a vendor
+/// account rather than to a call (`max_pages`, `max_wait`) are the credential's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CallOptions {
     pub retry: RetryPolicy,
     /// The time limit of each attempt, from sending to the end of the body.
     pub timeout: Duration,
-    /// The most pages a `paginate` action may fetch before it fails.
-    pub max_pages: u32,
 }
 
 impl Default for CallOptions {
@@ -71,7 +75,6 @@ impl Default for CallOptions {
         CallOptions {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
-            max_pages: 1000,
         }
     }
 }
@@ -390,7 +393,8 @@ impl Client {
         })
     }
 
-    /// Every page of a `paginate` action.
+    /// Every page of a `paginate` action: at most the credential's `max_pages`, and never a page
+    /// this call has already fetched (a vendor that repeats its cursor would be followed forever).
     async fn collect_pages(
         &self,
         target: &Target<'_>,
@@ -403,9 +407,12 @@ impl Client {
             .spec
             .pagination
             .expect("checked by the caller");
+        let max_pages = target.credential.config.max_pages;
         let pointer = target.action.spec.items.as_deref();
         let mut page = first.clone();
         let mut url = page.full_url();
+        // The URLs of the pages before the current one, with their page numbers.
+        let mut fetched: HashMap<String, u32> = HashMap::new();
         let mut start_index = 1;
         let mut items = Vec::new();
         let mut head: Option<Response> = None;
@@ -413,38 +420,36 @@ impl Client {
         let mut wire_len = 0;
         loop {
             pages += 1;
-            if pages > options.max_pages {
-                return Err(CallError::TooManyPages {
-                    action: target.action.id.clone(),
-                    max: options.max_pages,
-                });
-            }
             let raw = self.send(target, &page, &url, options, attempts).await?;
-            let headers = raw.headers.clone();
-            let response = self.judge(target, raw, false)?;
-            wire_len += response.wire_len;
-            let received = response.items.as_ref().map_or(0, Vec::len);
+            // The next page as the vendor wrote it: `judge` redacts fields named like a secret,
+            // Calendly's `next_page_token` among them.
+            let received = pointer
+                .and_then(|p| raw.body.pointer(p))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let next = paginate::next_page(
                 style,
                 &target.base_url,
-                &headers,
-                &response.body,
+                &raw.headers,
+                &raw.body,
                 start_index,
                 received,
             );
-            items.extend(response.items.clone().unwrap_or_default());
+            let mut response = self.judge(target, raw, false)?;
+            wire_len += response.wire_len;
+            items.extend(response.items.take().unwrap_or_default());
             if head.is_none() {
                 head = Some(response);
             }
-            match next {
+            let next = match next {
                 NextPage::Done => break,
-                NextPage::Url(next) => url = next,
+                NextPage::Url(next) => next,
                 NextPage::Param { name, value } => {
                     if name == "startIndex" {
                         start_index = value.parse().unwrap_or(start_index);
                     }
                     page.set_query(name, value);
-                    url = page.full_url();
+                    page.full_url()
                 }
                 NextPage::Foreign(next) => {
                     return Err(CallError::ForeignPage {
@@ -453,7 +458,27 @@ impl Client {
                         base: target.base_url.clone(),
                     })
                 }
+            };
+            let again = if next == url {
+                Some(pages)
+            } else {
+                fetched.get(&next).copied()
+            };
+            if let Some(again) = again {
+                return Err(CallError::RepeatedPage {
+                    action: target.action.id.clone(),
+                    pages,
+                    again,
+                });
             }
+            if pages >= max_pages {
+                return Err(CallError::TooManyPages {
+                    action: target.action.id.clone(),
+                    credential: target.credential.config.name.clone(),
+                    max: max_pages,
+                });
+            }
+            fetched.insert(std::mem::replace(&mut url, next), pages);
         }
         let mut response = head.expect("at least one page");
         if let Some(slot) = pointer.and_then(|p| response.body.pointer_mut(p)) {
