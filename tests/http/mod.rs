@@ -17,6 +17,7 @@ use crate::support;
 
 mod connections;
 mod paging;
+mod waits;
 
 /// A wiremock server standing in for all three vendors, and a client configured against it.
 struct Harness {
