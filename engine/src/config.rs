@@ -7,9 +7,14 @@
 //! local sandboxes) and is resolved only when a call first uses the credential, so a missing
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
 //! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`.
+//!
+//! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
+//! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
+//! in, so the client never meets a bound that cannot bound (`max_pages: 0`, `max_wait: soon`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -43,6 +48,14 @@ impl fmt::Display for CredentialName {
 /// for a vendor's rate limit to be the bound, few enough that 10,000 runs in flight do not open
 /// 10,000 sockets.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+
+/// How many pages one call of a `paginate` action fetches at most when `max_pages` is not set:
+/// a million members at Calendly's 100 a page, and a bound on a vendor that never stops.
+pub const DEFAULT_MAX_PAGES: u32 = 10_000;
+
+/// The longest a call waits when the vendor asks it to (`Retry-After`, `X-RateLimit-Reset`) and
+/// `max_wait` is not set; a longer ask fails the call at once, as a transient failure.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// `blockyard.yaml`, as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +111,35 @@ pub struct CredentialSpec {
     /// lifts the cap. Calls beyond it wait their turn and reuse the open connections.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// The most pages one call of a `paginate` action fetches (10,000 when unset); a longer list
+    /// fails the call.
+    #[serde(default)]
+    pub max_pages: Option<u32>,
+    /// The longest the client waits when the vendor asks it to, such as `15m` (the default); a
+    /// longer ask fails the call at once.
+    #[serde(default)]
+    pub max_wait: Option<DurationText>,
+}
+
+/// A duration as written (`15m`). Any scalar is taken as text, so a bare number (`900`) gets the
+/// duration parser's message, which says what to write, rather than serde's type error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationText(pub String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number and a unit, such as `30s`, `15m` or `1h`")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DurationText, E> {
+                Ok(DurationText(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// Where a secret value comes from.
@@ -215,6 +257,11 @@ pub struct CredentialConfig {
     pub rate_limit_per_minute: Option<u32>,
     /// `None`: no cap; `Some(n)`: at most n requests open at once (see [`DEFAULT_MAX_CONNECTIONS`]).
     pub max_connections: Option<u32>,
+    /// The most pages one call of a `paginate` action fetches (at least 1; see [`DEFAULT_MAX_PAGES`]).
+    pub max_pages: u32,
+    /// The longest wait asked by the vendor that a call honours (more than zero; see
+    /// [`DEFAULT_MAX_WAIT`]).
+    pub max_wait: Duration,
     /// Where the credential is defined.
     pub file: PathBuf,
     pub location: Location,
@@ -305,6 +352,34 @@ impl Config {
                     location: at(Some(key)),
                 })
             };
+            let invalid = |key: &str, message: &str| ConfigError::Invalid {
+                file: file.to_owned(),
+                location: at(Some(key)),
+                message: format!("credentials.{name}.{key}: {message}"),
+            };
+            let max_pages = match cred.max_pages {
+                None => DEFAULT_MAX_PAGES,
+                Some(0) => {
+                    let message =
+                        format!("must be at least 1 (the default is {DEFAULT_MAX_PAGES})");
+                    return Err(invalid("max_pages", &message));
+                }
+                Some(n) => n,
+            };
+            let max_wait = match &cred.max_wait {
+                None => DEFAULT_MAX_WAIT,
+                Some(DurationText(text)) => match crate::compile::parse_duration(text) {
+                    Some(wait) if !wait.is_zero() => wait,
+                    Some(_) => {
+                        let message = "must be more than zero (the default is `15m`)";
+                        return Err(invalid("max_wait", message));
+                    }
+                    None => {
+                        let message = format!("`{text}` is not a duration; write a number and a unit, such as `30s`, `15m` or `1h`");
+                        return Err(invalid("max_wait", &message));
+                    }
+                },
+            };
             let config = CredentialConfig {
                 name: CredentialName(name.clone()),
                 vendor: cred.vendor.clone(),
@@ -323,6 +398,8 @@ impl Config {
                     0 => None,
                     n => Some(n),
                 },
+                max_pages,
+                max_wait,
                 file: file.to_owned(),
                 location: at(None),
             };
@@ -488,6 +565,48 @@ mod tests {
         assert_eq!(
             err("many"),
             r#"b.yaml:6:22: credentials.calendly.max_connections: invalid type: string "many", expected a whole number"#
+        );
+    }
+
+    #[test]
+    fn max_pages_and_max_wait_have_defaults_and_refuse_what_cannot_bound() {
+        let text = |extra: &str| {
+            format!("credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: t\n{extra}")
+        };
+        let bounds = |extra: &str| {
+            let config = Config::parse(Path::new("b.yaml"), &text(extra)).unwrap();
+            let cred = &config.credentials[&CredentialName::new("calendly")];
+            (cred.max_pages, cred.max_wait)
+        };
+        assert_eq!(bounds(""), (10_000, Duration::from_secs(900)));
+        assert_eq!(
+            bounds("    max_pages: 3\n    max_wait: 90s\n"),
+            (3, Duration::from_secs(90))
+        );
+        let err = |extra: &str| {
+            Config::parse(Path::new("b.yaml"), &text(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("    max_pages: 0\n"),
+            "b.yaml:6:16: credentials.calendly.max_pages: must be at least 1 (the default is 10000)"
+        );
+        assert_eq!(
+            err("    max_pages: -1\n"),
+            "b.yaml:6:16: credentials.calendly.max_pages: invalid type: integer `-1`, expected a whole number"
+        );
+        assert_eq!(
+            err("    max_wait: 0s\n"),
+            "b.yaml:6:15: credentials.calendly.max_wait: must be more than zero (the default is `15m`)"
+        );
+        assert_eq!(
+            err("    max_wait: soon\n"),
+            "b.yaml:6:15: credentials.calendly.max_wait: `soon` is not a duration; write a number and a unit, such as `30s`, `15m` or `1h`"
+        );
+        assert_eq!(
+            err("    max_wait: 900\n"),
+            "b.yaml:6:15: credentials.calendly.max_wait: `900` is not a duration; write a number and a unit, such as `30s`, `15m` or `1h`"
         );
     }
 }

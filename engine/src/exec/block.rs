@@ -105,7 +105,6 @@ pub(crate) fn call_options(retry: &RetrySettings, timeout: Option<Duration>) -> 
             max_elapsed_ms: ms(retry.max_elapsed, 120_000),
         },
         timeout: timeout.unwrap_or(Duration::from_secs(30)),
-        ..CallOptions::default()
     }
 }
 

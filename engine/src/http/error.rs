@@ -3,8 +3,11 @@
 //! [`CallError`] separates the failures an executor treats differently: setup (unknown action or
 //! credential, an unset secret), rendering (a missing input or variable, named), transport (with
 //! whether the request provably never left), the vendor's own error (with its own words, parsed
-//! per the preset's [`ErrorStyle`]), not found, unsupported, pagination guards. Every message is
-//! already redacted: building one goes through the client's [`super::Redactor`].
+//! per the preset's [`ErrorStyle`]), not found, unsupported, the pagination guards (more pages than
+//! the credential's `max_pages`, a repeated cursor) and a vendor wait past its `max_wait` (transient:
+//! [`CallError::is_retryable`]). Every message is already redacted: building one goes through the
+//! client's [`super::Redactor`]. Waits in messages are spoken as a person reads them (`15m`,
+//! `31 years`), never as a raw `Duration`.
 
 use std::fmt;
 use std::time::Duration;
@@ -275,8 +278,34 @@ pub enum CallError {
         url: String,
         base: String,
     },
-    #[error("`{action}`: more than {max} pages; narrow the query or raise `max_pages`")]
-    TooManyPages { action: PresetId, max: u32 },
+    #[error("`{action}`: the vendor has more than {max} pages, the most credential `{credential}` fetches in one call (`max_pages: {max}`); narrow the query or raise `max_pages`")]
+    TooManyPages {
+        action: PresetId,
+        credential: CredentialName,
+        max: u32,
+    },
+    #[error("`{action}`: after page {pages} the vendor pointed again at page {again}, which was already fetched (it repeats its next-page cursor), so the list would never end; stopped after {pages} pages")]
+    RepeatedPage {
+        action: PresetId,
+        /// Pages fetched.
+        pages: u32,
+        /// The page the vendor pointed at again (1-based).
+        again: u32,
+    },
+    #[error("`{action}`: the vendor asked to wait {} (`{header}: {value}`), more than the {} that credential `{credential}` waits at most (`max_wait`); not waiting: the call failed for now and may succeed later, or raise `max_wait`", Spoken(*asked), Exact(*max))]
+    WaitTooLong {
+        action: PresetId,
+        credential: CredentialName,
+        /// The header that asked, as the preset or RFC 9110 spells it (`Retry-After`).
+        header: String,
+        /// Its value as sent (redacted, at most 64 characters).
+        value: String,
+        /// The wait it asks for (`Duration::MAX` when beyond any duration).
+        asked: Duration,
+        /// The credential's `max_wait`.
+        max: Duration,
+        response: Box<Response>,
+    },
     #[error("cannot set up the HTTP client: {message}")]
     Setup { message: String },
 }
@@ -285,7 +314,7 @@ impl CallError {
     /// Whether trying again later may succeed: transport failures, 429 and gateway errors.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CallError::Transport { .. } => true,
+            CallError::Transport { .. } | CallError::WaitTooLong { .. } => true,
             CallError::Vendor { error, .. } => error.is_retryable(),
             CallError::Token { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             CallError::UnknownAction { .. }
@@ -305,6 +334,7 @@ impl CallError {
             | CallError::UnexpectedStatus { .. }
             | CallError::ForeignPage { .. }
             | CallError::TooManyPages { .. }
+            | CallError::RepeatedPage { .. }
             | CallError::Setup { .. } => false,
         }
     }
@@ -315,8 +345,72 @@ impl CallError {
             CallError::Vendor { response, .. }
             | CallError::NotFound { response, .. }
             | CallError::Unsupported { response, .. }
-            | CallError::UnexpectedStatus { response, .. } => Some(response),
+            | CallError::UnexpectedStatus { response, .. }
+            | CallError::WaitTooLong { response, .. } => Some(response),
             _ => None,
         }
+    }
+}
+
+/// A wait in words, as a person reads it: exact below two days (`90s`, `15m`), then in whole
+/// days or years; beyond 1000 years it says only that.
+struct Spoken(Duration);
+
+impl fmt::Display for Spoken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAY: u64 = 86_400;
+        // A Julian year, as astronomers count one: 365.25 days.
+        const YEAR: u64 = 31_557_600;
+        let secs = self.0.as_secs();
+        if secs >= 1000 * YEAR {
+            f.write_str("more than 1000 years")
+        } else if secs >= 2 * YEAR {
+            write!(f, "{} years", secs / YEAR)
+        } else if secs >= 2 * DAY {
+            write!(f, "{} days", secs / DAY)
+        } else {
+            Exact(self.0).fmt(f)
+        }
+    }
+}
+
+/// A duration as `blockyard.yaml` would spell it, in the largest unit that is exact (`15m`,
+/// `90s`, `2500ms`).
+struct Exact(Duration);
+
+impl fmt::Display for Exact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        let unit = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ]
+        .into_iter()
+        .find(|(size, _)| ms != 0 && ms % size == 0);
+        match unit {
+            Some((size, name)) => write!(f, "{}{name}", ms / size),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_spoken_exactly_when_short_and_roughly_when_long() {
+        let spoken = |secs: u64| Spoken(Duration::from_secs(secs)).to_string();
+        assert_eq!(spoken(0), "0ms");
+        assert_eq!(spoken(11), "11s");
+        assert_eq!(spoken(900), "15m");
+        assert_eq!(spoken(3_601), "3601s");
+        assert_eq!(spoken(86_400), "1d");
+        assert_eq!(spoken(3 * 86_400 + 5), "3 days");
+        assert_eq!(spoken(999_999_999), "31 years");
+        assert_eq!(Spoken(Duration::MAX).to_string(), "more than 1000 years");
+        assert_eq!(Exact(Duration::from_millis(2_500)).to_string(), "2500ms");
     }
 }

@@ -17,11 +17,19 @@
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
 //!
+//! Paging always ends: the next page is read from the response as the vendor sent it (before
+//! redaction, which would turn Calendly's `next_page_token` into `[redacted]`), a next page this
+//! call has already fetched stops it ([`CallError::RepeatedPage`]), and so does a list longer than
+//! the credential's `max_pages` (10,000 by default, [`CallError::TooManyPages`]).
+//!
 //! Retry rules: a connect error (the request provably never left) is retried for every method; a
 //! timeout or broken connection, and 502/503/504, only for methods other than POST; 429 for every
 //! method, after the vendor's own wait (`Retry-After`, or Calendly's `X-RateLimit-Reset` seconds)
-//! during which the credential's limiter holds back every other run too. A 401 on an OAuth2
-//! credential drops the cached token and tries once more with a fresh one.
+//! during which the credential's limiter holds back every other run too. A vendor's wait is read
+//! defensively (any number, date or garbage; never a panic) and honoured only up to the
+//! credential's `max_wait` (15 minutes by default): a longer ask fails the call at once with the
+//! transient [`CallError::WaitTooLong`], and pauses nothing. A 401 on an OAuth2 credential drops
+//! the cached token and tries once more with a fresh one.
 //!
 //! Nothing returned or logged here carries a secret: headers are redacted by name, and every
 //! secret the client has resolved or been issued is redacted by value (see [`redact`]).
@@ -57,14 +65,13 @@ use crate::config::CredentialConfig;
 use crate::preset::{Action, Method, PresetId, PresetRegistry, Vendor};
 use crate::template::TemplateEngine;
 
-/// Per-call settings (a block's `retry:` and `timeout:`).
+/// Per-call settings (a block's `retry:` and `timeout:`). The bounds that belong to a vendor
+/// account rather than to a call (`max_pages`, `max_wait`) are the credential's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CallOptions {
     pub retry: RetryPolicy,
     /// The time limit of each attempt, from sending to the end of the body.
     pub timeout: Duration,
-    /// The most pages a `paginate` action may fetch before it fails.
-    pub max_pages: u32,
 }
 
 impl Default for CallOptions {
@@ -72,7 +79,6 @@ impl Default for CallOptions {
         CallOptions {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
-            max_pages: 1000,
         }
     }
 }
@@ -425,7 +431,8 @@ impl Client {
         })
     }
 
-    /// Every page of a `paginate` action.
+    /// Every page of a `paginate` action: at most the credential's `max_pages`, and never a page
+    /// this call has already fetched (a vendor that repeats its cursor would be followed forever).
     async fn collect_pages(
         &self,
         target: &Target<'_>,
@@ -438,9 +445,12 @@ impl Client {
             .spec
             .pagination
             .expect("checked by the caller");
+        let max_pages = target.credential.config.max_pages;
         let pointer = target.action.spec.items.as_deref();
         let mut page = first.clone();
         let mut url = page.full_url();
+        // The URLs of the pages before the current one, with their page numbers.
+        let mut fetched: HashMap<String, u32> = HashMap::new();
         let mut start_index = 1;
         let mut items = Vec::new();
         let mut head: Option<Response> = None;
@@ -448,38 +458,36 @@ impl Client {
         let mut wire_len = 0;
         loop {
             pages += 1;
-            if pages > options.max_pages {
-                return Err(CallError::TooManyPages {
-                    action: target.action.id.clone(),
-                    max: options.max_pages,
-                });
-            }
             let raw = self.send(target, &page, &url, options, attempts).await?;
-            let headers = raw.headers.clone();
-            let response = self.judge(target, raw, false)?;
-            wire_len += response.wire_len;
-            let received = response.items.as_ref().map_or(0, Vec::len);
+            // The next page as the vendor wrote it: `judge` redacts fields named like a secret,
+            // Calendly's `next_page_token` among them.
+            let received = pointer
+                .and_then(|p| raw.body.pointer(p))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let next = paginate::next_page(
                 style,
                 &target.base_url,
-                &headers,
-                &response.body,
+                &raw.headers,
+                &raw.body,
                 start_index,
                 received,
             );
-            items.extend(response.items.clone().unwrap_or_default());
+            let mut response = self.judge(target, raw, false)?;
+            wire_len += response.wire_len;
+            items.extend(response.items.take().unwrap_or_default());
             if head.is_none() {
                 head = Some(response);
             }
-            match next {
+            let next = match next {
                 NextPage::Done => break,
-                NextPage::Url(next) => url = next,
+                NextPage::Url(next) => next,
                 NextPage::Param { name, value } => {
                     if name == "startIndex" {
                         start_index = value.parse().unwrap_or(start_index);
                     }
                     page.set_query(name, value);
-                    url = page.full_url();
+                    page.full_url()
                 }
                 NextPage::Foreign(next) => {
                     return Err(CallError::ForeignPage {
@@ -488,7 +496,27 @@ impl Client {
                         base: target.base_url.clone(),
                     })
                 }
+            };
+            let again = if next == url {
+                Some(pages)
+            } else {
+                fetched.get(&next).copied()
+            };
+            if let Some(again) = again {
+                return Err(CallError::RepeatedPage {
+                    action: target.action.id.clone(),
+                    pages,
+                    again,
+                });
             }
+            if pages >= max_pages {
+                return Err(CallError::TooManyPages {
+                    action: target.action.id.clone(),
+                    credential: target.credential.config.name.clone(),
+                    max: max_pages,
+                });
+            }
+            fetched.insert(std::mem::replace(&mut url, next), pages);
         }
         let mut response = head.expect("at least one page");
         if let Some(slot) = pointer.and_then(|p| response.body.pointer_mut(p)) {
@@ -509,38 +537,13 @@ impl Client {
         final_step: bool,
     ) -> Result<Response, CallError> {
         let spec = &target.action.spec;
-        let redactor = &self.inner.redactor;
-        let mut body = raw.body;
-        normalize_booleans(
-            &mut body,
-            &target.vendor.spec.boolean_fields,
-            spec.items.as_deref(),
-        );
-        redactor.json_in_place(&mut body);
-        let headers: IndexMap<String, String> = raw
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes());
-                (
-                    name.as_str().to_owned(),
-                    redactor.header(name.as_str(), &value),
-                )
-            })
-            .collect();
-        let items = spec
-            .items
-            .as_deref()
-            .and_then(|p| body.pointer(p).and_then(Value::as_array).cloned());
-        let status = raw.status;
-        let response = Response {
+        let Raw {
             status,
             headers,
             body,
-            items,
-            pages: 1,
-            wire_len: raw.len,
-        };
+            len,
+        } = raw;
+        let response = self.kept(target, status, &headers, body, len);
         let action = target.action.id.clone();
         let vendor_error = |response: &Response| {
             let mut error = VendorError::parse(
@@ -550,7 +553,7 @@ impl Client {
                 &response.body,
                 response.headers.get("trackingid").cloned(),
             );
-            error.retry_after = wait_from_headers(target, &raw.headers);
+            error.retry_after = wait_from_headers(target, &headers).map(|asked| asked.wait);
             Box::new(error)
         };
         if spec.unsupported.contains(&status) {
@@ -595,6 +598,84 @@ impl Client {
             }
         }
         Ok(response)
+    }
+
+    /// A response as it may be kept and shown: string booleans normalized, body and headers
+    /// redacted, the action's items picked out.
+    fn kept(
+        &self,
+        target: &Target<'_>,
+        status: u16,
+        headers: &HeaderMap,
+        mut body: Value,
+        len: usize,
+    ) -> Response {
+        let spec = &target.action.spec;
+        let redactor = &self.inner.redactor;
+        normalize_booleans(
+            &mut body,
+            &target.vendor.spec.boolean_fields,
+            spec.items.as_deref(),
+        );
+        redactor.json_in_place(&mut body);
+        let headers: IndexMap<String, String> = headers
+            .iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                (
+                    name.as_str().to_owned(),
+                    redactor.header(name.as_str(), &value),
+                )
+            })
+            .collect();
+        let items = spec
+            .items
+            .as_deref()
+            .and_then(|p| body.pointer(p).and_then(Value::as_array).cloned());
+        Response {
+            status,
+            headers,
+            body,
+            items,
+            pages: 1,
+            wire_len: len,
+        }
+    }
+
+    /// A 429 whose wait is longer than the credential's `max_wait`, as the error that fails the
+    /// call at once (the limiter is not paused: the ask is not honoured at all).
+    fn wait_too_long(
+        &self,
+        target: &Target<'_>,
+        header: String,
+        value: &str,
+        asked: Duration,
+        raw: Raw,
+    ) -> CallError {
+        let value: String = self
+            .inner
+            .redactor
+            .text(value.trim())
+            .chars()
+            .take(64)
+            .collect();
+        let max = target.credential.config.max_wait;
+        tracing::warn!(
+            action = %target.action.id,
+            header = %header,
+            value = %value,
+            max_wait_ms = max.as_millis() as u64,
+            "the vendor asked for a longer wait than max_wait: not waiting"
+        );
+        CallError::WaitTooLong {
+            action: target.action.id.clone(),
+            credential: target.credential.config.name.clone(),
+            header,
+            value,
+            asked,
+            max,
+            response: Box::new(self.kept(target, raw.status, &raw.headers, raw.body, raw.len)),
+        }
     }
 
     /// Sends one request to `url`, retrying as the rules in the module docs say.
@@ -699,7 +780,18 @@ impl Client {
                             continue;
                         }
                         429 => {
-                            let wait = wait_from_headers(target, &raw.headers);
+                            let asked = wait_from_headers(target, &raw.headers);
+                            if let Some(asked) =
+                                asked.filter(|asked| asked.wait > target.credential.config.max_wait)
+                            {
+                                // Owned: the error takes the response, headers and all.
+                                let (header, value) =
+                                    (asked.header.to_owned(), asked.value.to_owned());
+                                return Err(
+                                    self.wait_too_long(target, header, &value, asked.wait, raw)
+                                );
+                            }
+                            let wait = asked.map(|asked| asked.wait);
                             if let (Some(limiter), Some(wait)) = (&target.limiter, wait) {
                                 Box::pin(limiter.pause_for(wait)).await;
                             }
@@ -779,30 +871,64 @@ fn reqwest_method(method: Method) -> reqwest::Method {
     }
 }
 
+/// A wait the vendor asked for, and the header that asked.
+#[derive(Debug, Clone, Copy)]
+struct AskedWait<'a> {
+    /// The header's name as the preset (or RFC 9110) spells it.
+    header: &'a str,
+    value: &'a str,
+    wait: Duration,
+}
+
 /// How long the vendor asked to wait: the preset's `wait_header` (Calendly `X-RateLimit-Reset`,
 /// seconds until the reset), else `Retry-After` (seconds or an HTTP date).
-fn wait_from_headers(target: &Target<'_>, headers: &HeaderMap) -> Option<Duration> {
+fn wait_from_headers<'a>(target: &Target<'a>, headers: &'a HeaderMap) -> Option<AskedWait<'a>> {
     let named = target
         .vendor
         .spec
         .rate_limit
         .as_ref()
         .map(|r| r.wait_header.as_str());
-    named
-        .into_iter()
-        .chain(["retry-after"])
-        .filter_map(|name| headers.get(name)?.to_str().ok())
-        .find_map(parse_wait)
+    let now = chrono::Utc::now();
+    named.into_iter().chain(["Retry-After"]).find_map(|header| {
+        let value = headers.get(header)?.to_str().ok()?;
+        let wait = parse_wait(value, now)?;
+        Some(AskedWait {
+            header,
+            value,
+            wait,
+        })
+    })
 }
 
-fn parse_wait(value: &str) -> Option<Duration> {
+/// A wait header's value (RFC 9110 §10.2.3): delay-seconds or an HTTP date, read at `now`.
+/// Whatever a vendor sends, this never panics: a decimal is read too; a number too large for a
+/// `Duration` (`18446744073709551616`, `1e20`, `inf`) is `Duration::MAX`, past any `max_wait`; a
+/// date in the past is no wait; a negative number, NaN or other text is no answer (`None`: the
+/// computed backoff applies).
+fn parse_wait(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Only digits, so the one way to fail is a number past `u64::MAX`.
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
-    Some(Duration::from_secs(secs.max(0) as u64))
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
+    }
+    let at = http_date(value)?;
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP date: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), or the obsolete RFC 850 and
+/// asctime forms a recipient must still accept (RFC 9110 §5.6.7).
+fn http_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc2822(value) {
+        return Some(at.with_timezone(&chrono::Utc));
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+        .into_iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(value, format).ok())
+        .map(|at| at.and_utc())
 }
 
 /// JSON when the body parses as JSON, else text; `null` when empty.
@@ -864,10 +990,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn waits_parse_seconds() {
-        assert_eq!(parse_wait("60"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_wait(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_wait("soon"), None);
+    fn waits_parse_every_form_without_panicking() {
+        let now = chrono::DateTime::parse_from_rfc3339("1994-11-06T08:49:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let wait = |value: &str| parse_wait(value, now);
+        let secs = |n: u64| Some(Duration::from_secs(n));
+        assert_eq!(wait("60"), secs(60));
+        assert_eq!(wait(" 7 "), secs(7));
+        assert_eq!(wait("2.5"), Some(Duration::from_millis(2_500)));
+        assert_eq!(wait("999999999"), secs(999_999_999));
+        assert_eq!(wait("18446744073709551615"), secs(u64::MAX));
+        for huge in [
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1e20",
+            "1e308",
+            "inf",
+        ] {
+            assert_eq!(wait(huge), Some(Duration::MAX), "{huge}");
+        }
+        for no in ["-1", "-inf", "NaN", "soon", "", "1_000", "0x10"] {
+            assert_eq!(wait(no), None, "{no}");
+        }
+        assert_eq!(wait("-0"), Some(Duration::ZERO));
+        // The three HTTP date forms, 37 seconds after `now`; a date past is no wait.
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(wait(date), secs(37), "{date}");
+        }
+        assert_eq!(wait("Sat, 05 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(wait("Fri, 31 Dec 9999 23:59:59 GMT"), secs(252_618_189_059));
     }
 
     #[test]

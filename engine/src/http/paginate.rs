@@ -11,6 +11,10 @@
 //!
 //! A credential is only ever sent below its base URL: [`is_below`] compares scheme, host, port
 //! and path prefix.
+//!
+//! [`next_page`] reads the response as the vendor sent it, not its redacted copy (a page token is
+//! carried over as written). Whether paging ends despite the vendor (a repeated cursor, a bound on
+//! pages) is the client's loop's concern, in `mod.rs`.
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;

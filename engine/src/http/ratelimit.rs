@@ -4,7 +4,8 @@
 //! continuously. [`RateLimiter::acquire`] waits for a token rather than failing. When the vendor
 //! answers 429 anyway (its budget is shared with other tools, or is dynamic as at Webex), the
 //! client calls [`RateLimiter::pause_for`] with the vendor's wait, so every concurrent run of the
-//! same credential waits it out instead of each discovering the 429 for itself.
+//! same credential waits it out instead of each discovering the 429 for itself. Only a wait within
+//! the credential's `max_wait` gets here: a vendor asking for 31 years pauses nobody.
 
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ impl RateLimiter {
     /// The vendor said to wait `wait` from now: hold every request back until then.
     pub async fn pause_for(&self, wait: Duration) {
         let mut bucket = self.bucket.lock().await;
-        let until = self.clock.now() + wait;
+        // Saturating: the client caps a vendor's wait (`max_wait`), but no wait may overflow.
+        let until = self.clock.now().saturating_add(wait);
         if until > bucket.paused_until {
             bucket.paused_until = until;
         }

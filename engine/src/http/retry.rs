@@ -4,7 +4,8 @@
 //! `exponential` backoff with full jitter, bounded by attempts and by total time. The client
 //! decides *whether* a failure may be retried (see [`super::CallError::is_retryable`] and the POST
 //! rule in `mod.rs`); the policy decides *how long* to wait and *when to stop*. A vendor's own
-//! wait (`Retry-After`, `X-RateLimit-Reset`) replaces the computed backoff.
+//! wait (`Retry-After`, `X-RateLimit-Reset`, already capped by the credential's `max_wait`)
+//! replaces the computed backoff.
 //!
 //! [`Clock`] is the one seam for time: `Clock::Tokio` sleeps for real, `Clock::Virtual` records each
 //! wait and advances instantly, so tests prove a 429's wait is honoured without sleeping.
@@ -77,7 +78,7 @@ impl RetryPolicy {
                         Duration::from_millis((cap * fastrand::f64()) as u64)
                     }
                 };
-                if elapsed + wait > Duration::from_millis(max_elapsed_ms) {
+                if elapsed.saturating_add(wait) > Duration::from_millis(max_elapsed_ms) {
                     return None;
                 }
                 Some(wait)
@@ -129,7 +130,7 @@ impl Clock {
             Clock::Tokio { .. } => tokio::time::sleep(wait).await,
             Clock::Virtual(time) => {
                 let mut time = time.lock().unwrap_or_else(|e| e.into_inner());
-                time.now += wait;
+                time.now = time.now.saturating_add(wait);
                 time.waits.push(wait);
             }
         }
