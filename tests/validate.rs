@@ -191,6 +191,14 @@ request_path.yaml:14:21: error: invalid `request.path`: `people/{{inputs.webex_u
         r#"unreachable.yaml:4:3: error: block `orphan` is not reachable from `begin`; name it in the `next` or `on_failure` of an earlier block"#,
     ),
     (
+        "block_refs",
+        r#"block_refs.yaml:13:20: error: `outputs.who` reads `blocks.find`, but `find` is not on the way from `begin` to this block, so it may not have run in block `audit`; a block starts once every block before it has settled; lead `find` into it with `next`, or read another block
+block_refs.yaml:18:29: error: `with.membership_uuid` reads output `membershp` of block `find`, which has `membership` in block `remove`; did you mean `membership`?
+block_refs.yaml:20:19: error: `save.removed_by` reads `blocks.ghost`, but there is no block `ghost` in block `remove`
+block_refs.yaml:21:19: error: `save.status_was` reads `blocks.find.statuss`; a block has `response`, `outputs`, `status` and `outcome` in block `remove`; did you mean `status`?
+block_refs.yaml:22:12: error: `save.own` reads `blocks.remove`, its own block, which has not settled yet in block `remove`; a block reads its own call as `response`, `status` and `headers` (in `save:` and `outputs:`)"#,
+    ),
+    (
         "collect_not_a_list",
         r#"collect_not_a_list.yaml:7:5: error: invalid `collect`: preset `calendly.current_user` does not list items, so there is nothing to collect; use a list action such as `calendly.list_memberships` in block `me`"#,
     ),

@@ -195,3 +195,28 @@ async fn history_prune_keeps_compact_run_records_and_drops_step_payloads() {
         "pruned the payloads of 0 runs (0 steps); run records kept\n"
     );
 }
+
+/// begin → me → (maybe, skipped by its edge's `when`) → after: `after` reads `maybe`'s outputs.
+const READS_A_SKIPPED_BLOCK: &str = "name: reads-skipped\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next:\n      - { to: maybe, when: 'false' }\n      - { to: after }\n  maybe:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    outputs: { uri: \"{{response.resource.uri}}\" }\n    next: after\n  after:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    outputs: { same: \"{{blocks.maybe.outputs.uri}}\" }\n    next: end\n  end:\n    type: end\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_skipped_blocks_outputs_fails_saying_the_call_went_through() {
+    let env = Env::seeded(1).await;
+    let file = env.write("reads-skipped.yaml", READS_A_SKIPPED_BLOCK);
+    let (code, stdout, stderr) = env.run(&["run", &file.display().to_string(), "--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let run: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        blocks(&run),
+        [
+            ("begin", "succeeded"),
+            ("me", "succeeded"),
+            ("maybe", "skipped"),
+            ("after", "failed")
+        ]
+    );
+    assert_eq!(
+        run["steps"][3]["error"],
+        "`calendly.current_user` answered 200, but cannot render output `same`: `blocks.maybe.outputs.uri` is not defined (block `maybe` was skipped in this run)"
+    );
+}

@@ -194,6 +194,34 @@ pub enum CompileErrorKind {
         root: String,
         suggestion: Option<String>,
     },
+    /// `blocks.ID` where the workflow has no block `ID`.
+    UnknownBlockRef {
+        key: String,
+        block: String,
+        suggestion: Option<String>,
+    },
+    /// `blocks.ID` where `ID` is not before the reading block on every path from `begin` (a
+    /// parallel branch, a later block, or the block itself).
+    BlockNotBefore {
+        key: String,
+        block: String,
+        itself: bool,
+    },
+    /// `blocks.ID.FIELD` where `FIELD` is none of `response`, `outputs`, `status`, `outcome`.
+    UnknownBlockField {
+        key: String,
+        block: String,
+        field: String,
+        suggestion: Option<String>,
+    },
+    /// `blocks.ID.outputs.NAME` where block `ID` declares no output `NAME`.
+    UnknownOutput {
+        key: String,
+        block: String,
+        output: String,
+        declared: Vec<String>,
+        suggestion: Option<String>,
+    },
     /// A rhai expression that does not parse.
     Rhai {
         key: String,
@@ -275,6 +303,8 @@ impl CompileErrorKind {
             | K::UnknownInput { suggestion, .. }
             | K::UnknownValue { suggestion, .. }
             | K::UnknownVariable { suggestion, .. }
+            | K::UnknownBlockRef { suggestion, .. }
+            | K::UnknownBlockField { suggestion, .. }
             | K::UnknownTimeZone { suggestion, .. }
             | K::UnknownRuleOperator { suggestion, .. }
             | K::UnknownCollection { suggestion, .. }
@@ -285,6 +315,20 @@ impl CompileErrorKind {
                 .as_ref()
                 .map(|s| format!("did you mean `{vendor}.{s}`?"))
                 .or_else(|| Some(format!("`blockyard presets list` shows the actions of `{vendor}`"))),
+            K::UnknownOutput {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
+            K::UnknownOutput { block, .. } => Some(format!(
+                "declare it in the `outputs:` of `{block}`"
+            )),
+            K::BlockNotBefore { itself: true, .. } => Some(
+                "a block reads its own call as `response`, `status` and `headers` (in `save:` and `outputs:`)"
+                    .to_owned(),
+            ),
+            K::BlockNotBefore { block, .. } => Some(format!(
+                "a block starts once every block before it has settled; lead `{block}` into it with `next`, or read another block"
+            )),
             K::MissingBlockType => Some(
                 "add `type:` with one of `begin`, `api`, `role_retrieval`, `end`".to_owned(),
             ),
@@ -388,6 +432,35 @@ impl fmt::Display for CompileErrorKind {
             K::Template { key, message } => write!(f, "invalid template in `{key}`: {message}"),
             K::UnknownVariable { key, root, .. } => {
                 write!(f, "unknown variable `{root}` in `{key}`")
+            }
+            K::UnknownBlockRef { key, block, .. } => {
+                write!(f, "`{key}` reads `blocks.{block}`, but there is no block `{block}`")
+            }
+            K::BlockNotBefore { key, block, itself: true } => {
+                write!(f, "`{key}` reads `blocks.{block}`, its own block, which has not settled yet")
+            }
+            K::BlockNotBefore { key, block, .. } => write!(
+                f,
+                "`{key}` reads `blocks.{block}`, but `{block}` is not on the way from `begin` to this block, so it may not have run"
+            ),
+            K::UnknownBlockField { key, block, field, .. } => write!(
+                f,
+                "`{key}` reads `blocks.{block}.{field}`; a block has `response`, `outputs`, `status` and `outcome`"
+            ),
+            K::UnknownOutput {
+                key,
+                block,
+                output,
+                declared,
+                ..
+            } => {
+                write!(f, "`{key}` reads output `{output}` of block `{block}`, which ")?;
+                if declared.is_empty() {
+                    write!(f, "has no outputs")
+                } else {
+                    let list: Vec<String> = declared.iter().map(|d| format!("`{d}`")).collect();
+                    write!(f, "has {}", list.join(", "))
+                }
             }
             K::Rhai { key, message } => write!(f, "invalid expression in `{key}`: {message}"),
             K::Cron { expr, message } => write!(f, "invalid cron expression `{expr}`: {message}"),

@@ -201,6 +201,12 @@ pub(super) fn check(
         }
     }
 
+    if edges_resolve && cycles.is_empty() {
+        check_block_refs(compiler, &nodes, &index, &kinds, |n| {
+            reachable(n, petgraph::Direction::Incoming)
+        });
+    }
+
     if !compiler.errors.is_empty() {
         return None;
     }
@@ -239,6 +245,136 @@ pub(super) fn check(
         end,
         trigger,
     })
+}
+
+/// The fields of `blocks.ID` (see `exec/context.rs`).
+const BLOCK_FIELDS: [&str; 4] = ["response", "outputs", "status", "outcome"];
+
+/// Every `blocks.ID…` a template reads names a block that has settled when the reading block
+/// starts (an ancestor: before it on every way there, since a block starts only when all its
+/// predecessors have settled), one of its fields, and, for `outputs.NAME`, an output it declares.
+/// `ancestors(n)` marks the blocks from which `n` can be reached (`n` included).
+fn check_block_refs(
+    compiler: &mut Compiler<'_>,
+    nodes: &[Node<'_>],
+    index: &HashMap<&str, NodeIndex>,
+    kinds: &IndexMap<BlockId, Option<BlockKind>>,
+    ancestors: impl Fn(NodeIndex) -> Vec<bool>,
+) {
+    let refs = std::mem::take(&mut compiler.block_refs);
+    let mut cache: HashMap<NodeIndex, Vec<bool>> = HashMap::new();
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    for r in refs {
+        let mut segments = r.path.split(['.', '/']).skip(1);
+        let Some(target) = segments.next().filter(|t| !t.contains('[')) else {
+            continue;
+        };
+        let field = segments.next();
+        let error =
+            |compiler: &mut Compiler<'_>, kind| compiler.value_error(&r.yaml, Some(&r.block), kind);
+        let Some(&target_node) = index.get(target) else {
+            error(
+                compiler,
+                CompileErrorKind::UnknownBlockRef {
+                    key: r.key.clone(),
+                    block: target.to_owned(),
+                    suggestion: suggest(target, ids.iter().copied()),
+                },
+            );
+            continue;
+        };
+        let reader = index[r.block.as_str()];
+        let before = cache
+            .entry(reader)
+            .or_insert_with(|| ancestors(reader))
+            .get(target_node.index())
+            .copied()
+            .unwrap_or(false);
+        if reader == target_node || !before {
+            error(
+                compiler,
+                CompileErrorKind::BlockNotBefore {
+                    key: r.key.clone(),
+                    block: target.to_owned(),
+                    itself: reader == target_node,
+                },
+            );
+            continue;
+        }
+        let Some(field) = field.filter(|f| !f.contains('[')) else {
+            continue;
+        };
+        if !BLOCK_FIELDS.contains(&field) {
+            error(
+                compiler,
+                CompileErrorKind::UnknownBlockField {
+                    key: r.key.clone(),
+                    block: target.to_owned(),
+                    field: field.to_owned(),
+                    suggestion: suggest(field, BLOCK_FIELDS),
+                },
+            );
+            continue;
+        }
+        let Some(output) = segments
+            .next()
+            .filter(|o| field == "outputs" && !o.contains('['))
+        else {
+            continue;
+        };
+        let Some(Some(kind)) = kinds.get(target) else {
+            continue; // the block did not compile: its own errors say why
+        };
+        let declared = declared_outputs(compiler, kind);
+        if !declared.iter().any(|d| d == output) {
+            error(
+                compiler,
+                CompileErrorKind::UnknownOutput {
+                    key: r.key.clone(),
+                    block: target.to_owned(),
+                    output: output.to_owned(),
+                    suggestion: suggest(output, declared.iter().map(String::as_str)),
+                    declared,
+                },
+            );
+        }
+    }
+}
+
+/// The outputs a block has once it succeeded: its `outputs:` (or its preset's default outputs),
+/// role retrieval's `found`, `role`, `active` and `last_activity`, an ingest's counts.
+fn declared_outputs(compiler: &Compiler<'_>, kind: &BlockKind) -> Vec<String> {
+    let (call, role) = match kind {
+        BlockKind::Api(call) => (call, false),
+        BlockKind::RoleRetrieval(role) => (&role.call, true),
+        BlockKind::Begin | BlockKind::End => return Vec::new(),
+    };
+    let mut declared: Vec<String> = if call.outputs.is_empty() {
+        compiler
+            .presets
+            .action(&call.preset)
+            .map(|a| a.spec.outputs.keys().cloned().collect())
+            .unwrap_or_default()
+    } else {
+        call.outputs.keys().cloned().collect()
+    };
+    if role {
+        declared.extend(["found", "role", "active", "last_activity"].map(str::to_owned));
+    }
+    if call.collect.is_some() {
+        declared.extend(
+            [
+                "new",
+                "updated",
+                "activated",
+                "deactivated",
+                "lists",
+                "errors",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    declared
 }
 
 /// The blocks of a strongly connected component as one cycle, in edge order, starting from the

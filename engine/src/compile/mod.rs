@@ -371,6 +371,7 @@ fn check(
             BlockSpec::Begin(begin) => begin.records.is_some(),
             _ => false,
         }),
+        block_refs: Vec::new(),
     }
     .compile();
     errors.sort_by_key(|e| e.location);
@@ -405,6 +406,18 @@ struct Compiler<'a> {
     /// The workflow has a subject record, so a bare `{{name}}` in a template whose roots include
     /// `record` reads the record's field `name`.
     bare_names: bool,
+    /// Every `blocks.…` path a template reads, checked against the graph once it is built.
+    block_refs: Vec<BlockRef>,
+}
+
+/// A template's `blocks.ID…` path and where it is.
+struct BlockRef {
+    /// The block whose template reads it.
+    block: BlockId,
+    yaml: YamlPath,
+    /// The key, as errors name it (`with.email`).
+    key: String,
+    path: String,
 }
 
 impl<'a> Compiler<'a> {
@@ -985,7 +998,18 @@ impl<'a> Compiler<'a> {
                     .map(|path| path.split(['.', '/', '[']).next().unwrap_or_default())
                     .collect();
                 found.dedup();
-                self.check_roots(site, found, roots).then_some(t)
+                let ok = self.check_roots(site, found, roots);
+                if ok && roots.contains(&"blocks") {
+                    for path in paths.iter().filter(|p| p.starts_with("blocks.")) {
+                        self.block_refs.push(BlockRef {
+                            block: site.block.clone(),
+                            yaml: site.yaml(),
+                            key: site.label(),
+                            path: path.clone(),
+                        });
+                    }
+                }
+                ok.then_some(t)
             }
             Err(err) => {
                 self.value_error(

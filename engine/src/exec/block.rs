@@ -307,7 +307,8 @@ async fn api(
     };
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
-            let mut result = outcome_of(&mut task, call, role, &mut answer);
+            let mut result = outcome_of(&mut task, call, role, &mut answer)
+                .map_err(|message| after_the_call(&task.context, call, answer.status, message));
             if role {
                 if let Ok((outputs, saved)) = &mut result {
                     // Boxed: only role retrieval reads activity, so every other block's future
@@ -442,6 +443,31 @@ fn render_request(
         .render_patched(&call.preset, credential, &inputs, Some(&patch?))
         .map_err(|e| e.to_string())?;
     Ok((inputs, request))
+}
+
+/// The error of a `save:` or `outputs:` that cannot render after the vendor answered: it says the
+/// call itself went through (a write took effect), and, when the missing value was another
+/// block's, how that block ended (compile checks that it is an earlier block, so it settled: a
+/// skipped or failed one has no outputs).
+fn after_the_call(context: &Value, call: &ApiCall, status: u16, message: String) -> String {
+    let mut out = format!("`{}` answered {status}, but {message}", call.preset);
+    // The strict renderer names the missing path: `blocks.ID.…` is not defined.
+    let read = message
+        .split("`blocks.")
+        .nth(1)
+        .and_then(|rest| rest.split(['.', '`']).next());
+    if let Some(id) = read {
+        // Every earlier block has settled; the context leaves out the skipped ones.
+        match context["blocks"].get(id) {
+            None => out.push_str(&format!(" (block `{id}` was skipped in this run)")),
+            Some(block) if block["outcome"] != "succeeded" => {
+                let outcome = block["outcome"].as_str().unwrap_or("unknown");
+                out.push_str(&format!(" (block `{id}` ended `{outcome}`)"));
+            }
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// A JSON object's fields.
