@@ -1,6 +1,7 @@
 //! The HTTP layer against real HTTP servers on loopback (wiremock): the exact request of every
 //! shipped action, pagination, 429 waits on a virtual clock, OAuth2 refresh, vendor errors,
-//! redaction, and `blockyard call` through the real binary.
+//! redaction (`secrets`: a URL's password, a secret given as an input), and `blockyard call`
+//! through the real binary.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::support;
 
 mod connections;
+mod secrets;
 
 /// A wiremock server standing in for all three vendors, and a client configured against it.
 struct Harness {

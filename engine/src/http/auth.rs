@@ -1,8 +1,10 @@
 //! Credentials at run time: secrets resolved once, OAuth2 tokens cached in memory.
 //!
-//! [`Credentials`] is built from `blockyard.yaml` ([`crate::config::Config`]); each [`Credential`]
-//! resolves its secrets on first use (so an unset variable of an unused credential is not an
-//! error) and registers them with the [`Redactor`]. OAuth2 credentials fetch an access token with a
+//! [`Credentials`] is built from `blockyard.yaml` ([`crate::config::Config`]). When the client is
+//! made, each [`Credential`] tells the [`Redactor`] every secret it can already read (configured
+//! secrets, a password in its `base_url` or `token_url`), so that a request shown before the first
+//! call is redacted too; it resolves its secrets for use on first use (so an unset variable of an
+//! unused credential is not an error) and registers them with the [`Redactor`]. OAuth2 credentials fetch an access token with a
 //! plain form POST to the token URL (`grant_type=refresh_token` or `client_credentials`), keep it
 //! in memory until shortly before it expires, and drop it when the vendor answers 401, so the next
 //! attempt fetches a fresh one (the client does that once per call). A refresh token the vendor
@@ -126,6 +128,24 @@ impl Credential {
             resolved: OnceLock::new(),
             token: tokio::sync::Mutex::new(None),
             refresh_token: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Tells `redactor` every secret of this credential it can read now: configured secrets (one
+    /// that cannot be read is reported when the credential is used) and the password of its
+    /// `base_url` or `token_url`. Nothing is cached.
+    pub fn register_secrets(&self, redactor: &Redactor) {
+        let c = &self.config;
+        for secret in [&c.token, &c.client_secret, &c.refresh_token, &c.password]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(value) = secret.resolve() {
+                redactor.add(&value);
+            }
+        }
+        for url in [&c.base_url, &c.token_url].into_iter().flatten() {
+            redactor.add_url_password(url);
         }
     }
 

@@ -11,7 +11,8 @@
 //!
 //! 1. [`Client::resolve_inputs`]: `with:` values, preset defaults over the workflow context, the
 //!    subject record's fields;
-//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history; no secret);
+//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history, shown
+//!    and stored through [`Redactor::request`]);
 //! 3. [`Client::call`] (or [`Client::send_rendered`] with the request from step 2): sends it with a [`CallOptions`] retry policy and timeout, follows pagination
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
@@ -190,13 +191,18 @@ impl Client {
                 )
             })
             .collect();
+        // Every secret known before anything is rendered, so a request shown first is redacted.
+        let redactor = Redactor::default();
+        credentials
+            .iter()
+            .for_each(|cred| cred.register_secrets(&redactor));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 presets,
                 credentials,
                 engine: TemplateEngine::new(),
-                redactor: Redactor::default(),
+                redactor,
                 clock,
                 limits,
             }),
