@@ -6,7 +6,9 @@
 //! file: a secret field holds `${ENV_VAR}` or `file:/path/to/secret` (a literal is accepted for
 //! local sandboxes) and is resolved only when a call first uses the credential, so a missing
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
-//! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`.
+//! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`; the tokens a vendor
+//! issues to an `oauth2_refresh_token` credential are kept in `tokens.json` in [`Config::data_dir`]
+//! (see [`crate::http::tokens`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The HTTP layer against real HTTP servers on loopback (wiremock): the exact request of every
 //! shipped action, pagination, 429 waits on a virtual clock, OAuth2 refresh, vendor errors,
-//! redaction (`secrets`: a URL's password, a secret given as an input), and `blockyard call`
-//! through the real binary.
+//! redaction (`secrets`: a URL's password, a secret given as an input), the token store across
+//! processes (`tokens`), and `blockyard call` through the real binary.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use crate::support;
 
 mod connections;
 mod secrets;
+mod tokens;
 
 /// A wiremock server standing in for all three vendors, and a client configured against it.
 struct Harness {

@@ -74,7 +74,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let credential = pick_credential(&config, &id, args.credential.as_deref())?;
     let given = super::run::parse_pairs_as("with", &args.with, false)?;
-    let client = Client::new(Arc::new(presets), Credentials::from_config(&config))?;
+    let client = Client::new(Arc::new(presets), Credentials::persistent(&config))?;
     let redactor = client.redactor();
     // A render error may quote the base URL (and a password in it).
     let redacted = |err: CallError| anyhow::anyhow!(redactor.text(&err.to_string()));
@@ -103,7 +103,10 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(client.call(&id, &credential, &inputs, &options));
-    if let Err(err @ (CallError::Secret(_) | CallError::NoTokenUrl { .. })) = result {
+    if let Err(
+        err @ (CallError::Secret(_) | CallError::NoTokenUrl { .. } | CallError::TokenStore { .. }),
+    ) = result
+    {
         // Setup, not an outcome of the call: exit 2 like any other configuration error.
         return Err(redacted(err));
     }

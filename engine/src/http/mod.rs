@@ -3,7 +3,8 @@
 //!
 //! [`Client`] is cheap to clone (an `Arc` inside) and is meant to be shared by every run: it holds
 //! one reqwest connection pool (rustls, connect and request timeouts), the compiled presets, the
-//! credentials with their OAuth2 token caches, one [`RateLimiter`] and one connection cap per
+//! credentials with their OAuth2 token caches (and, for refresh tokens, the [`tokens`] store they
+//! share with other processes), one [`RateLimiter`] and one connection cap per
 //! credential (made with the client, not looked up per call), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
 //! from sending until its body is read (`max_connections`, 64 by default), so 10,000 runs in flight
 //! share 64 pooled connections instead of opening 10,000 sockets to one vendor; waits for a retry
@@ -33,6 +34,7 @@ mod ratelimit;
 pub mod redact;
 pub mod request;
 mod retry;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +52,7 @@ pub use self::ratelimit::RateLimiter;
 pub use self::redact::Redactor;
 pub use self::request::RenderedRequest;
 pub use self::retry::{Clock, RetryPolicy, VirtualTime};
+pub use self::tokens::TokenStore;
 pub use crate::config::CredentialName;
 
 use self::paginate::NextPage;

@@ -6,9 +6,9 @@
 //! wherever a URL appears, however short it is. By value: every secret the client knows (each
 //! credential's configured secrets and URL passwords, registered when the client is made so that
 //! a request shown before the first call is covered too; OAuth2 access and refresh tokens when
-//! issued) is remembered by the shared [`Redactor`] and replaced wherever it appears in text, so a
-//! vendor that echoes a token in an error body, a transport error that quotes a URL, or a secret
-//! given as an input value still shows nothing.
+//! issued or read from the token store) is remembered by the shared [`Redactor`] and replaced
+//! wherever it appears in text, so a vendor that echoes a token in an error body, a transport
+//! error that quotes a URL, or a secret given as an input value still shows nothing.
 //!
 //! The promise: what blockyard prints, logs or records (a request as `call` or a dry run shows it
 //! and history stores it, through [`Redactor::request`]; responses; errors) carries none of these;
