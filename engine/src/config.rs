@@ -416,6 +416,28 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_points_real_vendors_at_their_own_urls() {
+        let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
+        let presets = crate::preset::PresetRegistry::builtin();
+        for credential in config.credentials.values() {
+            let Some(url) = &credential.base_url else {
+                continue;
+            };
+            let vendor = presets.vendor(&credential.vendor).unwrap();
+            match &vendor.spec.base_url {
+                // An override in the sample for real vendors is the vendor's own URL...
+                Some(own) => assert_eq!(url, own, "credential `{}`", credential.name),
+                // ...or, for a service with no fixed URL (SCIM), an HTTPS one that is not local.
+                None => assert!(
+                    url.starts_with("https://") && !url.contains("127.0.0.1"),
+                    "credential `{}`: {url}",
+                    credential.name
+                ),
+            }
+        }
+    }
+
+    #[test]
     fn an_unset_variable_names_itself_the_key_and_the_line() {
         let text = "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: ${BLOCKYARD_TEST_SURELY_UNSET}\n";
         let config = Config::parse(Path::new("b.yaml"), text).unwrap();
