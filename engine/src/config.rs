@@ -6,7 +6,9 @@
 //! file: a secret field holds `${ENV_VAR}` or `file:/path/to/secret` (a literal is accepted for
 //! local sandboxes) and is resolved only when a call first uses the credential, so a missing
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
-//! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`.
+//! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`; the tokens a vendor
+//! issues to an `oauth2_refresh_token` credential are kept in `tokens.json` in [`Config::data_dir`]
+//! (see [`crate::http::tokens`]).
 //!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
@@ -488,6 +490,28 @@ mod tests {
             scim.token.as_ref().unwrap().source,
             SecretSource::File("/etc/blockyard/scim-token".into())
         );
+    }
+
+    #[test]
+    fn the_sample_points_real_vendors_at_their_own_urls() {
+        let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
+        let presets = crate::preset::PresetRegistry::builtin();
+        for credential in config.credentials.values() {
+            let Some(url) = &credential.base_url else {
+                continue;
+            };
+            let vendor = presets.vendor(&credential.vendor).unwrap();
+            match &vendor.spec.base_url {
+                // An override in the sample for real vendors is the vendor's own URL...
+                Some(own) => assert_eq!(url, own, "credential `{}`", credential.name),
+                // ...or, for a service with no fixed URL (SCIM), an HTTPS one that is not local.
+                None => assert!(
+                    url.starts_with("https://") && !url.contains("127.0.0.1"),
+                    "credential `{}`: {url}",
+                    credential.name
+                ),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP layer against real HTTP servers on loopback (wiremock): the exact request of every
 //! shipped action, pagination, 429 waits on a virtual clock, OAuth2 refresh, vendor errors,
-//! redaction, and `blockyard call` through the real binary.
+//! redaction (`secrets`: a URL's password, a secret given as an input), the token store across
+//! processes (`tokens`), and `blockyard call` through the real binary.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ use crate::support;
 
 mod connections;
 mod paging;
+mod secrets;
+mod tokens;
 mod waits;
 
 /// A wiremock server standing in for all three vendors, and a client configured against it.

@@ -3,7 +3,8 @@
 //! This is how a user checks a credential ("validate connection") before building workflows.
 //! Inputs come from `--with KEY=VALUE` (a value of `true`, `false`, `null`, or one starting with
 //! `[` or `{`, is read as JSON; anything else is a string), then the preset defaults over the
-//! config's `vars`. The request is printed redacted; `--dry-run` stops there. Exit codes: 0 for a
+//! config's `vars`. The request is printed redacted (credentials, a password in the URL, and any
+//! configured secret given as an input value); `--dry-run` stops there. Exit codes: 0 for a
 //! 2xx response, 1 for any other outcome of the call, 2 for setup errors (config, usage).
 //! `RUST_LOG=debug` shows the client's tracing on stderr, redacted like everything else.
 
@@ -73,17 +74,23 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let credential = pick_credential(&config, &id, args.credential.as_deref())?;
     let given = super::run::parse_pairs_as("with", &args.with, false)?;
-    let client = Client::new(Arc::new(presets), Credentials::from_config(&config))?;
-    let inputs = client.resolve_inputs(&id, &given, &config.context())?;
-    let request = client.render(&id, &credential, &inputs)?;
+    let client = Client::new(Arc::new(presets), Credentials::persistent(&config))?;
+    let redactor = client.redactor();
+    // A render error may quote the base URL (and a password in it).
+    let redacted = |err: CallError| anyhow::anyhow!(redactor.text(&err.to_string()));
+    let inputs = client
+        .resolve_inputs(&id, &given, &config.context())
+        .map_err(redacted)?;
+    let request = client.render(&id, &credential, &inputs).map_err(redacted)?;
     if args.dry_run {
+        let shown = redactor.request(&request);
         if args.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({ "request": request }))?
+                serde_json::to_string_pretty(&json!({ "request": shown }))?
             );
         } else {
-            print_request(&request);
+            print_request(&shown);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -96,11 +103,13 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(client.call(&id, &credential, &inputs, &options));
-    if let Err(err @ (CallError::Secret(_) | CallError::NoTokenUrl { .. })) = result {
+    if let Err(
+        err @ (CallError::Secret(_) | CallError::NoTokenUrl { .. } | CallError::TokenStore { .. }),
+    ) = result
+    {
         // Setup, not an outcome of the call: exit 2 like any other configuration error.
-        return Err(err.into());
+        return Err(redacted(err));
     }
-    let redactor = client.redactor();
     let (request, response, error) = match &result {
         Ok(exchange) => (&exchange.request, Some(&exchange.response), None),
         Err(err) => (
@@ -110,6 +119,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let ok = response.is_some_and(|r| (200..300).contains(&r.status));
+    let request = &redactor.request(request);
     if args.json {
         let mut out = json!({ "request": request });
         if let Some(response) = response {

@@ -83,7 +83,7 @@ impl CommonArgs {
         let (store, config) = self.open()?;
         let credentials = config
             .as_ref()
-            .map(Credentials::from_config)
+            .map(Credentials::persistent)
             .unwrap_or_default();
         let client = Client::new(Arc::new(self.presets.load()?), credentials)?;
         let vars = config

@@ -64,7 +64,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         presets: Arc::new(args.common.presets.load()?),
         credentials: config
             .as_ref()
-            .map(Credentials::from_config)
+            .map(Credentials::persistent)
             .unwrap_or_default(),
         vars,
         grace: Duration::from_secs(args.grace),

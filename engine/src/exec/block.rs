@@ -258,7 +258,7 @@ async fn api(
             let mut shown = Value::Object(inputs.clone());
             redactor.json_in_place(&mut shown);
             step.inputs = Some(shown);
-            step.request = serde_json::to_value(&request).ok();
+            step.request = serde_json::to_value(redactor.request(&request)).ok();
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
@@ -289,7 +289,8 @@ async fn api(
                     match result {
                         Ok(exchange) => {
                             if merged {
-                                step.request = serde_json::to_value(&exchange.request).ok();
+                                step.request =
+                                    serde_json::to_value(redactor.request(&exchange.request)).ok();
                             }
                             Called::Ok(answer_of(exchange.response, exchange.attempts))
                         }

@@ -1,12 +1,22 @@
-//! Credentials at run time: secrets resolved once, OAuth2 tokens cached in memory.
+//! Credentials at run time: secrets resolved once, OAuth2 tokens cached in memory and kept in
+//! the token store.
 //!
-//! [`Credentials`] is built from `blockyard.yaml` ([`crate::config::Config`]); each [`Credential`]
-//! resolves its secrets on first use (so an unset variable of an unused credential is not an
-//! error) and registers them with the [`Redactor`]. OAuth2 credentials fetch an access token with a
-//! plain form POST to the token URL (`grant_type=refresh_token` or `client_credentials`), keep it
-//! in memory until shortly before it expires, and drop it when the vendor answers 401, so the next
-//! attempt fetches a fresh one (the client does that once per call). A refresh token the vendor
-//! rotates is kept in memory only: blockyard never writes a secret anywhere.
+//! [`Credentials`] is built from `blockyard.yaml` ([`crate::config::Config`]). When the client is
+//! made, each [`Credential`] tells the [`Redactor`] every secret it can already read (configured
+//! secrets, a password in its `base_url` or `token_url`, stored tokens), so that a request shown
+//! before the first call is redacted too; it resolves its secrets for use on first use (so an
+//! unset variable of an unused credential is not an error). OAuth2 credentials fetch an access
+//! token with a plain form POST to the token URL (`grant_type=refresh_token` or
+//! `client_credentials`), keep it in memory until shortly before it expires, and drop it when the
+//! vendor answers 401, so the next attempt fetches a fresh one (the client does that once per
+//! call).
+//!
+//! Refresh tokens may be single-use (Calendly revokes each one it is refreshed with). Built with
+//! [`Credentials::persistent`], an `oauth2_refresh_token` credential keeps its tokens in the
+//! [`TokenStore`] of the config's data dir and refreshes only under its cross-process lock, as
+//! [`super::tokens`] describes: a later process, or a `serve` running beside a `call`, picks up
+//! the token the last refresh returned. Built with [`Credentials::from_config`] (tests,
+//! embedding), the rotated token is kept in memory only.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -15,9 +25,16 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::tokens::{self, StoredToken, TokenStore};
 use super::{CallError, Redactor};
 use crate::config::{CredentialConfig, CredentialName, SecretError, SecretRef};
 use crate::preset::AuthKind;
+
+/// How long before its expiry an access token is renewed, so that it does not expire in flight.
+const RENEW_EARLY: Duration = Duration::from_secs(60);
+
+/// The longest a token request may take (the token store's lock is held meanwhile).
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A secret value; it prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,10 +70,35 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The credentials of `config`, keeping the tokens a vendor rotates in memory only: for tests
+    /// and embedding. A process whose successors use the same credentials wants
+    /// [`Credentials::persistent`].
     pub fn from_config(config: &crate::config::Config) -> Credentials {
         let mut credentials = Credentials::default();
         for credential in config.credentials.values() {
             credentials.insert(credential.clone());
+        }
+        credentials
+    }
+
+    /// The credentials of `config`, keeping OAuth2 refresh-token credentials' tokens in the token
+    /// store of the config's `data_dir` (what `call`, `run` and `serve` use).
+    pub fn persistent(config: &crate::config::Config) -> Credentials {
+        Credentials::with_token_store(config, TokenStore::in_dir(&config.data_dir))
+    }
+
+    /// The credentials of `config`, keeping OAuth2 refresh-token credentials' tokens in `store`.
+    pub fn with_token_store(config: &crate::config::Config, store: TokenStore) -> Credentials {
+        let store = Arc::new(store);
+        let mut credentials = Credentials::default();
+        for credential in config.credentials.values() {
+            let mut credential = Credential::new(credential.clone());
+            if credential.config.auth == AuthKind::Oauth2RefreshToken {
+                credential.store = Some(Arc::clone(&store));
+            }
+            credentials
+                .by_name
+                .insert(credential.config.name.clone(), Arc::new(credential));
         }
         credentials
     }
@@ -90,6 +132,8 @@ enum Resolved {
     RefreshToken {
         client_id: String,
         client_secret: Secret,
+        /// The refresh token in `blockyard.yaml`.
+        configured: Secret,
     },
 }
 
@@ -100,14 +144,40 @@ struct CachedToken {
     expires_at: Option<tokio::time::Instant>,
 }
 
+/// The access token in memory, and the last one the vendor refused.
+#[derive(Debug, Default)]
+struct TokenState {
+    cached: Option<CachedToken>,
+    /// Refused with a 401: not to be taken from the token store again.
+    refused: Option<Secret>,
+}
+
+/// Where, and as which client, tokens are requested.
+struct Endpoint<'a> {
+    http: &'a reqwest::Client,
+    url: &'a str,
+    client_id: &'a str,
+    client_secret: &'a Secret,
+}
+
+/// What a token endpoint issued.
+struct Issued {
+    access: Secret,
+    refresh: Option<Secret>,
+    expires_in: Option<u64>,
+}
+
 /// One credential, with its secrets and token cache.
 #[derive(Debug)]
 pub struct Credential {
     pub config: CredentialConfig,
     resolved: OnceLock<Result<Resolved, SecretError>>,
-    token: tokio::sync::Mutex<Option<CachedToken>>,
-    /// The refresh token to use next (the configured one, or the one the vendor rotated to).
+    token: tokio::sync::Mutex<TokenState>,
+    /// The refresh token to use next (the configured one, or the one the vendor rotated to),
+    /// when there is no token store.
     refresh_token: std::sync::Mutex<Option<Secret>>,
+    /// Where an `oauth2_refresh_token` credential keeps its tokens across processes.
+    store: Option<Arc<TokenStore>>,
 }
 
 /// What an authorized request carries.
@@ -124,8 +194,34 @@ impl Credential {
         Credential {
             config,
             resolved: OnceLock::new(),
-            token: tokio::sync::Mutex::new(None),
+            token: tokio::sync::Mutex::new(TokenState::default()),
             refresh_token: std::sync::Mutex::new(None),
+            store: None,
+        }
+    }
+
+    /// Tells `redactor` every secret of this credential it can read now: configured secrets (one
+    /// that cannot be read is reported when the credential is used), the password of its
+    /// `base_url` or `token_url`, and the tokens the store keeps for it. Nothing is cached.
+    pub fn register_secrets(&self, redactor: &Redactor) {
+        let c = &self.config;
+        for secret in [&c.token, &c.client_secret, &c.refresh_token, &c.password]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(value) = secret.resolve() {
+                redactor.add(&value);
+            }
+        }
+        for url in [&c.base_url, &c.token_url].into_iter().flatten() {
+            redactor.add_url_password(url);
+        }
+        if let Some(store) = &self.store {
+            if let Ok(mut tokens) = store.read() {
+                if let Some(entry) = tokens.credentials.remove(c.name.as_str()) {
+                    register_stored(&entry, redactor);
+                }
+            }
         }
     }
 
@@ -162,14 +258,11 @@ impl Credential {
                     client_id: client_id(),
                     client_secret: secret(&c.client_secret)?,
                 },
-                AuthKind::Oauth2RefreshToken => {
-                    let refresh = secret(&c.refresh_token)?;
-                    *self.refresh_token.lock().unwrap_or_else(|e| e.into_inner()) = Some(refresh);
-                    Resolved::RefreshToken {
-                        client_id: client_id(),
-                        client_secret: secret(&c.client_secret)?,
-                    }
-                }
+                AuthKind::Oauth2RefreshToken => Resolved::RefreshToken {
+                    configured: secret(&c.refresh_token)?,
+                    client_id: client_id(),
+                    client_secret: secret(&c.client_secret)?,
+                },
             })
         });
         result.clone().map_err(CallError::from)
@@ -202,45 +295,153 @@ impl Credential {
             Resolved::ClientCredentials {
                 client_id,
                 client_secret,
-            } => (client_id, client_secret, false),
+            } => (client_id, client_secret, None),
             Resolved::RefreshToken {
                 client_id,
                 client_secret,
-            } => (client_id, client_secret, true),
+                configured,
+            } => (client_id, client_secret, Some(configured)),
         };
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref() {
+        let mut state = self.token.lock().await;
+        if let Some(token) = state.cached.as_ref() {
             if token
                 .expires_at
                 .is_none_or(|at| tokio::time::Instant::now() < at)
             {
-                return Ok(Authorization {
-                    header: Secret::new(format!("Bearer {}", token.access.expose())),
-                    token: Some(token.access.clone()),
-                });
+                return Ok(bearer(&token.access));
             }
         }
         let token_url = token_url.ok_or_else(|| CallError::NoTokenUrl {
             vendor: self.config.vendor.clone(),
             credential: self.config.name.clone(),
         })?;
-        let mut form: Vec<(&str, String)> = vec![
-            ("client_id", client_id),
-            ("client_secret", client_secret.expose().to_owned()),
+        let endpoint = Endpoint {
+            http,
+            url: token_url,
+            client_id: &client_id,
+            client_secret: &client_secret,
+        };
+        let token = match (&self.store, refresh) {
+            (Some(store), Some(configured)) => {
+                Box::pin(self.refresh_stored(store, configured, &state, &endpoint, redactor))
+                    .await?
+            }
+            (None, Some(configured)) => {
+                let current = self
+                    .refresh_token
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(configured)
+                    .clone();
+                let issued = self.fetch(&endpoint, Some(&current), redactor).await?;
+                if let Some(rotated) = &issued.refresh {
+                    *self.refresh_token.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(rotated.clone());
+                }
+                cached_for(&issued)
+            }
+            (_, None) => {
+                let issued = self.fetch(&endpoint, None, redactor).await?;
+                cached_for(&issued)
+            }
+        };
+        let authorization = bearer(&token.access);
+        state.cached = Some(token);
+        Ok(authorization)
+    }
+
+    /// Refreshes under the token store's lock: the stored access token when another process
+    /// already refreshed (and it is valid and not refused), else a refresh with the stored
+    /// refresh token (or the configured one, when nothing stored descends from it), whose result
+    /// is stored before it is used.
+    async fn refresh_stored(
+        &self,
+        store: &TokenStore,
+        configured: Secret,
+        state: &TokenState,
+        endpoint: &Endpoint<'_>,
+        redactor: &Redactor,
+    ) -> Result<CachedToken, CallError> {
+        let name = self.config.name.as_str();
+        let store_error = |source| CallError::TokenStore {
+            credential: self.config.name.clone(),
+            source,
+        };
+        let origin = tokens::fingerprint(configured.expose());
+        let locked = store.lock().await.map_err(store_error)?;
+        let mut stored = locked.read().map_err(store_error)?;
+        let entry = stored
+            .credentials
+            .get(name)
+            .filter(|entry| entry.origin == origin);
+        let now = chrono::Utc::now().timestamp();
+        if let Some(entry) = entry {
+            register_stored(entry, redactor);
+            if let Some(access) = &entry.access_token {
+                let left = entry
+                    .expires_at
+                    .map(|at| at - now - RENEW_EARLY.as_secs() as i64);
+                let refused = state.refused.as_ref().is_some_and(|r| r.expose() == access);
+                if left.is_none_or(|left| left > 0) && !refused {
+                    tracing::debug!(credential = %self.config.name, "oauth2: using the stored access token");
+                    return Ok(CachedToken {
+                        access: Secret::new(access.as_str()),
+                        expires_at: left.map(|left| {
+                            tokio::time::Instant::now() + Duration::from_secs(left as u64)
+                        }),
+                    });
+                }
+            }
+        }
+        let spend = entry.map_or(configured, |e| Secret::new(e.refresh_token.as_str()));
+        let issued = self.fetch(endpoint, Some(&spend), redactor).await?;
+        stored.credentials.insert(
+            name.to_owned(),
+            StoredToken {
+                origin,
+                refresh_token: issued
+                    .refresh
+                    .as_ref()
+                    .unwrap_or(&spend)
+                    .expose()
+                    .to_owned(),
+                access_token: Some(issued.access.expose().to_owned()),
+                expires_at: issued
+                    .expires_in
+                    .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
+                updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
+        );
+        locked
+            .write(&stored)
+            .map_err(|source| CallError::TokenNotSaved {
+                credential: self.config.name.clone(),
+                source,
+            })?;
+        Ok(cached_for(&issued))
+    }
+
+    /// One token request: `refresh` for `grant_type=refresh_token`, else client credentials.
+    async fn fetch(
+        &self,
+        endpoint: &Endpoint<'_>,
+        refresh: Option<&Secret>,
+        redactor: &Redactor,
+    ) -> Result<Issued, CallError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("client_id", endpoint.client_id),
+            ("client_secret", endpoint.client_secret.expose()),
         ];
-        if refresh {
-            let current = self
-                .refresh_token
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .expect("set when the credential resolved");
-            form.insert(0, ("grant_type", "refresh_token".to_owned()));
-            form.push(("refresh_token", current.expose().to_owned()));
-        } else {
-            form.insert(0, ("grant_type", "client_credentials".to_owned()));
-            if let Some(scope) = &self.config.scope {
-                form.push(("scope", scope.clone()));
+        match refresh {
+            Some(current) => {
+                form.insert(0, ("grant_type", "refresh_token"));
+                form.push(("refresh_token", current.expose()));
+            }
+            None => {
+                form.insert(0, ("grant_type", "client_credentials"));
+                if let Some(scope) = &self.config.scope {
+                    form.push(("scope", scope));
+                }
             }
         }
         let body = form
@@ -254,8 +455,10 @@ impl Credential {
             message: redactor.text(&message),
         };
         tracing::debug!(credential = %self.config.name, "oauth2: fetching an access token");
-        let response = http
-            .post(token_url)
+        let response = endpoint
+            .http
+            .post(endpoint.url)
+            .timeout(TOKEN_TIMEOUT)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
             .body(body)
@@ -283,32 +486,54 @@ impl Credential {
             ));
         };
         redactor.add(access);
-        if let Some(rotated) = json.get("refresh_token").and_then(Value::as_str) {
-            redactor.add(rotated);
-            *self.refresh_token.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Secret::new(rotated));
-        }
-        let expires_at = json.get("expires_in").and_then(Value::as_u64).map(|secs| {
-            // Renew a minute early so a token does not expire in flight.
-            tokio::time::Instant::now() + Duration::from_secs(secs.saturating_sub(60))
-        });
-        let access = Secret::new(access);
-        *cached = Some(CachedToken {
-            access: access.clone(),
-            expires_at,
-        });
-        Ok(Authorization {
-            header: Secret::new(format!("Bearer {}", access.expose())),
-            token: Some(access),
+        let refresh = json
+            .get("refresh_token")
+            .and_then(Value::as_str)
+            .map(|rotated| {
+                redactor.add(rotated);
+                Secret::new(rotated)
+            });
+        Ok(Issued {
+            access: Secret::new(access),
+            refresh,
+            expires_in: json.get("expires_in").and_then(Value::as_u64),
         })
     }
 
-    /// The vendor refused `used` (401): forget it, unless another call already replaced it.
+    /// The vendor refused `used` (401): forget it, unless another call already replaced it, and
+    /// never take it from the token store again.
     pub async fn invalidate(&self, used: &Secret) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|t| &t.access == used) {
-            *cached = None;
+        let mut state = self.token.lock().await;
+        if state.cached.as_ref().is_some_and(|t| &t.access == used) {
+            state.cached = None;
         }
+        state.refused = Some(used.clone());
+    }
+}
+
+/// The `Authorization` of an OAuth2 access token.
+fn bearer(access: &Secret) -> Authorization {
+    Authorization {
+        header: Secret::new(format!("Bearer {}", access.expose())),
+        token: Some(access.clone()),
+    }
+}
+
+/// An issued token as the memory cache keeps it: renewed a minute before it expires.
+fn cached_for(issued: &Issued) -> CachedToken {
+    CachedToken {
+        access: issued.access.clone(),
+        expires_at: issued.expires_in.map(|secs| {
+            tokio::time::Instant::now() + Duration::from_secs(secs).saturating_sub(RENEW_EARLY)
+        }),
+    }
+}
+
+/// Tells `redactor` the tokens of a store entry.
+fn register_stored(entry: &StoredToken, redactor: &Redactor) {
+    redactor.add(&entry.refresh_token);
+    if let Some(access) = &entry.access_token {
+        redactor.add(access);
     }
 }
 

@@ -272,6 +272,16 @@ pub enum CallError {
         status: u16,
         message: String,
     },
+    #[error("credential `{credential}`: {source}")]
+    TokenStore {
+        credential: CredentialName,
+        source: super::tokens::TokenStoreError,
+    },
+    #[error("credential `{credential}`: the vendor issued new tokens, but {source}; the refresh token it replaced may be revoked already, so authorize the app again and put the new refresh token in `blockyard.yaml`")]
+    TokenNotSaved {
+        credential: CredentialName,
+        source: super::tokens::TokenStoreError,
+    },
     #[error("`{action}`: the next page is at `{url}`, outside the base URL `{base}`; refusing to send the credential there")]
     ForeignPage {
         action: PresetId,
@@ -321,6 +331,8 @@ impl CallError {
             | CallError::UnknownCredential { .. }
             | CallError::WrongVendor { .. }
             | CallError::Secret(_)
+            | CallError::TokenStore { .. }
+            | CallError::TokenNotSaved { .. }
             | CallError::NoBaseUrl { .. }
             | CallError::NoTokenUrl { .. }
             | CallError::MissingInput { .. }

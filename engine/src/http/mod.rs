@@ -3,7 +3,8 @@
 //!
 //! [`Client`] is cheap to clone (an `Arc` inside) and is meant to be shared by every run: it holds
 //! one reqwest connection pool (rustls, connect and request timeouts), the compiled presets, the
-//! credentials with their OAuth2 token caches, one [`RateLimiter`] and one connection cap per
+//! credentials with their OAuth2 token caches (and, for refresh tokens, the [`tokens`] store they
+//! share with other processes), one [`RateLimiter`] and one connection cap per
 //! credential (made with the client, not looked up per call), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
 //! from sending until its body is read (`max_connections`, 64 by default), so 10,000 runs in flight
 //! share 64 pooled connections instead of opening 10,000 sockets to one vendor; waits for a retry
@@ -11,8 +12,9 @@
 //!
 //! 1. [`Client::resolve_inputs`]: `with:` values, preset defaults over the workflow context, the
 //!    subject record's fields;
-//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history; no secret),
-//!    or [`Client::render_patched`] with a block's advanced-mode [`RequestPatch`] applied;
+//! 2. [`Client::render`]: the concrete [`RenderedRequest`] (for `--dry-run` and history, shown
+//!    and stored through [`Redactor::request`]), or [`Client::render_patched`] with a block's
+//!    advanced-mode [`RequestPatch`] applied;
 //! 3. [`Client::call`] (or [`Client::send_rendered`] with the request from step 2): sends it with a [`CallOptions`] retry policy and timeout, follows pagination
 //!    for `paginate` actions, performs read-modify-write for `merge` actions (Webex Update User is a
 //!    GET then a PUT), and returns an [`Exchange`] or a typed [`CallError`].
@@ -41,6 +43,7 @@ mod ratelimit;
 pub mod redact;
 pub mod request;
 mod retry;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +61,7 @@ pub use self::ratelimit::RateLimiter;
 pub use self::redact::Redactor;
 pub use self::request::{RenderedRequest, RequestPatch};
 pub use self::retry::{Clock, RetryPolicy, VirtualTime};
+pub use self::tokens::TokenStore;
 pub use crate::config::CredentialName;
 
 use self::paginate::NextPage;
@@ -197,13 +201,18 @@ impl Client {
                 )
             })
             .collect();
+        // Every secret known before anything is rendered, so a request shown first is redacted.
+        let redactor = Redactor::default();
+        credentials
+            .iter()
+            .for_each(|cred| cred.register_secrets(&redactor));
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 presets,
                 credentials,
                 engine: TemplateEngine::new(),
-                redactor: Redactor::default(),
+                redactor,
                 clock,
                 limits,
             }),

@@ -1,0 +1,350 @@
+//! The token store: the OAuth2 tokens vendors issue, kept where the next process finds them.
+//!
+//! Calendly's refresh tokens are single-use: a refresh revokes the token it spent and returns a
+//! new one. A process that kept the new one in memory only would leave every later process (and
+//! itself after a restart) holding a revoked token (`invalid_grant`). So the tokens of each
+//! `oauth2_refresh_token` credential live in one file, `tokens.json` in the config's data dir,
+//! mode 0600, holding per credential name the refresh token to spend next and the access token in
+//! use with its expiry (unix seconds). [`super::Credential`] applies these rules:
+//!
+//! - Every refresh happens while holding an exclusive lock on `tokens.json.lock` (an advisory
+//!   `flock`, released by the OS when a process dies), so a `call` and a running `serve` never
+//!   spend the same refresh token. Under the lock the file is read again: an access token another
+//!   process stored that is still valid is used without a refresh, and otherwise the refresh token
+//!   spent is the stored one, never a copy read earlier.
+//! - New tokens are written (a temp file created 0600, fsync, rename over `tokens.json`, fsync of
+//!   the directory) before the new access token is used; a failed write is an error.
+//! - A stored token wins over the config's while it descends from the config's refresh token:
+//!   each entry keeps a fingerprint of the configured refresh token it descends from, so pasting a
+//!   new refresh token into `blockyard.yaml` (after authorizing the app again) makes the config's
+//!   win; the next refresh replaces the entry.
+//! - Tokens never reach history, logs or errors: the file holds nothing else, its entries print as
+//!   `[redacted]`, errors name the file and never its contents, and the client's redactor learns
+//!   every token it reads.
+//!
+//! The store belongs to the config's data dir (not a `--data-dir` given to one command), so every
+//! process using one `blockyard.yaml` shares it. A client built without a store
+//! ([`super::Credentials::from_config`], for tests and embedding) keeps rotated tokens in memory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The store's file name in the data dir.
+pub const FILE: &str = "tokens.json";
+
+/// Where the tokens of one data dir are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenStore {
+    path: PathBuf,
+}
+
+/// The file's content.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    #[serde(default)]
+    pub credentials: BTreeMap<String, StoredToken>,
+}
+
+/// The current tokens of one credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredToken {
+    /// The [`fingerprint`] of the configured refresh token these descend from.
+    pub origin: String,
+    /// The refresh token to spend next.
+    pub refresh_token: String,
+    /// The access token in use, if the vendor issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// When the access token expires (unix seconds); `None` when the vendor did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When the entry was written (RFC 3339), for people reading the file.
+    pub updated_at: String,
+}
+
+impl fmt::Debug for StoredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredToken")
+            .field("origin", &self.origin)
+            .field("refresh_token", &super::redact::REDACTED)
+            .field("expires_at", &self.expires_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(&self.credentials).finish()
+    }
+}
+
+/// A token store that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenStoreError {
+    #[error("cannot {action} the token store `{}`: {reason}; the data dir must be writable by this user", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("the token store `{}` is not valid ({reason}); move it away to start again from the refresh tokens in blockyard.yaml", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The fingerprint of a configured refresh token: FNV-1a 64 as 16 hex digits. It only tells
+/// tokens apart (the file it is kept in holds the live token itself).
+pub fn fingerprint(secret: &str) -> String {
+    crate::store::history::snapshot_hash(secret)
+}
+
+impl TokenStore {
+    /// The store of data dir `dir`: `dir/tokens.json` (neither is created until a token is stored).
+    pub fn in_dir(dir: &Path) -> TokenStore {
+        TokenStore {
+            path: dir.join(FILE),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    fn io(&self, action: &'static str, err: &std::io::Error) -> TokenStoreError {
+        TokenStoreError::Io {
+            action,
+            path: self.path.clone(),
+            reason: err.to_string().to_lowercase(),
+        }
+    }
+
+    /// The stored tokens, without the lock (a write replaces the file whole, so a read never sees
+    /// half of one); empty when there is no file yet.
+    pub fn read(&self) -> Result<Tokens, TokenStoreError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Tokens::default()),
+            Err(err) => return Err(self.io("read", &err)),
+        };
+        // Only the place of a syntax error is reported: serde's messages may quote a value.
+        serde_json::from_slice(&bytes).map_err(|err| TokenStoreError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("line {}, column {}", err.line(), err.column()),
+        })
+    }
+
+    /// Waits for the exclusive lock (in a blocking thread: another process may hold it for a
+    /// whole token request), creating the data dir and the lock file when needed.
+    pub async fn lock(&self) -> Result<Locked, TokenStoreError> {
+        let store = self.clone();
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || store.lock_blocking()).await {
+            Ok(locked) => locked,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => Err(TokenStoreError::Io {
+                action: "lock",
+                path,
+                reason: err.to_string(),
+            }),
+        }
+    }
+
+    /// [`TokenStore::lock`], blocking the calling thread.
+    pub fn lock_blocking(&self) -> Result<Locked, TokenStoreError> {
+        let file = self.open_lock()?;
+        fs2::FileExt::lock_exclusive(&file).map_err(|err| self.io("lock", &err))?;
+        Ok(Locked {
+            store: self.clone(),
+            _file: file,
+        })
+    }
+
+    /// The lock, if no one holds it now.
+    pub fn try_lock(&self) -> Result<Option<Locked>, TokenStoreError> {
+        let file = self.open_lock()?;
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(Some(Locked {
+                store: self.clone(),
+                _file: file,
+            })),
+            Err(err) if err.kind() == fs2::lock_contended_error().kind() => Ok(None),
+            Err(err) => Err(self.io("lock", &err)),
+        }
+    }
+
+    fn open_lock(&self) -> Result<File, TokenStoreError> {
+        std::fs::create_dir_all(self.dir())
+            .map_err(|err| self.io("create the directory of", &err))?;
+        let mut lock = self.path.clone().into_os_string();
+        lock.push(".lock");
+        private(OpenOptions::new().read(true).write(true).create(true))
+            .open(PathBuf::from(lock))
+            .map_err(|err| self.io("open the lock of", &err))
+    }
+
+    /// Replaces the file with `tokens`: a temp file 0600, fsync, rename, fsync of the directory.
+    fn write(&self, tokens: &Tokens) -> Result<(), TokenStoreError> {
+        let fail = |err: std::io::Error| self.io("write", &err);
+        let mut text = serde_json::to_vec_pretty(tokens).expect("tokens serialize");
+        text.push(b'\n');
+        let mut temp = self.path.clone().into_os_string();
+        temp.push(".tmp");
+        let temp = PathBuf::from(temp);
+        let mut file = private(OpenOptions::new().write(true).create(true).truncate(true))
+            .open(&temp)
+            .map_err(fail)?;
+        // A temp file left by a crash keeps its mode: make sure of 0600 before writing a token.
+        set_private(&file).map_err(fail)?;
+        file.write_all(&text).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+        drop(file);
+        std::fs::rename(&temp, &self.path).map_err(fail)?;
+        sync_dir(self.dir()).map_err(fail)
+    }
+}
+
+/// The store, locked: read, then write what replaces it. The lock is released when dropped.
+#[derive(Debug)]
+pub struct Locked {
+    store: TokenStore,
+    _file: File,
+}
+
+impl Locked {
+    pub fn read(&self) -> Result<Tokens, TokenStoreError> {
+        self.store.read()
+    }
+
+    pub fn write(&self, tokens: &Tokens) -> Result<(), TokenStoreError> {
+        self.store.write(tokens)
+    }
+}
+
+#[cfg(unix)]
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(0o600)
+}
+
+#[cfg(not(unix))]
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    options
+}
+
+#[cfg(unix)]
+fn set_private(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn set_private(_: &File) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(refresh: &str) -> StoredToken {
+        StoredToken {
+            origin: fingerprint("configured"),
+            refresh_token: refresh.to_owned(),
+            access_token: Some("access-token-1".to_owned()),
+            expires_at: Some(1_900_000_000),
+            updated_at: "2026-11-30T00:00:00Z".to_owned(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_written_whole_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::in_dir(&dir.path().join("data"));
+        assert!(store.read().unwrap().credentials.is_empty());
+        // A temp file a crash left behind, readable by all, is not reused as it is.
+        let locked = store.lock_blocking().unwrap();
+        std::fs::write(dir.path().join("data/tokens.json.tmp"), "stale").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("data/tokens.json.tmp"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let mut tokens = locked.read().unwrap();
+        tokens
+            .credentials
+            .insert("calendly".to_owned(), entry("refresh-token-2"));
+        locked.write(&tokens).unwrap();
+        drop(locked);
+        let mode = |name: &str| {
+            std::fs::metadata(dir.path().join("data").join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("tokens.json"), 0o600);
+        assert_eq!(mode("tokens.json.lock"), 0o600);
+        assert!(!dir.path().join("data/tokens.json.tmp").exists());
+        assert_eq!(
+            store.read().unwrap().credentials["calendly"],
+            entry("refresh-token-2")
+        );
+        assert_eq!(
+            format!("{:?}", store.read().unwrap()),
+            r#"{"calendly": StoredToken { origin: "6c435319645ee39d", refresh_token: "[redacted]", expires_at: Some(1900000000), updated_at: "2026-11-30T00:00:00Z", .. }}"#
+        );
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::in_dir(dir.path());
+        let held = store.lock_blocking().unwrap();
+        // Another open of the lock file (as another process would) cannot take it.
+        assert!(store.try_lock().unwrap().is_none());
+        drop(held);
+        assert!(store.try_lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_that_quotes_nothing_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::in_dir(dir.path());
+        std::fs::write(
+            store.path(),
+            r#"{"credentials": {"calendly": {"refresh_token": 5, "origin": "secret-looking-value"}}}"#,
+        )
+        .unwrap();
+        let err = store.read().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the token store `{}` is not valid (line 1, column 48); move it away to start again from the refresh tokens in blockyard.yaml",
+                store.path().display()
+            )
+        );
+    }
+}
