@@ -63,14 +63,33 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
 
     // The second run finds no membership: `find` fails, `on_failure: end` routes around
-    // `remove`, which is skipped; the run still succeeds and sends nothing.
+    // `remove`, which is skipped; the run went through a failure path, and says so (exit 3).
     let (code, stdout, _) = env.run(&[
         "run",
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
     ]);
-    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains(": completed_with_failures"), "{stdout}");
+    let handled = env.json(&[
+        "history",
+        "list",
+        "--status",
+        "completed_with_failures",
+        "--json",
+    ]);
+    assert_eq!(handled.as_array().unwrap().len(), 1, "{handled}");
+    assert_eq!(
+        handled[0]["error"],
+        "block `find` failed: `calendly.find_membership`: not found (status 200); the run went on through the `on_failure` path"
+    );
+    let clean = env.json(&["history", "list", "--status", "succeeded", "--json"]);
+    assert_eq!(
+        clean.as_array().unwrap().len(),
+        1,
+        "only the first run: {clean}"
+    );
     assert!(stdout.contains("find    failed"), "{stdout}");
     assert!(stdout.contains("remove  skipped"), "{stdout}");
     assert_eq!(env.writes().len(), 1);
