@@ -83,7 +83,7 @@ pub async fn replay(
         None => engine.prepare_snapshot(&run)?,
     };
     let recorded = history.steps(original)?;
-    let recording = Recording::new(recorded.clone(), options.from.clone());
+    let recording = Recording::new(&run, recorded.clone(), options.from.clone());
     let request = RunRequest {
         trigger: RunTrigger {
             kind: TriggerKind::Replay,

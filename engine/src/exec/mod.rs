@@ -16,6 +16,11 @@
 //! whose predecessors are settled run concurrently. A failed block with no `on_failure` edge fails
 //! the run: no new block starts, the ones in flight finish, and the run is `failed`.
 //!
+//! Time is read from recorded instants ([`crate::as_of`]): a block's templates see `now` as the
+//! instant it started (its step's `started_at`), an edge's condition the instant its target became
+//! ready (the latest `finished_at` before it). An offline replay takes the recorded run's instants
+//! and id ([`Recording`]), so it renders and decides what the original did.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see
@@ -42,6 +47,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use petgraph::graph::NodeIndex;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -167,6 +173,9 @@ impl RunRequest {
 /// The steps of a recorded run, for replay.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    /// The recorded run: an offline replay renders `run.id` and `run.started_at` as its.
+    pub run: RunId,
+    pub started_at: DateTime<Utc>,
     /// The last step of each block, by block id.
     pub steps: HashMap<String, StepRecord>,
     /// Replay `--from`: blocks that are neither this block nor after it reuse their recording.
@@ -174,14 +183,26 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn new(steps: Vec<StepRecord>, from: Option<String>) -> Recording {
+    /// The recording of `run`, whose steps are `steps`.
+    pub fn new(run: &RunRecord, steps: Vec<StepRecord>, from: Option<String>) -> Recording {
         let mut by_block = HashMap::new();
         for step in steps {
             by_block.insert(step.block.clone(), step);
         }
         Recording {
+            run: run.id,
+            started_at: run.started_at.unwrap_or(run.created_at),
             steps: by_block,
             from,
+        }
+    }
+
+    /// When `block` started and finished in the recorded run, which an offline replay takes as
+    /// its own instants (the time helpers read them); the run's start for a block it never ran.
+    pub(crate) fn instants(&self, block: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self.steps.get(block) {
+            Some(step) => (step.started_at, step.finished_at.unwrap_or(step.started_at)),
+            None => (self.started_at, self.started_at),
         }
     }
 }
