@@ -6,7 +6,8 @@
 //! step does not keep, what the step shows the block learned from them (role retrieval's activity
 //! read: the `last_activity` it saved; a merge's read: the body its request sent). Every template
 //! of a block is rendered as of the instant it started ([`crate::as_of`]), which an offline replay
-//! takes from the recorded step.
+//! takes from the recorded step, and the step records the base URL its request was rendered below
+//! (what an offline replay without a config renders with).
 //!
 //! A write in a live run is recorded as `sending` and made durable before the request leaves.
 //! Saves are merged into the subject record through [`crate::records::RecordStore::write`]
@@ -313,6 +314,7 @@ async fn api(
             redactor.json_in_place(&mut shown);
             step.inputs = Some(shown);
             step.request = serde_json::to_value(&request).ok();
+            step.base_url = Some(request.base_url.clone());
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
