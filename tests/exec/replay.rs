@@ -1,6 +1,6 @@
 //! Offline replay is faithful: it runs as of the recorded run (`run.*`, `now`, `days_ago`, edge
-//! conditions' `days_since`) and answers every recorded call (role retrieval's activity read, a
-//! merge's read).
+//! conditions' `days_since`), answers every recorded call (role retrieval's activity read, a
+//! merge's read), and needs only the data dir; an explicit `--config` overrides the recorded setup.
 
 use blockyard::exec::RunId;
 use blockyard::store::history::{StepRecord, StepStatus};
@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::workflow;
-use crate::support::{self, Env};
+use crate::support::{self, Env, TOKEN};
 
 /// A role retrieval (with the activity read) that saves what the time helpers and `run.*` give,
 /// then goes on to `later` only when 2020-01-01 is a year ago or more.
@@ -176,4 +176,101 @@ async fn offline_replay_answers_a_merge_read_from_the_recording() {
         ["    request body.firstName: \"Ada\" → \"ADA\""],
         "{stdout}"
     );
+}
+
+/// An offline replay needs no config: it renders with the run's recorded vars and the base URLs
+/// its requests used, and needs no secret. An explicit `--config` renders with that config's
+/// credentials and vars instead (a run tested against a new setup). A live replay sends requests,
+/// so without the credentials it is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_replay_needs_no_config_and_an_explicit_one_overrides_the_recorded_setup() {
+    let env = Env::seeded(5).await;
+    let record = format!("email={}", env.member().await.0);
+    let run = env.json(&[
+        "run",
+        &workflow("calendly-offboard.yaml"),
+        "--record",
+        &record,
+        "--json",
+    ]);
+    let id = run["id"].as_str().unwrap();
+    let sent = env.sb.requests().len();
+    // Another directory, with no `blockyard.yaml`: only the data dir.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data = env.data_dir().display().to_string();
+    let replay = |args: &[&str]| {
+        let out = support::blockyard_in(elsewhere.path(), args);
+        let code = out.status.code().unwrap_or(-1);
+        (code, support::stdout(&out), support::stderr(&out))
+    };
+    let (code, stdout, stderr) = replay(&["replay", id, "--offline", "--data-dir", &data]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("\nidentical to the recording\n"),
+        "{stdout}"
+    );
+
+    // A config whose Calendly credential points elsewhere, with a secret nobody set, and another
+    // organization in its vars.
+    let base = env.sb.calendly_url();
+    let org = env.sb.organization_uri();
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    let moved = config
+        .replace(
+            &format!("base_url: {base},"),
+            "base_url: http://127.0.0.1:9/calendly,",
+        )
+        .replace(
+            &format!("calendly_organization: {org}"),
+            "calendly_organization: https://api.calendly.com/organizations/MOVED",
+        )
+        .replace(TOKEN, "\"${BLOCKYARD_TEST_TOKEN_NEVER_SET}\"");
+    assert_ne!(moved, config);
+    let moved = env.write("moved.yaml", &moved);
+    let moved = moved.display().to_string();
+    let (code, stdout, stderr) = replay(&[
+        "replay",
+        id,
+        "--offline",
+        "--data-dir",
+        &data,
+        "--config",
+        &moved,
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let line = format!(
+        "    request url: \"{base}/organization_memberships\" → \"http://127.0.0.1:9/calendly/organization_memberships\""
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    let line = format!(
+        "    request query.organization: \"{org}\" → \"https://api.calendly.com/organizations/MOVED\""
+    );
+    assert!(stdout.contains(&line), "{stdout}");
+    assert!(stdout.contains(&format!(
+        "rendered with the credentials and vars of `{moved}`"
+    )));
+    assert_eq!(env.sb.requests().len(), sent, "offline replay sent nothing");
+
+    // Live, with no config: refused, and no run is recorded.
+    let runs = env
+        .json(&["history", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .len();
+    let (code, stdout, stderr) = replay(&["replay", id, "--data-dir", &data]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: a live replay of run `{id}` sends requests, but credential `calendly` (block `find`) is not configured: define it under `credentials:` in blockyard.yaml (or the file `--config` names), or replay offline, which sends nothing and needs no config\n"
+        )
+    );
+    assert_eq!(
+        env.json(&["history", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        runs
+    );
+    assert_eq!(env.sb.requests().len(), sent);
 }

@@ -53,7 +53,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
-use crate::http::Client;
+use crate::http::{Client, Credentials};
 use crate::preset::{ActionKind, PresetId};
 use crate::records::RecordStore;
 use crate::spec::Source;
@@ -102,6 +102,14 @@ pub enum ExecError {
     NotWaiting { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
+    #[error("cannot set up the vendor client: {message}")]
+    Client { message: String },
+    #[error("a live replay of run `{id}` sends requests, but credential `{credential}` (block `{block}`) is not configured: define it under `credentials:` in blockyard.yaml (or the file `--config` names), or replay offline, which sends nothing and needs no config")]
+    ReplayCredential {
+        id: RunId,
+        block: String,
+        credential: String,
+    },
 }
 
 /// A compiled workflow ready to run, with its snapshot stored.
@@ -326,6 +334,27 @@ impl Engine {
         &self.inner.client
     }
 
+    /// The config's `vars`, the bottom layer of every run's `vars`.
+    pub fn config_vars(&self) -> &Map<String, Value> {
+        &self.inner.config_vars
+    }
+
+    /// An engine over the same store and presets whose client has `credentials` instead, and no
+    /// config vars: what an offline replay renders with when it takes the recorded run's base
+    /// URLs rather than a config's. Record triggers are not shared (it writes no record).
+    pub fn with_credentials(&self, credentials: Credentials) -> Result<Engine, ExecError> {
+        let presets = Arc::new(self.inner.client.presets().clone());
+        let client = Client::new(presets, credentials).map_err(|err| ExecError::Client {
+            message: err.to_string(),
+        })?;
+        Engine::new(
+            self.inner.history.store(),
+            client,
+            Map::new(),
+            self.inner.options,
+        )
+    }
+
     /// Compiles a workflow's text and stores its snapshot.
     pub fn prepare(&self, file: &Path, text: String) -> Result<Arc<Prepared>, ExecError> {
         let workflow = crate::compile::compile_source(
@@ -530,7 +559,6 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::http::Credentials;
     use crate::preset::PresetRegistry;
     use crate::sandbox::{Sandbox, SandboxConfig};
 
