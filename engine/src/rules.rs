@@ -135,10 +135,11 @@ impl RuleEngine {
     }
 }
 
-/// Whole days from an RFC 3339 instant (or a `YYYY-MM-DD` date) until now; -1 when unparseable.
+/// Whole days from an RFC 3339 instant (or a `YYYY-MM-DD` date) until now ([`crate::as_of::now`]:
+/// in an edge condition, when its target became ready, also in a replay); -1 when unparseable.
 pub fn days_since(date: &str) -> i64 {
     parse_instant(date)
-        .map(|at| (chrono::Utc::now() - at).num_days())
+        .map(|at| (crate::as_of::now() - at).num_days())
         .unwrap_or(-1)
 }
 

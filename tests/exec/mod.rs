@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::support::{self, Env, TOKEN};
 
 mod paths;
+mod replay;
 mod request;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each request.

@@ -57,6 +57,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The file `--config` names, when it is given (not `./blockyard.yaml` found by default).
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
     pub fn config(&self) -> anyhow::Result<Option<Config>> {
         match &self.config {
             Some(path) => Ok(Some(Config::find(Some(path))?)),

@@ -2,10 +2,17 @@
 //!
 //! A closed `match` on the run mode decides what a call does: `live` sends it, `dry_run` sends
 //! reads and holds writes back (status `planned`), `offline` answers from the recorded step of
-//! the same block and sends nothing. A write in a live run is recorded as `sending` and made
-//! durable before the request leaves. Saves are merged into the subject record through
-//! [`crate::records::RecordStore::write`] (`create_update`) with the engine's triggers, so a save
-//! can start another workflow; a record not stored yet is created from the run's subject.
+//! the same block and sends nothing: the response it recorded, and for the calls whose response a
+//! step does not keep, what the step shows the block learned from them (role retrieval's activity
+//! read: the `last_activity` it saved; a merge's read: the body its request sent). Every template
+//! of a block is rendered as of the instant it started ([`crate::as_of`]), which an offline replay
+//! takes from the recorded step, and the step records the base URL its request was rendered below
+//! (what an offline replay without a config renders with).
+//!
+//! A write in a live run is recorded as `sending` and made durable before the request leaves.
+//! Saves are merged into the subject record through [`crate::records::RecordStore::write`]
+//! (`create_update`) with the engine's triggers, so a save can start another workflow; a record
+//! not stored yet is created from the run's subject.
 //!
 //! Role retrieval is an API call whose preset says where the role, last activity and active flag
 //! are; it outputs `found` and `role` (and `active`, `last_activity`) and writes `role`,
@@ -25,7 +32,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use handlebars::Context;
 use indexmap::IndexMap;
 use petgraph::graph::NodeIndex;
@@ -34,10 +41,11 @@ use tracing::Instrument;
 
 use super::run::Settled;
 use super::{context, Engine, ExecError, Prepared, Recording};
+use crate::as_of;
 use crate::compile::Collection;
 use crate::compile::{ApiCall, BlockKind, RetrySettings};
 use crate::config::CredentialName;
-use crate::http::{CallError, CallOptions, RetryPolicy};
+use crate::http::{CallError, CallOptions, Client, RenderedRequest, RetryPolicy};
 use crate::preset::PresetId;
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
@@ -183,6 +191,38 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
     }
 }
 
+/// A merge's read, answered offline: the recording keeps the request the merge produced, not the
+/// read's response, so the resource as read is taken to be the body the recorded request sent
+/// (the read's kept fields with the recorded changes over them), and the replayed changes are
+/// merged into it as a live call merges them into what the read returned. An unchanged workflow
+/// gives the recorded body; a changed value shows as the difference.
+fn merged_offline(
+    client: &Client,
+    call: &ApiCall,
+    recording: Option<&Recording>,
+    block: &str,
+    mut request: RenderedRequest,
+) -> Option<Value> {
+    let merge = client
+        .presets()
+        .action(&call.preset)
+        .and_then(|a| a.spec.merge.as_ref());
+    let read = recording
+        .and_then(|r| r.steps.get(block))
+        .and_then(|s| s.request.as_ref())
+        .and_then(|r| r.get("body"));
+    if let (Some(merge), Some(read)) = (merge, read) {
+        let changes = request.body.take().unwrap_or(Value::Null);
+        request.body = Some(crate::http::request::merge(
+            read,
+            &changes,
+            &merge.drop,
+            &merge.keep,
+        ));
+    }
+    serde_json::to_value(&request).ok()
+}
+
 pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
     let prepared = task.prepared.clone();
     let block = &prepared.workflow.graph[task.node];
@@ -218,16 +258,26 @@ async fn api(
     let block = &prepared.workflow.graph[task.node];
     let t0 = Instant::now();
     let write = prepared.writes[task.node.index()];
+    // Every template of the block is rendered as of when it started (`as_of`): now, or in an
+    // offline replay the recorded instants, which the replayed step takes.
+    let (started_at, finished_at) = match (task.mode, task.recording.as_deref()) {
+        (RunMode::Offline, Some(recording)) => {
+            let (started, finished) = recording.instants(block.id.as_str());
+            (started, Some(finished))
+        }
+        _ => (Utc::now(), None),
+    };
     let mut step = StepRecord {
         preset: Some(call.preset.to_string()),
         write,
+        finished_at,
         ..StepRecord::new(
             task.run,
             task.seq,
             block.id.as_str(),
             block.kind.name(),
             StepStatus::Failed,
-            Utc::now(),
+            started_at,
         )
     };
     let mut http = Duration::ZERO;
@@ -241,10 +291,14 @@ async fn api(
     }
     let redactor = client.redactor();
     let credential = CredentialName::new(call.credential.clone());
-    let given = with_context(&mut task.context, |hb| {
-        render_map(&inner.templates, &call.with, hb)
+    let given = as_of::at(started_at, || {
+        with_context(&mut task.context, |hb| {
+            render_map(&inner.templates, &call.with, hb)
+        })
     });
-    let prepared = render_request(&mut task, call, &credential, given);
+    let prepared = as_of::at(started_at, || {
+        render_request(&mut task, call, &credential, given)
+    });
     let mut role_inputs = Map::new();
     let called = match prepared {
         Err(message) => Called::Failed {
@@ -259,13 +313,28 @@ async fn api(
             redactor.json_in_place(&mut shown);
             step.inputs = Some(shown);
             step.request = serde_json::to_value(redactor.request(&request)).ok();
+            // Redacted like the request (a password in a base URL's userinfo), so an offline
+            // replay renders below the same text the recorded URL shows.
+            step.base_url = Some(redactor.text(&request.base_url));
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
                 return finish(task, step, None, None, http, durable_wait, t0);
             }
             match task.mode {
-                RunMode::Offline => recorded(task.recording.as_deref(), block.id.as_str(), role),
+                RunMode::Offline => {
+                    let called = recorded(task.recording.as_deref(), block.id.as_str(), role);
+                    if let (Called::Ok(_), Some(_)) = (&called, &request.merge_read) {
+                        step.request = merged_offline(
+                            client,
+                            call,
+                            task.recording.as_deref(),
+                            block.id.as_str(),
+                            request,
+                        );
+                    }
+                    called
+                }
                 RunMode::Live | RunMode::DryRun => {
                     if own_entry(&task, write) {
                         step.status = StepStatus::Sending;
@@ -308,13 +377,16 @@ async fn api(
     };
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
-            let mut result = outcome_of(&mut task, call, role, &mut answer)
-                .map_err(|message| after_the_call(&task.context, call, answer.status, message));
+            let mut result = as_of::at(started_at, || {
+                outcome_of(&mut task, call, role, &mut answer)
+            })
+            .map_err(|message| after_the_call(&task.context, call, answer.status, message));
             if role {
                 if let Ok((outputs, saved)) = &mut result {
                     // Boxed: only role retrieval reads activity, so every other block's future
                     // does not carry room for a second call.
-                    let activity = Box::pin(activity(&task, call, &role_inputs, &answer)).await;
+                    let activity =
+                        Box::pin(activity(&task, call, &role_inputs, &answer, started_at)).await;
                     http += activity.http;
                     step.attempts += activity.attempts;
                     match activity.result {
@@ -354,8 +426,9 @@ async fn api(
                         .unwrap_or_default()
                 });
                 let write = task.mode == RunMode::Live && task.persist;
-                let summary =
-                    super::collect::import(engine, collect, &items, &task.context, write)?;
+                let summary = as_of::at(started_at, || {
+                    super::collect::import(engine, collect, &items, &task.context, write)
+                })?;
                 outputs.extend(summary.outputs());
                 if !write {
                     step.note = Some(format!(
@@ -593,7 +666,8 @@ fn finish(
             truncated,
         });
     }
-    step.finished_at = Some(Utc::now());
+    // An offline replay's step has the recorded instant already.
+    step.finished_at.get_or_insert_with(Utc::now);
     step.duration_us = t0.elapsed().as_micros() as u64;
     step.http_us = http.as_micros() as u64;
     // A live write's step replaces its `sending` intent here; every other step is written by the
@@ -605,6 +679,7 @@ fn finish(
     }
     tracing::debug!(status = %step.status, "block settled");
     let settled = Settled {
+        at: step.finished_at.unwrap_or(step.started_at),
         status: step.status,
         http_status,
         body,
@@ -689,8 +764,20 @@ struct Activity {
 /// role call's inputs it declares, and `user_uuid`: the user the role answer names
 /// (`collection.0.user.uri` in Calendly's shape, else `resource.uri`). A 403 the preset marks
 /// `unsupported` (a plan without the activity log) leaves last_activity as it is; not found
-/// means no activity; any other error fails the block (and deactivates nobody).
-async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &Answer) -> Activity {
+/// means no activity; any other error fails the block (and deactivates nobody). The request is
+/// rendered as of `now`, the block's start.
+///
+/// Offline, the read is prepared as live (so a change to what it is given shows) and answered
+/// from the recording: the step keeps what the block learned from it, not the response, so the
+/// answer is the `last_activity` the recorded step saved (the later of the record's and the
+/// vendor's, which the replay keeps as is), or the recorded "not available" note.
+async fn activity(
+    task: &Task,
+    call: &ApiCall,
+    role_inputs: &Fields,
+    answer: &Answer,
+    now: DateTime<Utc>,
+) -> Activity {
     let inner = &task.engine.inner;
     let client = &inner.client;
     let mut out = Activity {
@@ -699,9 +786,6 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
         http: Duration::ZERO,
         attempts: 0,
     };
-    if task.mode == RunMode::Offline {
-        return out;
-    }
     let Some(name) = client
         .presets()
         .action(&call.preset)
@@ -742,17 +826,48 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
             }
         }
     }
-    let inputs = match client.resolve_inputs(&id, &given, &task.context) {
-        Ok(inputs) => inputs,
-        Err(err) => {
-            out.result = Err(client.redactor().text(&err.to_string()));
+    let credential = CredentialName::new(call.credential.clone());
+    let request = as_of::at(now, || {
+        let inputs = client
+            .resolve_inputs(&id, &given, &task.context)
+            .map_err(|err| err.to_string())?;
+        client
+            .render(&id, &credential, &inputs)
+            .map_err(|err| format!("reading the last activity: {err}"))
+    });
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            out.result = Err(client.redactor().text(&message));
             return out;
         }
     };
-    let credential = CredentialName::new(call.credential.clone());
+    if task.mode == RunMode::Offline {
+        let recorded = task.recording.as_deref().and_then(|r| {
+            r.steps
+                .get(task.prepared.workflow.graph[task.node].id.as_str())
+        });
+        let unsupported = unsupported_note(&id);
+        match recorded {
+            Some(step) if step.note.as_deref() == Some(unsupported.as_str()) => {
+                out.note = Some(unsupported);
+            }
+            Some(step) => {
+                out.result = Ok(step
+                    .saved
+                    .get("last_activity")
+                    .filter(|v| !v.is_null())
+                    .cloned());
+            }
+            None => {}
+        }
+        return out;
+    }
     let options = call_options(&call.retry, call.timeout);
     let sent = Instant::now();
-    let result = client.call(&id, &credential, &inputs, &options).await;
+    let result = client
+        .send_rendered(&id, &credential, request, &options)
+        .await;
     out.http = sent.elapsed();
     out.attempts = 1;
     match result {
@@ -769,9 +884,7 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
                 .filter(|v| !v.is_null() && v.as_str() != Some("")));
         }
         Err(CallError::Unsupported { .. }) => {
-            out.note = Some(format!(
-                "`{id}` is not available for this account: last_activity left as it is"
-            ));
+            out.note = Some(unsupported_note(&id));
         }
         Err(CallError::NotFound { .. }) => {}
         Err(err) => {
@@ -781,4 +894,9 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
         }
     }
     out
+}
+
+/// The note of a role retrieval whose activity read the vendor does not offer to this account.
+fn unsupported_note(action: &PresetId) -> String {
+    format!("`{action}` is not available for this account: last_activity left as it is")
 }

@@ -1,7 +1,7 @@
 //! The run context templates and conditions see, and the conversions around it.
 //!
 //! A template sees `{record, vars, blocks: {ID: {response, outputs, status, outcome}}, run: {id,
-//! started_at}}`; inside `save:` and `outputs:` also `response`, `status` and `headers` of the
+//! started_at}}` (in an offline replay, the recorded run's id and start); inside `save:` and `outputs:` also `response`, `status` and `headers` of the
 //! block's own call. `blocks.ID.status` is the HTTP status of the block's call (as `status` is
 //! inside `save:`), `outcome` is how the block settled (`succeeded`, `failed`, `skipped`,
 //! `planned`). Edge `when:` conditions are rhai over the same context.

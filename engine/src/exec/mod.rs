@@ -16,6 +16,11 @@
 //! whose predecessors are settled run concurrently. A failed block with no `on_failure` edge fails
 //! the run: no new block starts, the ones in flight finish, and the run is `failed`.
 //!
+//! Time is read from recorded instants ([`crate::as_of`]): a block's templates see `now` as the
+//! instant it started (its step's `started_at`), an edge's condition the instant its target became
+//! ready (the latest `finished_at` before it). An offline replay takes the recorded run's instants
+//! and id ([`Recording`]), so it renders and decides what the original did.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see
@@ -42,12 +47,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use petgraph::graph::NodeIndex;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
-use crate::http::Client;
+use crate::http::{Client, Credentials};
 use crate::preset::{ActionKind, PresetId};
 use crate::records::RecordStore;
 use crate::spec::Source;
@@ -96,6 +102,14 @@ pub enum ExecError {
     NotWaiting { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
+    #[error("cannot set up the vendor client: {message}")]
+    Client { message: String },
+    #[error("a live replay of run `{id}` sends requests, but credential `{credential}` (block `{block}`) is not configured: define it under `credentials:` in blockyard.yaml (or the file `--config` names), or replay offline, which sends nothing and needs no config")]
+    ReplayCredential {
+        id: RunId,
+        block: String,
+        credential: String,
+    },
 }
 
 /// A compiled workflow ready to run, with its snapshot stored.
@@ -167,6 +181,9 @@ impl RunRequest {
 /// The steps of a recorded run, for replay.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    /// The recorded run: an offline replay renders `run.id` and `run.started_at` as its.
+    pub run: RunId,
+    pub started_at: DateTime<Utc>,
     /// The last step of each block, by block id.
     pub steps: HashMap<String, StepRecord>,
     /// Replay `--from`: blocks that are neither this block nor after it reuse their recording.
@@ -174,14 +191,26 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn new(steps: Vec<StepRecord>, from: Option<String>) -> Recording {
+    /// The recording of `run`, whose steps are `steps`.
+    pub fn new(run: &RunRecord, steps: Vec<StepRecord>, from: Option<String>) -> Recording {
         let mut by_block = HashMap::new();
         for step in steps {
             by_block.insert(step.block.clone(), step);
         }
         Recording {
+            run: run.id,
+            started_at: run.started_at.unwrap_or(run.created_at),
             steps: by_block,
             from,
+        }
+    }
+
+    /// When `block` started and finished in the recorded run, which an offline replay takes as
+    /// its own instants (the time helpers read them); the run's start for a block it never ran.
+    pub(crate) fn instants(&self, block: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self.steps.get(block) {
+            Some(step) => (step.started_at, step.finished_at.unwrap_or(step.started_at)),
+            None => (self.started_at, self.started_at),
         }
     }
 }
@@ -303,6 +332,27 @@ impl Engine {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The config's `vars`, the bottom layer of every run's `vars`.
+    pub fn config_vars(&self) -> &Map<String, Value> {
+        &self.inner.config_vars
+    }
+
+    /// An engine over the same store and presets whose client has `credentials` instead, and no
+    /// config vars: what an offline replay renders with when it takes the recorded run's base
+    /// URLs rather than a config's. Record triggers are not shared (it writes no record).
+    pub fn with_credentials(&self, credentials: Credentials) -> Result<Engine, ExecError> {
+        let presets = Arc::new(self.inner.client.presets().clone());
+        let client = Client::new(presets, credentials).map_err(|err| ExecError::Client {
+            message: err.to_string(),
+        })?;
+        Engine::new(
+            self.inner.history.store(),
+            client,
+            Map::new(),
+            self.inner.options,
+        )
     }
 
     /// Compiles a workflow's text and stores its snapshot.
@@ -509,7 +559,6 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::http::Credentials;
     use crate::preset::PresetRegistry;
     use crate::sandbox::{Sandbox, SandboxConfig};
 

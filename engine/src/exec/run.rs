@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, EdgeRef};
 use petgraph::Direction;
@@ -54,11 +54,15 @@ pub(crate) struct Settled {
     pub http_status: Option<u16>,
     pub body: Value,
     pub outputs: Map<String, Value>,
+    /// When the block settled (its step's `finished_at`): the conditions of the edges out of it
+    /// are evaluated as of then, or later.
+    pub at: DateTime<Utc>,
 }
 
 impl Settled {
     pub(crate) fn from_step(step: &StepRecord) -> Settled {
         Settled {
+            at: step.finished_at.unwrap_or(step.started_at),
             status: step.status,
             http_status: step.response.as_ref().map(|r| r.status),
             body: step
@@ -158,7 +162,17 @@ pub(crate) fn execute(
                     .unwrap_or_else(|| json!({}))
             }),
             vars: record.vars.clone(),
-            run_context: json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
+            // An offline replay renders `run.*` as the recorded run's.
+            run_context: match recording
+                .as_ref()
+                .filter(|_| record.mode == RunMode::Offline)
+            {
+                Some(rec) => {
+                    json!({"id": rec.run.to_string(), "started_at": rec.started_at.to_rfc3339()})
+                }
+                None => json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
+            },
+            as_of: None,
             steps: resumed.steps,
             unwritten: Vec::new(),
             unwritten_call: false,
@@ -171,6 +185,9 @@ pub(crate) fn execute(
             walk.settle(node, settled);
         }
         let recording = recording.map(Arc::new);
+        if record.mode == RunMode::Offline {
+            walk.as_of = recording.clone();
+        }
         if let Some(rec) = &recording {
             if let Some(from) = &rec.from {
                 walk.reuse(&record, rec, from, persist)?;
@@ -218,22 +235,47 @@ pub(crate) fn execute(
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
-                                match approval::gate(&engine, &prepared, node, record.id, record.mode, persist)? {
+                                match approval::gate(
+                                    &engine,
+                                    &prepared,
+                                    node,
+                                    record.id,
+                                    record.mode,
+                                    persist,
+                                )? {
                                     Gate::Go => {}
                                     Gate::Wait => {
-                                        let mut step = walk.trivial_step(&record, node, StepStatus::WaitingApproval);
+                                        let mut step = walk.trivial_step(
+                                            &record,
+                                            node,
+                                            StepStatus::WaitingApproval,
+                                        );
                                         step.finished_at = None;
-                                        step.note = Some(format!("waiting for approval: `blockyard approve {} {}`", record.id, step.block));
+                                        step.note = Some(format!(
+                                            "waiting for approval: `blockyard approve {} {}`",
+                                            record.id, step.block
+                                        ));
                                         history.put_step(&step)?;
                                         walk.steps.push(step);
                                         waiting.insert(node);
                                         continue;
                                     }
                                     Gate::Rejected => {
-                                        let mut step = walk.trivial_step(&record, node, StepStatus::Failed);
+                                        let mut step =
+                                            walk.trivial_step(&record, node, StepStatus::Failed);
                                         step.error = Some(approval::REJECTED.to_owned());
-                                        if failure.is_none() && !prepared.workflow.graph.edges_directed(node, Direction::Outgoing).any(|e| e.weight().kind == EdgeKind::Failure) {
-                                            failure = Some(format!("block `{}` failed: {}", step.block, approval::REJECTED));
+                                        if failure.is_none()
+                                            && !prepared
+                                                .workflow
+                                                .graph
+                                                .edges_directed(node, Direction::Outgoing)
+                                                .any(|e| e.weight().kind == EdgeKind::Failure)
+                                        {
+                                            failure = Some(format!(
+                                                "block `{}` failed: {}",
+                                                step.block,
+                                                approval::REJECTED
+                                            ));
                                         }
                                         walk.record_settled(node, step, persist);
                                         progress = true;
@@ -259,7 +301,10 @@ pub(crate) fn execute(
                                     seq: walk.next_seq(),
                                     mode: record.mode,
                                     context: walk.context(),
-                                    subject: record.subject.as_ref().map(|s| (s.collection.clone(), s.key.clone())),
+                                    subject: record
+                                        .subject
+                                        .as_ref()
+                                        .map(|s| (s.collection.clone(), s.key.clone())),
                                     persist,
                                     recording: recording.clone(),
                                 };
@@ -337,7 +382,10 @@ pub(crate) fn execute(
         let (status, error) = if let Some(message) = attention {
             (RunStatus::NeedsAttention, Some(message))
         } else if cancelled {
-            (RunStatus::Cancelled, Some("cancelled between steps".to_owned()))
+            (
+                RunStatus::Cancelled,
+                Some("cancelled between steps".to_owned()),
+            )
         } else if let Some(message) = failure {
             (RunStatus::Failed, Some(message))
         } else if end.is_some_and(Settled::succeeded) {
@@ -374,10 +422,7 @@ pub(crate) fn execute(
         } else if !waiting.is_empty() {
             (RunStatus::WaitingApproval, None)
         } else {
-            (
-                RunStatus::Failed,
-                Some("no path reached `end`".to_owned()),
-            )
+            (RunStatus::Failed, Some("no path reached `end`".to_owned()))
         };
         record.status = status;
         record.error = error;
@@ -420,6 +465,8 @@ struct Walk<'a> {
     subject: Value,
     vars: Map<String, Value>,
     run_context: Value,
+    /// An offline replay's recording, whose instants the replay's steps take (see `as_of`).
+    as_of: Option<Arc<Recording>>,
     steps: Vec<StepRecord>,
     /// Indices into `steps` of the steps not written to history yet.
     unwritten: Vec<usize>,
@@ -499,15 +546,19 @@ impl Walk<'_> {
     }
 
     /// `None` while a predecessor has not settled; else whether an edge into `node` was taken.
+    /// Conditions are evaluated as of when the last predecessor settled (see [`crate::as_of`]).
     fn entry(&self, node: NodeIndex) -> Option<bool> {
         let graph = &self.prepared.workflow.graph;
-        let mut edges = graph.edges_directed(node, Direction::Incoming).peekable();
-        if edges.peek().is_none() {
-            return Some(true); // `begin`
+        let mut ready: Option<DateTime<Utc>> = None;
+        for edge in graph.edges_directed(node, Direction::Incoming) {
+            ready = ready.max(Some(self.settled[edge.source().index()].as_ref()?.at));
         }
+        let Some(ready) = ready else {
+            return Some(true); // `begin`
+        };
         let mut taken = false;
         let mut context: Option<Value> = None;
-        for edge in edges {
+        for edge in graph.edges_directed(node, Direction::Incoming) {
             let source = self.settled[edge.source().index()].as_ref()?;
             if taken {
                 continue;
@@ -523,7 +574,7 @@ impl Walk<'_> {
                 None => true,
                 Some(condition) => {
                     let context = context.get_or_insert_with(|| self.context());
-                    match context::eval(condition, context) {
+                    match crate::as_of::at(ready, || context::eval(condition, context)) {
                         Ok(value) => value,
                         Err(message) => {
                             tracing::warn!(
@@ -547,18 +598,24 @@ impl Walk<'_> {
         node: NodeIndex,
         status: StepStatus,
     ) -> StepRecord {
-        let now = Utc::now();
         let block = &self.prepared.workflow.graph[node];
+        let (started, finished) = match &self.as_of {
+            Some(recording) => recording.instants(block.id.as_str()),
+            None => {
+                let now = Utc::now();
+                (now, now)
+            }
+        };
         let seq = self.next_seq();
         StepRecord {
-            finished_at: Some(now),
+            finished_at: Some(finished),
             ..StepRecord::new(
                 record.id,
                 seq,
                 block.id.as_str(),
                 block.kind.name(),
                 status,
-                now,
+                started,
             )
         }
     }

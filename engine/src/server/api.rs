@@ -2,7 +2,9 @@
 //!
 //! The JSON shapes are the CLI's `--json` shapes: a run is the history's run record, and a run
 //! with its steps adds `"steps"` (as `blockyard history show --json`); `GET /api/runs` is
-//! `history list --json`; an offline replay is `replay --offline --json`.
+//! `history list --json`; an offline replay is `replay --offline --json` (against the run's
+//! recorded vars and base URLs, as without `--config`). A live replay needs every credential its
+//! blocks name: 409 otherwise.
 //!
 //! | route | body | answer |
 //! |---|---|---|
@@ -32,7 +34,7 @@ use super::ApiError;
 use crate::compile::RecordEvent;
 use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
-use crate::replay::{replay, ReplayOptions};
+use crate::replay::{replay, ReplayOptions, Setup};
 use crate::service::Shared;
 use crate::store::history::RunFilter;
 use crate::store::StoreError;
@@ -74,7 +76,7 @@ impl From<ExecError> for ApiError {
         match err {
             ExecError::UnknownRun { id } => ApiError::not_found(format!("no run `{id}`")),
             err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
-            err @ ExecError::NotWaiting { .. } => {
+            err @ (ExecError::NotWaiting { .. } | ExecError::ReplayCredential { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }
             err => internal(err),
@@ -433,6 +435,8 @@ async fn replay_run(
     let options = ReplayOptions {
         from: body.from,
         offline: body.offline,
+        // Offline, against the setup the run recorded: a difference is the workflow's.
+        setup: Setup::Recorded,
     };
     let replayed = replay(&shared.engine, id, prepared, options).await?;
     let run = run_json(&replayed.outcome.run, &replayed.outcome.steps)?;

@@ -423,6 +423,11 @@ pub struct StepRecord {
     /// The rendered request, secrets redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Value>,
+    /// The base URL the request was rendered below (the credential's, else the vendor's): an
+    /// offline replay without a config renders with it. Runs recorded before it was kept have
+    /// none; their replay derives it from `request.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<StepResponse>,
     /// Fields written onto the subject record.
@@ -472,6 +477,7 @@ impl StepRecord {
             attempts: 0,
             inputs: None,
             request: None,
+            base_url: None,
             response: None,
             saved: Map::new(),
             outputs: Map::new(),
