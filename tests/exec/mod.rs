@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::support::{self, Env, TOKEN};
 
+mod answers;
 mod paths;
 mod request;
 
