@@ -368,8 +368,8 @@ fn graph_draws_mermaid_with_shapes_and_labelled_edges() {
     n2["remove<br/>calendly.remove_user_membership"]
     n3((("end")))
     n0 --> n1
-    n1 --> n2
-    n1 -.->|"on_failure"| n3
+    n1 -->|"when blocks.find.outputs.found"| n2
+    n1 -->|"when !blocks.find.outputs.found"| n3
     n2 --> n3
 "#
     );

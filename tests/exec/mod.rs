@@ -63,17 +63,32 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     assert_eq!(steps[2]["response"]["status"], 204);
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
 
-    // The second run finds no membership: `find` fails, `on_failure: end` routes around
-    // `remove`, which is skipped; the run still succeeds and sends nothing.
+    // The second run finds no membership: `not_found` is an answer `find` lists, so it
+    // succeeds with `found: false`, routes straight to `end` around `remove`, which is skipped;
+    // no block failed, and nothing is sent.
     let (code, stdout, _) = env.run(&[
         "run",
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--json",
     ]);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("find    failed"), "{stdout}");
-    assert!(stdout.contains("remove  skipped"), "{stdout}");
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(again["status"], "succeeded");
+    assert_eq!(
+        support::blocks(&again),
+        [
+            ("begin", "succeeded"),
+            ("find", "succeeded"),
+            ("remove", "skipped"),
+            ("end", "succeeded")
+        ]
+    );
+    assert_eq!(
+        again["steps"][1]["outputs"],
+        serde_json::json!({"found": false})
+    );
     assert_eq!(env.writes().len(), 1);
 
     // History: a person's timeline, and no secret anywhere in it.
@@ -154,13 +169,21 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
     );
     assert_eq!(env.sb.requests().len(), sent, "offline replay sent nothing");
 
-    // A live replay from `remove` reuses `find`'s recorded outputs: no new GET is sent.
+    // A live replay from `remove` reuses `find`'s recorded outputs: no new GET is sent. The
+    // membership is gone, so the DELETE answers 404, an answer `remove` lists: nothing saved.
     let (code, stdout, _) = env.run(&["replay", id, "--from", "remove", "--json"]);
     let replay: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(replay["replay_of"], id);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(replay["steps"][2]["block"], "remove");
+    assert_eq!(replay["steps"][2]["response"]["status"], 404);
     assert_eq!(
-        code, 1,
-        "the membership is gone, so the DELETE now fails: {stdout}"
+        replay["steps"][2]["outputs"],
+        serde_json::json!({"found": false})
+    );
+    assert!(
+        replay["steps"][2]["saved"]["calendly_status"].is_null(),
+        "{stdout}"
     );
     let requests = env.sb.requests();
     assert_eq!(requests.len(), sent + 1, "only the DELETE was sent");
