@@ -44,7 +44,7 @@ impl JsonSchema for AnswerStatus {
 #[allow(dead_code)]
 enum AnswerStatusRepr {
     /// An HTTP status between 100 and 599 that is not a 2xx, 429, 502, 503 or 504.
-    Code(u16),
+    Code(#[schemars(range(min = 100, max = 599))] u16),
     /// A 404, or the empty list a find preset's `not_found` describes.
     NotFound(NotFoundName),
 }
