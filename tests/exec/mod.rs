@@ -89,6 +89,41 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         again["steps"][1]["outputs"],
         serde_json::json!({"found": false})
     );
+
+    // The same lookup without `answers:`, routed around with `on_failure: end` as workflows did
+    // before: `find` fails, and the run went through a failure path and says so (exit 3).
+    let routed = std::fs::read_to_string(workflow("calendly-offboard.yaml"))
+        .unwrap()
+        .replace("    answers: [not_found]\n    outputs:", "    outputs:")
+        .replace(
+            "    next:\n      - { to: remove, when: 'blocks.find.outputs.found' }\n      - { to: end, when: '!blocks.find.outputs.found' }\n",
+            "    next: remove\n    on_failure: end\n",
+        );
+    assert!(routed.contains("on_failure: end"), "{routed}");
+    let routed = env.write("routed.yaml", &routed);
+    let (code, stdout, _) = env.run(&["run", &routed.display().to_string(), "--record", &record]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains(": completed_with_failures"), "{stdout}");
+    let handled = env.json(&[
+        "history",
+        "list",
+        "--status",
+        "completed_with_failures",
+        "--json",
+    ]);
+    assert_eq!(handled.as_array().unwrap().len(), 1, "{handled}");
+    assert_eq!(
+        handled[0]["error"],
+        "block `find` failed: `calendly.find_membership`: not found (status 200); the run went on through the `on_failure` path"
+    );
+    let clean = env.json(&["history", "list", "--status", "succeeded", "--json"]);
+    assert_eq!(
+        clean.as_array().unwrap().len(),
+        2,
+        "the first two runs: {clean}"
+    );
+    assert!(stdout.contains("find    failed"), "{stdout}");
+    assert!(stdout.contains("remove  skipped"), "{stdout}");
     assert_eq!(env.writes().len(), 1);
 
     // History: a person's timeline, and no secret anywhere in it.
@@ -99,7 +134,7 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &email.to_uppercase(),
         "--json",
     ]);
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
     let id = run["id"].as_str().unwrap();
     let (code, shown, _) = env.run(&["history", "show", id, "--json"]);
     assert_eq!(code, 0);

@@ -328,8 +328,11 @@ async fn scim_provision_creates_then_waits_for_approval_before_deleting() {
     let h = Harness::seeded(1).await;
     let email = "pat.doe@example.com";
     let person = json!({"email": email, "name": "Pat Doe", "status": "active"});
-    h.run_succeeded("scim-provision.yaml", subject("people", email, person))
+    // "No such user" is an answer `find` lists: it routes to `create`, and the run succeeds.
+    let run = h
+        .run_succeeded("scim-provision.yaml", subject("people", email, person))
         .await;
+    assert_eq!(step(&run, "find").outputs["found"], false);
     assert_eq!(h.count("POST", "/Users"), 1);
     let stored = h.record(Collection::People, email).unwrap();
     assert_eq!(stored["scim_status"], "active");

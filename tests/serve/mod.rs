@@ -232,7 +232,7 @@ async fn serve_api_refuses_bad_tokens_big_bodies_and_unknown_things_with_json_er
     );
     assert_eq!(
         api.get("/runs?status=done").await,
-        error(400, "unknown status `done`; use one of `queued`, `running`, `succeeded`, `failed`, `cancelled`, `needs_attention`, `waiting_approval`")
+        error(400, "unknown status `done`; use one of `queued`, `running`, `retrying`, `waiting_approval`, `waiting`, `held`, `succeeded`, `completed_with_failures`, `failed`, `cancelled`, `needs_attention`")
     );
     // Nothing was written by the refused requests.
     assert_eq!(api.get("/runs").await, (200, json!([])));

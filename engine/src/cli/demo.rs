@@ -6,10 +6,8 @@
 //! Calendly members, forces a role-retrieval tick and a reclamation tick (with one excluded user),
 //! approves a SCIM delete, shows one person's history across workflows, and replays a run offline.
 //!
-//! Counts are by outcome, never flattered: a run is counted under its status, and a run recorded
-//! `succeeded` with a failed block in it (a failure routed around with `on_failure`, which the run
-//! statuses of this version still call a success) is counted as `completed_with_failures`. Each
-//! run that did not succeed is listed with the vendor's reason. The sample people are mostly
+//! Counts are by run status, never flattered (`completed_with_failures` and `failed` apart from
+//! `succeeded`), and each run that did not succeed is listed with the vendor's reason. The sample people are mostly
 //! known to the vendors already (their "already a member" and "already exists" answers are
 //! results the workflows list, not failures), and five are new hires, two of them with a mistyped
 //! address that the vendors refuse.
@@ -369,7 +367,7 @@ fn queued_ids(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Runs per workflow, then per outcome, succeeded first: `calendly-invite 12 · … (80 succeeded,
+/// Runs per workflow, then per status, succeeded first: `calendly-invite 12 · … (80 succeeded,
 /// 2 failed)`.
 fn summary(runs: &[Value]) -> String {
     let mut by_workflow: BTreeMap<&str, usize> = BTreeMap::new();
@@ -394,16 +392,9 @@ fn summary(runs: &[Value]) -> String {
     format!("{} ({})", workflows.join(" · "), outcomes.join(", "))
 }
 
-/// How a run ended, honestly: its status, except that a run recorded `succeeded` although one
-/// of its blocks failed (routed around with `on_failure`) is `completed_with_failures`.
+/// How a run ended: its status.
 fn outcome(run: &Value) -> &str {
-    let status = run["status"].as_str().unwrap_or("?");
-    let failed = failed_step(run).is_some();
-    if status == "succeeded" && failed {
-        "completed_with_failures"
-    } else {
-        status
-    }
+    run["status"].as_str().unwrap_or("?")
 }
 
 /// The first failed step of a run.

@@ -38,9 +38,19 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             print_outcome(outcome, false)?;
         }
     }
-    Ok(if outcomes.iter().all(|o| o.succeeded()) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    // The most serious outcome among the resumed runs.
+    let severity = |code: u8| match code {
+        0 => 0,
+        5 => 1,
+        6 => 2,
+        3 => 3,
+        4 => 4,
+        _ => 5,
+    };
+    let code = outcomes
+        .iter()
+        .map(|o| o.run.status.exit_code())
+        .max_by_key(|&c| severity(c))
+        .unwrap_or(0);
+    Ok(ExitCode::from(code))
 }

@@ -2,8 +2,9 @@
 //!
 //! The subject record comes from `--record-file FILE.json` or `--record KEY=VALUE` pairs; `--var`
 //! overlays the config's and the workflow's `vars`. Prints the block-by-block outcome, or with
-//! `--json` the run record with its steps (`id` is the run id). Exit codes: 0 the run succeeded,
-//! 1 it did not (failed, cancelled, needs attention), 2 usage or setup errors. This file also
+//! `--json` the run record with its steps (`id` is the run id). The exit code says how the run
+//! ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3 completed with failures, 4 needs
+//! attention, 5 cancelled, 6 not finished), 2 usage or setup errors. This file also
 //! holds the setup the other run-related commands share (config, data dir, engine, printing).
 
 use std::path::{Path, PathBuf};
@@ -201,12 +202,9 @@ pub fn subject_of(collection: &str, fields: Map<String, Value>) -> Subject {
     }
 }
 
+/// The run's status as an exit code (`RunStatus::exit_code`).
 pub fn exit_code(outcome: &RunOutcome) -> ExitCode {
-    if outcome.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitCode::from(outcome.run.status.exit_code())
 }
 
 /// The run and its steps as one JSON object.

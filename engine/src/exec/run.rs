@@ -341,7 +341,36 @@ pub(crate) fn execute(
         } else if let Some(message) = failure {
             (RunStatus::Failed, Some(message))
         } else if end.is_some_and(Settled::succeeded) {
-            (RunStatus::Succeeded, None)
+            // A block that failed and whose `on_failure` edge was taken (the run went on):
+            // the run is not reported as if nothing failed.
+            let handled: Vec<String> = walk
+                .settled
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.status == StepStatus::Failed))
+                .map(|(i, _)| {
+                    let block = prepared.workflow.graph[NodeIndex::new(i)].id.as_str();
+                    let error = walk
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| s.block == block)
+                        .and_then(|s| s.error.as_deref())
+                        .unwrap_or("no detail");
+                    format!("block `{block}` failed: {error}")
+                })
+                .collect();
+            if handled.is_empty() {
+                (RunStatus::Succeeded, None)
+            } else {
+                (
+                    RunStatus::CompletedWithFailures,
+                    Some(format!(
+                        "{}; the run went on through the `on_failure` path",
+                        handled.join("; ")
+                    )),
+                )
+            }
         } else if !waiting.is_empty() {
             (RunStatus::WaitingApproval, None)
         } else {

@@ -97,71 +97,128 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
-/// Where a run is in its life.
+/// Where a run is in its life: the one vocabulary history, the API, the CLI (`--status`, the
+/// exit codes of `run`, `resume`, `approve` and `replay`) and the demo use.
+///
+/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, and the reserved `waiting`
+/// and `held`. Finished: `succeeded` (every block that ran succeeded), `completed_with_failures`
+/// (the run reached `end`, but a block failed and the run went on through its `on_failure` path:
+/// never reported like `succeeded`), `failed`, `cancelled`, `needs_attention`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Waiting for a slot (or for `serve` to pick it up).
     Queued,
     Running,
+    /// A block's call failed transiently; the run waits for its next attempt, durably.
+    Retrying,
+    /// A block says `approval: required`; the run continues after `blockyard approve` (or
+    /// `reject`). Not finished, but not resumed by `resume` either.
+    WaitingApproval,
+    /// Reserved: a timed wait (the `wait` block).
+    Waiting,
+    /// Reserved: held by a guard (a mass-change guard) until someone releases it.
+    Held,
+    /// Every block that ran succeeded, and the run reached `end`.
     Succeeded,
+    /// The run reached `end` through a failure path: at least one block failed and its
+    /// `on_failure` edge was taken.
+    CompletedWithFailures,
+    /// A block failed with no `on_failure` edge, or no path reached `end`.
     Failed,
     Cancelled,
     /// A write's outcome is unknown and no probe can tell: a person must look before it is sent.
     NeedsAttention,
-    /// A block says `approval: required`; the run continues after `blockyard approve` (or
-    /// `reject`). Not finished, but not resumed by `resume` either.
-    WaitingApproval,
 }
 
 impl RunStatus {
-    pub const NAMES: [&'static str; 7] = [
+    pub const ALL: [RunStatus; 11] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Retrying,
+        RunStatus::WaitingApproval,
+        RunStatus::Waiting,
+        RunStatus::Held,
+        RunStatus::Succeeded,
+        RunStatus::CompletedWithFailures,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::NeedsAttention,
+    ];
+
+    pub const NAMES: [&'static str; 11] = [
         "queued",
         "running",
+        "retrying",
+        "waiting_approval",
+        "waiting",
+        "held",
         "succeeded",
+        "completed_with_failures",
         "failed",
         "cancelled",
         "needs_attention",
-        "waiting_approval",
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Retrying => "retrying",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Held => "held",
             RunStatus::Succeeded => "succeeded",
+            RunStatus::CompletedWithFailures => "completed_with_failures",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::NeedsAttention => "needs_attention",
-            RunStatus::WaitingApproval => "waiting_approval",
         }
     }
 
     pub fn parse(name: &str) -> Option<RunStatus> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map(|i| match i {
-                0 => RunStatus::Queued,
-                1 => RunStatus::Running,
-                2 => RunStatus::Succeeded,
-                3 => RunStatus::Failed,
-                4 => RunStatus::Cancelled,
-                5 => RunStatus::NeedsAttention,
-                _ => RunStatus::WaitingApproval,
-            })
+        RunStatus::ALL.into_iter().find(|s| s.name() == name)
     }
 
     /// True once nothing more will happen to the run.
     pub fn is_finished(self) -> bool {
         match self {
-            RunStatus::Queued | RunStatus::Running | RunStatus::WaitingApproval => false,
+            RunStatus::Queued
+            | RunStatus::Running
+            | RunStatus::Retrying
+            | RunStatus::WaitingApproval
+            | RunStatus::Waiting
+            | RunStatus::Held => false,
             RunStatus::Succeeded
+            | RunStatus::CompletedWithFailures
             | RunStatus::Failed
             | RunStatus::Cancelled
             | RunStatus::NeedsAttention => true,
         }
     }
+
+    /// The exit code of a command that ran (or resumed, approved, replayed) a run and stopped
+    /// with it in this status: 0 succeeded, 1 failed, 3 completed with failures, 4 needs
+    /// attention, 5 cancelled, 6 not finished (2 is for usage and setup errors, before any run).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed => 1,
+            RunStatus::CompletedWithFailures => 3,
+            RunStatus::NeedsAttention => 4,
+            RunStatus::Cancelled => 5,
+            RunStatus::Queued
+            | RunStatus::Running
+            | RunStatus::Retrying
+            | RunStatus::WaitingApproval
+            | RunStatus::Waiting
+            | RunStatus::Held => 6,
+        }
+    }
 }
+
+/// The exit codes [`RunStatus::exit_code`] gives, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
 
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
