@@ -211,6 +211,25 @@ collect_options.yaml:11:53: error: unknown variable `record` in `collect.fields.
 collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.missing` (expected one of `keep`, `deactivate`) in block `members`; did you mean `deactivate`?"#,
     ),
     (
+        "answers",
+        r#"answers.yaml:8:26: error: `answers` entry `404` misses how `calendly.find_membership` says not found: an empty `/collection` with status 200, not a 404 in block `find`; write `not_found`, which counts both
+answers.yaml:8:31: error: `answers` entry `204` is a success already in block `find`; `answers` lists the statuses that would otherwise fail the block
+answers.yaml:8:36: error: `answers` entry `99` is not an HTTP status (100 to 599) in block `find`
+answers.yaml:8:40: error: `answers` entry `notfound` is neither an HTTP status nor `not_found` in block `find`; did you mean `not_found`?
+answers.yaml:8:50: error: `answers` entry `503` is a transient failure, which blockyard retries; it is never a result in block `find`; set `retry:` for how long to keep trying
+answers.yaml:10:7: error: invalid `outputs.found`: `found` is the output a block listing `not_found` in `answers` has already; name this output otherwise in block `find`
+answers.yaml:18:18: error: `answers` entry `409` is listed twice in block `create`
+answers.yaml:20:9: error: `answers` entry `404` is counted twice: `not_found` counts a 404 already in block `create`
+answers.yaml:21:29: error: invalid expression in `answers.when`: script is incomplete (expression column 18) in block `create`"#,
+    ),
+    (
+        "answers_shape",
+        r#"answers_shape.yaml:8:14: error: invalid `answers`: invalid type: integer `409`, expected a list of statuses, `not_found` or `{status, when}` entries in block `one`
+answers_shape.yaml:14:15: error: missing key `status` in `answers[0]` in block `two`
+answers_shape.yaml:14:16: error: unknown key `code` in `answers[0]` in block `two`
+answers_shape.yaml:20:5: error: unknown key `answers` in block `role`"#,
+    ),
+    (
         "exclude_without_records",
         r#"exclude_without_records.yaml:6:5: error: `exclude` leaves out records, so it needs `records:` in block `begin`"#,
     ),
@@ -349,8 +368,8 @@ fn graph_draws_mermaid_with_shapes_and_labelled_edges() {
     n2["remove<br/>calendly.remove_user_membership"]
     n3((("end")))
     n0 --> n1
-    n1 --> n2
-    n1 -.->|"on_failure"| n3
+    n1 -->|"when blocks.find.outputs.found"| n2
+    n1 -->|"when !blocks.find.outputs.found"| n3
     n2 --> n3
 "#
     );

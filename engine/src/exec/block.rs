@@ -27,6 +27,14 @@
 //! - a subject already `deactivated` is not processed: no call, nothing written, outputs
 //!   `found: false, role: null` and a note on the step.
 //!
+//! An API block's `answers:` turns vendor answers into results ([`expected`]): a not-found (404,
+//! or the preset's empty list) or an error status the block lists, with its `when:` true, makes
+//! the block succeed with that response recorded, nothing saved, no `outputs:` rendered (they read
+//! a success's shape) and a note saying which answer it was; a block listing `not_found` outputs
+//! `found` (true on a success, false on not found), so edges route on it. Any other error still
+//! fails the block. An offline replay judges the recorded answer the same way, against the
+//! replayed workflow's `answers:`.
+//!
 //! An API block with `collect:` imports the listed items ([`super::collect`]).
 
 use std::sync::Arc;
@@ -43,10 +51,10 @@ use super::run::Settled;
 use super::{context, Engine, ExecError, Prepared, Recording};
 use crate::as_of;
 use crate::compile::Collection;
-use crate::compile::{ApiCall, BlockKind, RetrySettings};
+use crate::compile::{AnswerMatch, ApiCall, BlockKind, RetrySettings};
 use crate::config::CredentialName;
-use crate::http::{CallError, CallOptions, Client, RenderedRequest, RetryPolicy};
-use crate::preset::PresetId;
+use crate::http::{CallError, CallOptions, Client, RenderedRequest, RetryPolicy, VendorError};
+use crate::preset::{PresetId, PresetRegistry};
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
 use crate::template::{JsonTemplate, TemplateEngine};
@@ -95,10 +103,16 @@ pub(crate) struct Answer {
 
 enum Called {
     Ok(Answer),
+    /// A 404, or the empty list the preset's `not_found` names.
     NotFound(Answer),
     Failed {
         message: String,
         answer: Option<Answer>,
+    },
+    /// An answer the block's `answers:` lists: a result, not a failure.
+    Answered {
+        answer: Answer,
+        not_found: bool,
     },
 }
 
@@ -156,8 +170,15 @@ fn with_context<R>(context: &mut Value, f: impl FnOnce(&Context) -> R) -> R {
     out
 }
 
-/// The recorded answer of a block, for offline replay.
-fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
+/// The recorded answer of a block, for offline replay, judged as a live answer would be: a 404
+/// or the preset's empty list is not found, another status outside 2xx the vendor's error (an
+/// answer the recorded run's `answers:` listed, which the replayed workflow may list or not).
+fn recorded(
+    recording: Option<&Recording>,
+    block: &str,
+    call: &ApiCall,
+    presets: &PresetRegistry,
+) -> Called {
     let Some(step) = recording.and_then(|r| r.steps.get(block)) else {
         return Called::Failed {
             message: format!("offline: block `{block}` did not call the vendor in the recorded run, so there is no recorded answer"),
@@ -172,9 +193,16 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
         items: None,
         wire_len: None,
     });
+    let not_found = |a: &Answer| a.status == 404 || empty_list(presets, &call.preset, &a.body);
     match (step.status, answer) {
-        (StepStatus::Succeeded, Some(answer)) if role && answer.status == 404 => {
+        (StepStatus::Succeeded | StepStatus::Failed, Some(answer)) if not_found(&answer) => {
             Called::NotFound(answer)
+        }
+        (StepStatus::Succeeded, Some(answer)) if !(200..300).contains(&answer.status) => {
+            Called::Failed {
+                message: vendor_message(presets, &call.preset, &answer),
+                answer: Some(answer),
+            }
         }
         (StepStatus::Succeeded, Some(answer)) => Called::Ok(answer),
         (StepStatus::Failed, answer) => Called::Failed {
@@ -220,7 +248,116 @@ fn merged_offline(
             &merge.keep,
         ));
     }
-    serde_json::to_value(&request).ok()
+    serde_json::to_value(client.redactor().request(&request)).ok()
+}
+
+/// Whether `body` is the empty list that the preset's `not_found` says means "not found".
+fn empty_list(presets: &PresetRegistry, preset: &PresetId, body: &Value) -> bool {
+    presets
+        .action(preset)
+        .and_then(|a| a.spec.not_found.as_ref())
+        .and_then(|nf| nf.empty.as_deref())
+        .and_then(|pointer| body.pointer(pointer))
+        .is_some_and(|list| list.as_array().is_some_and(Vec::is_empty))
+}
+
+/// A recorded error answer in the vendor's words, as the client words a live one.
+fn vendor_message(presets: &PresetRegistry, preset: &PresetId, answer: &Answer) -> String {
+    let Some(vendor) = presets.vendor(&preset.vendor) else {
+        return format!("`{preset}`: answered {}", answer.status);
+    };
+    let tracking = answer
+        .headers
+        .get("trackingid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let error = VendorError::parse(
+        &vendor.spec.vendor,
+        vendor.spec.errors,
+        answer.status,
+        &answer.body,
+        tracking,
+    );
+    format!("`{preset}`: {error}")
+}
+
+/// Judges a call's failure against the block's `answers:`: a not-found or an error answer the
+/// block lists (with its `when:`, if any, true) becomes [`Called::Answered`]; anything else is
+/// left as it is. A `when:` that cannot be evaluated matches nothing, and the failure says so.
+fn expected(call: &ApiCall, called: Called, context: &Value) -> Called {
+    let (answer, not_found) = match &called {
+        Called::NotFound(answer) => (answer, true),
+        Called::Failed {
+            answer: Some(answer),
+            ..
+        } => (answer, answer.status == 404),
+        Called::Ok(_) | Called::Failed { answer: None, .. } | Called::Answered { .. } => {
+            return called
+        }
+    };
+    let mut scope: Option<Value> = None;
+    let mut broken = None;
+    let matched = call.answers.iter().any(|expected| {
+        let fits = match expected.status {
+            AnswerMatch::NotFound => not_found,
+            AnswerMatch::Status(status) => status == answer.status,
+        };
+        let Some(condition) = expected.when.as_ref().filter(|_| fits) else {
+            return fits;
+        };
+        let scope = scope.get_or_insert_with(|| {
+            serde_json::json!({
+                "status": answer.status,
+                "response": answer.body,
+                "headers": answer.headers,
+                "record": context["record"],
+                "vars": context["vars"],
+            })
+        });
+        match super::context::eval(condition, scope) {
+            Ok(holds) => holds,
+            Err(err) => {
+                broken.get_or_insert_with(|| {
+                    format!(
+                        " (the `answers` condition `{}` could not be evaluated: {err})",
+                        condition.source()
+                    )
+                });
+                false
+            }
+        }
+    });
+    match (matched, called, broken) {
+        (true, Called::NotFound(answer), _) => Called::Answered {
+            answer,
+            not_found: true,
+        },
+        (
+            true,
+            Called::Failed {
+                answer: Some(answer),
+                ..
+            },
+            _,
+        ) => Called::Answered {
+            not_found: answer.status == 404,
+            answer,
+        },
+        (false, Called::NotFound(answer), Some(broken)) => Called::Failed {
+            message: format!("{}{broken}", not_found_message(call, &answer)),
+            answer: Some(answer),
+        },
+        (false, Called::Failed { message, answer }, Some(broken)) => Called::Failed {
+            message: format!("{message}{broken}"),
+            answer,
+        },
+        (_, called, _) => called,
+    }
+}
+
+/// The failure of a not-found answer the block does not list.
+fn not_found_message(call: &ApiCall, answer: &Answer) -> String {
+    format!("`{}`: not found (status {})", call.preset, answer.status)
 }
 
 pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
@@ -323,7 +460,12 @@ async fn api(
             }
             match task.mode {
                 RunMode::Offline => {
-                    let called = recorded(task.recording.as_deref(), block.id.as_str(), role);
+                    let called = recorded(
+                        task.recording.as_deref(),
+                        block.id.as_str(),
+                        call,
+                        client.presets(),
+                    );
                     if let (Called::Ok(_), Some(_)) = (&called, &request.merge_read) {
                         step.request = merged_offline(
                             client,
@@ -375,12 +517,20 @@ async fn api(
             }
         }
     };
+    let called = if call.answers.is_empty() {
+        called
+    } else {
+        expected(call, called, &task.context)
+    };
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
             let mut result = as_of::at(started_at, || {
                 outcome_of(&mut task, call, role, &mut answer)
             })
             .map_err(|message| after_the_call(&task.context, call, answer.status, message));
+            if let (Ok((outputs, _)), true) = (&mut result, call.reports_found()) {
+                outputs.insert("found".to_owned(), Value::Bool(true));
+            }
             if role {
                 if let Ok((outputs, saved)) = &mut result {
                     // Boxed: only role retrieval reads activity, so every other block's future
@@ -451,10 +601,24 @@ async fn api(
             (Some(answer), Ok((role_outputs(false, Value::Null), saved)))
         }
         Called::NotFound(answer) => {
-            let message = format!("`{}`: not found (status {})", call.preset, answer.status);
+            let message = not_found_message(call, &answer);
             (Some(answer), Err(message))
         }
         Called::Failed { message, answer } => (answer, Err(message)),
+        Called::Answered { answer, not_found } => {
+            // A result, not the action's success: nothing is saved and no `outputs:` render
+            // (they read the success's shape); `found` says which answer it was.
+            let mut outputs = Map::new();
+            if call.reports_found() {
+                outputs.insert("found".to_owned(), Value::Bool(!not_found));
+            }
+            step.note = Some(format!(
+                "answered {}{}, which `answers` lists: a result, not a failure; nothing saved",
+                answer.status,
+                if not_found { " (not found)" } else { "" }
+            ));
+            (Some(answer), Ok((outputs, Map::new())))
+        }
     };
     match outcome {
         Ok((outputs, saved)) => {
@@ -537,6 +701,21 @@ fn after_the_call(context: &Value, call: &ApiCall, status: u16, message: String)
             Some(block) if block["outcome"] != "succeeded" => {
                 let outcome = block["outcome"].as_str().unwrap_or("unknown");
                 out.push_str(&format!(" (block `{id}` ended `{outcome}`)"));
+            }
+            // Not found, or an answer `answers:` lists: succeeded without a success's outputs.
+            Some(block)
+                if block["outputs"]["found"] == false
+                    || block["status"]
+                        .as_u64()
+                        .is_some_and(|s| !(200..300).contains(&s)) =>
+            {
+                let status = &block["status"];
+                let what = if block["outputs"]["found"] == false {
+                    " (not found)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(" (block `{id}` answered {status}{what}, which has no outputs but `found`; route on it with an edge `when:`)"));
             }
             Some(_) => {}
         }

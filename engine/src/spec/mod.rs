@@ -23,11 +23,13 @@ use serde_json::Value;
 
 use crate::compile::{CompileError, CompileErrorKind};
 
+mod answers;
 mod load;
 pub mod location;
 mod targets;
 mod unique;
 
+pub use answers::{AnswerSpec, AnswerStatus, Answers};
 pub(crate) use load::reword;
 pub use load::{
     load, load_partial, load_str, strip_position, yaml_error_location, BrokenBlock, LoadedSpec,
@@ -238,6 +240,11 @@ pub struct ApiSpec {
     /// Values later blocks read as `blocks.ID.outputs.NAME`.
     #[serde(default, deserialize_with = "unique::map")]
     pub outputs: IndexMap<String, Value>,
+    /// Vendor answers that are results, not failures: statuses (`409`), `not_found` (a 404 or a
+    /// find preset's empty list), or `{status, when}`. The block succeeds on them without
+    /// `save:` or `outputs:` (`found: false` on not found), and its `next` edges route on them.
+    #[serde(default)]
+    pub answers: Answers,
     /// Retry policy for retryable failures.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
