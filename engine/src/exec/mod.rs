@@ -500,6 +500,7 @@ impl Engine {
             replay_of: request.replay_of,
             from_block: request.recording.as_ref().and_then(|r| r.from.clone()),
             error: None,
+            wake_at: None,
             pruned: false,
         }
     }
