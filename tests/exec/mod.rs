@@ -11,6 +11,7 @@ use crate::support::{self, Env, TOKEN};
 
 mod paths;
 mod request;
+mod retries;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each request.
 async fn slow(latency: Duration) -> Env {

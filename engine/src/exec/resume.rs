@@ -7,7 +7,8 @@
 //! sending it again, not done means it is sent now. Without a probe, when the block's advanced
 //! mode overrides `request.path` or `request.method` (the probe would read another resource), or
 //! when the probe itself cannot answer, the run stops in `needs_attention`, naming the block, and
-//! nothing is sent.
+//! nothing is sent. A block whose last step is
+//! `retrying` has not settled: the walk tries it again once its time has come (see `retry`).
 
 use std::collections::HashMap;
 
@@ -25,7 +26,7 @@ use crate::preset::PresetId;
 use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// What a probe said.
-enum Verdict {
+pub(crate) enum Verdict {
     Done(Answer),
     NotDone,
     Unknown(String),
@@ -73,8 +74,12 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         let Some(node) = prepared.node(&step.block) else {
             continue;
         };
-        if step.status == StepStatus::WaitingApproval {
-            // Not settled: the walk reaches it again and looks for a decision.
+        if matches!(
+            step.status,
+            StepStatus::WaitingApproval | StepStatus::Retrying
+        ) {
+            // Not settled: the walk reaches it again and looks for a decision, or tries it again
+            // (when its time has come, see `retry`).
             continue;
         }
         if step.status == StepStatus::Sending {
@@ -176,7 +181,9 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
     run::execute(engine, prepared, run, None, true, Some(resumed), None).await
 }
 
-async fn probe(
+/// Asks a write's preset probe whether the write took effect (also used by `retry` for a write
+/// whose delivery is uncertain).
+pub(crate) async fn probe(
     engine: &Engine,
     prepared: &super::Prepared,
     node: petgraph::graph::NodeIndex,
