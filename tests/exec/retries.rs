@@ -510,3 +510,80 @@ async fn cancelling_a_retrying_run_cancels_it_at_once_and_drops_its_timer() {
     assert_eq!(env.sb.requests().len(), 1);
     assert!(!engine.cancel(id).unwrap(), "finished already");
 }
+
+/// begin → `delete` (Webex Delete User, whose probe reads the person: done when 404) → end.
+const DELETE: &str = "\
+name: delete
+blocks:
+  begin: {type: begin, next: delete}
+  delete:
+    type: api
+    preset: webex.delete_user
+    credential: webex
+    with: {webex_user_id: P1}
+    next: end
+  end: {type: end}
+";
+
+/// A crash leaves the DELETE `sending`; at resume its probe is rate limited (429 after its
+/// in-call retries): a 429 says nothing about the write, so the run needs attention and the
+/// DELETE is not sent again (it used to read the 429 as "not deleted" and send it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_answered_429_cannot_tell_and_the_write_is_not_sent_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/webex/people/P1"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let dir = wiremock_dir(&server);
+    std::fs::write(dir.path().join("delete.yaml"), DELETE).unwrap();
+    let mut run = support::command_in(dir.path(), &["run", "delete.yaml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The DELETE has arrived (its intent was durable before it left): kill the process now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.received_requests().await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DELETE never left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/webex/people/P1"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "0")
+                .set_body_json(json!({"message": "slow down"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let out = support::blockyard_in(dir.path(), &["resume", "--json"]);
+    let stdout = support::stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    let runs: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(runs[0]["status"], "needs_attention");
+    assert_eq!(
+        runs[0]["error"],
+        "block `delete`: the write `webex.delete_user` may or may not have reached the vendor before the process stopped, and its probe `webex.get_user_details` failed: `webex.get_user_details`: `webex` answered 429: slow down; check it at the vendor, then run the workflow again"
+    );
+    let deletes = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .count();
+    assert_eq!(deletes, 0, "not sent again");
+}

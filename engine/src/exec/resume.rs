@@ -6,8 +6,8 @@
 //! `response` and `status`), the probe decides: done means the write is marked succeeded without
 //! sending it again, not done means it is sent now. Without a probe, when the block's advanced
 //! mode overrides `request.path` or `request.method` (the probe would read another resource), or
-//! when the probe itself cannot answer, the run stops in `needs_attention`, naming the block, and
-//! nothing is sent. A block whose last step is
+//! when the probe itself cannot answer (its call fails, or answers 429 or 5xx), the run stops in
+//! `needs_attention`, naming the block, and nothing is sent. A block whose last step is
 //! `retrying` has not settled: the walk tries it again once its time has come (see `retry`).
 
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use super::block::{answer_of, call_options, outcome_of, save_subject, Answer, Task};
+use super::retry::{self, Class};
 use super::run::{self, Resumed, Settled};
 use super::{context, Engine, ExecError, RunOutcome};
 use crate::compile::BlockKind;
@@ -182,7 +183,8 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
 }
 
 /// Asks a write's preset probe whether the write took effect (also used by `retry` for a write
-/// whose delivery is uncertain).
+/// whose delivery is uncertain). A probe answered with a transient failure (429, 5xx, …) cannot
+/// tell.
 pub(crate) async fn probe(
     engine: &Engine,
     prepared: &super::Prepared,
@@ -246,8 +248,10 @@ pub(crate) async fn probe(
         match client.call(&probe_id, &credential, &inputs, &options).await {
             Ok(exchange) => Ok(exchange.response),
             Err(err) => match err.response() {
-                Some(r) => Ok(r.clone()),
-                None => Err(format!(
+                // A definitive answer (a 404 saying the resource is gone) is the probe's answer;
+                // a rate limit or a server error says nothing about the write.
+                Some(r) if retry::classify(&err, false) == Class::Definitive => Ok(r.clone()),
+                _ => Err(format!(
                     "its probe `{probe_id}` failed: {}",
                     client.redactor().text(&err.to_string())
                 )),
