@@ -52,6 +52,10 @@ const EXPECTED: &[(&str, &str)] = &[
         r#"edge_into_begin.yaml:9:17: error: `on_failure` leads into `begin` in block `delete`; `begin` starts the run and takes no incoming edges"#,
     ),
     (
+        "give_up_after",
+        r#"give_up_after.yaml:9:22: error: invalid duration `a day` for `retry.give_up_after` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `delete`"#,
+    ),
+    (
         "invalid_duration",
         r#"invalid_duration.yaml:8:14: error: invalid duration `30 seconds` for `timeout` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `delete`"#,
     ),

@@ -13,6 +13,7 @@ mod answers;
 mod paths;
 mod replay;
 mod request;
+mod retries;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each request.
 async fn slow(latency: Duration) -> Env {

@@ -268,6 +268,7 @@ async fn resume_does_not_trust_the_preset_probe_after_a_path_override() {
                 replay_of: None,
                 from_block: None,
                 error: None,
+                wake_at: None,
                 pruned: false,
             })
             .unwrap();

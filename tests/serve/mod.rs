@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 
 use crate::support::{self, Env, WHOAMI};
 
+mod retries;
+
 const TOKEN: &str = "serve-test-token";
 
 /// A [`support::Env`] whose temp dir also holds `workflows/`, with a copy of

@@ -4,7 +4,9 @@
 //! overlays the config's and the workflow's `vars`. Prints the block-by-block outcome, or with
 //! `--json` the run record with its steps (`id` is the run id). The exit code says how the run
 //! ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3 completed with failures, 4 needs
-//! attention, 5 cancelled, 6 not finished), 2 usage or setup errors. This file also
+//! attention, 5 cancelled, 6 not finished), 2 usage or setup errors. A run that ends `retrying`
+//! (a call failed transiently) says when its next attempt is: `blockyard serve` continues it
+//! then, or `blockyard resume` once that time has come. This file also
 //! holds the setup the other run-related commands share (config, data dir, engine, printing).
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use anyhow::{bail, Context as _};
 use blockyard::config::Config;
 use blockyard::exec::{Engine, EngineOptions, RunOutcome, RunRequest};
 use blockyard::http::{Client, Credentials};
-use blockyard::store::history::{RunMode, RunRecord, StepRecord, StepStatus, Subject};
+use blockyard::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus, Subject};
 use blockyard::store::Store;
 use serde_json::{Map, Value};
 
@@ -289,6 +291,18 @@ pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
         if let Some(note) = &step.note {
             println!("  {:width$}  note: {note}", "");
         }
+        if let Some(retry) = &step.retry {
+            let next = match retry.next_at {
+                Some(at) => format!("next attempt at {}", when(at)),
+                None => "gave up".to_owned(),
+            };
+            println!(
+                "  {:width$}  retry: attempt {}, failing since {}; {next}",
+                "",
+                retry.attempt,
+                when(retry.since)
+            );
+        }
         if detail {
             if let Some(request) = &step.request {
                 println!("  {:width$}  request: {}", "", request);
@@ -317,4 +331,15 @@ pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
     if let Some(error) = &run.error {
         println!("  {}: {error}", run.status);
     }
+    if let Some(at) = run.wake_at.filter(|_| run.status == RunStatus::Retrying) {
+        println!(
+            "  next attempt at {}: `blockyard serve` continues the run then (or `blockyard resume` once that time has come)",
+            when(at)
+        );
+    }
+}
+
+/// An instant as the run output shows it: `2026-11-30 17:05:09 UTC`.
+pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }

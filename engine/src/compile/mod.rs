@@ -287,6 +287,9 @@ pub struct RetrySettings {
     pub initial_delay: Option<Duration>,
     pub max_delay: Option<Duration>,
     pub max_elapsed: Option<Duration>,
+    /// Durable retries: how long after the block's first transient failure it is still tried
+    /// again (see [`crate::exec`]'s `retry` module); `None` is the default, 24 hours.
+    pub give_up_after: Option<Duration>,
 }
 
 /// An edge of the graph.
@@ -1436,6 +1439,11 @@ impl<'a> Compiler<'a> {
             ),
             ("max_delay", &retry.max_delay, &mut settings.max_delay),
             ("max_elapsed", &retry.max_elapsed, &mut settings.max_elapsed),
+            (
+                "give_up_after",
+                &retry.give_up_after,
+                &mut settings.give_up_after,
+            ),
         ] {
             if let Some(text) = value {
                 *slot = self.duration(Site::new(id, &["retry", key]), text);

@@ -35,6 +35,13 @@
 //! fails the block. An offline replay judges the recorded answer the same way, against the
 //! replayed workflow's `answers:`.
 //!
+//! A call that fails after the client's in-call retries is sorted by [`super::retry::classify`]:
+//! a transient failure leaves the block unsettled, its step `retrying` (the run loop schedules
+//! the next attempt); a write whose delivery is uncertain is checked with its preset's probe at
+//! once ([`super::retry::check`]: done → succeeded from the probe's answer, not done → retried
+//! later, cannot tell → the step stays `sending` and the run needs attention); anything else
+//! fails the block, as always. Only live, recorded runs retry durably.
+//!
 //! An API block with `collect:` imports the listed items ([`super::collect`]).
 
 use std::sync::Arc;
@@ -47,6 +54,7 @@ use petgraph::graph::NodeIndex;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::retry::{self, Class};
 use super::run::Settled;
 use super::{context, Engine, ExecError, Prepared, Recording};
 use crate::as_of;
@@ -87,6 +95,15 @@ pub(crate) struct BlockDone {
     /// The step is in history already (a live write's, which replaced its `sending` intent);
     /// else the run loop writes it with the run's other unwritten steps.
     pub written: bool,
+    /// Set when the call failed transiently: the block has not settled (its step says
+    /// `retrying`) and the run loop schedules its next attempt ([`super::retry`]).
+    pub transient: Option<Transient>,
+}
+
+/// A transient failure, as the run loop schedules its retry.
+pub(crate) struct Transient {
+    /// How long the vendor asked to wait, when it said.
+    pub vendor_wait: Option<Duration>,
 }
 
 /// A vendor answer, from the wire or from a recording.
@@ -101,7 +118,7 @@ pub(crate) struct Answer {
     pub wire_len: Option<usize>,
 }
 
-enum Called {
+pub(crate) enum Called {
     Ok(Answer),
     /// A 404, or the empty list the preset's `not_found` names.
     NotFound(Answer),
@@ -113,6 +130,24 @@ enum Called {
     Answered {
         answer: Answer,
         not_found: bool,
+    },
+    /// Try the block again later ([`super::retry`]).
+    Transient {
+        message: String,
+        answer: Option<Answer>,
+        vendor_wait: Option<Duration>,
+    },
+    /// A write that may have been performed: its probe decides, before anything else.
+    Uncertain {
+        message: String,
+        answer: Option<Answer>,
+    },
+    /// A write that may have been performed and that nothing can check: the run needs a person.
+    Unknown {
+        message: String,
+        answer: Option<Answer>,
+        /// Why the run needs attention.
+        attention: String,
     },
 }
 
@@ -291,9 +326,12 @@ fn expected(call: &ApiCall, called: Called, context: &Value) -> Called {
             answer: Some(answer),
             ..
         } => (answer, answer.status == 404),
-        Called::Ok(_) | Called::Failed { answer: None, .. } | Called::Answered { .. } => {
-            return called
-        }
+        Called::Ok(_)
+        | Called::Failed { answer: None, .. }
+        | Called::Answered { .. }
+        | Called::Transient { .. }
+        | Called::Uncertain { .. }
+        | Called::Unknown { .. } => return called,
     };
     let mut scope: Option<Value> = None;
     let mut broken = None;
@@ -508,14 +546,34 @@ async fn api(
                         Err(CallError::NotFound { response, .. }) => {
                             Called::NotFound(answer_of(*response, 1))
                         }
-                        Err(err) => Called::Failed {
-                            message: redactor.text(&err.to_string()),
-                            answer: err.response().cloned().map(|r| answer_of(r, 1)),
-                        },
+                        Err(err) => {
+                            let message = redactor.text(&err.to_string());
+                            let answer = err.response().cloned().map(|r| answer_of(r, 1));
+                            // Durable retries: live recorded runs only (see `retry`).
+                            let durable = task.mode == RunMode::Live && task.persist;
+                            match retry::classify(&err, write) {
+                                Class::Transient { vendor_wait } if durable => Called::Transient {
+                                    message,
+                                    answer,
+                                    vendor_wait,
+                                },
+                                Class::Uncertain if durable => {
+                                    Called::Uncertain { message, answer }
+                                }
+                                _ => Called::Failed { message, answer },
+                            }
+                        }
                     }
                 }
             }
         }
+    };
+    let called = match called {
+        // Boxed: a probe is a whole call, on a rare path.
+        Called::Uncertain { message, answer } => {
+            Box::pin(retry::check(&task, call, &mut step, message, answer)).await?
+        }
+        called => called,
     };
     let called = if call.answers.is_empty() {
         called
@@ -619,6 +677,29 @@ async fn api(
             ));
             (Some(answer), Ok((outputs, Map::new())))
         }
+        Called::Transient {
+            message,
+            answer,
+            vendor_wait,
+        } => {
+            step.status = StepStatus::Retrying;
+            step.error = Some(message);
+            let mut done = finish(task, step, answer, None, http, durable_wait, t0)?;
+            done.transient = Some(Transient { vendor_wait });
+            return Ok(done);
+        }
+        Called::Unknown {
+            message,
+            answer,
+            attention,
+        } => {
+            // The outcome is unknown: the step stays `sending`, as after a crash.
+            step.status = StepStatus::Sending;
+            step.error = Some(message);
+            step.note = Some("delivery uncertain: not sent again".to_owned());
+            return finish(task, step, answer, Some(attention), http, durable_wait, t0);
+        }
+        Called::Uncertain { .. } => unreachable!("an uncertain write is checked above"),
     };
     match outcome {
         Ok((outputs, saved)) => {
@@ -872,6 +953,7 @@ fn finish(
         http,
         durable_wait,
         written,
+        transient: None,
     })
 }
 

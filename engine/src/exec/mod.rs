@@ -5,7 +5,9 @@
 //! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
 //! decisions ([`approval`]). A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
-//! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
+//! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left;
+//! [`Engine::wake_due`] and [`Engine::resume_due`] continue the `retrying` runs whose next
+//! attempt has come (`serve`'s timer loop, `blockyard resume`).
 //!
 //! # Semantics
 //!
@@ -21,6 +23,14 @@
 //! ready (the latest `finished_at` before it). An offline replay takes the recorded run's instants
 //! and id ([`Recording`]), so it renders and decides what the original did.
 //!
+//! A block whose call fails *transiently* (429, 5xx, 408, timeouts, connection errors, after the
+//! client's in-call retries) does not fail and does not settle: its step is `retrying` and it is
+//! tried again later ([`retry`]). Independent branches go on; when nothing else can run, the run
+//! parks as `retrying`, its record's `wake_at` the earliest next attempt and a timer for it in the
+//! store, and is continued when that time comes, until the block's `retry.give_up_after` has
+//! passed (then it fails like any block). A write whose delivery is uncertain is checked with its
+//! preset's probe at once, never sent again blind.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see
@@ -29,7 +39,9 @@
 //! a save others can see, the run's final status (the precise rules are in [`run`]). A write is recorded as
 //! `sending` (its rendered request) and made durable *before* it is sent, then overwritten with
 //! its outcome; a crash therefore leaves exactly the writes whose outcome is unknown, which
-//! [`resume`] checks with the preset's probe instead of sending them blindly. Saves are written
+//! [`resume`] checks with the preset's probe instead of sending them blindly (a write answered
+//! 5xx or timed out is checked the same way at once, see [`retry`]). A parked run's record and
+//! its timer are made durable by the same flush. Saves are written
 //! onto the subject record before the step that made them is marked done, so a crash between the
 //! two repeats an idempotent save, never loses one.
 
@@ -40,6 +52,7 @@ pub mod cancel;
 mod collect;
 mod context;
 mod resume;
+pub mod retry;
 mod run;
 
 use std::collections::HashMap;
@@ -62,7 +75,10 @@ pub use crate::store::history::{
 };
 use crate::store::{Store, StoreError};
 use crate::template::{Template, TemplateEngine};
+use crate::trigger::scheduler::Clock;
 use crate::trigger::Triggers;
+
+pub use self::retry::{DurableRetry, DEFAULT_GIVE_UP_AFTER};
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +87,11 @@ pub struct EngineOptions {
     pub max_in_flight: usize,
     /// The largest response body history keeps whole, in bytes (64 KiB by default).
     pub body_cap: usize,
+    /// The backoff between durable retries of a block (1 minute doubling to 1 hour).
+    pub durable_retry: DurableRetry,
+    /// The wall clock durable retries are timed by (`serve` passes its own, so tests run it
+    /// under paused tokio time).
+    pub clock: Clock,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +99,8 @@ impl Default for EngineOptions {
         EngineOptions {
             max_in_flight: 256,
             body_cap: 64 * 1024,
+            durable_retry: DurableRetry::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -275,6 +298,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     cancels: cancel::Cancels,
     templates: TemplateEngine,
+    /// Notified when a run parks with a timer (see [`Engine::timers_changed`]).
+    parked: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -298,6 +323,7 @@ impl Engine {
                 options,
                 cancels: cancel::Cancels::new(store.dir()),
                 templates: TemplateEngine::new(),
+                parked: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -495,9 +521,19 @@ impl Engine {
     }
 
     /// Asks a run of this process to stop between steps. Returns false when the run is not known
-    /// or already finished.
+    /// or already finished. A `retrying` run (parked, not in flight) is cancelled at once, its
+    /// timer dropped.
     pub fn cancel(&self, id: RunId) -> Result<bool, ExecError> {
-        match self.inner.history.run(id)? {
+        let history = &self.inner.history;
+        match history.run(id)? {
+            Some(run)
+                if run.status == RunStatus::Retrying
+                    && history
+                        .cancel_parked(id, "cancelled while waiting to retry", chrono::Utc::now())?
+                        .is_some() =>
+            {
+                Ok(true)
+            }
             Some(run) if !run.status.is_finished() => {
                 self.inner.cancels.request(id);
                 Ok(true)
@@ -515,14 +551,74 @@ impl Engine {
         Ok(outcomes)
     }
 
-    /// Finishes one unfinished run.
+    /// Finishes one unfinished run (a `retrying` one is woken first, whether or not its time
+    /// has come).
     pub async fn resume(&self, id: RunId) -> Result<RunOutcome, ExecError> {
-        let run = self
-            .inner
-            .history
-            .run(id)?
-            .ok_or(ExecError::UnknownRun { id })?;
+        let history = &self.inner.history;
+        let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+        if run.status == RunStatus::Retrying {
+            match history.wake(id)? {
+                Some(woken) => run = woken,
+                None => {
+                    // Woken or cancelled by someone else meanwhile: left as it is.
+                    let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                    return Ok(RunOutcome {
+                        steps: history.steps(id)?,
+                        run,
+                        duration: Duration::ZERO,
+                        http: Duration::ZERO,
+                        durable_wait: Duration::ZERO,
+                    });
+                }
+            }
+        }
         resume::resume(self.clone(), run).await
+    }
+
+    /// The engine's wall clock now (the one durable retries are timed by).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.options.clock.now()
+    }
+
+    /// Claims every parked run whose timer is due at `now` (a `retrying` run whose next attempt
+    /// has come): each becomes `running` and its timer is dropped, so no one else wakes it.
+    /// Continue each with [`Engine::resume_record`].
+    pub fn wake_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunRecord>, ExecError> {
+        let history = &self.inner.history;
+        let mut woken = Vec::new();
+        for timer in history.timers().due(now)? {
+            if let Some(run) = history.wake(timer.run)? {
+                woken.push(run);
+            }
+        }
+        Ok(woken)
+    }
+
+    /// Continues a run from its record: one [`Engine::wake_due`] claimed, or one
+    /// [`History::unfinished`] listed.
+    pub async fn resume_record(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        resume::resume(self.clone(), run).await
+    }
+
+    /// Wakes and continues, one after another, every parked run whose timer is due at `now`.
+    pub async fn resume_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunOutcome>, ExecError> {
+        let mut outcomes = Vec::new();
+        for run in self.wake_due(now)? {
+            outcomes.push(resume::resume(self.clone(), run).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Notified (one stored permit) when a run of this engine parks with a timer: a loop
+    /// sleeping until the earliest timer (`serve`'s) looks again.
+    pub fn timers_changed(&self) -> &tokio::sync::Notify {
+        &self.inner.parked
     }
 
     fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
@@ -550,6 +646,7 @@ impl Engine {
             replay_of: request.replay_of,
             from_block: request.recording.as_ref().and_then(|r| r.from.clone()),
             error: None,
+            wake_at: None,
             pruned: false,
         }
     }

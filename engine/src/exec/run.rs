@@ -28,7 +28,7 @@
 //! reads only; `resume` re-runs unflushed reads. So begin → read → end costs one flush per run,
 //! where it used to cost two (one after the read, one for the run record).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use tracing::Instrument;
 
 use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
-use super::{context, Engine, ExecError, Prepared, Recording, RunOutcome};
+use super::{context, retry, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind};
 use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -202,6 +202,10 @@ pub(crate) fn execute(
         let mut ready: Vec<Task> = Vec::new();
         // Blocks waiting for an administrator's approval (see `approval`).
         let mut waiting: HashSet<NodeIndex> = HashSet::new();
+        // Blocks that failed transiently, with their next attempt's time (see `retry`).
+        let mut retrying: HashMap<NodeIndex, DateTime<Utc>> = HashMap::new();
+        // A resumed run may hold blocks whose next attempt has not come yet.
+        let parked_blocks = walk.steps.iter().any(|s| s.status == StepStatus::Retrying);
         loop {
             if failure.is_none() && attention.is_none() && !cancelled {
                 // Start (or skip) every block whose predecessors have all settled.
@@ -212,6 +216,7 @@ pub(crate) fn execute(
                         if walk.settled[node.index()].is_some()
                             || walk.running.contains(&node)
                             || waiting.contains(&node)
+                            || retrying.contains_key(&node)
                         {
                             continue;
                         }
@@ -235,6 +240,15 @@ pub(crate) fn execute(
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
+                                if parked_blocks {
+                                    if let Some(at) = walk
+                                        .retry_due_at(node)
+                                        .filter(|at| *at > inner.options.clock.now())
+                                    {
+                                        retrying.insert(node, at);
+                                        continue;
+                                    }
+                                }
                                 match approval::gate(
                                     &engine,
                                     &prepared,
@@ -324,7 +338,7 @@ pub(crate) fn execute(
             }
             // A block that is the only one in flight runs in the run's own task (no spawn, no
             // wake-up across threads); blocks that can run together each get a task.
-            let done = if ready.len() == 1 && tasks.is_empty() {
+            let mut done = if ready.len() == 1 && tasks.is_empty() {
                 let task = ready.pop().expect("one ready block");
                 Box::pin(block::execute(task)).await?
             } else {
@@ -344,8 +358,21 @@ pub(crate) fn execute(
             if persist {
                 walk.unflushed = true;
             }
-            if let Some(message) = done.attention {
+            if let Some(message) = done.attention.take() {
                 attention = Some(message);
+            }
+            if let Some(transient) = done.transient.take() {
+                if let Some(at) = walk.retry_later(&mut done, transient.vendor_wait)? {
+                    // Not settled: parked until `at` (its successors wait with it).
+                    if persist && !done.written {
+                        walk.unwritten.push(walk.steps.len());
+                        walk.unwritten_call = true;
+                    }
+                    walk.steps.push(done.step);
+                    retrying.insert(done.node, at);
+                    continue;
+                }
+                // It gave up: settled `failed`, as any failure.
             }
             for (k, v) in &done.step.saved {
                 if let Value::Object(fields) = &mut walk.subject {
@@ -419,6 +446,10 @@ pub(crate) fn execute(
                     )),
                 )
             }
+        } else if let Some((node, at)) = retrying.iter().min_by_key(|(_, at)| **at) {
+            // Parked until the earliest next attempt; the run record's `wake_at` sets its timer.
+            record.wake_at = Some(*at);
+            (RunStatus::Retrying, Some(walk.retrying_error(*node)))
         } else if !waiting.is_empty() {
             (RunStatus::WaitingApproval, None)
         } else {
@@ -426,7 +457,10 @@ pub(crate) fn execute(
         };
         record.status = status;
         record.error = error;
-        if status != RunStatus::WaitingApproval {
+        if status != RunStatus::Retrying {
+            record.wake_at = None;
+        }
+        if status.is_finished() {
             record.finished_at = Some(Utc::now());
         }
         if persist {
@@ -434,6 +468,9 @@ pub(crate) fn execute(
             walk.write_unwritten()?;
             history.put_run(&record)?;
             walk.flush().await?;
+            if record.wake_at.is_some() {
+                inner.parked.notify_one();
+            }
         }
         inner.cancels.clear(record.id);
         tracing::debug!(status = %record.status, "run finished");
@@ -500,6 +537,78 @@ impl Walk<'_> {
         }
         self.unwritten_call = false;
         Ok(())
+    }
+
+    /// The last step of `node`'s block, if it is `retrying`: the time of its next attempt.
+    fn retry_due_at(&self, node: NodeIndex) -> Option<DateTime<Utc>> {
+        let block = self.prepared.workflow.graph[node].id.as_str();
+        let last = self.steps.iter().rev().find(|s| s.block == block)?;
+        (last.status == StepStatus::Retrying)
+            .then(|| last.retry.and_then(|r| r.next_at))
+            .flatten()
+    }
+
+    /// Schedules the next attempt of a block whose call failed transiently (its step says
+    /// `retrying`): the attempt number and first failure come from the block's previous
+    /// transient failure. Returns the next attempt's time; `None` when the block gives up, its step
+    /// then `failed` (the run goes on as for any failure).
+    fn retry_later(
+        &mut self,
+        done: &mut BlockDone,
+        vendor_wait: Option<Duration>,
+    ) -> Result<Option<DateTime<Utc>>, ExecError> {
+        let inner = &self.engine.inner;
+        let block = &self.prepared.workflow.graph[done.node];
+        let give_up_after = match &block.kind {
+            BlockKind::Api(call) => call.retry.give_up_after,
+            BlockKind::RoleRetrieval(role) => role.call.retry.give_up_after,
+            BlockKind::Begin | BlockKind::End => None,
+        }
+        .unwrap_or(retry::DEFAULT_GIVE_UP_AFTER);
+        // The block's last transient failure (a step after it may be a write's `sending` intent
+        // that a crash interrupted: the attempts still count on).
+        let previous = self
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| s.block == done.step.block)
+            .find_map(|s| s.retry);
+        let step_retry = retry::step_retry(
+            &inner.options.durable_retry,
+            give_up_after,
+            previous,
+            inner.options.clock.now(),
+            vendor_wait,
+        );
+        let step = &mut done.step;
+        step.retry = Some(step_retry);
+        if step_retry.next_at.is_none() {
+            step.status = StepStatus::Failed;
+            let attempts = match step_retry.attempt {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
+            step.error = Some(format!(
+                "gave up after {} of transient failures ({attempts}, `retry.give_up_after`); the last: {}",
+                retry::spoken(give_up_after),
+                step.error.as_deref().unwrap_or("no detail")
+            ));
+            done.settled.status = StepStatus::Failed;
+        }
+        if done.written {
+            // A live write's step has its own entry: it is written again with its retry.
+            inner.history.put_step(step)?;
+        }
+        Ok(step_retry.next_at)
+    }
+
+    /// The run's error while it waits to retry `node`'s block.
+    fn retrying_error(&self, node: NodeIndex) -> String {
+        let block = self.prepared.workflow.graph[node].id.as_str();
+        let step = self.steps.iter().rev().find(|s| s.block == block);
+        let attempt = step.and_then(|s| s.retry).map_or(1, |r| r.attempt);
+        let error = step.and_then(|s| s.error.as_deref()).unwrap_or("no detail");
+        format!("block `{block}` failed transiently (attempt {attempt}): {error}")
     }
 
     fn next_seq(&mut self) -> u32 {

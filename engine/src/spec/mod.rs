@@ -373,7 +373,10 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
     Value::deserialize(deserializer).map(Some)
 }
 
-/// A retry policy: exponential backoff with jitter, for retryable failures only.
+/// A retry policy: `max_attempts`, `initial_delay`, `max_delay` and `max_elapsed` bound the
+/// retries within one call (exponential backoff with jitter, for retryable failures only);
+/// `give_up_after` bounds the durable retries of the block after that (the run waits as
+/// `retrying`, across restarts).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
@@ -389,6 +392,11 @@ pub struct RetrySpec {
     /// The longest time all attempts together may take, such as `2m`.
     #[serde(default)]
     pub max_elapsed: Option<String>,
+    /// How long a block whose call keeps failing transiently (429, 5xx, 408, timeouts,
+    /// connection errors) is tried again, durably, counted from its first transient failure,
+    /// such as `24h` (the default); `0s` fails the block at the first one.
+    #[serde(default)]
+    pub give_up_after: Option<String>,
 }
 
 /// A workflow file's text and the name to show for it in errors.
