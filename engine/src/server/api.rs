@@ -6,6 +6,10 @@
 //! recorded vars and base URLs, as without `--config`). A live replay needs every credential its
 //! blocks name: 409 otherwise.
 //!
+//! An answer that acknowledges a change (records written with the runs they trigger, a started
+//! run's 202, a tick, a cancel, an approval) leaves only once the change is durable, on disk after
+//! an fsync ([`crate::store`] says what that promises).
+//!
 //! | route | body | answer |
 //! |---|---|---|
 //! | `POST /records/{collection}[?mode=create_update]` | one record or an array | `{"collection", "records": [{"key", "outcome", "queued"}], "queued"}` |

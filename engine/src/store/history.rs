@@ -20,7 +20,8 @@
 //! swap of the run record.
 //!
 //! Durability is group commit: writers put their entries, then await [`History::durable`]. One
-//! caller at a time flushes (the leader); every caller that arrives while that flush is in flight
+//! caller at a time flushes (the leader: [`Store::flush`], sled's flush and one `fdatasync` of its
+//! log, see [`super`]); every caller that arrives while that flush is in flight
 //! waits for it to finish and then either finds its writes covered (they were made before the
 //! leader started) or takes the lead of the next flush, which covers everyone waiting. So at most
 //! one flush is in flight, many runs share each one, and no caller flushes twice.

@@ -9,8 +9,67 @@
 //!
 //! sled lets one process open a data dir at a time. [`Store::open`] turns the lock failure into
 //! [`StoreError::Locked`], which says which directory and what to do, instead of sled's raw error.
+//!
+//! # What durable means
+//!
+//! A write is **durable** once a [`Store::flush`] that started after it has returned: it is then
+//! on the disk, after an `fdatasync` of every file sled wrote since the last flush and an `fsync`
+//! of each directory in which a file was created. Nothing is acknowledged before that: a write's
+//! `sending` intent before the request leaves and a run's end before its outcome is reported (the
+//! history's group commit, [`history`]); a record write with the run requests it triggers before
+//! the API or `blockyard records` answers (an import flushes once, before its summary); a started
+//! run before `POST /api/workflows/{name}/runs` answers 202; a queue entry's acknowledgement, an
+//! approval decision, the cancel of a parked run, a schedule tick. Two durable things live outside
+//! sled, fsynced the same way: cancel markers ([`crate::exec::cancel`]) and the OAuth2 token
+//! store (`tokens.json`: a temp file, fsync, rename, fsync of its directory;
+//! [`crate::http::tokens`]).
+//!
+//! - **A process kill** (`kill -9`, a panic, the OOM killer) loses nothing acknowledged, and
+//!   usually nothing else: what sled handed to the kernel survives in the page cache.
+//! - **A host crash or power loss** loses nothing acknowledged. Writes not yet acknowledged may be
+//!   lost: a run's `running` record, the steps of a run that has sent reads only (`resume` sends
+//!   them again), a record written by an import that had not finished.
+//! - **Not promised**, because `fsync` does not reach the disk there: a data dir on a filesystem
+//!   mounted with `nobarrier` (or `barrier=0`), on a disk or VM disk whose volatile write cache
+//!   ignores flush requests (qemu `cache=unsafe`), under `libeatmydata`, on tmpfs (`/dev/shm`:
+//!   memory, which a host crash empties), or on a network share (NFS, SMB: neither sled's lock nor
+//!   fsync means there what it means on a local disk).
+//!
+//! # How: sled's flush, then fsync
+//!
+//! sled 0.34's `flush` writes its log buffers with `pwrite`, then calls
+//! `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` on them (Linux): the pages are written, but
+//! no file metadata is committed (the log grows, so its new size is not on disk) and the device's
+//! write cache is not flushed, which its manual page says makes it unfit for data integrity. sled
+//! fsyncs the log only from its background flusher (every 500 ms, [`StoreOptions`]), and never
+//! fsyncs its blob files (`db/blobs/`: any value or tree node over about 128 KiB) or a directory.
+//! So [`Store::flush`], in one blocking task:
+//!
+//! 1. runs sled's flush: every write made before it is in the log file, and every blob the log
+//!    points to is written (sled writes a blob whole before the log entry pointing at it);
+//! 2. `fdatasync`s each blob file that appeared since the last flush, then fsyncs `db/blobs/` when
+//!    one did, so the log never durably points to a blob that is not;
+//! 3. `fdatasync`s the log through a descriptor the store opened read-only when it opened sled.
+//!    An fsync acts on the file, not on the descriptor: it writes every dirty page of the log
+//!    whoever wrote it, commits the metadata needed to read them back (the new size), and flushes
+//!    the device's write cache. sled 0.34 has no setting to do this itself, and keeps one log
+//!    file for its lifetime, so one descriptor opened at start covers every later write.
+//!
+//! At open, sled's `conf` (which it writes without an fsync), the `db` directory, the data dir
+//! and, when the data dir was just created, its parent are fsynced, so the files sled created
+//! are found after a crash. sled's snapshots (`db/snap.*`, written only at open) are fsynced by
+//! sled. The history's group commit calls [`Store::flush`] once for every run waiting, so many
+//! runs still share one fsync.
+//!
+//! A failed fsync poisons the store: Linux may drop pages it could not write and report success
+//! on the next fsync, so after one failure nothing can be promised. Every later flush fails with
+//! the first error, and the process must be restarted (it recovers from what is on disk).
 
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub mod history;
 pub mod queue;
@@ -45,6 +104,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("the store failed: {message}")]
     Io { message: String },
+    #[error("cannot make `{}` durable (fsync failed: {message}); what blockyard wrote since its last flush may not be on disk: check the disk, then restart blockyard", path.display())]
+    Sync { path: PathBuf, message: String },
     #[error("a stored `{tree}` entry `{key}` is unreadable: {message}")]
     Corrupt {
         tree: &'static str,
@@ -57,9 +118,10 @@ pub enum StoreError {
 ///
 /// The defaults are what every command uses: a bounded page cache (sled's own default is 1 GiB,
 /// which a long-running `serve` grows into), `HighThroughput` mode (less segment compaction
-/// work on the write path, at the price of some disk space), and sled's background flush every
-/// 500 ms kept as a backstop for writers that do not flush themselves (the run history always
-/// flushes explicitly, see [`history`]).
+/// work on the write path, at the price of some disk space), and sled's background flush (with an
+/// fsync of its log) every 500 ms, kept as a backstop: it bounds how much of what was not
+/// acknowledged yet a crash can lose. Nothing acknowledged waits for it: every durable point
+/// calls [`Store::flush`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// The most memory sled's page cache may use, in bytes.
@@ -85,6 +147,123 @@ impl Default for StoreOptions {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    files: Arc<SledFiles>,
+}
+
+/// sled's files as [`Store::flush`] fsyncs them after sled's own flush (see the module docs).
+#[derive(Debug)]
+struct SledFiles {
+    /// sled's log, `db/db`, opened read-only: an fsync through it syncs the file.
+    log: File,
+    log_path: PathBuf,
+    /// `db/blobs`.
+    blobs: PathBuf,
+    state: Mutex<SyncState>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The blob files already fsynced (sled creates each once and never rewrites it).
+    synced_blobs: HashSet<OsString>,
+    /// The first fsync failure (the file, the error): every later flush reports it.
+    failed: Option<(PathBuf, String)>,
+}
+
+fn sync_error(path: &Path, err: &std::io::Error) -> StoreError {
+    StoreError::Sync {
+        path: path.to_owned(),
+        message: err.to_string().to_lowercase(),
+    }
+}
+
+/// fsyncs a directory, so the files created (or renamed) in it are found after a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|err| sync_error(dir, &err))
+}
+
+impl SledFiles {
+    /// Opens the log of the sled database in `db_dir` and fsyncs what sled created at open:
+    /// its `conf`, the `db` directory and the data dir (its parent too when `created`).
+    fn open(data_dir: &Path, db_dir: &Path, created: bool) -> Result<SledFiles, StoreError> {
+        let log_path = db_dir.join("db");
+        let log = File::open(&log_path).map_err(|err| sync_error(&log_path, &err))?;
+        let conf = db_dir.join("conf");
+        File::open(&conf)
+            .and_then(|f| f.sync_all())
+            .map_err(|err| sync_error(&conf, &err))?;
+        let blobs = db_dir.join("blobs");
+        let files = SledFiles {
+            log,
+            log_path,
+            blobs,
+            state: Mutex::default(),
+        };
+        files.sync_blobs(&mut files.state.lock().unwrap_or_else(|e| e.into_inner()))?;
+        sync_dir(db_dir)?;
+        sync_dir(data_dir)?;
+        if created {
+            match data_dir.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+                Some(parent) => sync_dir(parent)?,
+                None => {}
+            }
+        }
+        Ok(files)
+    }
+
+    /// Makes durable everything sled's last flush wrote: new blob files (and their directory),
+    /// then the log. After a failure, fails with the first error without trying again.
+    fn sync(&self) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((path, message)) = &state.failed {
+            return Err(StoreError::Sync {
+                path: path.clone(),
+                message: message.clone(),
+            });
+        }
+        let synced = self.sync_blobs(&mut state).and_then(|()| {
+            self.log
+                .sync_data()
+                .map_err(|err| sync_error(&self.log_path, &err))
+        });
+        if let Err(StoreError::Sync { path, message }) = &synced {
+            state.failed = Some((path.clone(), message.clone()));
+        }
+        synced
+    }
+
+    /// fsyncs each blob file not fsynced yet, then the blobs directory when there was one.
+    fn sync_blobs(&self, state: &mut SyncState) -> Result<(), StoreError> {
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(sync_error(&self.blobs, &err)),
+        };
+        let mut present = HashSet::with_capacity(state.synced_blobs.len());
+        let mut new = false;
+        for entry in entries {
+            let name = entry
+                .map_err(|err| sync_error(&self.blobs, &err))?
+                .file_name();
+            if !state.synced_blobs.contains(&name) {
+                let path = self.blobs.join(&name);
+                match File::open(&path).and_then(|f| f.sync_data()) {
+                    Ok(()) => new = true,
+                    // Removed by sled's blob collection since the listing.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(sync_error(&path, &err)),
+                }
+            }
+            present.insert(name);
+        }
+        state.synced_blobs = present;
+        if new {
+            sync_dir(&self.blobs)?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -95,12 +274,14 @@ impl Store {
 
     /// Opens (creating if needed) the store in `dir`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|err| StoreError::Open {
             dir: dir.to_owned(),
             source: sled::Error::Io(err),
         })?;
+        let db_dir = dir.join("db");
         let config = sled::Config::new()
-            .path(dir.join("db"))
+            .path(&db_dir)
             .cache_capacity(options.cache_capacity)
             .mode(if options.high_throughput {
                 sled::Mode::HighThroughput
@@ -132,9 +313,11 @@ impl Store {
                 }
             }
         };
+        let files = SledFiles::open(dir, &db_dir, created)?;
         Ok(Store {
             db,
             dir: dir.to_owned(),
+            files: Arc::new(files),
         })
     }
 
@@ -148,23 +331,80 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
-    /// Makes every write so far durable. sled's blocking `flush` runs on tokio's blocking pool
-    /// (its `flush_async` completes through sled's own thread pool, and stalled under many
-    /// concurrent runs); callers that want to share fsyncs go through the history's group commit.
+    /// Makes every write so far durable: sled's flush, then an fsync of the files it wrote (see
+    /// the module docs). Runs on tokio's blocking pool (sled's `flush_async` completes through
+    /// sled's own thread pool, and stalled under many concurrent runs); callers that want to
+    /// share fsyncs go through the history's group commit.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking())
             .await
             .map_err(|err| StoreError::Io {
                 message: format!("the flush task failed: {err}"),
-            })??;
-        Ok(())
+            })?
+    }
+
+    /// [`Store::flush`], on the calling thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.files.sync()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_flush_fsyncs_each_new_blob_once_and_a_failed_fsync_poisons_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("t").unwrap();
+        // Over sled's inline limit (about 128 KiB): the value goes to a blob file of its own.
+        tree.insert("big", vec![7u8; 300 * 1024]).unwrap();
+        store.flush_blocking().unwrap();
+        let blobs: HashSet<OsString> = std::fs::read_dir(dir.path().join("db/blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!blobs.is_empty(), "the big value is a blob");
+        let synced = |store: &Store| store.files.state.lock().unwrap().synced_blobs.clone();
+        assert_eq!(synced(&store), blobs);
+        tree.insert("small", "x").unwrap();
+        store.flush_blocking().unwrap();
+        assert_eq!(synced(&store), blobs);
+
+        // A log whose fsync fails (procfs refuses fsync): the flush says which file and why.
+        let files = |log: &Path, failed: Option<(PathBuf, String)>| {
+            Arc::new(SledFiles {
+                log: File::open(log).unwrap(),
+                log_path: log.to_owned(),
+                blobs: dir.path().join("db/blobs"),
+                state: Mutex::new(SyncState {
+                    synced_blobs: blobs.clone(),
+                    failed,
+                }),
+            })
+        };
+        let broken = Store {
+            files: files(Path::new("/proc/self/stat"), None),
+            ..store.clone()
+        };
+        let message = "cannot make `/proc/self/stat` durable (fsync failed: invalid argument (os error 22)); what blockyard wrote since its last flush may not be on disk: check the disk, then restart blockyard";
+        assert_eq!(broken.flush_blocking().unwrap_err().to_string(), message);
+        // Poisoned: every later flush fails with the first error, even where an fsync would now
+        // succeed (the real log), since the pages the failed one dropped are gone.
+        let failed = broken.files.state.lock().unwrap().failed.clone();
+        assert!(failed.is_some());
+        let poisoned = Store {
+            files: files(&dir.path().join("db/db"), failed),
+            ..store.clone()
+        };
+        assert_eq!(poisoned.flush_blocking().unwrap_err().to_string(), message);
+        assert_eq!(poisoned.flush_blocking().unwrap_err().to_string(), message);
+        store.flush_blocking().unwrap();
+    }
 
     #[test]
     fn a_second_open_of_the_same_dir_says_it_is_in_use() {
