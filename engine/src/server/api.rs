@@ -358,6 +358,8 @@ async fn start_run(
             "run `{id}` stopped before it was recorded; see the service's log"
         )));
     }
+    // The 202 promises the run: it is on disk before the answer leaves (one group commit).
+    shared.engine.history().durable().await?;
     let run = shared.engine.history().run(id)?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
