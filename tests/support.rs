@@ -107,6 +107,9 @@ blocks:
     type: end
 ";
 
+/// begin → a → b → c → end, each a GET.
+pub const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: begin\n    next: a\n  a:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: b\n  b:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: c\n  c:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
+
 /// The token of every credential in an [`Env`]'s config: no run may write it into history.
 pub const TOKEN: &str = "sandbox-secret-token-4242";
 

@@ -8,13 +8,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::slow;
-use crate::support::{blocks, Env, WHOAMI};
+use crate::support::{blocks, Env, THREE_READS, WHOAMI};
 
 /// begin → `me` (a GET) → `revoke` (a DELETE whose preset has no probe) → end.
 const REVOKE: &str = "name: revoke\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: revoke\n  revoke:\n    type: api\n    preset: calendly.revoke_invitation\n    credential: calendly\n    with:\n      invitation_uuid: 0a1b2c3d-0000-4000-8000-000000000001\n    next: end\n  end:\n    type: end\n";
-
-/// begin → a → b → c → end, each a GET.
-const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: begin\n    next: a\n  a:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: b\n  b:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: c\n  c:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next: end\n  end:\n    type: end\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is_not_resent() {

@@ -12,7 +12,7 @@ use blockyard::service::{worker, Service, ServiceConfig};
 use blockyard::trigger::{Queue, Triggers};
 use serde_json::{json, Value};
 
-use crate::support::{self, Env, WHOAMI};
+use crate::support::{self, blocks, Env, THREE_READS, WHOAMI};
 
 mod retries;
 
@@ -621,4 +621,68 @@ async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_
     let fired = fired(&why);
     assert_eq!(fired[0]["run"], runs[0]["id"], "{why}");
     service.shutdown().await.unwrap();
+}
+
+/// A cancel `serve` answered is on disk before the answer: killed (`kill -9`) while the run's next
+/// block is in flight, the process leaves the run `running`, and `blockyard resume` stops it
+/// before its next block instead of finishing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_cancel_it_answered_survives_a_kill_and_the_resumed_run_stops_before_its_next_block(
+) {
+    let env = Env::start(blockyard::sandbox::SandboxConfig {
+        seed_users: 5,
+        latency: Duration::from_millis(700),
+        ..Default::default()
+    })
+    .await;
+    std::fs::create_dir(workflows(&env)).unwrap();
+    env.write("workflows/three-reads.yaml", THREE_READS);
+    let mut served = Served::start(&env, &[]);
+    let start = served.read_until("serving");
+    let addr = start.last().unwrap().rsplit("http://").next().unwrap();
+    let api = format!("http://{addr}/api");
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{api}/workflows/three-reads/runs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let started: Value = response.json().await.unwrap();
+    let id = started["id"].as_str().unwrap().to_owned();
+    // `a` takes 700 ms; once it shows, `b` is in flight for 700 more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = support::get_json(format!("{api}/runs/{id}")).await;
+        if blocks(&run).contains(&("a", "succeeded")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "`a` never settled: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = client
+        .post(format!("{api}/runs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"id": id, "cancel_requested": true})
+    );
+    served.signal("KILL");
+    served.child.wait().unwrap();
+    assert!(
+        env.data_dir().join("cancel").join(&id).exists(),
+        "the cancel's marker is on disk"
+    );
+
+    let (code, stdout, stderr) = env.run(&["resume", &id]);
+    assert_eq!(code, 5, "cancelled: {stdout}{stderr}");
+    let shown = env.json(&["history", "show", &id, "--json"]);
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(shown["error"], "cancelled between steps");
+    // Stopped before `b` (sent by the killed process, its outcome never recorded) was sent again.
+    assert_eq!(blocks(&shown), [("begin", "succeeded"), ("a", "succeeded")]);
+    assert!(!env.data_dir().join("cancel").join(&id).exists());
 }

@@ -6,6 +6,10 @@
 //! the executor looks for it before starting each block (it reads the marker dir at most every
 //! 100 ms, so a marker is seen within that). A block already sending finishes first:
 //! cancellation never leaves a write with an unknown outcome.
+//!
+//! Either way the request is durable before it is acknowledged: the marker is written (an
+//! in-process request writes one too) and fsynced with its directory, so a run resumed after a
+//! crash still finds it and stops before its next block. The marker goes when the run finishes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,11 +23,23 @@ pub fn marker_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("cancel")
 }
 
-/// Asks the process running `run` in `data_dir` to stop it between steps.
+/// Asks the process running `run` in `data_dir` to stop it between steps. The marker is on disk
+/// when this returns (the file and its directory fsynced).
 pub fn request_by_marker(data_dir: &Path, run: RunId) -> std::io::Result<()> {
-    let dir = marker_dir(data_dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(run.to_string()), b"")
+    write_marker(&marker_dir(data_dir), run)
+}
+
+/// Writes `run`'s marker in `dir` and fsyncs it, the directory and, when the directory was just
+/// created, its parent.
+fn write_marker(dir: &Path, run: RunId) -> std::io::Result<()> {
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir)?;
+    std::fs::File::create(dir.join(run.to_string()))?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    match dir.parent() {
+        Some(parent) if created => std::fs::File::open(parent)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 /// How often the marker dir is read again: a cancel from another process is seen within this
@@ -48,11 +64,18 @@ impl Cancels {
         }
     }
 
-    pub(crate) fn request(&self, run: RunId) {
+    /// Flags `run` and writes its marker, durably (blocks on an fsync).
+    pub(crate) fn request(&self, run: RunId) -> std::io::Result<()> {
         self.flags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(run);
+        write_marker(&self.dir, run)
+    }
+
+    /// Where `run`'s marker is written.
+    pub(crate) fn marker(&self, run: RunId) -> PathBuf {
+        self.dir.join(run.to_string())
     }
 
     pub(crate) fn is_requested(&self, run: RunId) -> bool {
@@ -80,20 +103,20 @@ impl Cancels {
             .collect()
     }
 
-    /// Forgets a finished run's request (and removes its marker, when one was seen).
+    /// Forgets a finished run's request (and removes its marker, when one was seen or written).
     pub(crate) fn clear(&self, run: RunId) {
-        self.flags
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&run);
+        let flagged = {
+            let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+            !flags.is_empty() && flags.remove(&run)
+        };
         let marked = self
             .markers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .1
             .remove(&run);
-        if marked {
-            let _ = std::fs::remove_file(self.dir.join(run.to_string()));
+        if flagged || marked {
+            let _ = std::fs::remove_file(self.marker(run));
         }
     }
 }

@@ -125,6 +125,12 @@ pub enum ExecError {
     NotWaiting { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
+    #[error("cannot record the cancel of run `{id}` in `{}`: {message}; check that the data dir is writable and has space", path.display())]
+    CancelMarker {
+        id: RunId,
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot set up the vendor client: {message}")]
     Client { message: String },
     #[error("a live replay of run `{id}` sends requests, but credential `{credential}` (block `{block}`) is not configured: define it under `credentials:` in blockyard.yaml (or the file `--config` names), or replay offline, which sends nothing and needs no config")]
@@ -522,7 +528,9 @@ impl Engine {
 
     /// Asks a run of this process to stop between steps. Returns false when the run is not known
     /// or already finished. A `retrying` run (parked, not in flight) is cancelled at once, its
-    /// timer dropped.
+    /// timer dropped. Either way the request is durable when this returns true (the store is
+    /// flushed, or the run's cancel marker written and fsynced), so it blocks on an fsync: call it
+    /// off the async workers (`spawn_blocking`).
     pub fn cancel(&self, id: RunId) -> Result<bool, ExecError> {
         let history = &self.inner.history;
         match history.run(id)? {
@@ -532,10 +540,16 @@ impl Engine {
                         .cancel_parked(id, "cancelled while waiting to retry", chrono::Utc::now())?
                         .is_some() =>
             {
+                history.store().flush_blocking()?;
                 Ok(true)
             }
             Some(run) if !run.status.is_finished() => {
-                self.inner.cancels.request(id);
+                let cancels = &self.inner.cancels;
+                cancels.request(id).map_err(|err| ExecError::CancelMarker {
+                    id,
+                    path: cancels.marker(id),
+                    message: err.to_string().to_lowercase(),
+                })?;
                 Ok(true)
             }
             _ => Ok(false),

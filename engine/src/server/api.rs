@@ -487,7 +487,12 @@ async fn decide(shared: &Shared, id: &str, block: &str, approve: bool) -> ApiRes
 
 async fn cancel_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
     let id = run_id(&id)?;
-    if shared.engine.cancel(id)? {
+    // Durable when it answers: `cancel` blocks on an fsync.
+    let engine = shared.engine.clone();
+    let cancelled = tokio::task::spawn_blocking(move || engine.cancel(id))
+        .await
+        .map_err(|err| internal(format!("the cancel task failed: {err}")))??;
+    if cancelled {
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id.to_string(), "cancel_requested": true})),
