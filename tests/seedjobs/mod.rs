@@ -523,7 +523,7 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
         Arc::new(triggers),
         blockyard::trigger::scheduler::Clock::system(),
     );
-    let fired = scheduler.fire(&name, chrono::Utc::now()).unwrap();
+    let fired = scheduler.fire(&name, chrono::Utc::now()).await.unwrap();
     let queued: Vec<String> = queue
         .pending()
         .unwrap()

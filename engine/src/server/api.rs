@@ -294,8 +294,7 @@ async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Ap
         triggers,
         Clock::system(),
     );
-    let fired = scheduler.fire(&workflow, chrono::Utc::now())?;
-    shared.store.flush().await?;
+    let fired = scheduler.fire(&workflow, chrono::Utc::now()).await?;
     shared.wake.notify_one();
     let queued: Vec<String> = fired.queued.iter().map(ToString::to_string).collect();
     Ok((

@@ -4,8 +4,9 @@
 //! workflow, then for each workflow that is due enqueues one run request per record of its
 //! collection matching its conditions (evaluated at the tick instant), or a single request when it
 //! names no `records`, and records the tick as the workflow's last, all in one store transaction
-//! ([`RecordStore::enqueue_tick`]): a tick is enqueued exactly once even across a crash. If the
-//! task wakes late past several ticks it fires the latest one only.
+//! ([`RecordStore::enqueue_tick`]): a tick is enqueued exactly once even across a crash. The tick
+//! is durable (the store flushed) before it is reported or its runs are started. If the task wakes
+//! late past several ticks it fires the latest one only.
 //!
 //! Catch-up on start, per workflow: with `catch_up: last` (the default) and a stored last tick,
 //! the most recent tick missed while blockyard was down fires once, at once; with `catch_up: none`
@@ -143,7 +144,7 @@ impl Scheduler {
             let last = self.queue.last_fired(name)?;
             if let (CatchUp::Last, Some(last)) = (catch_up, last) {
                 if let Some(missed) = latest_due(schedule, last, now) {
-                    self.fire(name, missed)?;
+                    self.fire(name, missed).await?;
                 }
             }
             cursors.push((name.clone(), now));
@@ -170,7 +171,7 @@ impl Scheduler {
                     continue;
                 };
                 if let Some(tick) = latest_due(schedule, *cursor, now) {
-                    self.fire(name, tick)?;
+                    self.fire(name, tick).await?;
                     *cursor = tick;
                 }
             }
@@ -184,8 +185,13 @@ impl Scheduler {
             .and_then(|w| w.workflow.trigger.schedule.as_ref().map(|(s, _)| s))
     }
 
-    /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick.
-    pub fn fire(&self, workflow: &WorkflowName, tick: DateTime<Utc>) -> Result<Fired, StoreError> {
+    /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick, durably
+    /// (the store is flushed before this returns or reports the tick).
+    pub async fn fire(
+        &self,
+        workflow: &WorkflowName,
+        tick: DateTime<Utc>,
+    ) -> Result<Fired, StoreError> {
         let Some(watched) = self.triggers.scheduled().find(|w| &w.name == workflow) else {
             return Ok(Fired {
                 workflow: workflow.clone(),
@@ -256,6 +262,7 @@ impl Scheduler {
             }
         }
         let queued = self.records.enqueue_tick(name, tick, decisions)?;
+        self.records.store().flush().await?;
         let fired = Fired {
             workflow: name.clone(),
             tick,
