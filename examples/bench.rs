@@ -16,6 +16,14 @@
 //! `bench engine [IN_FLIGHT [RUNS [no-history]]]` and `bench raw [IN_FLIGHT [REQUESTS]]` run one
 //! side alone, for a profiler or `time`.
 //!
+//! `bench serve [RUNS]` measures one run at a time through `blockyard serve`'s API: a `Service`
+//! on loopback (its store in a temp dir), the same workflow started with `POST
+//! /api/workflows/bench/runs {"wait": true}` (answered when the run is durably finished), next
+//! to three probes measured in the same process: one HTTP round trip to the service (`GET
+//! /healthz`), one round trip to the sandbox (the GET the run sends), and one fsync in the data
+//! dir. A durable run acknowledged over HTTP cannot be faster than the three together (the floor);
+//! the bench prints the loop's rate against it. Probes and loop alternate over three passes.
+//!
 //! The memory phase runs in a fresh child process (this example re-run as `bench memory URL
 //! [MAX_CONNECTIONS]`), against a slow sandbox in this process: the figures are the engine's
 //! alone, as in production where the vendors are remote, and not the heap left over from the
@@ -40,6 +48,7 @@ use blockyard::exec::{Engine, EngineOptions, Prepared, RunRequest};
 use blockyard::http::{Client, Credentials};
 use blockyard::preset::PresetRegistry;
 use blockyard::sandbox::{Sandbox, SandboxConfig};
+use blockyard::service::{Service, ServiceConfig};
 use blockyard::store::{Store, StoreOptions};
 
 /// The allocator the `blockyard` binary uses (see `engine/src/main.rs`).
@@ -327,6 +336,137 @@ async fn engine_phase(args: &[String]) {
     sandbox.shutdown().await;
 }
 
+/// Median round trip of `GET url` sent `count` times one after another (keep-alive).
+async fn round_trip(client: &reqwest::Client, url: &str, bearer: bool, count: usize) -> Duration {
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let request = client.get(url);
+        let request = if bearer {
+            request.header("Authorization", "Bearer bench-token-123456")
+        } else {
+            request
+        };
+        let start = Instant::now();
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success());
+        let _ = response.bytes().await.unwrap();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    percentile(&times, 0.5)
+}
+
+/// `bench serve [RUNS]`: one run at a time through `serve`'s API (2,000 runs per pass by
+/// default), against the floor of one HTTP round trip to the service, one to the sandbox and one
+/// fsync.
+async fn serve_phase(args: &[String]) {
+    let total = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let sandbox = Sandbox::start(SandboxConfig {
+        seed_users: 5,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let workflows = dir.path().join("workflows");
+    std::fs::create_dir(&workflows).unwrap();
+    std::fs::write(workflows.join("bench.yaml"), WORKFLOW).unwrap();
+    let config = Config::parse(
+        Path::new("blockyard.yaml"),
+        &format!(
+            "credentials:\n  calendly:\n    vendor: calendly\n    auth: bearer\n    token: bench-token-123456\n    base_url: {}\n    rate_limit_per_minute: 0\n",
+            sandbox.calendly_url()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(ServiceConfig {
+        credentials: Credentials::from_config(&config),
+        ..ServiceConfig::new(
+            workflows,
+            dir.path().join("data"),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", service.addr());
+    let start_url = format!("{base}/api/workflows/bench/runs");
+    let sandbox_url = format!("{}/users/me", sandbox.calendly_url());
+    let history = service.shared().engine().history().clone();
+    let before = history.commit_stats();
+    // On a worker, as the other phases' loops: the runtime's main thread would add a cross-thread
+    // wake-up to every round trip, probes and runs alike.
+    let data_dir = dir.path().to_owned();
+    let (mut rates, mut latencies, mut http, mut vendor, mut fsync) = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let (mut rates, mut latencies) = (Vec::new(), Vec::new());
+        let (mut http, mut vendor, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..REPEATS {
+            http.push(round_trip(&client, &format!("{base}/healthz"), false, 2_000).await);
+            vendor.push(round_trip(&client, &sandbox_url, true, 2_000).await);
+            fsync.push(fsync_latency(&data_dir).0);
+            let mut times = Vec::with_capacity(total);
+            let start = Instant::now();
+            for _ in 0..total {
+                let t = Instant::now();
+                let response = client
+                    .post(&start_url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"wait": true}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                let body = response.bytes().await.unwrap();
+                let succeeded = br#""status":"succeeded""#;
+                assert!(
+                    body.windows(succeeded.len()).any(|w| w == succeeded),
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                times.push(t.elapsed());
+            }
+            rates.push(total as f64 / start.elapsed().as_secs_f64());
+            times.sort();
+            latencies.push(percentile(&times, 0.5));
+        }
+        (rates, latencies, http, vendor, fsync)
+    })
+    .await
+    .unwrap();
+    let after = history.commit_stats();
+    let passes = rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    let runs = (REPEATS * total) as f64;
+    for sorted in [&mut http, &mut vendor, &mut fsync, &mut latencies] {
+        sorted.sort();
+    }
+    let mid = |v: &[Duration]| v[v.len() / 2];
+    let floor = mid(&http) + mid(&vendor) + mid(&fsync);
+    let rate = median(&mut rates);
+    println!("One run at a time through `serve`'s API (begin → GET → end, `\"wait\": true`), {total} runs per pass, medians of {REPEATS} passes:");
+    println!();
+    println!("| runs/s | run latency (median) | HTTP round trip to serve | sandbox round trip | fsync | floor: 1 / (sum) | runs/s / floor | durable calls per run | flushes per run |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {rate:.0} | {:?} | {:?} | {:?} | {:?} | {:.0} runs/s ({floor:?}) | {:.0} % | {:.2} | {:.2} |",
+        mid(&latencies),
+        mid(&http),
+        mid(&vendor),
+        mid(&fsync),
+        1.0 / floor.as_secs_f64(),
+        100.0 * rate * floor.as_secs_f64(),
+        (after.calls - before.calls) as f64 / runs,
+        (after.flushes - before.flushes) as f64 / runs,
+    );
+    println!("(runs/s of each pass: {passes})");
+    service.shutdown().await.unwrap();
+    sandbox.shutdown().await;
+}
+
 /// `bench raw [IN_FLIGHT [REQUESTS]]`: the plain reqwest loop alone (64 in flight, 20,000
 /// requests by default), to compare with `bench engine` under a profiler or `time`.
 async fn raw_phase(args: &[String]) {
@@ -353,6 +493,7 @@ fn main() {
         Some("memory-raw") => return runtime.block_on(memory_raw_phase(&args[2])),
         Some("engine") => return runtime.block_on(engine_phase(&args[2..])),
         Some("raw") => return runtime.block_on(raw_phase(&args[2..])),
+        Some("serve") => return runtime.block_on(serve_phase(&args[2..])),
         _ => {}
     }
     runtime.block_on(async {
