@@ -13,7 +13,8 @@
 //!   process stored that is still valid is used without a refresh, and otherwise the refresh token
 //!   spent is the stored one, never a copy read earlier.
 //! - New tokens are written (a temp file created 0600, fsync, rename over `tokens.json`, fsync of
-//!   the directory) before the new access token is used; a failed write is an error.
+//!   the directory, and of its parent when the directory was just created) before the new access
+//!   token is used; a failed write is an error.
 //! - A stored token wins over the config's while it descends from the config's refresh token:
 //!   each entry keeps a fingerprint of the configured refresh token it descends from, so pasting a
 //!   new refresh token into `blockyard.yaml` (after authorizing the app again) makes the config's
@@ -184,8 +185,19 @@ impl TokenStore {
     }
 
     fn open_lock(&self) -> Result<File, TokenStoreError> {
+        // A directory created here is fsynced into its parent, so the tokens written in it are
+        // found after a crash (the file's own fsyncs do not cover the directory's entry).
+        let created = !self.dir().exists();
         std::fs::create_dir_all(self.dir())
             .map_err(|err| self.io("create the directory of", &err))?;
+        if let Some(parent) = self.dir().parent().filter(|_| created) {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            sync_dir(parent).map_err(|err| self.io("create the directory of", &err))?;
+        }
         let mut lock = self.path.clone().into_os_string();
         lock.push(".lock");
         private(OpenOptions::new().read(true).write(true).create(true))
