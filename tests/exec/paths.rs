@@ -72,7 +72,9 @@ async fn a_write_without_a_probe_whose_outcome_is_unknown_needs_attention_and_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_run_in_another_process_between_steps() {
-    let env = slow(Duration::from_millis(700)).await;
+    // 1 s per call: `blockyard cancel` spends 500 ms finding the data dir locked before it drops
+    // its marker (now fsynced), which must land before `b` ends, even on a busy machine.
+    let env = slow(Duration::from_millis(1000)).await;
     let file = env.write("three-reads.yaml", THREE_READS);
     let mut run = env
         .command(&["run", &file.display().to_string(), "--json"])
@@ -96,7 +98,7 @@ async fn cancel_stops_a_run_in_another_process_between_steps() {
     let id = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the run logged its id");
-    // `b` is in flight now (700 ms); `c` has not started.
+    // `b` is in flight now (1 s); `c` has not started.
     let (code, stdout, stderr) = env.run(&["cancel", &id]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(
