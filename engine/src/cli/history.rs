@@ -1,10 +1,14 @@
 //! `blockyard history list|show|prune`: the runs recorded in a data dir.
+//!
+//! `list` prints one line per run: id, creation time, status, mode (`live`, `dry_run`, `offline`,
+//! or `replay` with the run it replays at the end of the line), workflow and subject, so a dry
+//! run or a replay never reads like a live run.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use blockyard::compile::parse_duration;
-use blockyard::store::history::{History, RunFilter, RunId, RunStatus};
+use blockyard::store::history::{History, RunFilter, RunId, RunMode, RunRecord, RunStatus};
 use blockyard::store::Store;
 
 use super::run::{print_run, run_json, CommonArgs};
@@ -67,6 +71,17 @@ fn open(common: &CommonArgs) -> anyhow::Result<History> {
     Ok(History::open(&store)?)
 }
 
+/// How a run sent its calls, as `history list` shows it: `live`, `dry_run`, `offline`, or `replay`
+/// for a live replay of another run.
+fn mode_name(run: &RunRecord) -> &'static str {
+    match (run.mode, run.replay_of) {
+        (RunMode::Live, Some(_)) => "replay",
+        (RunMode::Live, None) => "live",
+        (RunMode::DryRun, _) => "dry_run",
+        (RunMode::Offline, _) => "offline",
+    }
+}
+
 pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
     text.parse().map_err(|_| {
         anyhow::anyhow!(
@@ -114,13 +129,16 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for run in runs {
                     let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
+                    let replay = run
+                        .replay_of
+                        .map_or_else(String::new, |of| format!("  (replay of {of})"));
                     println!(
-                        "{}  {}  {:16}  {:24}  {}",
+                        "{}  {}  {:16}  {:7}  {:24}  {subject}{replay}",
                         run.id,
                         run.created_at.format("%Y-%m-%d %H:%M:%S"),
                         run.status.name(),
+                        mode_name(&run),
                         run.workflow,
-                        subject
                     );
                 }
             }
