@@ -37,6 +37,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -69,6 +71,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
     ]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("find    failed"), "{stdout}");
@@ -105,6 +109,8 @@ async fn a_dry_run_performs_reads_and_holds_writes_back() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--dry-run",
     ]);
     assert_eq!(code, 0, "{stdout}");
@@ -126,6 +132,8 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     let id = run["id"].as_str().unwrap();
@@ -184,6 +192,8 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
             &workflow("calendly-offboard.yaml"),
             "--record",
             &record,
+            "--record",
+            "status=terminated",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

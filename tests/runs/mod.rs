@@ -2,9 +2,86 @@
 //! under `serve`, a cancel of a parked run is immediate, resume recovers what a probed write saved,
 //! `history list` shows each run's mode, and runs queued by an import are visible.
 
-use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::support::{Env, WHOAMI};
+use blockyard::http::Credentials;
+use blockyard::service::{Service, ServiceConfig};
+use serde_json::{json, Value};
+
+use crate::support::{self, Env, WHOAMI};
+
+const TOKEN: &str = "runs-test-token";
+
+/// A sandbox seeded with 5 users that takes `latency` to answer each vendor request.
+fn shipped(name: &str) -> String {
+    support::workflow(name).display().to_string()
+}
+
+/// `env`'s `workflows/` dir, with the given files (`(name, text)`).
+fn workflows(env: &Env, files: &[(&str, &str)]) -> PathBuf {
+    let dir = env.path().join("workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+async fn serve(env: &Env) -> Service {
+    let config = env.config();
+    Service::start(ServiceConfig {
+        token: Some(TOKEN.to_owned()),
+        credentials: Credentials::from_config(&config),
+        vars: config.vars.into_iter().collect(),
+        poll: Duration::from_millis(100),
+        ..ServiceConfig::new(
+            env.path().join("workflows"),
+            env.data_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// An API client for one service.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(service: &Service) -> Api {
+        Api {
+            base: format!("http://{}/api", service.addr()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.bearer_auth(TOKEN).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+}
+
+fn error(status: u16, message: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"error": {"status": status, "message": message}}),
+    )
+}
 
 fn instant(value: &Value) -> chrono::DateTime<chrono::Utc> {
     value
@@ -12,6 +89,18 @@ fn instant(value: &Value) -> chrono::DateTime<chrono::Utc> {
         .unwrap_or_else(|| panic!("not an instant: {value}"))
         .parse()
         .unwrap()
+}
+
+/// The status of a run's last step for `block`.
+fn step_status<'a>(run: &'a Value, block: &str) -> &'a str {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|s| s["block"] == block)
+        .and_then(|s| s["status"].as_str())
+        .unwrap_or("(no step)")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -47,4 +136,150 @@ async fn history_list_shows_whether_a_run_was_live_a_dry_run_or_a_replay() {
             line(&live, "live", ""),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manual runs respect the begin block
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_for_a_subject_the_begin_block_does_not_match_is_refused_unless_forced() {
+    let env = Env::seeded(5).await;
+    let email = env.member().await.0;
+    let sent = env.sb.requests().len();
+    let record = format!("email={email}");
+    let offboard = shipped("calendly-offboard.yaml");
+    let args = [
+        "run",
+        &offboard,
+        "--record",
+        &record,
+        "--record",
+        "status=active",
+        "--dry-run",
+    ];
+    let (code, stdout, stderr) = env.run(&args);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (
+            2,
+            "",
+            format!(
+                "error: `calendly-offboard` does not start for `people/{email}`: no run: the conditions do not hold\n    after: no match\n      status equals \"terminated\": false (value: \"active\")\n      email not_empty: true (value: \"{email}\")\nrun it anyway with `--force`\n"
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        env.sb.requests().len(),
+        sent,
+        "the refused run sent nothing"
+    );
+    let (_, listed, _) = env.run(&["history", "list"]);
+    assert_eq!(listed, "no runs\n");
+
+    // The words are `triggers why`'s, for a `when:` too.
+    let gated = env.write(
+        "gated.yaml",
+        "name: gated\nblocks:\n  begin:\n    type: begin\n    records: people\n    on: [updated]\n    when: 'record.department == \"Sales\"'\n    next: end\n  end:\n    type: end\n",
+    );
+    let (code, _, stderr) = env.run(&[
+        "run",
+        gated.to_str().unwrap(),
+        "--record",
+        &record,
+        "--record",
+        "department=Support",
+    ]);
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!("error: `gated` does not start for `people/{email}`: no run: the conditions do not hold\n    after: no match\n      when `record.department == \"Sales\"`: false\nrun it anyway with `--force`\n")
+        )
+    );
+
+    // `--force` runs it: the dry run plans the DELETE.
+    let mut forced = args.to_vec();
+    forced.extend(["--force", "--json"]);
+    let (code, stdout, stderr) = env.run(&forced);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(step_status(&run, "remove"), "planned", "{run:#}");
+
+    // A subject that matches runs without `--force`.
+    let (code, stdout, stderr) = env.run(&[
+        "run",
+        &offboard,
+        "--record",
+        &record,
+        "--record",
+        "status=terminated",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_of_a_records_workflow_without_a_subject_is_refused() {
+    let env = Env::seeded(1).await;
+    let (code, stdout, stderr) = env.run(&["run", &shipped("calendly-offboard.yaml")]);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (
+            2,
+            "",
+            "error: `calendly-offboard` runs on a `people` record (its begin block says `records: people`) and none was given; give it with `--record email=...` or `--record-file FILE.json`\n"
+        )
+    );
+    // `--force` does not make up a subject.
+    let (code, _, _) = env.run(&["run", &shipped("calendly-offboard.yaml"), "--force"]);
+    assert_eq!(code, 2);
+    assert!(env.sb.requests().is_empty(), "{:?}", env.sb.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_a_run_the_begin_block_does_not_match_unless_forced() {
+    let env = Env::seeded(5).await;
+    let offboard = std::fs::read_to_string(support::workflow("calendly-offboard.yaml")).unwrap();
+    workflows(&env, &[("calendly-offboard.yaml", &offboard)]);
+    let email = env.member().await.0;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    // The stored record says active; the subject given names only the key.
+    let (status, _) = api
+        .post(
+            "/records/people",
+            json!({"email": email, "status": "active"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let path = "/workflows/calendly-offboard/runs";
+    assert_eq!(
+        api.post(path, json!({"subject": {"email": email}})).await,
+        error(
+            409,
+            &format!("`calendly-offboard` does not start for `people/{email}`: no run: the conditions do not hold\n    after: no match\n      status equals \"terminated\": false (value: \"active\")\n      email not_empty: true (value: \"{email}\")\nsend `\"force\": true` to run it anyway")
+        )
+    );
+    assert_eq!(
+        api.post(path, json!({})).await,
+        error(
+            400,
+            "`calendly-offboard` runs on a `people` record (its begin block says `records: people`) and none was given; send it as `\"subject\": {\"email\": ...}`"
+        )
+    );
+    let (_, runs) = api.get("/runs").await;
+    assert_eq!(runs, json!([]));
+    assert!(env.writes().is_empty());
+
+    let (status, run) = api
+        .post(
+            path,
+            json!({"subject": {"email": email}, "force": true, "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(step_status(&run, "remove"), "succeeded");
+    service.shutdown().await.unwrap();
 }

@@ -1,7 +1,10 @@
 //! `blockyard run WORKFLOW`: one run of a workflow, recorded in the history of the data dir.
 //!
 //! The subject record comes from `--record-file FILE.json` or `--record KEY=VALUE` pairs; `--var`
-//! overlays the config's and the workflow's `vars`. Prints the block-by-block outcome, or with
+//! overlays the config's and the workflow's `vars`. A workflow whose begin block names `records:`
+//! needs a subject, and the subject must match the begin block's `when:`/`rules:` (and not be
+//! left out by `exclude:`) unless `--force`: a refused run starts nothing, prints the conditions
+//! in `triggers why`'s words and exits 2. Dry runs are held to the same rule. Prints the block-by-block outcome, or with
 //! `--json` the run record with its steps (`id` is the run id). Exit codes: 0 the run succeeded,
 //! 1 it did not (failed, cancelled, needs attention), 2 usage or setup errors. This file also
 //! holds the setup the other run-related commands share (config, data dir, engine, printing).
@@ -12,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions, RunOutcome, RunRequest};
+use blockyard::exec::{Engine, EngineOptions, Refusal, RunOutcome, RunRequest};
 use blockyard::http::{Client, Credentials};
 use blockyard::store::history::{RunMode, RunRecord, StepRecord, StepStatus, Subject};
 use blockyard::store::Store;
@@ -36,6 +39,10 @@ pub struct RunArgs {
     /// Perform reads, render writes and list them as the plan, send no write, save nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Run even when the subject does not match the begin block's `when:`/`rules:` (or its
+    /// `exclude:` leaves it out).
+    #[arg(long)]
+    force: bool,
     /// Print the run as JSON.
     #[arg(long)]
     json: bool,
@@ -181,6 +188,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         ..RunRequest::manual(subject)
     };
+    if let Err(refusal) = engine.admit(&prepared, &request, args.force) {
+        match refusal {
+            Refusal::NoSubject { collection, .. } => {
+                let key = match collection {
+                    "saas_users" => "`--record app=... --record email=...`",
+                    _ => "`--record email=...`",
+                };
+                bail!("{refusal}; give it with {key} or `--record-file FILE.json`")
+            }
+            Refusal::NotMatching { .. } => bail!("{refusal}\nrun it anyway with `--force`"),
+        }
+    }
     let outcome = runtime()?.block_on(engine.run(&prepared, request))?;
     print_outcome(&outcome, args.json)?;
     Ok(exit_code(&outcome))

@@ -3,7 +3,9 @@
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
 //! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
 //! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
-//! decisions ([`approval`]). A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
+//! decisions ([`approval`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
+//! `records:` needs a subject, and the subject must match the begin block's conditions unless
+//! forced. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
 //!
@@ -96,6 +98,24 @@ pub enum ExecError {
     NotWaiting { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
+}
+
+/// Why a run asked for by hand does not start ([`Engine::admit`]). The CLI and the API add how to
+/// give a subject or force the run, in their own terms.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("`{workflow}` runs on a `{collection}` record (its begin block says `records: {collection}`) and none was given")]
+    NoSubject {
+        workflow: String,
+        collection: &'static str,
+    },
+    #[error("`{}` does not start for `{subject}`: {}", consideration.workflow, consideration.explain().trim_end())]
+    NotMatching {
+        /// `collection/key`.
+        subject: String,
+        /// The begin block's conditions on the subject, as `triggers why` shows them.
+        consideration: Box<crate::trigger::Consideration>,
+    },
 }
 
 /// A compiled workflow ready to run, with its snapshot stored.
@@ -475,7 +495,51 @@ impl Engine {
         resume::resume(self.clone(), run).await
     }
 
-    fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
+    /// Whether a run asked for by hand may start: a workflow whose begin block names `records:`
+    /// needs a subject (always), and unless `force` the subject must match the begin block's
+    /// `when:`/`rules:` and not be left out by its `exclude:`, judged on the subject record as
+    /// given ([`crate::trigger::consider_manual`]).
+    pub fn admit(
+        &self,
+        prepared: &Prepared,
+        request: &RunRequest,
+        force: bool,
+    ) -> Result<(), Refusal> {
+        let workflow = &prepared.workflow;
+        let trigger = &workflow.trigger;
+        let Some(subject) = &request.subject else {
+            return match trigger.records {
+                Some(collection) => Err(Refusal::NoSubject {
+                    workflow: workflow.name.clone(),
+                    collection: collection.name(),
+                }),
+                None => Ok(()),
+            };
+        };
+        let conditions = trigger.when.is_some() || !trigger.rules.is_empty();
+        if force || !(conditions || trigger.exclude.is_some()) {
+            return Ok(());
+        }
+        let empty = Map::new();
+        let record = subject.record.as_object().unwrap_or(&empty);
+        let consideration = crate::trigger::consider_manual(
+            workflow,
+            &self.run_vars(prepared, request),
+            &subject.key,
+            record,
+            chrono::Utc::now(),
+        );
+        if consideration.fired {
+            return Ok(());
+        }
+        Err(Refusal::NotMatching {
+            subject: format!("{}/{}", subject.collection, subject.key),
+            consideration: Box::new(consideration),
+        })
+    }
+
+    /// A run's `vars`: the config's, overlaid by the workflow's, overlaid by the request's.
+    fn run_vars(&self, prepared: &Prepared, request: &RunRequest) -> Map<String, Value> {
         let mut vars = self.inner.config_vars.clone();
         for (k, v) in &prepared.workflow.vars {
             vars.insert(k.clone(), v.clone());
@@ -483,6 +547,11 @@ impl Engine {
         for (k, v) in &request.vars {
             vars.insert(k.clone(), v.clone());
         }
+        vars
+    }
+
+    fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
+        let vars = self.run_vars(prepared, request);
         let id = RunId::new();
         RunRecord {
             id,

@@ -10,7 +10,7 @@
 //! | `GET /records/{collection}/{key}` | | the record's fields |
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
 //! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
-//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?}` or none | 202 the run record; with `wait`, 200 the run with steps |
+//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
 //! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::compile::RecordEvent;
-use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
+use crate::exec::{ExecError, Refusal, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions};
 use crate::service::Shared;
@@ -269,6 +269,9 @@ struct StartRun {
     /// Answer when the run has finished, with its steps.
     #[serde(default)]
     wait: bool,
+    /// Run even when the subject does not match the begin block's conditions.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `POST /api/workflows/{name}/tick`: fire a scheduled workflow's schedule now, as a tick would
@@ -336,6 +339,20 @@ async fn start_run(
         vars: body.vars,
         ..RunRequest::manual(subject)
     };
+    // 400 without a subject (the request lacks a part it needs); 409 when the subject's record
+    // does not match (the request is whole, the record's state is what stands in the way).
+    shared
+        .engine
+        .admit(prepared, &request, body.force)
+        .map_err(|refusal| match refusal {
+            Refusal::NoSubject { .. } => ApiError::bad_request(format!(
+                "{refusal}; send it as `\"subject\": {{\"email\": ...}}`"
+            )),
+            Refusal::NotMatching { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{refusal}\nsend `\"force\": true` to run it anyway"),
+            ),
+        })?;
     let run = shared.engine.submit(prepared, request);
     let id = run.id;
     if body.wait {

@@ -8,6 +8,9 @@
 //! [`RunRequest`]s and the [`trace`] in one transaction. [`scheduler`] does the same at each tick
 //! of a `schedule:`.
 //!
+//! A run started by hand is judged by the same conditions ([`consider_manual`]): the executor
+//! refuses one whose subject does not match, quoting the consideration as `triggers why` would.
+//!
 //! Conditions are evaluated with the shared sandboxed rhai engine ([`crate::compile::rule_engine`]):
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
 //! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
@@ -319,6 +322,37 @@ pub fn load_workflows(
     }
     unique_names(workflows.iter().map(|w| &**w))?;
     Ok(workflows)
+}
+
+/// How a trigger would judge `record` now, for a run started by hand: `workflow`'s `when:` and
+/// `rules:` on the record as it is (no transition: a manual run asks whether the subject matches,
+/// not whether it just started to), and its `exclude:`. `fired` says whether the run may start;
+/// [`Consideration::explain`] says why not, in `triggers why`'s words. `vars` are the run's.
+pub fn consider_manual(
+    workflow: &Workflow,
+    vars: &Fields,
+    key: &str,
+    record: &Fields,
+    now: DateTime<Utc>,
+) -> Consideration {
+    let trigger = &workflow.trigger;
+    let verdict = evaluate(trigger, &map_to_dynamic(vars), record, now);
+    let excluded = trigger.exclude.as_ref().and_then(|exclusion| {
+        exclusion.reason(
+            key,
+            &Value::Object(record.clone()),
+            &Value::Object(vars.clone()),
+        )
+    });
+    Consideration {
+        workflow: WorkflowName::new(&workflow.name),
+        before: None,
+        fired: verdict.matched && excluded.is_none(),
+        after: Some(verdict),
+        queued: None,
+        run: None,
+        excluded,
+    }
 }
 
 /// Evaluates a trigger's `when:` and `rules:` on a record (every check, for the trace).
