@@ -283,3 +283,117 @@ async fn the_api_refuses_a_run_the_begin_block_does_not_match_unless_forced() {
     assert_eq!(step_status(&run, "remove"), "succeeded");
     service.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancel of a run waiting for approval
+
+/// begin → `delete` (a SCIM delete that needs approval) → end.
+const GATED_DELETE: &str = "name: gated-delete
+blocks:
+  begin:
+    type: begin
+    records: people
+    on: [updated]
+    next: delete
+  delete:
+    type: api
+    preset: scim.delete_user
+    credential: scim
+    approval: required
+    with:
+      scim_user_id: \"{{record.scim_user_id}}\"
+    next: end
+  end:
+    type: end
+";
+
+async fn scim_user(env: &Env) -> (String, String) {
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
+    let user = &users["Resources"][0];
+    (
+        user["userName"].as_str().unwrap().to_owned(),
+        user["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_cancels_a_run_waiting_for_approval_at_once_and_it_cannot_be_approved() {
+    let env = Env::seeded(5).await;
+    workflows(&env, &[("gated-delete.yaml", GATED_DELETE)]);
+    let (email, scim_id) = scim_user(&env).await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (status, run) = api
+        .post(
+            "/workflows/gated-delete/runs",
+            json!({"subject": {"email": email, "scim_user_id": scim_id}, "wait": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "waiting_approval", "{run:#}");
+    let id = run["id"].as_str().unwrap().to_owned();
+
+    let (status, cancelled) = api.post(&format!("/runs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled:#}");
+    assert_eq!(
+        cancelled["error"],
+        "cancelled while waiting for approval of block `delete`"
+    );
+    let (_, shown) = api.get(&format!("/runs/{id}")).await;
+    assert_eq!(shown["status"], "cancelled", "{shown:#}");
+    assert!(shown["finished_at"].is_string(), "{shown:#}");
+
+    assert_eq!(
+        api.post(&format!("/runs/{id}/blocks/delete/approve"), json!({}))
+            .await,
+        error(
+            409,
+            &format!("run `{id}` was cancelled, so block `delete` can no longer be approved or rejected; start a new run if it is still wanted")
+        )
+    );
+    assert_eq!(
+        api.post(&format!("/runs/{id}/cancel"), json!({})).await,
+        error(409, &format!("run `{id}` has already finished: cancelled"))
+    );
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_cancels_a_run_waiting_for_approval_and_approve_then_says_why_not() {
+    let env = Env::seeded(5).await;
+    let (email, scim_id) = scim_user(&env).await;
+    let file = env.write("gated-delete.yaml", GATED_DELETE);
+    let asked = env.json(&[
+        "run",
+        file.to_str().unwrap(),
+        "--record",
+        &format!("email={email}"),
+        "--record",
+        &format!("scim_user_id={scim_id}"),
+        "--json",
+    ]);
+    assert_eq!(asked["status"], "waiting_approval", "{asked:#}");
+    let id = asked["id"].as_str().unwrap();
+    let (code, stdout, stderr) = env.run(&["cancel", id]);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (0, format!("run {id} cancelled\n").as_str(), "")
+    );
+    let shown = env.json(&["history", "show", id, "--json"]);
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(
+        shown["error"],
+        "cancelled while waiting for approval of block `delete`"
+    );
+    let (code, _, stderr) = env.run(&["approve", id, "delete"]);
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!("error: run `{id}` was cancelled, so block `delete` can no longer be approved or rejected; start a new run if it is still wanted\n")
+        )
+    );
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+}

@@ -1,14 +1,16 @@
 //! `blockyard cancel RUN`: stops a run between steps.
 //!
 //! When no process holds the data dir, an unfinished run is marked `cancelled` at once (so
-//! `resume` leaves it alone); when one does (a `blockyard run` in progress), a marker file asks
-//! it to stop the run before its next block starts.
+//! `resume` leaves it alone, and a run waiting for approval can no longer be approved); when one
+//! does (a `blockyard run` in progress), a marker file asks it to stop the run before its next
+//! block starts. Under `blockyard serve`, cancel through its API (`POST /api/runs/{id}/cancel`),
+//! which cancels a run waiting for approval at once.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
-use blockyard::exec::cancel::request_by_marker;
-use blockyard::store::history::{History, RunStatus};
+use blockyard::exec::cancel::{mark_cancelled, request_by_marker};
+use blockyard::store::history::History;
 use blockyard::store::{Store, StoreError};
 
 use super::history::parse_run_id;
@@ -29,17 +31,14 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     match Store::open(&dir) {
         Ok(store) => {
             let history = History::open(&store)?;
-            let Some(mut run) = history.run(id)? else {
+            let Some(run) = history.run(id)? else {
                 bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs");
             };
             if run.status.is_finished() {
                 println!("run {id} already finished: {}", run.status);
                 return Ok(ExitCode::from(1));
             }
-            run.status = RunStatus::Cancelled;
-            run.error = Some("cancelled before it was resumed".to_owned());
-            run.finished_at = Some(chrono::Utc::now());
-            history.put_run(&run)?;
+            mark_cancelled(&history, run)?;
             super::run::runtime()?.block_on(store.flush())?;
             println!("run {id} cancelled");
         }

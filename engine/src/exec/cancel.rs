@@ -1,18 +1,25 @@
-//! Cancellation: a run stops between steps once asked to.
+//! Cancellation: a run stops between steps once asked to; a run nobody is executing stops at once.
 //!
-//! Two ways to ask, because sled lets one process hold a data dir: inside the process (the API,
-//! `serve`), [`Cancels::request`] sets an in-memory flag; from another process (`blockyard cancel`
-//! while `blockyard run` holds the store), a marker file `DATA_DIR/cancel/RUN_ID` is dropped and
-//! the executor looks for it before starting each block (it reads the marker dir at most every
-//! 100 ms, so a marker is seen within that). A block already sending finishes first:
-//! cancellation never leaves a write with an unknown outcome.
+//! A run that is executing (a task of this process is walking it, or waiting for its turn) is
+//! asked to stop. Two ways to ask, because sled lets one process hold a data dir: inside the
+//! process (the API, `serve`), [`Cancels::request`] sets an in-memory flag; from another process
+//! (`blockyard cancel` while `blockyard run` holds the store), a marker file
+//! `DATA_DIR/cancel/RUN_ID` is dropped and the executor looks for it before starting each block
+//! (it reads the marker dir at most every 100 ms, so a marker is seen within that). A block
+//! already sending finishes first: cancellation never leaves a write with an unknown outcome.
+//!
+//! A run that is *not* executing (waiting for approval, or left unfinished by a stopped process)
+//! has nothing to ask: [`mark_cancelled`] records it `cancelled` at once, so its approval gate
+//! never opens and `resume` leaves it alone ([`super::Engine::cancel`] in a process,
+//! `blockyard cancel` when no process holds the data dir).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::history::RunId;
+use crate::store::history::{History, RunId, RunRecord, RunStatus, StepStatus};
+use crate::store::StoreError;
 
 /// The directory of cancel markers in a data dir.
 pub fn marker_dir(data_dir: &Path) -> PathBuf {
@@ -96,4 +103,40 @@ impl Cancels {
             let _ = std::fs::remove_file(self.dir.join(run.to_string()));
         }
     }
+}
+
+/// Records an unfinished run that nothing is executing as `cancelled`, now, saying what it was
+/// doing (waiting for approval of which block, queued, or left by a stopped process). Not
+/// flushed: the caller makes it durable.
+pub fn mark_cancelled(history: &History, mut run: RunRecord) -> Result<RunRecord, StoreError> {
+    let error = match run.status {
+        RunStatus::WaitingApproval => {
+            let mut waiting: Vec<String> = Vec::new();
+            for step in history.steps(run.id)? {
+                waiting.retain(|b| *b != step.block);
+                if step.status == StepStatus::WaitingApproval {
+                    waiting.push(step.block);
+                }
+            }
+            match waiting.as_slice() {
+                [] => "cancelled while waiting for approval".to_owned(),
+                [block] => format!("cancelled while waiting for approval of block `{block}`"),
+                blocks => format!(
+                    "cancelled while waiting for approval of blocks {}",
+                    blocks
+                        .iter()
+                        .map(|b| format!("`{b}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        RunStatus::Queued => "cancelled before it started".to_owned(),
+        _ => "cancelled before it was resumed".to_owned(),
+    };
+    run.status = RunStatus::Cancelled;
+    run.error = Some(error);
+    run.finished_at = Some(chrono::Utc::now());
+    history.put_run(&run)?;
+    Ok(run)
 }

@@ -39,7 +39,7 @@ mod context;
 mod resume;
 mod run;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +96,8 @@ pub enum ExecError {
     UnknownBlock { workflow: String, block: String },
     #[error("run `{id}` is not waiting for approval of block `{block}`; `blockyard history show {id}` shows where it is")]
     NotWaiting { id: RunId, block: String },
+    #[error("run `{id}` was cancelled, so block `{block}` can no longer be approved or rejected; start a new run if it is still wanted")]
+    Cancelled { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
 }
@@ -227,6 +229,18 @@ impl Recorded {
     }
 }
 
+/// What [`Engine::cancel`] did.
+#[derive(Debug, Clone)]
+pub enum Cancel {
+    /// The run is executing in this process: it stops before its next block.
+    Requested,
+    /// Nothing was executing it (it waited for approval, or a stopped process left it): it is
+    /// `cancelled` now, durably.
+    Cancelled(RunRecord),
+    /// It had already finished; nothing changed.
+    Finished(RunRecord),
+}
+
 /// A finished (or stopped) run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -243,6 +257,23 @@ pub struct RunOutcome {
 impl RunOutcome {
     pub fn succeeded(&self) -> bool {
         self.run.status == RunStatus::Succeeded
+    }
+}
+
+/// A run executing in this process, until dropped.
+struct Active {
+    engine: Engine,
+    id: RunId,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.engine
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -265,6 +296,11 @@ struct Inner {
     options: EngineOptions,
     permits: Arc<Semaphore>,
     cancels: cancel::Cancels,
+    /// The runs a task of this process is executing (or holding for a permit): a cancel asks
+    /// them to stop; any other unfinished run is cancelled at once.
+    active: std::sync::Mutex<HashSet<RunId>>,
+    /// Held while a cancel or an approval decides on a parked run, so the two never interleave.
+    parked: std::sync::Mutex<()>,
     templates: TemplateEngine,
 }
 
@@ -288,6 +324,8 @@ impl Engine {
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
                 options,
                 cancels: cancel::Cancels::new(store.dir()),
+                active: std::sync::Mutex::default(),
+                parked: std::sync::Mutex::default(),
                 templates: TemplateEngine::new(),
             }),
         })
@@ -428,6 +466,7 @@ impl Engine {
         request: RunRequest,
     ) -> Result<RunOutcome, ExecError> {
         let record = self.new_record(prepared, &request);
+        let _active = self.activate(record.id);
         run::execute(
             self.clone(),
             prepared.clone(),
@@ -448,7 +487,8 @@ impl Engine {
         let engine = self.clone();
         let prepared = prepared.clone();
         let (sender, recorded) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(run::execute(
+        let active = self.activate(id);
+        let run = run::execute(
             engine,
             prepared,
             record,
@@ -456,7 +496,11 @@ impl Engine {
             request.persist,
             None,
             Some(sender),
-        ));
+        );
+        let handle = tokio::spawn(async move {
+            let _active = active;
+            run.await
+        });
         Submitted {
             id,
             handle,
@@ -464,15 +508,52 @@ impl Engine {
         }
     }
 
-    /// Asks a run of this process to stop between steps. Returns false when the run is not known
-    /// or already finished.
-    pub fn cancel(&self, id: RunId) -> Result<bool, ExecError> {
-        match self.inner.history.run(id)? {
-            Some(run) if !run.status.is_finished() => {
-                self.inner.cancels.request(id);
-                Ok(true)
+    /// Cancels a run: one this process is executing stops between steps ([`Cancel::Requested`]);
+    /// an unfinished run nothing executes (waiting for approval, or left by a stopped process)
+    /// is `cancelled` at once and durably, so an approval can no longer open its gate.
+    pub async fn cancel(&self, id: RunId) -> Result<Cancel, ExecError> {
+        let outcome = {
+            let _parked = self.lock_parked();
+            let run = self
+                .inner
+                .history
+                .run(id)?
+                .ok_or(ExecError::UnknownRun { id })?;
+            if run.status.is_finished() {
+                return Ok(Cancel::Finished(run));
             }
-            _ => Ok(false),
+            if self.is_active(id) {
+                self.inner.cancels.request(id);
+                return Ok(Cancel::Requested);
+            }
+            Cancel::Cancelled(cancel::mark_cancelled(&self.inner.history, run)?)
+        };
+        self.inner.history.durable().await?;
+        Ok(outcome)
+    }
+
+    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_active(&self, id: RunId) -> bool {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
+    /// Marks `id` as executing in this process until the guard is dropped.
+    fn activate(&self, id: RunId) -> Active {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        Active {
+            engine: self.clone(),
+            id,
         }
     }
 
@@ -480,6 +561,7 @@ impl Engine {
     pub async fn resume_unfinished(&self) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
         for run in self.inner.history.unfinished()? {
+            let _active = self.activate(run.id);
             outcomes.push(resume::resume(self.clone(), run).await?);
         }
         Ok(outcomes)
@@ -492,6 +574,7 @@ impl Engine {
             .history
             .run(id)?
             .ok_or(ExecError::UnknownRun { id })?;
+        let _active = self.activate(id);
         resume::resume(self.clone(), run).await
     }
 

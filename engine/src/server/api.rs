@@ -14,7 +14,7 @@
 //! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
-//! | `POST /runs/{id}/cancel` | | 202 `{"id", "cancel_requested": true}`; 409 when finished |
+//! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval): 200 the run record, `cancelled` at once; 409 when finished |
 
 use std::sync::Arc;
 
@@ -30,7 +30,9 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::compile::RecordEvent;
-use crate::exec::{ExecError, Refusal, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
+use crate::exec::{
+    Cancel, ExecError, Refusal, RunId, RunRecord, RunRequest, RunStatus, StepRecord,
+};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions};
 use crate::service::Shared;
@@ -74,7 +76,7 @@ impl From<ExecError> for ApiError {
         match err {
             ExecError::UnknownRun { id } => ApiError::not_found(format!("no run `{id}`")),
             err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
-            err @ ExecError::NotWaiting { .. } => {
+            err @ (ExecError::NotWaiting { .. } | ExecError::Cancelled { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }
             err => internal(err),
@@ -494,16 +496,14 @@ async fn decide(shared: &Shared, id: &str, block: &str, approve: bool) -> ApiRes
 
 async fn cancel_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
     let id = run_id(&id)?;
-    if shared.engine.cancel(id)? {
-        return Ok((
+    match shared.engine.cancel(id).await? {
+        Cancel::Requested => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id.to_string(), "cancel_requested": true})),
         )
-            .into_response());
-    }
-    match shared.engine.history().run(id)? {
-        None => Err(ExecError::UnknownRun { id }.into()),
-        Some(run) => Err(ApiError::new(
+            .into_response()),
+        Cancel::Cancelled(run) => Ok(Json(run).into_response()),
+        Cancel::Finished(run) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("run `{id}` has already finished: {}", run.status),
         )),
