@@ -7,6 +7,10 @@
 //! [`crate::records::RecordStore::write`] (`create_update`) with the engine's triggers, so a save
 //! can start another workflow; a record not stored yet is created from the run's subject.
 //!
+//! A live write the vendor accepted whose `save` or `outputs` then cannot render fails its step
+//! and stops the run in `needs_attention` (naming the block): taking `on_failure` would treat a
+//! write that took effect as one that did not.
+//!
 //! Role retrieval is an API call whose preset says where the role, last activity and active flag
 //! are; it outputs `found` and `role` (and `active`, `last_activity`) and writes `role`,
 //! `last_activity` and `status` onto the subject:
@@ -306,8 +310,13 @@ async fn api(
             }
         }
     };
+    // A live write the vendor took: if its save or outputs then fail, the failure path would
+    // treat a done write as not done, so the run stops for a person instead (`attention`).
+    let mut went_through = false;
+    let mut attention = None;
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
+            went_through = own_entry(&task, write);
             let mut result = outcome_of(&mut task, call, role, &mut answer)
                 .map_err(|message| after_the_call(&task.context, call, answer.status, message));
             if role {
@@ -399,10 +408,16 @@ async fn api(
         }
         Err(message) => {
             step.status = StepStatus::Failed;
+            if went_through {
+                attention = Some(format!(
+                    "block `{}`: {message}; the write went through, so the run stops here instead of taking a failure path: set what it saves by hand, then run the workflow again if later blocks are still wanted",
+                    step.block
+                ));
+            }
             step.error = Some(message);
         }
     }
-    finish(task, step, answer, None, http, durable_wait, t0)
+    finish(task, step, answer, attention, http, durable_wait, t0)
 }
 
 /// A block's inputs and the request it sends: the preset's, with the block's `request:` applied.
