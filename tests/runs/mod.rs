@@ -3,7 +3,7 @@
 //! `history list` shows each run's mode, and runs queued by an import are visible.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blockyard::http::Credentials;
 use blockyard::service::{Service, ServiceConfig};
@@ -73,6 +73,23 @@ impl Api {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
             .await
+    }
+
+    /// Polls `GET path` until `done` holds on the answer (20 s at most).
+    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, 200, "{body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -552,4 +569,115 @@ async fn a_save_that_cannot_render_after_a_live_write_needs_attention_not_the_fa
     );
     assert_eq!(step_status(&run, "end"), "(no step)", "{run:#}");
     assert_eq!(env.writes(), ["POST /scim/v2/Users"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs queued by an import
+
+/// A run for every new person with an email.
+const WELCOME: &str = "name: welcome
+blocks:
+  begin:
+    type: begin
+    records: people
+    on: [created]
+    rules:
+      - { field: email, op: not_empty }
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_says_which_runs_it_queued_and_how_they_start_and_history_lists_them() {
+    let env = Env::seeded(1).await;
+    workflows(&env, &[("welcome.yaml", WELCOME)]);
+    env.write(
+        "hr.csv",
+        "email,name\nada@example.com,Ada\ngrace@example.com,Grace\n",
+    );
+    let (code, stdout, stderr) = env.run(&["records", "import", "people", "hr.csv"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(
+        lines[..2],
+        [
+            "people: 2 created, 0 updated, 0 unchanged, 0 rejected",
+            "2 run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):",
+        ],
+        "{stdout}"
+    );
+    let queued: Vec<String> = lines[2..]
+        .iter()
+        .map(|l| l.trim().split("  ").next().unwrap().to_owned())
+        .collect();
+    for (line, (id, email)) in lines[2..]
+        .iter()
+        .zip(queued.iter().zip(["ada@example.com", "grace@example.com"]))
+    {
+        assert_eq!(
+            *line,
+            format!("  {id}  welcome  people/{email}  record:created")
+        );
+    }
+
+    let (code, stdout, _) = env.run(&["history", "list", "--status", "queued"]);
+    assert_eq!(code, 0);
+    let listed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(listed.len(), 2, "{stdout}");
+    for (line, (id, email)) in listed.iter().zip(
+        queued
+            .iter()
+            .rev()
+            .zip(["grace@example.com", "ada@example.com"]),
+    ) {
+        assert!(line.starts_with(id.as_str()), "{line}");
+        assert!(
+            line.ends_with(&format!(
+                "  queued            live     welcome                   {email}  (waiting for `blockyard serve`)"
+            )),
+            "{line}"
+        );
+    }
+    let json = env.json(&["history", "list", "--status", "queued", "--json"]);
+    assert_eq!(json[0]["queue_id"], queued[1].as_str(), "{json:#}");
+    assert_eq!(json[0]["status"], "queued");
+    assert_eq!(json[0]["workflow"], "welcome");
+
+    // `serve` starts them, and they are runs like any other.
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let runs = api
+        .wait_for("/runs?workflow=welcome", |runs| {
+            let runs = runs.as_array().unwrap();
+            runs.len() == 2 && runs.iter().all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    assert!(runs[0]["queue_id"].is_null(), "{runs:#}");
+    let (_, queued_now) = api.get("/runs?status=queued").await;
+    assert_eq!(queued_now, json!([]));
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_list_json_shows_a_queue_entry_as_a_queued_run() {
+    let env = Env::seeded(1).await;
+    workflows(&env, &[("welcome.yaml", WELCOME)]);
+    env.write("hr.csv", "email,name\nada@example.com,Ada\n");
+    let (code, stdout, stderr) = env.run(&["records", "import", "people", "hr.csv"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let json = env.json(&["history", "list", "--json"]);
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json:#}");
+    assert_eq!(json[0]["status"], "queued");
+    assert_eq!(json[0]["subject"]["key"], "ada@example.com");
+    assert_eq!(
+        json[0]["trigger"],
+        json!({"kind": "record", "detail": format!("people/ada@example.com created (queue {})", json[0]["queue_id"].as_str().unwrap())})
+    );
 }

@@ -212,9 +212,14 @@ fn an_import_without_triggers_enqueues_nothing() {
     )
     .unwrap();
     let out = blockyard_in(dir.path(), &["records", "import", "people", "hr2.csv"]);
-    assert_eq!(
-        stdout(&out),
-        "people: 1 created, 0 updated, 0 unchanged, 0 rejected\n1 run requests queued\n"
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("people: 1 created, 0 updated, 0 unchanged, 0 rejected\n1 run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):\n  "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("  offboard  people/b@x.io  record:created\n"),
+        "{text}"
     );
     let out = blockyard_in(dir.path(), &["triggers", "why", "--subject", "B@X.io"]);
     let text = stdout(&out);

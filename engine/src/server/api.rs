@@ -11,7 +11,7 @@
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
 //! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
 //! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
-//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first |
+//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
 //! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval): 200 the run record, `cancelled` at once; 409 when finished |
@@ -394,13 +394,22 @@ async fn list_runs(State(shared): State<Arc<Shared>>, Query(query): Query<RunsQu
             ))
         })?),
     };
-    let runs = shared.engine.history().list(&RunFilter {
-        workflow: query.workflow.filter(|w| !w.is_empty()),
-        status,
-        subject: query.subject.filter(|s| !s.is_empty()),
-        since: None,
-        limit: Some(query.limit.unwrap_or(50).min(1000)),
-    })?;
+    // Queue entries not started yet are listed as queued runs, as `history list` lists them.
+    let runs = crate::store::queue::list(
+        shared.engine.history(),
+        &shared.queue,
+        &RunFilter {
+            workflow: query.workflow.filter(|w| !w.is_empty()),
+            status,
+            subject: query.subject.filter(|s| !s.is_empty()),
+            since: None,
+            limit: Some(query.limit.unwrap_or(50).min(1000)),
+        },
+    )?;
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(crate::store::queue::Listed::to_json)
+        .collect();
     Ok(Json(runs).into_response())
 }
 

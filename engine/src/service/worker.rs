@@ -33,11 +33,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::exec::{RunId, RunRequest, RunTrigger};
+use crate::exec::{RunId, RunRequest};
 use crate::records::RecordStore;
 use crate::store::history::{RunFilter, TriggerKind};
 use crate::store::StoreError;
-use crate::trigger::{Cause, QueueEntry, QueueId};
+use crate::trigger::{QueueEntry, QueueId};
 
 /// The most entries claimed at once.
 pub const BATCH: usize = 64;
@@ -185,20 +185,6 @@ async fn dispatch(
 /// The executor's request for a queue entry.
 pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunRequest, StoreError> {
     let request = &entry.request;
-    let (kind, detail) = match request.trigger {
-        Cause::Record(_) => {
-            let event = request.trigger.as_str().trim_start_matches("record:");
-            let subject = request
-                .subject
-                .as_ref()
-                .map_or_else(String::new, |s| format!("{s} "));
-            (TriggerKind::Record, format!("{subject}{event}"))
-        }
-        Cause::Schedule => (
-            TriggerKind::Schedule,
-            format!("tick {}", request.at.to_rfc3339()),
-        ),
-    };
     let subject = match &request.subject {
         None => None,
         Some(subject) => {
@@ -210,10 +196,7 @@ pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunReque
         }
     };
     Ok(RunRequest {
-        trigger: RunTrigger {
-            kind,
-            detail: Some(format!("{detail} (queue {})", entry.id)),
-        },
+        trigger: entry.trigger(),
         ..RunRequest::manual(subject)
     })
 }
