@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use blockyard::http::Credentials;
+use blockyard::sandbox::SandboxConfig;
 use blockyard::service::{Service, ServiceConfig};
 use serde_json::{json, Value};
 
@@ -14,6 +15,15 @@ use crate::support::{self, Env, WHOAMI};
 const TOKEN: &str = "runs-test-token";
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each vendor request.
+async fn slow(latency: Duration) -> Env {
+    Env::start(SandboxConfig {
+        seed_users: 5,
+        latency,
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
 fn shipped(name: &str) -> String {
     support::workflow(name).display().to_string()
 }
@@ -680,4 +690,247 @@ async fn history_list_json_shows_a_queue_entry_as_a_queued_run() {
         json[0]["trigger"],
         json!({"kind": "record", "detail": format!("people/ada@example.com created (queue {})", json[0]["queue_id"].as_str().unwrap())})
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs of one subject are ordered under `serve`
+
+/// A read per person: runs on demand for any person with an email.
+const LOOKUP: &str = "name: lookup
+blocks:
+  begin:
+    type: begin
+    records: people
+    on: [updated]
+    rules:
+      - { field: email, op: not_empty }
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    next: end
+  end:
+    type: end
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_two_runs_of_one_workflow_for_one_subject_never_overlap() {
+    let env = slow(Duration::from_millis(400)).await;
+    workflows(&env, &[("lookup.yaml", LOOKUP)]);
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let subject = json!({"subject": {"email": "pat@example.com"}});
+    let (status, first) = api.post("/workflows/lookup/runs", subject.clone()).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, second) = api.post("/workflows/lookup/runs", subject.clone()).await;
+    assert_eq!(status, 202, "{second}");
+    // Another subject is not held back.
+    let (status, other) = api
+        .post(
+            "/workflows/lookup/runs",
+            json!({"subject": {"email": "lee@example.com"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{other}");
+    let done = |id: &Value| {
+        let path = format!("/runs/{}", id.as_str().unwrap());
+        let api = &api;
+        async move { api.wait_for(&path, |r| r["status"] == "succeeded").await }
+    };
+    let first = done(&first["id"]).await;
+    let second = done(&second["id"]).await;
+    let other = done(&other["id"]).await;
+    assert!(
+        instant(&second["started_at"]) >= instant(&first["finished_at"]),
+        "the second run started before the first finished: {first:#} {second:#}"
+    );
+    assert!(
+        instant(&other["started_at"]) < instant(&first["finished_at"]),
+        "a run of another subject waited: {first:#} {other:#}"
+    );
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_status_change_during_a_run_is_evaluated_after_it_as_a_transition() {
+    // `scim-provision` creates the user of a new active person; while its create is in flight,
+    // HR marks the person terminated. Evaluated at once, that is no transition (the rule held
+    // before and after), and the create's save does not make one: nobody would ever deprovision
+    // them. Evaluated after the create run, it is one, and a second run goes for the delete.
+    let env = slow(Duration::from_millis(400)).await;
+    let provision = std::fs::read_to_string(support::workflow("scim-provision.yaml")).unwrap();
+    workflows(&env, &[("scim-provision.yaml", &provision)]);
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let email = "pat.doe@example.com";
+    let (status, body) = api
+        .post(
+            "/records/people",
+            json!({"email": email, "name": "Pat Doe", "status": "active"}),
+        )
+        .await;
+    assert_eq!((status, &body["queued"]), (200, &json!(1)), "{body}");
+    // The create is in flight once its intent is recorded (`sending`).
+    let runs = api
+        .wait_for(&format!("/runs?subject={email}"), |runs| {
+            runs.as_array().unwrap().len() == 1
+        })
+        .await;
+    let first_id = runs[0]["id"].as_str().unwrap().to_owned();
+    api.wait_for(&format!("/runs/{first_id}"), |r| {
+        step_status(r, "create") == "sending"
+    })
+    .await;
+    let (status, body) = api
+        .post(
+            "/records/people",
+            json!({"email": email, "status": "terminated"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["queued"], 0, "evaluated after the run: {body}");
+
+    let first = api
+        .wait_for(&format!("/runs/{first_id}"), |r| r["status"] == "succeeded")
+        .await;
+    let runs = api
+        .wait_for(&format!("/runs?subject={email}"), |runs| {
+            runs.as_array().unwrap().len() == 2 && runs[0]["status"] == "waiting_approval"
+        })
+        .await;
+    let second = &runs[0];
+    assert!(
+        second["trigger"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("people/{email} updated (queue ")),
+        "{second:#}"
+    );
+    assert!(
+        instant(&second["created_at"]) >= instant(&first["finished_at"]),
+        "{first:#} {second:#}"
+    );
+    let (_, shown) = api
+        .get(&format!("/runs/{}", second["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        step_status(&shown, "delete"),
+        "waiting_approval",
+        "{shown:#}"
+    );
+    assert_eq!(env.count("POST", "/Users"), 1);
+    assert_eq!(env.count("DELETE", "/Users"), 0);
+
+    // `triggers why` says the change waited for the run, then what it started.
+    let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
+    let trace = why[0]["trace"].as_array().unwrap();
+    let notes: Vec<&str> = trace.iter().filter_map(|e| e["note"].as_str()).collect();
+    assert_eq!(
+        notes,
+        [
+            format!("deferred: run {first_id} is in flight for this subject; the change is evaluated when it finishes"),
+            format!("evaluated after run {first_id} finished"),
+        ],
+        "{why:#}"
+    );
+    service.shutdown().await.unwrap();
+}
+
+/// Leavers with an account: a run when `status` turns `terminated` for a person with a `user_id`.
+const OFFBOARD_ACCOUNT: &str = "name: offboard
+blocks:
+  begin:
+    type: begin
+    records: people
+    on: [updated]
+    rules:
+      - { field: status, op: equals, value: terminated }
+      - { field: user_id, op: not_empty }
+    next: end
+  end:
+    type: end
+";
+
+#[test]
+fn a_change_while_a_run_holds_its_subject_is_evaluated_after_it_and_the_runs_own_save_at_once() {
+    use blockyard::records::{
+        Change, Collection, RecordKey, RecordStore, Subject, Write, WriteMode,
+    };
+    use blockyard::store::Store;
+    use blockyard::trigger::Triggers;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let records = RecordStore::open(&store).unwrap();
+    let workflow = blockyard::compile::compile_source(
+        blockyard::spec::Source::new("offboard.yaml", OFFBOARD_ACCOUNT),
+        &blockyard::preset::PresetRegistry::builtin(),
+    )
+    .unwrap();
+    let triggers = Triggers::new([std::sync::Arc::new(workflow)], &serde_json::Map::new());
+    let jane = Subject::new(Collection::People, RecordKey::parse("jane@acme.com"));
+    let upsert = |fields: Value| Write {
+        subject: jane.clone(),
+        change: Change::Upsert {
+            fields: fields.as_object().unwrap().clone(),
+            mode: WriteMode::CreateUpdate,
+        },
+    };
+    let now = chrono::Utc::now();
+    let queued = |write: Write, by: Option<&str>| {
+        records.write_as(&[write], &triggers, now, by).unwrap()[0]
+            .queued
+            .len()
+    };
+    assert_eq!(
+        queued(
+            upsert(json!({"email": "jane@acme.com", "status": "active"})),
+            None
+        ),
+        0
+    );
+
+    // The run that creates her account holds her record; HR marks her terminated meanwhile.
+    records.hold(&jane, "run:R1").unwrap();
+    assert_eq!(queued(upsert(json!({"status": "terminated"})), None), 0);
+    // The run saves the account's id: judged without HR's change (which comes after the run),
+    // so no run starts while the account is still being made.
+    assert_eq!(queued(upsert(json!({"user_id": "U1"})), Some("run:R1")), 0);
+    // The run ends: HR's change is a transition now, and starts the offboarding once.
+    let started = records.release(&jane, "run:R1", &triggers, now).unwrap();
+    assert_eq!(started.len(), 1);
+    let flight = records.in_flight(&jane).unwrap().unwrap();
+    assert_eq!(
+        flight.holders.into_iter().collect::<Vec<_>>(),
+        [format!("queue:{}", started[0])]
+    );
+    assert!(flight.deferred.is_none());
+
+    let trace = records.trace(&jane).unwrap();
+    let notes: Vec<Option<&str>> = trace.iter().map(|e| e.note.as_deref()).collect();
+    assert_eq!(
+        notes,
+        [
+            Some("deferred: run R1 is in flight for this subject; the change is evaluated when it finishes"),
+            None,
+            Some("evaluated after run R1 finished"),
+        ]
+    );
+    // The save was judged on the record without HR's change: no match before or after.
+    assert!(!trace[1].considered[0].fired, "{:#?}", trace[1]);
+    assert!(trace[2].considered[0].fired, "{:#?}", trace[2]);
+    // Without workflows to judge them (a command that loaded none), held-back changes wait.
+    records.hold(&jane, "run:R2").unwrap();
+    assert_eq!(queued(upsert(json!({"status": "active"})), None), 0);
+    let none = records
+        .release(&jane, "run:R2", &Triggers::none(), now)
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(records
+        .in_flight(&jane)
+        .unwrap()
+        .unwrap()
+        .deferred
+        .is_some());
 }

@@ -10,8 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use blockyard::exec::cancel::{mark_cancelled, request_by_marker};
-use blockyard::store::history::History;
+use blockyard::records::{Collection, RecordKey, RecordStore, Subject};
+use blockyard::store::history::{History, RunMode};
+use blockyard::store::in_flight::run_holder;
 use blockyard::store::{Store, StoreError};
+use blockyard::trigger::Triggers;
 
 use super::history::parse_run_id;
 use super::run::CommonArgs;
@@ -38,7 +41,19 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
                 println!("run {id} already finished: {}", run.status);
                 return Ok(ExitCode::from(1));
             }
-            mark_cancelled(&history, run)?;
+            let run = mark_cancelled(&history, run)?;
+            // Its hold on the subject goes; record changes held back for after it wait for the
+            // next `serve`, which has the workflows to evaluate them.
+            if let Some(subject) = run.subject.as_ref().filter(|_| run.mode == RunMode::Live) {
+                if let Some(collection) = Collection::parse(&subject.collection) {
+                    RecordStore::open(&store)?.release(
+                        &Subject::new(collection, RecordKey::parse(&subject.key)),
+                        &run_holder(id),
+                        &Triggers::none(),
+                        chrono::Utc::now(),
+                    )?;
+                }
+            }
             super::run::runtime()?.block_on(store.flush())?;
             println!("run {id} cancelled");
         }

@@ -136,7 +136,7 @@ impl Engine {
         history.durable().await?;
         tracing::info!(run_id = %id, block, approved, "approval decided");
         let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-        let outcome = super::resume::resume(self.clone(), run).await;
+        let outcome = self.continue_active(run).await;
         drop(active);
         outcome
     }

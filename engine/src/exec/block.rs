@@ -401,7 +401,7 @@ async fn api(
                     (task.mode, task.persist, &task.subject)
                 {
                     let base = task.context.get("record").cloned().unwrap_or(Value::Null);
-                    save_subject(engine, collection, key, &base, &saved)?;
+                    save_subject(engine, task.run, collection, key, &base, &saved)?;
                 }
             }
             step.saved = saved;
@@ -659,10 +659,12 @@ fn later(old: &Value, new: &Value) -> Value {
 }
 
 /// Merges `saved` into the subject record through the records store, so record triggers see the
-/// change (a save by one workflow can start another). A record not stored yet is created from
-/// the subject as the run saw it (`base`) with the saves over it.
+/// change (a save by one workflow can start another), as run `run`'s own (see
+/// [`crate::store::in_flight`]). A record not stored yet is created from the subject as the run
+/// saw it (`base`) with the saves over it.
 pub(crate) fn save_subject(
     engine: &Engine,
+    run: RunId,
     collection: &str,
     key: &str,
     base: &Value,
@@ -687,7 +689,11 @@ pub(crate) fn save_subject(
             mode: WriteMode::CreateUpdate,
         },
     };
-    records.write(&[write], &engine.triggers(), Utc::now())?;
+    let holder = crate::store::in_flight::run_holder(run);
+    let written = records.write_as(&[write], &engine.triggers(), Utc::now(), Some(&holder))?;
+    if written.iter().any(|w| !w.queued.is_empty()) {
+        engine.wake_queue();
+    }
     Ok(())
 }
 

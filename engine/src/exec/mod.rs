@@ -9,6 +9,11 @@
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
 //!
+//! Runs of one subject are ordered: a live run of a workflow for a subject waits its turn behind
+//! the runs of that workflow for that subject submitted before it ([`turns`]), and holds the
+//! subject record from its creation to its final status, so a record change made meanwhile is
+//! evaluated by the triggers after it ([`crate::store::in_flight`]).
+//!
 //! # Semantics
 //!
 //! The graph is walked as a ready set ([`run`]): a block starts when every predecessor has settled
@@ -38,6 +43,7 @@ mod collect;
 mod context;
 mod resume;
 mod run;
+mod turns;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -56,6 +62,7 @@ use crate::spec::Source;
 pub use crate::store::history::{
     History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
 };
+use crate::store::in_flight::run_holder;
 use crate::store::{Store, StoreError};
 use crate::template::{Template, TemplateEngine};
 use crate::trigger::Triggers;
@@ -260,6 +267,15 @@ impl RunOutcome {
     }
 }
 
+/// A history subject as the records store names it (`None` for an unknown collection).
+fn records_subject(subject: &Subject) -> Option<crate::records::Subject> {
+    let collection = crate::records::Collection::parse(&subject.collection)?;
+    Some(crate::records::Subject::new(
+        collection,
+        crate::records::RecordKey::parse(&subject.key),
+    ))
+}
+
 /// A run executing in this process, until dropped.
 struct Active {
     engine: Engine,
@@ -301,6 +317,10 @@ struct Inner {
     active: std::sync::Mutex<HashSet<RunId>>,
     /// Held while a cancel or an approval decides on a parked run, so the two never interleave.
     parked: std::sync::Mutex<()>,
+    /// The lines of runs per workflow and subject.
+    turns: turns::Turns,
+    /// Woken when run requests are queued (the queue's consumer, under `serve`).
+    waker: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     templates: TemplateEngine,
 }
 
@@ -326,6 +346,8 @@ impl Engine {
                 cancels: cancel::Cancels::new(store.dir()),
                 active: std::sync::Mutex::default(),
                 parked: std::sync::Mutex::default(),
+                turns: turns::Turns::default(),
+                waker: std::sync::OnceLock::new(),
                 templates: TemplateEngine::new(),
             }),
         })
@@ -467,7 +489,10 @@ impl Engine {
     ) -> Result<RunOutcome, ExecError> {
         let record = self.new_record(prepared, &request);
         let _active = self.activate(record.id);
-        run::execute(
+        let turn = self.take_turn(&record, request.persist)?;
+        self.wait_turn(turn.as_ref(), &record, request.persist, &mut None)
+            .await?;
+        let result = run::execute(
             self.clone(),
             prepared.clone(),
             record,
@@ -476,7 +501,9 @@ impl Engine {
             None,
             None,
         )
-        .await
+        .await;
+        self.after_run(&result);
+        result
     }
 
     /// Starts a run in the background: its id, a handle on its outcome, and word of when its
@@ -488,18 +515,29 @@ impl Engine {
         let prepared = prepared.clone();
         let (sender, recorded) = tokio::sync::oneshot::channel();
         let active = self.activate(id);
-        let run = run::execute(
-            engine,
-            prepared,
-            record,
-            request.recording,
-            request.persist,
-            None,
-            Some(sender),
-        );
+        // Joined now, so runs of one workflow for one subject take turns in submission order.
+        let turn = self.take_turn(&record, request.persist);
+        let persist = request.persist;
+        let recording = request.recording;
         let handle = tokio::spawn(async move {
             let _active = active;
-            run.await
+            let turn = turn?;
+            let mut sender = Some(sender);
+            engine
+                .wait_turn(turn.as_ref(), &record, persist, &mut sender)
+                .await?;
+            let result = run::execute(
+                engine.clone(),
+                prepared,
+                record,
+                recording,
+                persist,
+                None,
+                sender,
+            )
+            .await;
+            engine.after_run(&result);
+            result
         });
         Submitted {
             id,
@@ -524,11 +562,16 @@ impl Engine {
             }
             if self.is_active(id) {
                 self.inner.cancels.request(id);
+                // A run waiting for its turn stops waiting, and stops before its first block.
+                self.inner.turns.wake();
                 return Ok(Cancel::Requested);
             }
             Cancel::Cancelled(cancel::mark_cancelled(&self.inner.history, run)?)
         };
         self.inner.history.durable().await?;
+        if let Cancel::Cancelled(run) = &outcome {
+            self.release_subject(run);
+        }
         Ok(outcome)
     }
 
@@ -561,10 +604,112 @@ impl Engine {
     pub async fn resume_unfinished(&self) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
         for run in self.inner.history.unfinished()? {
-            let _active = self.activate(run.id);
-            outcomes.push(resume::resume(self.clone(), run).await?);
+            outcomes.push(self.continue_run(run).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Continues an unfinished run (resumed, or approved) in its turn, and releases its subject
+    /// when it finishes.
+    pub(crate) async fn continue_run(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        let _active = self.activate(run.id);
+        self.continue_active(run).await
+    }
+
+    /// [`Engine::continue_run`] for a run already marked active.
+    pub(crate) async fn continue_active(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        let turn = self.take_turn(&run, true)?;
+        if let Some(turn) = &turn {
+            turn.wait().await;
+        }
+        let result = resume::resume(self.clone(), run).await;
+        self.after_run(&result);
+        result
+    }
+
+    /// A live run's place in the line of its workflow and subject, and its hold on the subject
+    /// record ([`crate::store::in_flight`]); none for a run without a subject, a dry run or an
+    /// offline replay.
+    fn take_turn(&self, run: &RunRecord, persist: bool) -> Result<Option<turns::Turn>, ExecError> {
+        let Some(subject) = run
+            .subject
+            .as_ref()
+            .filter(|_| persist && run.mode == RunMode::Live)
+        else {
+            return Ok(None);
+        };
+        if let Some(held) = records_subject(subject) {
+            self.inner.records.hold(&held, &run_holder(run.id))?;
+        }
+        let line = format!("{}/{}", subject.collection, subject.key);
+        Ok(Some(self.join_line(&run.workflow, line, run.id)))
+    }
+
+    /// Waits for a new run's turn, recording it `queued` (and saying so to `recorded`) when
+    /// another run of its workflow for its subject is ahead.
+    async fn wait_turn(
+        &self,
+        turn: Option<&turns::Turn>,
+        record: &RunRecord,
+        persist: bool,
+        recorded: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), ExecError> {
+        let Some(turn) = turn.filter(|t| !t.is_first()) else {
+            return Ok(());
+        };
+        if persist {
+            self.inner.history.put_run(record)?;
+            if let Some(sender) = recorded.take() {
+                let _ = sender.send(());
+            }
+        }
+        turn.wait().await;
+        Ok(())
+    }
+
+    /// After a run's task: a run that finished releases its subject, and the record changes held
+    /// back while it was in flight are evaluated (a run waiting for approval keeps its hold).
+    fn after_run(&self, result: &Result<RunOutcome, ExecError>) {
+        if let Ok(outcome) = result {
+            if outcome.run.status.is_finished() {
+                self.release_subject(&outcome.run);
+            }
+        }
+    }
+
+    /// Releases a finished run's hold on its subject record, evaluating what was held back.
+    pub(crate) fn release_subject(&self, run: &RunRecord) {
+        let Some(subject) = run.subject.as_ref().and_then(records_subject) else {
+            return;
+        };
+        if run.mode != RunMode::Live {
+            return;
+        }
+        match self.inner.records.release(
+            &subject,
+            &run_holder(run.id),
+            &self.triggers(),
+            chrono::Utc::now(),
+        ) {
+            Ok(queued) if !queued.is_empty() => self.wake_queue(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(run_id = %run.id, error = %err, "releasing the run's subject failed; the next start settles it")
+            }
+        }
+    }
+
+    /// Tells the queue's consumer that run requests were queued (see [`Engine::set_waker`]).
+    pub(crate) fn wake_queue(&self) {
+        if let Some(waker) = self.inner.waker.get() {
+            waker.notify_one();
+        }
+    }
+
+    /// What to wake when a run's record writes (or the end of a run) queue run requests: the
+    /// queue's consumer under `serve`.
+    pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.waker.set(waker);
     }
 
     /// Finishes one unfinished run.
@@ -574,8 +719,7 @@ impl Engine {
             .history
             .run(id)?
             .ok_or(ExecError::UnknownRun { id })?;
-        let _active = self.activate(id);
-        resume::resume(self.clone(), run).await
+        self.continue_run(run).await
     }
 
     /// Whether a run asked for by hand may start: a workflow whose begin block names `records:`

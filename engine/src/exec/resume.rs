@@ -134,6 +134,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         if !saved.is_empty() {
                             save_subject(
                                 &engine,
+                                run.id,
                                 &subject.collection,
                                 &subject.key,
                                 &subject.record,

@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod history;
+pub mod in_flight;
 pub mod queue;
 pub mod records;
 mod timestamp;

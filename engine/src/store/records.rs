@@ -5,7 +5,10 @@
 //! number; slot = sequence mod [`TRACE_LIMIT`], so each subject keeps its last entries without a
 //! scan) and `trace_links` (queue id → where its trace entry is, until the executor links the run).
 //!
-//! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all four trees:
+//! A fifth tree, `in_flight`, holds per subject the runs and queued requests outstanding and the
+//! record changes held back until they are done ([`super::in_flight`]).
+//!
+//! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all the trees:
 //! a record, the run requests its change triggers, and the trace of that decision become durable
 //! together or not at all, so a crash can neither lose a trigger nor leave one for a record that
 //! was never written. Callers batch (an import writes a few hundred rows per transaction) and flush
@@ -13,9 +16,11 @@
 
 use chrono::{DateTime, Utc};
 
+use super::in_flight::{describe, queue_holder, Deferred, InFlight, IN_FLIGHT};
 use super::queue::{QueueId, RunRequest, SCHEDULES};
 use super::{trees, Store, StoreError};
-use crate::records::{self, Collection, Fields, Outcome, RecordKey, Subject, Write};
+use crate::compile::RecordEvent;
+use crate::records::{self, Change, Collection, Fields, Outcome, RecordKey, Subject, Write};
 use crate::trigger::trace::{TraceEntry, TRACE_LIMIT};
 use crate::trigger::{Cause, Consideration, Decision, Triggers, WorkflowName};
 
@@ -45,6 +50,7 @@ pub struct RecordStore {
     traces: sled::Tree,
     links: sled::Tree,
     schedules: sled::Tree,
+    in_flight: sled::Tree,
 }
 
 impl RecordStore {
@@ -56,6 +62,7 @@ impl RecordStore {
             traces: store.tree(TRACES)?,
             links: store.tree(TRACE_LINKS)?,
             schedules: store.tree(SCHEDULES)?,
+            in_flight: store.tree(IN_FLIGHT)?,
         })
     }
 
@@ -97,58 +104,190 @@ impl RecordStore {
 
     /// Applies `writes` in order, in one transaction with the run requests `triggers` decide on
     /// and their traces. Not flushed: call [`Store::flush`] when the batch should be durable.
+    ///
+    /// A write of a subject with a run in flight is applied but its evaluation held back until
+    /// the run is done (see [`super::in_flight`]).
     pub fn write(
         &self,
         writes: &[Write],
         triggers: &Triggers,
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, StoreError> {
-        let result = (&self.records, &self.queue, &self.traces, &self.links).transaction(
-            |(records, queue, traces, links)| {
-                let mut out = Vec::with_capacity(writes.len());
-                for write in writes {
-                    let key = record_key(&write.subject);
-                    let old = match records.get(&key)? {
-                        Some(value) => {
-                            Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?)
-                        }
-                        None => None,
-                    };
-                    let (new, outcome) = records::apply(old.as_ref(), &write.change);
-                    match outcome {
-                        Outcome::Created | Outcome::Updated => {
-                            let value = serde_json::to_vec(&new).expect("fields serialize");
-                            records.insert(key.as_bytes(), value)?;
-                        }
-                        Outcome::Deleted => {
-                            records.remove(key.as_bytes())?;
-                        }
-                        Outcome::Unchanged | Outcome::Skipped | Outcome::NotFound => {}
-                    }
-                    let mut queued = Vec::new();
-                    if let Some(event) = outcome.event() {
-                        let decisions = triggers.consider(
-                            &write.subject,
-                            event,
-                            old.as_ref(),
-                            new.as_ref(),
-                            now,
-                        );
-                        queued = record_decisions(
-                            queue,
-                            traces,
-                            links,
-                            &write.subject,
-                            Cause::Record(event),
-                            now,
-                            decisions,
-                        )?;
-                    }
-                    out.push(Written { outcome, queued });
-                }
-                Ok(out)
-            },
+        self.write_as(writes, triggers, now, None)
+    }
+
+    /// [`RecordStore::write`] by a run (`by` is its holder, `run:ID`): a save onto a subject the
+    /// run holds is evaluated at once, on the record without the changes held back for after it.
+    pub fn write_as(
+        &self,
+        writes: &[Write],
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> Result<Vec<Written>, StoreError> {
+        let trees = (
+            &self.records,
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.in_flight,
         );
+        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
+            let tx = Tx {
+                records,
+                queue,
+                traces,
+                links,
+                in_flight,
+            };
+            let mut out = Vec::with_capacity(writes.len());
+            for write in writes {
+                let key = record_key(&write.subject);
+                let old = match records.get(&key)? {
+                    Some(value) => {
+                        Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?)
+                    }
+                    None => None,
+                };
+                let (new, outcome) = records::apply(old.as_ref(), &write.change);
+                match outcome {
+                    Outcome::Created | Outcome::Updated => {
+                        let value = serde_json::to_vec(&new).expect("fields serialize");
+                        records.insert(key.as_bytes(), value)?;
+                    }
+                    Outcome::Deleted => {
+                        records.remove(key.as_bytes())?;
+                    }
+                    Outcome::Unchanged | Outcome::Skipped | Outcome::NotFound => {}
+                }
+                let mut queued = Vec::new();
+                if let Some(event) = outcome.event() {
+                    queued = tx.evaluate(
+                        write,
+                        &key,
+                        event,
+                        old.as_ref(),
+                        new.as_ref(),
+                        triggers,
+                        now,
+                        by,
+                    )?;
+                }
+                out.push(Written { outcome, queued });
+            }
+            Ok(out)
+        });
+        unwrap_tx(result)
+    }
+
+    /// Makes `holder` (`run:ID`, see [`super::in_flight`]) hold `subject`: changes to it are
+    /// evaluated after the holder is released.
+    pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
+        let key = record_key(subject);
+        let result = self.in_flight.transaction(|in_flight| {
+            let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
+            if flight.holders.insert(holder.to_owned()) {
+                put_in_flight(in_flight, &key, &flight)?;
+            }
+            Ok(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// Releases `holder`'s hold on `subject`. When nothing holds it any more, the changes held
+    /// back meanwhile are evaluated, as one, with `triggers` (kept for later when `triggers` is
+    /// empty, as in a command that loaded no workflows). Returns the run requests queued.
+    pub fn release(
+        &self,
+        subject: &Subject,
+        holder: &str,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let key = record_key(subject);
+        self.in_transaction(|tx| {
+            let Some(mut flight) = get_in_flight(tx.in_flight, &key)? else {
+                return Ok(Vec::new());
+            };
+            if !flight.holders.remove(holder) {
+                return Ok(Vec::new());
+            }
+            tx.settle(subject, &key, flight, Some(holder), triggers, now)
+        })
+    }
+
+    /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or
+    /// unknown: what a stopped process left) and evaluates the changes held back for subjects
+    /// nothing holds any more. Returns the run requests queued.
+    pub fn reconcile(
+        &self,
+        alive: impl Fn(&str) -> bool,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let keys: Vec<String> = self
+            .in_flight
+            .iter()
+            .keys()
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect::<Result<_, _>>()?;
+        let mut queued = Vec::new();
+        for key in keys {
+            let Some((collection, rest)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(collection) = Collection::parse(collection) else {
+                continue;
+            };
+            let subject = Subject::new(collection, RecordKey::parse(rest));
+            // `alive` reads other trees: outside the transaction (sled's transactions and plain
+            // reads share one lock, so a read inside one would wait for itself).
+            let Some(flight) = self.in_flight(&subject)? else {
+                continue;
+            };
+            let gone: Vec<&String> = flight.holders.iter().filter(|h| !alive(h)).collect();
+            queued.extend(self.in_transaction(|tx| {
+                let Some(mut flight) = get_in_flight(tx.in_flight, &key)? else {
+                    return Ok(Vec::new());
+                };
+                for holder in &gone {
+                    flight.holders.remove(*holder);
+                }
+                tx.settle(&subject, &key, flight, None, triggers, now)
+            })?);
+        }
+        Ok(queued)
+    }
+
+    /// What holds `subject` and what is held back for after it.
+    pub fn in_flight(&self, subject: &Subject) -> Result<Option<InFlight>, StoreError> {
+        let key = record_key(subject);
+        match self.in_flight.get(&key)? {
+            None => Ok(None),
+            Some(value) => decode_in_flight(key.as_bytes(), &value).map(Some),
+        }
+    }
+
+    fn in_transaction<T>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> Result<T, TxError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        let trees = (
+            &self.records,
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.in_flight,
+        );
+        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
+            f(&Tx {
+                records,
+                queue,
+                traces,
+                links,
+                in_flight,
+            })
+        });
         unwrap_tx(result)
     }
 
@@ -161,31 +300,38 @@ impl RecordStore {
         decisions: Vec<(Option<Subject>, Decision)>,
     ) -> Result<Vec<QueueId>, StoreError> {
         let last = serde_json::to_vec(&tick).expect("instants serialize");
-        let result = (&self.queue, &self.traces, &self.links, &self.schedules).transaction(
-            |(queue, traces, links, schedules)| {
-                let mut ids = Vec::new();
-                for (subject, decision) in &decisions {
-                    match subject {
-                        Some(subject) => ids.extend(record_decisions(
-                            queue,
-                            traces,
-                            links,
-                            subject,
-                            Cause::Schedule,
-                            tick,
-                            vec![decision.clone()],
-                        )?),
-                        None => {
-                            if let Some(request) = &decision.request {
-                                ids.push(enqueue(queue, request)?);
-                            }
+        let trees = (
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.schedules,
+            &self.in_flight,
+        );
+        let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
+            let mut ids = Vec::new();
+            for (subject, decision) in &decisions {
+                match subject {
+                    Some(subject) => ids.extend(record_decisions(
+                        queue,
+                        traces,
+                        links,
+                        in_flight,
+                        subject,
+                        Cause::Schedule,
+                        tick,
+                        vec![decision.clone()],
+                        None,
+                    )?),
+                    None => {
+                        if let Some(request) = &decision.request {
+                            ids.push(enqueue(queue, request)?);
                         }
                     }
                 }
-                schedules.insert(workflow.as_str(), last.clone())?;
-                Ok(ids)
-            },
-        );
+            }
+            schedules.insert(workflow.as_str(), last.clone())?;
+            Ok(ids)
+        });
         unwrap_tx(result)
     }
 
@@ -263,17 +409,186 @@ impl RecordStore {
     }
 }
 
-/// Writes each decision's run request, then one trace entry with them all.
+/// The trees a record write changes, inside its transaction.
+struct Tx<'a> {
+    records: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    traces: &'a TransactionalTree,
+    links: &'a TransactionalTree,
+    in_flight: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    /// Evaluates one applied write (`old` → `new`) and queues what it starts, or holds it back
+    /// while the subject is in flight (see [`super::in_flight`]).
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        write: &Write,
+        key: &str,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
+        let subject = &write.subject;
+        let mut flight = match get_in_flight(self.in_flight, key)? {
+            Some(flight) if !flight.holders.is_empty() && !triggers.is_empty() => flight,
+            _ => {
+                let decisions = triggers.consider(subject, event, old, new, now);
+                return self.decide(subject, Cause::Record(event), now, decisions, None);
+            }
+        };
+        let own = by.is_some_and(|holder| flight.holders.contains(holder));
+        if !own {
+            let deferred = flight
+                .deferred
+                .get_or_insert_with(|| Deferred::new(old, now));
+            deferred.add(old, new);
+            let note = format!(
+                "deferred: {} is in flight for this subject; the change is evaluated when it finishes",
+                describe(flight.named_holder().unwrap_or("a run"))
+            );
+            put_in_flight(self.in_flight, key, &flight)?;
+            return self.decide(subject, Cause::Record(event), now, Vec::new(), Some(note));
+        }
+        // A save by a run holding the subject comes before the changes held back for after the
+        // run: it is judged on the record without them.
+        let view = match (&mut flight.deferred, old, new, &write.change) {
+            (Some(deferred), Some(old), Some(new), Change::Upsert { fields, .. }) => {
+                let before = deferred.revert(old);
+                deferred.forget(fields.keys());
+                let after = deferred.revert(new);
+                put_in_flight(self.in_flight, key, &flight)?;
+                Some((before, after))
+            }
+            _ => None,
+        };
+        let (old, new) = match &view {
+            Some((before, after)) => (Some(before), Some(after)),
+            None => (old, new),
+        };
+        let decisions = triggers.consider(subject, event, old, new, now);
+        self.decide(subject, Cause::Record(event), now, decisions, None)
+    }
+
+    /// With `flight` (a subject's, minus a holder just released): when nothing holds the
+    /// subject any more, evaluates the held-back change as one and queues what it starts, then
+    /// stores what is left of `flight`.
+    fn settle(
+        &self,
+        subject: &Subject,
+        key: &str,
+        mut flight: InFlight,
+        released: Option<&str>,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
+        let deferred = if flight.holders.is_empty() && !triggers.is_empty() {
+            flight.deferred.take()
+        } else {
+            None
+        };
+        if flight.is_empty() {
+            self.in_flight.remove(key.as_bytes())?;
+        } else {
+            put_in_flight(self.in_flight, key, &flight)?;
+        }
+        let Some(deferred) = deferred else {
+            return Ok(Vec::new());
+        };
+        let current = match self.records.get(key)? {
+            Some(value) => Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?),
+            None => None,
+        };
+        let before = deferred
+            .existed
+            .then(|| deferred.revert(current.as_ref().unwrap_or(&Fields::new())));
+        let event = match (before.is_some(), current.is_some()) {
+            (false, true) => RecordEvent::Created,
+            (true, true) => RecordEvent::Updated,
+            (true, false) => RecordEvent::Deleted,
+            (false, false) => return Ok(Vec::new()),
+        };
+        let decisions = triggers.consider(subject, event, before.as_ref(), current.as_ref(), now);
+        let note = match released {
+            Some(holder) => format!("evaluated after {} finished", describe(holder)),
+            None => "evaluated once nothing was in flight for this subject any more".to_owned(),
+        };
+        self.decide(subject, Cause::Record(event), now, decisions, Some(note))
+    }
+
+    fn decide(
+        &self,
+        subject: &Subject,
+        cause: Cause,
+        at: DateTime<Utc>,
+        decisions: Vec<Decision>,
+        note: Option<String>,
+    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
+        record_decisions(
+            self.queue,
+            self.traces,
+            self.links,
+            self.in_flight,
+            subject,
+            cause,
+            at,
+            decisions,
+            note,
+        )
+    }
+}
+
+fn get_in_flight(
+    in_flight: &TransactionalTree,
+    key: &str,
+) -> Result<Option<InFlight>, TxError<StoreError>> {
+    match in_flight.get(key.as_bytes())? {
+        None => Ok(None),
+        Some(value) => decode_in_flight(key.as_bytes(), &value)
+            .map(Some)
+            .map_err(TxError::Abort),
+    }
+}
+
+fn put_in_flight(
+    in_flight: &TransactionalTree,
+    key: &str,
+    flight: &InFlight,
+) -> Result<(), TxError<StoreError>> {
+    in_flight.insert(
+        key.as_bytes(),
+        serde_json::to_vec(flight).expect("in-flight entries serialize"),
+    )?;
+    Ok(())
+}
+
+fn decode_in_flight(key: &[u8], value: &[u8]) -> Result<InFlight, StoreError> {
+    serde_json::from_slice(value).map_err(|err| StoreError::Corrupt {
+        tree: IN_FLIGHT,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// Writes each decision's run request (the subject's queued requests hold it, see
+/// [`super::in_flight`]), then one trace entry with them all and `note`.
+#[allow(clippy::too_many_arguments)]
 fn record_decisions(
     queue: &TransactionalTree,
     traces: &TransactionalTree,
     links: &TransactionalTree,
+    in_flight: &TransactionalTree,
     subject: &Subject,
     cause: Cause,
     at: DateTime<Utc>,
     decisions: Vec<Decision>,
+    note: Option<String>,
 ) -> Result<Vec<QueueId>, TxError<StoreError>> {
-    if decisions.is_empty() {
+    if decisions.is_empty() && note.is_none() {
         return Ok(Vec::new());
     }
     let mut queued = Vec::new();
@@ -289,6 +604,12 @@ fn record_decisions(
             queued.push(id);
         }
         considered.push(consideration);
+    }
+    if !queued.is_empty() {
+        let key = record_key(subject);
+        let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
+        flight.holders.extend(queued.iter().map(queue_holder));
+        put_in_flight(in_flight, &key, &flight)?;
     }
     let mut prefix = subject.to_string().into_bytes();
     prefix.push(0);
@@ -311,6 +632,7 @@ fn record_decisions(
         subject: subject.clone(),
         cause,
         considered,
+        note,
     };
     traces.insert(
         key.as_slice(),

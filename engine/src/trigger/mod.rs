@@ -5,7 +5,8 @@
 //! collection and event on the record before and after the write, and asks for a run only when the
 //! result **turns true** (see [`Consideration::fires`]): an update to a record that already matched
 //! starts nothing. The decision is pure; [`crate::records::RecordStore`] writes the record, the
-//! [`RunRequest`]s and the [`trace`] in one transaction. [`scheduler`] does the same at each tick
+//! [`RunRequest`]s and the [`trace`] in one transaction, and holds the decision back while a run
+//! for the subject is in flight ([`crate::store::in_flight`]). [`scheduler`] does the same at each tick
 //! of a `schedule:`.
 //!
 //! A run started by hand is judged by the same conditions ([`consider_manual`]): the executor

@@ -30,6 +30,10 @@ pub struct TraceEntry {
     pub subject: Subject,
     pub cause: Cause,
     pub considered: Vec<Consideration>,
+    /// Why the change was held back, or that it was evaluated after a run (see
+    /// [`crate::store::in_flight`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One workflow's look at a subject.
@@ -83,6 +87,9 @@ impl TraceEntry {
             self.subject,
             self.cause
         );
+        if let Some(note) = &self.note {
+            let _ = writeln!(out, "  {note}");
+        }
         for c in &self.considered {
             let _ = write!(out, "  {}: {}", c.workflow, c.explain());
         }
