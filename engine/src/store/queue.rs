@@ -240,13 +240,6 @@ pub enum Listed {
 }
 
 impl Listed {
-    pub fn created_at(&self) -> DateTime<Utc> {
-        match self {
-            Listed::Run(run) => run.created_at,
-            Listed::Queued(entry) => entry.id.datetime(),
-        }
-    }
-
     /// A run as `history list --json` shows it ([`QueueEntry::as_queued_run`] for an entry).
     pub fn to_json(&self) -> Value {
         match self {

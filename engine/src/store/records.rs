@@ -434,8 +434,19 @@ impl Tx<'_> {
         by: Option<&str>,
     ) -> Result<Vec<QueueId>, TxError<StoreError>> {
         let subject = &write.subject;
+        // Held back only where a workflow watches the collection: elsewhere there is nothing
+        // to evaluate, now or later.
+        let watched = || {
+            [
+                RecordEvent::Created,
+                RecordEvent::Updated,
+                RecordEvent::Deleted,
+            ]
+            .into_iter()
+            .any(|e| triggers.watches(subject.collection, e))
+        };
         let mut flight = match get_in_flight(self.in_flight, key)? {
-            Some(flight) if !flight.holders.is_empty() && !triggers.is_empty() => flight,
+            Some(flight) if !flight.holders.is_empty() && watched() => flight,
             _ => {
                 let decisions = triggers.consider(subject, event, old, new, now);
                 return self.decide(subject, Cause::Record(event), now, decisions, None);
