@@ -125,21 +125,8 @@ impl RecordStore {
         now: DateTime<Utc>,
         by: Option<&str>,
     ) -> Result<Vec<Written>, StoreError> {
-        let trees = (
-            &self.records,
-            &self.queue,
-            &self.traces,
-            &self.links,
-            &self.in_flight,
-        );
-        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
-            let tx = Tx {
-                records,
-                queue,
-                traces,
-                links,
-                in_flight,
-            };
+        self.in_transaction(|tx| {
+            let records = tx.records;
             let mut out = Vec::with_capacity(writes.len());
             for write in writes {
                 let key = record_key(&write.subject);
@@ -176,8 +163,7 @@ impl RecordStore {
                 out.push(Written { outcome, queued });
             }
             Ok(out)
-        });
-        unwrap_tx(result)
+        })
     }
 
     /// Makes `holder` (`run:ID`, see [`super::in_flight`]) hold `subject`: changes to it are
