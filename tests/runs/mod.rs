@@ -801,9 +801,14 @@ async fn serve_a_status_change_during_a_run_is_evaluated_after_it_as_a_transitio
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["queued"], 0, "evaluated after the run: {body}");
 
+    // Finished (its `find` took `on_failure` to `create`, which the run-status vocabulary may
+    // report as more than `succeeded`).
     let first = api
-        .wait_for(&format!("/runs/{first_id}"), |r| r["status"] == "succeeded")
+        .wait_for(&format!("/runs/{first_id}"), |r| {
+            r["finished_at"].is_string()
+        })
         .await;
+    assert_eq!(step_status(&first, "create"), "succeeded", "{first:#}");
     let runs = api
         .wait_for(&format!("/runs?subject={email}"), |runs| {
             runs.as_array().unwrap().len() == 2 && runs[0]["status"] == "waiting_approval"
