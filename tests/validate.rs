@@ -199,6 +199,11 @@ collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.miss
         r#"misspelt_blocks.yaml:1:1: error: missing key `blocks` in the workflow
 misspelt_blocks.yaml:2:1: error: unknown key `blokcs` in the workflow; did you mean `blocks`?"#,
     ),
+    (
+        "cron_and_timezone",
+        r#"cron_and_timezone.yaml:5:23: error: invalid cron expression `0 25 * * *`: number out of bounds in block `begin`; use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`
+cron_and_timezone.yaml:5:47: error: unknown time zone `America/New_Yrok` in block `begin`; did you mean `America/New_York`?"#,
+    ),
 ];
 
 #[test]
