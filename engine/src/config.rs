@@ -275,6 +275,11 @@ impl Config {
 
     /// Checks `text` as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        crate::spec::limits::check(text).map_err(|err| ConfigError::Invalid {
+            file: file.to_owned(),
+            location: err.location,
+            message: format!("{}; {}", err.limit, err.limit.hint()),
+        })?;
         let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|err| ConfigError::Invalid {
             file: file.to_owned(),
             location: crate::spec::yaml_error_location(&err),
@@ -457,6 +462,16 @@ mod tests {
             .unwrap()
             .token
             .is_none());
+    }
+
+    #[test]
+    fn a_config_nested_too_deep_is_refused_at_the_level_past_the_limit() {
+        let text = format!("vars:\n  a: {}{}\n", "[".repeat(70), "]".repeat(70));
+        let err = Config::parse(Path::new("b.yaml"), &text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.yaml:2:68: yaml nested more than 64 levels deep; nest mappings and lists at most 64 levels"
+        );
     }
 
     #[test]

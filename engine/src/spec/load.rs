@@ -100,6 +100,16 @@ pub fn load(source: Source) -> Result<LoadedSpec, Vec<CompileError>> {
 /// are listed in [`LoadedSpec::broken`]) and every error found. The spec is `None` only when the
 /// document as a whole is unusable (a YAML syntax error, no `name` or `blocks`).
 pub fn load_partial(source: Source) -> (Option<LoadedSpec>, Vec<CompileError>) {
+    // Bounded before either parser builds anything (see `limits`).
+    if let Err(err) = super::limits::check(&source.text) {
+        let error = CompileError {
+            file: source.path.clone(),
+            location: err.location,
+            block: None,
+            kind: CompileErrorKind::YamlLimit { limit: err.limit },
+        };
+        return (None, vec![error]);
+    }
     // The fast path: one typed pass, no positions. Any error, including a duplicate key, sends the
     // file down the precise path, which finds every error and where it is.
     if let Ok(spec) = serde_yaml::from_str::<WorkflowSpec>(&source.text) {
