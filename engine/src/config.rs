@@ -1,4 +1,5 @@
-//! `blockyard.yaml`: the data directory, global variables and named credentials.
+//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token and the
+//! time limit of a rhai rule (`rule_time_limit`).
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -10,6 +11,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,9 @@ struct ConfigSpec {
     /// The bearer token of `blockyard serve`'s API (`${ENV_VAR}` or `file:/path`).
     #[serde(default)]
     token: Option<String>,
+    /// How long one evaluation of a rhai rule may run (`10ms` when unset).
+    #[serde(default)]
+    rule_time_limit: Option<String>,
 }
 
 /// One credential, as written.
@@ -232,6 +237,8 @@ pub struct Config {
     pub credentials: IndexMap<CredentialName, CredentialConfig>,
     /// The bearer token `blockyard serve`'s API requires (`BLOCKYARD_TOKEN` overrides it).
     pub token: Option<SecretRef>,
+    /// How long one evaluation of a rhai rule (a `when:`) may run; see [`crate::rules`].
+    pub rule_time_limit: Duration,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -365,12 +372,35 @@ impl Config {
             file: file.to_owned(),
             location: map.value_location(&YamlPath::root().key("token")),
         });
+        let rule_time_limit = match &spec.rule_time_limit {
+            None => crate::rules::DEFAULT_TIME_LIMIT,
+            Some(text) => {
+                let invalid = |message: String| ConfigError::Invalid {
+                    file: file.to_owned(),
+                    location: map.value_location(&YamlPath::root().key("rule_time_limit")),
+                    message,
+                };
+                match crate::compile::parse_duration(text) {
+                    Some(limit) if !limit.is_zero() => limit,
+                    Some(_) => {
+                        return Err(invalid(
+                            "`rule_time_limit` must be more than 0: it is how long one rule may run"
+                                .to_owned(),
+                        ))
+                    }
+                    None => return Err(invalid(format!(
+                        "invalid duration `{text}` for `rule_time_limit` (write a number and a unit: `10ms`, `1s`)"
+                    ))),
+                }
+            }
+        };
         Ok(Config {
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,
             credentials,
             token,
+            rule_time_limit,
         })
     }
 
@@ -462,6 +492,22 @@ mod tests {
             .unwrap()
             .token
             .is_none());
+    }
+
+    #[test]
+    fn the_rule_time_limit_defaults_to_10ms_and_must_be_a_positive_duration() {
+        let limit =
+            |text: &str| Config::parse(Path::new("b.yaml"), text).map(|c| c.rule_time_limit);
+        assert_eq!(limit("data_dir: d\n"), Ok(Duration::from_millis(10)));
+        assert_eq!(limit("rule_time_limit: 2s\n"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            limit("rule_time_limit: 10 millis\n").unwrap_err().to_string(),
+            "b.yaml:1:18: invalid duration `10 millis` for `rule_time_limit` (write a number and a unit: `10ms`, `1s`)"
+        );
+        assert_eq!(
+            limit("rule_time_limit: 0ms\n").unwrap_err().to_string(),
+            "b.yaml:1:18: `rule_time_limit` must be more than 0: it is how long one rule may run"
+        );
     }
 
     #[test]
