@@ -194,10 +194,7 @@ impl Scheduler {
             });
         };
         let Watched {
-            name,
-            workflow: w,
-            vars,
-            ..
+            name, workflow: w, ..
         } = watched;
         let trigger = &w.trigger;
         let mut decisions = Vec::new();
@@ -226,7 +223,7 @@ impl Scheduler {
             Some(collection) => {
                 for item in self.records.list(collection) {
                     let (key, fields) = item?;
-                    let verdict = evaluate(trigger, vars, &fields, tick);
+                    let verdict = evaluate(watched, &fields, tick);
                     let subject = crate::records::Subject::new(collection, key);
                     let excluded = watched.exclusion(&subject, &fields);
                     let fires = verdict.matched && excluded.is_none();
