@@ -829,3 +829,87 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
     assert_eq!(env.sb.requests().len(), seen);
     service.shutdown().await.unwrap();
 }
+
+/// A record write evaluates the watching workflows' rules on a blocking thread: `/healthz` of the
+/// real binary, with a single async worker, answers while a rule runs to its time limit (it used
+/// to wait for the rule), and the rule's trace names its workflow and the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_answers_healthz_while_a_rule_runs_to_its_time_limit() {
+    let env = with_workflows().await;
+    env.write(
+        "workflows/spin.yaml",
+        "name: spin\nblocks:\n  begin:\n    type: begin\n    records: people\n    on: [created]\n    when: 'blob(10000, 1).to_array().map(|x| blob(10000, 1).to_array().map(|y| x + y).len()).len() > 0'\n    next: end\n  end: {type: end}\n",
+    );
+    let config = env.path().join("blockyard.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}rule_time_limit: 3s\n")).unwrap();
+    let mut served = Served::start(
+        &env,
+        &[
+            ("TOKIO_WORKER_THREADS", "1"),
+            ("RUST_LOG", "blockyard::server=debug,blockyard=info"),
+        ],
+    );
+    let start = served.read_until("serving");
+    let addr = start
+        .last()
+        .unwrap()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let url = format!("http://{addr}/api/records/people");
+    let post = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"email": "jane@acme.com"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    });
+    // The write has begun, and with it the rule: the one async worker must still answer, and
+    // the write must still be under way after it did (nothing of it is in the store yet: the
+    // record, its trace and the run requests are written together, after the rule).
+    served.read_until("writing records");
+    let health = support::get_json(format!("http://{addr}/healthz")).await;
+    assert_eq!(health, json!({"status": "ok"}));
+    let why_url = format!("http://{addr}/api/triggers/why?subject=jane@acme.com");
+    assert_eq!(
+        support::get_json(&why_url).await,
+        json!([]),
+        "the write was over before /healthz answered"
+    );
+
+    let (status, body) = post.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["outcome"], "created");
+    assert_eq!(body["queued"], 0);
+    let warning = served.read_until("stopped by a limit");
+    assert!(
+        warning.last().unwrap().contains("workflow=spin"),
+        "{warning:#?}"
+    );
+    let why = support::get_json(&why_url).await;
+    let spin = why[0]["trace"][0]["considered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["workflow"] == "spin")
+        .unwrap();
+    assert_eq!(
+        spin["after"]["checks"][0]["outcome"],
+        json!({
+            "outcome": "error",
+            "message": "workflow `spin`: `when:` ran longer than 3000 ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml"
+        })
+    );
+
+    served.signal("TERM");
+    served.read_until("stopped");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+}

@@ -331,21 +331,29 @@ async fn post_records(
             change: Change::Upsert { fields, mode },
         });
     }
+    tracing::debug!(
+        collection = collection.name(),
+        records = writes.len(),
+        "writing records"
+    );
+    let keys: Vec<RecordKey> = writes.iter().map(|w| w.subject.key.clone()).collect();
     let triggers = shared.workflows().triggers().clone();
+    // Off the async workers: the write evaluates the workflows' rules.
     let written = shared
         .records
-        .write(&writes, &triggers, chrono::Utc::now())?;
+        .write_blocking(writes, triggers, chrono::Utc::now())
+        .await?;
     shared.engine.history().durable().await?;
     let queued: usize = written.iter().map(|w| w.queued.len()).sum();
     if queued > 0 {
         shared.wake.notify_one();
     }
-    let records: Vec<Value> = writes
+    let records: Vec<Value> = keys
         .iter()
         .zip(&written)
-        .map(|(write, written)| {
+        .map(|(key, written)| {
             json!({
-                "key": write.subject.key,
+                "key": key,
                 "outcome": outcome_name(written.outcome),
                 "queued": written.queued.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
@@ -471,7 +479,9 @@ async fn tick(
         triggers,
         Clock::system(),
     );
-    let fired = scheduler.fire(&workflow, chrono::Utc::now())?;
+    let fired = scheduler
+        .fire_blocking(&workflow, chrono::Utc::now())
+        .await?;
     shared.store.flush().await?;
     shared.wake.notify_one();
     let queued: Vec<String> = fired.queued.iter().map(ToString::to_string).collect();

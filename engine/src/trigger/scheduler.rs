@@ -143,7 +143,7 @@ impl Scheduler {
             let last = self.queue.last_fired(name)?;
             if let (CatchUp::Last, Some(last)) = (catch_up, last) {
                 if let Some(missed) = latest_due(schedule, last, now) {
-                    self.fire(name, missed)?;
+                    self.fire_blocking(name, missed).await?;
                 }
             }
             cursors.push((name.clone(), now));
@@ -170,7 +170,7 @@ impl Scheduler {
                     continue;
                 };
                 if let Some(tick) = latest_due(schedule, *cursor, now) {
-                    self.fire(name, tick)?;
+                    self.fire_blocking(name, tick).await?;
                     *cursor = tick;
                 }
             }
@@ -182,6 +182,21 @@ impl Scheduler {
             .scheduled()
             .find(|w| &w.name == name)
             .and_then(|w| w.workflow.trigger.schedule.as_ref().map(|(s, _)| s))
+    }
+
+    /// [`Self::fire`] on a blocking thread, for async callers: a tick evaluates the workflow's
+    /// conditions on every record of its collection, which must not hold an async worker.
+    pub async fn fire_blocking(
+        &self,
+        workflow: &WorkflowName,
+        tick: DateTime<Utc>,
+    ) -> Result<Fired, StoreError> {
+        let (scheduler, workflow) = (self.clone(), workflow.clone());
+        tokio::task::spawn_blocking(move || scheduler.fire(&workflow, tick))
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the schedule tick task failed: {err}"),
+            })?
     }
 
     /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick.
