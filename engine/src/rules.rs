@@ -169,7 +169,7 @@ pub enum RuleError {
     #[error("ran more than {limit} operations, the limit for a rule; simplify the rule")]
     Operations { limit: u64 },
     /// It would build (or built) a value over a size limit: `by` a bounded built-in, which knows
-    /// the `size` when it can compute it up front, or else by rhai's own check.
+    /// the `size` when it can compute it up front, or else as rhai's own checks found.
     #[error("{}", describe_too_large(*by, *measure, *size, *limit))]
     TooLarge {
         by: Option<&'static str>,
@@ -243,7 +243,7 @@ fn describe_too_large(by: Option<&str>, measure: Measure, size: Option<u64>, lim
     };
     let by = match by {
         Some(by) => format!("`{by}` would build"),
-        None => "it built".to_owned(),
+        None => "it needs".to_owned(),
     };
     format!("{by} {what} {size}; the limit for a rule is {limit} {unit}, so simplify the rule")
 }
@@ -950,11 +950,24 @@ mod tests {
             fails("#{a: 1, b: 2}.map(|k| blob(9000, 1).to_array()).len() > 0"),
             "`map` would build an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
         );
-        // rhai's own check, after the fact.
+        // rhai's own checks: after `+`, which at most doubles what it is given, and before `pad`
+        // and `blob`.
         let s = "blob(10000, 97).as_string()";
         assert_eq!(
             fails(&format!("({s} + {s} + {s} + {s} + {s} + {s} + {s}).len() > 0")),
-            "it built strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+            "it needs strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"("" + "a").pad(70000, "bc") == ()"#),
+            "it needs strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails("blob(20000, 1).len() > 0"),
+            "it needs an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("[].pad(20000, 1).len() > 0"),
+            "it needs an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
         );
     }
 

@@ -5,7 +5,8 @@
 //! collection matching its conditions (evaluated at the tick instant), or a single request when it
 //! names no `records`, and records the tick as the workflow's last, all in one store transaction
 //! ([`RecordStore::enqueue_tick`]): a tick is enqueued exactly once even across a crash. If the
-//! task wakes late past several ticks it fires the latest one only.
+//! task wakes late past several ticks it fires the latest one only. A tick is fired on a blocking
+//! thread ([`Scheduler::fire_blocking`]): it evaluates the conditions on every record.
 //!
 //! Catch-up on start, per workflow: with `catch_up: last` (the default) and a stored last tick,
 //! the most recent tick missed while blockyard was down fires once, at once; with `catch_up: none`
