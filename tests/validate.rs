@@ -563,7 +563,7 @@ fn a_closed_pipe_ends_the_command_quietly() {
     assert_eq!(stderr(&out), "");
 }
 
-/// A workflow nested 10,000 levels deep (block style, one space per level): refused at the 65th
+/// A workflow nested 10,000 levels deep (block style, one space per level): refused at the 129th
 /// level with its position, where it used to abort `validate` with a stack overflow.
 #[test]
 fn a_ten_thousand_level_mapping_is_refused_where_it_passes_the_depth_limit() {
@@ -580,7 +580,7 @@ fn a_ten_thousand_level_mapping_is_refused_where_it_passes_the_depth_limit() {
         (out.status.code(), stdout(&out).as_str(), stderr(&out).as_str()),
         (
             Some(1),
-            "deep.yaml:66:65: error: yaml nested more than 64 levels deep; nest mappings and lists at most 64 levels\n",
+            "deep.yaml:130:129: error: yaml nested more than 128 levels deep; nest mappings and lists at most 128 levels\n",
             "checked 1 workflow: 0 valid, 1 invalid (1 error)\n"
         )
     );

@@ -512,11 +512,11 @@ mod tests {
 
     #[test]
     fn a_config_nested_too_deep_is_refused_at_the_level_past_the_limit() {
-        let text = format!("vars:\n  a: {}{}\n", "[".repeat(70), "]".repeat(70));
+        let text = format!("vars:\n  a: {}{}\n", "[".repeat(140), "]".repeat(140));
         let err = Config::parse(Path::new("b.yaml"), &text).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "b.yaml:2:68: yaml nested more than 64 levels deep; nest mappings and lists at most 64 levels"
+            "b.yaml:2:132: yaml nested more than 128 levels deep; nest mappings and lists at most 128 levels"
         );
     }
 

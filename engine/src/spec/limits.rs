@@ -9,6 +9,11 @@
 //! than [`MAX_DEPTH`] mappings and lists or whose aliases expand to more than
 //! [`MAX_ALIAS_EXPANSION`] bytes, at the position where it passes the limit. A document with a
 //! syntax error passes: the parsers that follow report it with their own position.
+//!
+//! The pass costs about half of a serde_yaml parse, so the workflow loader skips it where it cannot
+//! find anything serde_yaml would not: a file without `&` has no anchor to alias, and serde_yaml
+//! refuses more than [`MAX_DEPTH`] levels itself (iteratively, without overflowing); the position
+//! map, which a file with errors needs, is built only after the check.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,8 +23,9 @@ use yaml_rust2::scanner::Marker;
 
 use super::Location;
 
-/// The deepest mappings and lists may nest (the document's own mapping is level 1).
-pub const MAX_DEPTH: usize = 64;
+/// The deepest mappings and lists may nest (the document's own mapping is level 1): serde_yaml's
+/// own limit, so a file it reads passes this check too.
+pub const MAX_DEPTH: usize = 128;
 /// The most bytes aliases may expand to, summed over every alias in a document (a scalar counts
 /// its text and one byte, a mapping or list one byte plus its contents).
 pub const MAX_ALIAS_EXPANSION: u64 = 1 << 20;

@@ -10,9 +10,9 @@
 //! deserialized on its own, with `serde_path_to_error` tracking the path of a failure, so an error
 //! deep in one block points at its key and does not hide the errors of the other blocks. A block
 //! with an unknown key is retried without it, so every unknown key is reported, not only the first.
-//! `serde_yaml` is used only in this module and [`crate::preset`], so it can be swapped. Before
-//! either parser sees a file, [`limits::check`] refuses one nested too deep or whose aliases expand
-//! too far (the same check guards presets and `blockyard.yaml`).
+//! `serde_yaml` is used only in this module and [`crate::preset`], so it can be swapped.
+//! [`limits::check`] refuses a file nested too deep or whose aliases expand too far before anything
+//! is built from it (the same check guards presets and `blockyard.yaml`).
 
 use std::borrow::Borrow;
 use std::fmt;
