@@ -64,12 +64,18 @@ impl CommonArgs {
         self.config.as_deref()
     }
 
+    /// The config, when there is one; its `rule_time_limit` becomes the process's (every command
+    /// that evaluates rules reads the config here first).
     pub fn config(&self) -> anyhow::Result<Option<Config>> {
-        match &self.config {
-            Some(path) => Ok(Some(Config::find(Some(path))?)),
-            None if Path::new("blockyard.yaml").exists() => Ok(Some(Config::find(None)?)),
-            None => Ok(None),
+        let config = match &self.config {
+            Some(path) => Some(Config::find(Some(path))?),
+            None if Path::new("blockyard.yaml").exists() => Some(Config::find(None)?),
+            None => None,
+        };
+        if let Some(config) = &config {
+            blockyard::compile::rule_engine().set_time_limit(config.rule_time_limit);
         }
+        Ok(config)
     }
 
     pub fn data_dir(&self, config: Option<&Config>) -> PathBuf {

@@ -8,8 +8,14 @@
 //! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all four trees:
 //! a record, the run requests its change triggers, and the trace of that decision become durable
 //! together or not at all, so a crash can neither lose a trigger nor leave one for a record that
-//! was never written. Callers batch (an import writes a few hundred rows per transaction) and flush
-//! once at the end; nothing here fsyncs per write.
+//! was never written. What a change triggers is decided before the transaction (deciding evaluates
+//! rules, and a sled transaction holds a lock that every other store access waits for), and the
+//! transaction applies it only if the records are still as they were read. Callers batch (an import writes a few hundred rows per transaction) and flush
+//! once at the end; nothing here fsyncs per write. The write is synchronous and evaluates rules;
+//! async callers use [`RecordStore::write_blocking`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -97,59 +103,139 @@ impl RecordStore {
 
     /// Applies `writes` in order, in one transaction with the run requests `triggers` decide on
     /// and their traces. Not flushed: call [`Store::flush`] when the batch should be durable.
+    ///
+    /// The decisions are made before the transaction, on the records as they are read then: they
+    /// evaluate rules, and a sled transaction holds a lock every other read and write of the store
+    /// waits for. The transaction then checks that each record is still as read, and applies the
+    /// records and the decisions; when one changed in between, the batch is decided again.
     pub fn write(
         &self,
         writes: &[Write],
         triggers: &Triggers,
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, StoreError> {
-        let result = (&self.records, &self.queue, &self.traces, &self.links).transaction(
-            |(records, queue, traces, links)| {
-                let mut out = Vec::with_capacity(writes.len());
-                for write in writes {
-                    let key = record_key(&write.subject);
-                    let old = match records.get(&key)? {
-                        Some(value) => {
-                            Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?)
-                        }
+        loop {
+            let planned = self.plan(writes, triggers, now)?;
+            if let Some(written) = self.commit(&planned, now)? {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Decides `writes` on the records as stored now (a record written earlier in the batch is
+    /// seen as that write left it).
+    fn plan<'w>(
+        &self,
+        writes: &'w [Write],
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Planned<'w>>, StoreError> {
+        let mut batch: HashMap<String, Option<Fields>> = HashMap::new();
+        let mut planned = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = record_key(&write.subject);
+            let (old, seen) = match batch.get(&key) {
+                Some(fields) => (fields.clone(), None),
+                None => {
+                    let raw = self.records.get(&key)?;
+                    let old = match &raw {
+                        Some(value) => Some(decode_record(key.as_bytes(), value)?),
                         None => None,
                     };
-                    let (new, outcome) = records::apply(old.as_ref(), &write.change);
-                    match outcome {
-                        Outcome::Created | Outcome::Updated => {
-                            let value = serde_json::to_vec(&new).expect("fields serialize");
-                            records.insert(key.as_bytes(), value)?;
+                    (old, Some(raw))
+                }
+            };
+            let (new, outcome) = records::apply(old.as_ref(), &write.change);
+            let decisions = match outcome.event() {
+                Some(event) => {
+                    triggers.consider(&write.subject, event, old.as_ref(), new.as_ref(), now)
+                }
+                None => Vec::new(),
+            };
+            let value = match outcome {
+                Outcome::Created | Outcome::Updated => {
+                    Some(serde_json::to_vec(&new).expect("fields serialize"))
+                }
+                _ => None,
+            };
+            batch.insert(key.clone(), new);
+            planned.push(Planned {
+                subject: &write.subject,
+                key,
+                seen,
+                value,
+                outcome,
+                decisions,
+            });
+        }
+        Ok(planned)
+    }
+
+    /// Applies `planned` in one transaction, or returns `None` (writing nothing) when a record is
+    /// no longer as it was read.
+    fn commit(
+        &self,
+        planned: &[Planned<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Written>>, StoreError> {
+        let result = (&self.records, &self.queue, &self.traces, &self.links).transaction(
+            |(records, queue, traces, links)| {
+                for p in planned {
+                    if let Some(seen) = &p.seen {
+                        if records.get(p.key.as_bytes())? != *seen {
+                            return Ok(None);
                         }
-                        Outcome::Deleted => {
-                            records.remove(key.as_bytes())?;
-                        }
-                        Outcome::Unchanged | Outcome::Skipped | Outcome::NotFound => {}
                     }
-                    let mut queued = Vec::new();
-                    if let Some(event) = outcome.event() {
-                        let decisions = triggers.consider(
-                            &write.subject,
-                            event,
-                            old.as_ref(),
-                            new.as_ref(),
-                            now,
-                        );
-                        queued = record_decisions(
+                }
+                let mut out = Vec::with_capacity(planned.len());
+                for p in planned {
+                    match (p.outcome, &p.value) {
+                        (Outcome::Created | Outcome::Updated, Some(value)) => {
+                            records.insert(p.key.as_bytes(), value.as_slice())?;
+                        }
+                        (Outcome::Deleted, _) => {
+                            records.remove(p.key.as_bytes())?;
+                        }
+                        _ => {}
+                    }
+                    let queued = match p.outcome.event() {
+                        Some(event) => record_decisions(
                             queue,
                             traces,
                             links,
-                            &write.subject,
+                            p.subject,
                             Cause::Record(event),
                             now,
-                            decisions,
-                        )?;
-                    }
-                    out.push(Written { outcome, queued });
+                            p.decisions.clone(),
+                        )?,
+                        None => Vec::new(),
+                    };
+                    out.push(Written {
+                        outcome: p.outcome,
+                        queued,
+                    });
                 }
-                Ok(out)
+                Ok(Some(out))
             },
         );
         unwrap_tx(result)
+    }
+
+    /// [`Self::write`] on a blocking thread, for async callers: deciding what a write triggers
+    /// evaluates every watching workflow's conditions, CPU work (up to each rule's time limit)
+    /// that must not hold an async worker, or `/healthz` and every other request wait behind it.
+    pub async fn write_blocking(
+        &self,
+        writes: Vec<Write>,
+        triggers: Arc<Triggers>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Written>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(&writes, &triggers, now))
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the record write task failed: {err}"),
+            })?
     }
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
@@ -261,6 +347,19 @@ impl RecordStore {
         });
         unwrap_tx(result)
     }
+}
+
+/// One write of a batch, decided before its transaction.
+struct Planned<'w> {
+    subject: &'w Subject,
+    key: String,
+    /// The stored value the decision was made on, checked again at commit (`None` for a record
+    /// an earlier write of the batch decided on).
+    seen: Option<Option<sled::IVec>>,
+    /// The record to store, serialized (created or updated).
+    value: Option<Vec<u8>>,
+    outcome: Outcome,
+    decisions: Vec<Decision>,
 }
 
 /// Writes each decision's run request, then one trace entry with them all.

@@ -10,21 +10,26 @@
 //!
 //! Conditions are evaluated with the shared sandboxed rhai engine ([`crate::compile::rule_engine`]):
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
-//! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
+//! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]). A
+//! `when:` stopped by a rule limit (time or size) does not match; its trace names the workflow and
+//! says what to do, and the first such stop of each workflow is logged as a warning. Evaluation is
+//! synchronous and CPU-bound: async callers run it on a blocking thread (see
+//! [`crate::records::RecordStore::write_blocking`]).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::compile::{compile_file, CompileError, Trigger, Workflow};
+use crate::compile::{compile_file, CompileError, Workflow};
 use crate::preset::PresetRegistry;
 use crate::records::{Collection, Fields, RecordEvent, Subject};
-use crate::rules::map_to_dynamic;
+use crate::rules::{map_to_dynamic, Evaluation};
 pub use crate::store::queue::{Cause, Queue, QueueEntry, QueueId, RunRequest};
 
 pub mod scheduler;
@@ -92,6 +97,8 @@ pub(crate) struct Watched {
     pub(crate) vars: rhai::Dynamic,
     /// The same `vars` as JSON, for `exclude:`.
     vars_json: Value,
+    /// Whether a rule limit stop of this workflow was logged already.
+    warned: Arc<AtomicBool>,
 }
 
 /// The workflows that start by themselves, sorted by name.
@@ -132,6 +139,7 @@ impl Triggers {
                     vars: map_to_dynamic(&vars),
                     vars_json: Value::Object(vars),
                     workflow,
+                    warned: Arc::new(AtomicBool::new(false)),
                 }
             })
             .collect();
@@ -173,7 +181,7 @@ impl Triggers {
         now: DateTime<Utc>,
     ) -> Option<Verdict> {
         let w = self.watched.iter().find(|w| &w.name == workflow)?;
-        Some(evaluate(&w.workflow.trigger, &w.vars, record, now))
+        Some(evaluate(w, record, now))
     }
 
     /// The workflows with a `schedule:`.
@@ -217,12 +225,8 @@ impl Triggers {
             if trigger.records != Some(subject.collection) || !trigger.on.contains(&event) {
                 continue;
             }
-            let before = old_record
-                .as_ref()
-                .map(|r| r.evaluate(trigger, &w.vars, now));
-            let after = new_record
-                .as_ref()
-                .map(|r| r.evaluate(trigger, &w.vars, now));
+            let before = old_record.as_ref().map(|r| r.evaluate(w, now));
+            let after = new_record.as_ref().map(|r| r.evaluate(w, now));
             let excluded = new.or(old).and_then(|r| w.exclusion(subject, r));
             let fires = excluded.is_none()
                 && match event {
@@ -321,14 +325,9 @@ pub fn load_workflows(
     Ok(workflows)
 }
 
-/// Evaluates a trigger's `when:` and `rules:` on a record (every check, for the trace).
-pub fn evaluate(
-    trigger: &Trigger,
-    vars: &rhai::Dynamic,
-    record: &Fields,
-    now: DateTime<Utc>,
-) -> Verdict {
-    Record::new(record).evaluate(trigger, vars, now)
+/// Evaluates a workflow's `when:` and `rules:` on a record (every check, for the trace).
+pub(crate) fn evaluate(w: &Watched, record: &Fields, now: DateTime<Utc>) -> Verdict {
+    Record::new(record).evaluate(w, now)
 }
 
 /// A record being evaluated, converted for rhai once (when a `when:` first needs it) however
@@ -346,13 +345,27 @@ impl<'a> Record<'a> {
         }
     }
 
-    fn evaluate(&self, trigger: &Trigger, vars: &rhai::Dynamic, now: DateTime<Utc>) -> Verdict {
+    fn evaluate(&self, w: &Watched, now: DateTime<Utc>) -> Verdict {
+        let trigger = &w.workflow.trigger;
         let record = self.fields;
         let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
         let mut matched = true;
         if let Some(when) = &trigger.when {
             let rhai = self.rhai.get_or_init(|| map_to_dynamic(record));
-            let outcome = crate::compile::rule_engine().eval(when, rhai, vars);
+            let outcome = match crate::compile::rule_engine().evaluate(when, rhai, &w.vars) {
+                Err(err) if err.is_limit() => {
+                    let message = format!("workflow `{}`: `when:` {err}", w.name);
+                    if !w.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            workflow = %w.name,
+                            error = %message,
+                            "a rule was stopped by a limit; the record does not match (later stops of this workflow are in the trigger traces only)"
+                        );
+                    }
+                    Evaluation::Error { message }
+                }
+                result => Evaluation::from(result),
+            };
             matched &= outcome.matched();
             checks.push(Check::When {
                 source: when.source().to_owned(),
