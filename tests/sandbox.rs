@@ -341,6 +341,14 @@ async fn webex_people_lifecycle() {
     let (status, err) = call(c.post(&people).json(&json!({"displayName": "No Email"}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(err["message"].as_str().unwrap().contains("emails"), "{err}");
+    // An address without a domain is refused, as Calendly refuses it.
+    let typo = json!({"emails": ["grace@example"], "displayName": "Grace Typo"});
+    let (status, err) = call(c.post(&people).json(&typo)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        err["message"],
+        "`emails` is required and must hold a valid email address."
+    );
 
     let (status, got) = call(c.get(format!("{people}/{id}"))).await;
     assert_eq!(

@@ -52,6 +52,10 @@ const EXPECTED: &[(&str, &str)] = &[
         r#"edge_into_begin.yaml:9:17: error: `on_failure` leads into `begin` in block `delete`; `begin` starts the run and takes no incoming edges"#,
     ),
     (
+        "give_up_after",
+        r#"give_up_after.yaml:9:22: error: invalid duration `a day` for `retry.give_up_after` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `delete`"#,
+    ),
+    (
         "invalid_duration",
         r#"invalid_duration.yaml:8:14: error: invalid duration `30 seconds` for `timeout` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `delete`"#,
     ),
@@ -211,6 +215,25 @@ collect_options.yaml:11:53: error: unknown variable `record` in `collect.fields.
 collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.missing` (expected one of `keep`, `deactivate`) in block `members`; did you mean `deactivate`?"#,
     ),
     (
+        "answers",
+        r#"answers.yaml:8:26: error: `answers` entry `404` misses how `calendly.find_membership` says not found: an empty `/collection` with status 200, not a 404 in block `find`; write `not_found`, which counts both
+answers.yaml:8:31: error: `answers` entry `204` is a success already in block `find`; `answers` lists the statuses that would otherwise fail the block
+answers.yaml:8:36: error: `answers` entry `99` is not an HTTP status (100 to 599) in block `find`
+answers.yaml:8:40: error: `answers` entry `notfound` is neither an HTTP status nor `not_found` in block `find`; did you mean `not_found`?
+answers.yaml:8:50: error: `answers` entry `503` is a transient failure, which blockyard retries; it is never a result in block `find`; set `retry:` for how long to keep trying
+answers.yaml:10:7: error: invalid `outputs.found`: `found` is the output a block listing `not_found` in `answers` has already; name this output otherwise in block `find`
+answers.yaml:18:18: error: `answers` entry `409` is listed twice in block `create`
+answers.yaml:20:9: error: `answers` entry `404` is counted twice: `not_found` counts a 404 already in block `create`
+answers.yaml:21:29: error: invalid expression in `answers.when`: script is incomplete (expression column 18) in block `create`"#,
+    ),
+    (
+        "answers_shape",
+        r#"answers_shape.yaml:8:14: error: invalid `answers`: invalid type: integer `409`, expected a list of statuses, `not_found` or `{status, when}` entries in block `one`
+answers_shape.yaml:14:15: error: missing key `status` in `answers[0]` in block `two`
+answers_shape.yaml:14:16: error: unknown key `code` in `answers[0]` in block `two`
+answers_shape.yaml:20:5: error: unknown key `answers` in block `role`"#,
+    ),
+    (
         "exclude_without_records",
         r#"exclude_without_records.yaml:6:5: error: `exclude` leaves out records, so it needs `records:` in block `begin`"#,
     ),
@@ -218,6 +241,11 @@ collect_options.yaml:12:16: error: unknown value `deactivated` for `collect.miss
         "misspelt_blocks",
         r#"misspelt_blocks.yaml:1:1: error: missing key `blocks` in the workflow
 misspelt_blocks.yaml:2:1: error: unknown key `blokcs` in the workflow; did you mean `blocks`?"#,
+    ),
+    (
+        "cron_and_timezone",
+        r#"cron_and_timezone.yaml:5:23: error: invalid cron expression `0 25 * * *`: number out of bounds in block `begin`; use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`
+cron_and_timezone.yaml:5:47: error: unknown time zone `America/New_Yrok` in block `begin`; did you mean `America/New_York`?"#,
     ),
 ];
 
@@ -349,8 +377,8 @@ fn graph_draws_mermaid_with_shapes_and_labelled_edges() {
     n2["remove<br/>calendly.remove_user_membership"]
     n3((("end")))
     n0 --> n1
-    n1 --> n2
-    n1 -.->|"on_failure"| n3
+    n1 -->|"when blocks.find.outputs.found"| n2
+    n1 -->|"when !blocks.find.outputs.found"| n3
     n2 --> n3
 "#
     );
@@ -576,4 +604,51 @@ fn a_closed_pipe_ends_the_command_quietly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(stderr(&out), "");
+}
+
+/// A workflow nested 10,000 levels deep (block style, one space per level): refused at the 129th
+/// level with its position, where it used to abort `validate` with a stack overflow.
+#[test]
+fn a_ten_thousand_level_mapping_is_refused_where_it_passes_the_depth_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("name: deep\nvars:\n");
+    for level in 1..=10_000 {
+        text.push_str(&" ".repeat(level));
+        text.push_str("k:\n");
+    }
+    text.push_str("blocks:\n  begin: {type: begin, next: end}\n  end: {type: end}\n");
+    std::fs::write(dir.path().join("deep.yaml"), text).unwrap();
+    let out = blockyard_in(dir.path(), &["validate", "deep.yaml"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str(), stderr(&out).as_str()),
+        (
+            Some(1),
+            "deep.yaml:130:129: error: yaml nested more than 128 levels deep; nest mappings and lists at most 128 levels\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\n"
+        )
+    );
+}
+
+/// An anchor on a 1 MB string and 2,000 aliases of it (2 GB once expanded): refused at the alias
+/// that passes 1 MiB of expansion, where it used to take seconds and gigabytes to validate.
+#[test]
+fn aliases_that_expand_past_the_limit_are_refused_at_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "name: bomb\nvars:\n  big: &big \"{}\"\n  copies:\n",
+        "x".repeat(1_000_000)
+    );
+    for _ in 0..2000 {
+        text.push_str("    - *big\n");
+    }
+    text.push_str("blocks:\n  begin: {type: begin, next: end}\n  end: {type: end}\n");
+    std::fs::write(dir.path().join("bomb.yaml"), text).unwrap();
+    let out = blockyard_in(dir.path(), &["validate", "bomb.yaml"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (
+            Some(1),
+            "bomb.yaml:6:7: error: yaml aliases expand to more than 1 MiB; alias large values fewer times (1 MiB of expansion is the limit)\n"
+        )
+    );
 }

@@ -14,13 +14,15 @@
 //! pagination, redaction), configured by [`config`] (`blockyard.yaml`).
 //!
 //! [`exec`] runs a compiled workflow on tokio, recording every step in the history of
-//! [`store`]; [`replay`] re-runs a recorded run, live or offline against the recording.
+//! [`store`]; [`replay`] re-runs a recorded run, live or offline against the recording. [`as_of`] is
+//! the instant the time helpers read, so that an offline replay renders as of the recorded run.
 //!
 //! [`service`] is `blockyard serve`: the scheduler, the trigger queue's worker and the HTTP API of
 //! [`server`] over one data dir.
 //!
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
 
+pub mod as_of;
 pub mod compile;
 pub mod config;
 pub mod exec;

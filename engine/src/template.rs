@@ -10,6 +10,7 @@
 //! [`TemplateEngine`] holds the handlebars registry (strict: a missing variable is an error naming
 //! it) and the helpers: `json`, `lower`, `upper`, `default`, `urlencode`, `last_segment`, `now`,
 //! `days_ago`, `resource_uri`. Its `segment` variant percent-encodes every expression, for paths.
+//! `now` and `days_ago` read [`crate::as_of::now`], so a replay renders them as of the recorded run.
 
 use std::fmt;
 
@@ -498,9 +499,10 @@ handlebars_helper!(urlencode_helper: |s: Json| {
     utf8_percent_encode(&text, SEGMENT).to_string()
 });
 handlebars_helper!(last_segment_helper: |s: str| last_segment(s).to_owned());
-handlebars_helper!(now_helper: | | chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+// `now` is [`crate::as_of::now`]: the instant the block started, in a run and in its replay.
+handlebars_helper!(now_helper: | | crate::as_of::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
 handlebars_helper!(days_ago_helper: |days: i64| {
-    (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    (crate::as_of::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 });
 handlebars_helper!(resource_uri_helper: |base: str, kind: str, id: str| resource_uri(base, kind, id));
 
@@ -794,6 +796,15 @@ mod tests {
                 assert_ne!(err.message, format!("`{name}` is not defined"), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn time_helpers_render_as_of_the_pinned_instant() {
+        let engine = TemplateEngine::new();
+        let at = "2020-02-03T04:05:06.789Z".parse().unwrap();
+        let t = Template::compile("{{now}} {{days_ago 7}}").unwrap();
+        let out = crate::as_of::at(at, || engine.render(&t, &ctx(json!({}))).unwrap());
+        assert_eq!(out, "2020-02-03T04:05:06Z 2020-01-27T04:05:06Z");
     }
 
     #[test]

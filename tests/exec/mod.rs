@@ -9,8 +9,11 @@ use serde_json::Value;
 
 use crate::support::{self, Env, TOKEN};
 
+mod answers;
 mod paths;
+mod replay;
 mod request;
+mod retries;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each request.
 async fn slow(latency: Duration) -> Env {
@@ -64,8 +67,9 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     assert_eq!(steps[2]["response"]["status"], 204);
     assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
 
-    // The second run finds no membership: `find` fails, `on_failure: end` routes around
-    // `remove`, which is skipped; the run still succeeds and sends nothing.
+    // The second run finds no membership: `not_found` is an answer `find` lists, so it
+    // succeeds with `found: false`, routes straight to `end` around `remove`, which is skipped;
+    // no block failed, and nothing is sent.
     let (code, stdout, _) = env.run(&[
         "run",
         &workflow("calendly-offboard.yaml"),
@@ -73,8 +77,64 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &record,
         "--record",
         "status=terminated",
+        "--json",
     ]);
     assert_eq!(code, 0, "{stdout}");
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(again["status"], "succeeded");
+    assert_eq!(
+        support::blocks(&again),
+        [
+            ("begin", "succeeded"),
+            ("find", "succeeded"),
+            ("remove", "skipped"),
+            ("end", "succeeded")
+        ]
+    );
+    assert_eq!(
+        again["steps"][1]["outputs"],
+        serde_json::json!({"found": false})
+    );
+
+    // The same lookup without `answers:`, routed around with `on_failure: end` as workflows did
+    // before: `find` fails, and the run went through a failure path and says so (exit 3).
+    let routed = std::fs::read_to_string(workflow("calendly-offboard.yaml"))
+        .unwrap()
+        .replace("    answers: [not_found]\n    outputs:", "    outputs:")
+        .replace(
+            "    next:\n      - { to: remove, when: 'blocks.find.outputs.found' }\n      - { to: end, when: '!blocks.find.outputs.found' }\n",
+            "    next: remove\n    on_failure: end\n",
+        );
+    assert!(routed.contains("on_failure: end"), "{routed}");
+    let routed = env.write("routed.yaml", &routed);
+    let (code, stdout, _) = env.run(&[
+        "run",
+        &routed.display().to_string(),
+        "--record",
+        &record,
+        "--record",
+        "status=terminated",
+    ]);
+    assert_eq!(code, 3, "{stdout}");
+    assert!(stdout.contains(": completed_with_failures"), "{stdout}");
+    let handled = env.json(&[
+        "history",
+        "list",
+        "--status",
+        "completed_with_failures",
+        "--json",
+    ]);
+    assert_eq!(handled.as_array().unwrap().len(), 1, "{handled}");
+    assert_eq!(
+        handled[0]["error"],
+        "block `find` failed: `calendly.find_membership`: not found (status 200); the run went on through the `on_failure` path"
+    );
+    let clean = env.json(&["history", "list", "--status", "succeeded", "--json"]);
+    assert_eq!(
+        clean.as_array().unwrap().len(),
+        2,
+        "the first two runs: {clean}"
+    );
     assert!(stdout.contains("find    failed"), "{stdout}");
     assert!(stdout.contains("remove  skipped"), "{stdout}");
     assert_eq!(env.writes().len(), 1);
@@ -87,7 +147,7 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &email.to_uppercase(),
         "--json",
     ]);
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
     let id = run["id"].as_str().unwrap();
     let (code, shown, _) = env.run(&["history", "show", id, "--json"]);
     assert_eq!(code, 0);
@@ -161,13 +221,21 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
     );
     assert_eq!(env.sb.requests().len(), sent, "offline replay sent nothing");
 
-    // A live replay from `remove` reuses `find`'s recorded outputs: no new GET is sent.
+    // A live replay from `remove` reuses `find`'s recorded outputs: no new GET is sent. The
+    // membership is gone, so the DELETE answers 404, an answer `remove` lists: nothing saved.
     let (code, stdout, _) = env.run(&["replay", id, "--from", "remove", "--json"]);
     let replay: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(replay["replay_of"], id);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(replay["steps"][2]["block"], "remove");
+    assert_eq!(replay["steps"][2]["response"]["status"], 404);
     assert_eq!(
-        code, 1,
-        "the membership is gone, so the DELETE now fails: {stdout}"
+        replay["steps"][2]["outputs"],
+        serde_json::json!({"found": false})
+    );
+    assert!(
+        replay["steps"][2]["saved"]["calendly_status"].is_null(),
+        "{stdout}"
     );
     let requests = env.sb.requests();
     assert_eq!(requests.len(), sent + 1, "only the DELETE was sent");

@@ -120,8 +120,10 @@ async fn a_wait_no_longer_than_max_wait_is_honoured_and_a_longer_one_is_not() {
     );
 }
 
+/// The failure is transient: the run waits as `retrying`, and since the vendor's wait is longer
+/// than the block's `give_up_after` (24 hours), its next attempt is at that limit.
 #[tokio::test]
-async fn a_run_whose_vendor_asks_an_absurd_wait_fails_its_step_with_the_reason() {
+async fn a_run_whose_vendor_asks_an_absurd_wait_retries_at_its_limit_with_the_reason() {
     let server = wiremock::MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(
@@ -144,9 +146,17 @@ async fn a_run_whose_vendor_asks_an_absurd_wait_fails_its_step_with_the_reason()
     let stdout = crate::support::stdout(&out);
     let run: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|_| panic!("not JSON: {stdout}\n{}", crate::support::stderr(&out)));
-    assert_eq!(run["status"], "failed", "{stdout}");
+    assert_eq!(run["status"], "retrying", "{stdout}");
+    assert_eq!(out.status.code(), Some(6));
     let me = &run["steps"][1];
     assert_eq!(me["block"], "me");
+    assert_eq!(me["status"], "retrying");
+    let at =
+        |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        at(&run["wake_at"]) - at(&me["retry"]["since"]),
+        chrono::TimeDelta::hours(24)
+    );
     assert_eq!(
         me["error"],
         "`calendly.current_user`: the vendor asked to wait more than 1000 years (`X-RateLimit-Reset: 1e20`), more than the 15m that credential `calendly` waits at most (`max_wait`); not waiting: the call failed for now and may succeed later, or raise `max_wait`"

@@ -497,6 +497,7 @@ async fn crashed_during_create(env: &Env, file: &std::path::Path, email: &str) -
             from_block: None,
             error: None,
             pruned: false,
+            wake_at: None,
         })
         .unwrap();
     let begin = StepRecord::new(id, 0, "begin", "begin", StepStatus::Succeeded, now);

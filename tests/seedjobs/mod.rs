@@ -60,11 +60,36 @@ impl Harness {
         self.engine.run(&prepared, request).await.unwrap()
     }
 
-    /// Runs `name` live and asserts that the run succeeded.
+    /// Runs `name` live and asserts that the run succeeded with no block failed: a benign
+    /// answer (not found, already exists) is one the workflow lists in `answers:`, never a
+    /// failure routed around with `on_failure`.
     async fn run_succeeded(&self, name: &str, subject: Option<history::Subject>) -> RunOutcome {
         let run = self.run(name, subject).await;
         assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+        let failed: Vec<&str> = run
+            .steps
+            .iter()
+            .filter(|s| s.status == history::StepStatus::Failed)
+            .map(|s| s.block.as_str())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "failed blocks {failed:?}: {:#?}",
+            run.steps
+        );
         run
+    }
+
+    /// Loads the shipped workflows' record triggers into the engine, and opens their queue.
+    fn watch_shipped_workflows(&self) -> blockyard::trigger::Queue {
+        let triggers = Triggers::load_dir(
+            &support::root().join("workflows"),
+            self.engine.client().presets(),
+            &self.config().vars.into_iter().collect(),
+        )
+        .unwrap();
+        self.engine.set_triggers(std::sync::Arc::new(triggers));
+        blockyard::trigger::Queue::open(self.engine.records().store()).unwrap()
     }
 
     /// The subject of a run over the stored `saas_users` record `key`.
@@ -241,8 +266,10 @@ async fn calendly_role_daily_never_deactivates_on_a_vendor_error() {
             subject("saas_users", key, record),
         )
         .await;
+    // A 503 is transient: the run waits to try again, and deactivates nobody meanwhile.
+    assert_eq!(run.run.status, RunStatus::Retrying);
     let role = step(&run, "role");
-    assert_eq!(role.status, history::StepStatus::Failed, "{role:#?}");
+    assert_eq!(role.status, history::StepStatus::Retrying, "{role:#?}");
     assert!(role.saved.is_empty(), "{:?}", role.saved);
     assert!(
         h.record(Collection::SaasUsers, key).is_none(),
@@ -303,8 +330,11 @@ async fn scim_provision_creates_then_waits_for_approval_before_deleting() {
     let h = Harness::seeded(1).await;
     let email = "pat.doe@example.com";
     let person = json!({"email": email, "name": "Pat Doe", "status": "active"});
-    h.run_succeeded("scim-provision.yaml", subject("people", email, person))
+    // "No such user" is an answer `find` lists: it routes to `create`, and the run succeeds.
+    let run = h
+        .run_succeeded("scim-provision.yaml", subject("people", email, person))
         .await;
+    assert_eq!(step(&run, "find").outputs["found"], false);
     assert_eq!(h.count("POST", "/Users"), 1);
     let stored = h.record(Collection::People, email).unwrap();
     assert_eq!(stored["scim_status"], "active");
@@ -402,14 +432,7 @@ async fn scim_import_dry_run_lists_new_users_without_writing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_by_one_workflow_starts_another_through_record_triggers() {
     let h = Harness::seeded(2).await;
-    let triggers = Triggers::load_dir(
-        &support::root().join("workflows"),
-        h.engine.client().presets(),
-        &h.config().vars.into_iter().collect(),
-    )
-    .unwrap();
-    h.engine.set_triggers(std::sync::Arc::new(triggers));
-    let queue = blockyard::trigger::Queue::open(h.engine.records().store()).unwrap();
+    let queue = h.watch_shipped_workflows();
     assert!(queue.is_empty());
     // The invite saves onto a person not stored yet: the record is created through the records
     // store, so the workflows watching people `created` consider it (scim-provision fires).
@@ -681,6 +704,86 @@ async fn webex_create_creates_the_person_once_and_saves_the_webex_id() {
         support::get_json(format!("{}/people?email={email}", h.sb.webex_url())).await;
     assert_eq!(found["items"][0]["id"], json!(id));
     assert_eq!(found["items"][0]["displayName"], "New Hire");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_create_for_a_person_webex_already_has_saves_their_id_so_offboarding_starts() {
+    let h = Harness::seeded(3).await;
+    let queue = h.watch_shipped_workflows();
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    let record = json!({"email": email, "name": "Known Person", "first_name": "Known", "last_name": "Person", "department": "Sales", "status": "active"});
+    let run = h
+        .run_succeeded("webex-create.yaml", subject("people", &email, record))
+        .await;
+    // Webex refuses the create (409: the email is taken); the workflow looks the person up.
+    assert_eq!(step(&run, "create").response.as_ref().unwrap().status, 409);
+    assert_eq!(h.count("POST", "/webex/v1/people"), 1);
+    let stored = h.record(Collection::People, &email).unwrap();
+    assert_eq!(stored["webex_user_id"], json!(id));
+
+    // HR marks them terminated later: webex-offboard's rule holds now, so it starts.
+    let terminated = blockyard::records::Write {
+        subject: Subject::new(Collection::People, RecordKey::parse(&email)),
+        change: blockyard::records::Change::Upsert {
+            fields: json!({"status": "terminated"}).as_object().unwrap().clone(),
+            mode: blockyard::records::WriteMode::CreateUpdate,
+        },
+    };
+    let records = h.engine.records();
+    let triggers = h.engine.triggers();
+    let now = chrono::Utc::now();
+    records.write(&[terminated], &triggers, now).unwrap();
+    let fired = || -> Vec<String> {
+        queue
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request.workflow.to_string())
+            .collect()
+    };
+    // The runs the create's save queued for them (the record was new) are still waiting: a
+    // change made meanwhile is evaluated after them. Once they are done, it starts the offboarding.
+    assert!(
+        !fired().contains(&"webex-offboard".to_owned()),
+        "{:?}",
+        fired()
+    );
+    for entry in queue.pending().unwrap() {
+        queue.ack(entry.id).unwrap();
+        let holder = blockyard::store::in_flight::queue_holder(entry.id);
+        let subject = entry.request.subject.unwrap();
+        records.release(&subject, &holder, &triggers, now).unwrap();
+    }
+    assert!(
+        fired().contains(&"webex-offboard".to_owned()),
+        "{:?}",
+        fired()
+    );
+    let stored = h.record(Collection::People, &email).unwrap();
+    h.run_succeeded(
+        "webex-offboard.yaml",
+        subject("people", &email, Value::Object(stored)),
+    )
+    .await;
+    assert_eq!(h.count("DELETE", id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webex_offboard_of_a_person_webex_no_longer_has_succeeds_without_a_delete() {
+    let h = Harness::seeded(3).await;
+    let person = webex_person(&h).await;
+    let id = person["id"].as_str().unwrap();
+    let email = person["emails"][0].as_str().unwrap().to_lowercase();
+    remove_webex_person(&h, id).await;
+    let record = json!({"email": email, "status": "terminated", "webex_user_id": id});
+    let run = h
+        .run_succeeded("webex-offboard.yaml", subject("people", &email, record))
+        .await;
+    assert_eq!(step(&run, "details").outputs["found"], false);
+    assert_eq!(step(&run, "delete").status, history::StepStatus::Skipped);
+    assert_eq!(h.count("DELETE", id), 1, "only the admin's own delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

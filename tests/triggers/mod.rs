@@ -308,6 +308,22 @@ fn schedule_next_prints_rfc3339_instants() {
         crate::support::stderr(&out),
         "error: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n"
     );
+    // Both mistakes at once: both are reported.
+    let out = blockyard_in(
+        dir.path(),
+        &[
+            "schedule",
+            "next",
+            "61 * * * *",
+            "--timezone",
+            "Europe/Berln",
+        ],
+    );
+    assert_eq!(
+        crate::support::stderr(&out),
+        "error: invalid cron expression `61 * * * *`: number out of bounds\nerror: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 fn scheduled(cron: &str, zone: &str, catch_up: &str) -> String {

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use blockyard::exec::cancel::{mark_cancelled, request_by_marker};
+use blockyard::exec::cancel::{mark_cancelled, reason, request_by_marker};
 use blockyard::records::{Collection, RecordKey, RecordStore, Subject};
 use blockyard::store::history::{History, RunMode};
 use blockyard::store::in_flight::run_holder;
@@ -41,7 +41,8 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
                 println!("run {id} already finished: {}", run.status);
                 return Ok(ExitCode::from(1));
             }
-            let run = mark_cancelled(&history, run)?;
+            let reason = reason(&history, &run)?;
+            let run = mark_cancelled(&history, run, reason)?;
             // Its hold on the subject goes; record changes held back for after it wait for the
             // next `serve`, which has the workflows to evaluate them.
             if let Some(subject) = run.subject.as_ref().filter(|_| run.mode == RunMode::Live) {

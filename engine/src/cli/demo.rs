@@ -5,6 +5,12 @@
 //! as a user would: imports people, lets record triggers start runs, offboards a leaver, ingests
 //! Calendly members, forces a role-retrieval tick and a reclamation tick (with one excluded user),
 //! approves a SCIM delete, shows one person's history across workflows, and replays a run offline.
+//!
+//! Counts are by run status, never flattered (`completed_with_failures` and `failed` apart from
+//! `succeeded`), and each run that did not succeed is listed with the vendor's reason. The sample people are mostly
+//! known to the vendors already (their "already a member" and "already exists" answers are
+//! results the workflows list, not failures), and five are new hires, two of them with a mistyped
+//! address that the vendors refuse.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -74,7 +80,8 @@ const WORKFLOWS: [(&str, &str); 13] = [
     ),
 ];
 
-/// Sample HR data; its people are the sandbox's people for seed 7 (plus two new hires).
+/// Sample HR data; its people are the sandbox's people for seed 7, plus five new hires (two with
+/// a mistyped address that the vendors refuse).
 const PEOPLE: &str = include_str!("../../../examples/people.csv");
 const SEED: u64 = 7;
 const SEED_USERS: usize = 24;
@@ -177,6 +184,13 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
     );
     let runs = api.wait_for(&queued).await?;
     println!("   {}", summary(&runs));
+    println!(
+        "   answers the workflows list as results: {}",
+        answers(&runs)
+    );
+    for line in refusals(&runs) {
+        println!("   refused: {line}");
+    }
 
     // 2. A leaver: HR marks someone terminated; calendly-offboard starts by itself.
     let leaver = "dennis.wirth@example.com";
@@ -220,6 +234,9 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
         roles.join(", "),
         summary(&runs)
     );
+    for line in refusals(&runs) {
+        println!("   refused: {line}");
+    }
 
     // 5. Reclamation, with one idle user excluded by a record field.
     let idle = api.idle_calendly_users(60).await?;
@@ -350,23 +367,96 @@ fn queued_ids(answer: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Runs per workflow, then per status, succeeded first: `calendly-invite 12 · … (80 succeeded,
+/// 2 failed)`.
 fn summary(runs: &[Value]) -> String {
     let mut by_workflow: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_outcome: BTreeMap<(bool, &str), usize> = BTreeMap::new();
     for run in runs {
         *by_workflow
             .entry(run["workflow"].as_str().unwrap_or("?"))
             .or_default() += 1;
-        *by_status
-            .entry(run["status"].as_str().unwrap_or("?"))
+        let outcome = outcome(run);
+        *by_outcome
+            .entry((outcome != "succeeded", outcome))
             .or_default() += 1;
     }
     let workflows: Vec<String> = by_workflow
         .iter()
         .map(|(w, n)| format!("{w} {n}"))
         .collect();
-    let statuses: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    format!("{} ({})", workflows.join(" · "), statuses.join(", "))
+    let outcomes: Vec<String> = by_outcome
+        .iter()
+        .map(|((_, o), n)| format!("{n} {o}"))
+        .collect();
+    format!("{} ({})", workflows.join(" · "), outcomes.join(", "))
+}
+
+/// How a run ended: its status.
+fn outcome(run: &Value) -> &str {
+    run["status"].as_str().unwrap_or("?")
+}
+
+/// The first failed step of a run.
+fn failed_step(run: &Value) -> Option<&Value> {
+    run["steps"]
+        .as_array()?
+        .iter()
+        .find(|s| s["status"] == "failed")
+}
+
+/// The steps that succeeded on an answer their block lists (`answers:`), by workflow and
+/// answer: `calendly-invite 400 ×9, calendly-user-details not found ×3`.
+fn answers(runs: &[Value]) -> String {
+    let mut counts: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for run in runs {
+        let workflow = run["workflow"].as_str().unwrap_or("?");
+        for step in run["steps"].as_array().into_iter().flatten() {
+            let answered = step["status"] == "succeeded"
+                && step["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("answered "));
+            if !answered {
+                continue;
+            }
+            let answer = if step["outputs"]["found"] == false {
+                "not found".to_owned()
+            } else {
+                step["response"]["status"].to_string()
+            };
+            *counts.entry((workflow, answer)).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|((workflow, answer), n)| format!("{workflow} {answer} ×{n}"))
+        .collect();
+    parts.join(", ")
+}
+
+/// One line per run that did not succeed, sorted: workflow, subject, outcome and the reason.
+fn refusals(runs: &[Value]) -> Vec<String> {
+    let mut lines: Vec<String> = runs
+        .iter()
+        .filter(|run| outcome(run) != "succeeded")
+        .map(|run| {
+            let reason = failed_step(run)
+                .and_then(|s| s["error"].as_str())
+                .or_else(|| run["error"].as_str())
+                .unwrap_or("no reason recorded");
+            format!(
+                "{} {}: {}: {reason}",
+                run["workflow"].as_str().unwrap_or("?"),
+                run["subject"]["key"].as_str().unwrap_or("-"),
+                outcome(run)
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 fn names(runs: &[Value]) -> String {

@@ -31,8 +31,8 @@ pub struct ListArgs {
     /// Only runs of this workflow.
     #[arg(long)]
     workflow: Option<String>,
-    /// Only runs with this status (queued, running, succeeded, failed, cancelled, needs_attention,
-    /// waiting_approval); `queued` includes run requests `blockyard serve` has not started yet.
+    /// Only runs with this status (`history list --status x` names them all); `queued` includes
+    /// run requests `blockyard serve` has not started yet.
     #[arg(long)]
     status: Option<String>,
     /// Only runs about this person (their email): a timeline across all workflows.

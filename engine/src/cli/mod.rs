@@ -23,6 +23,14 @@ mod serve;
 mod triggers;
 mod validate;
 
+use blockyard::store::history::EXIT_CODES;
+
+/// `replay`: a live replay exits as a run does; an offline one says whether it differs.
+const REPLAY_EXIT_CODES: &str = "Exit codes: offline, 0 identical to the recording and 1 differs; live, as `run`: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures; 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
+
+/// `resume`: the most serious outcome of the runs it resumed.
+const RESUME_EXIT_CODES: &str = "Exit codes: 0 every resumed run succeeded (or none was unfinished); otherwise the code of the most serious outcome among them: 1 failed, 4 needs_attention, 3 completed_with_failures, 6 not finished (a retrying run whose next attempt has not come is left alone: 6), 5 cancelled; 2 usage or setup error.";
+
 /// Workflow automation for SaaS user lifecycle work: invite, update, offboard and audit the people
 /// in Calendly, Webex and any SCIM 2.0 service.
 #[derive(Debug, Parser)]
@@ -64,19 +72,24 @@ enum Command {
     #[command(subcommand)]
     Triggers(triggers::TriggersCommand),
     /// Run a workflow once for a subject record, recording every step in the history.
+    #[command(after_help = EXIT_CODES)]
     Run(run::RunArgs),
     /// List, show and prune recorded runs.
     #[command(subcommand)]
     History(history::HistoryCommand),
     /// Re-run a recorded run, live or offline against its recording (with a diff).
+    #[command(after_help = REPLAY_EXIT_CODES)]
     Replay(replay::ReplayArgs),
     /// Finish the runs a stopped process left unfinished.
+    #[command(after_help = RESUME_EXIT_CODES)]
     Resume(resume::ResumeArgs),
     /// Stop a run between steps.
     Cancel(cancel::CancelArgs),
     /// Approve a block waiting for approval (`approval: required`) and continue the run.
+    #[command(after_help = EXIT_CODES)]
     Approve(approve::DecideArgs),
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
+    #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///

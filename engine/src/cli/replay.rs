@@ -1,11 +1,15 @@
 //! `blockyard replay RUN`: re-run a recorded run live (a new run linked to it), or `--offline`
 //! against its recording, printing per block how the replay differs (exit 1 on any difference).
+//!
+//! Offline it needs only the data dir: requests are rendered with the run's recorded vars and base
+//! URLs, unless `--config FILE` is given explicitly (a `./blockyard.yaml` found by default only
+//! says where the data dir is); then with that config's credentials and vars.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use blockyard::replay::{replay, ReplayOptions};
+use blockyard::replay::{replay, ReplayOptions, Setup};
 use serde_json::json;
 
 use super::history::parse_run_id;
@@ -24,7 +28,8 @@ pub struct ReplayArgs {
     /// Reuse the recorded outcomes of the blocks before BLOCK and run from there.
     #[arg(long, value_name = "BLOCK")]
     from: Option<String>,
-    /// Send nothing: answer every call from the recording and print the differences.
+    /// Send nothing: answer every call from the recording and print the differences. Renders
+    /// with the run's recorded vars and base URLs, or with those of `--config FILE` when given.
     #[arg(long)]
     offline: bool,
     #[command(flatten)]
@@ -51,9 +56,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(file) => Some(engine.prepare_file(&file)?),
         None => None,
     };
+    let config_file = args.common.config_file();
     let options = ReplayOptions {
         from: args.from.clone(),
         offline: args.offline,
+        setup: match config_file {
+            Some(_) => Setup::Engine,
+            None => Setup::Recorded,
+        },
     };
     let replayed = runtime()?.block_on(replay(&engine, id, prepared, options))?;
     if !args.offline {
@@ -70,8 +80,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        let setup = match config_file {
+            Some(file) => format!("the credentials and vars of `{}`", file.display()),
+            None => "the run's recorded vars and base URLs".to_owned(),
+        };
         println!(
-            "offline replay of {id} (`{}`): nothing sent",
+            "offline replay of {id} (`{}`): nothing sent, rendered with {setup}",
             replayed.outcome.run.workflow
         );
         for diff in &replayed.diffs {

@@ -4,9 +4,13 @@
 //! overlays the config's and the workflow's `vars`. A workflow whose begin block names `records:`
 //! needs a subject, and the subject must match the begin block's `when:`/`rules:` (and not be
 //! left out by `exclude:`) unless `--force`: a refused run starts nothing, prints the conditions
-//! in `triggers why`'s words and exits 2. Dry runs are held to the same rule. Prints the block-by-block outcome, or with
-//! `--json` the run record with its steps (`id` is the run id). Exit codes: 0 the run succeeded,
-//! 1 it did not (failed, cancelled, needs attention), 2 usage or setup errors. This file also
+//! in `triggers why`'s words and exits 2. Dry runs are held to the same rule. Prints the
+//! block-by-block outcome, or with `--json` the run record with its steps (`id` is the run id).
+//! The exit code says how the run ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3
+//! completed with failures, 4 needs attention, 5 cancelled, 6 not finished), 2 usage or setup
+//! errors. A run that ends `retrying` (a call failed transiently) says when its next attempt is:
+//! `blockyard serve` continues it then, or `blockyard resume` once that time has come. This file
+//! also
 //! holds the setup the other run-related commands share (config, data dir, engine, printing).
 
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use anyhow::{bail, Context as _};
 use blockyard::config::Config;
 use blockyard::exec::{Engine, EngineOptions, Refusal, RunOutcome, RunRequest};
 use blockyard::http::{Client, Credentials};
-use blockyard::store::history::{RunMode, RunRecord, StepRecord, StepStatus, Subject};
+use blockyard::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus, Subject};
 use blockyard::store::Store;
 use serde_json::{Map, Value};
 
@@ -63,12 +67,23 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The file `--config` names, when it is given (not `./blockyard.yaml` found by default).
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+
+    /// The config, when there is one; its `rule_time_limit` becomes the process's (every command
+    /// that evaluates rules reads the config here first).
     pub fn config(&self) -> anyhow::Result<Option<Config>> {
-        match &self.config {
-            Some(path) => Ok(Some(Config::find(Some(path))?)),
-            None if Path::new("blockyard.yaml").exists() => Ok(Some(Config::find(None)?)),
-            None => Ok(None),
+        let config = match &self.config {
+            Some(path) => Some(Config::find(Some(path))?),
+            None if Path::new("blockyard.yaml").exists() => Some(Config::find(None)?),
+            None => None,
+        };
+        if let Some(config) = &config {
+            blockyard::compile::rule_engine().set_time_limit(config.rule_time_limit);
         }
+        Ok(config)
     }
 
     pub fn data_dir(&self, config: Option<&Config>) -> PathBuf {
@@ -220,12 +235,9 @@ pub fn subject_of(collection: &str, fields: Map<String, Value>) -> Subject {
     }
 }
 
+/// The run's status as an exit code (`RunStatus::exit_code`).
 pub fn exit_code(outcome: &RunOutcome) -> ExitCode {
-    if outcome.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    ExitCode::from(outcome.run.status.exit_code())
 }
 
 /// The run and its steps as one JSON object.
@@ -305,6 +317,18 @@ pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
         if let Some(note) = &step.note {
             println!("  {:width$}  note: {note}", "");
         }
+        if let Some(retry) = &step.retry {
+            let next = match retry.next_at {
+                Some(at) => format!("next attempt at {}", when(at)),
+                None => "gave up".to_owned(),
+            };
+            println!(
+                "  {:width$}  retry: attempt {}, failing since {}; {next}",
+                "",
+                retry.attempt,
+                when(retry.since)
+            );
+        }
         if detail {
             if let Some(request) = &step.request {
                 println!("  {:width$}  request: {}", "", request);
@@ -333,4 +357,15 @@ pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
     if let Some(error) = &run.error {
         println!("  {}: {error}", run.status);
     }
+    if let Some(at) = run.wake_at.filter(|_| run.status == RunStatus::Retrying) {
+        println!(
+            "  next attempt at {}: `blockyard serve` continues the run then (or `blockyard resume` once that time has come)",
+            when(at)
+        );
+    }
+}
+
+/// An instant as the run output shows it: `2026-11-30 17:05:09 UTC`.
+pub fn when(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }

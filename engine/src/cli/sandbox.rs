@@ -105,6 +105,9 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
         let sandbox = Sandbox::start(config).await?;
+        // Listening before the URLs are printed: a signal sent as soon as they are read is not
+        // lost (it used to kill the process before the handler existed).
+        let stop = shutdown_signal()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "calendly {}", sandbox.calendly_url())?;
@@ -113,27 +116,29 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             out.flush()?;
         }
         tracing::info!(addr = %sandbox.addr(), "sandbox serving; stop with Ctrl-C or SIGTERM");
-        shutdown_signal().await?;
+        stop.await;
         tracing::info!("shutting down");
         sandbox.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Listens for SIGINT and SIGTERM from now on; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
-            _ = term.recv() => {}
-        }
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    Ok(())
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

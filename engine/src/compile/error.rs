@@ -87,6 +87,10 @@ pub enum CompileErrorKind {
     },
     /// The document is not a mapping with `name` and `blocks`.
     NotAWorkflow,
+    /// The YAML nests too deep or expands too far through aliases (see [`crate::spec::limits`]).
+    YamlLimit {
+        limit: crate::spec::limits::YamlLimit,
+    },
     /// A key the language does not have.
     UnknownKey {
         key: String,
@@ -262,6 +266,53 @@ pub enum CompileErrorKind {
         key: String,
         found: String,
     },
+    /// An `answers:` entry that cannot be an answer, as written.
+    InvalidAnswer {
+        entry: String,
+        problem: AnswerProblem,
+    },
+}
+
+/// Why an `answers:` entry cannot be an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerProblem {
+    /// Outside 100..=599.
+    NotAStatus,
+    /// A 2xx: a success already.
+    Success,
+    /// 429, 502, 503 or 504: retried, then a failure, never a result.
+    Transient,
+    /// A name other than `not_found`.
+    UnknownName { suggestion: Option<String> },
+    /// `404` on a preset that says not found with an empty list (status 200).
+    NotFoundByList { preset: String, pointer: String },
+    /// The same status twice (one of them unconditional).
+    Twice,
+    /// `404` and `not_found` both (one of them unconditional).
+    CountedByNotFound,
+}
+
+impl fmt::Display for AnswerProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnswerProblem::NotAStatus => f.write_str("is not an HTTP status (100 to 599)"),
+            AnswerProblem::Success => f.write_str("is a success already"),
+            AnswerProblem::Transient => f.write_str(
+                "is a transient failure, which blockyard retries; it is never a result",
+            ),
+            AnswerProblem::UnknownName { .. } => {
+                f.write_str("is neither an HTTP status nor `not_found`")
+            }
+            AnswerProblem::NotFoundByList { preset, pointer } => write!(
+                f,
+                "misses how `{preset}` says not found: an empty `{pointer}` with status 200, not a 404"
+            ),
+            AnswerProblem::Twice => f.write_str("is listed twice"),
+            AnswerProblem::CountedByNotFound => {
+                f.write_str("is counted twice: `not_found` counts a 404 already")
+            }
+        }
+    }
 }
 
 impl CompileErrorKind {
@@ -284,6 +335,7 @@ impl CompileErrorKind {
                 self,
                 CompileErrorKind::Io { .. }
                     | CompileErrorKind::Syntax { .. }
+                    | CompileErrorKind::YamlLimit { .. }
                     | CompileErrorKind::NotAWorkflow
                     | CompileErrorKind::MissingBegin
                     | CompileErrorKind::MissingEnd
@@ -329,6 +381,7 @@ impl CompileErrorKind {
             K::BlockNotBefore { block, .. } => Some(format!(
                 "a block starts once every block before it has settled; lead `{block}` into it with `next`, or read another block"
             )),
+            K::YamlLimit { limit } => Some(limit.hint()),
             K::MissingBlockType => Some(
                 "add `type:` with one of `begin`, `api`, `role_retrieval`, `end`".to_owned(),
             ),
@@ -355,6 +408,21 @@ impl CompileErrorKind {
             ),
             K::Cycle { .. } => Some("workflows are acyclic: use `retry:` to repeat a call".to_owned()),
             K::EdgeIntoBegin { .. } => Some("`begin` starts the run and takes no incoming edges".to_owned()),
+            K::InvalidAnswer { problem, .. } => match problem {
+                AnswerProblem::UnknownName { suggestion } => did_you_mean(suggestion),
+                AnswerProblem::Success => Some(
+                    "`answers` lists the statuses that would otherwise fail the block".to_owned(),
+                ),
+                AnswerProblem::Transient => Some(
+                    "set `retry:` for how long to keep trying".to_owned(),
+                ),
+                AnswerProblem::NotFoundByList { .. } => {
+                    Some("write `not_found`, which counts both".to_owned())
+                }
+                AnswerProblem::NotAStatus
+                | AnswerProblem::Twice
+                | AnswerProblem::CountedByNotFound => None,
+            },
             _ => None,
         }
     }
@@ -367,6 +435,7 @@ impl fmt::Display for CompileErrorKind {
             K::Io { message } => write!(f, "cannot read the file: {message}"),
             K::Syntax { message } => write!(f, "invalid yaml: {message}"),
             K::NotAWorkflow => write!(f, "a workflow is a mapping with `name` and `blocks`"),
+            K::YamlLimit { limit } => write!(f, "{limit}"),
             K::UnknownKey { key, within, .. } if within.is_empty() => write!(f, "unknown key `{key}`"),
             K::UnknownKey { key, within, .. } => write!(f, "unknown key `{key}` in {within}"),
             K::MissingKey { key, within } if within.is_empty() => write!(f, "missing key `{key}`"),
@@ -478,6 +547,9 @@ impl fmt::Display for CompileErrorKind {
                 write!(f, "rule operator `{op}` {message}")
             }
             K::InvalidTrigger { message } => write!(f, "{message}"),
+            K::InvalidAnswer { entry, problem } => {
+                write!(f, "`answers` entry `{entry}` {problem}")
+            }
             K::InvalidDuration { key, found } => write!(
                 f,
                 "invalid duration `{found}` for `{key}` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`)"

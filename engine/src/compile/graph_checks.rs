@@ -342,7 +342,8 @@ fn check_block_refs(
 }
 
 /// The outputs a block has once it succeeded: its `outputs:` (or its preset's default outputs),
-/// role retrieval's `found`, `role`, `active` and `last_activity`, an ingest's counts.
+/// role retrieval's `found`, `role`, `active` and `last_activity`, `found` when `answers` lists
+/// not found, an ingest's counts.
 fn declared_outputs(compiler: &Compiler<'_>, kind: &BlockKind) -> Vec<String> {
     let (call, role) = match kind {
         BlockKind::Api(call) => (call, false),
@@ -360,6 +361,8 @@ fn declared_outputs(compiler: &Compiler<'_>, kind: &BlockKind) -> Vec<String> {
     };
     if role {
         declared.extend(["found", "role", "active", "last_activity"].map(str::to_owned));
+    } else if call.reports_found() {
+        declared.push("found".to_owned());
     }
     if call.collect.is_some() {
         declared.extend(

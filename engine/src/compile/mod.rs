@@ -2,10 +2,11 @@
 //!
 //! The checked model is what the executor runs, so it cannot be invalid: block ids resolve, there is
 //! exactly one `begin` and one `end`, the graph is acyclic, every block is reachable from `begin`
-//! and can reach `end`, presets and their required inputs exist, and templates, rhai expressions,
-//! cron expressions, time zones and rule operators have been parsed. The graph is a petgraph
-//! `DiGraph` whose nodes are [`Block`]s (closed [`BlockKind`] enum) and whose edges carry their
-//! kind (success or failure) and compiled `when:` condition.
+//! and can reach `end`, presets and their required inputs exist, templates, rhai expressions,
+//! cron expressions, time zones and rule operators have been parsed, and `answers:` lists only
+//! `not_found` and statuses that can be results (not a 2xx, not one blockyard retries). The graph
+//! is a petgraph `DiGraph` whose nodes are [`Block`]s (closed [`BlockKind`] enum) and whose edges
+//! carry their kind (success or failure) and compiled `when:` condition.
 //!
 //! Errors are gathered, not returned at the first one: the loader's (unknown keys, bad values), the
 //! per-block checks and the graph checks all land in one list, sorted by position.
@@ -21,15 +22,15 @@ use crate::preset::{Action, ActionKind, Method, PresetId, PresetRegistry};
 use crate::rules::{Condition, Rule, RuleEngine, RuleOp};
 use crate::schedule::{Schedule, ScheduleError};
 use crate::spec::{
-    self, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp, CollectSpec, LoadedSpec,
-    RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
+    self, AnswerStatus, Answers, ApiSpec, Approval, BeginSpec, BlockId, BlockSpec, CatchUp,
+    CollectSpec, LoadedSpec, RequestSpec, RetrySpec, RoleRetrievalSpec, Source, Targets, YamlPath,
 };
 use crate::template::{JsonTemplate, Template, TemplateError};
 
 mod error;
 mod graph_checks;
 
-pub use error::{suggest, CompileError, CompileErrorKind, JsonError};
+pub use error::{suggest, AnswerProblem, CompileError, CompileErrorKind, JsonError};
 
 /// A checked workflow, ready to run.
 #[derive(Debug)]
@@ -95,11 +96,45 @@ pub struct ApiCall {
     pub optional_inputs: Vec<String>,
     pub save: IndexMap<String, JsonTemplate>,
     pub outputs: IndexMap<String, JsonTemplate>,
+    /// Vendor answers that are results, not failures (`answers:`), in the order written.
+    pub answers: Vec<ExpectedAnswer>,
     pub retry: RetrySettings,
     pub timeout: Option<Duration>,
     pub approval_required: bool,
     /// Ingest settings, on list actions.
     pub collect: Option<Collect>,
+}
+
+impl ApiCall {
+    /// Whether the block has the `found` output: it lists `not_found` (or `404`) as an answer.
+    pub fn reports_found(&self) -> bool {
+        self.answers.iter().any(|a| a.status.is_not_found())
+    }
+}
+
+/// One checked `answers:` entry: a vendor answer that makes the block succeed instead of fail.
+#[derive(Debug)]
+pub struct ExpectedAnswer {
+    pub status: AnswerMatch,
+    /// When set, the answer counts only when this holds over `{status, response, headers,
+    /// record, vars}`.
+    pub when: Option<Condition>,
+}
+
+/// Which vendor answers an [`ExpectedAnswer`] matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerMatch {
+    /// "The vendor does not have it": a 404, or the empty list the preset's `not_found` names.
+    NotFound,
+    /// This status (never a 2xx, nor one blockyard retries).
+    Status(u16),
+}
+
+impl AnswerMatch {
+    /// Counts a not-found answer (`not_found`, or `404` on a preset without `not_found`).
+    pub fn is_not_found(self) -> bool {
+        matches!(self, AnswerMatch::NotFound | AnswerMatch::Status(404))
+    }
 }
 
 /// A checked `collect:`.
@@ -252,6 +287,9 @@ pub struct RetrySettings {
     pub initial_delay: Option<Duration>,
     pub max_delay: Option<Duration>,
     pub max_elapsed: Option<Duration>,
+    /// Durable retries: how long after the block's first transient failure it is still tried
+    /// again (see [`crate::exec`]'s `retry` module); `None` is the default, 24 hours.
+    pub give_up_after: Option<Duration>,
 }
 
 /// An edge of the graph.
@@ -615,21 +653,20 @@ impl<'a> Compiler<'a> {
             let sched_path = path.key("schedule");
             match Schedule::parse(&schedule.cron, schedule.timezone.as_deref()) {
                 Ok(s) => trigger.schedule = Some((s, schedule.catch_up.unwrap_or_default())),
-                Err(ScheduleError::Cron { expr, message }) => {
+                Err(errors) => {
                     ok = false;
-                    self.value_error(
-                        &sched_path.key("cron"),
-                        block,
-                        CompileErrorKind::Cron { expr, message },
-                    );
-                }
-                Err(ScheduleError::TimeZone { zone, suggestion }) => {
-                    ok = false;
-                    self.value_error(
-                        &sched_path.key("timezone"),
-                        block,
-                        CompileErrorKind::UnknownTimeZone { zone, suggestion },
-                    );
+                    for error in errors {
+                        let (key, kind) = match error {
+                            ScheduleError::Cron { expr, message } => {
+                                ("cron", CompileErrorKind::Cron { expr, message })
+                            }
+                            ScheduleError::TimeZone { zone, suggestion } => (
+                                "timezone",
+                                CompileErrorKind::UnknownTimeZone { zone, suggestion },
+                            ),
+                        };
+                        self.value_error(&sched_path.key(key), block, kind);
+                    }
                 }
             }
         }
@@ -644,6 +681,7 @@ impl<'a> Compiler<'a> {
             request: api.request.as_ref(),
             save: &api.save,
             outputs: &api.outputs,
+            answers: Some(&api.answers),
             retry: api.retry.as_ref(),
             timeout: api.timeout.as_deref(),
             approval: api.approval,
@@ -665,6 +703,7 @@ impl<'a> Compiler<'a> {
             request: None,
             save: &role.save,
             outputs: &role.outputs,
+            answers: None,
             retry: role.retry.as_ref(),
             timeout: role.timeout.as_deref(),
             approval: role.approval,
@@ -753,6 +792,20 @@ impl<'a> Compiler<'a> {
                 outputs.insert(key.clone(), t);
             }
         }
+        let answers = match parts.answers {
+            Some(answers) => self.answers(id, answers, preset.as_ref().map(|(p, a)| (p, *a))),
+            None => Vec::new(),
+        };
+        if answers.iter().any(|a| a.status.is_not_found()) && parts.outputs.contains_key("found") {
+            self.key_error(
+                &Site::new(id, &["outputs", "found"]).yaml(),
+                Some(id),
+                CompileErrorKind::InvalidValue {
+                    key: "outputs.found".to_owned(),
+                    message: "`found` is the output a block listing `not_found` in `answers` has already; name this output otherwise".to_owned(),
+                },
+            );
+        }
         let retry = self.retry(id, parts.retry);
         let timeout = parts
             .timeout
@@ -781,11 +834,141 @@ impl<'a> Compiler<'a> {
             request,
             save,
             outputs,
+            answers,
             retry: retry.unwrap_or_default(),
             timeout,
             approval_required: parts.approval == Some(Approval::Required),
             collect,
         })
+    }
+
+    /// Checks `answers:`: each entry a status from 100 to 599 that is neither a success already
+    /// nor a transient failure blockyard retries, or `not_found`; none twice; conditions parsed.
+    fn answers(
+        &mut self,
+        id: &BlockId,
+        answers: &Answers,
+        preset: Option<(&PresetId, &Action)>,
+    ) -> Vec<ExpectedAnswer> {
+        let block = Some(id);
+        let base = Site::new(id, &["answers"]).yaml();
+        let mut out: Vec<ExpectedAnswer> = Vec::with_capacity(answers.0.len());
+        // Each entry's match, and whether it holds unconditionally.
+        let mut seen: Vec<(AnswerMatch, bool)> = Vec::new();
+        for (i, entry) in answers.iter().enumerate() {
+            let at = if entry.bare {
+                base.index(i)
+            } else {
+                base.index(i).key("status")
+            };
+            let written = entry.status.to_string();
+            let code = match &entry.status {
+                AnswerStatus::Code(code) => Some(*code),
+                AnswerStatus::Name(name) if name == "not_found" => None,
+                AnswerStatus::Name(name) => match name.trim().parse::<i64>() {
+                    Ok(code) => Some(code),
+                    Err(_) => {
+                        self.value_error(
+                            &at,
+                            block,
+                            CompileErrorKind::InvalidAnswer {
+                                entry: written,
+                                problem: AnswerProblem::UnknownName {
+                                    suggestion: suggest(name, ["not_found"]),
+                                },
+                            },
+                        );
+                        continue;
+                    }
+                },
+            };
+            let problem = |code: i64| match code {
+                ..=99 | 600.. => Some(AnswerProblem::NotAStatus),
+                200..=299 => Some(AnswerProblem::Success),
+                429 | 502..=504 => Some(AnswerProblem::Transient),
+                _ => None,
+            };
+            let status = match code {
+                None => AnswerMatch::NotFound,
+                Some(code) => match problem(code) {
+                    Some(problem) => {
+                        self.value_error(
+                            &at,
+                            block,
+                            CompileErrorKind::InvalidAnswer {
+                                entry: written,
+                                problem,
+                            },
+                        );
+                        continue;
+                    }
+                    None => AnswerMatch::Status(code as u16),
+                },
+            };
+            let empty = preset
+                .and_then(|(_, action)| action.spec.not_found.as_ref())
+                .and_then(|nf| nf.empty.clone());
+            if let (AnswerMatch::Status(404), Some(pointer), Some((preset, _))) =
+                (status, &empty, preset)
+            {
+                self.value_error(
+                    &at,
+                    block,
+                    CompileErrorKind::InvalidAnswer {
+                        entry: written,
+                        problem: AnswerProblem::NotFoundByList {
+                            preset: preset.to_string(),
+                            pointer: pointer.clone(),
+                        },
+                    },
+                );
+                continue;
+            }
+            let unconditional = entry.when.is_none();
+            let clash = seen.iter().find_map(|&(other, other_unconditional)| {
+                if !(unconditional || other_unconditional) {
+                    return None;
+                }
+                if other == status {
+                    Some(AnswerProblem::Twice)
+                } else if status.is_not_found() && other.is_not_found() {
+                    Some(AnswerProblem::CountedByNotFound)
+                } else {
+                    None
+                }
+            });
+            if let Some(problem) = clash {
+                self.value_error(
+                    &at,
+                    block,
+                    CompileErrorKind::InvalidAnswer {
+                        entry: written,
+                        problem,
+                    },
+                );
+                continue;
+            }
+            seen.push((status, unconditional));
+            let when = match &entry.when {
+                None => None,
+                Some(when) => match self.rules.compile(when) {
+                    Ok(condition) => Some(condition),
+                    Err(err) => {
+                        self.value_error(
+                            &base.index(i).key("when"),
+                            block,
+                            CompileErrorKind::Rhai {
+                                key: "answers.when".to_owned(),
+                                message: err.to_string(),
+                            },
+                        );
+                        continue;
+                    }
+                },
+            };
+            out.push(ExpectedAnswer { status, when });
+        }
+        out
     }
 
     fn collect(
@@ -1255,6 +1438,11 @@ impl<'a> Compiler<'a> {
             ),
             ("max_delay", &retry.max_delay, &mut settings.max_delay),
             ("max_elapsed", &retry.max_elapsed, &mut settings.max_elapsed),
+            (
+                "give_up_after",
+                &retry.give_up_after,
+                &mut settings.give_up_after,
+            ),
         ] {
             if let Some(text) = value {
                 *slot = self.duration(Site::new(id, &["retry", key]), text);
@@ -1346,6 +1534,7 @@ struct CallParts<'a> {
     request: Option<&'a RequestSpec>,
     save: &'a IndexMap<String, Value>,
     outputs: &'a IndexMap<String, Value>,
+    answers: Option<&'a Answers>,
     retry: Option<&'a RetrySpec>,
     timeout: Option<&'a str>,
     approval: Option<Approval>,

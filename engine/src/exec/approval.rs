@@ -101,7 +101,7 @@ impl Engine {
         // Decided under the lock a cancel takes, and marked as executing before it is released:
         // a cancel either came first (refused here) or asks the continued run to stop.
         let active = {
-            let _parked = self.lock_parked();
+            let _deciding = self.lock_deciding();
             let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
             if run.status == RunStatus::Cancelled {
                 return Err(ExecError::Cancelled {

@@ -2,10 +2,17 @@
 //!
 //! A closed `match` on the run mode decides what a call does: `live` sends it, `dry_run` sends
 //! reads and holds writes back (status `planned`), `offline` answers from the recorded step of
-//! the same block and sends nothing. A write in a live run is recorded as `sending` and made
-//! durable before the request leaves. Saves are merged into the subject record through
-//! [`crate::records::RecordStore::write`] (`create_update`) with the engine's triggers, so a save
-//! can start another workflow; a record not stored yet is created from the run's subject.
+//! the same block and sends nothing: the response it recorded, and for the calls whose response a
+//! step does not keep, what the step shows the block learned from them (role retrieval's activity
+//! read: the `last_activity` it saved; a merge's read: the body its request sent). Every template
+//! of a block is rendered as of the instant it started ([`crate::as_of`]), which an offline replay
+//! takes from the recorded step, and the step records the base URL its request was rendered below
+//! (what an offline replay without a config renders with).
+//!
+//! A write in a live run is recorded as `sending` and made durable before the request leaves.
+//! Saves are merged into the subject record through [`crate::records::RecordStore::write`]
+//! (`create_update`) with the engine's triggers, so a save can start another workflow; a record
+//! not stored yet is created from the run's subject.
 //!
 //! A live write the vendor accepted whose `save` or `outputs` then cannot render fails its step
 //! and stops the run in `needs_attention` (naming the block): taking `on_failure` would treat a
@@ -24,25 +31,42 @@
 //! - a subject already `deactivated` is not processed: no call, nothing written, outputs
 //!   `found: false, role: null` and a note on the step.
 //!
+//! An API block's `answers:` turns vendor answers into results ([`expected`]): a not-found (404,
+//! or the preset's empty list) or an error status the block lists, with its `when:` true, makes
+//! the block succeed with that response recorded, nothing saved, no `outputs:` rendered (they read
+//! a success's shape) and a note saying which answer it was; a block listing `not_found` outputs
+//! `found` (true on a success, false on not found), so edges route on it. Any other error still
+//! fails the block. An offline replay judges the recorded answer the same way, against the
+//! replayed workflow's `answers:`.
+//!
+//! A call that fails after the client's in-call retries is sorted by [`super::retry::classify`]:
+//! a transient failure leaves the block unsettled, its step `retrying` (the run loop schedules
+//! the next attempt); a write whose delivery is uncertain is checked with its preset's probe at
+//! once ([`super::retry::check`]: done → succeeded from the probe's answer, not done → retried
+//! later, cannot tell → the step stays `sending` and the run needs attention); anything else
+//! fails the block, as always. Only live, recorded runs retry durably.
+//!
 //! An API block with `collect:` imports the listed items ([`super::collect`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use handlebars::Context;
 use indexmap::IndexMap;
 use petgraph::graph::NodeIndex;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::retry::{self, Class};
 use super::run::Settled;
 use super::{context, Engine, ExecError, Prepared, Recording};
+use crate::as_of;
 use crate::compile::Collection;
-use crate::compile::{ApiCall, BlockKind, RetrySettings};
+use crate::compile::{AnswerMatch, ApiCall, BlockKind, RetrySettings};
 use crate::config::CredentialName;
-use crate::http::{CallError, CallOptions, RetryPolicy};
-use crate::preset::PresetId;
+use crate::http::{CallError, CallOptions, Client, RenderedRequest, RetryPolicy, VendorError};
+use crate::preset::{PresetId, PresetRegistry};
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
 use crate::template::{JsonTemplate, TemplateEngine};
@@ -75,6 +99,15 @@ pub(crate) struct BlockDone {
     /// The step is in history already (a live write's, which replaced its `sending` intent);
     /// else the run loop writes it with the run's other unwritten steps.
     pub written: bool,
+    /// Set when the call failed transiently: the block has not settled (its step says
+    /// `retrying`) and the run loop schedules its next attempt ([`super::retry`]).
+    pub transient: Option<Transient>,
+}
+
+/// A transient failure, as the run loop schedules its retry.
+pub(crate) struct Transient {
+    /// How long the vendor asked to wait, when it said.
+    pub vendor_wait: Option<Duration>,
 }
 
 /// A vendor answer, from the wire or from a recording.
@@ -89,12 +122,36 @@ pub(crate) struct Answer {
     pub wire_len: Option<usize>,
 }
 
-enum Called {
+pub(crate) enum Called {
     Ok(Answer),
+    /// A 404, or the empty list the preset's `not_found` names.
     NotFound(Answer),
     Failed {
         message: String,
         answer: Option<Answer>,
+    },
+    /// An answer the block's `answers:` lists: a result, not a failure.
+    Answered {
+        answer: Answer,
+        not_found: bool,
+    },
+    /// Try the block again later ([`super::retry`]).
+    Transient {
+        message: String,
+        answer: Option<Answer>,
+        vendor_wait: Option<Duration>,
+    },
+    /// A write that may have been performed: its probe decides, before anything else.
+    Uncertain {
+        message: String,
+        answer: Option<Answer>,
+    },
+    /// A write that may have been performed and that nothing can check: the run needs a person.
+    Unknown {
+        message: String,
+        answer: Option<Answer>,
+        /// Why the run needs attention.
+        attention: String,
     },
 }
 
@@ -152,8 +209,15 @@ fn with_context<R>(context: &mut Value, f: impl FnOnce(&Context) -> R) -> R {
     out
 }
 
-/// The recorded answer of a block, for offline replay.
-fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
+/// The recorded answer of a block, for offline replay, judged as a live answer would be: a 404
+/// or the preset's empty list is not found, another status outside 2xx the vendor's error (an
+/// answer the recorded run's `answers:` listed, which the replayed workflow may list or not).
+fn recorded(
+    recording: Option<&Recording>,
+    block: &str,
+    call: &ApiCall,
+    presets: &PresetRegistry,
+) -> Called {
     let Some(step) = recording.and_then(|r| r.steps.get(block)) else {
         return Called::Failed {
             message: format!("offline: block `{block}` did not call the vendor in the recorded run, so there is no recorded answer"),
@@ -168,9 +232,16 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
         items: None,
         wire_len: None,
     });
+    let not_found = |a: &Answer| a.status == 404 || empty_list(presets, &call.preset, &a.body);
     match (step.status, answer) {
-        (StepStatus::Succeeded, Some(answer)) if role && answer.status == 404 => {
+        (StepStatus::Succeeded | StepStatus::Failed, Some(answer)) if not_found(&answer) => {
             Called::NotFound(answer)
+        }
+        (StepStatus::Succeeded, Some(answer)) if !(200..300).contains(&answer.status) => {
+            Called::Failed {
+                message: vendor_message(presets, &call.preset, &answer),
+                answer: Some(answer),
+            }
         }
         (StepStatus::Succeeded, Some(answer)) => Called::Ok(answer),
         (StepStatus::Failed, answer) => Called::Failed {
@@ -185,6 +256,150 @@ fn recorded(recording: Option<&Recording>, block: &str, role: bool) -> Called {
             answer: None,
         },
     }
+}
+
+/// A merge's read, answered offline: the recording keeps the request the merge produced, not the
+/// read's response, so the resource as read is taken to be the body the recorded request sent
+/// (the read's kept fields with the recorded changes over them), and the replayed changes are
+/// merged into it as a live call merges them into what the read returned. An unchanged workflow
+/// gives the recorded body; a changed value shows as the difference.
+fn merged_offline(
+    client: &Client,
+    call: &ApiCall,
+    recording: Option<&Recording>,
+    block: &str,
+    mut request: RenderedRequest,
+) -> Option<Value> {
+    let merge = client
+        .presets()
+        .action(&call.preset)
+        .and_then(|a| a.spec.merge.as_ref());
+    let read = recording
+        .and_then(|r| r.steps.get(block))
+        .and_then(|s| s.request.as_ref())
+        .and_then(|r| r.get("body"));
+    if let (Some(merge), Some(read)) = (merge, read) {
+        let changes = request.body.take().unwrap_or(Value::Null);
+        request.body = Some(crate::http::request::merge(
+            read,
+            &changes,
+            &merge.drop,
+            &merge.keep,
+        ));
+    }
+    serde_json::to_value(client.redactor().request(&request)).ok()
+}
+
+/// Whether `body` is the empty list that the preset's `not_found` says means "not found".
+fn empty_list(presets: &PresetRegistry, preset: &PresetId, body: &Value) -> bool {
+    presets
+        .action(preset)
+        .and_then(|a| a.spec.not_found.as_ref())
+        .and_then(|nf| nf.empty.as_deref())
+        .and_then(|pointer| body.pointer(pointer))
+        .is_some_and(|list| list.as_array().is_some_and(Vec::is_empty))
+}
+
+/// A recorded error answer in the vendor's words, as the client words a live one.
+fn vendor_message(presets: &PresetRegistry, preset: &PresetId, answer: &Answer) -> String {
+    let Some(vendor) = presets.vendor(&preset.vendor) else {
+        return format!("`{preset}`: answered {}", answer.status);
+    };
+    let tracking = answer
+        .headers
+        .get("trackingid")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let error = VendorError::parse(
+        &vendor.spec.vendor,
+        vendor.spec.errors,
+        answer.status,
+        &answer.body,
+        tracking,
+    );
+    format!("`{preset}`: {error}")
+}
+
+/// Judges a call's failure against the block's `answers:`: a not-found or an error answer the
+/// block lists (with its `when:`, if any, true) becomes [`Called::Answered`]; anything else is
+/// left as it is. A `when:` that cannot be evaluated matches nothing, and the failure says so.
+fn expected(call: &ApiCall, called: Called, context: &Value) -> Called {
+    let (answer, not_found) = match &called {
+        Called::NotFound(answer) => (answer, true),
+        Called::Failed {
+            answer: Some(answer),
+            ..
+        } => (answer, answer.status == 404),
+        Called::Ok(_)
+        | Called::Failed { answer: None, .. }
+        | Called::Answered { .. }
+        | Called::Transient { .. }
+        | Called::Uncertain { .. }
+        | Called::Unknown { .. } => return called,
+    };
+    let mut scope: Option<Value> = None;
+    let mut broken = None;
+    let matched = call.answers.iter().any(|expected| {
+        let fits = match expected.status {
+            AnswerMatch::NotFound => not_found,
+            AnswerMatch::Status(status) => status == answer.status,
+        };
+        let Some(condition) = expected.when.as_ref().filter(|_| fits) else {
+            return fits;
+        };
+        let scope = scope.get_or_insert_with(|| {
+            serde_json::json!({
+                "status": answer.status,
+                "response": answer.body,
+                "headers": answer.headers,
+                "record": context["record"],
+                "vars": context["vars"],
+            })
+        });
+        match super::context::eval(condition, scope) {
+            Ok(holds) => holds,
+            Err(err) => {
+                broken.get_or_insert_with(|| {
+                    format!(
+                        " (the `answers` condition `{}` could not be evaluated: {err})",
+                        condition.source()
+                    )
+                });
+                false
+            }
+        }
+    });
+    match (matched, called, broken) {
+        (true, Called::NotFound(answer), _) => Called::Answered {
+            answer,
+            not_found: true,
+        },
+        (
+            true,
+            Called::Failed {
+                answer: Some(answer),
+                ..
+            },
+            _,
+        ) => Called::Answered {
+            not_found: answer.status == 404,
+            answer,
+        },
+        (false, Called::NotFound(answer), Some(broken)) => Called::Failed {
+            message: format!("{}{broken}", not_found_message(call, &answer)),
+            answer: Some(answer),
+        },
+        (false, Called::Failed { message, answer }, Some(broken)) => Called::Failed {
+            message: format!("{message}{broken}"),
+            answer,
+        },
+        (_, called, _) => called,
+    }
+}
+
+/// The failure of a not-found answer the block does not list.
+fn not_found_message(call: &ApiCall, answer: &Answer) -> String {
+    format!("`{}`: not found (status {})", call.preset, answer.status)
 }
 
 pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
@@ -222,16 +437,26 @@ async fn api(
     let block = &prepared.workflow.graph[task.node];
     let t0 = Instant::now();
     let write = prepared.writes[task.node.index()];
+    // Every template of the block is rendered as of when it started (`as_of`): now, or in an
+    // offline replay the recorded instants, which the replayed step takes.
+    let (started_at, finished_at) = match (task.mode, task.recording.as_deref()) {
+        (RunMode::Offline, Some(recording)) => {
+            let (started, finished) = recording.instants(block.id.as_str());
+            (started, Some(finished))
+        }
+        _ => (Utc::now(), None),
+    };
     let mut step = StepRecord {
         preset: Some(call.preset.to_string()),
         write,
+        finished_at,
         ..StepRecord::new(
             task.run,
             task.seq,
             block.id.as_str(),
             block.kind.name(),
             StepStatus::Failed,
-            Utc::now(),
+            started_at,
         )
     };
     let mut http = Duration::ZERO;
@@ -245,10 +470,14 @@ async fn api(
     }
     let redactor = client.redactor();
     let credential = CredentialName::new(call.credential.clone());
-    let given = with_context(&mut task.context, |hb| {
-        render_map(&inner.templates, &call.with, hb)
+    let given = as_of::at(started_at, || {
+        with_context(&mut task.context, |hb| {
+            render_map(&inner.templates, &call.with, hb)
+        })
     });
-    let prepared = render_request(&mut task, call, &credential, given);
+    let prepared = as_of::at(started_at, || {
+        render_request(&mut task, call, &credential, given)
+    });
     let mut role_inputs = Map::new();
     let called = match prepared {
         Err(message) => Called::Failed {
@@ -263,13 +492,33 @@ async fn api(
             redactor.json_in_place(&mut shown);
             step.inputs = Some(shown);
             step.request = serde_json::to_value(redactor.request(&request)).ok();
+            // Redacted like the request (a password in a base URL's userinfo), so an offline
+            // replay renders below the same text the recorded URL shows.
+            step.base_url = Some(redactor.text(&request.base_url));
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
                 return finish(task, step, None, None, http, durable_wait, t0);
             }
             match task.mode {
-                RunMode::Offline => recorded(task.recording.as_deref(), block.id.as_str(), role),
+                RunMode::Offline => {
+                    let called = recorded(
+                        task.recording.as_deref(),
+                        block.id.as_str(),
+                        call,
+                        client.presets(),
+                    );
+                    if let (Called::Ok(_), Some(_)) = (&called, &request.merge_read) {
+                        step.request = merged_offline(
+                            client,
+                            call,
+                            task.recording.as_deref(),
+                            block.id.as_str(),
+                            request,
+                        );
+                    }
+                    called
+                }
                 RunMode::Live | RunMode::DryRun => {
                     if own_entry(&task, write) {
                         step.status = StepStatus::Sending;
@@ -301,29 +550,61 @@ async fn api(
                         Err(CallError::NotFound { response, .. }) => {
                             Called::NotFound(answer_of(*response, 1))
                         }
-                        Err(err) => Called::Failed {
-                            message: redactor.text(&err.to_string()),
-                            answer: err.response().cloned().map(|r| answer_of(r, 1)),
-                        },
+                        Err(err) => {
+                            let message = redactor.text(&err.to_string());
+                            let answer = err.response().cloned().map(|r| answer_of(r, 1));
+                            // Durable retries: live recorded runs only (see `retry`).
+                            let durable = task.mode == RunMode::Live && task.persist;
+                            match retry::classify(&err, write) {
+                                Class::Transient { vendor_wait } if durable => Called::Transient {
+                                    message,
+                                    answer,
+                                    vendor_wait,
+                                },
+                                Class::Uncertain if durable => {
+                                    Called::Uncertain { message, answer }
+                                }
+                                _ => Called::Failed { message, answer },
+                            }
+                        }
                     }
                 }
             }
         }
     };
-    // A live write the vendor took: if its save or outputs then fail, the failure path would
-    // treat a done write as not done, so the run stops for a person instead (`attention`).
+    let called = match called {
+        // Boxed: a probe is a whole call, on a rare path.
+        Called::Uncertain { message, answer } => {
+            Box::pin(retry::check(&task, call, &mut step, message, answer)).await?
+        }
+        called => called,
+    };
+    let called = if call.answers.is_empty() {
+        called
+    } else {
+        expected(call, called, &task.context)
+    };
+    // A live write the vendor took (or its probe found done): if its save or outputs then fail,
+    // the failure path would treat a done write as not done, so the run stops for a person
+    // instead (`attention`).
     let mut went_through = false;
     let mut attention = None;
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
             went_through = own_entry(&task, write);
-            let mut result = outcome_of(&mut task, call, role, &mut answer)
-                .map_err(|message| after_the_call(&task.context, call, answer.status, message));
+            let mut result = as_of::at(started_at, || {
+                outcome_of(&mut task, call, role, &mut answer)
+            })
+            .map_err(|message| after_the_call(&task.context, call, answer.status, message));
+            if let (Ok((outputs, _)), true) = (&mut result, call.reports_found()) {
+                outputs.insert("found".to_owned(), Value::Bool(true));
+            }
             if role {
                 if let Ok((outputs, saved)) = &mut result {
                     // Boxed: only role retrieval reads activity, so every other block's future
                     // does not carry room for a second call.
-                    let activity = Box::pin(activity(&task, call, &role_inputs, &answer)).await;
+                    let activity =
+                        Box::pin(activity(&task, call, &role_inputs, &answer, started_at)).await;
                     http += activity.http;
                     step.attempts += activity.attempts;
                     match activity.result {
@@ -363,8 +644,9 @@ async fn api(
                         .unwrap_or_default()
                 });
                 let write = task.mode == RunMode::Live && task.persist;
-                let summary =
-                    super::collect::import(engine, collect, &items, &task.context, write)?;
+                let summary = as_of::at(started_at, || {
+                    super::collect::import(engine, collect, &items, &task.context, write)
+                })?;
                 outputs.extend(summary.outputs());
                 if !write {
                     step.note = Some(format!(
@@ -387,10 +669,47 @@ async fn api(
             (Some(answer), Ok((role_outputs(false, Value::Null), saved)))
         }
         Called::NotFound(answer) => {
-            let message = format!("`{}`: not found (status {})", call.preset, answer.status);
+            let message = not_found_message(call, &answer);
             (Some(answer), Err(message))
         }
         Called::Failed { message, answer } => (answer, Err(message)),
+        Called::Answered { answer, not_found } => {
+            // A result, not the action's success: nothing is saved and no `outputs:` render
+            // (they read the success's shape); `found` says which answer it was.
+            let mut outputs = Map::new();
+            if call.reports_found() {
+                outputs.insert("found".to_owned(), Value::Bool(!not_found));
+            }
+            step.note = Some(format!(
+                "answered {}{}, which `answers` lists: a result, not a failure; nothing saved",
+                answer.status,
+                if not_found { " (not found)" } else { "" }
+            ));
+            (Some(answer), Ok((outputs, Map::new())))
+        }
+        Called::Transient {
+            message,
+            answer,
+            vendor_wait,
+        } => {
+            step.status = StepStatus::Retrying;
+            step.error = Some(message);
+            let mut done = finish(task, step, answer, None, http, durable_wait, t0)?;
+            done.transient = Some(Transient { vendor_wait });
+            return Ok(done);
+        }
+        Called::Unknown {
+            message,
+            answer,
+            attention,
+        } => {
+            // The outcome is unknown: the step stays `sending`, as after a crash.
+            step.status = StepStatus::Sending;
+            step.error = Some(message);
+            step.note = Some("delivery uncertain: not sent again".to_owned());
+            return finish(task, step, answer, Some(attention), http, durable_wait, t0);
+        }
+        Called::Uncertain { .. } => unreachable!("an uncertain write is checked above"),
     };
     match outcome {
         Ok((outputs, saved)) => {
@@ -479,6 +798,21 @@ fn after_the_call(context: &Value, call: &ApiCall, status: u16, message: String)
             Some(block) if block["outcome"] != "succeeded" => {
                 let outcome = block["outcome"].as_str().unwrap_or("unknown");
                 out.push_str(&format!(" (block `{id}` ended `{outcome}`)"));
+            }
+            // Not found, or an answer `answers:` lists: succeeded without a success's outputs.
+            Some(block)
+                if block["outputs"]["found"] == false
+                    || block["status"]
+                        .as_u64()
+                        .is_some_and(|s| !(200..300).contains(&s)) =>
+            {
+                let status = &block["status"];
+                let what = if block["outputs"]["found"] == false {
+                    " (not found)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(" (block `{id}` answered {status}{what}, which has no outputs but `found`; route on it with an edge `when:`)"));
             }
             Some(_) => {}
         }
@@ -608,7 +942,8 @@ fn finish(
             truncated,
         });
     }
-    step.finished_at = Some(Utc::now());
+    // An offline replay's step has the recorded instant already.
+    step.finished_at.get_or_insert_with(Utc::now);
     step.duration_us = t0.elapsed().as_micros() as u64;
     step.http_us = http.as_micros() as u64;
     // A live write's step replaces its `sending` intent here; every other step is written by the
@@ -620,6 +955,7 @@ fn finish(
     }
     tracing::debug!(status = %step.status, "block settled");
     let settled = Settled {
+        at: step.finished_at.unwrap_or(step.started_at),
         status: step.status,
         http_status,
         body,
@@ -633,6 +969,7 @@ fn finish(
         http,
         durable_wait,
         written,
+        transient: None,
     })
 }
 
@@ -710,8 +1047,20 @@ struct Activity {
 /// role call's inputs it declares, and `user_uuid`: the user the role answer names
 /// (`collection.0.user.uri` in Calendly's shape, else `resource.uri`). A 403 the preset marks
 /// `unsupported` (a plan without the activity log) leaves last_activity as it is; not found
-/// means no activity; any other error fails the block (and deactivates nobody).
-async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &Answer) -> Activity {
+/// means no activity; any other error fails the block (and deactivates nobody). The request is
+/// rendered as of `now`, the block's start.
+///
+/// Offline, the read is prepared as live (so a change to what it is given shows) and answered
+/// from the recording: the step keeps what the block learned from it, not the response, so the
+/// answer is the `last_activity` the recorded step saved (the later of the record's and the
+/// vendor's, which the replay keeps as is), or the recorded "not available" note.
+async fn activity(
+    task: &Task,
+    call: &ApiCall,
+    role_inputs: &Fields,
+    answer: &Answer,
+    now: DateTime<Utc>,
+) -> Activity {
     let inner = &task.engine.inner;
     let client = &inner.client;
     let mut out = Activity {
@@ -720,9 +1069,6 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
         http: Duration::ZERO,
         attempts: 0,
     };
-    if task.mode == RunMode::Offline {
-        return out;
-    }
     let Some(name) = client
         .presets()
         .action(&call.preset)
@@ -763,17 +1109,48 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
             }
         }
     }
-    let inputs = match client.resolve_inputs(&id, &given, &task.context) {
-        Ok(inputs) => inputs,
-        Err(err) => {
-            out.result = Err(client.redactor().text(&err.to_string()));
+    let credential = CredentialName::new(call.credential.clone());
+    let request = as_of::at(now, || {
+        let inputs = client
+            .resolve_inputs(&id, &given, &task.context)
+            .map_err(|err| err.to_string())?;
+        client
+            .render(&id, &credential, &inputs)
+            .map_err(|err| format!("reading the last activity: {err}"))
+    });
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            out.result = Err(client.redactor().text(&message));
             return out;
         }
     };
-    let credential = CredentialName::new(call.credential.clone());
+    if task.mode == RunMode::Offline {
+        let recorded = task.recording.as_deref().and_then(|r| {
+            r.steps
+                .get(task.prepared.workflow.graph[task.node].id.as_str())
+        });
+        let unsupported = unsupported_note(&id);
+        match recorded {
+            Some(step) if step.note.as_deref() == Some(unsupported.as_str()) => {
+                out.note = Some(unsupported);
+            }
+            Some(step) => {
+                out.result = Ok(step
+                    .saved
+                    .get("last_activity")
+                    .filter(|v| !v.is_null())
+                    .cloned());
+            }
+            None => {}
+        }
+        return out;
+    }
     let options = call_options(&call.retry, call.timeout);
     let sent = Instant::now();
-    let result = client.call(&id, &credential, &inputs, &options).await;
+    let result = client
+        .send_rendered(&id, &credential, request, &options)
+        .await;
     out.http = sent.elapsed();
     out.attempts = 1;
     match result {
@@ -790,9 +1167,7 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
                 .filter(|v| !v.is_null() && v.as_str() != Some("")));
         }
         Err(CallError::Unsupported { .. }) => {
-            out.note = Some(format!(
-                "`{id}` is not available for this account: last_activity left as it is"
-            ));
+            out.note = Some(unsupported_note(&id));
         }
         Err(CallError::NotFound { .. }) => {}
         Err(err) => {
@@ -802,4 +1177,9 @@ async fn activity(task: &Task, call: &ApiCall, role_inputs: &Fields, answer: &An
         }
     }
     out
+}
+
+/// The note of a role retrieval whose activity read the vendor does not offer to this account.
+fn unsupported_note(action: &PresetId) -> String {
+    format!("`{action}` is not available for this account: last_activity left as it is")
 }

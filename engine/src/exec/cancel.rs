@@ -105,11 +105,10 @@ impl Cancels {
     }
 }
 
-/// Records an unfinished run that nothing is executing as `cancelled`, now, saying what it was
-/// doing (waiting for approval of which block, queued, or left by a stopped process). Not
-/// flushed: the caller makes it durable.
-pub fn mark_cancelled(history: &History, mut run: RunRecord) -> Result<RunRecord, StoreError> {
-    let error = match run.status {
+/// Why a run nothing executes is cancelled, saying what it was doing: waiting for approval of
+/// which block, waiting to retry, queued, or left by a stopped process.
+pub fn reason(history: &History, run: &RunRecord) -> Result<String, StoreError> {
+    Ok(match run.status {
         RunStatus::WaitingApproval => {
             let mut waiting: Vec<String> = Vec::new();
             for step in history.steps(run.id)? {
@@ -131,12 +130,24 @@ pub fn mark_cancelled(history: &History, mut run: RunRecord) -> Result<RunRecord
                 ),
             }
         }
+        RunStatus::Retrying => "cancelled while waiting to retry".to_owned(),
         RunStatus::Queued => "cancelled before it started".to_owned(),
         _ => "cancelled before it was resumed".to_owned(),
-    };
+    })
+}
+
+/// Records an unfinished run that nothing is executing as `cancelled` now, for `reason` (see
+/// [`reason`]; a parked run is better cancelled with [`History::cancel_parked`], atomic against
+/// its timer). Not flushed: the caller makes it durable.
+pub fn mark_cancelled(
+    history: &History,
+    mut run: RunRecord,
+    reason: String,
+) -> Result<RunRecord, StoreError> {
     run.status = RunStatus::Cancelled;
-    run.error = Some(error);
+    run.error = Some(reason);
     run.finished_at = Some(chrono::Utc::now());
+    run.wake_at = None;
     history.put_run(&run)?;
     Ok(run)
 }

@@ -7,7 +7,9 @@
 //! `records:` needs a subject, and the subject must match the begin block's conditions unless
 //! forced. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
-//! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left.
+//! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left;
+//! [`Engine::wake_due`] and [`Engine::resume_due`] continue the `retrying` runs whose next
+//! attempt has come (`serve`'s timer loop, `blockyard resume`).
 //!
 //! Runs of one subject are ordered: a live run of a workflow for a subject waits its turn behind
 //! the runs of that workflow for that subject submitted before it ([`turns`]), and holds the
@@ -23,6 +25,19 @@
 //! whose predecessors are settled run concurrently. A failed block with no `on_failure` edge fails
 //! the run: no new block starts, the ones in flight finish, and the run is `failed`.
 //!
+//! Time is read from recorded instants ([`crate::as_of`]): a block's templates see `now` as the
+//! instant it started (its step's `started_at`), an edge's condition the instant its target became
+//! ready (the latest `finished_at` before it). An offline replay takes the recorded run's instants
+//! and id ([`Recording`]), so it renders and decides what the original did.
+//!
+//! A block whose call fails *transiently* (429, 5xx, 408, timeouts, connection errors, after the
+//! client's in-call retries) does not fail and does not settle: its step is `retrying` and it is
+//! tried again later ([`retry`]). Independent branches go on; when nothing else can run, the run
+//! parks as `retrying`, its record's `wake_at` the earliest next attempt and a timer for it in the
+//! store, and is continued when that time comes, until the block's `retry.give_up_after` has
+//! passed (then it fails like any block). A write whose delivery is uncertain is checked with its
+//! preset's probe at once, never sent again blind.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see
@@ -31,7 +46,9 @@
 //! a save others can see, the run's final status (the precise rules are in [`run`]). A write is recorded as
 //! `sending` (its rendered request) and made durable *before* it is sent, then overwritten with
 //! its outcome; a crash therefore leaves exactly the writes whose outcome is unknown, which
-//! [`resume`] checks with the preset's probe instead of sending them blindly. Saves are written
+//! [`resume`] checks with the preset's probe instead of sending them blindly (a write answered
+//! 5xx or timed out is checked the same way at once, see [`retry`]). A parked run's record and
+//! its timer are made durable by the same flush. Saves are written
 //! onto the subject record before the step that made them is marked done, so a crash between the
 //! two repeats an idempotent save, never loses one.
 
@@ -42,6 +59,7 @@ pub mod cancel;
 mod collect;
 mod context;
 mod resume;
+pub mod retry;
 mod run;
 mod turns;
 
@@ -50,12 +68,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use petgraph::graph::NodeIndex;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::compile::{BlockKind, CompileError, Workflow};
-use crate::http::Client;
+use crate::http::{Client, Credentials};
 use crate::preset::{ActionKind, PresetId};
 use crate::records::RecordStore;
 use crate::spec::Source;
@@ -65,7 +84,10 @@ pub use crate::store::history::{
 use crate::store::in_flight::run_holder;
 use crate::store::{Store, StoreError};
 use crate::template::{Template, TemplateEngine};
+use crate::trigger::scheduler::Clock;
 use crate::trigger::Triggers;
+
+pub use self::retry::{DurableRetry, DEFAULT_GIVE_UP_AFTER};
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +96,11 @@ pub struct EngineOptions {
     pub max_in_flight: usize,
     /// The largest response body history keeps whole, in bytes (64 KiB by default).
     pub body_cap: usize,
+    /// The backoff between durable retries of a block (1 minute doubling to 1 hour).
+    pub durable_retry: DurableRetry,
+    /// The wall clock durable retries are timed by (`serve` passes its own, so tests run it
+    /// under paused tokio time).
+    pub clock: Clock,
 }
 
 impl Default for EngineOptions {
@@ -81,6 +108,8 @@ impl Default for EngineOptions {
         EngineOptions {
             max_in_flight: 256,
             body_cap: 64 * 1024,
+            durable_retry: DurableRetry::default(),
+            clock: Clock::system(),
         }
     }
 }
@@ -107,6 +136,14 @@ pub enum ExecError {
     Cancelled { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
+    #[error("cannot set up the vendor client: {message}")]
+    Client { message: String },
+    #[error("a live replay of run `{id}` sends requests, but credential `{credential}` (block `{block}`) is not configured: define it under `credentials:` in blockyard.yaml (or the file `--config` names), or replay offline, which sends nothing and needs no config")]
+    ReplayCredential {
+        id: RunId,
+        block: String,
+        credential: String,
+    },
 }
 
 /// Why a run asked for by hand does not start ([`Engine::admit`]). The CLI and the API add how to
@@ -196,6 +233,9 @@ impl RunRequest {
 /// The steps of a recorded run, for replay.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    /// The recorded run: an offline replay renders `run.id` and `run.started_at` as its.
+    pub run: RunId,
+    pub started_at: DateTime<Utc>,
     /// The last step of each block, by block id.
     pub steps: HashMap<String, StepRecord>,
     /// Replay `--from`: blocks that are neither this block nor after it reuse their recording.
@@ -203,14 +243,26 @@ pub struct Recording {
 }
 
 impl Recording {
-    pub fn new(steps: Vec<StepRecord>, from: Option<String>) -> Recording {
+    /// The recording of `run`, whose steps are `steps`.
+    pub fn new(run: &RunRecord, steps: Vec<StepRecord>, from: Option<String>) -> Recording {
         let mut by_block = HashMap::new();
         for step in steps {
             by_block.insert(step.block.clone(), step);
         }
         Recording {
+            run: run.id,
+            started_at: run.started_at.unwrap_or(run.created_at),
             steps: by_block,
             from,
+        }
+    }
+
+    /// When `block` started and finished in the recorded run, which an offline replay takes as
+    /// its own instants (the time helpers read them); the run's start for a block it never ran.
+    pub(crate) fn instants(&self, block: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self.steps.get(block) {
+            Some(step) => (step.started_at, step.finished_at.unwrap_or(step.started_at)),
+            None => (self.started_at, self.started_at),
         }
     }
 }
@@ -315,13 +367,16 @@ struct Inner {
     /// The runs a task of this process is executing (or holding for a permit): a cancel asks
     /// them to stop; any other unfinished run is cancelled at once.
     active: std::sync::Mutex<HashSet<RunId>>,
-    /// Held while a cancel or an approval decides on a parked run, so the two never interleave.
-    parked: std::sync::Mutex<()>,
+    /// Held while a cancel, an approval, a resume or a timer decides on a run nothing executes,
+    /// so they never interleave.
+    deciding: std::sync::Mutex<()>,
     /// The lines of runs per workflow and subject.
     turns: turns::Turns,
     /// Woken when run requests are queued (the queue's consumer, under `serve`).
     waker: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     templates: TemplateEngine,
+    /// Notified when a run parks with a timer (see [`Engine::timers_changed`]).
+    parked: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -345,10 +400,11 @@ impl Engine {
                 options,
                 cancels: cancel::Cancels::new(store.dir()),
                 active: std::sync::Mutex::default(),
-                parked: std::sync::Mutex::default(),
+                deciding: std::sync::Mutex::default(),
                 turns: turns::Turns::default(),
                 waker: std::sync::OnceLock::new(),
                 templates: TemplateEngine::new(),
+                parked: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -383,6 +439,27 @@ impl Engine {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The config's `vars`, the bottom layer of every run's `vars`.
+    pub fn config_vars(&self) -> &Map<String, Value> {
+        &self.inner.config_vars
+    }
+
+    /// An engine over the same store and presets whose client has `credentials` instead, and no
+    /// config vars: what an offline replay renders with when it takes the recorded run's base
+    /// URLs rather than a config's. Record triggers are not shared (it writes no record).
+    pub fn with_credentials(&self, credentials: Credentials) -> Result<Engine, ExecError> {
+        let presets = Arc::new(self.inner.client.presets().clone());
+        let client = Client::new(presets, credentials).map_err(|err| ExecError::Client {
+            message: err.to_string(),
+        })?;
+        Engine::new(
+            self.inner.history.store(),
+            client,
+            Map::new(),
+            self.inner.options,
+        )
     }
 
     /// Compiles a workflow's text and stores its snapshot.
@@ -547,16 +624,14 @@ impl Engine {
     }
 
     /// Cancels a run: one this process is executing stops between steps ([`Cancel::Requested`]);
-    /// an unfinished run nothing executes (waiting for approval, or left by a stopped process)
-    /// is `cancelled` at once and durably, so an approval can no longer open its gate.
+    /// an unfinished run nothing executes (waiting for approval, `retrying`, or left by a stopped
+    /// process) is `cancelled` at once and durably, so an approval can no longer open its gate and
+    /// a timer no longer wakes it.
     pub async fn cancel(&self, id: RunId) -> Result<Cancel, ExecError> {
+        let history = &self.inner.history;
         let outcome = {
-            let _parked = self.lock_parked();
-            let run = self
-                .inner
-                .history
-                .run(id)?
-                .ok_or(ExecError::UnknownRun { id })?;
+            let _deciding = self.lock_deciding();
+            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
             if run.status.is_finished() {
                 return Ok(Cancel::Finished(run));
             }
@@ -566,17 +641,39 @@ impl Engine {
                 self.inner.turns.wake();
                 return Ok(Cancel::Requested);
             }
-            Cancel::Cancelled(cancel::mark_cancelled(&self.inner.history, run)?)
+            let reason = cancel::reason(history, &run)?;
+            let cancelled = if run.status.is_parked() {
+                // Atomic against a timer waking it at the same moment.
+                history.cancel_parked(id, &reason, chrono::Utc::now())?
+            } else {
+                Some(cancel::mark_cancelled(history, run, reason)?)
+            };
+            match cancelled {
+                Some(run) => Cancel::Cancelled(run),
+                // Woken (or finished) meanwhile: it is executing, or done.
+                None => {
+                    let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                    if run.status.is_finished() {
+                        return Ok(Cancel::Finished(run));
+                    }
+                    self.inner.cancels.request(id);
+                    self.inner.turns.wake();
+                    return Ok(Cancel::Requested);
+                }
+            }
         };
-        self.inner.history.durable().await?;
+        history.durable().await?;
         if let Cancel::Cancelled(run) = &outcome {
             self.release_subject(run);
         }
         Ok(outcome)
     }
 
-    fn lock_parked(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.inner.parked.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_deciding(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .deciding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn is_active(&self, id: RunId) -> bool {
@@ -609,10 +706,28 @@ impl Engine {
         Ok(outcomes)
     }
 
-    /// Continues an unfinished run (resumed, or approved) in its turn, and releases its subject
-    /// when it finishes.
+    /// Continues an unfinished run (resumed, woken, or approved) in its turn, and releases its
+    /// subject when it finishes. A run cancelled since `run` was read is left as it is.
     pub(crate) async fn continue_run(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
-        let _active = self.activate(run.id);
+        let (run, _active) = {
+            let _deciding = self.lock_deciding();
+            let id = run.id;
+            let current = self
+                .inner
+                .history
+                .run(id)?
+                .ok_or(ExecError::UnknownRun { id })?;
+            if current.status.is_finished() {
+                return Ok(RunOutcome {
+                    steps: self.inner.history.steps(id)?,
+                    run: current,
+                    duration: Duration::ZERO,
+                    http: Duration::ZERO,
+                    durable_wait: Duration::ZERO,
+                });
+            }
+            (run, self.activate(id))
+        };
         self.continue_active(run).await
     }
 
@@ -712,14 +827,85 @@ impl Engine {
         let _ = self.inner.waker.set(waker);
     }
 
-    /// Finishes one unfinished run.
+    /// Finishes one unfinished run (a `retrying` one is woken first, whether or not its time
+    /// has come).
     pub async fn resume(&self, id: RunId) -> Result<RunOutcome, ExecError> {
-        let run = self
-            .inner
-            .history
-            .run(id)?
-            .ok_or(ExecError::UnknownRun { id })?;
+        let history = &self.inner.history;
+        let (run, _active) = {
+            let _deciding = self.lock_deciding();
+            let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            if run.status == RunStatus::Retrying {
+                match history.wake(id)? {
+                    Some(woken) => run = woken,
+                    None => {
+                        // Woken or cancelled by someone else meanwhile: left as it is.
+                        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                        return Ok(RunOutcome {
+                            steps: history.steps(id)?,
+                            run,
+                            duration: Duration::ZERO,
+                            http: Duration::ZERO,
+                            durable_wait: Duration::ZERO,
+                        });
+                    }
+                }
+            }
+            (run, self.activate(id))
+        };
+        self.continue_active(run).await
+    }
+
+    /// The engine's wall clock now (the one durable retries are timed by).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.options.clock.now()
+    }
+
+    /// Claims every parked run whose timer is due at `now` (a `retrying` run whose next attempt
+    /// has come): each becomes `running` and its timer is dropped, so no one else wakes it, and
+    /// it counts as executing here (a cancel asks it to stop). Continue each with
+    /// [`Engine::resume_record`].
+    pub fn wake_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunRecord>, ExecError> {
+        let history = &self.inner.history;
+        let _deciding = self.lock_deciding();
+        let mut woken = Vec::new();
+        for timer in history.timers().due(now)? {
+            if let Some(run) = history.wake(timer.run)? {
+                self.inner
+                    .active
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(run.id);
+                woken.push(run);
+            }
+        }
+        Ok(woken)
+    }
+
+    /// Continues a run from its record: one [`Engine::wake_due`] claimed, or one
+    /// [`History::unfinished`] listed.
+    pub async fn resume_record(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
         self.continue_run(run).await
+    }
+
+    /// Wakes and continues, one after another, every parked run whose timer is due at `now`.
+    pub async fn resume_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<RunOutcome>, ExecError> {
+        let mut outcomes = Vec::new();
+        for run in self.wake_due(now)? {
+            outcomes.push(self.resume_record(run).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Notified (one stored permit) when a run of this engine parks with a timer: a loop
+    /// sleeping until the earliest timer (`serve`'s) looks again.
+    pub fn timers_changed(&self) -> &tokio::sync::Notify {
+        &self.inner.parked
     }
 
     /// Whether a run asked for by hand may start: a workflow whose begin block names `records:`
@@ -796,6 +982,7 @@ impl Engine {
             replay_of: request.replay_of,
             from_block: request.recording.as_ref().and_then(|r| r.from.clone()),
             error: None,
+            wake_at: None,
             pruned: false,
         }
     }
@@ -805,7 +992,6 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::http::Credentials;
     use crate::preset::PresetRegistry;
     use crate::sandbox::{Sandbox, SandboxConfig};
 

@@ -9,7 +9,9 @@
 //! in `needs_attention` naming the block, since a later block would read nothing. Not done means
 //! it is sent now. Without a probe, when the block's advanced mode overrides `request.path` or
 //! `request.method` (the probe would read another resource), or when the probe itself cannot
-//! answer, the run stops in `needs_attention`, naming the block, and nothing is sent.
+//! answer (its call fails, or answers 429 or 5xx), the run stops in `needs_attention`, naming the
+//! block, and nothing is sent. A block whose last step is `retrying` has not settled: the walk
+//! tries it again once its time has come (see `retry`).
 
 use std::collections::HashMap;
 
@@ -19,6 +21,7 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 
 use super::block::{answer_of, call_options, outcome_of, save_subject, Answer, Task};
+use super::retry::{self, Class};
 use super::run::{self, Resumed, Settled};
 use super::{context, Engine, ExecError, RunOutcome};
 use crate::compile::BlockKind;
@@ -27,7 +30,7 @@ use crate::preset::PresetId;
 use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// What a probe said.
-enum Verdict {
+pub(crate) enum Verdict {
     /// The write took effect: its answer as the probe's `answer` recovers it, or why it cannot.
     Done(Result<Answer, String>),
     NotDone,
@@ -76,8 +79,12 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         let Some(node) = prepared.node(&step.block) else {
             continue;
         };
-        if step.status == StepStatus::WaitingApproval {
-            // Not settled: the walk reaches it again and looks for a decision.
+        if matches!(
+            step.status,
+            StepStatus::WaitingApproval | StepStatus::Retrying
+        ) {
+            // Not settled: the walk reaches it again and looks for a decision, or tries it again
+            // (when its time has come, see `retry`).
             continue;
         }
         if step.status == StepStatus::Sending {
@@ -211,7 +218,10 @@ async fn needs_attention(
     })
 }
 
-async fn probe(
+/// Asks a write's preset probe whether the write took effect (also used by `retry` for a write
+/// whose delivery is uncertain). A probe answered with a transient failure (429, 5xx, …) cannot
+/// tell.
+pub(crate) async fn probe(
     engine: &Engine,
     prepared: &super::Prepared,
     node: petgraph::graph::NodeIndex,
@@ -274,8 +284,10 @@ async fn probe(
         match client.call(&probe_id, &credential, &inputs, &options).await {
             Ok(exchange) => Ok(exchange.response),
             Err(err) => match err.response() {
-                Some(r) => Ok(r.clone()),
-                None => Err(format!(
+                // A definitive answer (a 404 saying the resource is gone) is the probe's answer;
+                // a rate limit or a server error says nothing about the write.
+                Some(r) if retry::classify(&err, false) == Class::Definitive => Ok(r.clone()),
+                _ => Err(format!(
                     "its probe `{probe_id}` failed: {}",
                     client.redactor().text(&err.to_string())
                 )),

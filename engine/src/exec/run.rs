@@ -28,11 +28,11 @@
 //! reads only; `resume` re-runs unflushed reads. So begin → read → end costs one flush per run,
 //! where it used to cost two (one after the read, one for the run record).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, EdgeRef};
 use petgraph::Direction;
@@ -43,7 +43,7 @@ use tracing::Instrument;
 
 use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
-use super::{context, Engine, ExecError, Prepared, Recording, RunOutcome};
+use super::{context, retry, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind};
 use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -54,11 +54,15 @@ pub(crate) struct Settled {
     pub http_status: Option<u16>,
     pub body: Value,
     pub outputs: Map<String, Value>,
+    /// When the block settled (its step's `finished_at`): the conditions of the edges out of it
+    /// are evaluated as of then, or later.
+    pub at: DateTime<Utc>,
 }
 
 impl Settled {
     pub(crate) fn from_step(step: &StepRecord) -> Settled {
         Settled {
+            at: step.finished_at.unwrap_or(step.started_at),
             status: step.status,
             http_status: step.response.as_ref().map(|r| r.status),
             body: step
@@ -158,7 +162,17 @@ pub(crate) fn execute(
                     .unwrap_or_else(|| json!({}))
             }),
             vars: record.vars.clone(),
-            run_context: json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
+            // An offline replay renders `run.*` as the recorded run's.
+            run_context: match recording
+                .as_ref()
+                .filter(|_| record.mode == RunMode::Offline)
+            {
+                Some(rec) => {
+                    json!({"id": rec.run.to_string(), "started_at": rec.started_at.to_rfc3339()})
+                }
+                None => json!({"id": record.id.to_string(), "started_at": started_at.to_rfc3339()}),
+            },
+            as_of: None,
             steps: resumed.steps,
             unwritten: Vec::new(),
             unwritten_call: false,
@@ -171,6 +185,9 @@ pub(crate) fn execute(
             walk.settle(node, settled);
         }
         let recording = recording.map(Arc::new);
+        if record.mode == RunMode::Offline {
+            walk.as_of = recording.clone();
+        }
         if let Some(rec) = &recording {
             if let Some(from) = &rec.from {
                 walk.reuse(&record, rec, from, persist)?;
@@ -185,6 +202,10 @@ pub(crate) fn execute(
         let mut ready: Vec<Task> = Vec::new();
         // Blocks waiting for an administrator's approval (see `approval`).
         let mut waiting: HashSet<NodeIndex> = HashSet::new();
+        // Blocks that failed transiently, with their next attempt's time (see `retry`).
+        let mut retrying: HashMap<NodeIndex, DateTime<Utc>> = HashMap::new();
+        // A resumed run may hold blocks whose next attempt has not come yet.
+        let parked_blocks = walk.steps.iter().any(|s| s.status == StepStatus::Retrying);
         loop {
             if failure.is_none() && attention.is_none() && !cancelled {
                 // Start (or skip) every block whose predecessors have all settled.
@@ -195,6 +216,7 @@ pub(crate) fn execute(
                         if walk.settled[node.index()].is_some()
                             || walk.running.contains(&node)
                             || waiting.contains(&node)
+                            || retrying.contains_key(&node)
                         {
                             continue;
                         }
@@ -218,22 +240,56 @@ pub(crate) fn execute(
                                 progress = true;
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
-                                match approval::gate(&engine, &prepared, node, record.id, record.mode, persist)? {
+                                if parked_blocks {
+                                    if let Some(at) = walk
+                                        .retry_due_at(node)
+                                        .filter(|at| *at > inner.options.clock.now())
+                                    {
+                                        retrying.insert(node, at);
+                                        continue;
+                                    }
+                                }
+                                match approval::gate(
+                                    &engine,
+                                    &prepared,
+                                    node,
+                                    record.id,
+                                    record.mode,
+                                    persist,
+                                )? {
                                     Gate::Go => {}
                                     Gate::Wait => {
-                                        let mut step = walk.trivial_step(&record, node, StepStatus::WaitingApproval);
+                                        let mut step = walk.trivial_step(
+                                            &record,
+                                            node,
+                                            StepStatus::WaitingApproval,
+                                        );
                                         step.finished_at = None;
-                                        step.note = Some(format!("waiting for approval: `blockyard approve {} {}`", record.id, step.block));
+                                        step.note = Some(format!(
+                                            "waiting for approval: `blockyard approve {} {}`",
+                                            record.id, step.block
+                                        ));
                                         history.put_step(&step)?;
                                         walk.steps.push(step);
                                         waiting.insert(node);
                                         continue;
                                     }
                                     Gate::Rejected => {
-                                        let mut step = walk.trivial_step(&record, node, StepStatus::Failed);
+                                        let mut step =
+                                            walk.trivial_step(&record, node, StepStatus::Failed);
                                         step.error = Some(approval::REJECTED.to_owned());
-                                        if failure.is_none() && !prepared.workflow.graph.edges_directed(node, Direction::Outgoing).any(|e| e.weight().kind == EdgeKind::Failure) {
-                                            failure = Some(format!("block `{}` failed: {}", step.block, approval::REJECTED));
+                                        if failure.is_none()
+                                            && !prepared
+                                                .workflow
+                                                .graph
+                                                .edges_directed(node, Direction::Outgoing)
+                                                .any(|e| e.weight().kind == EdgeKind::Failure)
+                                        {
+                                            failure = Some(format!(
+                                                "block `{}` failed: {}",
+                                                step.block,
+                                                approval::REJECTED
+                                            ));
                                         }
                                         walk.record_settled(node, step, persist);
                                         progress = true;
@@ -259,7 +315,10 @@ pub(crate) fn execute(
                                     seq: walk.next_seq(),
                                     mode: record.mode,
                                     context: walk.context(),
-                                    subject: record.subject.as_ref().map(|s| (s.collection.clone(), s.key.clone())),
+                                    subject: record
+                                        .subject
+                                        .as_ref()
+                                        .map(|s| (s.collection.clone(), s.key.clone())),
                                     persist,
                                     recording: recording.clone(),
                                 };
@@ -279,7 +338,7 @@ pub(crate) fn execute(
             }
             // A block that is the only one in flight runs in the run's own task (no spawn, no
             // wake-up across threads); blocks that can run together each get a task.
-            let done = if ready.len() == 1 && tasks.is_empty() {
+            let mut done = if ready.len() == 1 && tasks.is_empty() {
                 let task = ready.pop().expect("one ready block");
                 Box::pin(block::execute(task)).await?
             } else {
@@ -299,8 +358,21 @@ pub(crate) fn execute(
             if persist {
                 walk.unflushed = true;
             }
-            if let Some(message) = done.attention {
+            if let Some(message) = done.attention.take() {
                 attention = Some(message);
+            }
+            if let Some(transient) = done.transient.take() {
+                if let Some(at) = walk.retry_later(&mut done, transient.vendor_wait)? {
+                    // Not settled: parked until `at` (its successors wait with it).
+                    if persist && !done.written {
+                        walk.unwritten.push(walk.steps.len());
+                        walk.unwritten_call = true;
+                    }
+                    walk.steps.push(done.step);
+                    retrying.insert(done.node, at);
+                    continue;
+                }
+                // It gave up: settled `failed`, as any failure.
             }
             for (k, v) in &done.step.saved {
                 if let Value::Object(fields) = &mut walk.subject {
@@ -337,22 +409,58 @@ pub(crate) fn execute(
         let (status, error) = if let Some(message) = attention {
             (RunStatus::NeedsAttention, Some(message))
         } else if cancelled {
-            (RunStatus::Cancelled, Some("cancelled between steps".to_owned()))
+            (
+                RunStatus::Cancelled,
+                Some("cancelled between steps".to_owned()),
+            )
         } else if let Some(message) = failure {
             (RunStatus::Failed, Some(message))
         } else if end.is_some_and(Settled::succeeded) {
-            (RunStatus::Succeeded, None)
+            // A block that failed and whose `on_failure` edge was taken (the run went on):
+            // the run is not reported as if nothing failed.
+            let handled: Vec<String> = walk
+                .settled
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.status == StepStatus::Failed))
+                .map(|(i, _)| {
+                    let block = prepared.workflow.graph[NodeIndex::new(i)].id.as_str();
+                    let error = walk
+                        .steps
+                        .iter()
+                        .rev()
+                        .find(|s| s.block == block)
+                        .and_then(|s| s.error.as_deref())
+                        .unwrap_or("no detail");
+                    format!("block `{block}` failed: {error}")
+                })
+                .collect();
+            if handled.is_empty() {
+                (RunStatus::Succeeded, None)
+            } else {
+                (
+                    RunStatus::CompletedWithFailures,
+                    Some(format!(
+                        "{}; the run went on through the `on_failure` path",
+                        handled.join("; ")
+                    )),
+                )
+            }
+        } else if let Some((node, at)) = retrying.iter().min_by_key(|(_, at)| **at) {
+            // Parked until the earliest next attempt; the run record's `wake_at` sets its timer.
+            record.wake_at = Some(*at);
+            (RunStatus::Retrying, Some(walk.retrying_error(*node)))
         } else if !waiting.is_empty() {
             (RunStatus::WaitingApproval, None)
         } else {
-            (
-                RunStatus::Failed,
-                Some("no path reached `end`".to_owned()),
-            )
+            (RunStatus::Failed, Some("no path reached `end`".to_owned()))
         };
         record.status = status;
         record.error = error;
-        if status != RunStatus::WaitingApproval {
+        if status != RunStatus::Retrying {
+            record.wake_at = None;
+        }
+        if status.is_finished() {
             record.finished_at = Some(Utc::now());
         }
         if persist {
@@ -360,6 +468,9 @@ pub(crate) fn execute(
             walk.write_unwritten()?;
             history.put_run(&record)?;
             walk.flush().await?;
+            if record.wake_at.is_some() {
+                inner.parked.notify_one();
+            }
         }
         inner.cancels.clear(record.id);
         tracing::debug!(status = %record.status, "run finished");
@@ -391,6 +502,8 @@ struct Walk<'a> {
     subject: Value,
     vars: Map<String, Value>,
     run_context: Value,
+    /// An offline replay's recording, whose instants the replay's steps take (see `as_of`).
+    as_of: Option<Arc<Recording>>,
     steps: Vec<StepRecord>,
     /// Indices into `steps` of the steps not written to history yet.
     unwritten: Vec<usize>,
@@ -424,6 +537,78 @@ impl Walk<'_> {
         }
         self.unwritten_call = false;
         Ok(())
+    }
+
+    /// The last step of `node`'s block, if it is `retrying`: the time of its next attempt.
+    fn retry_due_at(&self, node: NodeIndex) -> Option<DateTime<Utc>> {
+        let block = self.prepared.workflow.graph[node].id.as_str();
+        let last = self.steps.iter().rev().find(|s| s.block == block)?;
+        (last.status == StepStatus::Retrying)
+            .then(|| last.retry.and_then(|r| r.next_at))
+            .flatten()
+    }
+
+    /// Schedules the next attempt of a block whose call failed transiently (its step says
+    /// `retrying`): the attempt number and first failure come from the block's previous
+    /// transient failure. Returns the next attempt's time; `None` when the block gives up, its step
+    /// then `failed` (the run goes on as for any failure).
+    fn retry_later(
+        &mut self,
+        done: &mut BlockDone,
+        vendor_wait: Option<Duration>,
+    ) -> Result<Option<DateTime<Utc>>, ExecError> {
+        let inner = &self.engine.inner;
+        let block = &self.prepared.workflow.graph[done.node];
+        let give_up_after = match &block.kind {
+            BlockKind::Api(call) => call.retry.give_up_after,
+            BlockKind::RoleRetrieval(role) => role.call.retry.give_up_after,
+            BlockKind::Begin | BlockKind::End => None,
+        }
+        .unwrap_or(retry::DEFAULT_GIVE_UP_AFTER);
+        // The block's last transient failure (a step after it may be a write's `sending` intent
+        // that a crash interrupted: the attempts still count on).
+        let previous = self
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| s.block == done.step.block)
+            .find_map(|s| s.retry);
+        let step_retry = retry::step_retry(
+            &inner.options.durable_retry,
+            give_up_after,
+            previous,
+            inner.options.clock.now(),
+            vendor_wait,
+        );
+        let step = &mut done.step;
+        step.retry = Some(step_retry);
+        if step_retry.next_at.is_none() {
+            step.status = StepStatus::Failed;
+            let attempts = match step_retry.attempt {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
+            step.error = Some(format!(
+                "gave up after {} of transient failures ({attempts}, `retry.give_up_after`); the last: {}",
+                retry::spoken(give_up_after),
+                step.error.as_deref().unwrap_or("no detail")
+            ));
+            done.settled.status = StepStatus::Failed;
+        }
+        if done.written {
+            // A live write's step has its own entry: it is written again with its retry.
+            inner.history.put_step(step)?;
+        }
+        Ok(step_retry.next_at)
+    }
+
+    /// The run's error while it waits to retry `node`'s block.
+    fn retrying_error(&self, node: NodeIndex) -> String {
+        let block = self.prepared.workflow.graph[node].id.as_str();
+        let step = self.steps.iter().rev().find(|s| s.block == block);
+        let attempt = step.and_then(|s| s.retry).map_or(1, |r| r.attempt);
+        let error = step.and_then(|s| s.error.as_deref()).unwrap_or("no detail");
+        format!("block `{block}` failed transiently (attempt {attempt}): {error}")
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -470,15 +655,19 @@ impl Walk<'_> {
     }
 
     /// `None` while a predecessor has not settled; else whether an edge into `node` was taken.
+    /// Conditions are evaluated as of when the last predecessor settled (see [`crate::as_of`]).
     fn entry(&self, node: NodeIndex) -> Option<bool> {
         let graph = &self.prepared.workflow.graph;
-        let mut edges = graph.edges_directed(node, Direction::Incoming).peekable();
-        if edges.peek().is_none() {
-            return Some(true); // `begin`
+        let mut ready: Option<DateTime<Utc>> = None;
+        for edge in graph.edges_directed(node, Direction::Incoming) {
+            ready = ready.max(Some(self.settled[edge.source().index()].as_ref()?.at));
         }
+        let Some(ready) = ready else {
+            return Some(true); // `begin`
+        };
         let mut taken = false;
         let mut context: Option<Value> = None;
-        for edge in edges {
+        for edge in graph.edges_directed(node, Direction::Incoming) {
             let source = self.settled[edge.source().index()].as_ref()?;
             if taken {
                 continue;
@@ -494,7 +683,7 @@ impl Walk<'_> {
                 None => true,
                 Some(condition) => {
                     let context = context.get_or_insert_with(|| self.context());
-                    match context::eval(condition, context) {
+                    match crate::as_of::at(ready, || context::eval(condition, context)) {
                         Ok(value) => value,
                         Err(message) => {
                             tracing::warn!(
@@ -518,18 +707,24 @@ impl Walk<'_> {
         node: NodeIndex,
         status: StepStatus,
     ) -> StepRecord {
-        let now = Utc::now();
         let block = &self.prepared.workflow.graph[node];
+        let (started, finished) = match &self.as_of {
+            Some(recording) => recording.instants(block.id.as_str()),
+            None => {
+                let now = Utc::now();
+                (now, now)
+            }
+        };
         let seq = self.next_seq();
         StepRecord {
-            finished_at: Some(now),
+            finished_at: Some(finished),
             ..StepRecord::new(
                 record.id,
                 seq,
                 block.id.as_str(),
                 block.kind.name(),
                 status,
-                now,
+                started,
             )
         }
     }

@@ -119,6 +119,7 @@ impl Redactor {
 
 fn redact_request(secrets: &[Arc<str>], request: &mut RenderedRequest) {
     redact_str(secrets, &mut request.url);
+    redact_str(secrets, &mut request.base_url);
     for (name, value) in request.query.iter_mut().chain(request.headers.iter_mut()) {
         if is_sensitive_name(name) {
             REDACTED.clone_into(value);
@@ -252,6 +253,7 @@ mod tests {
             headers: vec![("Authorization".to_owned(), REDACTED.to_owned())],
             body: Some(json!({"email": "s3cr3t-token", "password": "p", "n": 1})),
             merge_read: None,
+            base_url: "http://u:pw@h".to_owned(),
         };
         let shown = r.request(&request);
         assert_eq!(shown.url, "http://u:[redacted]@h/invite/[redacted]");

@@ -60,6 +60,10 @@ pub struct RenderedRequest {
     /// For read-modify-write actions: the read whose result this request's body is merged into.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merge_read: Option<Box<RenderedRequest>>,
+    /// The base URL `url` is below (the credential's, else the vendor's). Not part of the request
+    /// as shown and diffed: history keeps it beside it (`StepRecord::base_url`), for replay.
+    #[serde(skip)]
+    pub base_url: String,
 }
 
 /// Name/value pairs as a JSON object (a repeated name keeps its last value).
@@ -401,6 +405,7 @@ pub fn render(
         headers,
         body,
         merge_read: None,
+        base_url: base_url.to_owned(),
     })
 }
 

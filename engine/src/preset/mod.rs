@@ -483,6 +483,14 @@ impl PresetRegistry {
 
 /// Parses and checks one preset file.
 pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> {
+    crate::spec::limits::check(text).map_err(|err| {
+        vec![PresetError {
+            file: file.to_owned(),
+            line: err.location.line,
+            column: err.location.column,
+            message: format!("{}; {}", err.limit, err.limit.hint()),
+        }]
+    })?;
     let spec: VendorSpec = serde_yaml::from_str(text).map_err(|err| {
         let location = crate::spec::yaml_error_location(&err);
         vec![PresetError {

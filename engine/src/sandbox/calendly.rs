@@ -601,18 +601,6 @@ fn remove_membership(s: &mut CalendlyState, uuid: &str) -> Response {
     http::empty(StatusCode::NO_CONTENT)
 }
 
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.contains(char::is_whitespace)
-        && !domain.contains('@')
-}
-
 fn invite(s: &mut CalendlyState, org: &str, ctx: &Ctx<'_>) -> Response {
     if org != s.org {
         return permission_denied("You cannot modify members from another organization");
@@ -632,7 +620,7 @@ fn invite(s: &mut CalendlyState, org: &str, ctx: &Ctx<'_>) -> Response {
     if email.is_empty() {
         return invalid("email", "must be filled");
     }
-    if !valid_email(email) {
+    if !http::valid_email(email) {
         return error(
             StatusCode::BAD_REQUEST,
             "Invalid Email",

@@ -152,3 +152,17 @@ pub(crate) fn with_header(mut response: Response, name: &'static str, value: &st
     }
     response
 }
+
+/// Whether `email` looks like an address a vendor accepts: a local part, one `@`, and a domain
+/// with a dot inside it (`grace@example` is refused), without whitespace.
+pub(crate) fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.contains(char::is_whitespace)
+        && !domain.contains('@')
+}

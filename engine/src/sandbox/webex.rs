@@ -2,7 +2,8 @@
 //!
 //! Faithful quirks: `POST /people` answers 200 (not 201); `PUT` replaces the whole record and
 //! needs `displayName`; every person holds the implicitly assigned "Messaging" license, so a PUT
-//! that leaves it out answers 400; lists page with an RFC 5988 `Link: <…>; rel="next"` header
+//! that leaves it out answers 400, and so does an address without a dotted domain (as Calendly's
+//! invite refuses it); lists page with an RFC 5988 `Link: <…>; rel="next"` header
 //! pointing back at the sandbox; errors are `{"message","errors":[{"description"}],"trackingId"}`
 //! with the same id in the `Trackingid` header. The token belongs to an administrator, so
 //! `GET /people` without filters lists everyone.
@@ -542,7 +543,7 @@ fn create_person(s: &mut WebexState, ctx: &Ctx<'_>) -> Response {
         Err(message) => return error(ctx, StatusCode::BAD_REQUEST, &message),
     };
     let emails = match input.emails {
-        Some(e) if !e.is_empty() && e.iter().all(|e| e.contains('@')) => e,
+        Some(e) if !e.is_empty() && e.iter().all(|e| http::valid_email(e)) => e,
         _ => {
             return error(
                 ctx,
@@ -622,7 +623,7 @@ fn replace_person(s: &mut WebexState, id: &str, ctx: &Ctx<'_>) -> Response {
     };
     let emails = match input.emails {
         None => current.emails.clone(),
-        Some(e) if !e.is_empty() && e.iter().all(|e| e.contains('@')) => e,
+        Some(e) if !e.is_empty() && e.iter().all(|e| http::valid_email(e)) => e,
         Some(_) => {
             return error(
                 ctx,

@@ -12,12 +12,15 @@
 //! is invalid), settles the queue entries a previous process started but did not acknowledge
 //! (see [`worker`]), drops the holds on subject records that process left and evaluates the
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
-//! the background, then starts the scheduler, the worker and the server. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
+//! the background, then starts the scheduler, the worker, the timer loop that wakes parked
+//! (`retrying`) runs when their time comes ([`wake`]) and the server. The engine times durable
+//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
 //! fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
 //! crash: the next start resumes it from its last durable step), and flushes the store.
 
+pub mod wake;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -60,7 +63,8 @@ pub struct ServiceConfig {
     pub poll: Duration,
     /// How long [`Service::shutdown`] lets runs in flight finish.
     pub grace: Duration,
-    /// The scheduler's clock.
+    /// The scheduler's and the timer loop's clock (the engine's too: it replaces
+    /// `engine.clock`).
     pub clock: Clock,
 }
 
@@ -246,6 +250,8 @@ pub struct Service {
     fired: mpsc::UnboundedSender<Fired>,
     forward: JoinHandle<()>,
     worker: JoinHandle<()>,
+    /// The timer loop ([`wake`]).
+    timers: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -254,7 +260,11 @@ impl Service {
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let store = Store::open(&config.data_dir)?;
         let client = Client::new(config.presets.clone(), config.credentials.clone())?;
-        let engine = Engine::new(&store, client, config.vars.clone(), config.engine)?;
+        let options = EngineOptions {
+            clock: config.clock,
+            ..config.engine
+        };
+        let engine = Engine::new(&store, client, config.vars.clone(), options)?;
         let workflows = Workflows::load(&config.workflows, &engine, &config.vars)?;
         // A save by one workflow can start another: run writes evaluate the loaded triggers.
         engine.set_triggers(workflows.triggers.clone());
@@ -284,12 +294,20 @@ impl Service {
                 "record changes held back while a stopped process had runs in flight started runs"
             );
         }
+        // Listed now, before the timer loop can wake a parked run into `running`: each run is
+        // continued by one of them, never both.
+        let unfinished = shared.engine.history().unfinished()?;
         let resumer = shared.clone();
         shared.spawn_tracked(async move {
-            match resumer.engine.resume_unfinished().await {
-                Ok(outcomes) if outcomes.is_empty() => {}
-                Ok(outcomes) => tracing::info!(runs = outcomes.len(), "resumed unfinished runs"),
-                Err(err) => tracing::error!(error = %err, "resuming unfinished runs failed"),
+            let count = unfinished.len();
+            for run in unfinished {
+                let id = run.id;
+                if let Err(err) = resumer.engine.resume_record(run).await {
+                    tracing::error!(run_id = %id, error = %err, "resuming an unfinished run failed");
+                }
+            }
+            if count > 0 {
+                tracing::info!(runs = count, "resumed unfinished runs");
             }
         });
         let (fired, mut fired_rx) = mpsc::unbounded_channel::<Fired>();
@@ -301,7 +319,8 @@ impl Service {
         });
         let scheduler = start_scheduler(&shared, &config, fired.clone());
         let (stop, stopped) = watch::channel(false);
-        let worker = tokio::spawn(worker::run(shared.clone(), stopped, config.poll));
+        let worker = tokio::spawn(worker::run(shared.clone(), stopped.clone(), config.poll));
+        let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
         let server = Server::start(
             ServerConfig::new(config.listen, config.token.clone()),
             crate::server::api::routes(shared.clone()),
@@ -312,6 +331,7 @@ impl Service {
             Err(err) => {
                 let _ = stop.send(true);
                 let _ = worker.await;
+                let _ = timers.await;
                 let _ = scheduler.stop().await;
                 return Err(err.into());
             }
@@ -324,6 +344,7 @@ impl Service {
             fired,
             forward,
             worker,
+            timers,
             stop,
         })
     }
@@ -375,6 +396,7 @@ impl Service {
         self.server.shutdown().await;
         let _ = self.stop.send(true);
         let _ = self.worker.await;
+        let _ = self.timers.await;
         if let Some(scheduler) = self.scheduler.lock().await.take() {
             scheduler.stop().await?;
         }

@@ -11,6 +11,8 @@
 //! deep in one block points at its key and does not hide the errors of the other blocks. A block
 //! with an unknown key is retried without it, so every unknown key is reported, not only the first.
 //! `serde_yaml` is used only in this module and [`crate::preset`], so it can be swapped.
+//! [`limits::check`] refuses a file nested too deep or whose aliases expand too far before anything
+//! is built from it (the same check guards presets and `blockyard.yaml`).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -23,11 +25,14 @@ use serde_json::Value;
 
 use crate::compile::{CompileError, CompileErrorKind};
 
+mod answers;
+pub mod limits;
 mod load;
 pub mod location;
 mod targets;
 mod unique;
 
+pub use answers::{AnswerSpec, AnswerStatus, Answers};
 pub(crate) use load::reword;
 pub use load::{
     load, load_partial, load_str, strip_position, yaml_error_location, BrokenBlock, LoadedSpec,
@@ -238,6 +243,11 @@ pub struct ApiSpec {
     /// Values later blocks read as `blocks.ID.outputs.NAME`.
     #[serde(default, deserialize_with = "unique::map")]
     pub outputs: IndexMap<String, Value>,
+    /// Vendor answers that are results, not failures: statuses (`409`), `not_found` (a 404 or a
+    /// find preset's empty list), or `{status, when}`. The block succeeds on them without
+    /// `save:` or `outputs:` (`found: false` on not found), and its `next` edges route on them.
+    #[serde(default)]
+    pub answers: Answers,
     /// Retry policy for retryable failures.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
@@ -366,7 +376,10 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<V
     Value::deserialize(deserializer).map(Some)
 }
 
-/// A retry policy: exponential backoff with jitter, for retryable failures only.
+/// A retry policy: `max_attempts`, `initial_delay`, `max_delay` and `max_elapsed` bound the
+/// retries within one call (exponential backoff with jitter, for retryable failures only);
+/// `give_up_after` bounds the durable retries of the block after that (the run waits as
+/// `retrying`, across restarts).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
@@ -382,6 +395,11 @@ pub struct RetrySpec {
     /// The longest time all attempts together may take, such as `2m`.
     #[serde(default)]
     pub max_elapsed: Option<String>,
+    /// How long a block whose call keeps failing transiently (429, 5xx, 408, timeouts,
+    /// connection errors) is tried again, durably, counted from its first transient failure,
+    /// such as `24h` (the default); `0s` fails the block at the first one.
+    #[serde(default)]
+    pub give_up_after: Option<String>,
 }
 
 /// A workflow file's text and the name to show for it in errors.

@@ -14,6 +14,11 @@
 //!   definition it ran, even after the file changed;
 //! - `subjects`: lowercased subject key (an email) + `0x00` + run id → empty: a person's timeline.
 //!
+//! A parked run that continues by itself (`retrying`) has a durable timer ([`super::timers`]),
+//! kept in step with its record by [`History::put_run`]; [`History::wake`] claims a run whose
+//! timer fell due and [`History::cancel_parked`] cancels a parked run at once, each as one atomic
+//! swap of the run record.
+//!
 //! Durability is group commit: writers put their entries, then await [`History::durable`]. One
 //! caller at a time flushes (the leader); every caller that arrives while that flush is in flight
 //! waits for it to finish and then either finds its writes covered (they were made before the
@@ -37,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use ulid::Ulid;
 
+use super::timers::Timers;
 use super::{timestamp, trees, Store, StoreError};
 
 /// A run's id: a ULID, so ids sort by creation time.
@@ -48,11 +54,11 @@ impl RunId {
         RunId(Ulid::new())
     }
 
-    fn key(self) -> [u8; 16] {
+    pub(crate) fn key(self) -> [u8; 16] {
         self.0 .0.to_be_bytes()
     }
 
-    fn from_key(bytes: &[u8]) -> Option<RunId> {
+    pub(crate) fn from_key(bytes: &[u8]) -> Option<RunId> {
         let bytes: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
         Some(RunId(Ulid(u128::from_be_bytes(bytes))))
     }
@@ -97,71 +103,138 @@ impl<'de> Deserialize<'de> for RunId {
     }
 }
 
-/// Where a run is in its life.
+/// Where a run is in its life: the one vocabulary history, the API, the CLI (`--status`, the
+/// exit codes of `run`, `resume`, `approve` and `replay`) and the demo use.
+///
+/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, and the reserved `waiting`
+/// and `held`. Finished: `succeeded` (every block that ran succeeded), `completed_with_failures`
+/// (the run reached `end`, but a block failed and the run went on through its `on_failure` path:
+/// never reported like `succeeded`), `failed`, `cancelled`, `needs_attention`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Waiting for a slot (or for `serve` to pick it up).
     Queued,
     Running,
+    /// A block's call failed transiently; the run waits for its next attempt, durably.
+    Retrying,
+    /// A block says `approval: required`; the run continues after `blockyard approve` (or
+    /// `reject`). Not finished, but not resumed by `resume` either.
+    WaitingApproval,
+    /// Reserved: a timed wait (the `wait` block).
+    Waiting,
+    /// Reserved: held by a guard (a mass-change guard) until someone releases it.
+    Held,
+    /// Every block that ran succeeded, and the run reached `end`.
     Succeeded,
+    /// The run reached `end` through a failure path: at least one block failed and its
+    /// `on_failure` edge was taken.
+    CompletedWithFailures,
+    /// A block failed with no `on_failure` edge, or no path reached `end`.
     Failed,
     Cancelled,
     /// A write's outcome is unknown and no probe can tell: a person must look before it is sent.
     NeedsAttention,
-    /// A block says `approval: required`; the run continues after `blockyard approve` (or
-    /// `reject`). Not finished, but not resumed by `resume` either.
-    WaitingApproval,
 }
 
 impl RunStatus {
-    pub const NAMES: [&'static str; 7] = [
+    pub const ALL: [RunStatus; 11] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Retrying,
+        RunStatus::WaitingApproval,
+        RunStatus::Waiting,
+        RunStatus::Held,
+        RunStatus::Succeeded,
+        RunStatus::CompletedWithFailures,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::NeedsAttention,
+    ];
+
+    pub const NAMES: [&'static str; 11] = [
         "queued",
         "running",
+        "retrying",
+        "waiting_approval",
+        "waiting",
+        "held",
         "succeeded",
+        "completed_with_failures",
         "failed",
         "cancelled",
         "needs_attention",
-        "waiting_approval",
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Retrying => "retrying",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Held => "held",
             RunStatus::Succeeded => "succeeded",
+            RunStatus::CompletedWithFailures => "completed_with_failures",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::NeedsAttention => "needs_attention",
-            RunStatus::WaitingApproval => "waiting_approval",
         }
     }
 
     pub fn parse(name: &str) -> Option<RunStatus> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map(|i| match i {
-                0 => RunStatus::Queued,
-                1 => RunStatus::Running,
-                2 => RunStatus::Succeeded,
-                3 => RunStatus::Failed,
-                4 => RunStatus::Cancelled,
-                5 => RunStatus::NeedsAttention,
-                _ => RunStatus::WaitingApproval,
-            })
+        RunStatus::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True for a run that waits, not in flight, for a time (`retrying`, `waiting`: it has a
+    /// timer, see [`super::timers`]) or a person (`waiting_approval`, `held`). `resume` leaves
+    /// such a run alone; cancelling it cancels it at once ([`History::cancel_parked`]).
+    pub fn is_parked(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Retrying | RunStatus::WaitingApproval | RunStatus::Waiting | RunStatus::Held
+        )
     }
 
     /// True once nothing more will happen to the run.
     pub fn is_finished(self) -> bool {
         match self {
-            RunStatus::Queued | RunStatus::Running | RunStatus::WaitingApproval => false,
+            RunStatus::Queued
+            | RunStatus::Running
+            | RunStatus::Retrying
+            | RunStatus::WaitingApproval
+            | RunStatus::Waiting
+            | RunStatus::Held => false,
             RunStatus::Succeeded
+            | RunStatus::CompletedWithFailures
             | RunStatus::Failed
             | RunStatus::Cancelled
             | RunStatus::NeedsAttention => true,
         }
     }
+
+    /// The exit code of a command that ran (or resumed, approved, replayed) a run and stopped
+    /// with it in this status: 0 succeeded, 1 failed, 3 completed with failures, 4 needs
+    /// attention, 5 cancelled, 6 not finished (2 is for usage and setup errors, before any run).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed => 1,
+            RunStatus::CompletedWithFailures => 3,
+            RunStatus::NeedsAttention => 4,
+            RunStatus::Cancelled => 5,
+            RunStatus::Queued
+            | RunStatus::Running
+            | RunStatus::Retrying
+            | RunStatus::WaitingApproval
+            | RunStatus::Waiting
+            | RunStatus::Held => 6,
+        }
+    }
 }
+
+/// The exit codes [`RunStatus::exit_code`] gives, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
 
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -287,9 +360,17 @@ pub struct RunRecord {
     /// For a replay `--from BLOCK`: the block it ran from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_block: Option<String>,
-    /// Why the run failed or needs attention.
+    /// Why the run failed, needs attention, or (`retrying`) why its last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When a parked run continues by itself: a `retrying` run's next attempt. The store keeps
+    /// a timer for it ([`super::timers`]); `None` for every other run.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "timestamp::option"
+    )]
+    pub wake_at: Option<DateTime<Utc>>,
     /// True once `history prune` dropped the step payloads.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pruned: bool,
@@ -309,6 +390,9 @@ pub enum StepStatus {
     Planned,
     /// The block needs an administrator's approval before it runs.
     WaitingApproval,
+    /// The block's call failed transiently (429, 5xx, 408, a timeout, a connection error): the
+    /// block is tried again at the step's `retry.next_at`, and has not settled.
+    Retrying,
 }
 
 impl StepStatus {
@@ -320,6 +404,7 @@ impl StepStatus {
             StepStatus::Skipped => "skipped",
             StepStatus::Planned => "planned",
             StepStatus::WaitingApproval => "waiting_approval",
+            StepStatus::Retrying => "retrying",
         }
     }
 }
@@ -366,6 +451,11 @@ pub struct StepRecord {
     /// The rendered request, secrets redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Value>,
+    /// The base URL the request was rendered below (the credential's, else the vendor's): an
+    /// offline replay without a config renders with it. Runs recorded before it was kept have
+    /// none; their replay derives it from `request.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<StepResponse>,
     /// Fields written onto the subject record.
@@ -378,6 +468,10 @@ pub struct StepRecord {
     /// Something worth knowing that is not an error (a probe's verdict, a held-back write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A durable retry: set on a `retrying` step, and on the `failed` step of a block that gave
+    /// up after transient failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<StepRetry>,
     #[serde(serialize_with = "timestamp::serialize")]
     pub started_at: DateTime<Utc>,
     #[serde(
@@ -415,17 +509,36 @@ impl StepRecord {
             attempts: 0,
             inputs: None,
             request: None,
+            base_url: None,
             response: None,
             saved: Map::new(),
             outputs: Map::new(),
             error: None,
             note: None,
+            retry: None,
             started_at: at,
             finished_at: None,
             duration_us: 0,
             http_us: 0,
         }
     }
+}
+
+/// Where a block is in its durable retries (see [`StepStatus::Retrying`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRetry {
+    /// Which attempt of the block this step was: 1 for the first call that failed transiently.
+    pub attempt: u32,
+    /// When the block first failed transiently; `retry.give_up_after` counts from here.
+    #[serde(serialize_with = "timestamp::serialize")]
+    pub since: DateTime<Utc>,
+    /// When the block is tried again; `None` once it gave up.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "timestamp::option"
+    )]
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// Which runs `history list` shows.
@@ -454,6 +567,7 @@ pub struct History {
     steps: sled::Tree,
     snapshots: sled::Tree,
     subjects: sled::Tree,
+    timers: Timers,
     commit: Arc<GroupCommit>,
 }
 
@@ -564,12 +678,18 @@ impl History {
             steps: store.tree(trees::STEPS)?,
             snapshots: store.tree(trees::SNAPSHOTS)?,
             subjects: store.tree(trees::SUBJECTS)?,
+            timers: Timers::open(store)?,
             commit: Arc::default(),
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The parked runs' timers (kept in step with the run records by [`History::put_run`]).
+    pub fn timers(&self) -> &Timers {
+        &self.timers
     }
 
     /// Makes every history write made before this call durable, sharing the fsync with every
@@ -638,8 +758,18 @@ impl History {
     /// Writes a run record (creating it, or replacing the stored one) and, while the run is
     /// `queued` or `running` (a run record is always first written in one of those), its subject
     /// index entry: later writes of the record find it there already.
+    ///
+    /// The run's timer follows the record: a record with a `wake_at` sets it (before the record
+    /// is written), any other drops it (after), so a cancelled or finished run never wakes. A
+    /// crash between the two leaves at most a stale timer, which [`History::wake`] ignores.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        if let Some(at) = run.wake_at {
+            self.timers.set(run.id, at)?;
+        }
         self.runs.insert(run.id.key(), encode(run))?;
+        if run.wake_at.is_none() {
+            self.timers.cancel(run.id)?;
+        }
         let first_write = matches!(run.status, RunStatus::Queued | RunStatus::Running);
         if let Some(subject) = run.subject.as_ref().filter(|_| first_write) {
             let mut key = subject.index_key().into_bytes();
@@ -758,15 +888,84 @@ impl History {
         Ok(out)
     }
 
-    /// Runs that were queued or running when their process stopped, oldest first.
+    /// Claims a parked run whose timer fell due, to continue it: a `retrying` (or `waiting`)
+    /// record becomes `running` (its `wake_at` cleared, its timer dropped) in one atomic swap, so
+    /// of two callers waking the same run only one gets it. Returns the record to resume, or
+    /// `None` when the run is not parked on a timer (cancelled, finished, already woken): its
+    /// stale timer, if any, is dropped.
+    pub fn wake(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        self.swap_parked(id, |run| {
+            matches!(run.status, RunStatus::Retrying | RunStatus::Waiting).then(|| RunRecord {
+                status: RunStatus::Running,
+                wake_at: None,
+                ..run.clone()
+            })
+        })
+    }
+
+    /// Cancels a parked run (see [`RunStatus::is_parked`]) at once: it becomes `cancelled` with
+    /// `reason` as its error, and its timer is dropped, in one atomic swap (a timer waking it at
+    /// the same moment finds it cancelled). Returns the cancelled record, or `None` when the run
+    /// is not parked (in flight, finished, or unknown). Not flushed.
+    pub fn cancel_parked(
+        &self,
+        id: RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        self.swap_parked(id, |run| {
+            run.status.is_parked().then(|| RunRecord {
+                status: RunStatus::Cancelled,
+                error: Some(reason.to_owned()),
+                finished_at: Some(at),
+                wake_at: None,
+                ..run.clone()
+            })
+        })
+    }
+
+    /// Replaces run `id`'s record with `change(record)` when that is `Some`, atomically (a
+    /// compare-and-swap, tried again if another writer got there first), then drops its timer.
+    fn swap_parked(
+        &self,
+        id: RunId,
+        change: impl Fn(&RunRecord) -> Option<RunRecord>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let key = id.key();
+        loop {
+            let Some(old) = self.runs.get(key)? else {
+                self.timers.cancel(id)?;
+                return Ok(None);
+            };
+            let run: RunRecord =
+                serde_json::from_slice(&old).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let Some(new) = change(&run) else {
+                if run.wake_at.is_none() {
+                    self.timers.cancel(id)?;
+                }
+                return Ok(None);
+            };
+            let swapped = self
+                .runs
+                .compare_and_swap(key, Some(old), Some(encode(&new)))?;
+            if swapped.is_ok() {
+                self.timers.cancel(id)?;
+                return Ok(Some(new));
+            }
+        }
+    }
+
+    /// Runs that were queued or running when their process stopped, oldest first (not the
+    /// parked ones: a timer or a person continues those).
     pub fn unfinished(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
         for entry in self.runs.iter() {
             let (key, value) = entry?;
             let run: RunRecord =
                 serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
-            // A run waiting for approval continues when approved, not on `resume`.
-            if !run.status.is_finished() && run.status != RunStatus::WaitingApproval {
+            // A run waiting for approval continues when approved, a retrying one when its timer
+            // falls due: not on `resume`.
+            if !run.status.is_finished() && !run.status.is_parked() {
                 out.push(run);
             }
         }
@@ -835,6 +1034,7 @@ mod tests {
             replay_of: None,
             from_block: None,
             error: None,
+            wake_at: None,
             pruned: false,
         }
     }
@@ -886,6 +1086,75 @@ mod tests {
         assert_eq!(blocks(pruned.clone()), order);
         assert!(pruned.iter().all(|s| s.response.is_none()));
         assert_eq!(pruned[2].status, StepStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_parked_runs_timer_follows_its_record_and_only_one_caller_wakes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let at = Utc::now() + chrono::TimeDelta::minutes(5);
+        let mut run = run_record(RunStatus::Retrying);
+        run.wake_at = Some(at);
+        history.put_run(&run).unwrap();
+        let timer = history.timers().get(run.id).unwrap().unwrap();
+        assert_eq!(
+            (timer.run, timer.at.timestamp_millis()),
+            (run.id, at.timestamp_millis())
+        );
+        // Parked runs are not `unfinished`: their timer (or a person) continues them.
+        assert!(history.unfinished().unwrap().is_empty());
+
+        // Woken once: the record becomes `running`, the timer goes; a second caller gets nothing.
+        let woken = history.wake(run.id).unwrap().unwrap();
+        assert_eq!((woken.status, woken.wake_at), (RunStatus::Running, None));
+        assert_eq!(history.run(run.id).unwrap().unwrap(), woken);
+        assert!(history.timers().get(run.id).unwrap().is_none());
+        assert_eq!(history.wake(run.id).unwrap(), None);
+        assert_eq!(history.unfinished().unwrap(), std::slice::from_ref(&woken));
+
+        // Any record without `wake_at` drops the timer: a finished run never wakes.
+        history.put_run(&run).unwrap();
+        let finished = RunRecord {
+            status: RunStatus::Failed,
+            wake_at: None,
+            ..run.clone()
+        };
+        history.put_run(&finished).unwrap();
+        assert!(history.timers().all().unwrap().is_empty());
+
+        // Cancelled at once while parked; not when in flight or finished.
+        history.put_run(&run).unwrap();
+        let now = Utc::now();
+        let cancelled = history
+            .cancel_parked(run.id, "cancelled while waiting to retry", now)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.status, RunStatus::Cancelled);
+        assert_eq!(
+            cancelled.error.as_deref(),
+            Some("cancelled while waiting to retry")
+        );
+        assert_eq!(
+            (cancelled.finished_at, cancelled.wake_at),
+            (Some(now), None)
+        );
+        assert!(history.timers().all().unwrap().is_empty());
+        assert_eq!(
+            history.wake(run.id).unwrap(),
+            None,
+            "a cancelled run never wakes"
+        );
+        assert_eq!(history.cancel_parked(run.id, "again", now).unwrap(), None);
+        history.put_run(&woken).unwrap();
+        assert_eq!(
+            history.cancel_parked(run.id, "in flight", now).unwrap(),
+            None
+        );
+        // A stale timer (its record no longer parked) is dropped by whoever tries to wake it.
+        history.timers().set(run.id, at).unwrap();
+        assert_eq!(history.wake(run.id).unwrap(), None);
+        assert!(history.timers().all().unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

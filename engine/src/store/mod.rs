@@ -1,7 +1,8 @@
 //! The embedded store: one sled database in the data dir, behind this module only.
 //!
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
-//! workflow snapshots, the subject index), records (`people`, `saas_users`), and the trigger queue.
+//! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
+//! (`people`, `saas_users`), and the trigger queue.
 //! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
 //! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
 //! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
@@ -15,6 +16,7 @@ pub mod history;
 pub mod in_flight;
 pub mod queue;
 pub mod records;
+pub mod timers;
 mod timestamp;
 
 /// Names of the trees, in one place.

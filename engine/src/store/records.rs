@@ -11,8 +11,15 @@
 //! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all the trees:
 //! a record, the run requests its change triggers, and the trace of that decision become durable
 //! together or not at all, so a crash can neither lose a trigger nor leave one for a record that
-//! was never written. Callers batch (an import writes a few hundred rows per transaction) and flush
-//! once at the end; nothing here fsyncs per write.
+//! was never written. What a change triggers is decided before the transaction (deciding evaluates
+//! rules, and a sled transaction holds a lock that every other store access waits for), and the
+//! transaction applies it only if the records (and the subjects' in-flight entries) are still as
+//! they were read. Callers batch (an import writes a few hundred rows per transaction) and flush
+//! once at the end; nothing here fsyncs per write. The write is synchronous and evaluates rules;
+//! async callers use [`RecordStore::write_blocking`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -105,6 +112,12 @@ impl RecordStore {
     /// Applies `writes` in order, in one transaction with the run requests `triggers` decide on
     /// and their traces. Not flushed: call [`Store::flush`] when the batch should be durable.
     ///
+    /// The decisions are made before the transaction, on the records as they are read then: they
+    /// evaluate rules, and a sled transaction holds a lock every other read and write of the store
+    /// waits for. The transaction then checks that each record (and each subject's in-flight
+    /// entry) is still as read, and applies the records and the decisions; when one changed in
+    /// between, the batch is decided again.
+    ///
     /// A write of a subject with a run in flight is applied but its evaluation held back until
     /// the run is done (see [`super::in_flight`]).
     pub fn write(
@@ -125,156 +138,159 @@ impl RecordStore {
         now: DateTime<Utc>,
         by: Option<&str>,
     ) -> Result<Vec<Written>, StoreError> {
-        self.in_transaction(|tx| {
-            let records = tx.records;
-            let mut out = Vec::with_capacity(writes.len());
-            for write in writes {
-                let key = record_key(&write.subject);
-                let old = match records.get(&key)? {
-                    Some(value) => {
-                        Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?)
-                    }
-                    None => None,
-                };
-                let (new, outcome) = records::apply(old.as_ref(), &write.change);
-                match outcome {
-                    Outcome::Created | Outcome::Updated => {
-                        let value = serde_json::to_vec(&new).expect("fields serialize");
-                        records.insert(key.as_bytes(), value)?;
-                    }
-                    Outcome::Deleted => {
-                        records.remove(key.as_bytes())?;
-                    }
-                    Outcome::Unchanged | Outcome::Skipped | Outcome::NotFound => {}
+        loop {
+            let planned = self.plan(writes, triggers, now, by)?;
+            if let Some(written) = self.commit(&planned, now)? {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Decides `writes` on the records as stored now (a record written earlier in the batch is
+    /// seen as that write left it, and a subject an earlier write queued a run for as in flight).
+    fn plan<'w>(
+        &self,
+        writes: &'w [Write],
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> Result<Plan<'w>, StoreError> {
+        let mut batch: HashMap<String, Option<Fields>> = HashMap::new();
+        // Per subject: its in-flight entry as read (checked again at commit), and whether an
+        // earlier write of the batch queued a run for it.
+        let mut flights: HashMap<String, (Option<sled::IVec>, Option<InFlight>, bool)> =
+            HashMap::new();
+        let mut planned = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = record_key(&write.subject);
+            let (old, seen) = match batch.get(&key) {
+                Some(fields) => (fields.clone(), None),
+                None => {
+                    let raw = self.records.get(&key)?;
+                    let old = match &raw {
+                        Some(value) => Some(decode_record(key.as_bytes(), value)?),
+                        None => None,
+                    };
+                    (old, Some(raw))
                 }
-                let mut queued = Vec::new();
-                if let Some(event) = outcome.event() {
-                    queued = tx.evaluate(
+            };
+            let (new, outcome) = records::apply(old.as_ref(), &write.change);
+            let action = match outcome.event() {
+                None => Action::None,
+                Some(event) => {
+                    if !flights.contains_key(&key) {
+                        let raw = self.in_flight.get(&key)?;
+                        let flight = match &raw {
+                            Some(value) => Some(decode_in_flight(key.as_bytes(), value)?),
+                            None => None,
+                        };
+                        flights.insert(key.clone(), (raw, flight, false));
+                    }
+                    let (_, flight, queued) = &flights[&key];
+                    let action = decide(
                         write,
-                        &key,
                         event,
                         old.as_ref(),
                         new.as_ref(),
+                        flight.as_ref(),
+                        *queued,
                         triggers,
                         now,
                         by,
-                    )?;
+                    );
+                    if action.queues() {
+                        if let Some(entry) = flights.get_mut(&key) {
+                            entry.2 = true;
+                        }
+                    }
+                    action
                 }
-                out.push(Written { outcome, queued });
-            }
-            Ok(out)
+            };
+            let value = match outcome {
+                Outcome::Created | Outcome::Updated => {
+                    Some(serde_json::to_vec(&new).expect("fields serialize"))
+                }
+                _ => None,
+            };
+            batch.insert(key.clone(), new);
+            planned.push(Planned {
+                subject: &write.subject,
+                key,
+                seen,
+                value,
+                outcome,
+                action,
+            });
+        }
+        let flights = flights
+            .into_iter()
+            .map(|(key, (raw, _, _))| (key, raw))
+            .collect();
+        Ok(Plan {
+            writes: planned,
+            flights,
         })
     }
 
-    /// Makes `holder` (`run:ID`, see [`super::in_flight`]) hold `subject`: changes to it are
-    /// evaluated after the holder is released.
-    pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
-        let key = record_key(subject);
-        let result = self.in_flight.transaction(|in_flight| {
-            let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
-            if flight.holders.insert(holder.to_owned()) {
-                put_in_flight(in_flight, &key, &flight)?;
-            }
-            Ok(())
-        });
-        unwrap_tx(result)
-    }
-
-    /// Releases `holder`'s hold on `subject`. When nothing holds it any more, the changes held
-    /// back meanwhile are evaluated, as one, with `triggers` (kept for later when `triggers` is
-    /// empty, as in a command that loaded no workflows). Returns the run requests queued.
-    pub fn release(
+    /// Applies `planned` in one transaction, or returns `None` (writing nothing) when a record or
+    /// an in-flight entry is no longer as it was read.
+    fn commit(
         &self,
-        subject: &Subject,
-        holder: &str,
-        triggers: &Triggers,
+        planned: &Plan<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<QueueId>, StoreError> {
-        let key = record_key(subject);
+    ) -> Result<Option<Vec<Written>>, StoreError> {
         self.in_transaction(|tx| {
-            let Some(mut flight) = get_in_flight(tx.in_flight, &key)? else {
-                return Ok(Vec::new());
-            };
-            if !flight.holders.remove(holder) {
-                return Ok(Vec::new());
+            for p in &planned.writes {
+                if let Some(seen) = &p.seen {
+                    if tx.records.get(p.key.as_bytes())? != *seen {
+                        return Ok(None);
+                    }
+                }
             }
-            tx.settle(subject, &key, flight, Some(holder), triggers, now)
+            for (key, seen) in &planned.flights {
+                if tx.in_flight.get(key.as_bytes())? != *seen {
+                    return Ok(None);
+                }
+            }
+            let mut out = Vec::with_capacity(planned.writes.len());
+            for p in &planned.writes {
+                match (p.outcome, &p.value) {
+                    (Outcome::Created | Outcome::Updated, Some(value)) => {
+                        tx.records.insert(p.key.as_bytes(), value.as_slice())?;
+                    }
+                    (Outcome::Deleted, _) => {
+                        tx.records.remove(p.key.as_bytes())?;
+                    }
+                    _ => {}
+                }
+                let queued = match p.outcome.event() {
+                    Some(event) => tx.apply(p.subject, &p.key, event, &p.action, now)?,
+                    None => Vec::new(),
+                };
+                out.push(Written {
+                    outcome: p.outcome,
+                    queued,
+                });
+            }
+            Ok(Some(out))
         })
     }
 
-    /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or
-    /// unknown: what a stopped process left) and evaluates the changes held back for subjects
-    /// nothing holds any more. Returns the run requests queued.
-    pub fn reconcile(
+    /// [`Self::write`] on a blocking thread, for async callers: deciding what a write triggers
+    /// evaluates every watching workflow's conditions, CPU work (up to each rule's time limit)
+    /// that must not hold an async worker, or `/healthz` and every other request wait behind it.
+    pub async fn write_blocking(
         &self,
-        alive: impl Fn(&str) -> bool,
-        triggers: &Triggers,
+        writes: Vec<Write>,
+        triggers: Arc<Triggers>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<QueueId>, StoreError> {
-        let keys: Vec<String> = self
-            .in_flight
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
-            .collect::<Result<_, _>>()?;
-        let mut queued = Vec::new();
-        for key in keys {
-            let Some((collection, rest)) = key.split_once('/') else {
-                continue;
-            };
-            let Some(collection) = Collection::parse(collection) else {
-                continue;
-            };
-            let subject = Subject::new(collection, RecordKey::parse(rest));
-            // `alive` reads other trees: outside the transaction (sled's transactions and plain
-            // reads share one lock, so a read inside one would wait for itself).
-            let Some(flight) = self.in_flight(&subject)? else {
-                continue;
-            };
-            let gone: Vec<&String> = flight.holders.iter().filter(|h| !alive(h)).collect();
-            queued.extend(self.in_transaction(|tx| {
-                let Some(mut flight) = get_in_flight(tx.in_flight, &key)? else {
-                    return Ok(Vec::new());
-                };
-                for holder in &gone {
-                    flight.holders.remove(*holder);
-                }
-                tx.settle(&subject, &key, flight, None, triggers, now)
-            })?);
-        }
-        Ok(queued)
-    }
-
-    /// What holds `subject` and what is held back for after it.
-    pub fn in_flight(&self, subject: &Subject) -> Result<Option<InFlight>, StoreError> {
-        let key = record_key(subject);
-        match self.in_flight.get(&key)? {
-            None => Ok(None),
-            Some(value) => decode_in_flight(key.as_bytes(), &value).map(Some),
-        }
-    }
-
-    fn in_transaction<T>(
-        &self,
-        f: impl Fn(&Tx<'_>) -> Result<T, TxError<StoreError>>,
-    ) -> Result<T, StoreError> {
-        let trees = (
-            &self.records,
-            &self.queue,
-            &self.traces,
-            &self.links,
-            &self.in_flight,
-        );
-        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
-            f(&Tx {
-                records,
-                queue,
-                traces,
-                links,
-                in_flight,
-            })
-        });
-        unwrap_tx(result)
+    ) -> Result<Vec<Written>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(&writes, &triggers, now))
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the record write task failed: {err}"),
+            })?
     }
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
@@ -317,6 +333,200 @@ impl RecordStore {
             }
             schedules.insert(workflow.as_str(), last.clone())?;
             Ok(ids)
+        });
+        unwrap_tx(result)
+    }
+
+    /// Makes `holder` (`run:ID`, see [`super::in_flight`]) hold `subject`: changes to it are
+    /// evaluated after the holder is released.
+    pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
+        let key = record_key(subject);
+        let result = self.in_flight.transaction(|in_flight| {
+            let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
+            if flight.holders.insert(holder.to_owned()) {
+                put_in_flight(in_flight, &key, &flight)?;
+            }
+            Ok(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// Releases `holder`'s hold on `subject`. When nothing holds it any more, the changes held
+    /// back meanwhile are evaluated, as one, with `triggers` (kept for later when `triggers` is
+    /// empty, as in a command that loaded no workflows). Returns the run requests queued.
+    pub fn release(
+        &self,
+        subject: &Subject,
+        holder: &str,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        self.settle(
+            subject,
+            |flight| flight.holders.remove(holder),
+            Some(holder),
+            triggers,
+            now,
+        )
+    }
+
+    /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or
+    /// unknown: what a stopped process left) and evaluates the changes held back for subjects
+    /// nothing holds any more. Returns the run requests queued.
+    pub fn reconcile(
+        &self,
+        alive: impl Fn(&str) -> bool,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let keys: Vec<String> = self
+            .in_flight
+            .iter()
+            .keys()
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect::<Result<_, _>>()?;
+        let mut queued = Vec::new();
+        for key in keys {
+            let Some((collection, rest)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(collection) = Collection::parse(collection) else {
+                continue;
+            };
+            let subject = Subject::new(collection, RecordKey::parse(rest));
+            queued.extend(self.settle(
+                &subject,
+                |flight| {
+                    let before = flight.holders.len();
+                    flight.holders.retain(|h| alive(h));
+                    flight.holders.len() < before || flight.holders.is_empty()
+                },
+                None,
+                triggers,
+                now,
+            )?);
+        }
+        Ok(queued)
+    }
+
+    /// Changes `subject`'s in-flight entry with `change` (which says whether it changed
+    /// anything); when nothing holds the subject any more, evaluates the held-back change as one
+    /// (the record as it is now against the same record with the changed fields put back as they
+    /// were) and queues what it starts. Decided outside the transaction, like a write.
+    fn settle(
+        &self,
+        subject: &Subject,
+        change: impl Fn(&mut InFlight) -> bool,
+        released: Option<&str>,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let key = record_key(subject);
+        loop {
+            let seen = self.in_flight.get(&key)?;
+            let Some(value) = &seen else {
+                return Ok(Vec::new());
+            };
+            let mut flight = decode_in_flight(key.as_bytes(), value)?;
+            if !change(&mut flight) {
+                return Ok(Vec::new());
+            }
+            let deferred = if flight.holders.is_empty() && !triggers.is_empty() {
+                flight.deferred.take()
+            } else {
+                None
+            };
+            // The evaluation, on the record as read (checked again at commit).
+            let mut record_seen = None;
+            let mut evaluation = None;
+            if let Some(deferred) = deferred {
+                let raw = self.records.get(&key)?;
+                let current = match &raw {
+                    Some(value) => Some(decode_record(key.as_bytes(), value)?),
+                    None => None,
+                };
+                let before = deferred
+                    .existed
+                    .then(|| deferred.revert(current.as_ref().unwrap_or(&Fields::new())));
+                let event = match (before.is_some(), current.is_some()) {
+                    (false, true) => Some(RecordEvent::Created),
+                    (true, true) => Some(RecordEvent::Updated),
+                    (true, false) => Some(RecordEvent::Deleted),
+                    (false, false) => None,
+                };
+                if let Some(event) = event {
+                    let decisions =
+                        triggers.consider(subject, event, before.as_ref(), current.as_ref(), now);
+                    evaluation = Some((event, decisions));
+                }
+                record_seen = Some(raw);
+            }
+            let note = match released {
+                Some(holder) => format!("evaluated after {} finished", describe(holder)),
+                None => "evaluated once nothing was in flight for this subject any more".to_owned(),
+            };
+            let committed = self.in_transaction(|tx| {
+                if tx.in_flight.get(key.as_bytes())? != seen {
+                    return Ok(None);
+                }
+                if let Some(raw) = &record_seen {
+                    if tx.records.get(key.as_bytes())? != *raw {
+                        return Ok(None);
+                    }
+                }
+                if flight.is_empty() {
+                    tx.in_flight.remove(key.as_bytes())?;
+                } else {
+                    put_in_flight(tx.in_flight, &key, &flight)?;
+                }
+                match &evaluation {
+                    Some((event, decisions)) => tx
+                        .decide(
+                            subject,
+                            Cause::Record(*event),
+                            now,
+                            decisions.clone(),
+                            Some(note.clone()),
+                        )
+                        .map(Some),
+                    None => Ok(Some(Vec::new())),
+                }
+            })?;
+            if let Some(queued) = committed {
+                return Ok(queued);
+            }
+        }
+    }
+
+    /// What holds `subject` and what is held back for after it.
+    pub fn in_flight(&self, subject: &Subject) -> Result<Option<InFlight>, StoreError> {
+        let key = record_key(subject);
+        match self.in_flight.get(&key)? {
+            None => Ok(None),
+            Some(value) => decode_in_flight(key.as_bytes(), &value).map(Some),
+        }
+    }
+
+    /// Runs `f` in one transaction over the trees a record write changes.
+    fn in_transaction<T>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> Result<T, TxError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        let trees = (
+            &self.records,
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.in_flight,
+        );
+        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
+            f(&Tx {
+                records,
+                queue,
+                traces,
+                links,
+                in_flight,
+            })
         });
         unwrap_tx(result)
     }
@@ -395,6 +605,115 @@ impl RecordStore {
     }
 }
 
+/// A batch of writes, decided before its transaction.
+struct Plan<'w> {
+    writes: Vec<Planned<'w>>,
+    /// The in-flight entry of each subject the batch evaluated, as read (checked at commit).
+    flights: Vec<(String, Option<sled::IVec>)>,
+}
+
+/// One write of a batch, decided before its transaction.
+struct Planned<'w> {
+    subject: &'w Subject,
+    key: String,
+    /// The stored value the decision was made on, checked again at commit (`None` for a record
+    /// an earlier write of the batch decided on).
+    seen: Option<Option<sled::IVec>>,
+    /// The record to store, serialized (created or updated).
+    value: Option<Vec<u8>>,
+    outcome: Outcome,
+    action: Action,
+}
+
+/// What a write's change does to the triggers.
+enum Action {
+    /// No event (unchanged, skipped, not found).
+    None,
+    /// Evaluated now: these decisions.
+    Decide(Vec<Decision>),
+    /// Held back while the subject is in flight: the change from `old` to `new`.
+    Hold {
+        old: Option<Fields>,
+        new: Option<Fields>,
+    },
+    /// A save by a run holding the subject, evaluated without the held-back change: the
+    /// decisions, and the fields it wrote (no longer held back).
+    Own {
+        decisions: Vec<Decision>,
+        written: Vec<String>,
+    },
+}
+
+impl Action {
+    /// Whether it queues a run request.
+    fn queues(&self) -> bool {
+        match self {
+            Action::Decide(decisions) | Action::Own { decisions, .. } => {
+                decisions.iter().any(|d| d.request.is_some())
+            }
+            Action::None | Action::Hold { .. } => false,
+        }
+    }
+}
+
+/// Decides one write's change (`old` → `new`, `event`) given its subject's in-flight entry
+/// (`queued`: an earlier write of the batch queued a run for it): evaluated now, held back while
+/// a run is in flight, or, for a save by the run holding it, evaluated without the held-back
+/// change (see [`super::in_flight`]).
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    write: &Write,
+    event: RecordEvent,
+    old: Option<&Fields>,
+    new: Option<&Fields>,
+    flight: Option<&InFlight>,
+    queued: bool,
+    triggers: &Triggers,
+    now: DateTime<Utc>,
+    by: Option<&str>,
+) -> Action {
+    let subject = &write.subject;
+    let held = queued || flight.is_some_and(|f| !f.holders.is_empty());
+    // Held back only where a workflow watches the collection: elsewhere there is nothing to
+    // evaluate, now or later.
+    let watched = || {
+        [
+            RecordEvent::Created,
+            RecordEvent::Updated,
+            RecordEvent::Deleted,
+        ]
+        .into_iter()
+        .any(|e| triggers.watches(subject.collection, e))
+    };
+    if !held || !watched() {
+        return Action::Decide(triggers.consider(subject, event, old, new, now));
+    }
+    let own = by.is_some_and(|holder| flight.is_some_and(|f| f.holders.contains(holder)));
+    if !own {
+        return Action::Hold {
+            old: old.cloned(),
+            new: new.cloned(),
+        };
+    }
+    let written: Vec<String> = match &write.change {
+        Change::Upsert { fields, .. } => fields.keys().cloned().collect(),
+        Change::Delete => Vec::new(),
+    };
+    // A save by a run holding the subject comes before the changes held back for after the run:
+    // it is judged on the record without them.
+    let decisions = match (flight.and_then(|f| f.deferred.as_ref()), old, new) {
+        (Some(deferred), Some(old), Some(new)) => {
+            let before = deferred.revert(old);
+            let mut rest = deferred.clone();
+            rest.forget(&written);
+            let after = rest.revert(new);
+            triggers.consider(subject, event, Some(&before), Some(&after), now)
+        }
+        _ => triggers.consider(subject, event, old, new, now),
+    };
+    Action::Own { decisions, written }
+}
+
 /// The trees a record write changes, inside its transaction.
 struct Tx<'a> {
     records: &'a TransactionalTree,
@@ -405,116 +724,43 @@ struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    /// Evaluates one applied write (`old` → `new`) and queues what it starts, or holds it back
-    /// while the subject is in flight (see [`super::in_flight`]).
-    #[allow(clippy::too_many_arguments)]
-    fn evaluate(
-        &self,
-        write: &Write,
-        key: &str,
-        event: RecordEvent,
-        old: Option<&Fields>,
-        new: Option<&Fields>,
-        triggers: &Triggers,
-        now: DateTime<Utc>,
-        by: Option<&str>,
-    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
-        let subject = &write.subject;
-        // Held back only where a workflow watches the collection: elsewhere there is nothing
-        // to evaluate, now or later.
-        let watched = || {
-            [
-                RecordEvent::Created,
-                RecordEvent::Updated,
-                RecordEvent::Deleted,
-            ]
-            .into_iter()
-            .any(|e| triggers.watches(subject.collection, e))
-        };
-        let mut flight = match get_in_flight(self.in_flight, key)? {
-            Some(flight) if !flight.holders.is_empty() && watched() => flight,
-            _ => {
-                let decisions = triggers.consider(subject, event, old, new, now);
-                return self.decide(subject, Cause::Record(event), now, decisions, None);
-            }
-        };
-        let own = by.is_some_and(|holder| flight.holders.contains(holder));
-        if !own {
-            let deferred = flight
-                .deferred
-                .get_or_insert_with(|| Deferred::new(old, now));
-            deferred.add(old, new);
-            let note = format!(
-                "deferred: {} is in flight for this subject; the change is evaluated when it finishes",
-                describe(flight.named_holder().unwrap_or("a run"))
-            );
-            put_in_flight(self.in_flight, key, &flight)?;
-            return self.decide(subject, Cause::Record(event), now, Vec::new(), Some(note));
-        }
-        // A save by a run holding the subject comes before the changes held back for after the
-        // run: it is judged on the record without them.
-        let view = match (&mut flight.deferred, old, new, &write.change) {
-            (Some(deferred), Some(old), Some(new), Change::Upsert { fields, .. }) => {
-                let before = deferred.revert(old);
-                deferred.forget(fields.keys());
-                let after = deferred.revert(new);
-                put_in_flight(self.in_flight, key, &flight)?;
-                Some((before, after))
-            }
-            _ => None,
-        };
-        let (old, new) = match &view {
-            Some((before, after)) => (Some(before), Some(after)),
-            None => (old, new),
-        };
-        let decisions = triggers.consider(subject, event, old, new, now);
-        self.decide(subject, Cause::Record(event), now, decisions, None)
-    }
-
-    /// With `flight` (a subject's, minus a holder just released): when nothing holds the
-    /// subject any more, evaluates the held-back change as one and queues what it starts, then
-    /// stores what is left of `flight`.
-    fn settle(
+    /// Applies a planned write's [`Action`]: queues its decisions, or holds its change back (the
+    /// trace says so), and keeps the subject's in-flight entry in step.
+    fn apply(
         &self,
         subject: &Subject,
         key: &str,
-        mut flight: InFlight,
-        released: Option<&str>,
-        triggers: &Triggers,
+        event: RecordEvent,
+        action: &Action,
         now: DateTime<Utc>,
     ) -> Result<Vec<QueueId>, TxError<StoreError>> {
-        let deferred = if flight.holders.is_empty() && !triggers.is_empty() {
-            flight.deferred.take()
-        } else {
-            None
-        };
-        if flight.is_empty() {
-            self.in_flight.remove(key.as_bytes())?;
-        } else {
-            put_in_flight(self.in_flight, key, &flight)?;
+        let cause = Cause::Record(event);
+        match action {
+            Action::None => Ok(Vec::new()),
+            Action::Decide(decisions) => self.decide(subject, cause, now, decisions.clone(), None),
+            Action::Hold { old, new } => {
+                let mut flight = get_in_flight(self.in_flight, key)?.unwrap_or_default();
+                let deferred = flight
+                    .deferred
+                    .get_or_insert_with(|| Deferred::new(old.as_ref(), now));
+                deferred.add(old.as_ref(), new.as_ref());
+                let note = format!(
+                    "deferred: {} is in flight for this subject; the change is evaluated when it finishes",
+                    describe(flight.named_holder().unwrap_or("a run"))
+                );
+                put_in_flight(self.in_flight, key, &flight)?;
+                self.decide(subject, cause, now, Vec::new(), Some(note))
+            }
+            Action::Own { decisions, written } => {
+                if let Some(mut flight) = get_in_flight(self.in_flight, key)? {
+                    if let Some(deferred) = &mut flight.deferred {
+                        deferred.forget(written);
+                        put_in_flight(self.in_flight, key, &flight)?;
+                    }
+                }
+                self.decide(subject, cause, now, decisions.clone(), None)
+            }
         }
-        let Some(deferred) = deferred else {
-            return Ok(Vec::new());
-        };
-        let current = match self.records.get(key)? {
-            Some(value) => Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?),
-            None => None,
-        };
-        let before = deferred
-            .existed
-            .then(|| deferred.revert(current.as_ref().unwrap_or(&Fields::new())));
-        let event = match (before.is_some(), current.is_some()) {
-            (false, true) => RecordEvent::Created,
-            (true, true) => RecordEvent::Updated,
-            (true, false) => RecordEvent::Deleted,
-            (false, false) => return Ok(Vec::new()),
-        };
-        let decisions = triggers.consider(subject, event, before.as_ref(), current.as_ref(), now);
-        let note = match released {
-            Some(holder) => format!("evaluated after {} finished", describe(holder)),
-            None => "evaluated once nothing was in flight for this subject any more".to_owned(),
-        };
-        self.decide(subject, Cause::Record(event), now, decisions, Some(note))
     }
 
     fn decide(
