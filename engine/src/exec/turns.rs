@@ -4,10 +4,11 @@
 //! (synchronously, so runs queue in the order they were submitted) and leaves it when its task
 //! ends. A run that is not first in its line is recorded `queued` and waits; it starts when the
 //! runs ahead of it have left (or when it is cancelled: it then stops before its first block).
-//! A run continued later (approved, resumed) takes a turn again and waits for a run of its line
-//! that is executing. A run waiting for approval has no task, so it does not hold back another run
-//! of its workflow for the subject; it does hold its subject for record triggers (see
-//! [`crate::store::in_flight`]), so a record change made meanwhile is evaluated after it.
+//! A run continued later (approved, woken to retry, resumed) takes a turn again and waits for a
+//! run of its line that is executing. A parked run (waiting for approval, or to retry) has no
+//! task, so it does not hold back another run of its workflow for the subject; it does hold its
+//! subject for record triggers (see [`crate::store::in_flight`]), so a record change made
+//! meanwhile is evaluated after it.
 //!
 //! Lines are per process: `serve` is the one process that runs workflows of a data dir.
 
