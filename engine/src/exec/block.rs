@@ -720,7 +720,7 @@ async fn api(
                     (task.mode, task.persist, &task.subject)
                 {
                     let base = task.context.get("record").cloned().unwrap_or(Value::Null);
-                    save_subject(engine, task.run, collection, key, &base, &saved)?;
+                    save_subject(engine, task.run, collection, key, &base, &saved).await?;
                 }
             }
             step.saved = saved;
@@ -999,7 +999,7 @@ fn later(old: &Value, new: &Value) -> Value {
 /// change (a save by one workflow can start another), as run `run`'s own (see
 /// [`crate::store::in_flight`]). A record not stored yet is created from the subject as the run
 /// saw it (`base`) with the saves over it.
-pub(crate) fn save_subject(
+pub(crate) async fn save_subject(
     engine: &Engine,
     run: RunId,
     collection: &str,
@@ -1027,7 +1027,17 @@ pub(crate) fn save_subject(
         },
     };
     let holder = crate::store::in_flight::run_holder(run);
-    let written = records.write_as(&[write], &engine.triggers(), Utc::now(), Some(&holder))?;
+    // The write evaluates the record triggers' rules: on a blocking thread, never on the async
+    // workers every run and the API share (a rule may run up to its time limit).
+    let records = records.clone();
+    let triggers = engine.triggers();
+    let written = tokio::task::spawn_blocking(move || {
+        records.write_as(&[write], &triggers, Utc::now(), Some(&holder))
+    })
+    .await
+    .map_err(|err| ExecError::Task {
+        message: format!("the record write task failed: {err}"),
+    })??;
     if written.iter().any(|w| !w.queued.is_empty()) {
         engine.wake_queue();
     }

@@ -146,7 +146,8 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                                 &subject.key,
                                 &subject.record,
                                 &saved,
-                            )?;
+                            )
+                            .await?;
                         }
                     }
                     step.saved = saved;
