@@ -5,6 +5,7 @@ mod exec;
 mod generate;
 mod http;
 mod records;
+mod runs;
 mod sandbox;
 mod seedjobs;
 mod serve;

@@ -242,6 +242,11 @@ answers_shape.yaml:20:5: error: unknown key `answers` in block `role`"#,
         r#"misspelt_blocks.yaml:1:1: error: missing key `blocks` in the workflow
 misspelt_blocks.yaml:2:1: error: unknown key `blokcs` in the workflow; did you mean `blocks`?"#,
     ),
+    (
+        "cron_and_timezone",
+        r#"cron_and_timezone.yaml:5:23: error: invalid cron expression `0 25 * * *`: number out of bounds in block `begin`; use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`
+cron_and_timezone.yaml:5:47: error: unknown time zone `America/New_Yrok` in block `begin`; did you mean `America/New_York`?"#,
+    ),
 ];
 
 #[test]
@@ -599,4 +604,51 @@ fn a_closed_pipe_ends_the_command_quietly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(stderr(&out), "");
+}
+
+/// A workflow nested 10,000 levels deep (block style, one space per level): refused at the 129th
+/// level with its position, where it used to abort `validate` with a stack overflow.
+#[test]
+fn a_ten_thousand_level_mapping_is_refused_where_it_passes_the_depth_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("name: deep\nvars:\n");
+    for level in 1..=10_000 {
+        text.push_str(&" ".repeat(level));
+        text.push_str("k:\n");
+    }
+    text.push_str("blocks:\n  begin: {type: begin, next: end}\n  end: {type: end}\n");
+    std::fs::write(dir.path().join("deep.yaml"), text).unwrap();
+    let out = blockyard_in(dir.path(), &["validate", "deep.yaml"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str(), stderr(&out).as_str()),
+        (
+            Some(1),
+            "deep.yaml:130:129: error: yaml nested more than 128 levels deep; nest mappings and lists at most 128 levels\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\n"
+        )
+    );
+}
+
+/// An anchor on a 1 MB string and 2,000 aliases of it (2 GB once expanded): refused at the alias
+/// that passes 1 MiB of expansion, where it used to take seconds and gigabytes to validate.
+#[test]
+fn aliases_that_expand_past_the_limit_are_refused_at_the_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "name: bomb\nvars:\n  big: &big \"{}\"\n  copies:\n",
+        "x".repeat(1_000_000)
+    );
+    for _ in 0..2000 {
+        text.push_str("    - *big\n");
+    }
+    text.push_str("blocks:\n  begin: {type: begin, next: end}\n  end: {type: end}\n");
+    std::fs::write(dir.path().join("bomb.yaml"), text).unwrap();
+    let out = blockyard_in(dir.path(), &["validate", "bomb.yaml"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (
+            Some(1),
+            "bomb.yaml:6:7: error: yaml aliases expand to more than 1 MiB; alias large values fewer times (1 MiB of expansion is the limit)\n"
+        )
+    );
 }

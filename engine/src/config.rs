@@ -1,4 +1,5 @@
-//! `blockyard.yaml`: the data directory, global variables and named credentials.
+//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token and the
+//! time limit of a rhai rule (`rule_time_limit`).
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -72,6 +73,9 @@ struct ConfigSpec {
     /// The bearer token of `blockyard serve`'s API (`${ENV_VAR}` or `file:/path`).
     #[serde(default)]
     token: Option<String>,
+    /// How long one evaluation of a rhai rule may run (`10ms` when unset).
+    #[serde(default)]
+    rule_time_limit: Option<String>,
 }
 
 /// One credential, as written.
@@ -281,6 +285,8 @@ pub struct Config {
     pub credentials: IndexMap<CredentialName, CredentialConfig>,
     /// The bearer token `blockyard serve`'s API requires (`BLOCKYARD_TOKEN` overrides it).
     pub token: Option<SecretRef>,
+    /// How long one evaluation of a rhai rule (a `when:`) may run; see [`crate::rules`].
+    pub rule_time_limit: Duration,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -324,6 +330,11 @@ impl Config {
 
     /// Checks `text` as if read from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        crate::spec::limits::check(text).map_err(|err| ConfigError::Invalid {
+            file: file.to_owned(),
+            location: err.location,
+            message: format!("{}; {}", err.limit, err.limit.hint()),
+        })?;
         let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|err| ConfigError::Invalid {
             file: file.to_owned(),
             location: crate::spec::yaml_error_location(&err),
@@ -439,12 +450,35 @@ impl Config {
             file: file.to_owned(),
             location: map.value_location(&YamlPath::root().key("token")),
         });
+        let rule_time_limit = match &spec.rule_time_limit {
+            None => crate::rules::DEFAULT_TIME_LIMIT,
+            Some(text) => {
+                let invalid = |message: String| ConfigError::Invalid {
+                    file: file.to_owned(),
+                    location: map.value_location(&YamlPath::root().key("rule_time_limit")),
+                    message,
+                };
+                match crate::compile::parse_duration(text) {
+                    Some(limit) if !limit.is_zero() => limit,
+                    Some(_) => {
+                        return Err(invalid(
+                            "`rule_time_limit` must be more than 0: it is how long one rule may run"
+                                .to_owned(),
+                        ))
+                    }
+                    None => return Err(invalid(format!(
+                        "invalid duration `{text}` for `rule_time_limit` (write a number and a unit: `10ms`, `1s`)"
+                    ))),
+                }
+            }
+        };
         Ok(Config {
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,
             credentials,
             token,
+            rule_time_limit,
         })
     }
 
@@ -558,6 +592,32 @@ mod tests {
             .unwrap()
             .token
             .is_none());
+    }
+
+    #[test]
+    fn the_rule_time_limit_defaults_to_10ms_and_must_be_a_positive_duration() {
+        let limit =
+            |text: &str| Config::parse(Path::new("b.yaml"), text).map(|c| c.rule_time_limit);
+        assert_eq!(limit("data_dir: d\n"), Ok(Duration::from_millis(10)));
+        assert_eq!(limit("rule_time_limit: 2s\n"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            limit("rule_time_limit: 10 millis\n").unwrap_err().to_string(),
+            "b.yaml:1:18: invalid duration `10 millis` for `rule_time_limit` (write a number and a unit: `10ms`, `1s`)"
+        );
+        assert_eq!(
+            limit("rule_time_limit: 0ms\n").unwrap_err().to_string(),
+            "b.yaml:1:18: `rule_time_limit` must be more than 0: it is how long one rule may run"
+        );
+    }
+
+    #[test]
+    fn a_config_nested_too_deep_is_refused_at_the_level_past_the_limit() {
+        let text = format!("vars:\n  a: {}{}\n", "[".repeat(140), "]".repeat(140));
+        let err = Config::parse(Path::new("b.yaml"), &text).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.yaml:2:132: yaml nested more than 128 levels deep; nest mappings and lists at most 128 levels"
+        );
     }
 
     #[test]

@@ -2,10 +2,18 @@
 //! rules (`rules:`), both compiled once when a workflow loads.
 //!
 //! The rhai engine is sandboxed: no modules, no `eval`, bounded operations, string, array and map
-//! sizes and expression depth, so a rule can neither do I/O nor run away. Structured rules are a
-//! closed [`RuleOp`] enum. Case rules: `equals`, `not_equals`, `contains`, `starts_with`,
-//! `ends_with` and `in` compare strings case-insensitively (emails and statuses arrive in every
-//! case from HR systems and vendors); numbers and booleans compare by value.
+//! sizes and expression depth, so a rule can neither do I/O nor run away. rhai checks sizes after
+//! an operation and its operation count between operations, so two more bounds hold within one:
+//! the built-ins whose result can dwarf their inputs (`replace`, `split`, `map`, ...) check the
+//! size of what they would build before building it ([`bounded`]), and each evaluation has a
+//! wall-clock limit ([`RuleEngine::set_time_limit`], 10 ms by default; `rule_time_limit` in
+//! `blockyard.yaml`), checked at every operation against a clock kept per thread, since the engine
+//! is compiled once and shared (a gap between two operations counts at most a tenth of the limit,
+//! see [`Clock`]). A limit hit is a [`RuleError`] that says what to do.
+//!
+//! Structured rules are a closed [`RuleOp`] enum. Case rules: `equals`, `not_equals`, `contains`,
+//! `starts_with`, `ends_with` and `in` compare strings case-insensitively (emails and statuses
+//! arrive in every case from HR systems and vendors); numbers and booleans compare by value.
 //!
 //! Evaluation ([`Rule::holds`], [`RuleEngine::eval`]) takes `now` as a parameter and never fails:
 //!
@@ -26,8 +34,11 @@
 //!   boolean, or an error (a type mismatch, a limit hit), is a non-match whose reason is kept
 //!   ([`Evaluation::Error`]), never a panic.
 
+use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -70,9 +81,178 @@ impl Condition {
     }
 }
 
+mod bounded;
+
+/// How long one evaluation may run when nothing else is configured.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_millis(10);
+
+/// The most operations one evaluation may run.
+pub const MAX_OPERATIONS: u64 = 100_000;
+
+thread_local! {
+    /// The clock of the evaluation running on this thread (see [`Clock`]).
+    static CLOCK: Cell<Option<Clock>> = const { Cell::new(None) };
+}
+
+/// The time an evaluation has used, read at each operation.
+///
+/// The time between two operations counts in full up to a tenth of the limit: one operation
+/// cannot take long (sizes are bounded), so a longer gap is this thread waiting for a busy
+/// machine's CPU, which must not fail a sound rule. A runaway rule still stops within its limit
+/// plus a few operations.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    last: Instant,
+    used: Duration,
+    limit: Duration,
+}
+
+impl Clock {
+    /// Counts the time since the last operation; true once the limit is passed.
+    fn tick() -> bool {
+        let Some(mut clock) = CLOCK.get() else {
+            return false;
+        };
+        let now = Instant::now();
+        clock.used += now
+            .saturating_duration_since(clock.last)
+            .min(clock.limit / 10);
+        clock.last = now;
+        CLOCK.set(Some(clock));
+        clock.used > clock.limit
+    }
+}
+
+/// The token `on_progress` stops an evaluation with when its time is up.
+#[derive(Debug, Clone, Copy)]
+struct TimeUp;
+
+/// Starts this thread's clock for one evaluation; the previous one comes back when dropped.
+struct Timed(Option<Clock>);
+
+impl Timed {
+    fn start(limit: Duration) -> Timed {
+        Timed(CLOCK.replace(Some(Clock {
+            last: Instant::now(),
+            used: Duration::ZERO,
+            limit,
+        })))
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        CLOCK.set(self.0);
+    }
+}
+
+/// What a rule built that passed a size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// One string's bytes.
+    String,
+    /// The bytes of all the strings in an array or map.
+    Strings,
+    /// The items of an array (a blob's bytes count as items), through nested arrays and maps.
+    Array,
+    /// The entries of an object map, through nested arrays and maps.
+    Map,
+}
+
+/// Why a rule's evaluation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// It ran past the time limit.
+    #[error("ran longer than {} ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml", limit.as_millis())]
+    TimeLimit { limit: Duration },
+    /// It ran more than [`MAX_OPERATIONS`] operations.
+    #[error("ran more than {limit} operations, the limit for a rule; simplify the rule")]
+    Operations { limit: u64 },
+    /// It would build (or built) a value over a size limit: `by` a bounded built-in, which knows
+    /// the `size` when it can compute it up front, or else as rhai's own checks found.
+    #[error("{}", describe_too_large(*by, *measure, *size, *limit))]
+    TooLarge {
+        by: Option<&'static str>,
+        measure: Measure,
+        size: Option<u64>,
+        limit: u64,
+    },
+    /// Anything else rhai reports (a type mismatch, an unknown function), lowercased.
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+impl RuleError {
+    /// Whether a limit stopped it (the rule is too costly), rather than a mistake in it.
+    pub fn is_limit(&self) -> bool {
+        !matches!(self, RuleError::Failed { .. })
+    }
+
+    fn from_rhai(err: &rhai::EvalAltResult, engine: &rhai::Engine, limit: Duration) -> RuleError {
+        use rhai::EvalAltResult as E;
+        let mut inner = err;
+        // A bounded built-in's or the clock's stop, however deep in closure calls it happened.
+        while let E::ErrorInFunctionCall(_, _, err, _) = inner {
+            inner = err;
+        }
+        match inner {
+            E::ErrorRuntime(value, _) if value.is::<RuleError>() => {
+                return value.clone().cast::<RuleError>()
+            }
+            E::ErrorTerminated(token, _) if token.is::<TimeUp>() => {
+                return RuleError::TimeLimit { limit }
+            }
+            E::ErrorTooManyOperations(_) => {
+                return RuleError::Operations {
+                    limit: engine.max_operations(),
+                }
+            }
+            E::ErrorDataTooLarge(what, _) => {
+                let (measure, limit) = if what.contains("string") {
+                    (Measure::Strings, engine.max_string_size())
+                } else if what.contains("map") {
+                    (Measure::Map, engine.max_map_size())
+                } else {
+                    (Measure::Array, engine.max_array_size())
+                };
+                return RuleError::TooLarge {
+                    by: None,
+                    measure,
+                    size: None,
+                    limit: limit as u64,
+                };
+            }
+            _ => {}
+        }
+        RuleError::Failed {
+            message: crate::template::lowercase_first(&err.to_string()),
+        }
+    }
+}
+
+fn describe_too_large(by: Option<&str>, measure: Measure, size: Option<u64>, limit: u64) -> String {
+    let (what, unit) = match measure {
+        Measure::String => ("a string of", "bytes"),
+        Measure::Strings => ("strings of", "bytes"),
+        Measure::Array => ("an array of", "items"),
+        Measure::Map => ("an object map of", "entries"),
+    };
+    let size = match size {
+        Some(size) => format!("{size} {unit}"),
+        None => format!("more than {limit} {unit}"),
+    };
+    let by = match by {
+        Some(by) => format!("`{by}` would build"),
+        None => "it needs".to_owned(),
+    };
+    format!("{by} {what} {size}; the limit for a rule is {limit} {unit}, so simplify the rule")
+}
+
 /// The sandboxed rhai engine.
 pub struct RuleEngine {
     engine: rhai::Engine,
+    /// Each evaluation's time limit, in microseconds.
+    time_limit: AtomicU64,
 }
 
 impl fmt::Debug for RuleEngine {
@@ -93,12 +273,15 @@ impl RuleEngine {
         engine.on_print(|_| {});
         engine.on_debug(|_, _, _| {});
         engine.disable_symbol("eval");
-        engine.set_max_operations(100_000);
+        engine.set_max_operations(MAX_OPERATIONS);
         engine.set_max_string_size(64 * 1024);
         engine.set_max_array_size(10_000);
         engine.set_max_map_size(10_000);
         engine.set_max_expr_depths(64, 32);
         engine.set_max_call_levels(16);
+        // Every operation looks at the clock: a single one is bounded in size, not in time.
+        engine.on_progress(|_| Clock::tick().then(|| rhai::Dynamic::from(TimeUp)));
+        bounded::register(&mut engine);
         engine.register_fn("days_since", days_since);
         engine.register_fn("days_idle", |record: rhai::Map| {
             let field = |name: &str| {
@@ -112,7 +295,33 @@ impl RuleEngine {
                 field("created_at").as_deref(),
             )
         });
-        RuleEngine { engine }
+        RuleEngine {
+            engine,
+            time_limit: AtomicU64::new(DEFAULT_TIME_LIMIT.as_micros() as u64),
+        }
+    }
+
+    /// How long one evaluation may run from now on (`rule_time_limit` in `blockyard.yaml`).
+    pub fn set_time_limit(&self, limit: Duration) {
+        let micros = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        self.time_limit.store(micros, Ordering::Relaxed);
+    }
+
+    pub fn time_limit(&self) -> Duration {
+        Duration::from_micros(self.time_limit.load(Ordering::Relaxed))
+    }
+
+    /// Evaluates `ast` with `scope`, within the time limit.
+    pub fn run<T: Clone + Send + Sync + 'static>(
+        &self,
+        scope: &mut rhai::Scope,
+        ast: &rhai::AST,
+    ) -> Result<T, RuleError> {
+        let limit = self.time_limit();
+        let _timed = Timed::start(limit);
+        self.engine
+            .eval_ast_with_scope::<T>(scope, ast)
+            .map_err(|err| RuleError::from_rhai(&err, &self.engine, limit))
     }
 
     /// Compiles an expression (statements and loops are not expressions, so cannot appear).
@@ -318,13 +527,26 @@ impl RuleEngine {
         record: &rhai::Dynamic,
         vars: &rhai::Dynamic,
     ) -> Evaluation {
+        Evaluation::from(self.evaluate(condition, record, vars))
+    }
+
+    /// [`Self::eval`], with the error as data (to tell a limit from a mistake).
+    pub fn evaluate(
+        &self,
+        condition: &Condition,
+        record: &rhai::Dynamic,
+        vars: &rhai::Dynamic,
+    ) -> Result<rhai::Dynamic, RuleError> {
         let mut scope = rhai::Scope::new();
         scope.push_constant_dynamic("record", record.clone());
         scope.push_constant_dynamic("vars", vars.clone());
-        match self
-            .engine
-            .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &condition.ast)
-        {
+        self.run::<rhai::Dynamic>(&mut scope, &condition.ast)
+    }
+}
+
+impl From<Result<rhai::Dynamic, RuleError>> for Evaluation {
+    fn from(result: Result<rhai::Dynamic, RuleError>) -> Evaluation {
+        match result {
             Ok(value) => match value.as_bool() {
                 Ok(value) => Evaluation::Bool { value },
                 Err(type_name) => Evaluation::NotBool {
@@ -333,7 +555,7 @@ impl RuleEngine {
                 },
             },
             Err(err) => Evaluation::Error {
-                message: crate::template::lowercase_first(&err.to_string()),
+                message: err.to_string(),
             },
         }
     }
@@ -661,6 +883,178 @@ mod tests {
         };
         assert!(message.starts_with("function not found"), "{message}");
         assert!(!eval("record.missing == 1").matched());
+    }
+
+    /// The message of an evaluation that must fail.
+    fn failure(engine: &RuleEngine, source: &str, record: Value) -> String {
+        let condition = engine.compile(source).unwrap();
+        match engine.eval(&condition, &to_dynamic(&record), &to_dynamic(&json!({}))) {
+            Evaluation::Error { message } => message,
+            other => panic!("`{source}` did not fail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn amplifying_built_ins_refuse_a_result_over_the_limits_before_building_it() {
+        let engine = RuleEngine::new();
+        // The sizes are what is tested: time is no limit here, however slow the machine.
+        engine.set_time_limit(Duration::from_secs(600));
+        let fails = |source: &str| failure(&engine, source, json!({}));
+        // 10,000 × 10,000 bytes: this allocated about 300 MB before rhai's size check ran.
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().replace("a", blob(10000, 97).as_string()) == """#),
+            "`replace` would build a string of 100000000 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().replace("", "1234567") == """#),
+            "`replace` would build a string of 80007 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().replace('a', blob(10000, 98).as_string()) == """#),
+            "`replace` would build a string of 100000000 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().split("").len() > 0"#),
+            "`split` would build an array of 10002 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().split('a', 20000).len() > 0"#),
+            "`split` would build an array of 10001 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"blob(10000, 97).as_string().split_rev("a").len() > 0"#),
+            "`split_rev` would build an array of 10001 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        // Each call's result is within the limits, the array they add up to is not: this built
+        // 10,000 arrays of 5,000 items (800 MB) before the check.
+        assert_eq!(
+            fails("blob(10000, 97).to_array().map(|x| blob(5000, 97).to_array()).len() > 0"),
+            "`map` would build an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("blob(10000, 97).to_array().zip(blob(10000, 1).to_array(), |a, b| blob(5000, a)).len() > 0"),
+            "`zip` would build an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("blob(5000, 97).to_array().map(|x| blob(20, x).as_string()).len() > 0"),
+            "`map` would build strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails("(blob(10000, 97).as_string() + \"a\").to_chars().len() > 0"),
+            "`to_chars` would build an array of 10001 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("blob(10000, 1).to_array().for_each(|| this = blob(5000, 1).to_array()) == ()"),
+            "`for_each` would build an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("#{a: 1, b: 2}.map(|k| blob(9000, 1).to_array()).len() > 0"),
+            "`map` would build an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        // rhai's own checks: after `+`, which at most doubles what it is given, and before `pad`
+        // and `blob`.
+        let s = "blob(10000, 97).as_string()";
+        assert_eq!(
+            fails(&format!("({s} + {s} + {s} + {s} + {s} + {s} + {s}).len() > 0")),
+            "it needs strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails(r#"("" + "a").pad(70000, "bc") == ()"#),
+            "it needs strings of more than 65536 bytes; the limit for a rule is 65536 bytes, so simplify the rule"
+        );
+        assert_eq!(
+            fails("blob(20000, 1).len() > 0"),
+            "it needs an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+        assert_eq!(
+            fails("[].pad(20000, 1).len() > 0"),
+            "it needs an array of more than 10000 items; the limit for a rule is 10000 items, so simplify the rule"
+        );
+    }
+
+    #[test]
+    fn bounded_built_ins_otherwise_behave_as_rhais() {
+        let engine = RuleEngine::new();
+        let record = to_dynamic(&json!({"s": "a-b-c", "list": [1, 2, 3], "m": {"x": 1}}));
+        let vars = to_dynamic(&json!({}));
+        let eval = |source: &str| engine.eval(&engine.compile(source).unwrap(), &record, &vars);
+        let holds = |source: &str| {
+            assert_eq!(eval(source), Evaluation::Bool { value: true }, "{source}");
+        };
+        holds(r#"record.s.split("-") == ["a", "b", "c"]"#);
+        holds(r#"record.s.split('-') == ["a", "b", "c"]"#);
+        holds(r#"record.s.split("-", 2) == ["a", "b-c"]"#);
+        holds(r#"record.s.split('-', 2) == ["a", "b-c"]"#);
+        holds(r#"record.s.split_rev("-") == ["c", "b", "a"]"#);
+        holds(r#"record.s.split_rev("-", 2) == ["c", "a-b"]"#);
+        holds(r#"record.s.split_rev('-') == ["c", "b", "a"]"#);
+        holds(r#"record.s.split_rev('-', 2) == ["c", "a-b"]"#);
+        holds(r#""a b  c".split() == ["a", "b", "c"]"#);
+        holds(r#""".split(",") == [""]"#);
+        holds(r#"record.s.to_chars().len() == 5"#);
+        holds(r#"("" + record.s).replace("-", "+") == ()"#);
+        holds(r#"record.list.map(|x| x * 2) == [2, 4, 6]"#);
+        holds(r#"record.list.map(|x, i| x * i) == [0, 2, 6]"#);
+        holds(r#"record.list.map(|| this + 1) == [2, 3, 4]"#);
+        holds(r#"record.list.zip([10, 20, 30], |a, b| a + b) == [11, 22, 33]"#);
+        holds(r#"record.list.zip([10, 20, 30], |a, b, i| i) == [0, 1, 2]"#);
+        holds(r#"record.m.map(|k| this + 1) == #{x: 2}"#);
+        holds(r#"record.m.map(|k, v| k + v) == #{x: "x1"}"#);
+        holds(r#"[1, 2, 3].for_each(|| this *= 2) == ()"#);
+        // `replace` changes its string in place, which only a script (not a condition) can show.
+        let script = |source: &str| engine.engine().eval::<rhai::Dynamic>(source).unwrap();
+        for (source, replaced) in [
+            (r#"let s = "a-b-c"; s.replace("-", "+"); s"#, "a+b+c"),
+            (r#"let s = "a-b-c"; s.replace("-", '+'); s"#, "a+b+c"),
+            (r#"let s = "a-b-c"; s.replace('-', "<>"); s"#, "a<>b<>c"),
+            (r#"let s = "a-b-c"; s.replace('-', '+'); s"#, "a+b+c"),
+            (r#"let s = "ab"; s.replace("", "."); s"#, ".a.b."),
+            (r#"let s = ""; s.replace("", "."); s"#, ""),
+            (
+                r#"let xs = [1, 2]; xs.for_each(|i| this += i); xs"#,
+                "[1, 3]",
+            ),
+        ] {
+            assert_eq!(script(source).to_string(), replaced, "{source}");
+        }
+        assert_eq!(
+            eval("record.list.map(|x| x.nope())"),
+            Evaluation::Error {
+                message: "function not found: nope (i64) (line 1, position 23)\nin closure call (line 1, position 13)\nin call to function 'map' (line 1, position 13)".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn closures_called_by_built_ins_are_bounded_by_the_time_limit() {
+        // rhai counts the operations of a closure that `map` calls apart from the expression's,
+        // so 10,000 closures of 1,000 operations each pass its operation limit; the clock stops
+        // them.
+        let engine = RuleEngine::new();
+        assert_eq!(
+            failure(
+                &engine,
+                "blob(10000, 1).to_array().map(|x| blob(1000, 1).to_array().map(|y| y + x).len()).len() > 0",
+                json!({})
+            ),
+            "ran longer than 10 ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml"
+        );
+    }
+
+    #[test]
+    fn an_evaluation_stops_at_the_time_limit() {
+        let engine = RuleEngine::new();
+        // Each `contains` compares 10,000 items, and the expression makes 1,000 of them: seconds
+        // of work in few operations and little memory.
+        let list: Vec<i64> = (0..10_000).collect();
+        assert_eq!(
+            failure(
+                &engine,
+                "blob(1000, 1).to_array().map(|x| record.list.contains(-1)).len() > 0",
+                json!({ "list": list })
+            ),
+            "ran longer than 10 ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml"
+        );
     }
 
     #[test]

@@ -53,12 +53,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Parses `expr` in `zone` (UTC when `None`).
-    pub fn parse(expr: &str, zone: Option<&str>) -> Result<Schedule, ScheduleError> {
-        let zone = match zone {
-            None => Tz::UTC,
-            Some(name) => parse_zone(name)?,
-        };
+    /// Parses `expr` in `zone` (UTC when `None`), reporting every problem: the expression's, then
+    /// the zone's (a misspelt zone does not hide a bad expression).
+    pub fn parse(expr: &str, zone: Option<&str>) -> Result<Schedule, Vec<ScheduleError>> {
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
@@ -66,12 +63,16 @@ impl Schedule {
             .map_err(|err| ScheduleError::Cron {
                 expr: expr.to_owned(),
                 message: describe(&err),
-            })?;
-        Ok(Schedule {
-            expr: expr.to_owned(),
-            cron,
-            zone,
-        })
+            });
+        let zone = zone.map_or(Ok(Tz::UTC), parse_zone);
+        match (cron, zone) {
+            (Ok(cron), Ok(zone)) => Ok(Schedule {
+                expr: expr.to_owned(),
+                cron,
+                zone,
+            }),
+            (cron, zone) => Err([cron.err(), zone.err()].into_iter().flatten().collect()),
+        }
     }
 
     pub fn expr(&self) -> &str {
@@ -266,17 +267,26 @@ mod tests {
     }
 
     #[test]
-    fn bad_expressions_and_zones_are_reported() {
-        assert!(matches!(
-            Schedule::parse("61 * * * *", None),
-            Err(ScheduleError::Cron { .. })
-        ));
+    fn bad_expressions_and_zones_are_reported_together() {
+        let bad_cron = ScheduleError::Cron {
+            expr: "61 * * * *".to_owned(),
+            message: "number out of bounds".to_owned(),
+        };
+        let bad_zone = ScheduleError::TimeZone {
+            zone: "Europe/Berln".to_owned(),
+            suggestion: Some("Europe/Berlin".to_owned()),
+        };
+        assert_eq!(
+            Schedule::parse("61 * * * *", None).unwrap_err(),
+            std::slice::from_ref(&bad_cron)
+        );
         assert_eq!(
             Schedule::parse("@daily", Some("Europe/Berln")).unwrap_err(),
-            ScheduleError::TimeZone {
-                zone: "Europe/Berln".to_owned(),
-                suggestion: Some("Europe/Berlin".to_owned())
-            }
+            std::slice::from_ref(&bad_zone)
+        );
+        assert_eq!(
+            Schedule::parse("61 * * * *", Some("Europe/Berln")).unwrap_err(),
+            [bad_cron, bad_zone]
         );
     }
 }

@@ -40,6 +40,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -73,6 +75,8 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     assert_eq!(code, 0, "{stdout}");
@@ -103,7 +107,14 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
         );
     assert!(routed.contains("on_failure: end"), "{routed}");
     let routed = env.write("routed.yaml", &routed);
-    let (code, stdout, _) = env.run(&["run", &routed.display().to_string(), "--record", &record]);
+    let (code, stdout, _) = env.run(&[
+        "run",
+        &routed.display().to_string(),
+        "--record",
+        &record,
+        "--record",
+        "status=terminated",
+    ]);
     assert_eq!(code, 3, "{stdout}");
     assert!(stdout.contains(": completed_with_failures"), "{stdout}");
     let handled = env.json(&[
@@ -158,6 +169,8 @@ async fn a_dry_run_performs_reads_and_holds_writes_back() {
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--dry-run",
     ]);
     assert_eq!(code, 0, "{stdout}");
@@ -179,6 +192,8 @@ async fn offline_replay_is_identical_for_the_same_workflow_and_shows_a_changed_o
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     let id = run["id"].as_str().unwrap();
@@ -245,6 +260,8 @@ async fn kill_9_mid_write_then_resume_never_sends_a_write_twice() {
             &workflow("calendly-offboard.yaml"),
             "--record",
             &record,
+            "--record",
+            "status=terminated",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

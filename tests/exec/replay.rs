@@ -191,6 +191,8 @@ async fn offline_replay_needs_no_config_and_an_explicit_one_overrides_the_record
         &workflow("calendly-offboard.yaml"),
         "--record",
         &record,
+        "--record",
+        "status=terminated",
         "--json",
     ]);
     let id = run["id"].as_str().unwrap();

@@ -494,7 +494,10 @@ async fn cancelling_a_retrying_run_cancels_it_at_once_and_drops_its_timer() {
         .unwrap();
     let id = outcome.run.id;
     assert_eq!(outcome.run.status, RunStatus::Retrying);
-    assert!(engine.cancel(id).unwrap());
+    assert!(matches!(
+        engine.cancel(id).await.unwrap(),
+        blockyard::exec::Cancel::Cancelled(_)
+    ));
     let run = engine.history().run(id).unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Cancelled);
     assert_eq!(
@@ -508,7 +511,13 @@ async fn cancelling_a_retrying_run_cancels_it_at_once_and_drops_its_timer() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(engine.resume_due(engine.now()).await.unwrap().is_empty());
     assert_eq!(env.sb.requests().len(), 1);
-    assert!(!engine.cancel(id).unwrap(), "finished already");
+    assert!(
+        matches!(
+            engine.cancel(id).await.unwrap(),
+            blockyard::exec::Cancel::Finished(_)
+        ),
+        "finished already"
+    );
 }
 
 /// begin → `delete` (Webex Delete User, whose probe reads the person: done when 404) → end.

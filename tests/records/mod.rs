@@ -252,3 +252,64 @@ fn a_killed_import_leaves_no_record_without_its_trigger_and_no_trigger_without_i
     );
     eprintln!("{} records written before the kill", keys.len());
 }
+
+/// Workflows whose `when:` would build 100 MB in one `replace` or runs past `rule_time_limit`:
+/// the import goes on, the record matches neither, and the trace names each workflow and the
+/// limit it hit. The `replace` alone used to allocate about 300 MB per evaluation.
+#[test]
+fn a_rule_stopped_by_a_limit_does_not_match_and_its_trace_names_the_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("workflows")).unwrap();
+    let workflow = |name: &str, when: &str| {
+        format!(
+            "name: {name}\nblocks:\n  begin:\n    type: begin\n    records: people\n    on: [created]\n    when: '{when}'\n    next: end\n  end: {{type: end}}\n"
+        )
+    };
+    write(
+        dir.path(),
+        "workflows/amplify.yaml",
+        &workflow(
+            "amplify",
+            r#"blob(10000, 97).as_string().replace("a", blob(10000, 97).as_string()) == """#,
+        ),
+    );
+    write(
+        dir.path(),
+        "workflows/slow.yaml",
+        &workflow(
+            "slow",
+            "blob(200, 1).to_array().map(|x| record.list.contains(-1)).len() > 0",
+        ),
+    );
+    write(dir.path(), "blockyard.yaml", "rule_time_limit: 50ms\n");
+    let list: Vec<u32> = (0..10_000).collect();
+    write(
+        dir.path(),
+        "people.jsonl",
+        &format!(
+            "{}\n",
+            serde_json::json!({"email": "jane@acme.com", "list": list})
+        ),
+    );
+    let (out, code) = run(dir.path(), &["records", "import", "people", "people.jsonl"]);
+    assert_eq!(
+        (out.as_str(), code),
+        (
+            "people: 1 created, 0 updated, 0 unchanged, 0 rejected\n0 run requests queued\n",
+            0
+        )
+    );
+    let (out, code) = run(
+        dir.path(),
+        &["triggers", "why", "--subject", "jane@acme.com"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let checks: Vec<&str> = out.lines().filter(|l| l.contains("when `")).collect();
+    assert_eq!(
+        checks,
+        [
+            r#"      when `blob(10000, 97).as_string().replace("a", blob(10000, 97).as_string()) == ""`: error: workflow `amplify`: `when:` `replace` would build a string of 100000000 bytes; the limit for a rule is 65536 bytes, so simplify the rule (no match)"#,
+            "      when `blob(200, 1).to_array().map(|x| record.list.contains(-1)).len() > 0`: error: workflow `slow`: `when:` ran longer than 50 ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml (no match)",
+        ]
+    );
+}

@@ -623,6 +623,299 @@ async fn serve_a_run_recorded_but_not_acknowledged_before_a_stop_is_not_started_
     service.shutdown().await.unwrap();
 }
 
+/// `POST /api/runs/{id}/replay?offline=true` used to ignore the query and replay live, sending
+/// real requests: every route now refuses a query parameter or a body field it does not take,
+/// naming them and what it takes, before doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let seen = env.sb.requests().len();
+
+    let response = api
+        .client
+        .post(format!("{}/runs/{id}/replay?offline=true", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap()
+        ),
+        error(
+            400,
+            "unknown query parameter `offline`: `POST /api/runs/{id}/replay` takes no query parameters; send its options in the JSON body (`from`, `offline`, `latest`)"
+        )
+    );
+    assert_eq!(
+        env.sb.requests().len(),
+        seen,
+        "the refused replay sent requests"
+    );
+
+    let takes_none = |route: &str| format!("`{route}` takes no query parameters");
+    let with_body = |route: &str, fields: &str| {
+        format!("`{route}` takes no query parameters; send its options in the JSON body ({fields})")
+    };
+    let routes: Vec<(reqwest::Method, String, String)> = vec![
+        (
+            reqwest::Method::POST,
+            "/records/people".to_owned(),
+            "`POST /api/records/{collection}` takes `mode`".to_owned(),
+        ),
+        (
+            reqwest::Method::GET,
+            "/records/people/a@b.c".to_owned(),
+            takes_none("GET /api/records/{collection}/{*key}"),
+        ),
+        (
+            reqwest::Method::GET,
+            "/triggers/why?subject=a@b.c".to_owned(),
+            "`GET /api/triggers/why` takes `subject`".to_owned(),
+        ),
+        (
+            reqwest::Method::GET,
+            "/workflows".to_owned(),
+            takes_none("GET /api/workflows"),
+        ),
+        (
+            reqwest::Method::POST,
+            "/workflows/whoami/runs".to_owned(),
+            with_body(
+                "POST /api/workflows/{name}/runs",
+                "`subject`, `vars`, `wait`, `force`",
+            ),
+        ),
+        (
+            reqwest::Method::POST,
+            "/workflows/whoami/tick".to_owned(),
+            takes_none("POST /api/workflows/{name}/tick"),
+        ),
+        (
+            reqwest::Method::GET,
+            "/runs".to_owned(),
+            "`GET /api/runs` takes `workflow`, `status`, `subject`, `limit`".to_owned(),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/runs/{id}"),
+            takes_none("GET /api/runs/{id}"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/replay"),
+            with_body("POST /api/runs/{id}/replay", "`from`, `offline`, `latest`"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/cancel"),
+            takes_none("POST /api/runs/{id}/cancel"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/blocks/me/approve"),
+            takes_none("POST /api/runs/{id}/blocks/{block}/approve"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/blocks/me/reject"),
+            takes_none("POST /api/runs/{id}/blocks/{block}/reject"),
+        ),
+    ];
+    for (method, path, takes) in &routes {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{separator}bogus=1&dry=", api.base);
+        let answer = api
+            .send(
+                api.client
+                    .request(method.clone(), url)
+                    .json(&json!({"email": "a@b.c"})),
+            )
+            .await;
+        assert_eq!(
+            answer,
+            error(
+                400,
+                &format!("unknown query parameters `bogus`, `dry`: {takes}")
+            ),
+            "{method} {path}"
+        );
+    }
+
+    // Body fields: named, with the fields the route takes; a route that takes no body refuses any
+    // field (an empty body or `{}` is fine).
+    let bodies = [
+        (
+            reqwest::Method::POST,
+            "/workflows/whoami/runs".to_owned(),
+            json!({"wiat": true, "wait": true}),
+            "unknown field `wiat` in the request body: `POST /api/workflows/{name}/runs` takes `subject`, `vars`, `wait`, `force`",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/replay"),
+            json!({"ofline": true, "form": "me"}),
+            "unknown fields `ofline`, `form` in the request body: `POST /api/runs/{id}/replay` takes `from`, `offline`, `latest`",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/cancel"),
+            json!({"force": true}),
+            "unknown field `force` in the request body: `POST /api/runs/{id}/cancel` takes no body",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/runs/{id}/blocks/me/approve"),
+            json!({"comment": "ok"}),
+            "unknown field `comment` in the request body: `POST /api/runs/{id}/blocks/{block}/approve` takes no body",
+        ),
+        (
+            reqwest::Method::POST,
+            "/workflows/whoami/tick".to_owned(),
+            json!({"at": "now"}),
+            "unknown field `at` in the request body: `POST /api/workflows/{name}/tick` takes no body",
+        ),
+        (
+            reqwest::Method::GET,
+            "/runs".to_owned(),
+            json!({"limit": 1}),
+            "unknown field `limit` in the request body: `GET /api/runs` takes no body",
+        ),
+    ];
+    for (method, path, body, message) in &bodies {
+        let url = format!("{}{path}", api.base);
+        let answer = api
+            .send(api.client.request(method.clone(), url).json(body))
+            .await;
+        assert_eq!(answer, error(400, message), "{method} {path}");
+    }
+    assert_eq!(
+        api.post(&format!("/runs/{id}/cancel"), json!({})).await,
+        error(409, &format!("run `{id}` has already finished: succeeded"))
+    );
+    // Known names with values of the wrong type.
+    assert_eq!(
+        api.get("/runs?limit=many").await,
+        error(
+            400,
+            "failed to deserialize query string: limit: invalid digit found in string"
+        )
+    );
+    assert_eq!(
+        api.post("/workflows/whoami/runs", json!({"wait": "yes"}))
+            .await,
+        error(
+            400,
+            r#"the request body is not valid: invalid type: string "yes", expected a boolean"#
+        )
+    );
+    assert_eq!(
+        api.post(&format!("/runs/{id}/cancel"), json!([1])).await,
+        error(
+            400,
+            "the request body is not a JSON object: `POST /api/runs/{id}/cancel` takes no body"
+        )
+    );
+
+    // Nothing ran: one run, and no request beyond the first run's.
+    let (_, runs) = api.get("/runs").await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(env.sb.requests().len(), seen);
+    service.shutdown().await.unwrap();
+}
+
+/// A record write evaluates the watching workflows' rules on a blocking thread: `/healthz` of the
+/// real binary, with a single async worker, answers while a rule runs to its time limit (it used
+/// to wait for the rule), and the rule's trace names its workflow and the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_answers_healthz_while_a_rule_runs_to_its_time_limit() {
+    let env = with_workflows().await;
+    env.write(
+        "workflows/spin.yaml",
+        "name: spin\nblocks:\n  begin:\n    type: begin\n    records: people\n    on: [created]\n    when: 'blob(10000, 1).to_array().map(|x| blob(10000, 1).to_array().map(|y| x + y).len()).len() > 0'\n    next: end\n  end: {type: end}\n",
+    );
+    let config = env.path().join("blockyard.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}rule_time_limit: 3s\n")).unwrap();
+    let mut served = Served::start(
+        &env,
+        &[
+            ("TOKIO_WORKER_THREADS", "1"),
+            ("RUST_LOG", "blockyard::server=debug,blockyard=info"),
+        ],
+    );
+    let start = served.read_until("serving");
+    let addr = start
+        .last()
+        .unwrap()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let url = format!("http://{addr}/api/records/people");
+    let post = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"email": "jane@acme.com"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    });
+    // The write has begun, and with it the rule: the one async worker must still answer, and
+    // the write must still be under way after it did (nothing of it is in the store yet: the
+    // record, its trace and the run requests are written together, after the rule).
+    served.read_until("writing records");
+    let health = support::get_json(format!("http://{addr}/healthz")).await;
+    assert_eq!(health, json!({"status": "ok"}));
+    let why_url = format!("http://{addr}/api/triggers/why?subject=jane@acme.com");
+    assert_eq!(
+        support::get_json(&why_url).await,
+        json!([]),
+        "the write was over before /healthz answered"
+    );
+
+    let (status, body) = post.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["records"][0]["outcome"], "created");
+    assert_eq!(body["queued"], 0);
+    let warning = served.read_until("stopped by a limit");
+    assert!(
+        warning.last().unwrap().contains("workflow=spin"),
+        "{warning:#?}"
+    );
+    let why = support::get_json(&why_url).await;
+    let spin = why[0]["trace"][0]["considered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["workflow"] == "spin")
+        .unwrap();
+    assert_eq!(
+        spin["after"]["checks"][0]["outcome"],
+        json!({
+            "outcome": "error",
+            "message": "workflow `spin`: `when:` ran longer than 3000 ms, the time limit for a rule; simplify the rule, or raise `rule_time_limit` in blockyard.yaml"
+        })
+    );
+
+    served.signal("TERM");
+    served.read_until("stopped");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+}
+
 /// A cancel `serve` answered is on disk before the answer: killed (`kill -9`) while the run's next
 /// block is in flight, the process leaves the run `running`, and `blockyard resume` stops it
 /// before its next block instead of finishing it.

@@ -65,7 +65,19 @@ fn a_run_starts_only_when_the_rules_turn_true() {
     let dir = tempfile::tempdir().unwrap();
     let (store, records, triggers) = setup(dir.path(), OFFBOARD);
     let now = at("2026-03-01T00:00:00Z");
-    let queued = |w: Write| records.write(&[w], &triggers, now).unwrap()[0].queued.len();
+    // Each requested run is taken as done before the next write: a change that lands while one
+    // is in flight is evaluated after it (`runs::` tests that).
+    let queued = |w: Write| {
+        let subject = w.subject.clone();
+        let queued = records.write(&[w], &triggers, now).unwrap()[0]
+            .queued
+            .clone();
+        for id in &queued {
+            let holder = blockyard::store::in_flight::queue_holder(id);
+            records.release(&subject, &holder, &triggers, now).unwrap();
+        }
+        queued.len()
+    };
     // A new record that does not match: nothing.
     assert_eq!(
         queued(upsert(
@@ -212,9 +224,14 @@ fn an_import_without_triggers_enqueues_nothing() {
     )
     .unwrap();
     let out = blockyard_in(dir.path(), &["records", "import", "people", "hr2.csv"]);
-    assert_eq!(
-        stdout(&out),
-        "people: 1 created, 0 updated, 0 unchanged, 0 rejected\n1 run requests queued\n"
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("people: 1 created, 0 updated, 0 unchanged, 0 rejected\n1 run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):\n  "),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("  offboard  people/b@x.io  record:created\n"),
+        "{text}"
     );
     let out = blockyard_in(dir.path(), &["triggers", "why", "--subject", "B@X.io"]);
     let text = stdout(&out);
@@ -291,6 +308,22 @@ fn schedule_next_prints_rfc3339_instants() {
         crate::support::stderr(&out),
         "error: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n"
     );
+    // Both mistakes at once: both are reported.
+    let out = blockyard_in(
+        dir.path(),
+        &[
+            "schedule",
+            "next",
+            "61 * * * *",
+            "--timezone",
+            "Europe/Berln",
+        ],
+    );
+    assert_eq!(
+        crate::support::stderr(&out),
+        "error: invalid cron expression `61 * * * *`: number out of bounds\nerror: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
 
 fn scheduled(cron: &str, zone: &str, catch_up: &str) -> String {

@@ -1,10 +1,17 @@
 //! `blockyard history list|show|prune`: the runs recorded in a data dir.
+//!
+//! `list` prints one line per run: id, creation time, status, mode (`live`, `dry_run`, `offline`,
+//! or `replay` with the run it replays at the end of the line), workflow and subject, so a dry
+//! run or a replay never reads like a live run. A run request queued while no `serve` runs (by
+//! `records import`, say) has no run yet; it is listed as `queued`, by its queue id, "waiting for
+//! `blockyard serve`" (`queue_id` instead of `id` in `--json`), until `serve` starts its run.
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use blockyard::compile::parse_duration;
-use blockyard::store::history::{History, RunFilter, RunId, RunStatus};
+use blockyard::store::history::{History, RunFilter, RunId, RunMode, RunRecord, RunStatus};
+use blockyard::store::queue::{self, Listed, Queue};
 use blockyard::store::Store;
 
 use super::run::{print_run, run_json, CommonArgs};
@@ -24,7 +31,8 @@ pub struct ListArgs {
     /// Only runs of this workflow.
     #[arg(long)]
     workflow: Option<String>,
-    /// Only runs with this status (queued, running, succeeded, failed, cancelled, needs_attention).
+    /// Only runs with this status (`history list --status x` names them all); `queued` includes
+    /// run requests `blockyard serve` has not started yet.
     #[arg(long)]
     status: Option<String>,
     /// Only runs about this person (their email): a timeline across all workflows.
@@ -67,6 +75,17 @@ fn open(common: &CommonArgs) -> anyhow::Result<History> {
     Ok(History::open(&store)?)
 }
 
+/// How a run sent its calls, as `history list` shows it: `live`, `dry_run`, `offline`, or `replay`
+/// for a live replay of another run.
+fn mode_name(run: &RunRecord) -> &'static str {
+    match (run.mode, run.replay_of) {
+        (RunMode::Live, Some(_)) => "replay",
+        (RunMode::Live, None) => "live",
+        (RunMode::DryRun, _) => "dry_run",
+        (RunMode::Offline, _) => "offline",
+    }
+}
+
 pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
     text.parse().map_err(|_| {
         anyhow::anyhow!(
@@ -100,28 +119,56 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
                 Some(text) => Some(chrono::Utc::now() - duration("since", text)?),
             };
             let history = open(&args.common)?;
-            let runs = history.list(&RunFilter {
-                workflow: args.workflow.clone(),
-                status,
-                subject: args.subject.clone(),
-                since,
-                limit: Some(args.limit),
-            })?;
+            let queue = Queue::open(history.store())?;
+            let runs = queue::list(
+                &history,
+                &queue,
+                &RunFilter {
+                    workflow: args.workflow.clone(),
+                    status,
+                    subject: args.subject.clone(),
+                    since,
+                    limit: Some(args.limit),
+                },
+            )?;
             if args.json {
+                let runs: Vec<serde_json::Value> = runs.iter().map(Listed::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
                 println!("no runs");
             } else {
-                for run in runs {
-                    let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
-                    println!(
-                        "{}  {}  {:16}  {:24}  {}",
-                        run.id,
-                        run.created_at.format("%Y-%m-%d %H:%M:%S"),
-                        run.status.name(),
-                        run.workflow,
-                        subject
-                    );
+                for listed in runs {
+                    match listed {
+                        Listed::Run(run) => {
+                            let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
+                            let replay = run
+                                .replay_of
+                                .map_or_else(String::new, |of| format!("  (replay of {of})"));
+                            println!(
+                                "{}  {}  {:16}  {:7}  {:24}  {subject}{replay}",
+                                run.id,
+                                run.created_at.format("%Y-%m-%d %H:%M:%S"),
+                                run.status.name(),
+                                mode_name(&run),
+                                run.workflow,
+                            );
+                        }
+                        Listed::Queued(entry) => {
+                            let subject = entry
+                                .request
+                                .subject
+                                .as_ref()
+                                .map_or_else(|| "-".to_owned(), |s| s.key.to_string());
+                            println!(
+                                "{}  {}  {:16}  {:7}  {:24}  {subject}  (waiting for `blockyard serve`)",
+                                entry.id,
+                                entry.id.datetime().format("%Y-%m-%d %H:%M:%S"),
+                                RunStatus::Queued.name(),
+                                "live",
+                                entry.request.workflow.as_str(),
+                            );
+                        }
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

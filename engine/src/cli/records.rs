@@ -13,6 +13,7 @@ use blockyard::records::import::{import, Format, ImportOptions};
 use blockyard::records::{
     Change, Collection, Fields, KeyRule, Outcome, RecordKey, RecordStore, Subject, Write, WriteMode,
 };
+use blockyard::store::queue::{Queue, QueueId};
 use blockyard::store::Store;
 use blockyard::trigger::Triggers;
 
@@ -223,7 +224,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             summary.queued
         );
     } else {
-        println!("{} run requests queued", summary.queued);
+        print_queued(&store, summary.queued, &summary.queued_ids)?;
     }
     for rejection in &summary.rejections {
         println!("{rejection}");
@@ -317,9 +318,9 @@ fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     match written.first().map(|w| w.outcome) {
         Some(Outcome::Deleted) => {
             println!("deleted {subject}");
-            let queued = written[0].queued.len();
-            if queued > 0 {
-                println!("{queued} run requests queued");
+            let queued = &written[0].queued;
+            if !queued.is_empty() {
+                print_queued(&store, queued.len() as u64, queued)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -328,4 +329,38 @@ fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The most queued runs an import lists one by one.
+const QUEUED_LISTED: usize = 20;
+
+/// How many run requests a write queued, how they start, and the first of them (id, workflow,
+/// subject, cause).
+fn print_queued(store: &Store, total: u64, ids: &[QueueId]) -> anyhow::Result<()> {
+    if total == 0 {
+        println!("0 run requests queued");
+        return Ok(());
+    }
+    println!(
+        "{total} run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):"
+    );
+    let queue = Queue::open(store)?;
+    for id in ids.iter().take(QUEUED_LISTED) {
+        if let Some(entry) = queue.get(*id)? {
+            let subject = entry
+                .request
+                .subject
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string);
+            println!(
+                "  {id}  {}  {subject}  {}",
+                entry.request.workflow, entry.request.trigger
+            );
+        }
+    }
+    let listed = ids.len().min(QUEUED_LISTED) as u64;
+    if total > listed {
+        println!("  … and {} more", total - listed);
+    }
+    Ok(())
 }

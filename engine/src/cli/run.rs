@@ -1,12 +1,16 @@
 //! `blockyard run WORKFLOW`: one run of a workflow, recorded in the history of the data dir.
 //!
 //! The subject record comes from `--record-file FILE.json` or `--record KEY=VALUE` pairs; `--var`
-//! overlays the config's and the workflow's `vars`. Prints the block-by-block outcome, or with
-//! `--json` the run record with its steps (`id` is the run id). The exit code says how the run
-//! ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3 completed with failures, 4 needs
-//! attention, 5 cancelled, 6 not finished), 2 usage or setup errors. A run that ends `retrying`
-//! (a call failed transiently) says when its next attempt is: `blockyard serve` continues it
-//! then, or `blockyard resume` once that time has come. This file also
+//! overlays the config's and the workflow's `vars`. A workflow whose begin block names `records:`
+//! needs a subject, and the subject must match the begin block's `when:`/`rules:` (and not be
+//! left out by `exclude:`) unless `--force`: a refused run starts nothing, prints the conditions
+//! in `triggers why`'s words and exits 2. Dry runs are held to the same rule. Prints the
+//! block-by-block outcome, or with `--json` the run record with its steps (`id` is the run id).
+//! The exit code says how the run ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3
+//! completed with failures, 4 needs attention, 5 cancelled, 6 not finished), 2 usage or setup
+//! errors. A run that ends `retrying` (a call failed transiently) says when its next attempt is:
+//! `blockyard serve` continues it then, or `blockyard resume` once that time has come. This file
+//! also
 //! holds the setup the other run-related commands share (config, data dir, engine, printing).
 
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions, RunOutcome, RunRequest};
+use blockyard::exec::{Engine, EngineOptions, Refusal, RunOutcome, RunRequest};
 use blockyard::http::{Client, Credentials};
 use blockyard::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus, Subject};
 use blockyard::store::Store;
@@ -39,6 +43,10 @@ pub struct RunArgs {
     /// Perform reads, render writes and list them as the plan, send no write, save nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Run even when the subject does not match the begin block's `when:`/`rules:` (or its
+    /// `exclude:` leaves it out).
+    #[arg(long)]
+    force: bool,
     /// Print the run as JSON.
     #[arg(long)]
     json: bool,
@@ -64,12 +72,18 @@ impl CommonArgs {
         self.config.as_deref()
     }
 
+    /// The config, when there is one; its `rule_time_limit` becomes the process's (every command
+    /// that evaluates rules reads the config here first).
     pub fn config(&self) -> anyhow::Result<Option<Config>> {
-        match &self.config {
-            Some(path) => Ok(Some(Config::find(Some(path))?)),
-            None if Path::new("blockyard.yaml").exists() => Ok(Some(Config::find(None)?)),
-            None => Ok(None),
+        let config = match &self.config {
+            Some(path) => Some(Config::find(Some(path))?),
+            None if Path::new("blockyard.yaml").exists() => Some(Config::find(None)?),
+            None => None,
+        };
+        if let Some(config) = &config {
+            blockyard::compile::rule_engine().set_time_limit(config.rule_time_limit);
         }
+        Ok(config)
     }
 
     pub fn data_dir(&self, config: Option<&Config>) -> PathBuf {
@@ -189,6 +203,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         ..RunRequest::manual(subject)
     };
+    if let Err(refusal) = engine.admit(&prepared, &request, args.force) {
+        match refusal {
+            Refusal::NoSubject { collection, .. } => {
+                let key = match collection {
+                    "saas_users" => "`--record app=... --record email=...`",
+                    _ => "`--record email=...`",
+                };
+                bail!("{refusal}; give it with {key} or `--record-file FILE.json`")
+            }
+            Refusal::NotMatching { .. } => bail!("{refusal}\nrun it anyway with `--force`"),
+        }
+    }
     let outcome = runtime()?.block_on(engine.run(&prepared, request))?;
     print_outcome(&outcome, args.json)?;
     Ok(exit_code(&outcome))

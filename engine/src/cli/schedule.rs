@@ -45,13 +45,21 @@ pub fn run(command: ScheduleCommand) -> anyhow::Result<ExitCode> {
 fn next(args: NextArgs) -> anyhow::Result<ExitCode> {
     let schedule = match Schedule::parse(&args.expr, Some(&args.timezone)) {
         Ok(s) => s,
-        Err(err) => match &err {
-            ScheduleError::TimeZone {
-                suggestion: Some(s),
-                ..
-            } => bail!("{err}; did you mean `{s}`?"),
-            _ => bail!("{err}"),
-        },
+        // Every problem on its own `error:` line.
+        Err(errors) => bail!(
+            "{}",
+            errors
+                .iter()
+                .map(|err| match err {
+                    ScheduleError::TimeZone {
+                        suggestion: Some(s),
+                        ..
+                    } => format!("{err}; did you mean `{s}`?"),
+                    _ => err.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\nerror: ")
+        ),
     };
     let after = match &args.after {
         None => Utc::now(),

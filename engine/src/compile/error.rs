@@ -87,6 +87,10 @@ pub enum CompileErrorKind {
     },
     /// The document is not a mapping with `name` and `blocks`.
     NotAWorkflow,
+    /// The YAML nests too deep or expands too far through aliases (see [`crate::spec::limits`]).
+    YamlLimit {
+        limit: crate::spec::limits::YamlLimit,
+    },
     /// A key the language does not have.
     UnknownKey {
         key: String,
@@ -331,6 +335,7 @@ impl CompileErrorKind {
                 self,
                 CompileErrorKind::Io { .. }
                     | CompileErrorKind::Syntax { .. }
+                    | CompileErrorKind::YamlLimit { .. }
                     | CompileErrorKind::NotAWorkflow
                     | CompileErrorKind::MissingBegin
                     | CompileErrorKind::MissingEnd
@@ -376,6 +381,7 @@ impl CompileErrorKind {
             K::BlockNotBefore { block, .. } => Some(format!(
                 "a block starts once every block before it has settled; lead `{block}` into it with `next`, or read another block"
             )),
+            K::YamlLimit { limit } => Some(limit.hint()),
             K::MissingBlockType => Some(
                 "add `type:` with one of `begin`, `api`, `role_retrieval`, `end`".to_owned(),
             ),
@@ -429,6 +435,7 @@ impl fmt::Display for CompileErrorKind {
             K::Io { message } => write!(f, "cannot read the file: {message}"),
             K::Syntax { message } => write!(f, "invalid yaml: {message}"),
             K::NotAWorkflow => write!(f, "a workflow is a mapping with `name` and `blocks`"),
+            K::YamlLimit { limit } => write!(f, "{limit}"),
             K::UnknownKey { key, within, .. } if within.is_empty() => write!(f, "unknown key `{key}`"),
             K::UnknownKey { key, within, .. } => write!(f, "unknown key `{key}` in {within}"),
             K::MissingKey { key, within } if within.is_empty() => write!(f, "missing key `{key}`"),

@@ -653,21 +653,20 @@ impl<'a> Compiler<'a> {
             let sched_path = path.key("schedule");
             match Schedule::parse(&schedule.cron, schedule.timezone.as_deref()) {
                 Ok(s) => trigger.schedule = Some((s, schedule.catch_up.unwrap_or_default())),
-                Err(ScheduleError::Cron { expr, message }) => {
+                Err(errors) => {
                     ok = false;
-                    self.value_error(
-                        &sched_path.key("cron"),
-                        block,
-                        CompileErrorKind::Cron { expr, message },
-                    );
-                }
-                Err(ScheduleError::TimeZone { zone, suggestion }) => {
-                    ok = false;
-                    self.value_error(
-                        &sched_path.key("timezone"),
-                        block,
-                        CompileErrorKind::UnknownTimeZone { zone, suggestion },
-                    );
+                    for error in errors {
+                        let (key, kind) = match error {
+                            ScheduleError::Cron { expr, message } => {
+                                ("cron", CompileErrorKind::Cron { expr, message })
+                            }
+                            ScheduleError::TimeZone { zone, suggestion } => (
+                                "timezone",
+                                CompileErrorKind::UnknownTimeZone { zone, suggestion },
+                            ),
+                        };
+                        self.value_error(&sched_path.key(key), block, kind);
+                    }
                 }
             }
         }

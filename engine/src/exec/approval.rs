@@ -8,7 +8,10 @@
 //! the decision and runs the block (approved) or settles it failed with "rejected by an
 //! administrator" (rejected), so `on_failure` routes or the run fails. A decision is kept, so a
 //! crash after it is recorded and before the run finishes is finished by `approve` again or by
-//! `resume RUN`. Dry runs and offline replays do not wait (nothing is sent or the write is only
+//! `resume RUN`. A run cancelled while it waited cannot be decided on any more
+//! ([`ExecError::Cancelled`]): a cancel and a decision take the same lock, so a cancel either
+//! comes first or finds the run executing again and asks it to stop before its next block. Dry
+//! runs and offline replays do not wait (nothing is sent or the write is only
 //! planned).
 
 use chrono::{DateTime, Utc};
@@ -95,31 +98,47 @@ impl Engine {
         approved: bool,
     ) -> Result<RunOutcome, ExecError> {
         let history = self.history();
-        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-        let waiting = run.status == RunStatus::WaitingApproval
-            && history
-                .steps(id)?
-                .iter()
-                .rev()
-                .find(|s| s.block == block)
-                .is_some_and(|s| s.status == StepStatus::WaitingApproval);
-        if !waiting {
-            return Err(ExecError::NotWaiting {
+        // Decided under the lock a cancel takes, and marked as executing before it is released:
+        // a cancel either came first (refused here) or asks the continued run to stop.
+        let active = {
+            let _deciding = self.lock_deciding();
+            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            if run.status == RunStatus::Cancelled {
+                return Err(ExecError::Cancelled {
+                    id,
+                    block: block.to_owned(),
+                });
+            }
+            let waiting = run.status == RunStatus::WaitingApproval
+                && !self.is_active(id)
+                && history
+                    .steps(id)?
+                    .iter()
+                    .rev()
+                    .find(|s| s.block == block)
+                    .is_some_and(|s| s.status == StepStatus::WaitingApproval);
+            if !waiting {
+                return Err(ExecError::NotWaiting {
+                    id,
+                    block: block.to_owned(),
+                });
+            }
+            self.inner.approvals.put(
                 id,
-                block: block.to_owned(),
-            });
-        }
-        self.inner.approvals.put(
-            id,
-            block,
-            Decision {
-                approved,
-                at: Utc::now(),
-            },
-        )?;
+                block,
+                Decision {
+                    approved,
+                    at: Utc::now(),
+                },
+            )?;
+            self.activate(id)
+        };
         history.durable().await?;
         tracing::info!(run_id = %id, block, approved, "approval decided");
-        self.resume(id).await
+        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+        let outcome = self.continue_active(run).await;
+        drop(active);
+        outcome
     }
 
     /// The recorded decision on `block` of `run`.

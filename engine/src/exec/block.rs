@@ -14,6 +14,10 @@
 //! (`create_update`) with the engine's triggers, so a save can start another workflow; a record
 //! not stored yet is created from the run's subject.
 //!
+//! A live write the vendor accepted whose `save` or `outputs` then cannot render fails its step
+//! and stops the run in `needs_attention` (naming the block): taking `on_failure` would treat a
+//! write that took effect as one that did not.
+//!
 //! Role retrieval is an API call whose preset says where the role, last activity and active flag
 //! are; it outputs `found` and `role` (and `active`, `last_activity`) and writes `role`,
 //! `last_activity` and `status` onto the subject:
@@ -580,8 +584,14 @@ async fn api(
     } else {
         expected(call, called, &task.context)
     };
+    // A live write the vendor took (or its probe found done): if its save or outputs then fail,
+    // the failure path would treat a done write as not done, so the run stops for a person
+    // instead (`attention`).
+    let mut went_through = false;
+    let mut attention = None;
     let (answer, outcome) = match called {
         Called::Ok(mut answer) => {
+            went_through = own_entry(&task, write);
             let mut result = as_of::at(started_at, || {
                 outcome_of(&mut task, call, role, &mut answer)
             })
@@ -710,17 +720,23 @@ async fn api(
                     (task.mode, task.persist, &task.subject)
                 {
                     let base = task.context.get("record").cloned().unwrap_or(Value::Null);
-                    save_subject(engine, collection, key, &base, &saved)?;
+                    save_subject(engine, task.run, collection, key, &base, &saved).await?;
                 }
             }
             step.saved = saved;
         }
         Err(message) => {
             step.status = StepStatus::Failed;
+            if went_through {
+                attention = Some(format!(
+                    "block `{}`: {message}; the write went through, so the run stops here instead of taking a failure path: set what it saves by hand, then run the workflow again if later blocks are still wanted",
+                    step.block
+                ));
+            }
             step.error = Some(message);
         }
     }
-    finish(task, step, answer, None, http, durable_wait, t0)
+    finish(task, step, answer, attention, http, durable_wait, t0)
 }
 
 /// A block's inputs and the request it sends: the preset's, with the block's `request:` applied.
@@ -980,10 +996,12 @@ fn later(old: &Value, new: &Value) -> Value {
 }
 
 /// Merges `saved` into the subject record through the records store, so record triggers see the
-/// change (a save by one workflow can start another). A record not stored yet is created from
-/// the subject as the run saw it (`base`) with the saves over it.
-pub(crate) fn save_subject(
+/// change (a save by one workflow can start another), as run `run`'s own (see
+/// [`crate::store::in_flight`]). A record not stored yet is created from the subject as the run
+/// saw it (`base`) with the saves over it.
+pub(crate) async fn save_subject(
     engine: &Engine,
+    run: RunId,
     collection: &str,
     key: &str,
     base: &Value,
@@ -1008,7 +1026,21 @@ pub(crate) fn save_subject(
             mode: WriteMode::CreateUpdate,
         },
     };
-    records.write(&[write], &engine.triggers(), Utc::now())?;
+    let holder = crate::store::in_flight::run_holder(run);
+    // The write evaluates the record triggers' rules: on a blocking thread, never on the async
+    // workers every run and the API share (a rule may run up to its time limit).
+    let records = records.clone();
+    let triggers = engine.triggers();
+    let written = tokio::task::spawn_blocking(move || {
+        records.write_as(&[write], &triggers, Utc::now(), Some(&holder))
+    })
+    .await
+    .map_err(|err| ExecError::Task {
+        message: format!("the record write task failed: {err}"),
+    })??;
+    if written.iter().any(|w| !w.queued.is_empty()) {
+        engine.wake_queue();
+    }
     Ok(())
 }
 

@@ -1,22 +1,28 @@
-//! Cancellation: a run stops between steps once asked to.
+//! Cancellation: a run stops between steps once asked to; a run nobody is executing stops at once.
 //!
-//! Two ways to ask, because sled lets one process hold a data dir: inside the process (the API,
-//! `serve`), [`Cancels::request`] sets an in-memory flag; from another process (`blockyard cancel`
-//! while `blockyard run` holds the store), a marker file `DATA_DIR/cancel/RUN_ID` is dropped and
-//! the executor looks for it before starting each block (it reads the marker dir at most every
-//! 100 ms, so a marker is seen within that). A block already sending finishes first:
-//! cancellation never leaves a write with an unknown outcome.
-//!
+//! A run that is executing (a task of this process is walking it, or waiting for its turn) is
+//! asked to stop. Two ways to ask, because sled lets one process hold a data dir: inside the
+//! process (the API, `serve`), [`Cancels::request`] sets an in-memory flag; from another process
+//! (`blockyard cancel` while `blockyard run` holds the store), a marker file
+//! `DATA_DIR/cancel/RUN_ID` is dropped and the executor looks for it before starting each block
+//! (it reads the marker dir at most every 100 ms, so a marker is seen within that). A block
+//! already sending finishes first: cancellation never leaves a write with an unknown outcome.
 //! Either way the request is durable before it is acknowledged: the marker is written (an
 //! in-process request writes one too) and fsynced with its directory, so a run resumed after a
 //! crash still finds it and stops before its next block. The marker goes when the run finishes.
+//!
+//! A run that is *not* executing (waiting for approval, or left unfinished by a stopped process)
+//! has nothing to ask: [`mark_cancelled`] records it `cancelled` at once, so its approval gate
+//! never opens and `resume` leaves it alone ([`super::Engine::cancel`] in a process,
+//! `blockyard cancel` when no process holds the data dir).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::history::RunId;
+use crate::store::history::{History, RunId, RunRecord, RunStatus, StepStatus};
+use crate::store::StoreError;
 
 /// The directory of cancel markers in a data dir.
 pub fn marker_dir(data_dir: &Path) -> PathBuf {
@@ -64,12 +70,18 @@ impl Cancels {
         }
     }
 
-    /// Flags `run` and writes its marker, durably (blocks on an fsync).
-    pub(crate) fn request(&self, run: RunId) -> std::io::Result<()> {
+    /// Flags `run`: it stops before its next block. Durable only once [`Cancels::persist`] wrote
+    /// its marker.
+    pub(crate) fn request(&self, run: RunId) {
         self.flags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(run);
+    }
+
+    /// Writes `run`'s marker and fsyncs it (blocks on the fsyncs), so the request survives a
+    /// crash: the run, resumed, finds it.
+    pub(crate) fn persist(&self, run: RunId) -> std::io::Result<()> {
         write_marker(&self.dir, run)
     }
 
@@ -119,4 +131,51 @@ impl Cancels {
             let _ = std::fs::remove_file(self.marker(run));
         }
     }
+}
+
+/// Why a run nothing executes is cancelled, saying what it was doing: waiting for approval of
+/// which block, waiting to retry, queued, or left by a stopped process.
+pub fn reason(history: &History, run: &RunRecord) -> Result<String, StoreError> {
+    Ok(match run.status {
+        RunStatus::WaitingApproval => {
+            let mut waiting: Vec<String> = Vec::new();
+            for step in history.steps(run.id)? {
+                waiting.retain(|b| *b != step.block);
+                if step.status == StepStatus::WaitingApproval {
+                    waiting.push(step.block);
+                }
+            }
+            match waiting.as_slice() {
+                [] => "cancelled while waiting for approval".to_owned(),
+                [block] => format!("cancelled while waiting for approval of block `{block}`"),
+                blocks => format!(
+                    "cancelled while waiting for approval of blocks {}",
+                    blocks
+                        .iter()
+                        .map(|b| format!("`{b}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        RunStatus::Retrying => "cancelled while waiting to retry".to_owned(),
+        RunStatus::Queued => "cancelled before it started".to_owned(),
+        _ => "cancelled before it was resumed".to_owned(),
+    })
+}
+
+/// Records an unfinished run that nothing is executing as `cancelled` now, for `reason` (see
+/// [`reason`]; a parked run is better cancelled with [`History::cancel_parked`], atomic against
+/// its timer). Not flushed: the caller makes it durable.
+pub fn mark_cancelled(
+    history: &History,
+    mut run: RunRecord,
+    reason: String,
+) -> Result<RunRecord, StoreError> {
+    run.status = RunStatus::Cancelled;
+    run.error = Some(reason);
+    run.finished_at = Some(chrono::Utc::now());
+    run.wake_at = None;
+    history.put_run(&run)?;
+    Ok(run)
 }

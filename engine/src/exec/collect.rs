@@ -15,8 +15,9 @@
 //! With `missing: deactivate`, every record in `scope` (all `scope` fields equal) that the vendor
 //! did not list and is not already deactivated gets `status: deactivated` (listed as deactivated).
 //! `create_only` leaves existing records alone. Writes go through [`RecordStore::write`] with the
-//! engine's triggers, in batches, merging fields (saved fields survive a re-import). In a dry run
-//! the lists are computed and nothing is written.
+//! engine's triggers, in batches, merging fields (saved fields survive a re-import), off the async
+//! worker (they evaluate the triggers' rules). In a dry run the lists are computed and nothing is
+//! written.
 
 use std::collections::HashSet;
 
@@ -172,11 +173,25 @@ pub(crate) fn import(
     }
     if write {
         let triggers = engine.triggers();
-        for batch in writes.chunks(BATCH) {
-            records.write(batch, &triggers, Utc::now())?;
-        }
+        off_worker(|| {
+            writes
+                .chunks(BATCH)
+                .try_for_each(|batch| records.write(batch, &triggers, Utc::now()).map(drop))
+        })?;
     }
     Ok(summary)
+}
+
+/// Runs `f`, which evaluates rules (CPU work up to their time limits), without holding an async
+/// worker: on a multi-threaded runtime's worker the worker's other tasks move to another thread
+/// first (`block_in_place`); elsewhere (a blocking thread, a current-thread runtime) it just runs.
+fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 fn upsert(subject: Subject, fields: Fields) -> Write {

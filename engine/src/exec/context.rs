@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::rules::Condition;
+use crate::rules::{Condition, RuleError};
 
 /// `{record, vars, blocks, run}`.
 pub(crate) fn build(
@@ -45,7 +45,8 @@ pub(crate) fn to_dynamic(value: &Value) -> rhai::Dynamic {
     }
 }
 
-/// Evaluates a condition with every top-level field of `context` as a variable.
+/// Evaluates a condition with every top-level field of `context` as a variable, within the rule
+/// limits (time and size, see [`crate::rules`]).
 pub(crate) fn eval(condition: &Condition, context: &Value) -> Result<bool, String> {
     let mut scope = rhai::Scope::new();
     if let Value::Object(fields) = context {
@@ -54,9 +55,11 @@ pub(crate) fn eval(condition: &Condition, context: &Value) -> Result<bool, Strin
         }
     }
     crate::compile::rule_engine()
-        .engine()
-        .eval_ast_with_scope::<bool>(&mut scope, condition.ast())
-        .map_err(|err| err.to_string().to_lowercase())
+        .run::<bool>(&mut scope, condition.ast())
+        .map_err(|err| match err {
+            RuleError::Failed { message } => message.to_lowercase(),
+            limit => limit.to_string(),
+        })
 }
 
 /// A body as history keeps it: unchanged when its JSON text fits in `cap` bytes, else the first

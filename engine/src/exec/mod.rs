@@ -3,11 +3,18 @@
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
 //! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
 //! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
-//! decisions ([`approval`]). A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
+//! decisions ([`approval`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
+//! `records:` needs a subject, and the subject must match the begin block's conditions unless
+//! forced. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left;
 //! [`Engine::wake_due`] and [`Engine::resume_due`] continue the `retrying` runs whose next
 //! attempt has come (`serve`'s timer loop, `blockyard resume`).
+//!
+//! Runs of one subject are ordered: a live run of a workflow for a subject waits its turn behind
+//! the runs of that workflow for that subject submitted before it ([`turns`]), and holds the
+//! subject record from its creation to its final status, so a record change made meanwhile is
+//! evaluated by the triggers after it ([`crate::store::in_flight`]).
 //!
 //! # Semantics
 //!
@@ -54,8 +61,9 @@ mod context;
 mod resume;
 pub mod retry;
 mod run;
+mod turns;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +81,7 @@ use crate::spec::Source;
 pub use crate::store::history::{
     History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
 };
+use crate::store::in_flight::run_holder;
 use crate::store::{Store, StoreError};
 use crate::template::{Template, TemplateEngine};
 use crate::trigger::scheduler::Clock;
@@ -123,6 +132,8 @@ pub enum ExecError {
     UnknownBlock { workflow: String, block: String },
     #[error("run `{id}` is not waiting for approval of block `{block}`; `blockyard history show {id}` shows where it is")]
     NotWaiting { id: RunId, block: String },
+    #[error("run `{id}` was cancelled, so block `{block}` can no longer be approved or rejected; start a new run if it is still wanted")]
+    Cancelled { id: RunId, block: String },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
     #[error("cannot record the cancel of run `{id}` in `{}`: {message}; check that the data dir is writable and has space", path.display())]
@@ -138,6 +149,24 @@ pub enum ExecError {
         id: RunId,
         block: String,
         credential: String,
+    },
+}
+
+/// Why a run asked for by hand does not start ([`Engine::admit`]). The CLI and the API add how to
+/// give a subject or force the run, in their own terms.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error("`{workflow}` runs on a `{collection}` record (its begin block says `records: {collection}`) and none was given")]
+    NoSubject {
+        workflow: String,
+        collection: &'static str,
+    },
+    #[error("`{}` does not start for `{subject}`: {}", consideration.workflow, consideration.explain().trim_end())]
+    NotMatching {
+        /// `collection/key`.
+        subject: String,
+        /// The begin block's conditions on the subject, as `triggers why` shows them.
+        consideration: Box<crate::trigger::Consideration>,
     },
 }
 
@@ -265,6 +294,18 @@ impl Recorded {
     }
 }
 
+/// What [`Engine::cancel`] did.
+#[derive(Debug, Clone)]
+pub enum Cancel {
+    /// The run is executing in this process: it stops before its next block.
+    Requested,
+    /// Nothing was executing it (it waited for approval, or a stopped process left it): it is
+    /// `cancelled` now, durably.
+    Cancelled(RunRecord),
+    /// It had already finished; nothing changed.
+    Finished(RunRecord),
+}
+
 /// A finished (or stopped) run.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -281,6 +322,32 @@ pub struct RunOutcome {
 impl RunOutcome {
     pub fn succeeded(&self) -> bool {
         self.run.status == RunStatus::Succeeded
+    }
+}
+
+/// A history subject as the records store names it (`None` for an unknown collection).
+fn records_subject(subject: &Subject) -> Option<crate::records::Subject> {
+    let collection = crate::records::Collection::parse(&subject.collection)?;
+    Some(crate::records::Subject::new(
+        collection,
+        crate::records::RecordKey::parse(&subject.key),
+    ))
+}
+
+/// A run executing in this process, until dropped.
+struct Active {
+    engine: Engine,
+    id: RunId,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.engine
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -303,6 +370,16 @@ struct Inner {
     options: EngineOptions,
     permits: Arc<Semaphore>,
     cancels: cancel::Cancels,
+    /// The runs a task of this process is executing (or holding for a permit): a cancel asks
+    /// them to stop; any other unfinished run is cancelled at once.
+    active: std::sync::Mutex<HashSet<RunId>>,
+    /// Held while a cancel, an approval, a resume or a timer decides on a run nothing executes,
+    /// so they never interleave.
+    deciding: std::sync::Mutex<()>,
+    /// The lines of runs per workflow and subject.
+    turns: turns::Turns,
+    /// Woken when run requests are queued (the queue's consumer, under `serve`).
+    waker: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     templates: TemplateEngine,
     /// Notified when a run parks with a timer (see [`Engine::timers_changed`]).
     parked: tokio::sync::Notify,
@@ -328,6 +405,10 @@ impl Engine {
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
                 options,
                 cancels: cancel::Cancels::new(store.dir()),
+                active: std::sync::Mutex::default(),
+                deciding: std::sync::Mutex::default(),
+                turns: turns::Turns::default(),
+                waker: std::sync::OnceLock::new(),
                 templates: TemplateEngine::new(),
                 parked: tokio::sync::Notify::new(),
             }),
@@ -490,7 +571,11 @@ impl Engine {
         request: RunRequest,
     ) -> Result<RunOutcome, ExecError> {
         let record = self.new_record(prepared, &request);
-        run::execute(
+        let _active = self.activate(record.id);
+        let turn = self.take_turn(&record, request.persist)?;
+        self.wait_turn(turn.as_ref(), &record, request.persist, &mut None)
+            .await?;
+        let result = run::execute(
             self.clone(),
             prepared.clone(),
             record,
@@ -499,7 +584,9 @@ impl Engine {
             None,
             None,
         )
-        .await
+        .await;
+        self.after_run(&result);
+        result
     }
 
     /// Starts a run in the background: its id, a handle on its outcome, and word of when its
@@ -510,15 +597,31 @@ impl Engine {
         let engine = self.clone();
         let prepared = prepared.clone();
         let (sender, recorded) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(run::execute(
-            engine,
-            prepared,
-            record,
-            request.recording,
-            request.persist,
-            None,
-            Some(sender),
-        ));
+        let active = self.activate(id);
+        // Joined now, so runs of one workflow for one subject take turns in submission order.
+        let turn = self.take_turn(&record, request.persist);
+        let persist = request.persist;
+        let recording = request.recording;
+        let handle = tokio::spawn(async move {
+            let _active = active;
+            let turn = turn?;
+            let mut sender = Some(sender);
+            engine
+                .wait_turn(turn.as_ref(), &record, persist, &mut sender)
+                .await?;
+            let result = run::execute(
+                engine.clone(),
+                prepared,
+                record,
+                recording,
+                persist,
+                None,
+                sender,
+            )
+            .await;
+            engine.after_run(&result);
+            result
+        });
         Submitted {
             id,
             handle,
@@ -526,33 +629,98 @@ impl Engine {
         }
     }
 
-    /// Asks a run of this process to stop between steps. Returns false when the run is not known
-    /// or already finished. A `retrying` run (parked, not in flight) is cancelled at once, its
-    /// timer dropped. Either way the request is durable when this returns true (the store is
-    /// flushed, or the run's cancel marker written and fsynced), so it blocks on an fsync: call it
-    /// off the async workers (`spawn_blocking`).
-    pub fn cancel(&self, id: RunId) -> Result<bool, ExecError> {
+    /// Cancels a run: one this process is executing stops between steps ([`Cancel::Requested`]);
+    /// an unfinished run nothing executes (waiting for approval, `retrying`, or left by a stopped
+    /// process) is `cancelled` at once and durably, so an approval can no longer open its gate and
+    /// a timer no longer wakes it. Either way the cancel is on disk when this returns: the run's
+    /// cancel marker is written and fsynced (a run resumed after a crash stops before its next
+    /// block), or the store is flushed.
+    pub async fn cancel(&self, id: RunId) -> Result<Cancel, ExecError> {
         let history = &self.inner.history;
-        match history.run(id)? {
-            Some(run)
-                if run.status == RunStatus::Retrying
-                    && history
-                        .cancel_parked(id, "cancelled while waiting to retry", chrono::Utc::now())?
-                        .is_some() =>
-            {
-                history.store().flush_blocking()?;
-                Ok(true)
+        let outcome = {
+            let _deciding = self.lock_deciding();
+            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            if run.status.is_finished() {
+                return Ok(Cancel::Finished(run));
             }
-            Some(run) if !run.status.is_finished() => {
-                let cancels = &self.inner.cancels;
-                cancels.request(id).map_err(|err| ExecError::CancelMarker {
+            if self.is_active(id) {
+                self.inner.cancels.request(id);
+                // A run waiting for its turn stops waiting, and stops before its first block.
+                self.inner.turns.wake();
+                Cancel::Requested
+            } else {
+                let reason = cancel::reason(history, &run)?;
+                let cancelled = if run.status.is_parked() {
+                    // Atomic against a timer waking it at the same moment.
+                    history.cancel_parked(id, &reason, chrono::Utc::now())?
+                } else {
+                    Some(cancel::mark_cancelled(history, run, reason)?)
+                };
+                match cancelled {
+                    Some(run) => Cancel::Cancelled(run),
+                    // Woken (or finished) meanwhile: it is executing, or done.
+                    None => {
+                        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                        if run.status.is_finished() {
+                            return Ok(Cancel::Finished(run));
+                        }
+                        self.inner.cancels.request(id);
+                        self.inner.turns.wake();
+                        Cancel::Requested
+                    }
+                }
+            }
+        };
+        if let Cancel::Requested = outcome {
+            let engine = self.clone();
+            tokio::task::spawn_blocking(move || engine.inner.cancels.persist(id))
+                .await
+                .map_err(|err| ExecError::Task {
+                    message: err.to_string(),
+                })?
+                .map_err(|err| ExecError::CancelMarker {
                     id,
-                    path: cancels.marker(id),
+                    path: self.inner.cancels.marker(id),
                     message: err.to_string().to_lowercase(),
                 })?;
-                Ok(true)
+            // A run that finished meanwhile has cleared its request already: its marker goes too.
+            if history.run(id)?.is_some_and(|run| run.status.is_finished()) {
+                self.inner.cancels.clear(id);
             }
-            _ => Ok(false),
+            return Ok(outcome);
+        }
+        history.durable().await?;
+        if let Cancel::Cancelled(run) = &outcome {
+            self.release_subject(run);
+        }
+        Ok(outcome)
+    }
+
+    fn lock_deciding(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .deciding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_active(&self, id: RunId) -> bool {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
+    /// Marks `id` as executing in this process until the guard is dropped.
+    fn activate(&self, id: RunId) -> Active {
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        Active {
+            engine: self.clone(),
+            id,
         }
     }
 
@@ -560,33 +728,158 @@ impl Engine {
     pub async fn resume_unfinished(&self) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
         for run in self.inner.history.unfinished()? {
-            outcomes.push(resume::resume(self.clone(), run).await?);
+            outcomes.push(self.continue_run(run).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Continues an unfinished run (resumed, woken, or approved) in its turn, and releases its
+    /// subject when it finishes. A run cancelled since `run` was read is left as it is.
+    pub(crate) async fn continue_run(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        let (run, _active) = {
+            let _deciding = self.lock_deciding();
+            let id = run.id;
+            let current = self
+                .inner
+                .history
+                .run(id)?
+                .ok_or(ExecError::UnknownRun { id })?;
+            if current.status.is_finished() {
+                return Ok(RunOutcome {
+                    steps: self.inner.history.steps(id)?,
+                    run: current,
+                    duration: Duration::ZERO,
+                    http: Duration::ZERO,
+                    durable_wait: Duration::ZERO,
+                });
+            }
+            (run, self.activate(id))
+        };
+        self.continue_active(run).await
+    }
+
+    /// [`Engine::continue_run`] for a run already marked active.
+    pub(crate) async fn continue_active(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        let turn = self.take_turn(&run, true)?;
+        if let Some(turn) = &turn {
+            turn.wait().await;
+        }
+        let result = resume::resume(self.clone(), run).await;
+        self.after_run(&result);
+        result
+    }
+
+    /// A live run's place in the line of its workflow and subject, and its hold on the subject
+    /// record ([`crate::store::in_flight`]); none for a run without a subject, a dry run or an
+    /// offline replay.
+    fn take_turn(&self, run: &RunRecord, persist: bool) -> Result<Option<turns::Turn>, ExecError> {
+        let Some(subject) = run
+            .subject
+            .as_ref()
+            .filter(|_| persist && run.mode == RunMode::Live)
+        else {
+            return Ok(None);
+        };
+        if let Some(held) = records_subject(subject) {
+            self.inner.records.hold(&held, &run_holder(run.id))?;
+        }
+        let line = format!("{}/{}", subject.collection, subject.key);
+        Ok(Some(self.join_line(&run.workflow, line, run.id)))
+    }
+
+    /// Waits for a new run's turn, recording it `queued` (and saying so to `recorded`) when
+    /// another run of its workflow for its subject is ahead.
+    async fn wait_turn(
+        &self,
+        turn: Option<&turns::Turn>,
+        record: &RunRecord,
+        persist: bool,
+        recorded: &mut Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<(), ExecError> {
+        let Some(turn) = turn.filter(|t| !t.is_first()) else {
+            return Ok(());
+        };
+        if persist {
+            self.inner.history.put_run(record)?;
+            if let Some(sender) = recorded.take() {
+                let _ = sender.send(());
+            }
+        }
+        turn.wait().await;
+        Ok(())
+    }
+
+    /// After a run's task: a run that finished releases its subject, and the record changes held
+    /// back while it was in flight are evaluated (a run waiting for approval keeps its hold).
+    fn after_run(&self, result: &Result<RunOutcome, ExecError>) {
+        if let Ok(outcome) = result {
+            if outcome.run.status.is_finished() {
+                self.release_subject(&outcome.run);
+            }
+        }
+    }
+
+    /// Releases a finished run's hold on its subject record, evaluating what was held back.
+    pub(crate) fn release_subject(&self, run: &RunRecord) {
+        let Some(subject) = run.subject.as_ref().and_then(records_subject) else {
+            return;
+        };
+        if run.mode != RunMode::Live {
+            return;
+        }
+        match self.inner.records.release(
+            &subject,
+            &run_holder(run.id),
+            &self.triggers(),
+            chrono::Utc::now(),
+        ) {
+            Ok(queued) if !queued.is_empty() => self.wake_queue(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(run_id = %run.id, error = %err, "releasing the run's subject failed; the next start settles it")
+            }
+        }
+    }
+
+    /// Tells the queue's consumer that run requests were queued (see [`Engine::set_waker`]).
+    pub(crate) fn wake_queue(&self) {
+        if let Some(waker) = self.inner.waker.get() {
+            waker.notify_one();
+        }
+    }
+
+    /// What to wake when a run's record writes (or the end of a run) queue run requests: the
+    /// queue's consumer under `serve`.
+    pub fn set_waker(&self, waker: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.waker.set(waker);
     }
 
     /// Finishes one unfinished run (a `retrying` one is woken first, whether or not its time
     /// has come).
     pub async fn resume(&self, id: RunId) -> Result<RunOutcome, ExecError> {
         let history = &self.inner.history;
-        let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-        if run.status == RunStatus::Retrying {
-            match history.wake(id)? {
-                Some(woken) => run = woken,
-                None => {
-                    // Woken or cancelled by someone else meanwhile: left as it is.
-                    let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-                    return Ok(RunOutcome {
-                        steps: history.steps(id)?,
-                        run,
-                        duration: Duration::ZERO,
-                        http: Duration::ZERO,
-                        durable_wait: Duration::ZERO,
-                    });
+        let (run, _active) = {
+            let _deciding = self.lock_deciding();
+            let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            if run.status == RunStatus::Retrying {
+                match history.wake(id)? {
+                    Some(woken) => run = woken,
+                    None => {
+                        // Woken or cancelled by someone else meanwhile: left as it is.
+                        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                        return Ok(RunOutcome {
+                            steps: history.steps(id)?,
+                            run,
+                            duration: Duration::ZERO,
+                            http: Duration::ZERO,
+                            durable_wait: Duration::ZERO,
+                        });
+                    }
                 }
             }
-        }
-        resume::resume(self.clone(), run).await
+            (run, self.activate(id))
+        };
+        self.continue_active(run).await
     }
 
     /// The engine's wall clock now (the one durable retries are timed by).
@@ -595,16 +888,23 @@ impl Engine {
     }
 
     /// Claims every parked run whose timer is due at `now` (a `retrying` run whose next attempt
-    /// has come): each becomes `running` and its timer is dropped, so no one else wakes it.
-    /// Continue each with [`Engine::resume_record`].
+    /// has come): each becomes `running` and its timer is dropped, so no one else wakes it, and
+    /// it counts as executing here (a cancel asks it to stop). Continue each with
+    /// [`Engine::resume_record`].
     pub fn wake_due(
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<RunRecord>, ExecError> {
         let history = &self.inner.history;
+        let _deciding = self.lock_deciding();
         let mut woken = Vec::new();
         for timer in history.timers().due(now)? {
             if let Some(run) = history.wake(timer.run)? {
+                self.inner
+                    .active
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(run.id);
                 woken.push(run);
             }
         }
@@ -614,7 +914,7 @@ impl Engine {
     /// Continues a run from its record: one [`Engine::wake_due`] claimed, or one
     /// [`History::unfinished`] listed.
     pub async fn resume_record(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
-        resume::resume(self.clone(), run).await
+        self.continue_run(run).await
     }
 
     /// Wakes and continues, one after another, every parked run whose timer is due at `now`.
@@ -624,7 +924,7 @@ impl Engine {
     ) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
         for run in self.wake_due(now)? {
-            outcomes.push(resume::resume(self.clone(), run).await?);
+            outcomes.push(self.resume_record(run).await?);
         }
         Ok(outcomes)
     }
@@ -635,7 +935,51 @@ impl Engine {
         &self.inner.parked
     }
 
-    fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
+    /// Whether a run asked for by hand may start: a workflow whose begin block names `records:`
+    /// needs a subject (always), and unless `force` the subject must match the begin block's
+    /// `when:`/`rules:` and not be left out by its `exclude:`, judged on the subject record as
+    /// given ([`crate::trigger::consider_manual`]).
+    pub fn admit(
+        &self,
+        prepared: &Prepared,
+        request: &RunRequest,
+        force: bool,
+    ) -> Result<(), Refusal> {
+        let workflow = &prepared.workflow;
+        let trigger = &workflow.trigger;
+        let Some(subject) = &request.subject else {
+            return match trigger.records {
+                Some(collection) => Err(Refusal::NoSubject {
+                    workflow: workflow.name.clone(),
+                    collection: collection.name(),
+                }),
+                None => Ok(()),
+            };
+        };
+        let conditions = trigger.when.is_some() || !trigger.rules.is_empty();
+        if force || !(conditions || trigger.exclude.is_some()) {
+            return Ok(());
+        }
+        let empty = Map::new();
+        let record = subject.record.as_object().unwrap_or(&empty);
+        let consideration = crate::trigger::consider_manual(
+            workflow,
+            &self.run_vars(prepared, request),
+            &subject.key,
+            record,
+            chrono::Utc::now(),
+        );
+        if consideration.fired {
+            return Ok(());
+        }
+        Err(Refusal::NotMatching {
+            subject: format!("{}/{}", subject.collection, subject.key),
+            consideration: Box::new(consideration),
+        })
+    }
+
+    /// A run's `vars`: the config's, overlaid by the workflow's, overlaid by the request's.
+    fn run_vars(&self, prepared: &Prepared, request: &RunRequest) -> Map<String, Value> {
         let mut vars = self.inner.config_vars.clone();
         for (k, v) in &prepared.workflow.vars {
             vars.insert(k.clone(), v.clone());
@@ -643,6 +987,11 @@ impl Engine {
         for (k, v) in &request.vars {
             vars.insert(k.clone(), v.clone());
         }
+        vars
+    }
+
+    fn new_record(&self, prepared: &Prepared, request: &RunRequest) -> RunRecord {
+        let vars = self.run_vars(prepared, request);
         let id = RunId::new();
         RunRecord {
             id,

@@ -3,12 +3,15 @@
 //! Every block whose last step is settled keeps its outcome (and its saves are re-applied to the
 //! in-memory subject); reads that were in flight are simply run again. A write found `sending`
 //! has an unknown outcome: if its preset has a `probe` (a read and a rhai `done_when` over
-//! `response` and `status`), the probe decides: done means the write is marked succeeded without
-//! sending it again, not done means it is sent now. Without a probe, when the block's advanced
-//! mode overrides `request.path` or `request.method` (the probe would read another resource), or
-//! when the probe itself cannot answer (its call fails, or answers 429 or 5xx), the run stops in
-//! `needs_attention`, naming the block, and nothing is sent. A block whose last step is
-//! `retrying` has not settled: the walk tries it again once its time has come (see `retry`).
+//! `response` and `status`), the probe decides. Done means the write is marked succeeded without
+//! sending it again, and its `save` and `outputs` render from the write's answer as the probe's
+//! `answer` recovers it (the created user in the probe's list); when they cannot, the run stops
+//! in `needs_attention` naming the block, since a later block would read nothing. Not done means
+//! it is sent now. Without a probe, when the block's advanced mode overrides `request.path` or
+//! `request.method` (the probe would read another resource), or when the probe itself cannot
+//! answer (its call fails, or answers 429 or 5xx), the run stops in `needs_attention`, naming the
+//! block, and nothing is sent. A block whose last step is `retrying` has not settled: the walk
+//! tries it again once its time has come (see `retry`).
 
 use std::collections::HashMap;
 
@@ -28,7 +31,8 @@ use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// What a probe said.
 pub(crate) enum Verdict {
-    Done(Answer),
+    /// The write took effect: its answer as the probe's `answer` recovers it, or why it cannot.
+    Done(Result<Answer, String>),
     NotDone,
     Unknown(String),
 }
@@ -86,7 +90,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         if step.status == StepStatus::Sending {
             let verdict = probe(&engine, &prepared, node, &step, &record, &run).await;
             match verdict {
-                Verdict::Done(mut answer) => {
+                Verdict::Done(recovered) => {
                     let mut task = Task {
                         engine: engine.clone(),
                         prepared: prepared.clone(),
@@ -104,29 +108,50 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         BlockKind::RoleRetrieval(role) => Some(&role.call),
                         BlockKind::Begin | BlockKind::End => None,
                     };
-                    if let Some(Ok((outputs, saved))) =
-                        call.map(|c| outcome_of(&mut task, c, false, &mut answer))
-                    {
-                        step.outputs = outputs;
-                        if let Some(subject) = &run.subject {
-                            if !saved.is_empty() {
-                                save_subject(
-                                    &engine,
-                                    &subject.collection,
-                                    &subject.key,
-                                    &subject.record,
-                                    &saved,
-                                )?;
-                            }
+                    let outcome = match (call, recovered) {
+                        (None, _) => Ok((Map::new(), Map::new())),
+                        (Some(_), Err(reason)) => Err(reason),
+                        (Some(call), Ok(mut answer)) => {
+                            outcome_of(&mut task, call, false, &mut answer)
                         }
-                        step.saved = saved;
-                    }
-                    step.status = StepStatus::Succeeded;
+                    };
                     step.finished_at = Some(Utc::now());
                     step.note = Some(
                         "outcome unknown after a restart; the preset's probe found the write had taken effect, so it was not sent again"
                             .to_owned(),
                     );
+                    let (outputs, saved) = match outcome {
+                        Ok(recovered) => recovered,
+                        Err(reason) => {
+                            // Done, but what it saves and outputs is lost: a later block would
+                            // read nothing, so a person looks before anything else happens.
+                            let message = format!(
+                                "block `{}`: the write `{}` had taken effect before the process stopped (its probe found it), but its save and outputs cannot be recovered from the probe's answer: {reason}; set what it saves by hand, then run the workflow again if later blocks are still wanted",
+                                step.block,
+                                step.preset.as_deref().unwrap_or("?")
+                            );
+                            step.status = StepStatus::Failed;
+                            step.error = Some(reason);
+                            return needs_attention(history, run, step, kept, message, started)
+                                .await;
+                        }
+                    };
+                    step.outputs = outputs;
+                    if let Some(subject) = &run.subject {
+                        if !saved.is_empty() {
+                            save_subject(
+                                &engine,
+                                run.id,
+                                &subject.collection,
+                                &subject.key,
+                                &subject.record,
+                                &saved,
+                            )
+                            .await?;
+                        }
+                    }
+                    step.saved = saved;
+                    step.status = StepStatus::Succeeded;
                     history.put_step(&step)?;
                     if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
                         *slot = step.clone();
@@ -147,22 +172,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         step.preset.as_deref().unwrap_or("?")
                     );
                     step.note = Some("outcome unknown: not sent again".to_owned());
-                    history.put_step(&step)?;
-                    run.status = RunStatus::NeedsAttention;
-                    run.error = Some(message);
-                    run.finished_at = Some(Utc::now());
-                    history.put_run(&run)?;
-                    history.durable().await?;
-                    if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
-                        *slot = step.clone();
-                    }
-                    return Ok(RunOutcome {
-                        run,
-                        steps: kept,
-                        duration: started.elapsed(),
-                        http: Default::default(),
-                        durable_wait: Default::default(),
-                    });
+                    return needs_attention(history, run, step, kept, message, started).await;
                 }
             }
         }
@@ -180,6 +190,33 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
     resumed.steps = kept;
     tracing::info!(run_id = %run.id, "resuming run");
     run::execute(engine, prepared, run, None, true, Some(resumed), None).await
+}
+
+/// Ends a resumed run in `needs_attention` with `message`, recording `step` as it now is.
+async fn needs_attention(
+    history: crate::store::history::History,
+    mut run: RunRecord,
+    step: StepRecord,
+    mut kept: Vec<StepRecord>,
+    message: String,
+    started: Instant,
+) -> Result<RunOutcome, ExecError> {
+    history.put_step(&step)?;
+    run.status = RunStatus::NeedsAttention;
+    run.error = Some(message);
+    run.finished_at = Some(Utc::now());
+    history.put_run(&run)?;
+    history.durable().await?;
+    if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
+        *slot = step;
+    }
+    Ok(RunOutcome {
+        run,
+        steps: kept,
+        duration: started.elapsed(),
+        http: Default::default(),
+        durable_wait: Default::default(),
+    })
 }
 
 /// Asks a write's preset probe whether the write took effect (also used by `retry` for a write
@@ -265,8 +302,30 @@ pub(crate) async fn probe(
     };
     let scope = json!({"response": response.body, "status": response.status});
     match context::eval(&condition, &scope) {
-        Ok(true) => Verdict::Done(answer_of(response, 1)),
+        Ok(true) => Verdict::Done(recover(engine, spec.answer.as_ref(), response, scope)),
         Ok(false) => Verdict::NotDone,
         Err(err) => Verdict::Unknown(format!("its probe's `done_when` failed: {err}")),
     }
+}
+
+/// The write's answer from the probe's: the preset's `probe.answer` rendered over the probe's
+/// `response` and `status` (headers and status stay the probe's), or the probe's answer as it is.
+fn recover(
+    engine: &Engine,
+    template: Option<&Value>,
+    response: crate::http::Response,
+    scope: Value,
+) -> Result<Answer, String> {
+    let mut answer = answer_of(response, 1);
+    if let Some(template) = template {
+        let template = crate::template::JsonTemplate::compile(template)
+            .map_err(|err| format!("its probe's `answer` does not compile: {err}"))?;
+        let context = handlebars::Context::from(scope);
+        answer.body = engine
+            .inner
+            .templates
+            .render_json(&template, &context)
+            .map_err(|err| format!("its probe's `answer` cannot be rendered: {err}"))?;
+    }
+    Ok(answer)
 }

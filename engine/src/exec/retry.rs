@@ -146,7 +146,8 @@ pub(crate) fn classify(err: &CallError, write: bool) -> Class {
 }
 
 /// Checks a write whose delivery is uncertain (`message` says why) with its preset's probe:
-/// done → [`Called::Ok`] with the probe's answer (the block's outputs and saves render from it),
+/// done → [`Called::Ok`] with the write's answer the probe's `answer` recovers (the block's
+/// outputs and saves render from it; when it cannot be, the run needs attention),
 /// not done → [`Called::Transient`] (sent again at the next attempt), cannot tell →
 /// [`Called::Unknown`]. Notes the verdict on the step.
 pub(crate) async fn check(
@@ -163,10 +164,18 @@ pub(crate) async fn check(
         None => Verdict::Unknown("its run is not in the history to probe it".to_owned()),
     };
     Ok(match verdict {
-        Verdict::Done(probed) => {
+        Verdict::Done(Ok(probed)) => {
             step.note = Some(format!("delivery uncertain ({message}); the preset's probe found the write had taken effect, so it was not sent again"));
             Called::Ok(probed)
         }
+        Verdict::Done(Err(reason)) => Called::Unknown {
+            attention: format!(
+                "block `{}`: the write `{}` had taken effect ({message}; its probe found it), but its save and outputs cannot be recovered from the probe's answer: {reason}; set what it saves by hand, then run the workflow again if later blocks are still wanted",
+                step.block, call.preset
+            ),
+            message,
+            answer,
+        },
         Verdict::NotDone => {
             step.note = Some("delivery uncertain; the preset's probe found the write had not taken effect, so it is sent again at the next attempt".to_owned());
             Called::Transient {

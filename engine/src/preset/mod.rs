@@ -308,6 +308,12 @@ pub struct ProbeSpec {
     pub action: String,
     /// A rhai expression over `response` and `status` that is true when the write has taken effect.
     pub done_when: String,
+    /// The write's answer, recovered from the probe's: a JSON template over the probe's
+    /// `response` and `status` (`"{{response.Resources.0}}"` when the probe lists the created
+    /// user). A block's `save` and `outputs` render from it when the probe found the write done;
+    /// without it they render from the probe's answer as it is.
+    #[serde(default)]
+    pub answer: Option<Value>,
 }
 
 /// `vendor.action`.
@@ -477,6 +483,14 @@ impl PresetRegistry {
 
 /// Parses and checks one preset file.
 pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> {
+    crate::spec::limits::check(text).map_err(|err| {
+        vec![PresetError {
+            file: file.to_owned(),
+            line: err.location.line,
+            column: err.location.column,
+            message: format!("{}; {}", err.limit, err.limit.hint()),
+        }]
+    })?;
     let spec: VendorSpec = serde_yaml::from_str(text).map_err(|err| {
         let location = crate::spec::yaml_error_location(&err);
         vec![PresetError {
@@ -536,6 +550,14 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                         format!("`{key}` names action `{referenced}`, which does not exist"),
                     );
                 }
+            }
+        }
+        if let Some(answer) = action.probe.as_ref().and_then(|p| p.answer.as_ref()) {
+            if let Err(err) = template::JsonTemplate::compile(answer) {
+                check.error(
+                    "probe",
+                    format!("invalid template in `probe.answer`: {err}"),
+                );
             }
         }
         let mut defaults = IndexMap::new();

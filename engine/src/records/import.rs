@@ -26,6 +26,7 @@ use super::{
     apply, json_type, Change, Collection, Fields, KeyError, KeyRule, Outcome, RecordKey,
     RecordStore, Subject, Write, WriteMode,
 };
+use crate::store::queue::QueueId;
 use crate::store::StoreError;
 use crate::trigger::Triggers;
 
@@ -33,6 +34,8 @@ use crate::trigger::Triggers;
 pub const BATCH: usize = 500;
 /// Rejections kept with their reason (all are counted).
 pub const MAX_REJECTIONS_KEPT: usize = 1000;
+/// Queued run requests kept by id (all are counted).
+pub const MAX_QUEUED_KEPT: usize = 1000;
 
 /// An import file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,6 +119,8 @@ pub struct Summary {
     pub rejections: Vec<Rejection>,
     /// Run requests enqueued (in a dry run: that would be).
     pub queued: u64,
+    /// The first [`MAX_QUEUED_KEPT`] of them (none in a dry run), oldest first.
+    pub queued_ids: Vec<QueueId>,
     pub dry_run: bool,
 }
 
@@ -293,6 +298,10 @@ impl Importer<'_> {
         } else {
             for written in self.store.write(&batch, self.triggers, self.now)? {
                 self.summary.queued += written.queued.len() as u64;
+                let room = MAX_QUEUED_KEPT.saturating_sub(self.summary.queued_ids.len());
+                self.summary
+                    .queued_ids
+                    .extend(written.queued.iter().take(room));
                 self.count(written.outcome);
             }
             self.batch = batch;

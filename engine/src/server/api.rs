@@ -16,16 +16,24 @@
 //! | `GET /records/{collection}/{key}` | | the record's fields |
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
 //! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
-//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?}` or none | 202 the run record; with `wait`, 200 the run with steps |
-//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first |
+//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
+//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
-//! | `POST /runs/{id}/cancel` | | 202 `{"id", "cancel_requested": true}`; 409 when finished |
+//! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval, `retrying`): 200 the run record, `cancelled` at once; 409 when finished |
+//!
+//! A route refuses (400) every query parameter and body field it does not take, naming them and
+//! what it takes, before it does anything: `POST /runs/{id}/replay?offline=true` is an error, not
+//! a live replay. [`Params`] checks the query against a route's [`QuerySpec`], [`Body`] the JSON
+//! body against its [`BodySpec`]; a route without options takes [`NoQuery`] and [`NoBody`] (an
+//! empty body or `{}`). Record fields (`POST /records`, a run's `subject` and `vars`) are data,
+//! not options, and are not checked.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,7 +44,9 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::compile::RecordEvent;
-use crate::exec::{ExecError, RunId, RunRecord, RunRequest, RunStatus, StepRecord};
+use crate::exec::{
+    Cancel, ExecError, Refusal, RunId, RunRecord, RunRequest, RunStatus, StepRecord,
+};
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions, Setup};
 use crate::service::Shared;
@@ -80,7 +90,9 @@ impl From<ExecError> for ApiError {
         match err {
             ExecError::UnknownRun { id } => ApiError::not_found(format!("no run `{id}`")),
             err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
-            err @ (ExecError::NotWaiting { .. } | ExecError::ReplayCredential { .. }) => {
+            err @ (ExecError::NotWaiting { .. }
+            | ExecError::Cancelled { .. }
+            | ExecError::ReplayCredential { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }
             err => internal(err),
@@ -104,13 +116,151 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
     })
 }
 
-/// An optional JSON body: empty means the defaults.
-fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// The query parameters a route takes.
+trait QuerySpec: DeserializeOwned + Send {
+    /// Their names, as the API documents them.
+    const NAMES: &'static [&'static str];
+    /// The fields of the route's JSON body, named when a query parameter is refused (the options
+    /// of `replay` and `runs` go in the body).
+    const BODY: &'static [&'static str] = &[];
+}
+
+/// A route's query, checked against its [`QuerySpec`]: a parameter it does not take is a 400 that
+/// names it and the ones it takes.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: QuerySpec> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Params<T>, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let mut unknown: Vec<String> = Vec::new();
+        for (name, _) in url::form_urlencoded::parse(query.as_bytes()) {
+            if !T::NAMES.contains(&name.as_ref()) && !unknown.iter().any(|u| *u == name) {
+                unknown.push(name.into_owned());
+            }
+        }
+        if !unknown.is_empty() {
+            let route = route(parts);
+            let takes = match (T::NAMES, T::BODY) {
+                ([], []) => "takes no query parameters".to_owned(),
+                ([], body) => format!(
+                    "takes no query parameters; send its options in the JSON body ({})",
+                    ticked(body)
+                ),
+                (names, _) => format!("takes {}", ticked(names)),
+            };
+            return Err(ApiError::bad_request(format!(
+                "unknown query {} {}: `{route}` {takes}",
+                if unknown.len() == 1 {
+                    "parameter"
+                } else {
+                    "parameters"
+                },
+                ticked(&unknown)
+            )));
+        }
+        let Query(value) = Query::<T>::try_from_uri(&parts.uri).map_err(|err| {
+            ApiError::bad_request(crate::template::lowercase_first(&err.body_text()))
+        })?;
+        Ok(Params(value))
+    }
+}
+
+/// The fields a route's JSON body takes.
+trait BodySpec: DeserializeOwned + Default {
+    /// Their names, as the API documents them.
+    const FIELDS: &'static [&'static str];
+}
+
+/// A route's JSON body, checked against its [`BodySpec`]: empty means the defaults, and a field
+/// the route does not take is a 400 that names it and the ones it takes.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: BodySpec> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Body<T>, Response> {
+        let (parts, body) = request.into_parts();
+        let route = route(&parts);
+        let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_body(&bytes, &route)
+            .map(Body)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+fn parse_body<T: BodySpec>(bytes: &Bytes, route: &str) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
+    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
+        ApiError::bad_request(format!("the request body is not valid JSON: {err}"))
+    })?;
+    let takes = match T::FIELDS {
+        [] => "takes no body".to_owned(),
+        fields => format!("takes {}", ticked(fields)),
+    };
+    let Value::Object(fields) = &value else {
+        return Err(ApiError::bad_request(format!(
+            "the request body is not a JSON object: `{route}` {takes}"
+        )));
+    };
+    let unknown: Vec<&String> = fields
+        .keys()
+        .filter(|k| !T::FIELDS.contains(&k.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "unknown {} {} in the request body: `{route}` {takes}",
+            if unknown.len() == 1 {
+                "field"
+            } else {
+                "fields"
+            },
+            ticked(&unknown)
+        )));
+    }
+    serde_json::from_value(value)
         .map_err(|err| ApiError::bad_request(format!("the request body is not valid: {err}")))
+}
+
+/// `METHOD /api/route/{param}`, as the route was declared.
+fn route(parts: &Parts) -> String {
+    let path = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or_else(|| parts.uri.path(), MatchedPath::as_str);
+    format!("{} {path}", parts.method)
+}
+
+/// `` `a`, `b` ``.
+fn ticked(names: &[impl AsRef<str>]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{}`", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// No query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
+
+impl QuerySpec for NoQuery {
+    const NAMES: &'static [&'static str] = &[];
+}
+
+/// No body (or an empty one, or `{}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+impl BodySpec for NoBody {
+    const FIELDS: &'static [&'static str] = &[];
 }
 
 fn outcome_name(outcome: Outcome) -> &'static str {
@@ -145,10 +295,14 @@ struct RecordsQuery {
     mode: Option<String>,
 }
 
+impl QuerySpec for RecordsQuery {
+    const NAMES: &'static [&'static str] = &["mode"];
+}
+
 async fn post_records(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    Query(query): Query<RecordsQuery>,
+    Params(query): Params<RecordsQuery>,
     Json(body): Json<Value>,
 ) -> ApiResult {
     let collection = collection(&name)?;
@@ -187,21 +341,29 @@ async fn post_records(
             change: Change::Upsert { fields, mode },
         });
     }
+    tracing::debug!(
+        collection = collection.name(),
+        records = writes.len(),
+        "writing records"
+    );
+    let keys: Vec<RecordKey> = writes.iter().map(|w| w.subject.key.clone()).collect();
     let triggers = shared.workflows().triggers().clone();
+    // Off the async workers: the write evaluates the workflows' rules.
     let written = shared
         .records
-        .write(&writes, &triggers, chrono::Utc::now())?;
+        .write_blocking(writes, triggers, chrono::Utc::now())
+        .await?;
     shared.engine.history().durable().await?;
     let queued: usize = written.iter().map(|w| w.queued.len()).sum();
     if queued > 0 {
         shared.wake.notify_one();
     }
-    let records: Vec<Value> = writes
+    let records: Vec<Value> = keys
         .iter()
         .zip(&written)
-        .map(|(write, written)| {
+        .map(|(key, written)| {
             json!({
-                "key": write.subject.key,
+                "key": key,
                 "outcome": outcome_name(written.outcome),
                 "queued": written.queued.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
@@ -218,6 +380,8 @@ async fn post_records(
 async fn get_record(
     State(shared): State<Arc<Shared>>,
     Path((name, key)): Path<(String, String)>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
 ) -> ApiResult {
     let collection = collection(&name)?;
     let subject = crate::records::Subject::new(collection, RecordKey::parse(&key));
@@ -237,8 +401,16 @@ struct WhyQuery {
     subject: String,
 }
 
+impl QuerySpec for WhyQuery {
+    const NAMES: &'static [&'static str] = &["subject"];
+}
+
 /// The trigger trace of every record of a person: why workflows did or did not start.
-async fn why(State(shared): State<Arc<Shared>>, Query(query): Query<WhyQuery>) -> ApiResult {
+async fn why(
+    State(shared): State<Arc<Shared>>,
+    Params(query): Params<WhyQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let mut out = Vec::new();
     for subject in shared.records.traced_subjects(&query.subject)? {
         let trace = shared.records.trace(&subject)?;
@@ -247,7 +419,11 @@ async fn why(State(shared): State<Arc<Shared>>, Query(query): Query<WhyQuery>) -
     Ok(Json(Value::Array(out)).into_response())
 }
 
-async fn list_workflows(State(shared): State<Arc<Shared>>) -> ApiResult {
+async fn list_workflows(
+    State(shared): State<Arc<Shared>>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let workflows = shared.workflows();
     let list: Vec<Value> = workflows
         .iter()
@@ -275,11 +451,33 @@ struct StartRun {
     /// Answer when the run has finished, with its steps.
     #[serde(default)]
     wait: bool,
+    /// Run even when the subject does not match the begin block's conditions.
+    #[serde(default)]
+    force: bool,
+}
+
+impl BodySpec for StartRun {
+    const FIELDS: &'static [&'static str] = &["subject", "vars", "wait", "force"];
+}
+
+/// `POST /workflows/{name}/runs` takes its options in the body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRunQuery {}
+
+impl QuerySpec for StartRunQuery {
+    const NAMES: &'static [&'static str] = &[];
+    const BODY: &'static [&'static str] = StartRun::FIELDS;
 }
 
 /// `POST /api/workflows/{name}/tick`: fire a scheduled workflow's schedule now, as a tick would
 /// (one run per matching record, or one run), without waiting for its cron time.
-async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+async fn tick(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let workflows = shared.workflows();
     let triggers = workflows.triggers().clone();
     let workflow = WorkflowName::new(name.as_str());
@@ -294,7 +492,9 @@ async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Ap
         triggers,
         Clock::system(),
     );
-    let fired = scheduler.fire(&workflow, chrono::Utc::now()).await?;
+    let fired = scheduler
+        .fire_blocking(&workflow, chrono::Utc::now())
+        .await?;
     shared.wake.notify_one();
     let queued: Vec<String> = fired.queued.iter().map(ToString::to_string).collect();
     Ok((
@@ -311,9 +511,9 @@ async fn tick(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Ap
 async fn start_run(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Bytes,
+    _: Params<StartRunQuery>,
+    Body(body): Body<StartRun>,
 ) -> ApiResult {
-    let body: StartRun = optional_body(&body)?;
     let workflows = shared.workflows();
     let prepared = workflows.get(&name).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -341,6 +541,20 @@ async fn start_run(
         vars: body.vars,
         ..RunRequest::manual(subject)
     };
+    // 400 without a subject (the request lacks a part it needs); 409 when the subject's record
+    // does not match (the request is whole, the record's state is what stands in the way).
+    shared
+        .engine
+        .admit(prepared, &request, body.force)
+        .map_err(|refusal| match refusal {
+            Refusal::NoSubject { .. } => ApiError::bad_request(format!(
+                "{refusal}; send it as `\"subject\": {{\"email\": ...}}`"
+            )),
+            Refusal::NotMatching { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{refusal}\nsend `\"force\": true` to run it anyway"),
+            ),
+        })?;
     let run = shared.engine.submit(prepared, request);
     let id = run.id;
     if body.wait {
@@ -372,7 +586,15 @@ struct RunsQuery {
     limit: Option<usize>,
 }
 
-async fn list_runs(State(shared): State<Arc<Shared>>, Query(query): Query<RunsQuery>) -> ApiResult {
+impl QuerySpec for RunsQuery {
+    const NAMES: &'static [&'static str] = &["workflow", "status", "subject", "limit"];
+}
+
+async fn list_runs(
+    State(shared): State<Arc<Shared>>,
+    Params(query): Params<RunsQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
@@ -382,17 +604,31 @@ async fn list_runs(State(shared): State<Arc<Shared>>, Query(query): Query<RunsQu
             ))
         })?),
     };
-    let runs = shared.engine.history().list(&RunFilter {
-        workflow: query.workflow.filter(|w| !w.is_empty()),
-        status,
-        subject: query.subject.filter(|s| !s.is_empty()),
-        since: None,
-        limit: Some(query.limit.unwrap_or(50).min(1000)),
-    })?;
+    // Queue entries not started yet are listed as queued runs, as `history list` lists them.
+    let runs = crate::store::queue::list(
+        shared.engine.history(),
+        &shared.queue,
+        &RunFilter {
+            workflow: query.workflow.filter(|w| !w.is_empty()),
+            status,
+            subject: query.subject.filter(|s| !s.is_empty()),
+            since: None,
+            limit: Some(query.limit.unwrap_or(50).min(1000)),
+        },
+    )?;
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(crate::store::queue::Listed::to_json)
+        .collect();
     Ok(Json(runs).into_response())
 }
 
-async fn show_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+async fn show_run(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let id = run_id(&id)?;
     let history = shared.engine.history();
     let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
@@ -413,13 +649,27 @@ struct ReplayBody {
     latest: bool,
 }
 
+impl BodySpec for ReplayBody {
+    const FIELDS: &'static [&'static str] = &["from", "offline", "latest"];
+}
+
+/// `POST /runs/{id}/replay` takes its options in the body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayQuery {}
+
+impl QuerySpec for ReplayQuery {
+    const NAMES: &'static [&'static str] = &[];
+    const BODY: &'static [&'static str] = ReplayBody::FIELDS;
+}
+
 async fn replay_run(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    _: Params<ReplayQuery>,
+    Body(body): Body<ReplayBody>,
 ) -> ApiResult {
     let id = run_id(&id)?;
-    let body: ReplayBody = optional_body(&body)?;
     let prepared = if body.latest {
         let run = shared
             .engine
@@ -462,6 +712,8 @@ async fn replay_run(
 async fn approve_block(
     State(shared): State<Arc<Shared>>,
     Path((id, block)): Path<(String, String)>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
 ) -> ApiResult {
     decide(&shared, &id, &block, true).await
 }
@@ -470,6 +722,8 @@ async fn approve_block(
 async fn reject_block(
     State(shared): State<Arc<Shared>>,
     Path((id, block)): Path<(String, String)>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
 ) -> ApiResult {
     decide(&shared, &id, &block, false).await
 }
@@ -484,23 +738,21 @@ async fn decide(shared: &Shared, id: &str, block: &str, approve: bool) -> ApiRes
     Ok(Json(run_json(&outcome.run, &outcome.steps)?).into_response())
 }
 
-async fn cancel_run(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+async fn cancel_run(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
     let id = run_id(&id)?;
-    // Durable when it answers: `cancel` blocks on an fsync.
-    let engine = shared.engine.clone();
-    let cancelled = tokio::task::spawn_blocking(move || engine.cancel(id))
-        .await
-        .map_err(|err| internal(format!("the cancel task failed: {err}")))??;
-    if cancelled {
-        return Ok((
+    match shared.engine.cancel(id).await? {
+        Cancel::Requested => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id.to_string(), "cancel_requested": true})),
         )
-            .into_response());
-    }
-    match shared.engine.history().run(id)? {
-        None => Err(ExecError::UnknownRun { id }.into()),
-        Some(run) => Err(ApiError::new(
+            .into_response()),
+        Cancel::Cancelled(run) => Ok(Json(run).into_response()),
+        Cancel::Finished(run) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("run `{id}` has already finished: {}", run.status),
         )),

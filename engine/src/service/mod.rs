@@ -10,9 +10,11 @@
 //!
 //! [`Service::start`] loads the workflows (refusing to start, with every compile error, when one
 //! is invalid), settles the queue entries a previous process started but did not acknowledge
-//! (see [`worker`]), resumes unfinished runs in the background, then starts the scheduler, the
-//! worker, the timer loop that wakes parked (`retrying`) runs when their time comes ([`wake`])
-//! and the server. The engine times durable retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
+//! (see [`worker`]), drops the holds on subject records that process left and evaluates the
+//! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
+//! the background, then starts the scheduler, the worker, the timer loop that wakes parked
+//! (`retrying`) runs when their time comes ([`wake`]) and the server. The engine times durable
+//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
 //! fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
@@ -181,8 +183,8 @@ pub struct Shared {
     pub(crate) records: RecordStore,
     pub(crate) queue: Queue,
     workflows: RwLock<Arc<Workflows>>,
-    /// Woken when records are written or the scheduler fires.
-    pub(crate) wake: Notify,
+    /// Woken when records are written, the scheduler fires or a run's end queues runs.
+    pub(crate) wake: Arc<Notify>,
     /// Runs started by this process (and the resume of unfinished ones), until they finish.
     runs: Mutex<JoinSet<()>>,
 }
@@ -274,14 +276,22 @@ impl Service {
             records,
             queue,
             workflows: RwLock::new(Arc::new(workflows)),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             runs: Mutex::new(JoinSet::new()),
         });
+        shared.engine.set_waker(shared.wake.clone());
         let settled = worker::settle_started(&shared)?;
         if settled > 0 {
             tracing::info!(
                 entries = settled,
                 "acknowledged queue entries whose runs had already started"
+            );
+        }
+        let queued = reconcile_in_flight(&shared)?;
+        if queued > 0 {
+            tracing::info!(
+                runs = queued,
+                "record changes held back while a stopped process had runs in flight started runs"
             );
         }
         // Listed now, before the timer loop can wake a parked run into `running`: each run is
@@ -408,6 +418,31 @@ impl Service {
         self.shared.store.flush().await?;
         Ok(())
     }
+}
+
+/// Drops the holds on subject records that a stopped process left (a queue entry since
+/// acknowledged, a run finished or never recorded) and evaluates the record changes held back
+/// for subjects nothing holds any more. Returns how many runs that queued.
+fn reconcile_in_flight(shared: &Shared) -> Result<usize, StoreError> {
+    let history = shared.engine.history();
+    let alive = |holder: &str| match holder.split_once(':') {
+        Some(("queue", id)) => id
+            .parse()
+            .ok()
+            .and_then(|id| shared.queue.get(id).ok().flatten())
+            .is_some(),
+        Some(("run", id)) => id
+            .parse()
+            .ok()
+            .and_then(|id| history.run(id).ok().flatten())
+            .is_some_and(|run| !run.status.is_finished()),
+        _ => false,
+    };
+    let triggers = shared.workflows().triggers().clone();
+    let queued = shared
+        .records
+        .reconcile(alive, &triggers, chrono::Utc::now())?;
+    Ok(queued.len())
 }
 
 fn start_scheduler(

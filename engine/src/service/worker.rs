@@ -24,6 +24,12 @@
 //!   [`settle_started`] finds the run naming the entry, links and acks it instead of starting a
 //!   second run, and [`crate::exec::Engine::resume_unfinished`] finishes the run.
 //!
+//! A queued request holds its subject for record triggers until its run exists, and the run
+//! holds it from then on (see [`crate::store::in_flight`]): the worker releases the entry's hold
+//! when it acknowledges the entry. Runs of one workflow for one subject take turns in the engine
+//! (a run whose turn has not come is recorded `queued`), so submitting a batch never makes two
+//! of them execute at once.
+//!
 //! [`exec::RunRequest`]: crate::exec::RunRequest
 
 use std::collections::HashMap;
@@ -33,11 +39,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::exec::{RunId, RunRequest, RunTrigger};
+use crate::exec::{RunId, RunRequest};
 use crate::records::RecordStore;
 use crate::store::history::{RunFilter, TriggerKind};
+use crate::store::in_flight::queue_holder;
 use crate::store::StoreError;
-use crate::trigger::{Cause, QueueEntry, QueueId};
+use crate::trigger::{QueueEntry, QueueId};
 
 /// The most entries claimed at once.
 pub const BATCH: usize = 64;
@@ -144,6 +151,7 @@ async fn dispatch(
         let Some(prepared) = workflows.get(name) else {
             tracing::warn!(workflow = name, queue_id = %entry.id, "a queued run names a workflow that is not loaded; dropping it");
             shared.queue.ack(entry.id)?;
+            unhold(shared, entry)?;
             failures.settled(entry.id);
             continue;
         };
@@ -155,13 +163,13 @@ async fn dispatch(
                 return Err(err);
             }
         };
-        submitted.push((entry.id, shared.engine.submit(prepared, request)));
+        submitted.push((entry, shared.engine.submit(prepared, request)));
     }
     let mut recorded = Vec::with_capacity(submitted.len());
-    for (queued, run) in submitted {
-        let id = run.id;
+    for (entry, run) in submitted {
+        let (queued, id) = (entry.id, run.id);
         if run.recorded.wait().await {
-            recorded.push((queued, id));
+            recorded.push((entry, id));
         } else {
             tracing::warn!(queue_id = %queued, run_id = %id, "a run ended before it was recorded; its request stays queued");
             failures.failed(queued);
@@ -172,33 +180,40 @@ async fn dispatch(
         return Ok(());
     }
     shared.engine.history().durable().await?;
-    for (queued, id) in &recorded {
-        shared.records.link_run(*queued, &id.to_string())?;
-        shared.queue.ack(*queued)?;
-        failures.settled(*queued);
+    for (entry, id) in &recorded {
+        let queued = entry.id;
+        shared.records.link_run(queued, &id.to_string())?;
+        shared.queue.ack(queued)?;
+        // The run holds the subject now (it took its hold when it was submitted).
+        unhold(shared, entry)?;
+        failures.settled(queued);
         tracing::info!(queue_id = %queued, run_id = %id, "run started");
     }
     shared.engine.history().durable().await?;
     Ok(())
 }
 
+/// Releases a queue entry's hold on its subject (see [`crate::store::in_flight`]).
+fn unhold(shared: &Shared, entry: &QueueEntry) -> Result<(), StoreError> {
+    let Some(subject) = &entry.request.subject else {
+        return Ok(());
+    };
+    let triggers = shared.workflows().triggers().clone();
+    let queued = shared.records.release(
+        subject,
+        &queue_holder(entry.id),
+        &triggers,
+        chrono::Utc::now(),
+    )?;
+    if !queued.is_empty() {
+        shared.wake.notify_one();
+    }
+    Ok(())
+}
+
 /// The executor's request for a queue entry.
 pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunRequest, StoreError> {
     let request = &entry.request;
-    let (kind, detail) = match request.trigger {
-        Cause::Record(_) => {
-            let event = request.trigger.as_str().trim_start_matches("record:");
-            let subject = request
-                .subject
-                .as_ref()
-                .map_or_else(String::new, |s| format!("{s} "));
-            (TriggerKind::Record, format!("{subject}{event}"))
-        }
-        Cause::Schedule => (
-            TriggerKind::Schedule,
-            format!("tick {}", request.at.to_rfc3339()),
-        ),
-    };
     let subject = match &request.subject {
         None => None,
         Some(subject) => {
@@ -210,10 +225,7 @@ pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunReque
         }
     };
     Ok(RunRequest {
-        trigger: RunTrigger {
-            kind,
-            detail: Some(format!("{detail} (queue {})", entry.id)),
-        },
+        trigger: entry.trigger(),
         ..RunRequest::manual(subject)
     })
 }
@@ -246,6 +258,7 @@ pub fn settle_started(shared: &Shared) -> Result<usize, StoreError> {
         if let Some(run) = started.get(&entry.id) {
             shared.records.link_run(entry.id, &run.to_string())?;
             shared.queue.ack(entry.id)?;
+            unhold(shared, &entry)?;
             settled += 1;
         }
     }

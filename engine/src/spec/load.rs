@@ -100,6 +100,21 @@ pub fn load(source: Source) -> Result<LoadedSpec, Vec<CompileError>> {
 /// are listed in [`LoadedSpec::broken`]) and every error found. The spec is `None` only when the
 /// document as a whole is unusable (a YAML syntax error, no `name` or `blocks`).
 pub fn load_partial(source: Source) -> (Option<LoadedSpec>, Vec<CompileError>) {
+    let bounded = |source: &Source| {
+        super::limits::check(&source.text).map_err(|err| CompileError {
+            file: source.path.clone(),
+            location: err.location,
+            block: None,
+            kind: CompileErrorKind::YamlLimit { limit: err.limit },
+        })
+    };
+    // Aliases expand inside serde_yaml: bound them first when there can be any (see `limits`).
+    let anchored = source.text.contains('&');
+    if anchored {
+        if let Err(err) = bounded(&source) {
+            return (None, vec![err]);
+        }
+    }
     // The fast path: one typed pass, no positions. Any error, including a duplicate key, sends the
     // file down the precise path, which finds every error and where it is.
     if let Ok(spec) = serde_yaml::from_str::<WorkflowSpec>(&source.text) {
@@ -110,6 +125,12 @@ pub fn load_partial(source: Source) -> (Option<LoadedSpec>, Vec<CompileError>) {
             map: std::cell::OnceCell::new(),
         };
         return (Some(loaded), Vec::new());
+    }
+    // The position map grows with the nesting: bound it first.
+    if !anchored {
+        if let Err(err) = bounded(&source) {
+            return (None, vec![err]);
+        }
     }
     let map = SourceMap::build(&source.text);
     let mut loader = Loader {

@@ -5,7 +5,9 @@
 //! with yaml-rust2's event parser into a [`SourceMap`] from paths (`blocks.delete.with.email`) to the
 //! 1-based line and column of the key and of the value. Any error that can name a path can then point
 //! at the exact token the user has to fix. The same walk notices duplicate keys, which serde would
-//! either reject without a position or silently merge.
+//! either reject without a position or silently merge. The walk reads events one by one (no
+//! recursion) and keeps each node once, so neither the stack nor the map grows with depth times
+//! size; [`super::limits`] bounds the depth before a file gets here.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -134,10 +136,25 @@ pub struct DuplicateKey {
 }
 
 /// Positions of every key and value in a document, by path.
+///
+/// Each node is kept once, with its parent and the segment that leads to it, so the map grows with
+/// the size of the document however deep it nests (a map from whole paths kept every ancestor of
+/// every node: 322 MB for 3,000 levels). A path is looked up segment by segment from the root.
 #[derive(Debug, Default)]
 pub struct SourceMap {
-    spans: HashMap<YamlPath, Span>,
+    nodes: Vec<Node>,
+    /// (parent node, segment) → child node.
+    children: HashMap<(u32, Segment), u32>,
     duplicates: Vec<DuplicateKey>,
+}
+
+/// One key or value of the document.
+#[derive(Debug)]
+struct Node {
+    /// `None` for the document's root.
+    parent: Option<u32>,
+    segment: Option<Segment>,
+    span: Span,
 }
 
 impl SourceMap {
@@ -146,16 +163,22 @@ impl SourceMap {
     pub fn build(text: &str) -> SourceMap {
         let mut walker = Walker::default();
         let mut parser = Parser::new_from_str(text);
-        // Errors are reported by serde_yaml with their own position; keep what was read.
-        let _ = parser.load(&mut walker, false);
-        SourceMap {
-            spans: walker.spans,
-            duplicates: walker.duplicates,
+        // Event by event (`Parser::load` recurses once per level of nesting), the first document
+        // only. Errors are reported by serde_yaml with their own position; keep what was read.
+        while let Ok((event, mark)) = parser.next_token() {
+            if matches!(event, Event::StreamEnd | Event::DocumentEnd) {
+                break;
+            }
+            walker.on_event(event, mark);
         }
+        walker.map
     }
 
     pub fn span(&self, path: &YamlPath) -> Option<Span> {
-        self.spans.get(path).copied()
+        match self.deepest(path) {
+            (Some(node), found) if found == path.0.len() => Some(self.nodes[node as usize].span),
+            _ => None,
+        }
     }
 
     /// The position of the key at `path`, else of its value, else of the nearest ancestor.
@@ -169,16 +192,42 @@ impl SourceMap {
     }
 
     fn locate(&self, path: &YamlPath, pick: impl Fn(Span) -> Location) -> Location {
-        let mut path = path.clone();
-        loop {
-            if let Some(span) = self.spans.get(&path) {
-                return pick(*span);
-            }
-            match path.parent() {
-                Some(parent) => path = parent,
-                None => return Location::START,
+        match self.deepest(path) {
+            (Some(node), _) => pick(self.nodes[node as usize].span),
+            (None, _) => Location::START,
+        }
+    }
+
+    /// The deepest node on `path` that the document has, and how many segments lead to it.
+    fn deepest(&self, path: &YamlPath) -> (Option<u32>, usize) {
+        if self.nodes.is_empty() {
+            return (None, 0);
+        }
+        let mut node = 0;
+        for (depth, segment) in path.0.iter().enumerate() {
+            match self.children.get(&(node, segment.clone())) {
+                Some(&child) => node = child,
+                None => return (Some(node), depth),
             }
         }
+        (Some(node), path.0.len())
+    }
+
+    /// The path of `node`, built from its ancestors.
+    fn path_of(&self, mut node: u32) -> YamlPath {
+        let mut segments = Vec::new();
+        loop {
+            let Node {
+                parent, segment, ..
+            } = &self.nodes[node as usize];
+            segments.extend(segment.clone());
+            match parent {
+                Some(parent) => node = *parent,
+                None => break,
+            }
+        }
+        segments.reverse();
+        YamlPath(segments)
     }
 
     /// Keys that appear twice in the same mapping, in document order.
@@ -189,59 +238,85 @@ impl SourceMap {
 
 enum Frame {
     Mapping {
-        path: YamlPath,
+        node: u32,
         /// The key read and awaiting its value.
         pending_key: Option<(String, Location)>,
         seen: HashMap<String, Location>,
         first_key: bool,
     },
     Sequence {
-        path: YamlPath,
+        node: u32,
         next_index: usize,
     },
 }
 
+/// Where a value goes: under a parent by a segment, or the document's root.
+type Slot = Option<(u32, Segment)>;
+
 #[derive(Default)]
 struct Walker {
     stack: Vec<Frame>,
-    spans: HashMap<YamlPath, Span>,
-    duplicates: Vec<DuplicateKey>,
+    map: SourceMap,
 }
 
 impl Walker {
-    /// Where the next value goes, or `None` when the next scalar is a mapping key.
-    fn value_slot(&mut self) -> Option<(YamlPath, Option<Location>)> {
+    /// Where the next value goes (and its key's position), or `None` when the next scalar is a
+    /// mapping key.
+    fn value_slot(&mut self) -> Option<(Slot, Option<Location>)> {
         match self.stack.last_mut() {
-            None => Some((YamlPath::root(), None)),
-            Some(Frame::Sequence { path, next_index }) => {
-                let slot = path.index(*next_index);
+            None => Some((None, None)),
+            Some(Frame::Sequence { node, next_index }) => {
+                let slot = (*node, Segment::Index(*next_index));
                 *next_index += 1;
-                Some((slot, None))
+                Some((Some(slot), None))
             }
             Some(Frame::Mapping {
-                path, pending_key, ..
+                node, pending_key, ..
             }) => {
                 let (key, at) = pending_key.take()?;
-                Some((path.key(&key), Some(at)))
+                Some((Some((*node, Segment::Key(key))), Some(at)))
             }
         }
     }
 
-    fn record(&mut self, path: YamlPath, key: Option<Location>, value: Location) {
-        self.spans.insert(path, Span { key, value });
+    /// A slot for a mapping or sequence used as a key, which workflows do not need: a dummy `?`
+    /// under the root.
+    fn dummy_slot() -> (Slot, Option<Location>) {
+        (Some((0, Segment::Key("?".to_owned()))), None)
+    }
+
+    fn record(&mut self, slot: Slot, key: Option<Location>, value: Location) -> u32 {
+        let map = &mut self.map;
+        let id = u32::try_from(map.nodes.len()).unwrap_or(u32::MAX);
+        let span = Span { key, value };
+        match slot {
+            None => map.nodes.push(Node {
+                parent: None,
+                segment: None,
+                span,
+            }),
+            Some((parent, segment)) => {
+                map.nodes.push(Node {
+                    parent: Some(parent),
+                    segment: Some(segment.clone()),
+                    span,
+                });
+                map.children.insert((parent, segment), id);
+            }
+        }
+        id
     }
 
     /// A block mapping's start marker points past its first key; use the key instead.
     fn note_first_key(&mut self, at: Location) {
         if let Some(Frame::Mapping {
-            path, first_key, ..
+            node, first_key, ..
         }) = self.stack.last_mut()
         {
             if std::mem::take(first_key) {
-                if let Some(span) = self.spans.get_mut(path) {
-                    if at < span.value {
-                        span.value = at;
-                    }
+                let span = &mut self.map.nodes[*node as usize].span;
+                if at < span.value {
+                    span.value = at;
                 }
             }
         }
@@ -253,19 +328,22 @@ impl MarkedEventReceiver for Walker {
         let at = Location::from_marker(mark);
         match event {
             Event::Scalar(text, ..) => match self.value_slot() {
-                Some((path, key)) => self.record(path, key, at),
+                Some((slot, key)) => {
+                    self.record(slot, key, at);
+                }
                 None => {
                     self.note_first_key(at);
                     if let Some(Frame::Mapping {
-                        path,
+                        node,
                         pending_key,
                         seen,
                         ..
                     }) = self.stack.last_mut()
                     {
                         if let Some(first) = seen.get(&text) {
-                            self.duplicates.push(DuplicateKey {
-                                path: path.key(&text),
+                            let path = self.map.path_of(*node).key(&text);
+                            self.map.duplicates.push(DuplicateKey {
+                                path,
                                 first: *first,
                                 again: at,
                             });
@@ -277,30 +355,25 @@ impl MarkedEventReceiver for Walker {
                 }
             },
             Event::Alias(_) => {
-                if let Some((path, key)) = self.value_slot() {
-                    self.record(path, key, at);
+                if let Some((slot, key)) = self.value_slot() {
+                    self.record(slot, key, at);
                 }
             }
             Event::MappingStart(..) => {
-                // A mapping used as a key is not something workflows need; give it a dummy slot.
-                let (path, key) = self
-                    .value_slot()
-                    .unwrap_or_else(|| (YamlPath::root().key("?"), None));
-                self.record(path.clone(), key, at);
+                let (slot, key) = self.value_slot().unwrap_or_else(Walker::dummy_slot);
+                let node = self.record(slot, key, at);
                 self.stack.push(Frame::Mapping {
-                    path,
+                    node,
                     pending_key: None,
                     seen: HashMap::new(),
                     first_key: true,
                 });
             }
             Event::SequenceStart(..) => {
-                let (path, key) = self
-                    .value_slot()
-                    .unwrap_or_else(|| (YamlPath::root().key("?"), None));
-                self.record(path.clone(), key, at);
+                let (slot, key) = self.value_slot().unwrap_or_else(Walker::dummy_slot);
+                let node = self.record(slot, key, at);
                 self.stack.push(Frame::Sequence {
-                    path,
+                    node,
                     next_index: 0,
                 });
             }
@@ -357,6 +430,19 @@ mod tests {
             map.key_location(&path(&["blocks", "a", "nope"])),
             Location::new(2, 3)
         );
+    }
+
+    #[test]
+    fn a_deep_document_is_walked_without_recursion() {
+        // 1,000 levels of block mappings overflowed a test thread's stack when the walk recursed.
+        let mut text = String::new();
+        for level in 0..1000 {
+            text.push_str(&" ".repeat(level));
+            text.push_str("k:\n");
+        }
+        let map = SourceMap::build(&text);
+        let deepest = path(&["k"; 1000]);
+        assert_eq!(map.key_location(&deepest), Location::new(1000, 1000));
     }
 
     #[test]

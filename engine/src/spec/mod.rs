@@ -11,6 +11,8 @@
 //! deep in one block points at its key and does not hide the errors of the other blocks. A block
 //! with an unknown key is retried without it, so every unknown key is reported, not only the first.
 //! `serde_yaml` is used only in this module and [`crate::preset`], so it can be swapped.
+//! [`limits::check`] refuses a file nested too deep or whose aliases expand too far before anything
+//! is built from it (the same check guards presets and `blockyard.yaml`).
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -24,6 +26,7 @@ use serde_json::Value;
 use crate::compile::{CompileError, CompileErrorKind};
 
 mod answers;
+pub mod limits;
 mod load;
 pub mod location;
 mod targets;

@@ -72,6 +72,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub mod history;
+pub mod in_flight;
 pub mod queue;
 pub mod records;
 pub mod timers;

@@ -13,6 +13,10 @@
 //! Claims live in the [`Queue`] handle (shared by its clones), so a process opens one `Queue` per
 //! store and hands clones to its workers.
 //!
+//! Until the executor takes it, a request has no run: [`list`] shows it among the runs as a
+//! queued one (`history list`, `GET /api/runs`), so runs queued while no `serve` runs are never
+//! invisible.
+//!
 //! The `schedules` tree keeps, per workflow, the instant of the last tick that enqueued its run
 //! requests, written in that same transaction: catch-up after a restart (`catch_up: last`) reads it.
 
@@ -22,7 +26,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
 
+use super::history::{History, RunFilter, RunMode, RunRecord, RunStatus, RunTrigger, TriggerKind};
 use super::{Store, StoreError};
 use crate::compile::RecordEvent;
 use crate::records::{Fields, Subject};
@@ -154,6 +160,129 @@ pub struct QueueEntry {
     pub request: RunRequest,
 }
 
+impl QueueEntry {
+    /// What started it, as its run's trigger will say: `record` with `people/jane@acme.com
+    /// updated (queue ID)`, or `schedule` with `tick INSTANT (queue ID)`.
+    pub fn trigger(&self) -> RunTrigger {
+        let request = &self.request;
+        let (kind, detail) = match request.trigger {
+            Cause::Record(_) => {
+                let event = request.trigger.as_str().trim_start_matches("record:");
+                let subject = request
+                    .subject
+                    .as_ref()
+                    .map_or_else(String::new, |s| format!("{s} "));
+                (TriggerKind::Record, format!("{subject}{event}"))
+            }
+            Cause::Schedule => (
+                TriggerKind::Schedule,
+                format!("tick {}", request.at.to_rfc3339()),
+            ),
+        };
+        RunTrigger {
+            kind,
+            detail: Some(format!("{detail} (queue {})", self.id)),
+        }
+    }
+
+    /// The entry as `history list --json` shows a run that has not started: `queue_id` instead
+    /// of `id` (no run exists yet), status `queued`, and the trigger and subject its run will have.
+    pub fn as_queued_run(&self) -> Value {
+        let request = &self.request;
+        let mut run = json!({
+            "queue_id": self.id.to_string(),
+            "workflow": request.workflow.as_str(),
+            "trigger": self.trigger(),
+            "status": RunStatus::Queued,
+            "mode": RunMode::Live,
+            "created_at": self.id.datetime().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        if let Some(subject) = &request.subject {
+            run["subject"] = json!({
+                "collection": subject.collection.name(),
+                "key": subject.key.as_str(),
+                "record": request.snapshot.clone().map_or(Value::Null, Value::Object),
+            });
+        }
+        run
+    }
+
+    /// Whether `history list`'s `filter` keeps this entry (its status is `queued`).
+    fn listed(&self, filter: &RunFilter) -> bool {
+        let request = &self.request;
+        let subject = filter.subject.as_ref().map(|s| s.trim().to_lowercase());
+        filter.status.is_none_or(|s| s == RunStatus::Queued)
+            && filter
+                .workflow
+                .as_ref()
+                .is_none_or(|w| w == request.workflow.as_str())
+            && filter.since.is_none_or(|since| self.id.datetime() >= since)
+            && subject.is_none_or(|wanted| {
+                request.subject.as_ref().is_some_and(|s| {
+                    let email = request
+                        .snapshot
+                        .as_ref()
+                        .and_then(|f| f.get("email"))
+                        .and_then(Value::as_str)
+                        .map(str::to_lowercase);
+                    s.key.email() == wanted || email.as_deref() == Some(wanted.as_str())
+                })
+            })
+    }
+}
+
+/// A line of `history list`: a run, or a queued request whose run has not started (its run is
+/// created when `blockyard serve` takes it from the queue).
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Run(Box<RunRecord>),
+    Queued(QueueEntry),
+}
+
+impl Listed {
+    /// A run as `history list --json` shows it ([`QueueEntry::as_queued_run`] for an entry).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Listed::Run(run) => serde_json::to_value(run).unwrap_or(Value::Null),
+            Listed::Queued(entry) => entry.as_queued_run(),
+        }
+    }
+}
+
+/// The runs `filter` keeps and the queued requests not started yet (unclaimed by `queue`), newest
+/// first: a run request is listed as a queued run from the moment it is queued.
+pub fn list(
+    history: &History,
+    queue: &Queue,
+    filter: &RunFilter,
+) -> Result<Vec<Listed>, StoreError> {
+    let mut listed: Vec<Listed> = history
+        .list(filter)?
+        .into_iter()
+        .map(|run| Listed::Run(Box::new(run)))
+        .collect();
+    let queued = queue.pending()?;
+    if queued.is_empty() {
+        return Ok(listed);
+    }
+    listed.extend(
+        queued
+            .into_iter()
+            .filter(|e| e.listed(filter))
+            .map(Listed::Queued),
+    );
+    // Run ids and queue ids are both ULIDs: they sort by creation, to the millisecond and
+    // within it.
+    listed.sort_by_key(|l| {
+        std::cmp::Reverse(match l {
+            Listed::Run(run) => run.id.0 .0,
+            Listed::Queued(entry) => entry.id.0 .0,
+        })
+    });
+    listed.truncate(filter.limit.unwrap_or(usize::MAX));
+    Ok(listed)
+}
+
 /// The consumer side of the queue. Cheap to clone; clones share claims.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -184,6 +313,15 @@ impl Queue {
             }
         }
         Ok(out)
+    }
+
+    /// One entry, claimed or not.
+    pub fn get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
+        let key = id.to_bytes();
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(value) => decode(&key, &value).map(Some),
+        }
     }
 
     /// How many entries the queue holds, claimed or not.

@@ -5,17 +5,29 @@
 //! number; slot = sequence mod [`TRACE_LIMIT`], so each subject keeps its last entries without a
 //! scan) and `trace_links` (queue id → where its trace entry is, until the executor links the run).
 //!
-//! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all four trees:
+//! A fifth tree, `in_flight`, holds per subject the runs and queued requests outstanding and the
+//! record changes held back until they are done ([`super::in_flight`]).
+//!
+//! [`RecordStore::write`] applies a batch of writes in **one** sled transaction over all the trees:
 //! a record, the run requests its change triggers, and the trace of that decision become durable
 //! together or not at all, so a crash can neither lose a trigger nor leave one for a record that
-//! was never written. Callers batch (an import writes a few hundred rows per transaction) and flush
-//! once at the end; nothing here fsyncs per write.
+//! was never written. What a change triggers is decided before the transaction (deciding evaluates
+//! rules, and a sled transaction holds a lock that every other store access waits for), and the
+//! transaction applies it only if the records (and the subjects' in-flight entries) are still as
+//! they were read. Callers batch (an import writes a few hundred rows per transaction) and flush
+//! once at the end; nothing here fsyncs per write. The write is synchronous and evaluates rules;
+//! async callers use [`RecordStore::write_blocking`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::in_flight::{describe, queue_holder, Deferred, InFlight, IN_FLIGHT};
 use super::queue::{QueueId, RunRequest, SCHEDULES};
 use super::{trees, Store, StoreError};
-use crate::records::{self, Collection, Fields, Outcome, RecordKey, Subject, Write};
+use crate::compile::RecordEvent;
+use crate::records::{self, Change, Collection, Fields, Outcome, RecordKey, Subject, Write};
 use crate::trigger::trace::{TraceEntry, TRACE_LIMIT};
 use crate::trigger::{Cause, Consideration, Decision, Triggers, WorkflowName};
 
@@ -45,6 +57,7 @@ pub struct RecordStore {
     traces: sled::Tree,
     links: sled::Tree,
     schedules: sled::Tree,
+    in_flight: sled::Tree,
 }
 
 impl RecordStore {
@@ -56,6 +69,7 @@ impl RecordStore {
             traces: store.tree(TRACES)?,
             links: store.tree(TRACE_LINKS)?,
             schedules: store.tree(SCHEDULES)?,
+            in_flight: store.tree(IN_FLIGHT)?,
         })
     }
 
@@ -97,59 +111,186 @@ impl RecordStore {
 
     /// Applies `writes` in order, in one transaction with the run requests `triggers` decide on
     /// and their traces. Not flushed: call [`Store::flush`] when the batch should be durable.
+    ///
+    /// The decisions are made before the transaction, on the records as they are read then: they
+    /// evaluate rules, and a sled transaction holds a lock every other read and write of the store
+    /// waits for. The transaction then checks that each record (and each subject's in-flight
+    /// entry) is still as read, and applies the records and the decisions; when one changed in
+    /// between, the batch is decided again.
+    ///
+    /// A write of a subject with a run in flight is applied but its evaluation held back until
+    /// the run is done (see [`super::in_flight`]).
     pub fn write(
         &self,
         writes: &[Write],
         triggers: &Triggers,
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, StoreError> {
-        let result = (&self.records, &self.queue, &self.traces, &self.links).transaction(
-            |(records, queue, traces, links)| {
-                let mut out = Vec::with_capacity(writes.len());
-                for write in writes {
-                    let key = record_key(&write.subject);
-                    let old = match records.get(&key)? {
-                        Some(value) => {
-                            Some(decode_record(key.as_bytes(), &value).map_err(TxError::Abort)?)
-                        }
+        self.write_as(writes, triggers, now, None)
+    }
+
+    /// [`RecordStore::write`] by a run (`by` is its holder, `run:ID`): a save onto a subject the
+    /// run holds is evaluated at once, on the record without the changes held back for after it.
+    pub fn write_as(
+        &self,
+        writes: &[Write],
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> Result<Vec<Written>, StoreError> {
+        loop {
+            let planned = self.plan(writes, triggers, now, by)?;
+            if let Some(written) = self.commit(&planned, now)? {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Decides `writes` on the records as stored now (a record written earlier in the batch is
+    /// seen as that write left it, and a subject an earlier write queued a run for as in flight).
+    fn plan<'w>(
+        &self,
+        writes: &'w [Write],
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+        by: Option<&str>,
+    ) -> Result<Plan<'w>, StoreError> {
+        let mut batch: HashMap<String, Option<Fields>> = HashMap::new();
+        // Per subject: its in-flight entry as read (checked again at commit), and whether an
+        // earlier write of the batch queued a run for it.
+        let mut flights: HashMap<String, (Option<sled::IVec>, Option<InFlight>, bool)> =
+            HashMap::new();
+        let mut planned = Vec::with_capacity(writes.len());
+        for write in writes {
+            let key = record_key(&write.subject);
+            let (old, seen) = match batch.get(&key) {
+                Some(fields) => (fields.clone(), None),
+                None => {
+                    let raw = self.records.get(&key)?;
+                    let old = match &raw {
+                        Some(value) => Some(decode_record(key.as_bytes(), value)?),
                         None => None,
                     };
-                    let (new, outcome) = records::apply(old.as_ref(), &write.change);
-                    match outcome {
-                        Outcome::Created | Outcome::Updated => {
-                            let value = serde_json::to_vec(&new).expect("fields serialize");
-                            records.insert(key.as_bytes(), value)?;
-                        }
-                        Outcome::Deleted => {
-                            records.remove(key.as_bytes())?;
-                        }
-                        Outcome::Unchanged | Outcome::Skipped | Outcome::NotFound => {}
-                    }
-                    let mut queued = Vec::new();
-                    if let Some(event) = outcome.event() {
-                        let decisions = triggers.consider(
-                            &write.subject,
-                            event,
-                            old.as_ref(),
-                            new.as_ref(),
-                            now,
-                        );
-                        queued = record_decisions(
-                            queue,
-                            traces,
-                            links,
-                            &write.subject,
-                            Cause::Record(event),
-                            now,
-                            decisions,
-                        )?;
-                    }
-                    out.push(Written { outcome, queued });
+                    (old, Some(raw))
                 }
-                Ok(out)
-            },
-        );
-        unwrap_tx(result)
+            };
+            let (new, outcome) = records::apply(old.as_ref(), &write.change);
+            let action = match outcome.event() {
+                None => Action::None,
+                Some(event) => {
+                    if !flights.contains_key(&key) {
+                        let raw = self.in_flight.get(&key)?;
+                        let flight = match &raw {
+                            Some(value) => Some(decode_in_flight(key.as_bytes(), value)?),
+                            None => None,
+                        };
+                        flights.insert(key.clone(), (raw, flight, false));
+                    }
+                    let (_, flight, queued) = &flights[&key];
+                    let action = decide(
+                        write,
+                        event,
+                        old.as_ref(),
+                        new.as_ref(),
+                        flight.as_ref(),
+                        *queued,
+                        triggers,
+                        now,
+                        by,
+                    );
+                    if action.queues() {
+                        if let Some(entry) = flights.get_mut(&key) {
+                            entry.2 = true;
+                        }
+                    }
+                    action
+                }
+            };
+            let value = match outcome {
+                Outcome::Created | Outcome::Updated => {
+                    Some(serde_json::to_vec(&new).expect("fields serialize"))
+                }
+                _ => None,
+            };
+            batch.insert(key.clone(), new);
+            planned.push(Planned {
+                subject: &write.subject,
+                key,
+                seen,
+                value,
+                outcome,
+                action,
+            });
+        }
+        let flights = flights
+            .into_iter()
+            .map(|(key, (raw, _, _))| (key, raw))
+            .collect();
+        Ok(Plan {
+            writes: planned,
+            flights,
+        })
+    }
+
+    /// Applies `planned` in one transaction, or returns `None` (writing nothing) when a record or
+    /// an in-flight entry is no longer as it was read.
+    fn commit(
+        &self,
+        planned: &Plan<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Written>>, StoreError> {
+        self.in_transaction(|tx| {
+            for p in &planned.writes {
+                if let Some(seen) = &p.seen {
+                    if tx.records.get(p.key.as_bytes())? != *seen {
+                        return Ok(None);
+                    }
+                }
+            }
+            for (key, seen) in &planned.flights {
+                if tx.in_flight.get(key.as_bytes())? != *seen {
+                    return Ok(None);
+                }
+            }
+            let mut out = Vec::with_capacity(planned.writes.len());
+            for p in &planned.writes {
+                match (p.outcome, &p.value) {
+                    (Outcome::Created | Outcome::Updated, Some(value)) => {
+                        tx.records.insert(p.key.as_bytes(), value.as_slice())?;
+                    }
+                    (Outcome::Deleted, _) => {
+                        tx.records.remove(p.key.as_bytes())?;
+                    }
+                    _ => {}
+                }
+                let queued = match p.outcome.event() {
+                    Some(event) => tx.apply(p.subject, &p.key, event, &p.action, now)?,
+                    None => Vec::new(),
+                };
+                out.push(Written {
+                    outcome: p.outcome,
+                    queued,
+                });
+            }
+            Ok(Some(out))
+        })
+    }
+
+    /// [`Self::write`] on a blocking thread, for async callers: deciding what a write triggers
+    /// evaluates every watching workflow's conditions, CPU work (up to each rule's time limit)
+    /// that must not hold an async worker, or `/healthz` and every other request wait behind it.
+    pub async fn write_blocking(
+        &self,
+        writes: Vec<Write>,
+        triggers: Arc<Triggers>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Written>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(&writes, &triggers, now))
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the record write task failed: {err}"),
+            })?
     }
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
@@ -161,31 +302,232 @@ impl RecordStore {
         decisions: Vec<(Option<Subject>, Decision)>,
     ) -> Result<Vec<QueueId>, StoreError> {
         let last = serde_json::to_vec(&tick).expect("instants serialize");
-        let result = (&self.queue, &self.traces, &self.links, &self.schedules).transaction(
-            |(queue, traces, links, schedules)| {
-                let mut ids = Vec::new();
-                for (subject, decision) in &decisions {
-                    match subject {
-                        Some(subject) => ids.extend(record_decisions(
-                            queue,
-                            traces,
-                            links,
-                            subject,
-                            Cause::Schedule,
-                            tick,
-                            vec![decision.clone()],
-                        )?),
-                        None => {
-                            if let Some(request) = &decision.request {
-                                ids.push(enqueue(queue, request)?);
-                            }
+        let trees = (
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.schedules,
+            &self.in_flight,
+        );
+        let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
+            let mut ids = Vec::new();
+            for (subject, decision) in &decisions {
+                match subject {
+                    Some(subject) => ids.extend(record_decisions(
+                        queue,
+                        traces,
+                        links,
+                        in_flight,
+                        subject,
+                        Cause::Schedule,
+                        tick,
+                        vec![decision.clone()],
+                        None,
+                    )?),
+                    None => {
+                        if let Some(request) = &decision.request {
+                            ids.push(enqueue(queue, request)?);
                         }
                     }
                 }
-                schedules.insert(workflow.as_str(), last.clone())?;
-                Ok(ids)
-            },
+            }
+            schedules.insert(workflow.as_str(), last.clone())?;
+            Ok(ids)
+        });
+        unwrap_tx(result)
+    }
+
+    /// Makes `holder` (`run:ID`, see [`super::in_flight`]) hold `subject`: changes to it are
+    /// evaluated after the holder is released.
+    pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
+        let key = record_key(subject);
+        let result = self.in_flight.transaction(|in_flight| {
+            let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
+            if flight.holders.insert(holder.to_owned()) {
+                put_in_flight(in_flight, &key, &flight)?;
+            }
+            Ok(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// Releases `holder`'s hold on `subject`. When nothing holds it any more, the changes held
+    /// back meanwhile are evaluated, as one, with `triggers` (kept for later when `triggers` is
+    /// empty, as in a command that loaded no workflows). Returns the run requests queued.
+    pub fn release(
+        &self,
+        subject: &Subject,
+        holder: &str,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        self.settle(
+            subject,
+            |flight| flight.holders.remove(holder),
+            Some(holder),
+            triggers,
+            now,
+        )
+    }
+
+    /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or
+    /// unknown: what a stopped process left) and evaluates the changes held back for subjects
+    /// nothing holds any more. Returns the run requests queued.
+    pub fn reconcile(
+        &self,
+        alive: impl Fn(&str) -> bool,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let keys: Vec<String> = self
+            .in_flight
+            .iter()
+            .keys()
+            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()))
+            .collect::<Result<_, _>>()?;
+        let mut queued = Vec::new();
+        for key in keys {
+            let Some((collection, rest)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(collection) = Collection::parse(collection) else {
+                continue;
+            };
+            let subject = Subject::new(collection, RecordKey::parse(rest));
+            queued.extend(self.settle(
+                &subject,
+                |flight| {
+                    let before = flight.holders.len();
+                    flight.holders.retain(|h| alive(h));
+                    flight.holders.len() < before || flight.holders.is_empty()
+                },
+                None,
+                triggers,
+                now,
+            )?);
+        }
+        Ok(queued)
+    }
+
+    /// Changes `subject`'s in-flight entry with `change` (which says whether it changed
+    /// anything); when nothing holds the subject any more, evaluates the held-back change as one
+    /// (the record as it is now against the same record with the changed fields put back as they
+    /// were) and queues what it starts. Decided outside the transaction, like a write.
+    fn settle(
+        &self,
+        subject: &Subject,
+        change: impl Fn(&mut InFlight) -> bool,
+        released: Option<&str>,
+        triggers: &Triggers,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, StoreError> {
+        let key = record_key(subject);
+        loop {
+            let seen = self.in_flight.get(&key)?;
+            let Some(value) = &seen else {
+                return Ok(Vec::new());
+            };
+            let mut flight = decode_in_flight(key.as_bytes(), value)?;
+            if !change(&mut flight) {
+                return Ok(Vec::new());
+            }
+            let deferred = if flight.holders.is_empty() && !triggers.is_empty() {
+                flight.deferred.take()
+            } else {
+                None
+            };
+            // The evaluation, on the record as read (checked again at commit).
+            let mut record_seen = None;
+            let mut evaluation = None;
+            if let Some(deferred) = deferred {
+                let raw = self.records.get(&key)?;
+                let current = match &raw {
+                    Some(value) => Some(decode_record(key.as_bytes(), value)?),
+                    None => None,
+                };
+                let before = deferred
+                    .existed
+                    .then(|| deferred.revert(current.as_ref().unwrap_or(&Fields::new())));
+                let event = match (before.is_some(), current.is_some()) {
+                    (false, true) => Some(RecordEvent::Created),
+                    (true, true) => Some(RecordEvent::Updated),
+                    (true, false) => Some(RecordEvent::Deleted),
+                    (false, false) => None,
+                };
+                if let Some(event) = event {
+                    let decisions =
+                        triggers.consider(subject, event, before.as_ref(), current.as_ref(), now);
+                    evaluation = Some((event, decisions));
+                }
+                record_seen = Some(raw);
+            }
+            let note = match released {
+                Some(holder) => format!("evaluated after {} finished", describe(holder)),
+                None => "evaluated once nothing was in flight for this subject any more".to_owned(),
+            };
+            let committed = self.in_transaction(|tx| {
+                if tx.in_flight.get(key.as_bytes())? != seen {
+                    return Ok(None);
+                }
+                if let Some(raw) = &record_seen {
+                    if tx.records.get(key.as_bytes())? != *raw {
+                        return Ok(None);
+                    }
+                }
+                if flight.is_empty() {
+                    tx.in_flight.remove(key.as_bytes())?;
+                } else {
+                    put_in_flight(tx.in_flight, &key, &flight)?;
+                }
+                match &evaluation {
+                    Some((event, decisions)) => tx
+                        .decide(
+                            subject,
+                            Cause::Record(*event),
+                            now,
+                            decisions.clone(),
+                            Some(note.clone()),
+                        )
+                        .map(Some),
+                    None => Ok(Some(Vec::new())),
+                }
+            })?;
+            if let Some(queued) = committed {
+                return Ok(queued);
+            }
+        }
+    }
+
+    /// What holds `subject` and what is held back for after it.
+    pub fn in_flight(&self, subject: &Subject) -> Result<Option<InFlight>, StoreError> {
+        let key = record_key(subject);
+        match self.in_flight.get(&key)? {
+            None => Ok(None),
+            Some(value) => decode_in_flight(key.as_bytes(), &value).map(Some),
+        }
+    }
+
+    /// Runs `f` in one transaction over the trees a record write changes.
+    fn in_transaction<T>(
+        &self,
+        f: impl Fn(&Tx<'_>) -> Result<T, TxError<StoreError>>,
+    ) -> Result<T, StoreError> {
+        let trees = (
+            &self.records,
+            &self.queue,
+            &self.traces,
+            &self.links,
+            &self.in_flight,
         );
+        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
+            f(&Tx {
+                records,
+                queue,
+                traces,
+                links,
+                in_flight,
+            })
+        });
         unwrap_tx(result)
     }
 
@@ -263,17 +605,233 @@ impl RecordStore {
     }
 }
 
-/// Writes each decision's run request, then one trace entry with them all.
+/// A batch of writes, decided before its transaction.
+struct Plan<'w> {
+    writes: Vec<Planned<'w>>,
+    /// The in-flight entry of each subject the batch evaluated, as read (checked at commit).
+    flights: Vec<(String, Option<sled::IVec>)>,
+}
+
+/// One write of a batch, decided before its transaction.
+struct Planned<'w> {
+    subject: &'w Subject,
+    key: String,
+    /// The stored value the decision was made on, checked again at commit (`None` for a record
+    /// an earlier write of the batch decided on).
+    seen: Option<Option<sled::IVec>>,
+    /// The record to store, serialized (created or updated).
+    value: Option<Vec<u8>>,
+    outcome: Outcome,
+    action: Action,
+}
+
+/// What a write's change does to the triggers.
+enum Action {
+    /// No event (unchanged, skipped, not found).
+    None,
+    /// Evaluated now: these decisions.
+    Decide(Vec<Decision>),
+    /// Held back while the subject is in flight: the change from `old` to `new`.
+    Hold {
+        old: Option<Fields>,
+        new: Option<Fields>,
+    },
+    /// A save by a run holding the subject, evaluated without the held-back change: the
+    /// decisions, and the fields it wrote (no longer held back).
+    Own {
+        decisions: Vec<Decision>,
+        written: Vec<String>,
+    },
+}
+
+impl Action {
+    /// Whether it queues a run request.
+    fn queues(&self) -> bool {
+        match self {
+            Action::Decide(decisions) | Action::Own { decisions, .. } => {
+                decisions.iter().any(|d| d.request.is_some())
+            }
+            Action::None | Action::Hold { .. } => false,
+        }
+    }
+}
+
+/// Decides one write's change (`old` → `new`, `event`) given its subject's in-flight entry
+/// (`queued`: an earlier write of the batch queued a run for it): evaluated now, held back while
+/// a run is in flight, or, for a save by the run holding it, evaluated without the held-back
+/// change (see [`super::in_flight`]).
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    write: &Write,
+    event: RecordEvent,
+    old: Option<&Fields>,
+    new: Option<&Fields>,
+    flight: Option<&InFlight>,
+    queued: bool,
+    triggers: &Triggers,
+    now: DateTime<Utc>,
+    by: Option<&str>,
+) -> Action {
+    let subject = &write.subject;
+    let held = queued || flight.is_some_and(|f| !f.holders.is_empty());
+    // Held back only where a workflow watches the collection: elsewhere there is nothing to
+    // evaluate, now or later.
+    let watched = || {
+        [
+            RecordEvent::Created,
+            RecordEvent::Updated,
+            RecordEvent::Deleted,
+        ]
+        .into_iter()
+        .any(|e| triggers.watches(subject.collection, e))
+    };
+    if !held || !watched() {
+        return Action::Decide(triggers.consider(subject, event, old, new, now));
+    }
+    let own = by.is_some_and(|holder| flight.is_some_and(|f| f.holders.contains(holder)));
+    if !own {
+        return Action::Hold {
+            old: old.cloned(),
+            new: new.cloned(),
+        };
+    }
+    let written: Vec<String> = match &write.change {
+        Change::Upsert { fields, .. } => fields.keys().cloned().collect(),
+        Change::Delete => Vec::new(),
+    };
+    // A save by a run holding the subject comes before the changes held back for after the run:
+    // it is judged on the record without them.
+    let decisions = match (flight.and_then(|f| f.deferred.as_ref()), old, new) {
+        (Some(deferred), Some(old), Some(new)) => {
+            let before = deferred.revert(old);
+            let mut rest = deferred.clone();
+            rest.forget(&written);
+            let after = rest.revert(new);
+            triggers.consider(subject, event, Some(&before), Some(&after), now)
+        }
+        _ => triggers.consider(subject, event, old, new, now),
+    };
+    Action::Own { decisions, written }
+}
+
+/// The trees a record write changes, inside its transaction.
+struct Tx<'a> {
+    records: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    traces: &'a TransactionalTree,
+    links: &'a TransactionalTree,
+    in_flight: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    /// Applies a planned write's [`Action`]: queues its decisions, or holds its change back (the
+    /// trace says so), and keeps the subject's in-flight entry in step.
+    fn apply(
+        &self,
+        subject: &Subject,
+        key: &str,
+        event: RecordEvent,
+        action: &Action,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
+        let cause = Cause::Record(event);
+        match action {
+            Action::None => Ok(Vec::new()),
+            Action::Decide(decisions) => self.decide(subject, cause, now, decisions.clone(), None),
+            Action::Hold { old, new } => {
+                let mut flight = get_in_flight(self.in_flight, key)?.unwrap_or_default();
+                let deferred = flight
+                    .deferred
+                    .get_or_insert_with(|| Deferred::new(old.as_ref(), now));
+                deferred.add(old.as_ref(), new.as_ref());
+                let note = format!(
+                    "deferred: {} is in flight for this subject; the change is evaluated when it finishes",
+                    describe(flight.named_holder().unwrap_or("a run"))
+                );
+                put_in_flight(self.in_flight, key, &flight)?;
+                self.decide(subject, cause, now, Vec::new(), Some(note))
+            }
+            Action::Own { decisions, written } => {
+                if let Some(mut flight) = get_in_flight(self.in_flight, key)? {
+                    if let Some(deferred) = &mut flight.deferred {
+                        deferred.forget(written);
+                        put_in_flight(self.in_flight, key, &flight)?;
+                    }
+                }
+                self.decide(subject, cause, now, decisions.clone(), None)
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        subject: &Subject,
+        cause: Cause,
+        at: DateTime<Utc>,
+        decisions: Vec<Decision>,
+        note: Option<String>,
+    ) -> Result<Vec<QueueId>, TxError<StoreError>> {
+        record_decisions(
+            self.queue,
+            self.traces,
+            self.links,
+            self.in_flight,
+            subject,
+            cause,
+            at,
+            decisions,
+            note,
+        )
+    }
+}
+
+fn get_in_flight(
+    in_flight: &TransactionalTree,
+    key: &str,
+) -> Result<Option<InFlight>, TxError<StoreError>> {
+    match in_flight.get(key.as_bytes())? {
+        None => Ok(None),
+        Some(value) => decode_in_flight(key.as_bytes(), &value)
+            .map(Some)
+            .map_err(TxError::Abort),
+    }
+}
+
+fn put_in_flight(
+    in_flight: &TransactionalTree,
+    key: &str,
+    flight: &InFlight,
+) -> Result<(), TxError<StoreError>> {
+    in_flight.insert(
+        key.as_bytes(),
+        serde_json::to_vec(flight).expect("in-flight entries serialize"),
+    )?;
+    Ok(())
+}
+
+fn decode_in_flight(key: &[u8], value: &[u8]) -> Result<InFlight, StoreError> {
+    serde_json::from_slice(value).map_err(|err| StoreError::Corrupt {
+        tree: IN_FLIGHT,
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// Writes each decision's run request (the subject's queued requests hold it, see
+/// [`super::in_flight`]), then one trace entry with them all and `note`.
+#[allow(clippy::too_many_arguments)]
 fn record_decisions(
     queue: &TransactionalTree,
     traces: &TransactionalTree,
     links: &TransactionalTree,
+    in_flight: &TransactionalTree,
     subject: &Subject,
     cause: Cause,
     at: DateTime<Utc>,
     decisions: Vec<Decision>,
+    note: Option<String>,
 ) -> Result<Vec<QueueId>, TxError<StoreError>> {
-    if decisions.is_empty() {
+    if decisions.is_empty() && note.is_none() {
         return Ok(Vec::new());
     }
     let mut queued = Vec::new();
@@ -289,6 +847,12 @@ fn record_decisions(
             queued.push(id);
         }
         considered.push(consideration);
+    }
+    if !queued.is_empty() {
+        let key = record_key(subject);
+        let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
+        flight.holders.extend(queued.iter().map(queue_holder));
+        put_in_flight(in_flight, &key, &flight)?;
     }
     let mut prefix = subject.to_string().into_bytes();
     prefix.push(0);
@@ -311,6 +875,7 @@ fn record_decisions(
         subject: subject.clone(),
         cause,
         considered,
+        note,
     };
     traces.insert(
         key.as_slice(),

@@ -5,26 +5,35 @@
 //! collection and event on the record before and after the write, and asks for a run only when the
 //! result **turns true** (see [`Consideration::fires`]): an update to a record that already matched
 //! starts nothing. The decision is pure; [`crate::records::RecordStore`] writes the record, the
-//! [`RunRequest`]s and the [`trace`] in one transaction. [`scheduler`] does the same at each tick
+//! [`RunRequest`]s and the [`trace`] in one transaction, and holds the decision back while a run
+//! for the subject is in flight ([`crate::store::in_flight`]). [`scheduler`] does the same at each tick
 //! of a `schedule:`.
+//!
+//! A run started by hand is judged by the same conditions ([`consider_manual`]): the executor
+//! refuses one whose subject does not match, quoting the consideration as `triggers why` would.
 //!
 //! Conditions are evaluated with the shared sandboxed rhai engine ([`crate::compile::rule_engine`]):
 //! `when:` sees `record` and `vars` (the configuration's global variables, overridden by the
-//! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]).
+//! workflow's own), and structured `rules:` all must hold (case rules in [`crate::rules`]). A
+//! `when:` stopped by a rule limit (time or size) does not match; its trace names the workflow and
+//! says what to do, and the first such stop of each workflow is logged as a warning. Evaluation is
+//! synchronous and CPU-bound: async callers run it on a blocking thread (see
+//! [`crate::records::RecordStore::write_blocking`]).
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::compile::{compile_file, CompileError, Trigger, Workflow};
+use crate::compile::{compile_file, CompileError, Workflow};
 use crate::preset::PresetRegistry;
 use crate::records::{Collection, Fields, RecordEvent, Subject};
-use crate::rules::map_to_dynamic;
+use crate::rules::{map_to_dynamic, Evaluation};
 pub use crate::store::queue::{Cause, Queue, QueueEntry, QueueId, RunRequest};
 
 pub mod scheduler;
@@ -92,6 +101,8 @@ pub(crate) struct Watched {
     pub(crate) vars: rhai::Dynamic,
     /// The same `vars` as JSON, for `exclude:`.
     vars_json: Value,
+    /// Whether a rule limit stop of this workflow was logged already.
+    warned: Arc<AtomicBool>,
 }
 
 /// The workflows that start by themselves, sorted by name.
@@ -132,6 +143,7 @@ impl Triggers {
                     vars: map_to_dynamic(&vars),
                     vars_json: Value::Object(vars),
                     workflow,
+                    warned: Arc::new(AtomicBool::new(false)),
                 }
             })
             .collect();
@@ -173,7 +185,7 @@ impl Triggers {
         now: DateTime<Utc>,
     ) -> Option<Verdict> {
         let w = self.watched.iter().find(|w| &w.name == workflow)?;
-        Some(evaluate(&w.workflow.trigger, &w.vars, record, now))
+        Some(evaluate(w, record, now))
     }
 
     /// The workflows with a `schedule:`.
@@ -217,12 +229,8 @@ impl Triggers {
             if trigger.records != Some(subject.collection) || !trigger.on.contains(&event) {
                 continue;
             }
-            let before = old_record
-                .as_ref()
-                .map(|r| r.evaluate(trigger, &w.vars, now));
-            let after = new_record
-                .as_ref()
-                .map(|r| r.evaluate(trigger, &w.vars, now));
+            let before = old_record.as_ref().map(|r| r.evaluate(w, now));
+            let after = new_record.as_ref().map(|r| r.evaluate(w, now));
             let excluded = new.or(old).and_then(|r| w.exclusion(subject, r));
             let fires = excluded.is_none()
                 && match event {
@@ -321,14 +329,43 @@ pub fn load_workflows(
     Ok(workflows)
 }
 
-/// Evaluates a trigger's `when:` and `rules:` on a record (every check, for the trace).
-pub fn evaluate(
-    trigger: &Trigger,
-    vars: &rhai::Dynamic,
+/// How a trigger would judge `record` now, for a run started by hand: `workflow`'s `when:` and
+/// `rules:` on the record as it is (no transition: a manual run asks whether the subject matches,
+/// not whether it just started to), and its `exclude:`. `fired` says whether the run may start;
+/// [`Consideration::explain`] says why not, in `triggers why`'s words. `vars` are the run's.
+pub fn consider_manual(
+    workflow: &Arc<Workflow>,
+    vars: &Fields,
+    key: &str,
     record: &Fields,
     now: DateTime<Utc>,
-) -> Verdict {
-    Record::new(record).evaluate(trigger, vars, now)
+) -> Consideration {
+    let watched = Watched {
+        name: WorkflowName::new(&workflow.name),
+        workflow: workflow.clone(),
+        vars: map_to_dynamic(vars),
+        vars_json: Value::Object(vars.clone()),
+        // A rule stopped by a limit is in the refusal itself; nothing to log.
+        warned: Arc::new(AtomicBool::new(true)),
+    };
+    let verdict = evaluate(&watched, record, now);
+    let excluded = workflow.trigger.exclude.as_ref().and_then(|exclusion| {
+        exclusion.reason(key, &Value::Object(record.clone()), &watched.vars_json)
+    });
+    Consideration {
+        workflow: watched.name,
+        before: None,
+        fired: verdict.matched && excluded.is_none(),
+        after: Some(verdict),
+        queued: None,
+        run: None,
+        excluded,
+    }
+}
+
+/// Evaluates a workflow's `when:` and `rules:` on a record (every check, for the trace).
+pub(crate) fn evaluate(w: &Watched, record: &Fields, now: DateTime<Utc>) -> Verdict {
+    Record::new(record).evaluate(w, now)
 }
 
 /// A record being evaluated, converted for rhai once (when a `when:` first needs it) however
@@ -346,13 +383,27 @@ impl<'a> Record<'a> {
         }
     }
 
-    fn evaluate(&self, trigger: &Trigger, vars: &rhai::Dynamic, now: DateTime<Utc>) -> Verdict {
+    fn evaluate(&self, w: &Watched, now: DateTime<Utc>) -> Verdict {
+        let trigger = &w.workflow.trigger;
         let record = self.fields;
         let mut checks = Vec::with_capacity(trigger.rules.len() + 1);
         let mut matched = true;
         if let Some(when) = &trigger.when {
             let rhai = self.rhai.get_or_init(|| map_to_dynamic(record));
-            let outcome = crate::compile::rule_engine().eval(when, rhai, vars);
+            let outcome = match crate::compile::rule_engine().evaluate(when, rhai, &w.vars) {
+                Err(err) if err.is_limit() => {
+                    let message = format!("workflow `{}`: `when:` {err}", w.name);
+                    if !w.warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            workflow = %w.name,
+                            error = %message,
+                            "a rule was stopped by a limit; the record does not match (later stops of this workflow are in the trigger traces only)"
+                        );
+                    }
+                    Evaluation::Error { message }
+                }
+                result => Evaluation::from(result),
+            };
             matched &= outcome.matched();
             checks.push(Check::When {
                 source: when.source().to_owned(),

@@ -6,7 +6,8 @@
 //! names no `records`, and records the tick as the workflow's last, all in one store transaction
 //! ([`RecordStore::enqueue_tick`]): a tick is enqueued exactly once even across a crash. The tick
 //! is durable (the store flushed) before it is reported or its runs are started. If the task wakes
-//! late past several ticks it fires the latest one only.
+//! late past several ticks it fires the latest one only. A tick is fired on a blocking thread
+//! ([`Scheduler::fire_blocking`]): it evaluates the conditions on every record.
 //!
 //! Catch-up on start, per workflow: with `catch_up: last` (the default) and a stored last tick,
 //! the most recent tick missed while blockyard was down fires once, at once; with `catch_up: none`
@@ -144,7 +145,7 @@ impl Scheduler {
             let last = self.queue.last_fired(name)?;
             if let (CatchUp::Last, Some(last)) = (catch_up, last) {
                 if let Some(missed) = latest_due(schedule, last, now) {
-                    self.fire(name, missed).await?;
+                    self.fire_blocking(name, missed).await?;
                 }
             }
             cursors.push((name.clone(), now));
@@ -171,7 +172,7 @@ impl Scheduler {
                     continue;
                 };
                 if let Some(tick) = latest_due(schedule, *cursor, now) {
-                    self.fire(name, tick).await?;
+                    self.fire_blocking(name, tick).await?;
                     *cursor = tick;
                 }
             }
@@ -185,13 +186,24 @@ impl Scheduler {
             .and_then(|w| w.workflow.trigger.schedule.as_ref().map(|(s, _)| s))
     }
 
-    /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick, durably
-    /// (the store is flushed before this returns or reports the tick).
-    pub async fn fire(
+    /// [`Self::fire`] on a blocking thread, for async callers: a tick evaluates the workflow's
+    /// conditions on every record of its collection, which must not hold an async worker.
+    pub async fn fire_blocking(
         &self,
         workflow: &WorkflowName,
         tick: DateTime<Utc>,
     ) -> Result<Fired, StoreError> {
+        let (scheduler, workflow) = (self.clone(), workflow.clone());
+        tokio::task::spawn_blocking(move || scheduler.fire(&workflow, tick))
+            .await
+            .map_err(|err| StoreError::Io {
+                message: format!("the schedule tick task failed: {err}"),
+            })?
+    }
+
+    /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick, durably
+    /// (the store is flushed before this returns or reports the tick).
+    pub fn fire(&self, workflow: &WorkflowName, tick: DateTime<Utc>) -> Result<Fired, StoreError> {
         let Some(watched) = self.triggers.scheduled().find(|w| &w.name == workflow) else {
             return Ok(Fired {
                 workflow: workflow.clone(),
@@ -200,10 +212,7 @@ impl Scheduler {
             });
         };
         let Watched {
-            name,
-            workflow: w,
-            vars,
-            ..
+            name, workflow: w, ..
         } = watched;
         let trigger = &w.trigger;
         let mut decisions = Vec::new();
@@ -232,7 +241,7 @@ impl Scheduler {
             Some(collection) => {
                 for item in self.records.list(collection) {
                     let (key, fields) = item?;
-                    let verdict = evaluate(trigger, vars, &fields, tick);
+                    let verdict = evaluate(watched, &fields, tick);
                     let subject = crate::records::Subject::new(collection, key);
                     let excluded = watched.exclusion(&subject, &fields);
                     let fires = verdict.matched && excluded.is_none();
@@ -262,7 +271,7 @@ impl Scheduler {
             }
         }
         let queued = self.records.enqueue_tick(name, tick, decisions)?;
-        self.records.store().flush().await?;
+        self.records.store().flush_blocking()?;
         let fired = Fired {
             workflow: name.clone(),
             tick,

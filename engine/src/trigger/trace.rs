@@ -30,6 +30,10 @@ pub struct TraceEntry {
     pub subject: Subject,
     pub cause: Cause,
     pub considered: Vec<Consideration>,
+    /// Why the change was held back, or that it was evaluated after a run (see
+    /// [`crate::store::in_flight`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One workflow's look at a subject.
@@ -83,35 +87,53 @@ impl TraceEntry {
             self.subject,
             self.cause
         );
+        if let Some(note) = &self.note {
+            let _ = writeln!(out, "  {note}");
+        }
         for c in &self.considered {
-            let _ = write!(out, "  {}: ", c.workflow);
-            let outcome = match (&c.before, &c.after, c.fired) {
-                (_, _, false) if c.excluded.is_some() => {
-                    format!("no run: excluded: {}", c.excluded.as_deref().unwrap_or(""))
-                }
-                (_, _, true) => match (&c.queued, &c.run) {
-                    (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
-                    (Some(q), None) => format!("run requested (queue {q})"),
-                    _ => "run requested".to_owned(),
-                },
-                (Some(b), Some(a), false) if b.matched && a.matched => {
-                    "no run: it already matched before this change".to_owned()
-                }
-                (_, Some(a), false) if !a.matched => {
-                    "no run: the conditions do not hold".to_owned()
-                }
-                (Some(b), None, false) if !b.matched => {
-                    "no run: the deleted record did not match".to_owned()
-                }
-                _ => "no run".to_owned(),
-            };
-            let _ = writeln!(out, "{outcome}");
-            if let Some(before) = &c.before {
-                render_verdict(&mut out, "before", before);
+            let _ = write!(out, "  {}: {}", c.workflow, c.explain());
+        }
+        out
+    }
+}
+
+impl Consideration {
+    /// What came of it, in `triggers why`'s words: `run requested (queue …)`, `no run: the
+    /// conditions do not hold`, `no run: excluded: …`.
+    pub fn outcome(&self) -> String {
+        match (&self.before, &self.after, self.fired) {
+            (_, _, false) if self.excluded.is_some() => {
+                format!(
+                    "no run: excluded: {}",
+                    self.excluded.as_deref().unwrap_or("")
+                )
             }
-            if let Some(after) = &c.after {
-                render_verdict(&mut out, "after", after);
+            (_, _, true) => match (&self.queued, &self.run) {
+                (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
+                (Some(q), None) => format!("run requested (queue {q})"),
+                _ => "run requested".to_owned(),
+            },
+            (Some(b), Some(a), false) if b.matched && a.matched => {
+                "no run: it already matched before this change".to_owned()
             }
+            (_, Some(a), false) if !a.matched => "no run: the conditions do not hold".to_owned(),
+            (Some(b), None, false) if !b.matched => {
+                "no run: the deleted record did not match".to_owned()
+            }
+            _ => "no run".to_owned(),
+        }
+    }
+
+    /// The outcome line, then each verdict with every check, as `triggers why` prints them under
+    /// the workflow's name (and a refused manual run quotes them).
+    pub fn explain(&self) -> String {
+        let mut out = self.outcome();
+        out.push('\n');
+        if let Some(before) = &self.before {
+            render_verdict(&mut out, "before", before);
+        }
+        if let Some(after) = &self.after {
+            render_verdict(&mut out, "after", after);
         }
         out
     }
