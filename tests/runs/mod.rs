@@ -782,10 +782,11 @@ async fn serve_a_status_change_during_a_run_is_evaluated_after_it_as_a_transitio
         )
         .await;
     assert_eq!((status, &body["queued"]), (200, &json!(1)), "{body}");
-    // The create is in flight once its intent is recorded (`sending`).
+    // The create is in flight once its intent is recorded (`sending`). Until a worker takes the
+    // request, the list shows it as a queue entry, with a `queue_id` and no run `id` yet.
     let runs = api
         .wait_for(&format!("/runs?subject={email}"), |runs| {
-            runs.as_array().unwrap().len() == 1
+            runs.as_array().unwrap().len() == 1 && runs[0]["id"].is_string()
         })
         .await;
     let first_id = runs[0]["id"].as_str().unwrap().to_owned();
