@@ -261,3 +261,56 @@ impl Env {
         }
     }
 }
+
+/// The token of the in-process `serve` API in tests ([`Api`] sends it).
+pub const API_TOKEN: &str = "serve-test-token";
+
+/// A client for the HTTP API of an in-process `serve` (`Service`), with [`API_TOKEN`].
+pub struct Api {
+    /// `http://ADDR/api`.
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(service: &blockyard::service::Service) -> Api {
+        Api {
+            base: format!("http://{}/api", service.addr()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends `request` with the token: `(status, JSON body)`.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.bearer_auth(API_TOKEN).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    /// Polls `GET path` until `done` holds on the answer (20 s at most).
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, 200, "{body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -3,16 +3,16 @@
 //! `history list` shows each run's mode, and runs queued by an import are visible.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blockyard::http::Credentials;
 use blockyard::sandbox::SandboxConfig;
 use blockyard::service::{Service, ServiceConfig};
 use serde_json::{json, Value};
 
-use crate::support::{self, Env, WHOAMI};
+use crate::support::{self, Api, Env, WHOAMI};
 
-const TOKEN: &str = "runs-test-token";
+const TOKEN: &str = crate::support::API_TOKEN;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each vendor request.
 async fn slow(latency: Duration) -> Env {
@@ -53,54 +53,6 @@ async fn serve(env: &Env) -> Service {
     })
     .await
     .unwrap()
-}
-
-/// An API client for one service.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    fn new(service: &Service) -> Api {
-        Api {
-            base: format!("http://{}/api", service.addr()),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.bearer_auth(TOKEN).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    /// Polls `GET path` until `done` holds on the answer (20 s at most).
-    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self.get(path).await;
-            assert_eq!(status, 200, "{body}");
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting on {path}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 fn error(status: u16, message: &str) -> (u16, Value) {

@@ -12,11 +12,11 @@ use blockyard::service::{worker, Service, ServiceConfig};
 use blockyard::trigger::{Queue, Triggers};
 use serde_json::{json, Value};
 
-use crate::support::{self, blocks, Env, THREE_READS, WHOAMI};
+use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 
 mod retries;
 
-const TOKEN: &str = "serve-test-token";
+const TOKEN: &str = crate::support::API_TOKEN;
 
 /// A [`support::Env`] whose temp dir also holds `workflows/`, with a copy of
 /// `calendly-offboard.yaml` and `whoami.yaml`.
@@ -55,54 +55,6 @@ async fn serve(env: &Env) -> Service {
     Service::start(service_config(env, Some(TOKEN)))
         .await
         .unwrap()
-}
-
-/// An API client for one service.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    fn new(service: &Service) -> Api {
-        Api {
-            base: format!("http://{}/api", service.addr()),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let response = request.bearer_auth(TOKEN).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
-            .await
-    }
-
-    /// Polls `GET path` until `done` holds on the answer (10 s at most).
-    async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = self.get(path).await;
-            assert_eq!(status, 200, "{body}");
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting on {path}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
 }
 
 /// Waits (10 s at most) until the service's queue is empty: each entry acknowledged, after its

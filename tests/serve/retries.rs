@@ -189,7 +189,7 @@ async fn a_retrying_run_outlives_its_process_and_the_next_serve_finishes_it() {
         .collect();
 
     let service = super::serve(&env).await;
-    let api = super::Api::new(&service);
+    let api = support::Api::new(&service);
     for status in ["active", "terminated"] {
         let body: Vec<Value> = people
             .iter()
@@ -239,7 +239,7 @@ async fn a_retrying_run_outlives_its_process_and_the_next_serve_finishes_it() {
     // Ten virtual minutes later, another process.
     tokio::time::sleep(Duration::from_secs(600)).await;
     let service = super::serve(&env).await;
-    let api = super::Api::new(&service);
+    let api = support::Api::new(&service);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6 * 3600);
     let shown = loop {
         let (_, shown) = api.get(&format!("/runs/{kept_id}")).await;
