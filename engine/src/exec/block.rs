@@ -287,7 +287,7 @@ fn merged_offline(
             &merge.keep,
         ));
     }
-    serde_json::to_value(client.redactor().request(&request)).ok()
+    client.redactor().request_json(&request)
 }
 
 /// Whether `body` is the empty list that the preset's `not_found` says means "not found".
@@ -491,7 +491,7 @@ async fn api(
             let mut shown = Value::Object(inputs.clone());
             redactor.json_in_place(&mut shown);
             step.inputs = Some(shown);
-            step.request = serde_json::to_value(redactor.request(&request)).ok();
+            step.request = redactor.request_json(&request);
             // Redacted like the request (a password in a base URL's userinfo), so an offline
             // replay renders below the same text the recorded URL shows.
             step.base_url = Some(redactor.text(&request.base_url));
@@ -542,8 +542,7 @@ async fn api(
                     match result {
                         Ok(exchange) => {
                             if merged {
-                                step.request =
-                                    serde_json::to_value(redactor.request(&exchange.request)).ok();
+                                step.request = redactor.request_json(&exchange.request);
                             }
                             Called::Ok(answer_of(exchange.response, exchange.attempts))
                         }

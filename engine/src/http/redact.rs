@@ -109,6 +109,14 @@ impl Redactor {
     /// `request` as it may be shown or stored: its URL's password, sensitive query parameters,
     /// headers and body keys by name, and every known secret by value. The request sent keeps
     /// the real values.
+    /// [`Redactor::request`] as the JSON history records, redacted in its serialized form, so
+    /// the request is not copied first (one per block a run records).
+    pub fn request_json(&self, request: &RenderedRequest) -> Option<Value> {
+        let mut value = serde_json::to_value(request).ok()?;
+        self.json_in_place(&mut value);
+        Some(value)
+    }
+
     pub fn request(&self, request: &RenderedRequest) -> RenderedRequest {
         let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
         let mut shown = request.clone();
@@ -267,6 +275,11 @@ mod tests {
         assert_eq!(
             shown.body,
             Some(json!({"email": REDACTED, "password": REDACTED, "n": 1}))
+        );
+        // The JSON history records is the same, redacted without a copy of the request.
+        assert_eq!(
+            r.request_json(&request),
+            Some(serde_json::to_value(&shown).unwrap())
         );
         assert_eq!(request.body.unwrap()["email"], "s3cr3t-token");
     }
