@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod approve;
 mod call;
 mod cancel;
+mod client;
 mod demo;
 mod graph;
 mod history;
@@ -116,6 +117,11 @@ pub struct PresetArgs {
 }
 
 impl PresetArgs {
+    /// `--presets DIR`, when given.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.presets.as_deref()
+    }
+
     pub fn load(&self) -> anyhow::Result<blockyard::preset::PresetRegistry> {
         match &self.presets {
             None => Ok(blockyard::preset::PresetRegistry::builtin()),

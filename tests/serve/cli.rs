@@ -1,0 +1,187 @@
+//! The CLI while `blockyard serve` runs: each state command goes through the service's API (found
+//! by its `serve.json` in the data dir, or named with `--server`) and gives what the same command
+//! gives against the data dir once the service has stopped.
+
+use serde_json::Value;
+
+use super::{with_workflows, Served};
+use crate::support::{Env, API_TOKEN};
+
+/// begin → `me` (Calendly's current user, approval required) → end.
+const GATED: &str = "\
+name: gated
+blocks:
+  begin:
+    type: begin
+    next: me
+  me:
+    type: api
+    preset: calendly.current_user
+    credential: calendly
+    approval: required
+    next: end
+  end:
+    type: end
+";
+
+/// Runs the real binary from the env's dir with the API token and no `BLOCKYARD_SERVER`:
+/// `(exit code, stdout, stderr)`.
+fn cli(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = env
+        .command(args)
+        .env("BLOCKYARD_TOKEN", API_TOKEN)
+        .env_remove("BLOCKYARD_SERVER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(out: &(i32, String, String)) -> Value {
+    serde_json::from_str(&out.1).unwrap_or_else(|_| panic!("not JSON: {out:?}"))
+}
+
+/// The id of a run printed as JSON.
+fn id(run: &Value) -> String {
+    run["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cli_commands_go_through_the_running_service_and_answer_as_on_the_data_dir() {
+    let env = with_workflows().await;
+    env.write("workflows/gated.yaml", GATED);
+    env.write(
+        "people.csv",
+        "email,name,status\nann@acme.com,Ann,active\nbad-row\nbob@acme.com,Bob,active\n,NoKey,active\n",
+    );
+    let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", API_TOKEN)]);
+    let start = served.read_until("serving");
+    let url = format!(
+        "http://{}",
+        start.last().unwrap().rsplit("http://").next().unwrap()
+    );
+
+    // Where it listens, in the data dir: URL and pid, never the token.
+    let announced = std::fs::read_to_string(env.data_dir().join("serve.json")).unwrap();
+    let endpoint: Value = serde_json::from_str(&announced).unwrap();
+    assert_eq!(endpoint["url"], url.as_str());
+    assert_eq!(endpoint["pid"], served.child.id());
+    assert!(!announced.contains(API_TOKEN));
+
+    // Changes, through the service (they would fail on the lock without it).
+    let import = cli(&env, &["records", "import", "people", "people.csv"]);
+    let run = cli(&env, &["run", "workflows/whoami.yaml", "--json"]);
+    assert_eq!(run.0, 0, "{run:?}");
+    let run = json(&run);
+    let gated = cli(&env, &["run", "workflows/gated.yaml", "--json"]);
+    assert_eq!(gated.0, 6, "{gated:?}");
+    let gated = json(&gated);
+    assert_eq!(gated["status"], "waiting_approval");
+    let approved = cli(&env, &["approve", &id(&gated), "me", "--json"]);
+    assert_eq!(approved.0, 0, "{approved:?}");
+    let approved = json(&approved);
+    assert_eq!(approved["status"], "succeeded");
+    let rejected_run = json(&cli(&env, &["run", "workflows/gated.yaml", "--json"]));
+    let rejected = cli(&env, &["reject", &id(&rejected_run), "me", "--json"]);
+    assert_eq!(rejected.0, 1, "{rejected:?}");
+    let rejected = json(&rejected);
+    let cancelled_run = json(&cli(&env, &["run", "workflows/gated.yaml", "--json"]));
+    let cancel = cli(&env, &["cancel", &id(&cancelled_run)]);
+    assert_eq!(
+        cancel,
+        (
+            0,
+            format!("run {} cancelled\n", id(&cancelled_run)),
+            String::new()
+        )
+    );
+    let cancel_again = cli(&env, &["cancel", &id(&cancelled_run)]);
+    assert_eq!(
+        cancel_again,
+        (
+            1,
+            format!("run {} already finished: cancelled\n", id(&cancelled_run)),
+            String::new()
+        )
+    );
+    let replayed = cli(&env, &["replay", &id(&run), "--json"]);
+    assert_eq!(replayed.0, 0, "{replayed:?}");
+    let replayed = json(&replayed);
+    let deleted = cli(&env, &["records", "delete", "people", "bob@acme.com"]);
+    assert_eq!(
+        deleted,
+        (0, "deleted people/bob@acme.com\n".to_owned(), String::new())
+    );
+
+    // Reads, through the service.
+    let run_id = id(&run);
+    let reads: Vec<Vec<&str>> = vec![
+        vec!["history", "list"],
+        vec!["history", "list", "--json", "--since", "1h"],
+        vec![
+            "history",
+            "list",
+            "--workflow",
+            "gated",
+            "--status",
+            "cancelled",
+        ],
+        vec!["history", "show", &run_id],
+        vec!["history", "show", &run_id, "--json"],
+        vec!["records", "list", "people"],
+        vec!["records", "list", "people", "--json"],
+        vec!["records", "show", "people", "ann@acme.com"],
+        vec!["records", "show", "people", "bob@acme.com"],
+        vec!["triggers", "why", "--subject", "ann@acme.com"],
+        vec!["triggers", "why", "--subject", "ann@acme.com", "--json"],
+        vec!["resume"],
+        vec!["history", "prune", "--older-than", "30d"],
+    ];
+    let through: Vec<_> = reads.iter().map(|args| cli(&env, args)).collect();
+    // An offline replay adds a run (after the reads), the same both ways.
+    let offline = cli(&env, &["replay", &run_id, "--offline"]);
+    assert_eq!(offline.0, 0, "{offline:?}");
+    // What the changes answered is what the history has.
+    let shown = |run: &Value| json(&cli(&env, &["history", "show", &id(run), "--json"]));
+    for change in [&run, &approved, &rejected, &replayed] {
+        assert_eq!(shown(change), *change);
+    }
+
+    served.signal("TERM");
+    served.read_until("stopped");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+    assert!(
+        !env.data_dir().join("serve.json").exists(),
+        "a clean stop leaves serve.json behind"
+    );
+
+    // The same reads against the data dir give the same answers.
+    for (args, through) in reads.iter().zip(&through) {
+        assert_eq!(cli(&env, args), *through, "{args:?}");
+    }
+    assert_eq!(cli(&env, &["replay", &run_id, "--offline"]), offline);
+    // An import into a fresh data dir answers as the one through the service did.
+    let fresh = cli(
+        &env,
+        &[
+            "records",
+            "import",
+            "people",
+            "people.csv",
+            "--data-dir",
+            "fresh",
+        ],
+    );
+    assert_eq!(import, fresh);
+    assert_eq!(
+        import,
+        (
+            1,
+            "people: 2 created, 0 updated, 0 unchanged, 2 rejected\n0 run requests queued\nline 3: expected 3 fields, found 1\nline 5: missing `email`\n".to_owned(),
+            String::new()
+        )
+    );
+}
