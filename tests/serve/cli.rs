@@ -185,3 +185,148 @@ async fn serve_cli_commands_go_through_the_running_service_and_answer_as_on_the_
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cli_through_the_service_refuses_what_it_cannot_honour_and_says_which_path_it_took() {
+    let env = with_workflows().await;
+    let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", API_TOKEN)]);
+    let start = served.read_until("serving");
+    let url = format!(
+        "http://{}",
+        start.last().unwrap().rsplit("http://").next().unwrap()
+    );
+    let error = |args: &[&str]| {
+        let (code, stdout, stderr) = cli(&env, args);
+        assert_eq!((code, stdout.as_str()), (2, ""), "{args:?}: {stderr}");
+        stderr
+    };
+
+    // A workflow file the service has not loaded, or has loaded with other content.
+    env.write(
+        "elsewhere.yaml",
+        &crate::support::WHOAMI.replace("name: whoami", "name: elsewhere"),
+    );
+    assert_eq!(
+        error(&["run", "elsewhere.yaml"]),
+        format!("error: the service at {url} has no workflow `elsewhere` loaded (from `elsewhere.yaml`); put the file in its workflows directory (`{}`) and reload it (SIGHUP), or stop the service to run the file on the data dir\n", super::workflows(&env).canonicalize().unwrap().display())
+    );
+    env.write(
+        "edited.yaml",
+        &crate::support::WHOAMI.replace("Ask Calendly", "Ask Calendly again"),
+    );
+    assert_eq!(
+        error(&["run", "edited.yaml"]),
+        format!("error: `edited.yaml` differs from the workflow `whoami` the service at {url} has loaded (`workflows/whoami.yaml`); reload the service (SIGHUP) after editing, or run the loaded one by giving its file\n")
+    );
+    let run = json(&cli(&env, &["run", "workflows/whoami.yaml", "--json"]));
+    assert_eq!(
+        error(&["replay", &id(&run), "--workflow", "elsewhere.yaml"]),
+        format!("error: the service at {url} has no workflow `elsewhere` loaded (from `elsewhere.yaml`); put the file in its workflows directory (`{}`) and reload it (SIGHUP), or stop the service to run the file on the data dir\n", super::workflows(&env).canonicalize().unwrap().display())
+    );
+
+    // Presets, config and options the service would not apply.
+    std::fs::create_dir(env.path().join("presets")).unwrap();
+    assert_eq!(
+        error(&["history", "list", "--presets", "presets"]),
+        format!("error: `--presets presets` is not the presets directory the service at {url} runs with (the shipped presets only); drop `--presets` (the service's presets apply), or stop the service to use these on the data dir\n")
+    );
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    env.write("other.yaml", &config);
+    assert_eq!(
+        error(&["history", "list", "--config", "other.yaml"]),
+        format!(
+            "error: `--config other.yaml` is not the config the service at {url} runs with (`{}`); drop `--config` (the service's config applies), or stop the service to use this one on the data dir\n",
+            env.path().join("blockyard.yaml").canonicalize().unwrap().display()
+        )
+    );
+    assert_eq!(
+        error(&["records", "delete", "people", "a@b.c", "--no-trigger"]),
+        format!("error: `--no-trigger` cannot be used via the service at {url}: the service's workflows decide what a write starts; drop it, or stop the service to write without triggers\n")
+    );
+    env.write("people.csv", "email\na@b.c\n");
+    assert_eq!(
+        error(&["records", "import", "people", "people.csv", "--dry-run"]),
+        format!("error: `--dry-run` cannot be used via the service at {url}: it reads the store, which the service holds; stop the service for a dry run\n")
+    );
+    assert_eq!(
+        error(&["history", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]),
+        "error: no run `01ARZ3NDEKTSV4RRFFQ69G5FAV` in this data dir; `blockyard history list` shows the runs\n"
+    );
+
+    // A wrong token says what to set.
+    let out = env
+        .command(&["history", "list"])
+        .env("BLOCKYARD_TOKEN", "wrong")
+        .env_remove("BLOCKYARD_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("error: via the service at {url} refused the request: the bearer token is not valid; set `BLOCKYARD_TOKEN` to the service's token\n")
+    );
+
+    served.signal("KILL");
+    served.child.wait().unwrap();
+    // Killed, it leaves serve.json behind: stale (its pid is gone), it is ignored.
+    assert!(env.data_dir().join("serve.json").exists());
+    assert_eq!(
+        cli(&env, &["history", "list", "--status", "failed"]),
+        (0, "no runs\n".to_owned(), String::new())
+    );
+
+    // A named service that is not there says what to do.
+    let (code, stdout, stderr) = cli(&env, &["history", "list", "--server", "http://127.0.0.1:1"]);
+    assert_eq!((code, stdout.as_str()), (2, ""));
+    assert!(
+        stderr.starts_with("error: cannot reach the service at http://127.0.0.1:1 (error sending request for url (http://127.0.0.1:1/api/service)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("); check that `blockyard serve` runs there, or stop naming it (`--server`, `BLOCKYARD_SERVER`, the config's `server:`; a `serve.json` it left in the data dir after a crash can be removed)\n"),
+        "{stderr}"
+    );
+    let out = env
+        .command(&["history", "list"])
+        .env("BLOCKYARD_SERVER", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("error: cannot reach the service at http://127.0.0.1:1 ("),);
+    env.write(
+        "served.yaml",
+        &format!("{config}server: http://127.0.0.1:1\n"),
+    );
+    let (_, _, stderr) = cli(&env, &["history", "list", "--config", "served.yaml"]);
+    assert!(
+        stderr.starts_with("error: cannot reach the service at http://127.0.0.1:1 ("),
+        "{stderr}"
+    );
+    // `--data-dir` given: the data dir, not the config's service.
+    let data = env.data_dir().display().to_string();
+    assert_eq!(
+        cli(
+            &env,
+            &[
+                "history",
+                "list",
+                "--config",
+                "served.yaml",
+                "--data-dir",
+                &data,
+                "--status",
+                "failed"
+            ]
+        ),
+        (0, "no runs\n".to_owned(), String::new())
+    );
+    env.write("bad.yaml", &format!("{config}server: 127.0.0.1:8080\n"));
+    let (_, _, stderr) = cli(&env, &["history", "list", "--config", "bad.yaml"]);
+    assert_eq!(
+        stderr,
+        format!("error: bad.yaml:{}:9: server: `127.0.0.1:8080` is not an http(s) URL; write the address `blockyard serve` prints, `http://127.0.0.1:8080`\n", config.lines().count() + 1)
+    );
+    assert_eq!(
+        error(&["serve", "--server", "http://127.0.0.1:1"]),
+        "error: `serve` takes no `--server`: it is the service; give `--listen ADDR` for where it listens\n"
+    );
+}
