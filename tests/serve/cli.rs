@@ -330,3 +330,73 @@ async fn serve_cli_through_the_service_refuses_what_it_cannot_honour_and_says_wh
         "error: `serve` takes no `--server`: it is the service; give `--listen ADDR` for where it listens\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_cli_records_import_through_the_service_sends_big_batches_in_parts_and_lists_the_runs_it_queued(
+) {
+    let env = with_workflows().await;
+    env.write(
+        "workflows/welcome.yaml",
+        &crate::support::WHOAMI
+            .replace("name: whoami", "name: welcome")
+            .replace(
+                "    type: begin\n",
+                "    type: begin\n    records: people\n    on: [created]\n",
+            ),
+    );
+    // 600 SaaS users of 2.5 KB each: a batch of 500 is more than one request may carry.
+    let note = "x".repeat(2500);
+    let mut users = String::from("app,email,note\n");
+    for i in 0..600 {
+        users.push_str(&format!("webex,user{i}@acme.com,{note}\n"));
+    }
+    env.write("users.csv", &users);
+    env.write(
+        "people.jsonl",
+        "{\"email\": \"ann@acme.com\"}\n{\"email\": \"bob@acme.com\"}\n[1]\n",
+    );
+    let mut served = Served::start(&env, &[("BLOCKYARD_TOKEN", API_TOKEN)]);
+    let start = served.read_until("serving");
+    let url = format!(
+        "http://{}",
+        start.last().unwrap().rsplit("http://").next().unwrap()
+    );
+
+    assert_eq!(
+        cli(&env, &["records", "import", "saas_users", "users.csv"]),
+        (
+            0,
+            "saas_users: 600 created, 0 updated, 0 unchanged, 0 rejected\n0 run requests queued\n"
+                .to_owned(),
+            String::new()
+        )
+    );
+    let (code, stdout, stderr) = cli(&env, &["records", "import", "people", "people.jsonl"]);
+    assert_eq!((code, stderr.as_str()), (1, ""), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "people: 2 created, 0 updated, 0 unchanged, 1 rejected"
+    );
+    assert_eq!(
+        lines[1],
+        format!("2 run requests queued; the service at {url} starts them (`blockyard history list` follows them):")
+    );
+    for (line, email) in lines[2..4].iter().zip(["ann", "bob"]) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[0].len(), 26, "{line}");
+        assert_eq!(
+            &fields[1..3],
+            ["welcome", &format!("people/{email}@acme.com")],
+            "{line}"
+        );
+    }
+    assert_eq!(lines[4..], ["line 3: expected an object, found a list"]);
+    assert_eq!(
+        cli(&env, &["records", "show", "saas_users", "webex/user599@acme.com", "--json"]).1,
+        format!("{{\n  \"app\": \"webex\",\n  \"email\": \"user599@acme.com\",\n  \"note\": \"{note}\"\n}}\n")
+    );
+    served.signal("TERM");
+    served.read_until("stopped");
+    served.child.wait().unwrap();
+}

@@ -5,7 +5,7 @@
 //! The service is used when it is named (`--server URL`, else `BLOCKYARD_SERVER`, else the config's
 //! `server:` unless `--data-dir` is given) or when the data dir holds the `serve.json` of a live
 //! `serve` ([`blockyard::service::endpoint`]); otherwise the data dir is opened. The token is
-//! `BLOCKYARD_TOKEN`. Every error on the service path says so ("via the service at URL"), and one
+//! `BLOCKYARD_TOKEN`, else the config's `token` (as `serve` finds it). Every error on the service path says so ("via the service at URL"), and one
 //! that cannot reach it says what to do. Through the service, a `--config` or `--presets` other
 //! than the service's is an error (the service's apply, not the command's).
 
@@ -118,9 +118,14 @@ pub struct Refused {
 impl Remote {
     fn connect(url: &str, common: &CommonArgs, config: Option<&Config>) -> anyhow::Result<Remote> {
         let url = url.trim_end_matches('/').to_owned();
-        let token = std::env::var("BLOCKYARD_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty());
+        // As `serve` finds its token: `BLOCKYARD_TOKEN`, else the config's `token`.
+        let token = match std::env::var("BLOCKYARD_TOKEN") {
+            Ok(token) if !token.is_empty() => Some(token),
+            _ => match config.and_then(|c| c.token.as_ref()) {
+                Some(secret) => Some(secret.resolve()?),
+                None => None,
+            },
+        };
         let http = reqwest::Client::builder()
             .build()
             .context("cannot set up the HTTP client")?;
@@ -223,6 +228,16 @@ impl Remote {
 
     pub fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.answer(self.http.post(self.url(path)).json(&body))
+    }
+
+    /// `POST /api{path}` with a JSON body already serialized.
+    pub fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.answer(
+            self.http
+                .post(self.url(path))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
     }
 
     pub fn try_post(&self, path: &str, body: Value) -> anyhow::Result<Result<Value, Refused>> {

@@ -254,6 +254,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 collection,
                 mode: args.mode,
                 queued: Vec::new(),
+                total_queued: Vec::new(),
             };
             let summary = import_to(file, &options, &mut sink, &mut progress);
             bar.finish_and_clear();
@@ -294,75 +295,105 @@ struct Batches<'a> {
     mode: ModeArg,
     /// The first [`QUEUED_LISTED`] run requests the batches queued.
     queued: Vec<QueuedRequest>,
+    /// The ids of the run requests the current batch queued.
+    total_queued: Vec<QueueId>,
 }
 
-impl Sink for Batches<'_> {
-    fn write(&mut self, batch: &[Write]) -> Result<Vec<Written>, ImportError> {
-        let rows: Vec<serde_json::Value> = batch
-            .iter()
-            .map(|w| match &w.change {
-                Change::Upsert { fields, .. } => {
-                    serde_json::json!({"key": w.subject.key.as_str(), "fields": fields})
-                }
-                Change::Delete => serde_json::json!({"key": w.subject.key.as_str()}),
-            })
-            .collect();
+/// The most bytes of rows one request carries: under the service's default body limit (1 MiB).
+const REQUEST_BYTES: usize = 768 * 1024;
+
+impl Batches<'_> {
+    /// Sends `rows` (serialized) in one request: their outcomes, in order.
+    fn send(&mut self, rows: &[Vec<u8>]) -> Result<Vec<Outcome>, ImportError> {
+        let failed = |err: anyhow::Error| ImportError::Sink {
+            message: format!("{err:#}"),
+        };
+        let mut body = Vec::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(row);
+        }
+        body.push(b']');
         let mode = match self.mode {
             ModeArg::CreateUpdate => "create_update",
             ModeArg::CreateOnly => "create_only",
             ModeArg::UpdateOnly => "update_only",
         };
         let path = format!("/records/{}/batch?mode={mode}", self.collection.name());
-        let failed = |err: anyhow::Error| ImportError::Sink {
-            message: format!("{err:#}"),
+        let answer = self.remote.post_raw(&path, body).map_err(failed)?;
+        let unreadable = |what: &str| {
+            failed(anyhow::anyhow!(
+                "{}: unreadable answer ({what}): {answer}",
+                self.remote.via()
+            ))
         };
-        let answer = self
-            .remote
-            .post(&path, serde_json::Value::Array(rows))
-            .map_err(failed)?;
         let queued: Vec<QueuedRequest> =
-            serde_json::from_value(answer["queued"].clone()).map_err(|err| {
-                failed(anyhow::anyhow!(
-                    "{}: unreadable answer: {err}",
-                    self.remote.via()
-                ))
-            })?;
+            serde_json::from_value(answer["queued"].clone()).map_err(|_| unreadable("queued"))?;
         let outcomes = answer["outcomes"].as_array().cloned().unwrap_or_default();
-        if outcomes.len() != batch.len() {
-            return Err(failed(anyhow::anyhow!(
-                "{}: {} outcomes answered for {} records",
-                self.remote.via(),
-                outcomes.len(),
-                batch.len()
-            )));
+        if outcomes.len() != rows.len() {
+            return Err(unreadable("one outcome per record"));
         }
-        // The queued requests in the order their writes made them: the first write's first.
-        let mut ids = queued.iter();
-        let mut written = Vec::with_capacity(batch.len());
-        for outcome in &outcomes {
-            let outcome = match outcome.as_str() {
+        let outcomes = outcomes
+            .iter()
+            .map(|o| match o.as_str() {
                 Some("created") => Outcome::Created,
                 Some("updated") => Outcome::Updated,
                 Some("unchanged") => Outcome::Unchanged,
                 Some("skipped") => Outcome::Skipped,
                 Some("deleted") => Outcome::Deleted,
                 _ => Outcome::NotFound,
-            };
-            written.push(Written {
-                outcome,
-                queued: Vec::new(),
-            });
-        }
-        // The per-write split of the queued requests is not needed by the summary: their count
-        // and ids are.
-        if let Some(first) = written.first_mut() {
-            first.queued = ids
-                .by_ref()
-                .filter_map(|q| q.id.parse::<QueueId>().ok())
-                .collect();
-        }
+            })
+            .collect();
+        self.total_queued
+            .extend(queued.iter().filter_map(|q| q.id.parse::<QueueId>().ok()));
         let room = QUEUED_LISTED.saturating_sub(self.queued.len());
         self.queued.extend(queued.into_iter().take(room));
+        Ok(outcomes)
+    }
+}
+
+impl Sink for Batches<'_> {
+    /// One import batch, in as few requests as the body limit allows (each one transaction).
+    fn write(&mut self, batch: &[Write]) -> Result<Vec<Written>, ImportError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut rows: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        for write in batch {
+            let row = match &write.change {
+                Change::Upsert { fields, .. } => {
+                    serde_json::json!({"key": write.subject.key.as_str(), "fields": fields})
+                }
+                Change::Delete => serde_json::json!({"key": write.subject.key.as_str()}),
+            };
+            let row = serde_json::to_vec(&row).map_err(|err| ImportError::Sink {
+                message: err.to_string(),
+            })?;
+            if !rows.is_empty() && size + row.len() > REQUEST_BYTES {
+                outcomes.extend(self.send(&rows)?);
+                rows.clear();
+                size = 0;
+            }
+            size += row.len() + 1;
+            rows.push(row);
+        }
+        if !rows.is_empty() {
+            outcomes.extend(self.send(&rows)?);
+        }
+        // The summary counts the queued requests and keeps their ids; which write queued which
+        // does not matter to it, so they all go with the first.
+        let mut written: Vec<Written> = outcomes
+            .into_iter()
+            .map(|outcome| Written {
+                outcome,
+                queued: Vec::new(),
+            })
+            .collect();
+        if let Some(first) = written.first_mut() {
+            first.queued = std::mem::take(&mut self.total_queued);
+        }
         Ok(written)
     }
 }

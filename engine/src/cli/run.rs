@@ -62,7 +62,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Go through the running `blockyard serve` at this URL (default: `BLOCKYARD_SERVER`, else
-    /// the config's `server:`); its token is `BLOCKYARD_TOKEN`.
+    /// the config's `server:`); its token is `BLOCKYARD_TOKEN`, else the config's `token`.
     #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
     server: Option<String>,
     /// The presets workflows are compiled and run against.
