@@ -76,6 +76,14 @@ async fn serve_cli_commands_go_through_the_running_service_and_answer_as_on_the_
     let run = cli(&env, &["run", "workflows/whoami.yaml", "--json"]);
     assert_eq!(run.0, 0, "{run:?}");
     let run = json(&run);
+    let dry = json(&cli(
+        &env,
+        &["run", "workflows/whoami.yaml", "--dry-run", "--json"],
+    ));
+    assert_eq!(
+        (&dry["status"], &dry["mode"]),
+        (&"succeeded".into(), &"dry_run".into())
+    );
     let gated = cli(&env, &["run", "workflows/gated.yaml", "--json"]);
     assert_eq!(gated.0, 6, "{gated:?}");
     let gated = json(&gated);
@@ -146,7 +154,7 @@ async fn serve_cli_commands_go_through_the_running_service_and_answer_as_on_the_
     assert_eq!(offline.0, 0, "{offline:?}");
     // What the changes answered is what the history has.
     let shown = |run: &Value| json(&cli(&env, &["history", "show", &id(run), "--json"]));
-    for change in [&run, &approved, &rejected, &replayed] {
+    for change in [&run, &dry, &approved, &rejected, &replayed] {
         assert_eq!(shown(change), *change);
     }
 
@@ -399,4 +407,93 @@ async fn serve_cli_records_import_through_the_service_sends_big_batches_in_parts
     served.signal("TERM");
     served.read_until("stopped");
     served.child.wait().unwrap();
+}
+
+/// The routes the CLI uses refuse what they do not take, with the same JSON errors as the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_api_cli_routes_refuse_unknown_options_and_bad_values() {
+    let env = with_workflows().await;
+    let service = super::serve(&env).await;
+    let api = crate::support::Api::new(&service);
+    let error = |status: u16, message: &str| super::error(status, message);
+    assert_eq!(
+        api.post("/history/prune", serde_json::json!({})).await,
+        error(400, "`POST /api/history/prune` needs `older_than` (`30d`): the payloads of runs finished longer ago are dropped")
+    );
+    assert_eq!(
+        api.post(
+            "/history/prune",
+            serde_json::json!({"older_than": "a while"})
+        )
+        .await,
+        error(
+            400,
+            "`older_than` `a while` is not a duration; write `30m`, `24h` or `7d`"
+        )
+    );
+    assert_eq!(
+        api.post("/history/prune", serde_json::json!({"older": "30d"})).await,
+        error(400, "unknown field `older` in the request body: `POST /api/history/prune` takes `older_than`")
+    );
+    assert_eq!(
+        api.post("/history/prune", serde_json::json!({"older_than": "30d"}))
+            .await,
+        (200, serde_json::json!({"runs": 0, "steps": 0}))
+    );
+    assert_eq!(
+        api.get("/runs?since=yesterday").await,
+        error(400, "`since` `yesterday` is neither a duration (`30m`, `24h`, `7d`) nor an RFC 3339 instant")
+    );
+    assert_eq!(
+        api.get("/runs?since=2h").await,
+        (200, serde_json::json!([]))
+    );
+    assert_eq!(
+        api.get("/service?verbose=1").await,
+        error(
+            400,
+            "unknown query parameter `verbose`: `GET /api/service` takes no query parameters"
+        )
+    );
+    assert_eq!(
+        api.get("/records/staff").await,
+        error(
+            404,
+            "no collection `staff`; the collections are `people` and `saas_users`"
+        )
+    );
+    assert_eq!(
+        api.post(
+            "/records/people/batch",
+            serde_json::json!([{"key": "a@b.c", "felds": {}}])
+        )
+        .await,
+        error(422, "failed to deserialize the JSON body into the target type: [0].felds: unknown field `felds`, expected `key` or `fields` at line 1 column 23")
+    );
+    assert_eq!(
+        api.post(
+            "/resume",
+            serde_json::json!({"run": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
+        )
+        .await,
+        error(404, "no run `01ARZ3NDEKTSV4RRFFQ69G5FAV`")
+    );
+    assert_eq!(
+        api.post("/resume", serde_json::json!({})).await,
+        (200, serde_json::json!({"resumed": [], "left": []}))
+    );
+    let (status, deleted) = api
+        .send(
+            api.client
+                .delete(format!("{}/records/people/a@b.c", api.base)),
+        )
+        .await;
+    assert_eq!(
+        (status, deleted),
+        (
+            200,
+            serde_json::json!({"subject": "people/a@b.c", "outcome": "not_found", "queued": []})
+        )
+    );
+    service.shutdown().await.unwrap();
 }
