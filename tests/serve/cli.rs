@@ -258,7 +258,16 @@ async fn serve_cli_through_the_service_refuses_what_it_cannot_honour_and_says_wh
     );
     assert_eq!(
         error(&["history", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]),
-        "error: no run `01ARZ3NDEKTSV4RRFFQ69G5FAV` in this data dir; `blockyard history list` shows the runs\n"
+        format!("error: no run `01ARZ3NDEKTSV4RRFFQ69G5FAV` in the data dir of the service at {url}; `blockyard history list` shows the runs\n")
+    );
+
+    assert_eq!(
+        error(&["cancel", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]),
+        format!("error: no run `01ARZ3NDEKTSV4RRFFQ69G5FAV` in the data dir of the service at {url}; `blockyard history list` shows the runs\n")
+    );
+    assert_eq!(
+        error(&["approve", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "me"]),
+        format!("error: via the service at {url}: no run `01ARZ3NDEKTSV4RRFFQ69G5FAV`\n")
     );
 
     // A wrong token says what to set.

@@ -79,9 +79,7 @@ fn cancel_remote(remote: &Remote, id: RunId) -> anyhow::Result<ExitCode> {
             println!("asked the process running {id} to stop it before its next block");
         }
         Ok(_) => println!("run {id} cancelled"),
-        Err(refused) if refused.status == 404 => {
-            bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs")
-        }
+        Err(refused) if refused.status == 404 => return Err(remote.no_run(id)),
         Err(refused) if refused.status == 409 => {
             let run = remote.get(&format!("/runs/{id}"))?;
             println!(

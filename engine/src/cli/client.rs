@@ -273,6 +273,14 @@ impl Remote {
         }
     }
 
+    /// "no run `ID` in the data dir of the service at URL; …": a run the service does not have.
+    pub fn no_run(&self, id: RunId) -> anyhow::Error {
+        anyhow!(
+            "no run `{id}` in the data dir of the service at {}; `blockyard history list` shows the runs",
+            self.url
+        )
+    }
+
     /// A `--workflows DIR` other than the directory the service serves is an error.
     pub fn check_workflows(&self, dir: Option<&Path>) -> anyhow::Result<()> {
         let Some(dir) = dir else {

@@ -135,8 +135,14 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
         }
         HistoryCommand::Show(args) => {
             let id = parse_run_id(&args.run)?;
-            let Some((run, steps)) = Backend::open(&args.common)?.run(id)? else {
-                bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs");
+            let backend = Backend::open(&args.common)?;
+            let Some((run, steps)) = backend.run(id)? else {
+                match backend {
+                    Backend::Local(_) => bail!(
+                        "no run `{id}` in this data dir; `blockyard history list` shows the runs"
+                    ),
+                    Backend::Remote(remote) => return Err(remote.no_run(id)),
+                }
             };
             if args.json {
                 println!(

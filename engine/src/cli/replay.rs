@@ -91,9 +91,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             if let Some(file) = &args.workflow {
                 let name = remote.loaded_workflow(file)?;
                 let Some((run, _)) = remote.run(id)? else {
-                    bail!(
-                        "no run `{id}` in this data dir; `blockyard history list` shows the runs"
-                    );
+                    return Err(remote.no_run(id));
                 };
                 if run.workflow != name {
                     bail!(
