@@ -76,6 +76,9 @@ struct ConfigSpec {
     /// How long one evaluation of a rhai rule may run (`10ms` when unset).
     #[serde(default)]
     rule_time_limit: Option<String>,
+    /// The URL of a running `blockyard serve` that CLI commands go through.
+    #[serde(default)]
+    server: Option<String>,
 }
 
 /// One credential, as written.
@@ -287,6 +290,9 @@ pub struct Config {
     pub token: Option<SecretRef>,
     /// How long one evaluation of a rhai rule (a `when:`) may run; see [`crate::rules`].
     pub rule_time_limit: Duration,
+    /// The URL of a running `blockyard serve` (`http://127.0.0.1:8080`) that the CLI's state
+    /// commands go through instead of the data dir (`--server` and `BLOCKYARD_SERVER` win).
+    pub server: Option<String>,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -472,6 +478,17 @@ impl Config {
                 }
             }
         };
+        if let Some(server) = &spec.server {
+            let valid = url::Url::parse(server)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    file: file.to_owned(),
+                    location: map.value_location(&YamlPath::root().key("server")),
+                    message: format!("server: `{server}` is not an http(s) URL; write the address `blockyard serve` prints, `http://127.0.0.1:8080`"),
+                });
+            }
+        }
         Ok(Config {
             file: file.to_owned(),
             data_dir,
@@ -479,6 +496,7 @@ impl Config {
             credentials,
             token,
             rule_time_limit,
+            server: spec.server,
         })
     }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 use petgraph::visit::Dfs;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::compile::BlockKind;
@@ -63,17 +63,17 @@ pub enum Setup {
 }
 
 /// One block's differences between the recording and the replay.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockDiff {
     pub block: String,
     /// `recorded → replayed` outcome, when it differs (a different path).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<(String, String)>,
     /// Request differences, one line per JSON path.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request: Vec<String>,
     /// Saved-field differences, one line per field.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub saved: Vec<String>,
 }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 
+mod cli;
 mod retries;
 
 const TOKEN: &str = crate::support::API_TOKEN;
@@ -643,7 +644,7 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
             "/workflows/whoami/runs".to_owned(),
             with_body(
                 "POST /api/workflows/{name}/runs",
-                "`subject`, `vars`, `wait`, `force`",
+                "`subject`, `vars`, `wait`, `force`, `dry_run`",
             ),
         ),
         (
@@ -654,7 +655,7 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
         (
             reqwest::Method::GET,
             "/runs".to_owned(),
-            "`GET /api/runs` takes `workflow`, `status`, `subject`, `limit`".to_owned(),
+            "`GET /api/runs` takes `workflow`, `status`, `subject`, `since`, `limit`".to_owned(),
         ),
         (
             reqwest::Method::GET,
@@ -709,7 +710,7 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
             reqwest::Method::POST,
             "/workflows/whoami/runs".to_owned(),
             json!({"wiat": true, "wait": true}),
-            "unknown field `wiat` in the request body: `POST /api/workflows/{name}/runs` takes `subject`, `vars`, `wait`, `force`",
+            "unknown field `wiat` in the request body: `POST /api/workflows/{name}/runs` takes `subject`, `vars`, `wait`, `force`, `dry_run`",
         ),
         (
             reqwest::Method::POST,

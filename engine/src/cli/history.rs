@@ -5,15 +5,17 @@
 //! run or a replay never reads like a live run. A run request queued while no `serve` runs (by
 //! `records import`, say) has no run yet; it is listed as `queued`, by its queue id, "waiting for
 //! `blockyard serve`" (`queue_id` instead of `id` in `--json`), until `serve` starts its run.
+//! Each command reads the data dir, or goes through the running service ([`Backend`]).
 
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use blockyard::compile::parse_duration;
-use blockyard::store::history::{History, RunFilter, RunId, RunMode, RunRecord, RunStatus};
+use blockyard::store::history::{RunFilter, RunId, RunMode, RunRecord, RunStatus};
 use blockyard::store::queue::{self, Listed, Queue};
-use blockyard::store::Store;
+use serde_json::{json, Value};
 
+use super::client::Backend;
 use super::run::{print_run, run_json, CommonArgs};
 
 #[derive(Debug, clap::Subcommand)]
@@ -69,12 +71,6 @@ pub struct PruneArgs {
     common: CommonArgs,
 }
 
-fn open(common: &CommonArgs) -> anyhow::Result<History> {
-    let config = common.config()?;
-    let store = Store::open(&common.data_dir(config.as_ref()))?;
-    Ok(History::open(&store)?)
-}
-
 /// How a run sent its calls, as `history list` shows it: `live`, `dry_run`, `offline`, or `replay`
 /// for a live replay of another run.
 fn mode_name(run: &RunRecord) -> &'static str {
@@ -118,68 +114,36 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
                 None => None,
                 Some(text) => Some(chrono::Utc::now() - duration("since", text)?),
             };
-            let history = open(&args.common)?;
-            let queue = Queue::open(history.store())?;
-            let runs = queue::list(
-                &history,
-                &queue,
-                &RunFilter {
-                    workflow: args.workflow.clone(),
-                    status,
-                    subject: args.subject.clone(),
-                    since,
-                    limit: Some(args.limit),
-                },
-            )?;
+            let filter = RunFilter {
+                workflow: args.workflow.clone(),
+                status,
+                subject: args.subject.clone(),
+                since,
+                limit: Some(args.limit),
+            };
+            let runs = list(&Backend::open(&args.common)?, &filter)?;
             if args.json {
-                let runs: Vec<serde_json::Value> = runs.iter().map(Listed::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
                 println!("no runs");
             } else {
-                for listed in runs {
-                    match listed {
-                        Listed::Run(run) => {
-                            let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
-                            let replay = run
-                                .replay_of
-                                .map_or_else(String::new, |of| format!("  (replay of {of})"));
-                            println!(
-                                "{}  {}  {:16}  {:7}  {:24}  {subject}{replay}",
-                                run.id,
-                                run.created_at.format("%Y-%m-%d %H:%M:%S"),
-                                run.status.name(),
-                                mode_name(&run),
-                                run.workflow,
-                            );
-                        }
-                        Listed::Queued(entry) => {
-                            let subject = entry
-                                .request
-                                .subject
-                                .as_ref()
-                                .map_or_else(|| "-".to_owned(), |s| s.key.to_string());
-                            println!(
-                                "{}  {}  {:16}  {:7}  {:24}  {subject}  (waiting for `blockyard serve`)",
-                                entry.id,
-                                entry.id.datetime().format("%Y-%m-%d %H:%M:%S"),
-                                RunStatus::Queued.name(),
-                                "live",
-                                entry.request.workflow.as_str(),
-                            );
-                        }
-                    }
+                for listed in &runs {
+                    print_listed(listed)?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         HistoryCommand::Show(args) => {
             let id = parse_run_id(&args.run)?;
-            let history = open(&args.common)?;
-            let Some(run) = history.run(id)? else {
-                bail!("no run `{id}` in this data dir; `blockyard history list` shows the runs");
+            let backend = Backend::open(&args.common)?;
+            let Some((run, steps)) = backend.run(id)? else {
+                match backend {
+                    Backend::Local(_) => bail!(
+                        "no run `{id}` in this data dir; `blockyard history list` shows the runs"
+                    ),
+                    Backend::Remote(remote) => return Err(remote.no_run(id)),
+                }
             };
-            let steps = history.steps(id)?;
             if args.json {
                 println!(
                     "{}",
@@ -192,14 +156,103 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
         }
         HistoryCommand::Prune(args) => {
             let cutoff = chrono::Utc::now() - duration("older-than", &args.older_than)?;
-            let history = open(&args.common)?;
-            let report = history.prune(cutoff)?;
-            super::run::runtime()?.block_on(history.store().flush())?;
-            println!(
-                "pruned the payloads of {} runs ({} steps); run records kept",
-                report.runs, report.steps
-            );
+            let (runs, steps) = match Backend::open(&args.common)? {
+                Backend::Local(local) => {
+                    let report = local.history()?.prune(cutoff)?;
+                    local.flush()?;
+                    (report.runs as u64, report.steps as u64)
+                }
+                Backend::Remote(remote) => {
+                    let report =
+                        remote.post("/history/prune", json!({"older_than": args.older_than}))?;
+                    (
+                        report["runs"].as_u64().unwrap_or(0),
+                        report["steps"].as_u64().unwrap_or(0),
+                    )
+                }
+            };
+            println!("pruned the payloads of {runs} runs ({steps} steps); run records kept");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The most runs one `GET /api/runs` lists.
+const API_LIMIT: usize = 1000;
+
+/// The runs `filter` keeps, newest first, as `history list --json` shows them (a queued request
+/// not started yet with its `queue_id`).
+fn list(backend: &Backend, filter: &RunFilter) -> anyhow::Result<Vec<Value>> {
+    match backend {
+        Backend::Local(local) => {
+            let history = local.history()?;
+            let queue = Queue::open(history.store())?;
+            let runs = queue::list(&history, &queue, filter)?;
+            Ok(runs.iter().map(Listed::to_json).collect())
+        }
+        Backend::Remote(remote) => {
+            let limit = filter.limit.unwrap_or(50);
+            if limit > API_LIMIT {
+                bail!(
+                    "{}: `--limit {limit}` is more than the service lists at once ({API_LIMIT}); narrow the list with `--since`, `--workflow` or `--status`",
+                    remote.via()
+                );
+            }
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(workflow) = &filter.workflow {
+                query.append_pair("workflow", workflow);
+            }
+            if let Some(status) = filter.status {
+                query.append_pair("status", status.name());
+            }
+            if let Some(subject) = &filter.subject {
+                query.append_pair("subject", subject);
+            }
+            if let Some(since) = filter.since {
+                query.append_pair(
+                    "since",
+                    &since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                );
+            }
+            query.append_pair("limit", &limit.to_string());
+            let runs = remote.get(&format!("/runs?{}", query.finish()))?;
+            match runs {
+                Value::Array(runs) => Ok(runs),
+                other => bail!("{}: the run list is not an array: {other}", remote.via()),
+            }
+        }
+    }
+}
+
+/// One line of `history list`.
+fn print_listed(listed: &Value) -> anyhow::Result<()> {
+    if let Some(queue_id) = listed["queue_id"].as_str() {
+        let subject = listed["subject"]["key"].as_str().unwrap_or("-");
+        let created =
+            chrono::DateTime::parse_from_rfc3339(listed["created_at"].as_str().unwrap_or_default())
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+        println!(
+            "{queue_id}  {created}  {:16}  {:7}  {:24}  {subject}  (waiting for `blockyard serve`)",
+            RunStatus::Queued.name(),
+            "live",
+            listed["workflow"].as_str().unwrap_or_default(),
+        );
+        return Ok(());
+    }
+    let run: RunRecord = serde_json::from_value(listed.clone())
+        .with_context(|| format!("a listed run this CLI cannot read: {listed}"))?;
+    let subject = run.subject.as_ref().map_or("-", |s| s.key.as_str());
+    let replay = run
+        .replay_of
+        .map_or_else(String::new, |of| format!("  (replay of {of})"));
+    println!(
+        "{}  {}  {:16}  {:7}  {:24}  {subject}{replay}",
+        run.id,
+        run.created_at.format("%Y-%m-%d %H:%M:%S"),
+        run.status.name(),
+        mode_name(&run),
+        run.workflow,
+    );
+    Ok(())
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod approve;
 mod call;
 mod cancel;
+mod client;
 mod demo;
 mod graph;
 mod history;
@@ -96,6 +97,11 @@ enum Command {
     /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
     /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
     /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
+    ///
+    /// It writes where it listens into the data dir (`serve.json`: URL and pid, no token) and
+    /// removes it on a clean stop: while it runs, `history`, `records`, `triggers why`, `run`,
+    /// `replay`, `resume`, `cancel`, `approve` and `reject` on that data dir go through its API
+    /// (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
     Serve(serve::ServeArgs),
 }
 
@@ -116,6 +122,11 @@ pub struct PresetArgs {
 }
 
 impl PresetArgs {
+    /// `--presets DIR`, when given.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.presets.as_deref()
+    }
+
     pub fn load(&self) -> anyhow::Result<blockyard::preset::PresetRegistry> {
         match &self.presets {
             None => Ok(blockyard::preset::PresetRegistry::builtin()),

@@ -1,7 +1,9 @@
 //! `blockyard records import|list|show|delete`: the record collections from the command line.
 //!
 //! Also home of the workflow loading that record writes trigger ([`TriggerArgs`]); the data dir
-//! and config come from [`CommonArgs`], as for every store-using command.
+//! and config come from [`CommonArgs`], as for every store-using command. Through a running
+//! service ([`Backend`]) the service's workflows decide what a write starts, and `import` sends
+//! the file's rows in batches (read, keyed and rejected with their lines here, as locally).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,23 +11,26 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use blockyard::config::Config;
-use blockyard::records::import::{import, Format, ImportOptions};
-use blockyard::records::{
-    Change, Collection, Fields, KeyRule, Outcome, RecordKey, RecordStore, Subject, Write, WriteMode,
+use blockyard::records::import::{
+    import, import_to, Format, ImportError, ImportOptions, Sink, Written,
 };
-use blockyard::store::queue::{Queue, QueueId};
-use blockyard::store::Store;
+use blockyard::records::{
+    Change, Collection, Fields, KeyRule, Outcome, RecordKey, Subject, Write, WriteMode,
+};
+use blockyard::store::queue::QueueId;
 use blockyard::trigger::Triggers;
 
+use super::client::{encode_key, Backend, QueuedRequest, Remote};
 use super::run::CommonArgs;
 use super::PresetArgs;
 
 /// Which workflows record writes may start.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TriggerArgs {
-    /// The directory of workflows whose record triggers the writes are checked against.
-    #[arg(long, value_name = "DIR", default_value = "workflows")]
-    workflows: PathBuf,
+    /// The directory of workflows whose record triggers the writes are checked against (default:
+    /// `workflows`; through a running service, the service's, and another is an error).
+    #[arg(long, value_name = "DIR")]
+    workflows: Option<PathBuf>,
     /// Write the records without starting any workflow.
     #[arg(long)]
     no_trigger: bool,
@@ -34,18 +39,30 @@ pub struct TriggerArgs {
 impl TriggerArgs {
     /// The workflows; none with `--no-trigger`, or when the default `workflows/` does not exist.
     pub fn load(&self, config: Option<&Config>, presets: &PresetArgs) -> anyhow::Result<Triggers> {
-        if self.no_trigger || (self.workflows == Path::new("workflows") && !self.workflows.is_dir())
-        {
+        let workflows = match &self.workflows {
+            Some(dir) => dir.clone(),
+            None if Path::new("workflows").is_dir() => PathBuf::from("workflows"),
+            None => return Ok(Triggers::none()),
+        };
+        if self.no_trigger {
             return Ok(Triggers::none());
         }
         let global: Fields = config
             .map(|c| c.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        Ok(Triggers::load_dir(
-            &self.workflows,
-            &presets.load()?,
-            &global,
-        )?)
+        Ok(Triggers::load_dir(&workflows, &presets.load()?, &global)?)
+    }
+
+    /// Through a running service its workflows decide what a write starts: `--no-trigger` or
+    /// another `--workflows` is an error.
+    pub fn check_service(&self, remote: &Remote) -> anyhow::Result<()> {
+        if self.no_trigger {
+            bail!(
+                "`--no-trigger` cannot be used {}: the service's workflows decide what a write starts; drop it, or stop the service to write without triggers",
+                remote.via()
+            );
+        }
+        remote.check_workflows(self.workflows.as_deref())
     }
 }
 
@@ -179,9 +196,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open `{}`", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (store, config) = args.common.open()?;
-    let triggers = args.triggers.load(config.as_ref(), &args.common.presets)?;
-    let records = RecordStore::open(&store)?;
+    let backend = Backend::open(&args.common)?;
     let collection = Collection::from(args.collection);
     let options = ImportOptions {
         collection,
@@ -204,18 +219,48 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let summary = import(
-        file,
-        &options,
-        &records,
-        &triggers,
-        chrono::Utc::now(),
-        &mut |read| bar.set_position(read),
-    );
-    bar.finish_and_clear();
-    let summary = summary?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    runtime.block_on(store.flush())?;
+    let mut progress = |read| bar.set_position(read);
+    let (summary, queued) = match &backend {
+        Backend::Local(local) => {
+            let triggers = args
+                .triggers
+                .load(local.config.as_ref(), &args.common.presets)?;
+            let records = local.records()?;
+            let summary = import(
+                file,
+                &options,
+                &records,
+                &triggers,
+                chrono::Utc::now(),
+                &mut progress,
+            );
+            bar.finish_and_clear();
+            let summary = summary?;
+            local.flush()?;
+            let queued =
+                local.queued(&summary.queued_ids[..summary.queued_ids.len().min(QUEUED_LISTED)])?;
+            (summary, queued)
+        }
+        Backend::Remote(remote) => {
+            args.triggers.check_service(remote)?;
+            if args.dry_run {
+                bail!(
+                    "`--dry-run` cannot be used {}: it reads the store, which the service holds; stop the service for a dry run",
+                    remote.via()
+                );
+            }
+            let mut sink = Batches {
+                remote,
+                collection,
+                mode: args.mode,
+                queued: Vec::new(),
+                total_queued: Vec::new(),
+            };
+            let summary = import_to(file, &options, &mut sink, &mut progress);
+            bar.finish_and_clear();
+            (summary?, sink.queued)
+        }
+    };
     let prefix = if summary.dry_run { "dry run: " } else { "" };
     println!("{prefix}{}: {}", collection.name(), summary.counts());
     if summary.dry_run {
@@ -224,7 +269,7 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
             summary.queued
         );
     } else {
-        print_queued(&store, summary.queued, &summary.queued_ids)?;
+        print_queued(&backend, summary.queued, &queued);
     }
     for rejection in &summary.rejections {
         println!("{rejection}");
@@ -242,43 +287,139 @@ fn run_import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// An import's batches, sent to the service (`POST /api/records/{collection}/batch`), keyed here
+/// by the import's key rule.
+struct Batches<'a> {
+    remote: &'a Remote,
+    collection: Collection,
+    mode: ModeArg,
+    /// The first [`QUEUED_LISTED`] run requests the batches queued.
+    queued: Vec<QueuedRequest>,
+    /// The ids of the run requests the current batch queued.
+    total_queued: Vec<QueueId>,
+}
+
+/// The most bytes of rows one request carries: under the service's default body limit (1 MiB).
+const REQUEST_BYTES: usize = 768 * 1024;
+
+impl Batches<'_> {
+    /// Sends `rows` (serialized) in one request: their outcomes, in order.
+    fn send(&mut self, rows: &[Vec<u8>]) -> Result<Vec<Outcome>, ImportError> {
+        let failed = |err: anyhow::Error| ImportError::Sink {
+            message: format!("{err:#}"),
+        };
+        let mut body = Vec::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(row);
+        }
+        body.push(b']');
+        let mode = match self.mode {
+            ModeArg::CreateUpdate => "create_update",
+            ModeArg::CreateOnly => "create_only",
+            ModeArg::UpdateOnly => "update_only",
+        };
+        let path = format!("/records/{}/batch?mode={mode}", self.collection.name());
+        let answer = self.remote.post_raw(&path, body).map_err(failed)?;
+        let unreadable = |what: &str| {
+            failed(anyhow::anyhow!(
+                "{}: unreadable answer ({what}): {answer}",
+                self.remote.via()
+            ))
+        };
+        let queued: Vec<QueuedRequest> =
+            serde_json::from_value(answer["queued"].clone()).map_err(|_| unreadable("queued"))?;
+        let outcomes = answer["outcomes"].as_array().cloned().unwrap_or_default();
+        if outcomes.len() != rows.len() {
+            return Err(unreadable("one outcome per record"));
+        }
+        let outcomes = outcomes
+            .iter()
+            .map(|o| match o.as_str() {
+                Some("created") => Outcome::Created,
+                Some("updated") => Outcome::Updated,
+                Some("unchanged") => Outcome::Unchanged,
+                Some("skipped") => Outcome::Skipped,
+                Some("deleted") => Outcome::Deleted,
+                _ => Outcome::NotFound,
+            })
+            .collect();
+        self.total_queued
+            .extend(queued.iter().filter_map(|q| q.id.parse::<QueueId>().ok()));
+        let room = QUEUED_LISTED.saturating_sub(self.queued.len());
+        self.queued.extend(queued.into_iter().take(room));
+        Ok(outcomes)
+    }
+}
+
+impl Sink for Batches<'_> {
+    /// One import batch, in as few requests as the body limit allows (each one transaction).
+    fn write(&mut self, batch: &[Write]) -> Result<Vec<Written>, ImportError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut rows: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0;
+        for write in batch {
+            let row = match &write.change {
+                Change::Upsert { fields, .. } => {
+                    serde_json::json!({"key": write.subject.key.as_str(), "fields": fields})
+                }
+                Change::Delete => serde_json::json!({"key": write.subject.key.as_str()}),
+            };
+            let row = serde_json::to_vec(&row).map_err(|err| ImportError::Sink {
+                message: err.to_string(),
+            })?;
+            if !rows.is_empty() && size + row.len() > REQUEST_BYTES {
+                outcomes.extend(self.send(&rows)?);
+                rows.clear();
+                size = 0;
+            }
+            size += row.len() + 1;
+            rows.push(row);
+        }
+        if !rows.is_empty() {
+            outcomes.extend(self.send(&rows)?);
+        }
+        // The summary counts the queued requests and keeps their ids; which write queued which
+        // does not matter to it, so they all go with the first.
+        let mut written: Vec<Written> = outcomes
+            .into_iter()
+            .map(|outcome| Written {
+                outcome,
+                queued: Vec::new(),
+            })
+            .collect();
+        if let Some(first) = written.first_mut() {
+            first.queued = std::mem::take(&mut self.total_queued);
+        }
+        Ok(written)
+    }
+}
+
 fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = args.common.open()?;
-    let records = RecordStore::open(&store)?;
+    let backend = Backend::open(&args.common)?;
     let collection = Collection::from(args.collection);
+    let all = backend.records(collection)?;
     if args.json {
-        let all: Vec<Fields> = records
-            .list(collection)
-            .map(|r| r.map(|(_, fields)| fields))
-            .collect::<Result<_, _>>()?;
+        let all: Vec<&Fields> = all.iter().map(|(_, fields)| fields).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        let mut n = 0;
-        for item in records.list(collection) {
-            let (key, fields) = item?;
-            println!("{key}  {}", serde_json::Value::Object(fields));
-            n += 1;
+        for (key, fields) in &all {
+            println!("{key}  {}", serde_json::to_string(fields)?);
         }
-        if n == 0 {
+        if all.is_empty() {
             eprintln!("no {} records", collection.name());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn find(
-    common: &CommonArgs,
-    collection: Collection,
-    key: &str,
-) -> anyhow::Result<(Store, Subject)> {
-    let (store, _) = common.open()?;
-    Ok((store, Subject::new(collection, RecordKey::parse(key))))
-}
-
 fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let collection = Collection::from(args.collection);
-    let (store, subject) = find(&args.common, collection, &args.key)?;
-    let Some(fields) = RecordStore::open(&store)?.get(&subject)? else {
+    let subject = Subject::new(collection, RecordKey::parse(&args.key));
+    let Some(fields) = Backend::open(&args.common)?.record(&subject)? else {
         eprintln!(
             "error: no {} record `{}`; `blockyard records list {}` shows them",
             collection.name(),
@@ -302,32 +443,52 @@ fn run_show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let collection = Collection::from(args.collection);
-    let (store, config) = args.common.open()?;
     let subject = Subject::new(collection, RecordKey::parse(&args.key));
-    let triggers = args.triggers.load(config.as_ref(), &args.common.presets)?;
-    let written = RecordStore::open(&store)?.write(
-        &[Write {
-            subject: subject.clone(),
-            change: Change::Delete,
-        }],
-        &triggers,
-        chrono::Utc::now(),
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    runtime.block_on(store.flush())?;
-    match written.first().map(|w| w.outcome) {
-        Some(Outcome::Deleted) => {
-            println!("deleted {subject}");
-            let queued = &written[0].queued;
-            if !queued.is_empty() {
-                print_queued(&store, queued.len() as u64, queued)?;
-            }
-            Ok(ExitCode::SUCCESS)
+    let backend = Backend::open(&args.common)?;
+    let (deleted, queued, total) = match &backend {
+        Backend::Local(local) => {
+            let triggers = args
+                .triggers
+                .load(local.config.as_ref(), &args.common.presets)?;
+            let written = local.records()?.write(
+                &[Write {
+                    subject: subject.clone(),
+                    change: Change::Delete,
+                }],
+                &triggers,
+                chrono::Utc::now(),
+            )?;
+            local.flush()?;
+            let Some(written) = written.into_iter().next() else {
+                bail!("the delete of {subject} wrote nothing");
+            };
+            let total = written.queued.len() as u64;
+            let queued =
+                local.queued(&written.queued[..written.queued.len().min(QUEUED_LISTED)])?;
+            (written.outcome == Outcome::Deleted, queued, total)
         }
-        _ => {
-            eprintln!("error: no {} record `{}`", collection.name(), subject.key);
-            Ok(ExitCode::from(1))
+        Backend::Remote(remote) => {
+            args.triggers.check_service(remote)?;
+            let answer = remote.delete(&format!(
+                "/records/{}/{}",
+                collection.name(),
+                encode_key(subject.key.as_str())
+            ))?;
+            let queued: Vec<QueuedRequest> = serde_json::from_value(answer["queued"].clone())
+                .with_context(|| format!("{}: unreadable answer: {answer}", remote.via()))?;
+            let total = queued.len() as u64;
+            (answer["outcome"] == "deleted", queued, total)
         }
+    };
+    if deleted {
+        println!("deleted {subject}");
+        if total > 0 {
+            print_queued(&backend, total, &queued);
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: no {} record `{}`", collection.name(), subject.key);
+        Ok(ExitCode::from(1))
     }
 }
 
@@ -336,31 +497,31 @@ const QUEUED_LISTED: usize = 20;
 
 /// How many run requests a write queued, how they start, and the first of them (id, workflow,
 /// subject, cause).
-fn print_queued(store: &Store, total: u64, ids: &[QueueId]) -> anyhow::Result<()> {
+fn print_queued(backend: &Backend, total: u64, listed: &[QueuedRequest]) {
     if total == 0 {
         println!("0 run requests queued");
-        return Ok(());
+        return;
     }
-    println!(
-        "{total} run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):"
-    );
-    let queue = Queue::open(store)?;
-    for id in ids.iter().take(QUEUED_LISTED) {
-        if let Some(entry) = queue.get(*id)? {
-            let subject = entry
-                .request
-                .subject
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), ToString::to_string);
-            println!(
-                "  {id}  {}  {subject}  {}",
-                entry.request.workflow, entry.request.trigger
-            );
-        }
+    match backend {
+        Backend::Local(_) => println!(
+            "{total} run requests queued; `blockyard serve` on this data dir starts them (`blockyard history list --status queued` lists them):"
+        ),
+        Backend::Remote(remote) => println!(
+            "{total} run requests queued; the service at {} starts them (`blockyard history list` follows them):",
+            remote.url
+        ),
     }
-    let listed = ids.len().min(QUEUED_LISTED) as u64;
-    if total > listed {
-        println!("  … and {} more", total - listed);
+    for request in listed.iter().take(QUEUED_LISTED) {
+        println!(
+            "  {}  {}  {}  {}",
+            request.id,
+            request.workflow,
+            request.subject.as_deref().unwrap_or("-"),
+            request.cause
+        );
     }
-    Ok(())
+    let shown = listed.len().min(QUEUED_LISTED) as u64;
+    if total > shown {
+        println!("  … and {} more", total - shown);
+    }
 }

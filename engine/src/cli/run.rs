@@ -9,25 +9,24 @@
 //! The exit code says how the run ended (`RunStatus::exit_code`: 0 succeeded, 1 failed, 3
 //! completed with failures, 4 needs attention, 5 cancelled, 6 not finished), 2 usage or setup
 //! errors. A run that ends `retrying` (a call failed transiently) says when its next attempt is:
-//! `blockyard serve` continues it then, or `blockyard resume` once that time has come. This file
-//! also
-//! holds the setup the other run-related commands share (config, data dir, engine, printing).
+//! `blockyard serve` continues it then, or `blockyard resume` once that time has come. Under a
+//! running service (its `serve.json` in the data dir, or `--server`) the run is started there, of
+//! the workflow it has loaded from that file (same name and content, else an error). This file
+//! also holds the setup the other run-related commands share (config, data dir, printing);
+//! [`super::client`] picks the data dir or the service.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use blockyard::config::Config;
-use blockyard::exec::{Engine, EngineOptions, Refusal, RunOutcome, RunRequest};
-use blockyard::http::{Client, Credentials};
+use blockyard::exec::{Refusal, RunRequest};
 use blockyard::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus, Subject};
-use blockyard::store::Store;
 use serde_json::{Map, Value};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The workflow file.
+    /// The workflow file (through a running service, one it has loaded: same name and content).
     workflow: PathBuf,
     /// The subject record, as a JSON object in a file.
     #[arg(long, value_name = "FILE.json", conflicts_with = "record")]
@@ -58,15 +57,30 @@ pub struct CommonArgs {
     /// The configuration file (default: ./blockyard.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The data dir (default: the config's `data_dir`, else ./.blockyard).
+    /// The data dir (default: the config's `data_dir`, else ./.blockyard). When a running
+    /// `blockyard serve` holds it (its `serve.json`), the command goes through that service.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Go through the running `blockyard serve` at this URL (default: `BLOCKYARD_SERVER`, else
+    /// the config's `server:`); its token is `BLOCKYARD_TOKEN`, else the config's `token`.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    server: Option<String>,
     /// The presets workflows are compiled and run against.
     #[command(flatten)]
     pub presets: super::PresetArgs,
 }
 
 impl CommonArgs {
+    /// `--server URL`, when given.
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
+    /// Whether `--data-dir` was given.
+    pub fn data_dir_given(&self) -> bool {
+        self.data_dir.is_some()
+    }
+
     /// The file `--config` names, when it is given (not `./blockyard.yaml` found by default).
     pub fn config_file(&self) -> Option<&Path> {
         self.config.as_deref()
@@ -91,29 +105,6 @@ impl CommonArgs {
             .clone()
             .or_else(|| config.map(|c| c.data_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(".blockyard"))
-    }
-
-    /// The store (and the config it came from, when there is one).
-    pub fn open(&self) -> anyhow::Result<(Store, Option<Config>)> {
-        let config = self.config()?;
-        let store = Store::open(&self.data_dir(config.as_ref()))?;
-        Ok((store, config))
-    }
-
-    /// The config, the store and an engine over it.
-    pub fn engine(&self) -> anyhow::Result<(Option<Config>, Engine)> {
-        let (store, config) = self.open()?;
-        let credentials = config
-            .as_ref()
-            .map(Credentials::persistent)
-            .unwrap_or_default();
-        let client = Client::new(Arc::new(self.presets.load()?), credentials)?;
-        let vars = config
-            .as_ref()
-            .map(|c| c.vars.clone().into_iter().collect())
-            .unwrap_or_default();
-        let engine = Engine::new(&store, client, vars, EngineOptions::default())?;
-        Ok((config, engine))
     }
 }
 
@@ -185,39 +176,97 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => Some(parse_pairs("record", &args.record)?),
     };
     let vars = parse_pairs("var", &args.vars)?;
-    let (_, engine) = args.common.engine()?;
-    let prepared = engine.prepare_file(&args.workflow)?;
-    let collection = prepared
-        .workflow
-        .trigger
-        .records
-        .map_or("people", |c| c.name())
-        .to_owned();
-    let subject = record.map(|fields| subject_of(&collection, fields));
-    let request = RunRequest {
-        vars,
-        mode: if args.dry_run {
-            RunMode::DryRun
-        } else {
-            RunMode::Live
-        },
-        ..RunRequest::manual(subject)
-    };
-    if let Err(refusal) = engine.admit(&prepared, &request, args.force) {
-        match refusal {
-            Refusal::NoSubject { collection, .. } => {
-                let key = match collection {
-                    "saas_users" => "`--record app=... --record email=...`",
-                    _ => "`--record email=...`",
-                };
-                bail!("{refusal}; give it with {key} or `--record-file FILE.json`")
+    let (run, steps) = match super::client::Backend::open(&args.common)? {
+        super::client::Backend::Local(local) => {
+            let engine = local.engine()?;
+            let prepared = engine.prepare_file(&args.workflow)?;
+            let collection = prepared
+                .workflow
+                .trigger
+                .records
+                .map_or("people", |c| c.name())
+                .to_owned();
+            let subject = record.map(|fields| subject_of(&collection, fields));
+            let request = RunRequest {
+                vars,
+                mode: if args.dry_run {
+                    RunMode::DryRun
+                } else {
+                    RunMode::Live
+                },
+                ..RunRequest::manual(subject)
+            };
+            if let Err(refusal) = engine.admit(&prepared, &request, args.force) {
+                match refusal {
+                    Refusal::NoSubject { collection, .. } => {
+                        refuse_no_subject(&refusal.to_string(), collection)?
+                    }
+                    Refusal::NotMatching { .. } => refuse_not_matching(&refusal.to_string())?,
+                }
             }
-            Refusal::NotMatching { .. } => bail!("{refusal}\nrun it anyway with `--force`"),
+            let outcome = runtime()?.block_on(engine.run(&prepared, request))?;
+            (outcome.run, outcome.steps)
         }
-    }
-    let outcome = runtime()?.block_on(engine.run(&prepared, request))?;
-    print_outcome(&outcome, args.json)?;
-    Ok(exit_code(&outcome))
+        super::client::Backend::Remote(remote) => {
+            let name = remote.loaded_workflow(&args.workflow)?;
+            let mut body = serde_json::json!({
+                "vars": vars,
+                "wait": true,
+                "force": args.force,
+                "dry_run": args.dry_run,
+            });
+            if let Some(record) = record {
+                body["subject"] = Value::Object(record);
+            }
+            let path = format!("/workflows/{}/runs", super::client::encode_key(&name));
+            match remote.try_post(&path, body)? {
+                Ok(answer) => super::client::run_steps(answer)?,
+                // The API's refusals, in the words of the local path (its hints are the API's).
+                Err(refused)
+                    if refused.status == 400
+                        && refused.message.contains("; send it as `\"subject\"") =>
+                {
+                    let text = refused
+                        .message
+                        .split("; send it as")
+                        .next()
+                        .unwrap_or_default();
+                    let collection = if text.contains("`saas_users`") {
+                        "saas_users"
+                    } else {
+                        "people"
+                    };
+                    refuse_no_subject(text, collection)?;
+                    unreachable!()
+                }
+                Err(refused)
+                    if refused.status == 409
+                        && refused.message.contains("\nsend `\"force\": true`") =>
+                {
+                    let text = refused.message.split("\nsend `").next().unwrap_or_default();
+                    refuse_not_matching(text)?;
+                    unreachable!()
+                }
+                Err(refused) => return Err(remote.refused(refused)),
+            }
+        }
+    };
+    print_run_steps(&run, &steps, args.json)?;
+    Ok(ExitCode::from(run.status.exit_code()))
+}
+
+/// A run refused for want of a subject, with the flags that give one.
+fn refuse_no_subject(refusal: &str, collection: &str) -> anyhow::Result<()> {
+    let key = match collection {
+        "saas_users" => "`--record app=... --record email=...`",
+        _ => "`--record email=...`",
+    };
+    bail!("{refusal}; give it with {key} or `--record-file FILE.json`")
+}
+
+/// A run refused because its subject does not match, with the flag that runs it anyway.
+fn refuse_not_matching(refusal: &str) -> anyhow::Result<()> {
+    bail!("{refusal}\nrun it anyway with `--force`")
 }
 
 /// The subject of a record: keyed by lowercased email (`app/email` for SaaS users).
@@ -235,11 +284,6 @@ pub fn subject_of(collection: &str, fields: Map<String, Value>) -> Subject {
     }
 }
 
-/// The run's status as an exit code (`RunStatus::exit_code`).
-pub fn exit_code(outcome: &RunOutcome) -> ExitCode {
-    ExitCode::from(outcome.run.status.exit_code())
-}
-
 /// The run and its steps as one JSON object.
 pub fn run_json(run: &RunRecord, steps: &[StepRecord]) -> anyhow::Result<Value> {
     let mut value = serde_json::to_value(run)?;
@@ -247,14 +291,13 @@ pub fn run_json(run: &RunRecord, steps: &[StepRecord]) -> anyhow::Result<Value> 
     Ok(value)
 }
 
-pub fn print_outcome(outcome: &RunOutcome, json: bool) -> anyhow::Result<()> {
+/// A run's outcome as `run` prints it, from the run and its steps (read here or answered by the
+/// service).
+pub fn print_run_steps(run: &RunRecord, steps: &[StepRecord], json: bool) -> anyhow::Result<()> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&run_json(&outcome.run, &outcome.steps)?)?
-        );
+        println!("{}", serde_json::to_string_pretty(&run_json(run, steps)?)?);
     } else {
-        print_run(&outcome.run, &outcome.steps, false);
+        print_run(run, steps, false);
     }
     Ok(())
 }

@@ -2,9 +2,11 @@
 //!
 //! Prints what it is doing to stderr, then runs until SIGINT or SIGTERM and stops gracefully
 //! (exit 0); SIGHUP reloads the workflows, keeping the old set when the new one does not load.
-//! The API token is `BLOCKYARD_TOKEN`, else the config's `token`; it is never printed.
+//! The API token is `BLOCKYARD_TOKEN`, else the config's `token`; it is never printed. Once it
+//! listens it writes `serve.json` (URL and pid, no token) into the data dir, so CLI commands on
+//! that data dir go through its API ([`blockyard::service::endpoint`]); a clean stop removes it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use blockyard::http::Credentials;
 use blockyard::records::Fields;
+use blockyard::service::endpoint::Endpoint;
 use blockyard::service::{Service, ServiceConfig, ServiceError};
 use blockyard::trigger::LoadError;
 
@@ -45,6 +48,9 @@ fn init_tracing() {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
+    if args.common.server().is_some() {
+        bail!("`serve` takes no `--server`: it is the service; give `--listen ADDR` for where it listens");
+    }
     let config = args.common.config()?;
     let data_dir = args.common.data_dir(config.as_ref());
     let token = match std::env::var("BLOCKYARD_TOKEN") {
@@ -68,7 +74,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         vars,
         grace: Duration::from_secs(args.grace),
-        ..ServiceConfig::new(args.workflows.clone(), data_dir, args.listen)
+        config_file: config.as_ref().map(|c| absolute(&c.file)),
+        presets_dir: args.common.presets.dir().map(absolute),
+        ..ServiceConfig::new(args.workflows.clone(), data_dir.clone(), args.listen)
     };
     runtime()?.block_on(async move {
         // Listen before announcing: a supervisor that signals as soon as it reads `serving` must
@@ -88,6 +96,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             Err(err) => return Err(err.into()),
         };
+        // Announced before `serving` is printed: a command started on that line finds it.
+        let endpoint = Endpoint::this_process(local_url(service.addr()));
+        if let Err(err) = endpoint.write(&data_dir) {
+            eprintln!("warning: {err}; CLI commands on this data dir cannot find the service (give them `--server {}`)", endpoint.url);
+        }
         let count = service.workflows().len();
         eprintln!(
             "serving {count} workflow{} from `{}` on http://{}",
@@ -98,12 +111,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if open {
             eprintln!("warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)");
         }
-        signals.wait_for_stop(&service).await?;
+        let stopped = signals.wait_for_stop(&service).await;
         eprintln!("stopping: no new work; waiting for runs in flight");
+        endpoint.remove(&data_dir);
+        stopped?;
         service.shutdown().await?;
         eprintln!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The URL a local CLI reaches `addr` at: an unspecified address (`0.0.0.0`) by loopback.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// `path` made absolute (as the service reports it to the CLI, which compares paths).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The signals that stop or reload the service.

@@ -1,12 +1,14 @@
 //! `blockyard triggers why --subject EMAIL`: which workflows considered a record, and why they did
-//! or did not start a run.
+//! or did not start a run. Reads the data dir, or goes through the running service ([`Backend`]),
+//! whose workflows are then the ones named as not considered yet.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use blockyard::records::RecordStore;
+use anyhow::Context as _;
 use blockyard::trigger::{load_workflows, TraceEntry};
 
+use super::client::Backend;
 use super::run::CommonArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -26,9 +28,10 @@ pub struct WhyArgs {
     /// Only this workflow.
     #[arg(long, value_name = "NAME")]
     workflow: Option<String>,
-    /// The workflows directory, to name watching workflows that have not considered the subject.
-    #[arg(long, value_name = "DIR", default_value = "workflows")]
-    workflows: PathBuf,
+    /// The workflows directory, to name watching workflows that have not considered the subject
+    /// (default: `workflows`; through a running service, the service's).
+    #[arg(long, value_name = "DIR")]
+    workflows: Option<PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -42,17 +45,17 @@ pub fn run(command: TriggersCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
-    let (store, _) = args.common.open()?;
-    let records = RecordStore::open(&store)?;
+    let backend = Backend::open(&args.common)?;
+    if let Backend::Remote(remote) = &backend {
+        remote.check_workflows(args.workflows.as_deref())?;
+    }
     let wanted = args.subject.trim().to_lowercase();
-    let subjects: Vec<_> = records
-        .traced_subjects(wanted.rsplit('/').next().unwrap_or(&wanted))?
-        .into_iter()
-        .filter(|s| !wanted.contains('/') || s.to_string() == wanted)
-        .collect();
+    let email = wanted.rsplit('/').next().unwrap_or(&wanted);
     let mut entries: Vec<TraceEntry> = Vec::new();
-    for subject in &subjects {
-        entries.extend(records.trace(subject)?);
+    for (subject, trace) in traces(&backend, email)? {
+        if !wanted.contains('/') || subject == wanted {
+            entries.extend(trace);
+        }
     }
     if let Some(name) = &args.workflow {
         for entry in &mut entries {
@@ -75,26 +78,89 @@ fn why(args: WhyArgs) -> anyhow::Result<ExitCode> {
     for entry in &entries {
         print!("{}", entry.render());
     }
-    if args.workflows.is_dir() {
-        if let Ok(workflows) = load_workflows(&args.workflows, &args.common.presets.load()?) {
-            let silent: Vec<&str> = workflows
-                .iter()
-                .filter(|w| w.trigger.records.is_some())
-                .filter(|w| args.workflow.as_deref().is_none_or(|n| n == w.name))
-                .filter(|w| {
-                    !entries
-                        .iter()
-                        .any(|e| e.considered.iter().any(|c| c.workflow.as_str() == w.name))
-                })
-                .map(|w| w.name.as_str())
-                .collect();
-            if !silent.is_empty() {
-                println!(
-                    "not considered (no matching event or tick yet): {}",
-                    silent.join(", ")
-                );
-            }
+    if let Some(watching) = watching(&backend, &args)? {
+        let silent: Vec<&str> = watching
+            .iter()
+            .map(String::as_str)
+            .filter(|w| args.workflow.as_deref().is_none_or(|n| n == *w))
+            .filter(|w| {
+                !entries
+                    .iter()
+                    .any(|e| e.considered.iter().any(|c| c.workflow.as_str() == *w))
+            })
+            .collect();
+        if !silent.is_empty() {
+            println!(
+                "not considered (no matching event or tick yet): {}",
+                silent.join(", ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The trigger trace of every record of the person `email`, by subject (`people/EMAIL`).
+fn traces(backend: &Backend, email: &str) -> anyhow::Result<Vec<(String, Vec<TraceEntry>)>> {
+    match backend {
+        Backend::Local(local) => {
+            let records = local.records()?;
+            let mut out = Vec::new();
+            for subject in records.traced_subjects(email)? {
+                out.push((subject.to_string(), records.trace(&subject)?));
+            }
+            Ok(out)
+        }
+        Backend::Remote(remote) => {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.append_pair("subject", email);
+            let answer = remote.get(&format!("/triggers/why?{}", query.finish()))?;
+            let mut out = Vec::new();
+            for item in answer.as_array().into_iter().flatten() {
+                let trace: Vec<TraceEntry> = serde_json::from_value(item["trace"].clone())
+                    .with_context(|| format!("{}: unreadable trace", remote.via()))?;
+                out.push((
+                    item["subject"].as_str().unwrap_or_default().to_owned(),
+                    trace,
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The workflows that watch a record collection, by name: those of `--workflows` (when it loads),
+/// or the service's.
+fn watching(backend: &Backend, args: &WhyArgs) -> anyhow::Result<Option<Vec<String>>> {
+    match backend {
+        Backend::Local(_) => {
+            let dir = args
+                .workflows
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("workflows"));
+            if !dir.is_dir() {
+                return Ok(None);
+            }
+            let Ok(workflows) = load_workflows(&dir, &args.common.presets.load()?) else {
+                return Ok(None);
+            };
+            Ok(Some(
+                workflows
+                    .iter()
+                    .filter(|w| w.trigger.records.is_some())
+                    .map(|w| w.name.clone())
+                    .collect(),
+            ))
+        }
+        Backend::Remote(remote) => {
+            let list = remote.get("/workflows")?;
+            Ok(Some(
+                list.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|w| !w["records"].is_null())
+                    .filter_map(|w| w["name"].as_str().map(str::to_owned))
+                    .collect(),
+            ))
+        }
+    }
 }

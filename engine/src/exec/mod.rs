@@ -703,7 +703,8 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_active(&self, id: RunId) -> bool {
+    /// Whether a task of this process is executing run `id` (or holding it for its turn).
+    pub(crate) fn is_active(&self, id: RunId) -> bool {
         self.inner
             .active
             .lock()

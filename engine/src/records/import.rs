@@ -10,6 +10,9 @@
 //!
 //! CSV cells are text; an empty cell is the empty string. `--dry-run` reads the store and reports
 //! what would happen, writing nothing.
+//!
+//! [`import_to`] reads a file the same way but hands each batch to a [`Sink`] instead of a store:
+//! `blockyard records import` sends them to a running `serve` that holds the data dir.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -27,6 +30,7 @@ use super::{
     RecordStore, Subject, Write, WriteMode,
 };
 use crate::store::queue::QueueId;
+pub use crate::store::records::Written;
 use crate::store::StoreError;
 use crate::trigger::Triggers;
 
@@ -146,6 +150,9 @@ impl Summary {
 pub enum ImportError {
     #[error("cannot read the import file: {reason}")]
     Read { reason: String },
+    /// A [`Sink`] could not write a batch (its message says where and why).
+    #[error("{message}")]
+    Sink { message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -160,6 +167,22 @@ pub struct ImportOptions {
     pub dry_run: bool,
 }
 
+/// Where an import's batches go when not into a store of this process.
+pub trait Sink {
+    /// Writes one batch (one transaction): each write's outcome and the run requests it queued.
+    fn write(&mut self, batch: &[Write]) -> Result<Vec<Written>, ImportError>;
+}
+
+/// Where the batches go.
+enum Target<'a> {
+    Store {
+        store: &'a RecordStore,
+        triggers: &'a Triggers,
+        now: DateTime<Utc>,
+    },
+    Sink(&'a mut dyn Sink),
+}
+
 /// Imports `input` into `store`, telling `progress` how many bytes have been read after each batch.
 pub fn import(
     input: impl Read,
@@ -168,6 +191,40 @@ pub fn import(
     triggers: &Triggers,
     now: DateTime<Utc>,
     progress: &mut dyn FnMut(u64),
+) -> Result<Summary, ImportError> {
+    run(
+        input,
+        options,
+        Target::Store {
+            store,
+            triggers,
+            now,
+        },
+        progress,
+    )
+}
+
+/// Imports `input` through `sink`, as [`import`] does into a store; a dry run needs the store
+/// (`options.dry_run` is refused).
+pub fn import_to(
+    input: impl Read,
+    options: &ImportOptions,
+    sink: &mut dyn Sink,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Summary, ImportError> {
+    if options.dry_run {
+        return Err(ImportError::Sink {
+            message: "a dry run reads the store; it cannot go through a sink".to_owned(),
+        });
+    }
+    run(input, options, Target::Sink(sink), progress)
+}
+
+fn run<'a>(
+    input: impl Read,
+    options: &'a ImportOptions,
+    target: Target<'a>,
+    progress: &'a mut dyn FnMut(u64),
 ) -> Result<Summary, ImportError> {
     let read = Rc::new(Cell::new(0));
     let input = BufReader::with_capacity(
@@ -179,9 +236,7 @@ pub fn import(
     );
     let mut importer = Importer {
         options,
-        store,
-        triggers,
-        now,
+        target,
         batch: Vec::with_capacity(BATCH),
         overlay: HashMap::new(),
         summary: Summary {
@@ -215,9 +270,7 @@ impl<R: Read> Read for Counting<R> {
 
 struct Importer<'a> {
     options: &'a ImportOptions,
-    store: &'a RecordStore,
-    triggers: &'a Triggers,
-    now: DateTime<Utc>,
+    target: Target<'a>,
     batch: Vec<Write>,
     /// In a dry run, the records as the import would have left them.
     overlay: HashMap<RecordKey, Option<Fields>>,
@@ -274,21 +327,24 @@ impl Importer<'_> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        if self.options.dry_run {
+        let dry = match &self.target {
+            Target::Store {
+                store,
+                triggers,
+                now,
+            } if self.options.dry_run => Some((*store, *triggers, *now)),
+            _ => None,
+        };
+        if let Some((store, triggers, now)) = dry {
             for write in &batch {
                 let old = match self.overlay.get(&write.subject.key) {
                     Some(known) => known.clone(),
-                    None => self.store.get(&write.subject)?,
+                    None => store.get(&write.subject)?,
                 };
                 let (new, outcome) = apply(old.as_ref(), &write.change);
                 if let Some(event) = outcome.event() {
-                    let decisions = self.triggers.consider(
-                        &write.subject,
-                        event,
-                        old.as_ref(),
-                        new.as_ref(),
-                        self.now,
-                    );
+                    let decisions =
+                        triggers.consider(&write.subject, event, old.as_ref(), new.as_ref(), now);
                     self.summary.queued +=
                         decisions.iter().filter(|d| d.request.is_some()).count() as u64;
                 }
@@ -296,7 +352,15 @@ impl Importer<'_> {
                 self.count(outcome);
             }
         } else {
-            for written in self.store.write(&batch, self.triggers, self.now)? {
+            let written = match &mut self.target {
+                Target::Store {
+                    store,
+                    triggers,
+                    now,
+                } => store.write(&batch, triggers, *now)?,
+                Target::Sink(sink) => sink.write(&batch)?,
+            };
+            for written in written {
                 self.summary.queued += written.queued.len() as u64;
                 let room = MAX_QUEUED_KEPT.saturating_sub(self.summary.queued_ids.len());
                 self.summary

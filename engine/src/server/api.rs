@@ -16,8 +16,8 @@
 //! | `GET /records/{collection}/{key}` | | the record's fields |
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
 //! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
-//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
-//! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
+//! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?, "dry_run"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
+//! | `GET /runs?workflow=&status=&subject=&since=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
 //! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval, `retrying`): 200 the run record, `cancelled` at once; 409 when finished |
@@ -28,6 +28,12 @@
 //! body against its [`BodySpec`]; a route without options takes [`NoQuery`] and [`NoBody`] (an
 //! empty body or `{}`). Record fields (`POST /records`, a run's `subject` and `vars`) are data,
 //! not options, and are not checked.
+//!
+//! The routes the CLI adds to work through the service (`GET /service`, listing and deleting
+//! records, `POST /history/prune`, `POST /resume`, …) are in [`cli`]. `since` takes a duration
+//! (`24h`: runs created within it) or an RFC 3339 instant.
+
+mod cli;
 
 use std::sync::Arc;
 
@@ -59,7 +65,7 @@ type ApiResult = Result<Response, ApiError>;
 
 /// The routes, over the service's shared state.
 pub(crate) fn routes(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/records/{collection}", post(post_records))
         .route("/records/{collection}/{*key}", get(get_record))
         .route("/triggers/why", get(why))
@@ -71,8 +77,9 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/runs/{id}/replay", post(replay_run))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/blocks/{block}/approve", post(approve_block))
-        .route("/runs/{id}/blocks/{block}/reject", post(reject_block))
-        .with_state(shared)
+        .route("/runs/{id}/blocks/{block}/reject", post(reject_block));
+    // The CLI's routes, apart.
+    cli::routes(router).with_state(shared)
 }
 
 fn internal(err: impl std::fmt::Display) -> ApiError {
@@ -299,14 +306,9 @@ impl QuerySpec for RecordsQuery {
     const NAMES: &'static [&'static str] = &["mode"];
 }
 
-async fn post_records(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    Params(query): Params<RecordsQuery>,
-    Json(body): Json<Value>,
-) -> ApiResult {
-    let collection = collection(&name)?;
-    let mode = match query.mode.as_deref() {
+/// A `?mode=` parameter.
+fn write_mode(mode: Option<&str>) -> Result<WriteMode, ApiError> {
+    Ok(match mode {
         None | Some("create_update") => WriteMode::CreateUpdate,
         Some("create_only") => WriteMode::CreateOnly,
         Some("update_only") => WriteMode::UpdateOnly,
@@ -315,7 +317,17 @@ async fn post_records(
                 "unknown mode `{other}`; use `create_update`, `create_only` or `update_only`"
             )))
         }
-    };
+    })
+}
+
+async fn post_records(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Params(query): Params<RecordsQuery>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let collection = collection(&name)?;
+    let mode = write_mode(query.mode.as_deref())?;
     let rows: Vec<Value> = match body {
         Value::Array(rows) => rows,
         row @ Value::Object(_) => vec![row],
@@ -454,10 +466,13 @@ struct StartRun {
     /// Run even when the subject does not match the begin block's conditions.
     #[serde(default)]
     force: bool,
+    /// Perform reads, render writes and list them as the plan, send no write (`run --dry-run`).
+    #[serde(default)]
+    dry_run: bool,
 }
 
 impl BodySpec for StartRun {
-    const FIELDS: &'static [&'static str] = &["subject", "vars", "wait", "force"];
+    const FIELDS: &'static [&'static str] = &["subject", "vars", "wait", "force", "dry_run"];
 }
 
 /// `POST /workflows/{name}/runs` takes its options in the body.
@@ -539,6 +554,11 @@ async fn start_run(
     };
     let request = RunRequest {
         vars: body.vars,
+        mode: if body.dry_run {
+            crate::store::history::RunMode::DryRun
+        } else {
+            crate::store::history::RunMode::Live
+        },
         ..RunRequest::manual(subject)
     };
     // 400 without a subject (the request lacks a part it needs); 409 when the subject's record
@@ -583,11 +603,27 @@ struct RunsQuery {
     workflow: Option<String>,
     status: Option<String>,
     subject: Option<String>,
+    since: Option<String>,
     limit: Option<usize>,
 }
 
 impl QuerySpec for RunsQuery {
-    const NAMES: &'static [&'static str] = &["workflow", "status", "subject", "limit"];
+    const NAMES: &'static [&'static str] = &["workflow", "status", "subject", "since", "limit"];
+}
+
+/// `since`: a duration back from now (`24h`) or an RFC 3339 instant.
+fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    crate::compile::parse_duration(text)
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| chrono::Utc::now() - d)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`since` `{text}` is neither a duration (`30m`, `24h`, `7d`) nor an RFC 3339 instant"
+            ))
+        })
 }
 
 async fn list_runs(
@@ -612,7 +648,10 @@ async fn list_runs(
             workflow: query.workflow.filter(|w| !w.is_empty()),
             status,
             subject: query.subject.filter(|s| !s.is_empty()),
-            since: None,
+            since: match query.since.as_deref() {
+                None | Some("") => None,
+                Some(text) => Some(since(text)?),
+            },
             limit: Some(query.limit.unwrap_or(50).min(1000)),
         },
     )?;

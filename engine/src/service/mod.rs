@@ -19,7 +19,12 @@
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
 //! crash: the next start resumes it from its last durable step), and flushes the store.
+//!
+//! `blockyard serve` announces where it listens in the data dir ([`endpoint`], `serve.json`), so
+//! that CLI commands on that data dir go through the API; `GET /api/service` tells them what the
+//! service was started with ([`ServiceConfig::config_file`], [`ServiceConfig::presets_dir`]).
 
+pub mod endpoint;
 pub mod wake;
 pub mod worker;
 
@@ -66,6 +71,11 @@ pub struct ServiceConfig {
     /// The scheduler's and the timer loop's clock (the engine's too: it replaces
     /// `engine.clock`).
     pub clock: Clock,
+    /// The config file the service was started with, as `GET /api/service` reports it (the CLI
+    /// refuses a different `--config` through the service).
+    pub config_file: Option<PathBuf>,
+    /// The directory of extra presets (`--presets`), reported the same way.
+    pub presets_dir: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -83,6 +93,8 @@ impl ServiceConfig {
             poll: Duration::from_secs(1),
             grace: Duration::from_secs(30),
             clock: Clock::system(),
+            config_file: None,
+            presets_dir: None,
         }
     }
 }
@@ -187,6 +199,17 @@ pub struct Shared {
     pub(crate) wake: Arc<Notify>,
     /// Runs started by this process (and the resume of unfinished ones), until they finish.
     runs: Mutex<JoinSet<()>>,
+    /// What the service was started with, for `GET /api/service`.
+    pub(crate) setup: Setup,
+}
+
+/// What a service was started with, as `GET /api/service` reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    pub(crate) workflows: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) config_file: Option<PathBuf>,
+    pub(crate) presets_dir: Option<PathBuf>,
 }
 
 /// Aborts a run's task when the task watching it is aborted (a shutdown past its grace).
@@ -278,6 +301,12 @@ impl Service {
             workflows: RwLock::new(Arc::new(workflows)),
             wake: Arc::new(Notify::new()),
             runs: Mutex::new(JoinSet::new()),
+            setup: Setup {
+                workflows: config.workflows.clone(),
+                data_dir: config.data_dir.clone(),
+                config_file: config.config_file.clone(),
+                presets_dir: config.presets_dir.clone(),
+            },
         });
         shared.engine.set_waker(shared.wake.clone());
         let settled = worker::settle_started(&shared)?;
