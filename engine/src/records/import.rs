@@ -27,8 +27,8 @@ use super::{
     RecordStore, Subject, Write, WriteMode,
 };
 use crate::store::queue::QueueId;
+use crate::store::records::Evaluate;
 use crate::store::StoreError;
-use crate::trigger::Triggers;
 
 /// Rows per store transaction.
 pub const BATCH: usize = 500;
@@ -165,7 +165,7 @@ pub fn import(
     input: impl Read,
     options: &ImportOptions,
     store: &RecordStore,
-    triggers: &Triggers,
+    triggers: &dyn Evaluate,
     now: DateTime<Utc>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, ImportError> {
@@ -216,7 +216,7 @@ impl<R: Read> Read for Counting<R> {
 struct Importer<'a> {
     options: &'a ImportOptions,
     store: &'a RecordStore,
-    triggers: &'a Triggers,
+    triggers: &'a dyn Evaluate,
     now: DateTime<Utc>,
     batch: Vec<Write>,
     /// In a dry run, the records as the import would have left them.

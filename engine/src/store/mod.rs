@@ -3,6 +3,12 @@
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
 //! (`people`, `saas_users`), and the trigger queue.
+//!
+//! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
+//! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
+//! [`trace`] entries) and import nothing from the trigger, service or server modules (a test
+//! checks the sources): what a record write triggers reaches the store as the result of a
+//! [`records::Evaluate`] callback, which the trigger module implements.
 //! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
 //! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
 //! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
@@ -77,6 +83,7 @@ pub mod queue;
 pub mod records;
 pub mod timers;
 mod timestamp;
+pub mod trace;
 
 /// Names of the trees, in one place.
 pub mod trees {
@@ -355,6 +362,62 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Layers run one way (cli/server → service → exec → store): the store and records own their
+    /// nouns and import nothing from the trigger, service or server modules. Comments may name them.
+    #[test]
+    fn the_store_and_records_import_nothing_from_the_layers_above() {
+        fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["engine/src/store", "engine/src/records"] {
+            sources(&root.join(dir), &mut files);
+        }
+        files.sort();
+        assert!(files.len() > 5, "found the sources: {files:?}");
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // A path through `crate::` (`crate::trigger::X`, `crate::{trigger, …}`) or any line
+            // of a `use` (a group split over lines too).
+            let mut in_use = false;
+            for (n, line) in text.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                let starts_use = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+                    .iter()
+                    .any(|p| trimmed.starts_with(p));
+                let imports = in_use || starts_use || trimmed.contains("crate::");
+                in_use = (in_use || starts_use) && !trimmed.contains(';');
+                let words: Vec<&str> = trimmed
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .collect();
+                if imports
+                    && words
+                        .iter()
+                        .any(|w| matches!(*w, "trigger" | "service" | "server"))
+                {
+                    found.push(format!(
+                        "{}:{}: {trimmed}",
+                        file.strip_prefix(root).unwrap().display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+        assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

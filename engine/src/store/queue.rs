@@ -32,7 +32,29 @@ use super::history::{History, RunFilter, RunMode, RunRecord, RunStatus, RunTrigg
 use super::{Store, StoreError};
 use crate::compile::RecordEvent;
 use crate::records::{Fields, Subject};
-use crate::trigger::WorkflowName;
+
+/// A workflow's name (its `name:`), the id run requests and traces use.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct WorkflowName(String);
+
+impl WorkflowName {
+    pub fn new(name: impl Into<String>) -> WorkflowName {
+        WorkflowName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkflowName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The tree of per-workflow last schedule ticks.
 pub(crate) const SCHEDULES: &str = "schedules";
