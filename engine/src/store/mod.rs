@@ -114,12 +114,83 @@ pub enum StoreError {
     Io { message: String },
     #[error("cannot make `{}` durable (fsync failed: {message}); what blockyard wrote since its last flush may not be on disk: check the disk, then restart blockyard", path.display())]
     Sync { path: PathBuf, message: String },
+    #[error("the data dir `{}` has format version {found}, newer than this blockyard reads (version {supported}); run the blockyard release that wrote it, or restore a backup this release made (`blockyard store restore`)", dir.display())]
+    NewerFormat {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the data dir `{}` has an unreadable format version in `{}` ({content:?}); it holds one number, such as `{supported}`: restore it, or restore the data dir from a backup", dir.display(), file.display())]
+    BadFormat {
+        dir: PathBuf,
+        file: PathBuf,
+        content: String,
+        supported: u32,
+    },
     #[error("a stored `{tree}` entry `{key}` is unreadable: {message}")]
     Corrupt {
         tree: &'static str,
         key: String,
         message: String,
     },
+}
+
+/// The version of the on-disk format this build reads and writes, kept in the data dir's
+/// [`FORMAT_FILE`]. A data dir written before the file existed (no file, but a `db`) is version 1,
+/// the format those releases wrote; [`Store::open`] then writes the file. An older version would
+/// be migrated at open (none exists yet: 1 is the first), a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file in the data dir that holds [`FORMAT_VERSION`], as text (`1\n`).
+pub const FORMAT_FILE: &str = "format";
+
+/// Checks the format version of the data dir `dir` before sled opens it: `Ok(true)` when the
+/// file must be written (a new data dir, or one from before the file existed).
+fn check_format(dir: &Path) -> Result<bool, StoreError> {
+    let file = dir.join(FORMAT_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(err) => {
+            return Err(StoreError::Open {
+                dir: dir.to_owned(),
+                source: sled::Error::Io(err),
+            })
+        }
+    };
+    let bad = || StoreError::BadFormat {
+        dir: dir.to_owned(),
+        file: file.clone(),
+        content: text.chars().take(40).collect(),
+        supported: FORMAT_VERSION,
+    };
+    let found: u32 = text.trim().parse().map_err(|_| bad())?;
+    match found {
+        0 => Err(bad()),
+        FORMAT_VERSION => Ok(false),
+        newer if newer > FORMAT_VERSION => Err(StoreError::NewerFormat {
+            dir: dir.to_owned(),
+            found: newer,
+            supported: FORMAT_VERSION,
+        }),
+        // Older formats are migrated here, one version at a time, once there are any.
+        _ => Err(bad()),
+    }
+}
+
+/// Writes [`FORMAT_FILE`] durably: a temp file, fsync, rename, fsync of the data dir.
+pub(crate) fn write_format(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let file = dir.join(FORMAT_FILE);
+    let temp = dir.join(format!("{FORMAT_FILE}.tmp"));
+    std::fs::File::create(&temp)
+        .and_then(|mut f| {
+            f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|err| sync_error(&temp, &err))?;
+    std::fs::rename(&temp, &file).map_err(|err| sync_error(&file, &err))?;
+    sync_dir(dir)
 }
 
 /// How a [`Store`] opens its sled database.
@@ -287,6 +358,7 @@ impl Store {
             dir: dir.to_owned(),
             source: sled::Error::Io(err),
         })?;
+        let write_format_file = check_format(dir)?;
         let db_dir = dir.join("db");
         let config = sled::Config::new()
             .path(&db_dir)
@@ -322,6 +394,9 @@ impl Store {
             }
         };
         let files = SledFiles::open(dir, &db_dir, created)?;
+        if write_format_file {
+            write_format(dir)?;
+        }
         Ok(Store {
             db,
             dir: dir.to_owned(),

@@ -1,0 +1,4 @@
+//! The store seam: the data dir's format version, backup and restore, and the behaviour suite
+//! every store backend runs ([`suite`]).
+
+mod format;
