@@ -13,6 +13,10 @@
 //! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
 //! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
 //!
+//! The data dir holds a format version ([`FORMAT_FILE`], [`FORMAT_VERSION`]), checked at open
+//! before sled touches anything. Every write passes the store's [`Gate`] shared, so that
+//! [`backup`] can copy all trees at one instant while the process runs.
+//!
 //! sled lets one process open a data dir at a time. [`Store::open`] turns the lock failure into
 //! [`StoreError::Locked`], which says which directory and what to do, instead of sled's raw error.
 //!
@@ -77,6 +81,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use gate::Gate;
+
+pub mod backup;
+mod gate;
 pub mod history;
 pub mod in_flight;
 pub mod queue;
@@ -227,6 +235,7 @@ pub struct Store {
     db: sled::Db,
     dir: PathBuf,
     files: Arc<SledFiles>,
+    gate: Gate,
 }
 
 /// sled's files as [`Store::flush`] fsyncs them after sled's own flush (see the module docs).
@@ -401,12 +410,18 @@ impl Store {
             db,
             dir: dir.to_owned(),
             files: Arc::new(files),
+            gate: Gate::default(),
         })
     }
 
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The gate every write of this store passes (see [`backup`]).
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// A tree, for the store's own submodules (history, records, queue).

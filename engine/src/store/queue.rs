@@ -311,6 +311,7 @@ pub struct Queue {
     tree: sled::Tree,
     schedules: sled::Tree,
     claimed: Arc<Mutex<BTreeSet<QueueId>>>,
+    gate: super::Gate,
 }
 
 impl Queue {
@@ -320,6 +321,7 @@ impl Queue {
             tree: store.tree(super::trees::QUEUE)?,
             schedules: store.tree(SCHEDULES)?,
             claimed: Arc::default(),
+            gate: store.gate().clone(),
         })
     }
 
@@ -375,7 +377,10 @@ impl Queue {
 
     /// Removes a claimed (or any) entry: its run has been recorded. Returns whether it was there.
     pub fn ack(&self, id: QueueId) -> Result<bool, StoreError> {
-        let removed = self.tree.remove(id.to_bytes())?.is_some();
+        let removed = {
+            let _writing = self.gate.writing();
+            self.tree.remove(id.to_bytes())?.is_some()
+        };
         self.claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -349,6 +349,7 @@ impl RecordStore {
             &self.schedules,
             &self.in_flight,
         );
+        let _writing = self.store.gate().writing();
         let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
             let mut ids = Vec::new();
             for (subject, decision) in &decisions {
@@ -381,6 +382,7 @@ impl RecordStore {
     /// evaluated after the holder is released.
     pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
         let key = record_key(subject);
+        let _writing = self.store.gate().writing();
         let result = self.in_flight.transaction(|in_flight| {
             let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
             if flight.holders.insert(holder.to_owned()) {
@@ -559,6 +561,7 @@ impl RecordStore {
             &self.links,
             &self.in_flight,
         );
+        let _writing = self.store.gate().writing();
         let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
             f(&Tx {
                 records,
@@ -621,6 +624,7 @@ impl RecordStore {
         let Some(trace_key) = self.links.get(queued.to_bytes())? else {
             return Ok(false);
         };
+        let _writing = self.store.gate().writing();
         let result = (&self.traces, &self.links).transaction(|(traces, links)| {
             links.remove(&queued.to_bytes())?;
             let Some(value) = traces.get(&trace_key)? else {
