@@ -950,9 +950,11 @@ impl History {
                 }
                 return Ok(None);
             };
-            let swapped = self
-                .runs
-                .compare_and_swap(key, Some(old), Some(encode(&new)))?;
+            let swapped = {
+                let _writing = self.store.gate().writing();
+                self.runs
+                    .compare_and_swap(key, Some(old), Some(encode(&new)))?
+            };
             if swapped.is_ok() {
                 self.timers.cancel(id)?;
                 return Ok(Some(new));

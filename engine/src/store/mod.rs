@@ -83,6 +83,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gate::Gate;
 
+pub mod approvals;
 pub mod backup;
 mod gate;
 pub mod history;
