@@ -3,3 +3,4 @@
 
 mod backup;
 mod format;
+mod suite;

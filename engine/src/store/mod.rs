@@ -83,6 +83,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gate::Gate;
 
+pub mod api;
 pub mod approvals;
 pub mod backup;
 mod gate;

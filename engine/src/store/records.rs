@@ -335,7 +335,7 @@ impl RecordStore {
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
     /// transaction (so a tick is enqueued exactly once, even across a crash).
-    pub(crate) fn enqueue_tick(
+    pub fn enqueue_tick(
         &self,
         workflow: &WorkflowName,
         tick: DateTime<Utc>,

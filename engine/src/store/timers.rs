@@ -79,7 +79,7 @@ fn unwrap_tx<T>(result: Result<T, TransactionError<()>>) -> Result<T, StoreError
 }
 
 impl Timers {
-    pub(crate) fn open(store: &Store) -> Result<Timers, StoreError> {
+    pub fn open(store: &Store) -> Result<Timers, StoreError> {
         Ok(Timers {
             by_time: store.tree(TIMERS)?,
             by_run: store.tree(TIMER_RUNS)?,
