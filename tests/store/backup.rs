@@ -220,6 +220,12 @@ async fn a_live_serve_is_backed_up_through_its_api_while_runs_go_on() {
             live.display()
         )
     );
+    // Nothing is restored into a data dir a process holds, forced or not.
+    let (code, _, stderr) = env.run(&["store", "restore", "live", "data", "--force"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (2, "error: the data dir `data` is in use by another blockyard process (a running `blockyard serve`?); stop it, or point this command at another `--data-dir`\n")
+    );
     served.stop();
 
     // The copy is a data dir of its own: every run in it is whole, and those it holds

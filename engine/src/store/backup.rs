@@ -136,6 +136,14 @@ impl Store {
     }
 }
 
+/// Removes the directory `dir` and what it holds, if it exists.
+fn remove_dir(dir: &Path) -> Result<(), BackupError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(copy_error(dir, &err)),
+        _ => Ok(()),
+    }
+}
+
 /// Puts the backup in `backup` back as the data dir `data_dir`. A data dir that is not empty is
 /// refused unless `force`, which replaces its store (`db`, the cancel markers and the format
 /// file) and leaves its other files (the token store); a data dir a process holds is refused
@@ -157,26 +165,25 @@ pub fn restore(backup: &Path, data_dir: &Path, force: bool) -> Result<(), Backup
             // Fails when a process holds it; released when dropped.
             drop(Store::open(data_dir)?);
         }
-        for name in ["db", CANCEL_DIR] {
-            let path = data_dir.join(name);
-            match std::fs::remove_dir_all(&path) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(copy_error(&path, &err))
-                }
-                _ => {}
-            }
-        }
     }
     std::fs::create_dir_all(data_dir).map_err(|err| copy_error(data_dir, &err))?;
-    copy_tree(&backup.join("db"), &data_dir.join("db"))?;
-    if backup.join(CANCEL_DIR).is_dir() {
-        copy_tree(&backup.join(CANCEL_DIR), &data_dir.join(CANCEL_DIR))?;
+    // Each part is copied beside the one it replaces, then renamed over it: a copy that fails
+    // halfway leaves the data dir as it was.
+    for name in ["db", CANCEL_DIR] {
+        let from = backup.join(name);
+        let to = data_dir.join(name);
+        let staged = data_dir.join(format!("{name}.restoring"));
+        remove_dir(&staged)?;
+        if from.is_dir() {
+            copy_tree(&from, &staged)?;
+        }
+        remove_dir(&to)?;
+        if from.is_dir() {
+            std::fs::rename(&staged, &to).map_err(|err| copy_error(&to, &err))?;
+        }
     }
-    let format = data_dir.join(FORMAT_FILE);
-    std::fs::copy(backup.join(FORMAT_FILE), &format)
-        .and_then(|_| std::fs::File::open(&format)?.sync_all())
-        .map_err(|err| copy_error(&format, &err))?;
-    super::sync_dir(data_dir)?;
+    // The backup's version is this build's (checked above): written as a new data dir's is.
+    super::write_format(data_dir)?;
     drop(Store::open(data_dir)?);
     Ok(())
 }
