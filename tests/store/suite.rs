@@ -9,8 +9,8 @@ use blockyard::records::{
     Change, Collection, Fields, Outcome, RecordEvent, RecordKey, Subject, Write, WriteMode,
 };
 use blockyard::store::api::{
-    ApprovalStore, Backend, DurableTimers, Evaluate, ReadHistory, ReadRecords, RunQueue,
-    ScheduleState, TriggerTraces, WriteHistory, WriteRecords,
+    ApprovalStore, Backend, CancelStore, DurableTimers, Evaluate, ReadHistory, ReadRecords,
+    RunQueue, ScheduleState, TriggerTraces, WriteHistory, WriteRecords,
 };
 use blockyard::store::approvals::Decision as Approval;
 use blockyard::store::history::{
@@ -141,6 +141,8 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     a_parked_run_is_woken_or_cancelled_once(&b).await;
     let (_d, b) = fresh();
     approvals_and_schedule_ticks_are_kept(&b).await;
+    let (_d, b) = fresh();
+    a_cancel_request_is_seen_by_every_handle_until_cleared(&b).await;
     let (dir, b) = fresh();
     what_was_flushed_is_there_after_a_reopen(dir.path(), b, &make).await;
 }
@@ -456,6 +458,26 @@ async fn approvals_and_schedule_ticks_are_kept<B: Backend>(b: &B) {
     assert_eq!(queued.len(), 1);
     assert_eq!(records.last_fired(&nightly).await.unwrap(), Some(at(60)));
     assert_eq!(b.queue().unwrap().pending().await.unwrap()[0].id, queued[0]);
+}
+
+async fn a_cancel_request_is_seen_by_every_handle_until_cleared<B: Backend>(b: &B) {
+    let cancels = b.cancels().unwrap();
+    let (run, other) = (RunId::new(), RunId::new());
+    assert!(cancels.requested().await.unwrap().is_empty());
+    cancels.request(run).await.unwrap();
+    cancels.request(run).await.unwrap();
+    // Another handle (another process) sees it.
+    let elsewhere = b.cancels().unwrap();
+    assert_eq!(
+        elsewhere.requested().await.unwrap(),
+        std::collections::HashSet::from([run])
+    );
+    cancels.request(other).await.unwrap();
+    elsewhere.clear(run).await.unwrap();
+    assert_eq!(
+        cancels.requested().await.unwrap(),
+        std::collections::HashSet::from([other])
+    );
 }
 
 async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(

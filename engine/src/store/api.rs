@@ -7,7 +7,7 @@
 //! index, parked runs), [`ReadRecords`]/[`WriteRecords`] (records, with the run requests a write
 //! triggers and their traces written atomically with it, and the per-subject in-flight
 //! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs),
-//! [`ApprovalStore`], [`ScheduleState`], [`TriggerTraces`]; a [`Backend`] opens them all and
+//! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`]; a [`Backend`] opens them all and
 //! makes writes durable. The OAuth token store has its own trait (`store/tokens.rs`).
 //!
 //! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
@@ -28,6 +28,7 @@
 //! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
 //! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
 
+use std::collections::HashSet;
 use std::future::{ready, Future};
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use chrono::{DateTime, Utc};
 
 use super::approvals::{Approvals, Decision as ApprovalDecision};
 use super::backup::{BackupError, BackupReport};
+use super::cancels::CancelMarkers;
 use super::history::{History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
 use super::in_flight::InFlight;
 use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
@@ -166,6 +168,16 @@ pub trait ApprovalStore {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Durable requests to stop a run, seen by whichever process runs it.
+pub trait CancelStore {
+    /// Asks that `run` stop before its next block: durable when this resolves.
+    fn request(&self, run: RunId) -> impl Future<Output = Result<()>> + Send;
+    /// The runs asked to stop.
+    fn requested(&self) -> impl Future<Output = Result<HashSet<RunId>>> + Send;
+    /// Forgets `run`'s request (it finished).
+    fn clear(&self, run: RunId) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Schedules' last ticks, written atomically with the run requests a tick enqueues.
 pub trait ScheduleState {
     fn last_fired(
@@ -196,6 +208,7 @@ pub trait Backend: Send + Sync {
     type Queue: RunQueue + Send + Sync;
     type Timers: DurableTimers + Send + Sync;
     type Approvals: ApprovalStore + Send + Sync;
+    type Cancels: CancelStore + Send + Sync;
 
     fn history(&self) -> Result<Self::History>;
     fn records(&self) -> Result<Self::Records>;
@@ -203,6 +216,7 @@ pub trait Backend: Send + Sync {
     fn queue(&self) -> Result<Self::Queue>;
     fn timers(&self) -> Result<Self::Timers>;
     fn approvals(&self) -> Result<Self::Approvals>;
+    fn cancels(&self) -> Result<Self::Cancels>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
     /// A consistent copy of the whole store into `dir` (new or empty).
@@ -388,6 +402,24 @@ impl ApprovalStore for Approvals {
     }
 }
 
+impl CancelStore for CancelMarkers {
+    fn request(&self, run: RunId) -> impl Future<Output = Result<()>> + Send {
+        ready(self.write(run).map_err(|err| StoreError::Io {
+            message: format!(
+                "cannot write the cancel marker `{}`: {err}",
+                self.marker(run).display()
+            ),
+        }))
+    }
+    fn requested(&self) -> impl Future<Output = Result<HashSet<RunId>>> + Send {
+        ready(Ok(self.scan()))
+    }
+    fn clear(&self, run: RunId) -> impl Future<Output = Result<()>> + Send {
+        self.remove(run);
+        ready(Ok(()))
+    }
+}
+
 /// sled: the one backend today.
 impl Backend for Store {
     type History = History;
@@ -395,6 +427,7 @@ impl Backend for Store {
     type Queue = Queue;
     type Timers = Timers;
     type Approvals = Approvals;
+    type Cancels = CancelMarkers;
 
     fn history(&self) -> Result<History> {
         History::open(self)
@@ -410,6 +443,9 @@ impl Backend for Store {
     }
     fn approvals(&self) -> Result<Approvals> {
         Approvals::open(self)
+    }
+    fn cancels(&self) -> Result<CancelMarkers> {
+        Ok(CancelMarkers::in_data_dir(self.dir()))
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         Store::flush(self)

@@ -30,8 +30,7 @@ use std::path::{Path, PathBuf};
 
 use super::{check_format, Store, StoreError, FORMAT_FILE};
 
-/// The cancel markers' directory in a data dir (see `crate::exec::cancel`).
-const CANCEL_DIR: &str = "cancel";
+use super::cancels::DIR as CANCEL_DIR;
 
 /// What a backup copied.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -86,6 +86,7 @@ pub use gate::Gate;
 pub mod api;
 pub mod approvals;
 pub mod backup;
+pub mod cancels;
 mod gate;
 pub mod history;
 pub mod in_flight;
