@@ -10,6 +10,7 @@ mod sandbox;
 mod seedjobs;
 mod serve;
 mod server;
+mod store;
 mod support;
 mod triggers;
 mod validate;

@@ -21,6 +21,7 @@ mod sandbox;
 mod schedule;
 mod schema;
 mod serve;
+mod store;
 mod triggers;
 mod validate;
 
@@ -78,6 +79,9 @@ enum Command {
     /// List, show and prune recorded runs.
     #[command(subcommand)]
     History(history::HistoryCommand),
+    /// Back up a data dir (a live one through `serve`) and restore a backup.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Re-run a recorded run, live or offline against its recording (with a diff).
     #[command(after_help = REPLAY_EXIT_CODES)]
     Replay(replay::ReplayArgs),
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
         Command::Serve(args) => serve::run(args),
+        Command::Store(command) => store::run(command),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,7 @@
 //! When the walk reaches such a block with no decision recorded, it records the block's step as
 //! `waiting_approval` and does not start it (independent branches go on); when nothing else can
 //! run, the run stops in `waiting_approval`, durably. [`Engine::approve`] and [`Engine::reject`]
-//! record the decision in the `approvals` tree (`run \0 block` → [`Decision`]), make it durable,
+//! record the decision in the store's `approvals` tree ([`crate::store::approvals`]), make it durable,
 //! and then resume the run in the calling process, like `blockyard resume`: the resumed walk finds
 //! the decision and runs the block (approved) or settles it failed with "rejected by an
 //! administrator" (rejected), so `on_failure` routes or the run fails. A decision is kept, so a
@@ -14,69 +14,15 @@
 //! runs and offline replays do not wait (nothing is sent or the write is only
 //! planned).
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use super::{Engine, ExecError, RunOutcome};
+pub(crate) use crate::store::approvals::Approvals;
+pub use crate::store::approvals::Decision;
 use crate::store::history::{RunId, RunStatus, StepStatus};
-use crate::store::{Store, StoreError};
-
-/// The tree holding decisions.
-const APPROVALS: &str = "approvals";
 
 /// The failure message of a rejected block.
 pub const REJECTED: &str = "rejected by an administrator";
-
-/// An administrator's decision on one block of one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Decision {
-    pub approved: bool,
-    pub at: DateTime<Utc>,
-}
-
-/// The recorded decisions.
-#[derive(Debug, Clone)]
-pub(crate) struct Approvals {
-    tree: sled::Tree,
-}
-
-impl Approvals {
-    pub(crate) fn open(store: &Store) -> Result<Approvals, StoreError> {
-        Ok(Approvals {
-            tree: store.tree(APPROVALS)?,
-        })
-    }
-
-    fn key(run: RunId, block: &str) -> Vec<u8> {
-        let mut key = run.to_string().into_bytes();
-        key.push(0);
-        key.extend_from_slice(block.as_bytes());
-        key
-    }
-
-    /// The decision on `block` of `run`, if one was made.
-    pub(crate) fn get(&self, run: RunId, block: &str) -> Result<Option<Decision>, StoreError> {
-        let key = Approvals::key(run, block);
-        match self.tree.get(&key)? {
-            None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|err| StoreError::Corrupt {
-                        tree: APPROVALS,
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        message: err.to_string(),
-                    })
-            }
-        }
-    }
-
-    fn put(&self, run: RunId, block: &str, decision: Decision) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(&decision).expect("decisions serialize");
-        self.tree.insert(Approvals::key(run, block), value)?;
-        Ok(())
-    }
-}
 
 impl Engine {
     /// Approves `block` of a run waiting for it, and continues the run to its end (or to the

@@ -4,7 +4,7 @@
 //! asked to stop. Two ways to ask, because sled lets one process hold a data dir: inside the
 //! process (the API, `serve`), [`Cancels::request`] sets an in-memory flag; from another process
 //! (`blockyard cancel` while `blockyard run` holds the store), a marker file
-//! `DATA_DIR/cancel/RUN_ID` is dropped and the executor looks for it before starting each block
+//! `DATA_DIR/cancel/RUN_ID` ([`crate::store::cancels`]) is dropped and the executor looks for it before starting each block
 //! (it reads the marker dir at most every 100 ms, so a marker is seen within that). A block
 //! already sending finishes first: cancellation never leaves a write with an unknown outcome.
 //! Either way the request is durable before it is acknowledged: the marker is written (an
@@ -21,31 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use crate::store::cancels::marker_dir;
+use crate::store::cancels::CancelMarkers;
 use crate::store::history::{History, RunId, RunRecord, RunStatus, StepStatus};
 use crate::store::StoreError;
-
-/// The directory of cancel markers in a data dir.
-pub fn marker_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("cancel")
-}
 
 /// Asks the process running `run` in `data_dir` to stop it between steps. The marker is on disk
 /// when this returns (the file and its directory fsynced).
 pub fn request_by_marker(data_dir: &Path, run: RunId) -> std::io::Result<()> {
-    write_marker(&marker_dir(data_dir), run)
-}
-
-/// Writes `run`'s marker in `dir` and fsyncs it, the directory and, when the directory was just
-/// created, its parent.
-fn write_marker(dir: &Path, run: RunId) -> std::io::Result<()> {
-    let created = !dir.exists();
-    std::fs::create_dir_all(dir)?;
-    std::fs::File::create(dir.join(run.to_string()))?.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()?;
-    match dir.parent() {
-        Some(parent) if created => std::fs::File::open(parent)?.sync_all(),
-        _ => Ok(()),
-    }
+    CancelMarkers::in_data_dir(data_dir).write(run)
 }
 
 /// How often the marker dir is read again: a cancel from another process is seen within this
@@ -56,7 +40,7 @@ const SCAN_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Cancels {
     flags: Mutex<HashSet<RunId>>,
-    dir: PathBuf,
+    store: CancelMarkers,
     /// The markers found by the last read of `dir`, and when it was read.
     markers: Mutex<(Option<Instant>, HashSet<RunId>)>,
 }
@@ -65,7 +49,7 @@ impl Cancels {
     pub(crate) fn new(data_dir: &Path) -> Cancels {
         Cancels {
             flags: Mutex::default(),
-            dir: marker_dir(data_dir),
+            store: CancelMarkers::in_data_dir(data_dir),
             markers: Mutex::default(),
         }
     }
@@ -82,12 +66,12 @@ impl Cancels {
     /// Writes `run`'s marker and fsyncs it (blocks on the fsyncs), so the request survives a
     /// crash: the run, resumed, finds it.
     pub(crate) fn persist(&self, run: RunId) -> std::io::Result<()> {
-        write_marker(&self.dir, run)
+        self.store.write(run)
     }
 
     /// Where `run`'s marker is written.
     pub(crate) fn marker(&self, run: RunId) -> PathBuf {
-        self.dir.join(run.to_string())
+        self.store.marker(run)
     }
 
     pub(crate) fn is_requested(&self, run: RunId) -> bool {
@@ -100,19 +84,9 @@ impl Cancels {
         }
         let mut markers = self.markers.lock().unwrap_or_else(|e| e.into_inner());
         if markers.0.is_none_or(|at| at.elapsed() >= SCAN_EVERY) {
-            *markers = (Some(Instant::now()), self.scan());
+            *markers = (Some(Instant::now()), self.store.scan());
         }
         markers.1.contains(&run)
-    }
-
-    /// The run ids of the marker files (none when the dir does not exist).
-    fn scan(&self) -> HashSet<RunId> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return HashSet::new();
-        };
-        entries
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-            .collect()
     }
 
     /// Forgets a finished run's request (and removes its marker, when one was seen or written).
@@ -128,7 +102,7 @@ impl Cancels {
             .1
             .remove(&run);
         if flagged || marked {
-            let _ = std::fs::remove_file(self.marker(run));
+            self.store.remove(run);
         }
     }
 }

@@ -30,9 +30,9 @@ use super::{
     RecordStore, Subject, Write, WriteMode,
 };
 use crate::store::queue::QueueId;
+use crate::store::records::Evaluate;
 pub use crate::store::records::Written;
 use crate::store::StoreError;
-use crate::trigger::Triggers;
 
 /// Rows per store transaction.
 pub const BATCH: usize = 500;
@@ -177,7 +177,7 @@ pub trait Sink {
 enum Target<'a> {
     Store {
         store: &'a RecordStore,
-        triggers: &'a Triggers,
+        triggers: &'a dyn Evaluate,
         now: DateTime<Utc>,
     },
     Sink(&'a mut dyn Sink),
@@ -188,7 +188,7 @@ pub fn import(
     input: impl Read,
     options: &ImportOptions,
     store: &RecordStore,
-    triggers: &Triggers,
+    triggers: &dyn Evaluate,
     now: DateTime<Utc>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary, ImportError> {
@@ -357,7 +357,7 @@ impl Importer<'_> {
                     store,
                     triggers,
                     now,
-                } => store.write(&batch, triggers, *now)?,
+                } => store.write(&batch, *triggers, *now)?,
                 Target::Sink(sink) => sink.write(&batch)?,
             };
             for written in written {

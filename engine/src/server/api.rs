@@ -56,6 +56,7 @@ use crate::exec::{
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions, Setup};
 use crate::service::Shared;
+use crate::store::backup::BackupError;
 use crate::store::history::RunFilter;
 use crate::store::StoreError;
 use crate::trigger::scheduler::{Clock, Scheduler};
@@ -77,7 +78,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/runs/{id}/replay", post(replay_run))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/blocks/{block}/approve", post(approve_block))
-        .route("/runs/{id}/blocks/{block}/reject", post(reject_block));
+        .route("/runs/{id}/blocks/{block}/reject", post(reject_block))
+        .route("/store/backup", post(backup_store));
     // The CLI's routes, apart.
     cli::routes(router).with_state(shared)
 }
@@ -796,4 +798,35 @@ async fn cancel_run(
             format!("run `{id}` has already finished: {}", run.status),
         )),
     }
+}
+
+/// `POST /api/store/backup`'s body: the directory (on the server's machine) to write to.
+#[derive(Debug, Default, Deserialize)]
+struct BackupBody {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl BodySpec for BackupBody {
+    const FIELDS: &'static [&'static str] = &["dir"];
+}
+
+/// A consistent copy of the live store into `dir` (see [`crate::store::backup`]); 200 once it is
+/// durable there.
+async fn backup_store(
+    State(shared): State<Arc<Shared>>,
+    _: Params<NoQuery>,
+    Body(body): Body<BackupBody>,
+) -> ApiResult {
+    let Some(dir) = body.dir else {
+        return Err(ApiError::bad_request(
+            "the request body needs `dir`: the directory to write the backup to",
+        ));
+    };
+    let report = shared.backup(dir).await.map_err(|err| match err {
+        err @ (BackupError::BackupNotEmpty { .. } | BackupError::Copy { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, err.to_string())
+        }
+        err => internal(err),
+    })?;
+    Ok((StatusCode::OK, Json(json!(report))).into_response())
 }

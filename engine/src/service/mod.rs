@@ -212,6 +212,24 @@ pub(crate) struct Setup {
     pub(crate) presets_dir: Option<PathBuf>,
 }
 
+impl Shared {
+    /// Backs the store up into `dir` (new or empty), at one instant, while runs go on (see
+    /// [`crate::store::backup`]); on a blocking thread, since it copies every entry.
+    pub async fn backup(
+        &self,
+        dir: std::path::PathBuf,
+    ) -> Result<crate::store::backup::BackupReport, crate::store::backup::BackupError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.backup(&dir))
+            .await
+            .map_err(|err| {
+                crate::store::backup::BackupError::from(StoreError::Io {
+                    message: format!("the backup task failed: {err}"),
+                })
+            })?
+    }
+}
+
 /// Aborts a run's task when the task watching it is aborted (a shutdown past its grace).
 struct AbortOnDrop(AbortHandle);
 

@@ -743,6 +743,7 @@ impl History {
     pub fn put_snapshot(&self, text: &str) -> Result<String, StoreError> {
         let hash = snapshot_hash(text);
         if !self.snapshots.contains_key(hash.as_bytes())? {
+            let _writing = self.store.gate().writing();
             self.snapshots.insert(hash.as_bytes(), text.as_bytes())?;
         }
         Ok(hash)
@@ -764,6 +765,7 @@ impl History {
     /// is written), any other drops it (after), so a cancelled or finished run never wakes. A
     /// crash between the two leaves at most a stale timer, which [`History::wake`] ignores.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let _writing = self.store.gate().writing();
         if let Some(at) = run.wake_at {
             self.timers.set(run.id, at)?;
         }
@@ -794,6 +796,7 @@ impl History {
 
     /// Writes a step (a later write under the same `seq` replaces it).
     pub fn put_step(&self, step: &StepRecord) -> Result<(), StoreError> {
+        let _writing = self.store.gate().writing();
         self.steps
             .insert(step_key(step.run, step.seq), encode(step))?;
         Ok(())
@@ -808,6 +811,7 @@ impl History {
             [step] => self.put_step(step),
             [first, rest @ ..] => {
                 let seq = rest.iter().fold(first.seq, |low, s| low.min(s.seq));
+                let _writing = self.store.gate().writing();
                 self.steps
                     .insert(step_key(first.run, seq), encode(&steps))?;
                 Ok(())
@@ -946,9 +950,11 @@ impl History {
                 }
                 return Ok(None);
             };
-            let swapped = self
-                .runs
-                .compare_and_swap(key, Some(old), Some(encode(&new)))?;
+            let swapped = {
+                let _writing = self.store.gate().writing();
+                self.runs
+                    .compare_and_swap(key, Some(old), Some(encode(&new)))?
+            };
             if swapped.is_ok() {
                 self.timers.cancel(id)?;
                 return Ok(Some(new));
@@ -1003,6 +1009,7 @@ impl History {
                     [step] if value.first() != Some(&b'[') => encode(step),
                     _ => encode(&steps),
                 };
+                let _writing = self.store.gate().writing();
                 self.steps.insert(key, value)?;
             }
             run.pruned = true;

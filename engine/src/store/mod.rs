@@ -3,9 +3,19 @@
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
 //! (`people`, `saas_users`), and the trigger queue.
+//!
+//! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
+//! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
+//! [`trace`] entries) and import nothing from the trigger, service or server modules (a test
+//! checks the sources): what a record write triggers reaches the store as the result of a
+//! [`records::Evaluate`] callback, which the trigger module implements.
 //! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
 //! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
 //! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
+//!
+//! The data dir holds a format version ([`FORMAT_FILE`], [`FORMAT_VERSION`]), checked at open
+//! before sled touches anything. Every write passes the store's [`Gate`] shared, so that
+//! [`backup`] can copy all trees at one instant while the process runs.
 //!
 //! sled lets one process open a data dir at a time. [`Store::open`] turns the lock failure into
 //! [`StoreError::Locked`], which says which directory and what to do, instead of sled's raw error.
@@ -71,12 +81,20 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use gate::Gate;
+
+pub mod api;
+pub mod approvals;
+pub mod backup;
+pub mod cancels;
+mod gate;
 pub mod history;
 pub mod in_flight;
 pub mod queue;
 pub mod records;
 pub mod timers;
 mod timestamp;
+pub mod trace;
 
 /// Names of the trees, in one place.
 pub mod trees {
@@ -107,12 +125,83 @@ pub enum StoreError {
     Io { message: String },
     #[error("cannot make `{}` durable (fsync failed: {message}); what blockyard wrote since its last flush may not be on disk: check the disk, then restart blockyard", path.display())]
     Sync { path: PathBuf, message: String },
+    #[error("the data dir `{}` has format version {found}, newer than this blockyard reads (version {supported}); run the blockyard release that wrote it, or restore a backup this release made (`blockyard store restore`)", dir.display())]
+    NewerFormat {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("the data dir `{}` has an unreadable format version in `{}` ({content:?}); it holds one number, such as `{supported}`: restore it, or restore the data dir from a backup", dir.display(), file.display())]
+    BadFormat {
+        dir: PathBuf,
+        file: PathBuf,
+        content: String,
+        supported: u32,
+    },
     #[error("a stored `{tree}` entry `{key}` is unreadable: {message}")]
     Corrupt {
         tree: &'static str,
         key: String,
         message: String,
     },
+}
+
+/// The version of the on-disk format this build reads and writes, kept in the data dir's
+/// [`FORMAT_FILE`]. A data dir written before the file existed (no file, but a `db`) is version 1,
+/// the format those releases wrote; [`Store::open`] then writes the file. An older version would
+/// be migrated at open (none exists yet: 1 is the first), a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file in the data dir that holds [`FORMAT_VERSION`], as text (`1\n`).
+pub const FORMAT_FILE: &str = "format";
+
+/// Checks the format version of the data dir `dir` before sled opens it: `Ok(true)` when the
+/// file must be written (a new data dir, or one from before the file existed).
+fn check_format(dir: &Path) -> Result<bool, StoreError> {
+    let file = dir.join(FORMAT_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(err) => {
+            return Err(StoreError::Open {
+                dir: dir.to_owned(),
+                source: sled::Error::Io(err),
+            })
+        }
+    };
+    let bad = || StoreError::BadFormat {
+        dir: dir.to_owned(),
+        file: file.clone(),
+        content: text.chars().take(40).collect(),
+        supported: FORMAT_VERSION,
+    };
+    let found: u32 = text.trim().parse().map_err(|_| bad())?;
+    match found {
+        0 => Err(bad()),
+        FORMAT_VERSION => Ok(false),
+        newer if newer > FORMAT_VERSION => Err(StoreError::NewerFormat {
+            dir: dir.to_owned(),
+            found: newer,
+            supported: FORMAT_VERSION,
+        }),
+        // Older formats are migrated here, one version at a time, once there are any.
+        _ => Err(bad()),
+    }
+}
+
+/// Writes [`FORMAT_FILE`] durably: a temp file, fsync, rename, fsync of the data dir.
+pub(crate) fn write_format(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let file = dir.join(FORMAT_FILE);
+    let temp = dir.join(format!("{FORMAT_FILE}.tmp"));
+    std::fs::File::create(&temp)
+        .and_then(|mut f| {
+            f.write_all(format!("{FORMAT_VERSION}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|err| sync_error(&temp, &err))?;
+    std::fs::rename(&temp, &file).map_err(|err| sync_error(&file, &err))?;
+    sync_dir(dir)
 }
 
 /// How a [`Store`] opens its sled database.
@@ -149,6 +238,7 @@ pub struct Store {
     db: sled::Db,
     dir: PathBuf,
     files: Arc<SledFiles>,
+    gate: Gate,
 }
 
 /// sled's files as [`Store::flush`] fsyncs them after sled's own flush (see the module docs).
@@ -280,6 +370,7 @@ impl Store {
             dir: dir.to_owned(),
             source: sled::Error::Io(err),
         })?;
+        let write_format_file = check_format(dir)?;
         let db_dir = dir.join("db");
         let config = sled::Config::new()
             .path(&db_dir)
@@ -315,16 +406,25 @@ impl Store {
             }
         };
         let files = SledFiles::open(dir, &db_dir, created)?;
+        if write_format_file {
+            write_format(dir)?;
+        }
         Ok(Store {
             db,
             dir: dir.to_owned(),
             files: Arc::new(files),
+            gate: Gate::default(),
         })
     }
 
     /// The data dir.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The gate every write of this store passes (see [`backup`]).
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// A tree, for the store's own submodules (history, records, queue).
@@ -355,6 +455,63 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Layers run one way (cli/server → service → exec → store): the store and records own their
+    /// nouns and import nothing from the trigger, service or server modules, nor from the layers
+    /// above those (exec, cli). Comments may name them.
+    #[test]
+    fn the_store_and_records_import_nothing_from_the_layers_above() {
+        fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["engine/src/store", "engine/src/records"] {
+            sources(&root.join(dir), &mut files);
+        }
+        files.sort();
+        assert!(files.len() > 5, "found the sources: {files:?}");
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // A path through `crate::` (`crate::trigger::X`, `crate::{trigger, …}`) or any line
+            // of a `use` (a group split over lines too).
+            let mut in_use = false;
+            for (n, line) in text.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                let starts_use = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+                    .iter()
+                    .any(|p| trimmed.starts_with(p));
+                let imports = in_use || starts_use || trimmed.contains("crate::");
+                in_use = (in_use || starts_use) && !trimmed.contains(';');
+                let words: Vec<&str> = trimmed
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .collect();
+                if imports
+                    && words
+                        .iter()
+                        .any(|w| matches!(*w, "trigger" | "service" | "server" | "exec" | "cli"))
+                {
+                    found.push(format!(
+                        "{}:{}: {trimmed}",
+                        file.strip_prefix(root).unwrap().display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+        assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

@@ -32,7 +32,29 @@ use super::history::{History, RunFilter, RunMode, RunRecord, RunStatus, RunTrigg
 use super::{Store, StoreError};
 use crate::compile::RecordEvent;
 use crate::records::{Fields, Subject};
-use crate::trigger::WorkflowName;
+
+/// A workflow's name (its `name:`), the id run requests and traces use.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct WorkflowName(String);
+
+impl WorkflowName {
+    pub fn new(name: impl Into<String>) -> WorkflowName {
+        WorkflowName(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WorkflowName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The tree of per-workflow last schedule ticks.
 pub(crate) const SCHEDULES: &str = "schedules";
@@ -289,6 +311,7 @@ pub struct Queue {
     tree: sled::Tree,
     schedules: sled::Tree,
     claimed: Arc<Mutex<BTreeSet<QueueId>>>,
+    gate: super::Gate,
 }
 
 impl Queue {
@@ -298,6 +321,7 @@ impl Queue {
             tree: store.tree(super::trees::QUEUE)?,
             schedules: store.tree(SCHEDULES)?,
             claimed: Arc::default(),
+            gate: store.gate().clone(),
         })
     }
 
@@ -353,7 +377,10 @@ impl Queue {
 
     /// Removes a claimed (or any) entry: its run has been recorded. Returns whether it was there.
     pub fn ack(&self, id: QueueId) -> Result<bool, StoreError> {
-        let removed = self.tree.remove(id.to_bytes())?.is_some();
+        let removed = {
+            let _writing = self.gate.writing();
+            self.tree.remove(id.to_bytes())?.is_some()
+        };
         self.claimed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

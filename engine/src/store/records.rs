@@ -24,12 +24,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::in_flight::{describe, queue_holder, Deferred, InFlight, IN_FLIGHT};
-use super::queue::{QueueId, RunRequest, SCHEDULES};
+use super::queue::{Cause, QueueId, RunRequest, WorkflowName, SCHEDULES};
+use super::trace::{Consideration, Decision, TraceEntry, TRACE_LIMIT};
 use super::{trees, Store, StoreError};
 use crate::compile::RecordEvent;
 use crate::records::{self, Change, Collection, Fields, Outcome, RecordKey, Subject, Write};
-use crate::trigger::trace::{TraceEntry, TRACE_LIMIT};
-use crate::trigger::{Cause, Consideration, Decision, Triggers, WorkflowName};
 
 use sled::transaction::{
     ConflictableTransactionError as TxError, TransactionError, TransactionalTree,
@@ -40,6 +39,47 @@ use sled::Transactional;
 pub(crate) const TRACES: &str = "traces";
 /// Queue id → trace key, until the run is linked.
 pub(crate) const TRACE_LINKS: &str = "trace_links";
+
+/// What decides the run requests a record change starts: the trigger module's workflows
+/// (`crate::trigger::Triggers` implements it), handed to the store as a callback so the store
+/// never names them. The store calls it before its transaction, on the calling thread (async
+/// callers go through [`RecordStore::write_blocking`]); it evaluates rules and must do no I/O, and
+/// the store writes the [`Decision`]s it returns atomically with the record.
+pub trait Evaluate {
+    /// Whether nothing watches any record (a command that loaded no workflows).
+    fn is_empty(&self) -> bool;
+    /// Whether anything watches `event`s of `collection`.
+    fn watches(&self, collection: Collection, event: RecordEvent) -> bool;
+    /// What the change of `subject` (`old` → `new`, the `event` it is) starts: one decision per
+    /// workflow watching it.
+    fn consider(
+        &self,
+        subject: &Subject,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Vec<Decision>;
+}
+
+impl<E: Evaluate + ?Sized> Evaluate for Arc<E> {
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
+    fn watches(&self, collection: Collection, event: RecordEvent) -> bool {
+        (**self).watches(collection, event)
+    }
+    fn consider(
+        &self,
+        subject: &Subject,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Vec<Decision> {
+        (**self).consider(subject, event, old, new, now)
+    }
+}
 
 /// What one write did, and the run requests it enqueued.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +163,7 @@ impl RecordStore {
     pub fn write(
         &self,
         writes: &[Write],
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, StoreError> {
         self.write_as(writes, triggers, now, None)
@@ -134,7 +174,7 @@ impl RecordStore {
     pub fn write_as(
         &self,
         writes: &[Write],
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
         by: Option<&str>,
     ) -> Result<Vec<Written>, StoreError> {
@@ -151,7 +191,7 @@ impl RecordStore {
     fn plan<'w>(
         &self,
         writes: &'w [Write],
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
         by: Option<&str>,
     ) -> Result<Plan<'w>, StoreError> {
@@ -279,14 +319,14 @@ impl RecordStore {
     /// [`Self::write`] on a blocking thread, for async callers: deciding what a write triggers
     /// evaluates every watching workflow's conditions, CPU work (up to each rule's time limit)
     /// that must not hold an async worker, or `/healthz` and every other request wait behind it.
-    pub async fn write_blocking(
+    pub async fn write_blocking<E: Evaluate + Send + Sync + 'static>(
         &self,
         writes: Vec<Write>,
-        triggers: Arc<Triggers>,
+        triggers: Arc<E>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Written>, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.write(&writes, &triggers, now))
+        tokio::task::spawn_blocking(move || store.write(&writes, &*triggers, now))
             .await
             .map_err(|err| StoreError::Io {
                 message: format!("the record write task failed: {err}"),
@@ -295,7 +335,7 @@ impl RecordStore {
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
     /// transaction (so a tick is enqueued exactly once, even across a crash).
-    pub(crate) fn enqueue_tick(
+    pub fn enqueue_tick(
         &self,
         workflow: &WorkflowName,
         tick: DateTime<Utc>,
@@ -309,6 +349,7 @@ impl RecordStore {
             &self.schedules,
             &self.in_flight,
         );
+        let _writing = self.store.gate().writing();
         let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
             let mut ids = Vec::new();
             for (subject, decision) in &decisions {
@@ -341,6 +382,7 @@ impl RecordStore {
     /// evaluated after the holder is released.
     pub fn hold(&self, subject: &Subject, holder: &str) -> Result<(), StoreError> {
         let key = record_key(subject);
+        let _writing = self.store.gate().writing();
         let result = self.in_flight.transaction(|in_flight| {
             let mut flight = get_in_flight(in_flight, &key)?.unwrap_or_default();
             if flight.holders.insert(holder.to_owned()) {
@@ -358,7 +400,7 @@ impl RecordStore {
         &self,
         subject: &Subject,
         holder: &str,
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
     ) -> Result<Vec<QueueId>, StoreError> {
         self.settle(
@@ -376,7 +418,7 @@ impl RecordStore {
     pub fn reconcile(
         &self,
         alive: impl Fn(&str) -> bool,
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
     ) -> Result<Vec<QueueId>, StoreError> {
         let keys: Vec<String> = self
@@ -418,7 +460,7 @@ impl RecordStore {
         subject: &Subject,
         change: impl Fn(&mut InFlight) -> bool,
         released: Option<&str>,
-        triggers: &Triggers,
+        triggers: &dyn Evaluate,
         now: DateTime<Utc>,
     ) -> Result<Vec<QueueId>, StoreError> {
         let key = record_key(subject);
@@ -519,6 +561,7 @@ impl RecordStore {
             &self.links,
             &self.in_flight,
         );
+        let _writing = self.store.gate().writing();
         let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
             f(&Tx {
                 records,
@@ -581,6 +624,7 @@ impl RecordStore {
         let Some(trace_key) = self.links.get(queued.to_bytes())? else {
             return Ok(false);
         };
+        let _writing = self.store.gate().writing();
         let result = (&self.traces, &self.links).transaction(|(traces, links)| {
             links.remove(&queued.to_bytes())?;
             let Some(value) = traces.get(&trace_key)? else {
@@ -668,7 +712,7 @@ fn decide(
     new: Option<&Fields>,
     flight: Option<&InFlight>,
     queued: bool,
-    triggers: &Triggers,
+    triggers: &dyn Evaluate,
     now: DateTime<Utc>,
     by: Option<&str>,
 ) -> Action {

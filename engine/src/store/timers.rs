@@ -40,6 +40,7 @@ pub struct Timer {
 pub struct Timers {
     by_time: sled::Tree,
     by_run: sled::Tree,
+    gate: super::Gate,
 }
 
 fn millis(at: DateTime<Utc>) -> u64 {
@@ -78,10 +79,11 @@ fn unwrap_tx<T>(result: Result<T, TransactionError<()>>) -> Result<T, StoreError
 }
 
 impl Timers {
-    pub(crate) fn open(store: &Store) -> Result<Timers, StoreError> {
+    pub fn open(store: &Store) -> Result<Timers, StoreError> {
         Ok(Timers {
             by_time: store.tree(TIMERS)?,
             by_run: store.tree(TIMER_RUNS)?,
+            gate: store.gate().clone(),
         })
     }
 
@@ -89,6 +91,7 @@ impl Timers {
     /// group commit makes it durable.
     pub fn set(&self, run: RunId, at: DateTime<Utc>) -> Result<(), StoreError> {
         let new = key(run, at);
+        let _writing = self.gate.writing();
         let result = (&self.by_time, &self.by_run).transaction(|(by_time, by_run)| {
             if let Some(old) = by_run.insert(&run.key(), &new)? {
                 if old.as_ref() != new {
@@ -106,6 +109,7 @@ impl Timers {
         if !self.by_run.contains_key(run.key())? {
             return Ok(false);
         }
+        let _writing = self.gate.writing();
         let result = (&self.by_time, &self.by_run).transaction(|(by_time, by_run)| {
             let Some(old) = by_run.remove(&run.key())? else {
                 return Ok(false);

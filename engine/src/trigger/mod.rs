@@ -22,7 +22,6 @@
 
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,35 +33,12 @@ use crate::compile::{compile_file, CompileError, Workflow};
 use crate::preset::PresetRegistry;
 use crate::records::{Collection, Fields, RecordEvent, Subject};
 use crate::rules::{map_to_dynamic, Evaluation};
-pub use crate::store::queue::{Cause, Queue, QueueEntry, QueueId, RunRequest};
+pub use crate::store::queue::{Cause, Queue, QueueEntry, QueueId, RunRequest, WorkflowName};
 
 pub mod scheduler;
 pub mod trace;
 
-pub use trace::{Check, Consideration, TraceEntry, Verdict};
-
-/// A workflow's name (its `name:`), the id run requests and traces use.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct WorkflowName(String);
-
-impl WorkflowName {
-    pub fn new(name: impl Into<String>) -> WorkflowName {
-        WorkflowName(name.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for WorkflowName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use trace::{Check, Consideration, Decision, TraceEntry, Verdict};
 
 /// Workflows that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -109,13 +85,6 @@ pub(crate) struct Watched {
 #[derive(Debug, Clone, Default)]
 pub struct Triggers {
     watched: Vec<Watched>,
-}
-
-/// A consideration and, when it fires, the run request it makes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub consideration: Consideration,
-    pub request: Option<RunRequest>,
 }
 
 impl Triggers {
@@ -261,6 +230,25 @@ impl Triggers {
             });
         }
         decisions
+    }
+}
+
+impl crate::store::records::Evaluate for Triggers {
+    fn is_empty(&self) -> bool {
+        Triggers::is_empty(self)
+    }
+    fn watches(&self, collection: Collection, event: RecordEvent) -> bool {
+        Triggers::watches(self, collection, event)
+    }
+    fn consider(
+        &self,
+        subject: &Subject,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Vec<Decision> {
+        Triggers::consider(self, subject, event, old, new, now)
     }
 }
 

@@ -1,0 +1,95 @@
+//! `blockyard store backup DIR` and `blockyard store restore BACKUP DATA_DIR`: a consistent copy of
+//! a data dir, and putting one back (see `blockyard::store::backup` for how a copy of a live
+//! store is consistent).
+//!
+//! A data dir a running `serve` holds is backed up through the service, like every state command
+//! (its `serve.json`, or `--server URL`: `POST /api/store/backup`, with the API token from
+//! `BLOCKYARD_TOKEN`); the backup is then written by the server, so `DIR` is a path on its
+//! machine. Restore needs the data dir free: stop `serve` first.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use blockyard::store::backup::{restore, BackupReport};
+use blockyard::store::StoreError;
+
+use super::client::Backend;
+
+use super::run::CommonArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy the data dir, at one instant, into DIR (a new or empty directory), while runs go on.
+    Backup(BackupArgs),
+    /// Put a backup back as a data dir (no process may hold it; `--force` to replace one).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write the backup: a new or empty directory.
+    dir: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// A directory `blockyard store backup` wrote.
+    backup: PathBuf,
+    /// The data dir to restore into (new or empty, unless `--force`).
+    data_dir: PathBuf,
+    /// Replace the store of a data dir that is not empty (its token store is kept).
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StoreCommand::Backup(args) => backup(args),
+        StoreCommand::Restore(args) => {
+            restore(&args.backup, &args.data_dir, args.force)?;
+            println!(
+                "restored `{}` into `{}`; `blockyard resume` (or `blockyard serve`) finishes the runs it holds unfinished",
+                args.backup.display(),
+                args.data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
+    let report = match Backend::open(&args.common) {
+        Ok(Backend::Local(local)) => local.store.backup(&args.dir)?,
+        Ok(Backend::Remote(remote)) => {
+            // The server writes the backup: `dir` is made absolute, as its working directory is
+            // not this one's.
+            let dir = std::path::absolute(&args.dir).with_context(|| {
+                format!("cannot resolve the backup directory `{}`", args.dir.display())
+            })?;
+            let body = remote.post("/store/backup", serde_json::json!({ "dir": dir }))?;
+            BackupReport {
+                dir: body["dir"].as_str().map(PathBuf::from).unwrap_or(dir),
+                trees: body["trees"].as_u64().unwrap_or(0) as usize,
+                entries: body["entries"].as_u64().unwrap_or(0),
+            }
+        }
+        Err(err) => match err.downcast_ref::<StoreError>() {
+            Some(StoreError::Locked { dir }) => bail!(
+                "the data dir `{}` is in use by another blockyard process; when it is `blockyard serve`, back it up through it: `blockyard store backup {} --server http://ADDR` (with `BLOCKYARD_TOKEN`)",
+                dir.display(),
+                args.dir.display()
+            ),
+            _ => return Err(err),
+        },
+    };
+    println!(
+        "backed up {} entries in {} trees into `{}`",
+        report.entries,
+        report.trees,
+        report.dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,468 @@
+//! The store seam: what the engine keeps, as traits a backend implements, and the one
+//! behaviour suite (`tests/store/suite.rs`) every backend passes.
+//!
+//! Modelled on restatedev/restate's `storage-api`: one trait per concern, its read side apart
+//! from its write side where readers (`history list`, `GET /api/runs`, `triggers why`) need no
+//! write access: [`ReadHistory`]/[`WriteHistory`] (runs, steps, workflow snapshots, the subject
+//! index, parked runs), [`ReadRecords`]/[`WriteRecords`] (records, with the run requests a write
+//! triggers and their traces written atomically with it, and the per-subject in-flight
+//! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs),
+//! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`]; a [`Backend`] opens them all and
+//! makes writes durable. The OAuth token store has its own trait (`store/tokens.rs`).
+//!
+//! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
+//! calls before its transaction and which does no I/O: the store never names the trigger module.
+//!
+//! # Async
+//!
+//! Every method returns a future: a network backend (PostgreSQL) waits on its server in each.
+//! sled answers from memory or its page cache, so its futures are ready at once (no task, no
+//! allocation), except where deciding what a record write triggers evaluates rules (a blocking
+//! thread, as [`RecordStore::write_blocking`]) and a flush (an fsync, on a blocking thread).
+//!
+//! # How the engine holds the backend
+//!
+//! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
+//! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
+//! [`Approvals`]) implement these traits. The engine still calls the sled types' own
+//! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
+//! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
+
+use std::collections::HashSet;
+use std::future::{ready, Future};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::approvals::{Approvals, Decision as ApprovalDecision};
+use super::backup::{BackupError, BackupReport};
+use super::cancels::CancelMarkers;
+use super::history::{History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
+use super::in_flight::InFlight;
+use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
+use super::records::{RecordStore, Written};
+use super::timers::{Timer, Timers};
+use super::trace::{Decision, TraceEntry};
+use super::{Store, StoreError};
+use crate::records::{Collection, Fields, RecordKey, Subject, Write};
+
+pub use super::records::Evaluate;
+
+/// What store futures resolve to.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Run history, read side.
+pub trait ReadHistory {
+    /// One run.
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
+    /// A run's steps, in order.
+    fn steps(&self, id: RunId) -> impl Future<Output = Result<Vec<StepRecord>>> + Send;
+    /// A stored workflow text, by the hash [`WriteHistory::put_snapshot`] returned.
+    fn snapshot(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Runs matching `filter`, newest first; `filter.subject` goes through the subject index.
+    fn list(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+    /// Runs queued or running when their process stopped, oldest first (not parked ones).
+    fn unfinished(&self) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+}
+
+/// Run history, write side. Writes are not durable until [`WriteHistory::durable`].
+pub trait WriteHistory: ReadHistory {
+    /// Stores a workflow text by its content hash (idempotent); returns the hash.
+    fn put_snapshot(&self, text: &str) -> impl Future<Output = Result<String>> + Send;
+    /// Writes a run record, its subject index entry while `queued`/`running`, and its timer
+    /// (`wake_at` set: set; else dropped).
+    fn put_run(&self, run: &RunRecord) -> impl Future<Output = Result<()>> + Send;
+    /// Writes steps of one run (each sequence number in exactly one write).
+    fn put_steps(&self, steps: &[&StepRecord]) -> impl Future<Output = Result<()>> + Send;
+    /// Claims a parked run whose timer fell due: `running`, its timer dropped, atomically (of two
+    /// callers one gets it).
+    fn wake(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
+    /// Cancels a parked run atomically with dropping its timer.
+    fn cancel_parked(
+        &self,
+        id: RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
+    /// Blanks the recorded payloads of runs finished before `cutoff`.
+    fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send;
+    /// Makes every write so far durable (group-committed with other callers).
+    fn durable(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Records, read side.
+pub trait ReadRecords {
+    fn get(&self, subject: &Subject) -> impl Future<Output = Result<Option<Fields>>> + Send;
+    /// Every record of `collection`, by key.
+    fn list(
+        &self,
+        collection: Collection,
+    ) -> impl Future<Output = Result<Vec<(RecordKey, Fields)>>> + Send;
+    /// The runs and requests outstanding for `subject`, and the change held back meanwhile.
+    fn in_flight(&self, subject: &Subject)
+        -> impl Future<Output = Result<Option<InFlight>>> + Send;
+}
+
+/// Records, write side: a write, the run requests `evaluate` decides it triggers and their
+/// traces are written atomically (all or none); a write of a subject something holds is applied
+/// and its evaluation held back until released.
+pub trait WriteRecords: ReadRecords {
+    /// Applies `writes` in order, with what `evaluate` decides (called before the transaction,
+    /// never with I/O). `by` is the holder of a run saving onto its own subject.
+    fn write(
+        &self,
+        writes: Vec<Write>,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+        by: Option<String>,
+    ) -> impl Future<Output = Result<Vec<Written>>> + Send;
+    /// `holder` holds `subject`: changes to it are held back until released.
+    fn hold(&self, subject: &Subject, holder: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Releases `holder`'s hold; when none is left, evaluates the held-back change as one.
+    fn release(
+        &self,
+        subject: &Subject,
+        holder: &str,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<QueueId>>> + Send;
+}
+
+/// The durable queue of run requests: at-least-once, oldest first.
+pub trait RunQueue {
+    /// Every entry not claimed through this handle, oldest first.
+    fn pending(&self) -> impl Future<Output = Result<Vec<QueueEntry>>> + Send;
+    /// The oldest unclaimed entry, claimed (until acked or released, or the process stops).
+    fn claim(&self) -> impl Future<Output = Result<Option<QueueEntry>>> + Send;
+    /// Removes an entry: its run has been recorded. Whether it was there.
+    fn ack(&self, id: QueueId) -> impl Future<Output = Result<bool>> + Send;
+    /// Gives a claimed entry back.
+    fn release(&self, id: QueueId);
+}
+
+/// The wake-up times of parked runs.
+pub trait DurableTimers {
+    /// Sets `run`'s timer (replacing the one it had).
+    fn set(&self, run: RunId, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    /// Drops `run`'s timer; whether it had one.
+    fn cancel(&self, run: RunId) -> impl Future<Output = Result<bool>> + Send;
+    /// The timers due at `now`, earliest first.
+    fn due(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<Timer>>> + Send;
+    /// The earliest timer.
+    fn next(&self) -> impl Future<Output = Result<Option<Timer>>> + Send;
+}
+
+/// Administrators' decisions on blocks waiting for approval.
+pub trait ApprovalStore {
+    fn decision(
+        &self,
+        run: RunId,
+        block: &str,
+    ) -> impl Future<Output = Result<Option<ApprovalDecision>>> + Send;
+    fn decide(
+        &self,
+        run: RunId,
+        block: &str,
+        decision: ApprovalDecision,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Durable requests to stop a run, seen by whichever process runs it.
+pub trait CancelStore {
+    /// Asks that `run` stop before its next block: durable when this resolves.
+    fn request(&self, run: RunId) -> impl Future<Output = Result<()>> + Send;
+    /// The runs asked to stop.
+    fn requested(&self) -> impl Future<Output = Result<HashSet<RunId>>> + Send;
+    /// Forgets `run`'s request (it finished).
+    fn clear(&self, run: RunId) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Schedules' last ticks, written atomically with the run requests a tick enqueues.
+pub trait ScheduleState {
+    fn last_fired(
+        &self,
+        workflow: &WorkflowName,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+    /// Enqueues one tick's requests and records `tick` as `workflow`'s last, atomically.
+    fn enqueue_tick(
+        &self,
+        workflow: &WorkflowName,
+        tick: DateTime<Utc>,
+        decisions: Vec<(Option<Subject>, Decision)>,
+    ) -> impl Future<Output = Result<Vec<QueueId>>> + Send;
+}
+
+/// The trigger trace: each subject's last evaluations.
+pub trait TriggerTraces {
+    /// A subject's trace, oldest first.
+    fn trace(&self, subject: &Subject) -> impl Future<Output = Result<Vec<TraceEntry>>> + Send;
+    /// Names the run a queued request became in its trace entry; whether it was found.
+    fn link_run(&self, queued: QueueId, run: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// One backend: opens every part of the store over one data dir.
+pub trait Backend: Send + Sync {
+    type History: WriteHistory + Send + Sync;
+    type Records: WriteRecords + ScheduleState + TriggerTraces + Send + Sync;
+    type Queue: RunQueue + Send + Sync;
+    type Timers: DurableTimers + Send + Sync;
+    type Approvals: ApprovalStore + Send + Sync;
+    type Cancels: CancelStore + Send + Sync;
+
+    fn history(&self) -> Result<Self::History>;
+    fn records(&self) -> Result<Self::Records>;
+    /// A queue handle (claims are per handle: a new handle is a restarted process).
+    fn queue(&self) -> Result<Self::Queue>;
+    fn timers(&self) -> Result<Self::Timers>;
+    fn approvals(&self) -> Result<Self::Approvals>;
+    fn cancels(&self) -> Result<Self::Cancels>;
+    /// Makes every write so far durable.
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+    /// A consistent copy of the whole store into `dir` (new or empty).
+    fn backup(
+        &self,
+        dir: &Path,
+    ) -> impl Future<Output = std::result::Result<BackupReport, BackupError>> + Send;
+}
+
+impl ReadHistory for History {
+    fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>>> + Send {
+        ready(History::run(self, id))
+    }
+    fn steps(&self, id: RunId) -> impl Future<Output = Result<Vec<StepRecord>>> + Send {
+        ready(History::steps(self, id))
+    }
+    fn snapshot(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        ready(History::snapshot(self, hash))
+    }
+    fn list(&self, filter: &RunFilter) -> impl Future<Output = Result<Vec<RunRecord>>> + Send {
+        ready(History::list(self, filter))
+    }
+    fn unfinished(&self) -> impl Future<Output = Result<Vec<RunRecord>>> + Send {
+        ready(History::unfinished(self))
+    }
+}
+
+impl WriteHistory for History {
+    fn put_snapshot(&self, text: &str) -> impl Future<Output = Result<String>> + Send {
+        ready(History::put_snapshot(self, text))
+    }
+    fn put_run(&self, run: &RunRecord) -> impl Future<Output = Result<()>> + Send {
+        ready(History::put_run(self, run))
+    }
+    fn put_steps(&self, steps: &[&StepRecord]) -> impl Future<Output = Result<()>> + Send {
+        ready(History::put_steps(self, steps))
+    }
+    fn wake(&self, id: RunId) -> impl Future<Output = Result<Option<RunRecord>>> + Send {
+        ready(History::wake(self, id))
+    }
+    fn cancel_parked(
+        &self,
+        id: RunId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RunRecord>>> + Send {
+        ready(History::cancel_parked(self, id, reason, at))
+    }
+    fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send {
+        ready(History::prune(self, cutoff))
+    }
+    fn durable(&self) -> impl Future<Output = Result<()>> + Send {
+        History::durable(self)
+    }
+}
+
+impl ReadRecords for RecordStore {
+    fn get(&self, subject: &Subject) -> impl Future<Output = Result<Option<Fields>>> + Send {
+        ready(RecordStore::get(self, subject))
+    }
+    fn list(
+        &self,
+        collection: Collection,
+    ) -> impl Future<Output = Result<Vec<(RecordKey, Fields)>>> + Send {
+        ready(RecordStore::list(self, collection).collect())
+    }
+    fn in_flight(
+        &self,
+        subject: &Subject,
+    ) -> impl Future<Output = Result<Option<InFlight>>> + Send {
+        ready(RecordStore::in_flight(self, subject))
+    }
+}
+
+/// Deciding what a write triggers evaluates rules: on a blocking thread, as every async caller.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StoreError::Io {
+            message: format!("the record write task failed: {err}"),
+        })?
+}
+
+impl WriteRecords for RecordStore {
+    fn write(
+        &self,
+        writes: Vec<Write>,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+        by: Option<String>,
+    ) -> impl Future<Output = Result<Vec<Written>>> + Send {
+        let store = self.clone();
+        blocking(move || store.write_as(&writes, &*evaluate, now, by.as_deref()))
+    }
+    fn hold(&self, subject: &Subject, holder: &str) -> impl Future<Output = Result<()>> + Send {
+        ready(RecordStore::hold(self, subject, holder))
+    }
+    fn release(
+        &self,
+        subject: &Subject,
+        holder: &str,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<QueueId>>> + Send {
+        let (store, subject, holder) = (self.clone(), subject.clone(), holder.to_owned());
+        blocking(move || store.release(&subject, &holder, &*evaluate, now))
+    }
+}
+
+impl ScheduleState for RecordStore {
+    fn last_fired(
+        &self,
+        workflow: &WorkflowName,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send {
+        ready(Queue::open(self.store()).and_then(|queue| queue.last_fired(workflow)))
+    }
+    fn enqueue_tick(
+        &self,
+        workflow: &WorkflowName,
+        tick: DateTime<Utc>,
+        decisions: Vec<(Option<Subject>, Decision)>,
+    ) -> impl Future<Output = Result<Vec<QueueId>>> + Send {
+        ready(RecordStore::enqueue_tick(self, workflow, tick, decisions))
+    }
+}
+
+impl TriggerTraces for RecordStore {
+    fn trace(&self, subject: &Subject) -> impl Future<Output = Result<Vec<TraceEntry>>> + Send {
+        ready(RecordStore::trace(self, subject))
+    }
+    fn link_run(&self, queued: QueueId, run: &str) -> impl Future<Output = Result<bool>> + Send {
+        ready(RecordStore::link_run(self, queued, run))
+    }
+}
+
+impl RunQueue for Queue {
+    fn pending(&self) -> impl Future<Output = Result<Vec<QueueEntry>>> + Send {
+        ready(Queue::pending(self))
+    }
+    fn claim(&self) -> impl Future<Output = Result<Option<QueueEntry>>> + Send {
+        ready(Queue::claim(self))
+    }
+    fn ack(&self, id: QueueId) -> impl Future<Output = Result<bool>> + Send {
+        ready(Queue::ack(self, id))
+    }
+    fn release(&self, id: QueueId) {
+        Queue::release(self, id);
+    }
+}
+
+impl DurableTimers for Timers {
+    fn set(&self, run: RunId, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send {
+        ready(Timers::set(self, run, at))
+    }
+    fn cancel(&self, run: RunId) -> impl Future<Output = Result<bool>> + Send {
+        ready(Timers::cancel(self, run))
+    }
+    fn due(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<Timer>>> + Send {
+        ready(Timers::due(self, now))
+    }
+    fn next(&self) -> impl Future<Output = Result<Option<Timer>>> + Send {
+        ready(Timers::next(self))
+    }
+}
+
+impl ApprovalStore for Approvals {
+    fn decision(
+        &self,
+        run: RunId,
+        block: &str,
+    ) -> impl Future<Output = Result<Option<ApprovalDecision>>> + Send {
+        ready(Approvals::get(self, run, block))
+    }
+    fn decide(
+        &self,
+        run: RunId,
+        block: &str,
+        decision: ApprovalDecision,
+    ) -> impl Future<Output = Result<()>> + Send {
+        ready(Approvals::put(self, run, block, decision))
+    }
+}
+
+impl CancelStore for CancelMarkers {
+    fn request(&self, run: RunId) -> impl Future<Output = Result<()>> + Send {
+        ready(self.write(run).map_err(|err| StoreError::Io {
+            message: format!(
+                "cannot write the cancel marker `{}`: {err}",
+                self.marker(run).display()
+            ),
+        }))
+    }
+    fn requested(&self) -> impl Future<Output = Result<HashSet<RunId>>> + Send {
+        ready(Ok(self.scan()))
+    }
+    fn clear(&self, run: RunId) -> impl Future<Output = Result<()>> + Send {
+        self.remove(run);
+        ready(Ok(()))
+    }
+}
+
+/// sled: the one backend today.
+impl Backend for Store {
+    type History = History;
+    type Records = RecordStore;
+    type Queue = Queue;
+    type Timers = Timers;
+    type Approvals = Approvals;
+    type Cancels = CancelMarkers;
+
+    fn history(&self) -> Result<History> {
+        History::open(self)
+    }
+    fn records(&self) -> Result<RecordStore> {
+        RecordStore::open(self)
+    }
+    fn queue(&self) -> Result<Queue> {
+        Queue::open(self)
+    }
+    fn timers(&self) -> Result<Timers> {
+        Timers::open(self)
+    }
+    fn approvals(&self) -> Result<Approvals> {
+        Approvals::open(self)
+    }
+    fn cancels(&self) -> Result<CancelMarkers> {
+        Ok(CancelMarkers::in_data_dir(self.dir()))
+    }
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send {
+        Store::flush(self)
+    }
+    fn backup(
+        &self,
+        dir: &Path,
+    ) -> impl Future<Output = std::result::Result<BackupReport, BackupError>> + Send {
+        let (store, dir) = (self.clone(), dir.to_owned());
+        async move {
+            tokio::task::spawn_blocking(move || store.backup(&dir))
+                .await
+                .map_err(|err| {
+                    BackupError::from(StoreError::Io {
+                        message: format!("the backup task failed: {err}"),
+                    })
+                })?
+        }
+    }
+}

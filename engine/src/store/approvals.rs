@@ -1,0 +1,69 @@
+//! Approval decisions: an administrator's decision on a block waiting for one
+//! (`crate::exec::approval` says when runs wait and how a decision continues them).
+//!
+//! Tree `approvals`: `run \0 block` → a [`Decision`], as JSON. A decision is kept after its run
+//! finishes, so approving twice is told apart from approving a block that never waited.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::history::RunId;
+use super::{Store, StoreError};
+
+/// The tree holding decisions.
+const APPROVALS: &str = "approvals";
+
+/// An administrator's decision on one block of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub approved: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// The recorded decisions.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    tree: sled::Tree,
+    gate: super::Gate,
+}
+
+impl Approvals {
+    pub fn open(store: &Store) -> Result<Approvals, StoreError> {
+        Ok(Approvals {
+            tree: store.tree(APPROVALS)?,
+            gate: store.gate().clone(),
+        })
+    }
+
+    fn key(run: RunId, block: &str) -> Vec<u8> {
+        let mut key = run.to_string().into_bytes();
+        key.push(0);
+        key.extend_from_slice(block.as_bytes());
+        key
+    }
+
+    /// The decision on `block` of `run`, if one was made.
+    pub fn get(&self, run: RunId, block: &str) -> Result<Option<Decision>, StoreError> {
+        let key = Approvals::key(run, block);
+        match self.tree.get(&key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|err| StoreError::Corrupt {
+                        tree: APPROVALS,
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        message: err.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Records the decision on `block` of `run` (replacing one made before). Not flushed.
+    pub fn put(&self, run: RunId, block: &str, decision: Decision) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(&decision).expect("decisions serialize");
+        let _writing = self.gate.writing();
+        self.tree.insert(Approvals::key(run, block), value)?;
+        Ok(())
+    }
+}

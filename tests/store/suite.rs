@@ -1,0 +1,509 @@
+//! The behaviour every store backend promises, written against the traits of
+//! `blockyard::store::api` and not against sled: [`suite`] is the one body; sled runs it here,
+//! and a next backend (PostgreSQL) calls the same body with its own `make`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use blockyard::records::{
+    Change, Collection, Fields, Outcome, RecordEvent, RecordKey, Subject, Write, WriteMode,
+};
+use blockyard::store::api::{
+    ApprovalStore, Backend, CancelStore, DurableTimers, Evaluate, ReadHistory, ReadRecords,
+    RunQueue, ScheduleState, TriggerTraces, WriteHistory, WriteRecords,
+};
+use blockyard::store::approvals::Decision as Approval;
+use blockyard::store::history::{
+    RunFilter, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, StepStatus,
+    Subject as RunSubject,
+};
+use blockyard::store::in_flight::queue_holder;
+use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
+use blockyard::store::trace::{Consideration, Decision};
+use blockyard::store::Store;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::{json, Map, Value};
+
+/// A trigger evaluation without the trigger module: `offboard` watches people and fires when a
+/// record's `status` turns `terminated`.
+struct Offboard;
+
+fn terminated(fields: Option<&Fields>) -> bool {
+    fields.and_then(|f| f.get("status")) == Some(&json!("terminated"))
+}
+
+impl Evaluate for Offboard {
+    fn is_empty(&self) -> bool {
+        false
+    }
+    fn watches(&self, collection: Collection, event: RecordEvent) -> bool {
+        collection == Collection::People && event != RecordEvent::Deleted
+    }
+    fn consider(
+        &self,
+        subject: &Subject,
+        event: RecordEvent,
+        old: Option<&Fields>,
+        new: Option<&Fields>,
+        now: DateTime<Utc>,
+    ) -> Vec<Decision> {
+        if !self.watches(subject.collection, event) {
+            return Vec::new();
+        }
+        let fired = terminated(new) && !terminated(old);
+        vec![Decision {
+            consideration: Consideration {
+                workflow: WorkflowName::new("offboard"),
+                before: None,
+                after: None,
+                fired,
+                queued: None,
+                run: None,
+                excluded: None,
+            },
+            request: fired.then(|| RunRequest {
+                workflow: WorkflowName::new("offboard"),
+                subject: Some(subject.clone()),
+                snapshot: new.cloned(),
+                trigger: Cause::Record(event),
+                at: now,
+            }),
+        }]
+    }
+}
+
+fn person(email: &str) -> Subject {
+    Subject::new(Collection::People, RecordKey::parse(email))
+}
+
+fn upsert(email: &str, fields: Value) -> Write {
+    let Value::Object(fields) = fields else {
+        unreachable!()
+    };
+    Write {
+        subject: person(email),
+        change: Change::Upsert {
+            fields,
+            mode: WriteMode::CreateUpdate,
+        },
+    }
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn run_record(status: RunStatus, email: Option<&str>) -> RunRecord {
+    let id = RunId::new();
+    RunRecord {
+        id,
+        workflow: "offboard".to_owned(),
+        file: "offboard.yaml".to_owned(),
+        snapshot: "0".repeat(16),
+        trigger: RunTrigger::manual(),
+        subject: email.map(|email| RunSubject {
+            collection: "people".to_owned(),
+            key: email.to_lowercase(),
+            record: json!({ "email": email }),
+        }),
+        vars: Map::new(),
+        status,
+        mode: RunMode::Live,
+        created_at: id.created_at(),
+        started_at: None,
+        finished_at: None,
+        replay_of: None,
+        from_block: None,
+        error: None,
+        wake_at: None,
+        pruned: false,
+    }
+}
+
+/// Every promise of the store, each on a fresh backend `make` opens in an empty directory.
+pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = make(dir.path());
+        (dir, backend)
+    };
+    let (_d, b) = fresh();
+    a_record_write_and_what_it_triggers_are_written_together(&b).await;
+    let (_d, b) = fresh();
+    a_held_subject_keeps_its_change_until_released(&b).await;
+    let (_d, b) = fresh();
+    the_queue_hands_out_oldest_first_at_least_once(&b).await;
+    let (_d, b) = fresh();
+    timers_fall_due_in_time_order(&b).await;
+    let (_d, b) = fresh();
+    history_keeps_runs_steps_snapshots_and_the_subject_index(&b).await;
+    let (_d, b) = fresh();
+    a_parked_run_is_woken_or_cancelled_once(&b).await;
+    let (_d, b) = fresh();
+    approvals_and_schedule_ticks_are_kept(&b).await;
+    let (_d, b) = fresh();
+    a_cancel_request_is_seen_by_every_handle_until_cleared(&b).await;
+    let (dir, b) = fresh();
+    what_was_flushed_is_there_after_a_reopen(dir.path(), b, &make).await;
+}
+
+async fn a_record_write_and_what_it_triggers_are_written_together<B: Backend>(b: &B) {
+    let records = b.records().unwrap();
+    let queue = b.queue().unwrap();
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let jane = person("jane@acme.com");
+
+    let written = records
+        .write(
+            vec![upsert(
+                "Jane@Acme.com",
+                json!({"email": "jane@acme.com", "status": "active"}),
+            )],
+            evaluate.clone(),
+            at(0),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].outcome, Outcome::Created);
+    assert!(written[0].queued.is_empty());
+    assert!(queue.pending().await.unwrap().is_empty());
+
+    let written = records
+        .write(
+            vec![upsert("jane@acme.com", json!({"status": "terminated"}))],
+            evaluate.clone(),
+            at(1),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written[0].outcome, Outcome::Updated);
+    let [queued] = written[0].queued[..] else {
+        panic!("one run requested: {written:?}")
+    };
+    // The record, the request and its trace, together.
+    let record = records.get(&jane).await.unwrap().unwrap();
+    assert_eq!(record["status"], "terminated");
+    assert_eq!(record["email"], "jane@acme.com");
+    let pending = queue.pending().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, queued);
+    assert_eq!(pending[0].request.workflow, WorkflowName::new("offboard"));
+    assert_eq!(pending[0].request.subject.as_ref(), Some(&jane));
+    assert_eq!(
+        pending[0].request.trigger,
+        Cause::Record(RecordEvent::Updated)
+    );
+    let trace = records.trace(&jane).await.unwrap();
+    assert_eq!(trace.len(), 2);
+    assert!(!trace[0].considered[0].fired);
+    assert!(trace[1].considered[0].fired);
+    assert_eq!(trace[1].considered[0].queued, Some(queued));
+    // The request holds its subject until it is done.
+    let flight = records.in_flight(&jane).await.unwrap().unwrap();
+    assert!(flight.holders.contains(&queue_holder(queued)), "{flight:?}");
+    // Its run, once it exists, is named in the trace.
+    assert!(records.link_run(queued, "RUN1").await.unwrap());
+    let trace = records.trace(&jane).await.unwrap();
+    assert_eq!(trace[1].considered[0].run.as_deref(), Some("RUN1"));
+
+    // Listed by key (the key rule lowercases the email).
+    let listed = records.list(Collection::People).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, RecordKey::parse("jane@acme.com"));
+}
+
+async fn a_held_subject_keeps_its_change_until_released<B: Backend>(b: &B) {
+    let records = b.records().unwrap();
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let bob = person("bob@acme.com");
+    records
+        .write(
+            vec![upsert("bob@acme.com", json!({"status": "active"}))],
+            evaluate.clone(),
+            at(0),
+            None,
+        )
+        .await
+        .unwrap();
+    records.hold(&bob, "run:R").await.unwrap();
+    let written = records
+        .write(
+            vec![upsert("bob@acme.com", json!({"status": "terminated"}))],
+            evaluate.clone(),
+            at(1),
+            None,
+        )
+        .await
+        .unwrap();
+    // Applied, but not evaluated while the run holds the subject.
+    assert_eq!(written[0].outcome, Outcome::Updated);
+    assert!(written[0].queued.is_empty());
+    assert_eq!(
+        records.get(&bob).await.unwrap().unwrap()["status"],
+        "terminated"
+    );
+    let flight = records.in_flight(&bob).await.unwrap().unwrap();
+    assert!(flight.deferred.is_some(), "{flight:?}");
+    // Released: the held-back change is evaluated then, once.
+    let queued = records
+        .release(&bob, "run:R", evaluate.clone(), at(2))
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    let queue = b.queue().unwrap();
+    assert_eq!(queue.pending().await.unwrap()[0].id, queued[0]);
+}
+
+async fn the_queue_hands_out_oldest_first_at_least_once<B: Backend>(b: &B) {
+    let records = b.records().unwrap();
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let writes = ["a@x.io", "b@x.io", "c@x.io"]
+        .map(|email| upsert(email, json!({"status": "terminated"})))
+        .to_vec();
+    let written = records.write(writes, evaluate, at(0), None).await.unwrap();
+    let ids: Vec<_> = written.iter().map(|w| w.queued[0]).collect();
+
+    let queue = b.queue().unwrap();
+    let first = queue.claim().await.unwrap().unwrap();
+    let second = queue.claim().await.unwrap().unwrap();
+    assert_eq!((first.id, second.id), (ids[0], ids[1]));
+    // A claimed entry is not handed out again through the same handle, until released.
+    assert_eq!(
+        queue
+            .pending()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [ids[2]]
+    );
+    queue.release(first.id);
+    assert_eq!(queue.claim().await.unwrap().unwrap().id, ids[0]);
+    assert!(queue.ack(ids[0]).await.unwrap());
+    assert!(!queue.ack(ids[0]).await.unwrap());
+    // A new handle (a restarted process) gets every entry not acknowledged, oldest first.
+    let restarted = b.queue().unwrap();
+    assert_eq!(
+        restarted
+            .pending()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [ids[1], ids[2]]
+    );
+}
+
+async fn timers_fall_due_in_time_order<B: Backend>(b: &B) {
+    let timers = b.timers().unwrap();
+    let (r1, r2, r3) = (RunId::new(), RunId::new(), RunId::new());
+    timers.set(r1, at(30)).await.unwrap();
+    timers.set(r2, at(10)).await.unwrap();
+    timers.set(r3, at(20)).await.unwrap();
+    let due = |list: Vec<blockyard::store::timers::Timer>| {
+        list.into_iter().map(|t| (t.run, t.at)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        due(timers.due(at(20)).await.unwrap()),
+        [(r2, at(10)), (r3, at(20))]
+    );
+    // Setting replaces; cancelling drops, once.
+    timers.set(r2, at(40)).await.unwrap();
+    assert_eq!(due(timers.due(at(20)).await.unwrap()), [(r3, at(20))]);
+    assert!(timers.cancel(r3).await.unwrap());
+    assert!(!timers.cancel(r3).await.unwrap());
+    let next = timers.next().await.unwrap().unwrap();
+    assert_eq!((next.run, next.at), (r1, at(30)));
+    assert_eq!(
+        due(timers.due(at(100)).await.unwrap()),
+        [(r1, at(30)), (r2, at(40))]
+    );
+}
+
+async fn history_keeps_runs_steps_snapshots_and_the_subject_index<B: Backend>(b: &B) {
+    let history = b.history().unwrap();
+    let hash = history.put_snapshot("name: offboard\n").await.unwrap();
+    assert_eq!(
+        history.put_snapshot("name: offboard\n").await.unwrap(),
+        hash
+    );
+    assert_eq!(
+        history.snapshot(&hash).await.unwrap().as_deref(),
+        Some("name: offboard\n")
+    );
+
+    let mut run = run_record(RunStatus::Running, Some("Jane@Acme.com"));
+    history.put_run(&run).await.unwrap();
+    let other = run_record(RunStatus::Running, Some("bob@acme.com"));
+    history.put_run(&other).await.unwrap();
+    assert_eq!(history.run(run.id).await.unwrap().as_ref(), Some(&run));
+    assert_eq!(history.unfinished().await.unwrap().len(), 2);
+
+    let steps: Vec<StepRecord> = (0..3)
+        .map(|seq| {
+            let mut step = StepRecord::new(
+                run.id,
+                seq,
+                &format!("b{seq}"),
+                "api",
+                StepStatus::Succeeded,
+                at(0),
+            );
+            step.outputs.insert("n".to_owned(), json!(seq));
+            step
+        })
+        .collect();
+    history.put_steps(&[&steps[0]]).await.unwrap();
+    history.put_steps(&[&steps[2], &steps[1]]).await.unwrap();
+    let read = history.steps(run.id).await.unwrap();
+    assert_eq!(
+        read.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "in order"
+    );
+
+    // The subject index finds a person's runs whatever the case of the email.
+    let filter = RunFilter {
+        subject: Some("JANE@acme.com".to_owned()),
+        ..RunFilter::default()
+    };
+    let found = history.list(&filter).await.unwrap();
+    assert_eq!(found.iter().map(|r| r.id).collect::<Vec<_>>(), [run.id]);
+
+    // Finished and pruned: the run stays, its payloads go.
+    run.status = RunStatus::Succeeded;
+    run.finished_at = Some(Utc::now() - Duration::days(10));
+    history.put_run(&run).await.unwrap();
+    assert_eq!(history.unfinished().await.unwrap().len(), 1);
+    let report = history.prune(Utc::now() - Duration::days(1)).await.unwrap();
+    assert_eq!((report.runs, report.steps), (1, 3));
+    let read = history.steps(run.id).await.unwrap();
+    assert!(read.iter().all(|s| s.outputs.is_empty()), "{read:?}");
+    assert!(history.run(run.id).await.unwrap().unwrap().pruned);
+    history.durable().await.unwrap();
+}
+
+async fn a_parked_run_is_woken_or_cancelled_once<B: Backend>(b: &B) {
+    let history = b.history().unwrap();
+    let timers = b.timers().unwrap();
+    let mut retrying = run_record(RunStatus::Retrying, None);
+    retrying.wake_at = Some(at(10));
+    history.put_run(&retrying).await.unwrap();
+    let mut waiting = run_record(RunStatus::Waiting, None);
+    waiting.wake_at = Some(at(20));
+    history.put_run(&waiting).await.unwrap();
+    // A parked run's timer follows its record.
+    assert_eq!(timers.due(at(100)).await.unwrap().len(), 2);
+
+    let woken = history.wake(retrying.id).await.unwrap().unwrap();
+    assert_eq!(woken.status, RunStatus::Running);
+    assert_eq!(woken.wake_at, None);
+    assert_eq!(history.wake(retrying.id).await.unwrap(), None, "woken once");
+    let cancelled = history
+        .cancel_parked(waiting.id, "cancelled by an administrator", at(15))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(history.wake(waiting.id).await.unwrap(), None);
+    assert!(timers.due(at(100)).await.unwrap().is_empty());
+}
+
+async fn approvals_and_schedule_ticks_are_kept<B: Backend>(b: &B) {
+    let approvals = b.approvals().unwrap();
+    let run = RunId::new();
+    assert_eq!(approvals.decision(run, "delete").await.unwrap(), None);
+    let decision = Approval {
+        approved: true,
+        at: at(5),
+    };
+    approvals.decide(run, "delete", decision).await.unwrap();
+    assert_eq!(
+        approvals.decision(run, "delete").await.unwrap(),
+        Some(decision)
+    );
+    assert_eq!(approvals.decision(run, "other").await.unwrap(), None);
+
+    let records = b.records().unwrap();
+    let nightly = WorkflowName::new("nightly");
+    assert_eq!(records.last_fired(&nightly).await.unwrap(), None);
+    let request = RunRequest {
+        workflow: nightly.clone(),
+        subject: None,
+        snapshot: None,
+        trigger: Cause::Schedule,
+        at: at(60),
+    };
+    let decision = Decision {
+        consideration: Consideration {
+            workflow: nightly.clone(),
+            before: None,
+            after: None,
+            fired: true,
+            queued: None,
+            run: None,
+            excluded: None,
+        },
+        request: Some(request),
+    };
+    let queued = records
+        .enqueue_tick(&nightly, at(60), vec![(None, decision)])
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(records.last_fired(&nightly).await.unwrap(), Some(at(60)));
+    assert_eq!(b.queue().unwrap().pending().await.unwrap()[0].id, queued[0]);
+}
+
+async fn a_cancel_request_is_seen_by_every_handle_until_cleared<B: Backend>(b: &B) {
+    let cancels = b.cancels().unwrap();
+    let (run, other) = (RunId::new(), RunId::new());
+    assert!(cancels.requested().await.unwrap().is_empty());
+    cancels.request(run).await.unwrap();
+    cancels.request(run).await.unwrap();
+    // Another handle (another process) sees it.
+    let elsewhere = b.cancels().unwrap();
+    assert_eq!(
+        elsewhere.requested().await.unwrap(),
+        std::collections::HashSet::from([run])
+    );
+    cancels.request(other).await.unwrap();
+    elsewhere.clear(run).await.unwrap();
+    assert_eq!(
+        cancels.requested().await.unwrap(),
+        std::collections::HashSet::from([other])
+    );
+}
+
+async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(
+    dir: &Path,
+    b: B,
+    make: &impl Fn(&Path) -> B,
+) {
+    let history = b.history().unwrap();
+    let run = run_record(RunStatus::Running, None);
+    history.put_run(&run).await.unwrap();
+    b.flush().await.unwrap();
+    drop(history);
+    drop(b);
+    let b = make(dir);
+    assert_eq!(
+        b.history()
+            .unwrap()
+            .run(run.id)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        Some(run.id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_keeps_every_promise_of_the_store() {
+    suite(|dir| Store::open(dir).unwrap()).await;
+}
