@@ -43,7 +43,7 @@ mod ratelimit;
 pub mod redact;
 pub mod request;
 mod retry;
-pub mod tokens;
+pub use crate::store::tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;

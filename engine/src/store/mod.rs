@@ -77,6 +77,7 @@ pub mod queue;
 pub mod records;
 pub mod timers;
 mod timestamp;
+pub mod tokens;
 
 /// Names of the trees, in one place.
 pub mod trees {
