@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod approve;
+mod auth;
 mod call;
 mod cancel;
+mod check;
 mod demo;
 mod graph;
 mod history;
@@ -97,6 +99,11 @@ enum Command {
     /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
     /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
     Serve(serve::ServeArgs),
+    /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Perform each credential's read checks and report ok / refused with the likely cause.
+    Check(check::CheckArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -152,6 +159,8 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
         Command::Serve(args) => serve::run(args),
+        Command::Auth(command) => auth::run(command),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,

@@ -38,6 +38,7 @@
 
 mod auth;
 mod error;
+pub mod login;
 pub mod paginate;
 mod ratelimit;
 pub mod redact;
