@@ -400,6 +400,10 @@ async fn auth_status_shows_sources_expiry_and_scopes_and_never_a_secret() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status[0]["tokens"], json!({"stored": false}));
+    assert_eq!(
+        status[0]["scopes"],
+        json!({"granted": null, "needed": null, "missing": null})
+    );
     assert_eq!(status[0]["action"], "run `blockyard auth login calendly`");
     setup.sb.configure_oauth(|c| {
         c.scopes = Some(vec![
@@ -598,4 +602,24 @@ async fn webex_logs_in_and_refuses_a_spent_code_in_its_shape() {
         .as_str()
         .unwrap()
         .starts_with("ROUTER_SANDBOX_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_store_others_can_read_is_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::start().await;
+    let (code, stdout, stderr) = setup.login_by_paste(&["--write-config"]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let file = setup.dir.path().join("data/tokens.json");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = "warning: the token store `data/tokens.json` has mode 0644, so other users may read its tokens; run `chmod 600 data/tokens.json`\n";
+    let (code, _, stderr) = setup.run(&["call", "calendly.current_user"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, warning);
+    let (code, _, stderr) = setup.run(&["run", "three-reads.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, warning);
+    let (code, _, stderr) = setup.run(&["check"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, warning);
 }

@@ -78,10 +78,7 @@ pub struct LogoutArgs {
 
 pub fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
@@ -99,6 +96,12 @@ pub fn token_store(config: &Config) -> FileTokenStore {
         eprintln!("warning: {warning}");
     }
     store
+}
+
+/// Prints the token store's warning, for commands whose logs show errors only (`call`, `run`);
+/// `serve` logs it at `warn`.
+pub fn warn_about_token_store(config: &Config) {
+    token_store(config);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -499,10 +502,8 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let default = PathBuf::from("workflows");
         default.is_dir().then_some(default)
     });
-    let needed = dir
-        .as_deref()
-        .map(|d| workflow_scopes(d, &presets))
-        .unwrap_or_default();
+    // Without a workflows dir, what is needed is unknown (not "nothing").
+    let needed = dir.as_deref().map(|d| workflow_scopes(d, &presets));
     let time = |secs: i64| {
         chrono::DateTime::from_timestamp(secs, 0)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -531,10 +532,13 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         if cred.auth == AuthKind::Oauth2RefreshToken {
             let entry = stored.credentials.get(name);
             let granted = entry.and_then(|e| e.scopes.clone());
-            let need = needed.get(name).cloned().unwrap_or_default();
-            let missing: Option<Vec<String>> = granted
+            let need = needed
                 .as_ref()
-                .map(|g| need.iter().filter(|s| !g.contains(s)).cloned().collect());
+                .map(|n| n.get(name).cloned().unwrap_or_default());
+            let missing: Option<Vec<String>> = match (&granted, &need) {
+                (Some(g), Some(n)) => Some(n.iter().filter(|s| !g.contains(s)).cloned().collect()),
+                _ => None,
+            };
             item["tokens"] = match entry {
                 None => json!({ "stored": false }),
                 Some(e) => json!({
@@ -638,10 +642,14 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 ),
                 None => println!("  granted scopes: unknown"),
             }
-            println!(
-                "  needed scopes: {}",
-                list_or_none(&list(&scopes["needed"]))
-            );
+            if scopes["needed"].is_null() {
+                println!("  needed scopes: unknown (no ./workflows; pass `--workflows DIR`)");
+            } else {
+                println!(
+                    "  needed scopes: {}",
+                    list_or_none(&list(&scopes["needed"]))
+                );
+            }
             let missing = list(&scopes["missing"]);
             if !missing.is_empty() {
                 println!("  missing scopes: {}", backticked(&missing));

@@ -103,6 +103,9 @@ impl CommonArgs {
     /// The config, the store and an engine over it.
     pub fn engine(&self) -> anyhow::Result<(Option<Config>, Engine)> {
         let (store, config) = self.open()?;
+        if let Some(config) = &config {
+            super::auth::warn_about_token_store(config);
+        }
         let credentials = config
             .as_ref()
             .map(Credentials::persistent)
