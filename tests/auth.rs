@@ -623,3 +623,35 @@ async fn a_token_store_others_can_read_is_warned_about_at_start() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stderr, warning);
 }
+
+#[test]
+fn validate_reports_the_scopes_a_workflow_directory_needs() {
+    let out = support::blockyard(&["validate", "workflows/", "--scopes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    // `calendly-role-daily` reads the last activity through `user_role`, so the activity log's
+    // scope counts too.
+    assert_eq!(
+        support::stdout(&out),
+        "scopes needed, by credential:\n  calendly: organizations:read organizations:write activity_log:read users:read\n  scim: none\n  webex: spark-admin:people_read spark-admin:people_write\n"
+    );
+    let out = support::blockyard(&["validate", "workflows/", "--scopes", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(support::stderr(&out).contains("the argument '--scopes' cannot be used with '--json'"));
+}
+
+#[test]
+fn presets_show_lists_the_scopes_an_action_needs() {
+    let out = support::blockyard(&["presets", "show", "webex.delete_user", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let shown: Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    assert_eq!(
+        shown["scopes"],
+        json!(["spark-admin:people_read", "spark-admin:people_write"])
+    );
+    let out = support::blockyard(&["presets", "show", "calendly.last_activity"]);
+    assert!(
+        support::stdout(&out).contains("\n  scopes: activity_log:read\n"),
+        "{}",
+        support::stdout(&out)
+    );
+}

@@ -9,6 +9,7 @@
 //! line to add, or written with `--write-config`). `status` reads the config and the token store
 //! and prints no secret; `logout` removes a credential's stored tokens (the vendor is not told).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -432,12 +433,27 @@ fn source(secret: &SecretRef) -> Value {
     json!({ "from": from, "name": name, "available": available })
 }
 
-/// The scopes the workflows in `dir` need, per credential name: every mapping with a
-/// `preset: vendor.action` counts for its `credential` (or the vendor's name).
-pub fn workflow_scopes(
-    dir: &Path,
+/// The scopes the workflows in `dir` need, per credential name (see [`scopes_of_files`]).
+pub fn workflow_scopes(dir: &Path, presets: &PresetRegistry) -> BTreeMap<String, Vec<String>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    scopes_of_files(&files, presets)
+}
+
+/// The scopes the workflow `files` need, per credential name: every mapping with a
+/// `preset: vendor.action` counts for its `credential` (or the vendor's name, as blocks default).
+/// A file that cannot be read or parsed is skipped (`validate` reports it).
+pub fn scopes_of_files(
+    files: &[PathBuf],
     presets: &PresetRegistry,
-) -> std::collections::BTreeMap<String, Vec<String>> {
+) -> BTreeMap<String, Vec<String>> {
     fn walk(value: &serde_yaml::Value, found: &mut Vec<(String, String)>) {
         match value {
             serde_yaml::Value::Mapping(map) => {
@@ -457,20 +473,9 @@ pub fn workflow_scopes(
             _ => {}
         }
     }
-    let mut needed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return needed;
-    };
-    let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-    files.sort();
+    let mut needed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in files {
-        if !matches!(
-            file.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
@@ -479,13 +484,31 @@ pub fn workflow_scopes(
         let mut found = Vec::new();
         walk(&value, &mut found);
         for (credential, preset) in found {
-            let Some(action) = PresetId::parse(&preset).and_then(|id| presets.action(&id)) else {
+            let Some(id) = PresetId::parse(&preset) else {
                 continue;
             };
+            let Some(action) = presets.action(&id) else {
+                continue;
+            };
+            // The actions an action performs too: a merge's read, a probe, a role's activity.
+            let spec = &action.spec;
+            let also = [
+                spec.merge.as_ref().map(|m| &m.read),
+                spec.probe.as_ref().map(|p| &p.action),
+                spec.role.as_ref().and_then(|r| r.activity_action.as_ref()),
+            ];
             let scopes = needed.entry(credential).or_default();
-            for scope in &action.spec.scopes {
-                if !scopes.contains(scope) {
-                    scopes.push(scope.clone());
+            let others = also.into_iter().flatten().filter_map(|name| {
+                presets.action(&PresetId {
+                    vendor: id.vendor.clone(),
+                    action: name.clone(),
+                })
+            });
+            for performed in std::iter::once(action).chain(others) {
+                for scope in &performed.spec.scopes {
+                    if !scopes.contains(scope) {
+                        scopes.push(scope.clone());
+                    }
                 }
             }
         }

@@ -119,12 +119,16 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
                     "path": spec.path,
                     "description": spec.description,
                     "inputs": inputs,
+                    "scopes": spec.scopes,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{id}: {}", spec.title);
                 println!("  {} {} ({})", spec.method, spec.path, spec.kind);
                 println!("  {}", spec.description);
+                if !spec.scopes.is_empty() {
+                    println!("  scopes: {}", spec.scopes.join(" "));
+                }
                 if spec.inputs.is_empty() {
                     println!("  inputs: none");
                 } else {
