@@ -655,3 +655,27 @@ fn presets_show_lists_the_scopes_an_action_needs() {
         support::stdout(&out)
     );
 }
+
+#[test]
+fn the_sandbox_oauth_example_matches_the_sandbox_app() {
+    let config =
+        blockyard::config::Config::load(&support::root().join("examples/sandbox-oauth.yaml"))
+            .unwrap();
+    let app = blockyard::sandbox::OAuthConfig::default();
+    for credential in config.credentials.values() {
+        assert_eq!(
+            credential.client_id.as_deref(),
+            Some(app.client_id.as_str())
+        );
+        let secret = credential
+            .client_secret
+            .as_ref()
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(secret, app.client_secret);
+        assert_eq!(credential.redirect_uri, app.redirect_uri);
+        assert!(credential.refresh_token.is_none(), "auth login provides it");
+    }
+    assert_eq!(config.credentials.len(), 2);
+}
