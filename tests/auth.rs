@@ -571,6 +571,9 @@ async fn webex_logs_in_and_refuses_a_spent_code_in_its_shape() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     let entry = &setup.tokens()["credentials"]["webex"];
     assert!(entry["refresh_expires_at"].is_i64(), "{entry}");
+    // Webex's refresh token lives 90 days in the sandbox: not soon.
+    let status: Value = serde_json::from_str(&setup.run(&["auth", "status", "--json"]).1).unwrap();
+    assert_eq!(status[0]["tokens"]["refresh_token_expires_soon"], false);
     let (code, stdout, stderr) = setup.run(&["check", "webex"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout, "webex (webex)\n  ok       webex.people_page\n");

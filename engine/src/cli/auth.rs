@@ -516,6 +516,9 @@ pub fn scopes_of_files(
     needed
 }
 
+/// How long before a refresh token lapses (Webex's) `auth status` says to log in again: 14 days.
+const RENEW_LOGIN_WITHIN: i64 = 14 * 24 * 3600;
+
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let presets = PresetRegistry::builtin();
@@ -570,6 +573,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     "access_token_expires_at": e.expires_at.and_then(time),
                     "access_token_expired": e.expires_at.map(|at| at <= now),
                     "refresh_token_expires_at": e.refresh_expires_at.and_then(time),
+                    "refresh_token_expires_soon": e.refresh_expires_at.map(|at| at - now < RENEW_LOGIN_WITHIN),
                     "last_refresh": e.last_refresh,
                     "updated_at": e.updated_at,
                 }),
@@ -635,8 +639,16 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 text(&tokens["access_token_expires_at"])
             );
             if !tokens["refresh_token_expires_at"].is_null() {
+                let soon = if tokens["refresh_token_expires_soon"] == json!(true) {
+                    format!(
+                        " (soon: run `blockyard auth login {}` before then)",
+                        item["credential"].as_str().unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                };
                 println!(
-                    "  refresh token expires: {}",
+                    "  refresh token expires: {}{soon}",
                     text(&tokens["refresh_token_expires_at"])
                 );
             }

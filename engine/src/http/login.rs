@@ -506,3 +506,91 @@ impl LoginTokens {
         [&self.access, &self.refresh]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> Login {
+        let text = "credentials:\n  calendly:\n    vendor: calendly\n    auth: oauth2_refresh_token\n    client_id: app\n    client_secret: s3cret\n";
+        let config = Config::parse(std::path::Path::new("b.yaml"), text).unwrap();
+        Login::start(&config, &PresetRegistry::builtin(), "calendly").unwrap()
+    }
+
+    fn state(login: &Login) -> String {
+        login
+            .authorize_url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned()
+    }
+
+    #[test]
+    fn the_authorize_url_carries_the_presets_endpoint_pkce_and_scopes() {
+        let login = login();
+        let url = login.authorize_url.as_str();
+        assert!(
+            url.starts_with(
+                "https://auth.calendly.com/oauth/authorize?response_type=code&client_id=app&state="
+            ),
+            "{url}"
+        );
+        assert!(url.contains("&code_challenge_method=S256&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&scope=users%3Aread+organizations%3Aread+activity_log%3Aread+organizations%3Awrite"), "{url}");
+        assert!(!url.contains("s3cret"));
+        assert_eq!(
+            login.loopback(),
+            Some(("127.0.0.1:8765".parse().unwrap(), "/callback".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_paste_is_a_whole_address_or_a_bare_code() {
+        let login = login();
+        let state = state(&login);
+        let pasted = format!("http://127.0.0.1:8765/callback?code=abc123&state={state}\n");
+        assert_eq!(login.code_from_paste(&pasted).unwrap(), "abc123");
+        assert_eq!(login.code_from_paste("  abc123 \n").unwrap(), "abc123");
+        assert_eq!(
+            login.code_from_paste("\n").unwrap_err().to_string(),
+            "the pasted text has no authorization code; paste the whole address the browser was sent to (it has `code=` in it), or the code alone"
+        );
+        assert_eq!(
+            login
+                .code_from_paste("http://127.0.0.1:8765/callback?state=x")
+                .unwrap_err(),
+            LoginError::NoCode
+        );
+        assert_eq!(
+            login
+                .code_from_paste("https://example.com/cb?error=invalid_scope&error_description=Unknown+scope")
+                .unwrap_err()
+                .to_string(),
+            "the vendor refused the authorization request (invalid_scope: Unknown scope); check `client_id`, `scope` and `redirect_uri` of credential `calendly` against the vendor's OAuth app"
+        );
+    }
+
+    #[test]
+    fn only_an_oauth2_refresh_token_credential_logs_in() {
+        let text = "credentials:\n  scim:\n    vendor: scim\n    auth: bearer\n    token: t\n";
+        let config = Config::parse(std::path::Path::new("b.yaml"), text).unwrap();
+        let presets = PresetRegistry::builtin();
+        assert_eq!(
+            Login::start(&config, &presets, "scim").unwrap_err().to_string(),
+            "credential `scim` uses `auth: bearer`; `blockyard auth login` is for `auth: oauth2_refresh_token` credentials"
+        );
+        assert_eq!(
+            Login::start(&config, &presets, "calendly").unwrap_err().to_string(),
+            "no credential `calendly` in `b.yaml`; add it under `credentials:` (see `examples/blockyard.yaml`)"
+        );
+        let text = "credentials:\n  scim:\n    vendor: scim\n    auth: oauth2_refresh_token\n    client_id: a\n    client_secret: b\n";
+        let config = Config::parse(std::path::Path::new("b.yaml"), text).unwrap();
+        assert_eq!(
+            Login::start(&config, &presets, "scim")
+                .unwrap_err()
+                .to_string(),
+            "vendor `scim` has no OAuth authorize URL; set `authorize_url` on credential `scim`"
+        );
+    }
+}

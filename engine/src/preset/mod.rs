@@ -3,7 +3,9 @@
 //! A preset file (`presets/<vendor>.yaml`) describes one vendor: its base URL, the auth styles it
 //! takes, its rate-limit and pagination conventions and the shape of its error bodies; then each
 //! action: title (as the vendor tools name it), `kind` (read or write), method, templated path,
-//! query, headers and body, and the inputs it declares. The three shipped files are compiled into
+//! query, headers and body, the inputs it declares and the OAuth `scopes` it needs. For OAuth the
+//! vendor also names its `authorize_url` and `pkce`, what `auth login` reads after a login
+//! (`login`) and the reads `blockyard check` performs (`check`). The three shipped files are compiled into
 //! the binary with `include_str!`; `--presets DIR` adds vendors or replaces shipped ones.
 //!
 //! Action templates see the action's inputs by name (`/people/{{webex_user_id}}`, or Oomnitza's
