@@ -651,6 +651,10 @@ fn presets_show_lists_the_scopes_an_action_needs() {
         shown["scopes"],
         json!(["spark-admin:people_read", "spark-admin:people_write"])
     );
+    assert_eq!(
+        shown["admin"],
+        "full administrator, user administrator or external full administrator (read-only, provisioning and device administrators cannot delete)"
+    );
     let out = support::blockyard(&["presets", "show", "calendly.last_activity"]);
     assert!(
         support::stdout(&out).contains("\n  scopes: activity_log:read\n"),
@@ -681,4 +685,27 @@ fn the_sandbox_oauth_example_matches_the_sandbox_app() {
         assert!(credential.refresh_token.is_none(), "auth login provides it");
     }
     assert_eq!(config.credentials.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_redirect_uri_makes_the_login_read_a_pasted_address() {
+    // A Production Calendly app must redirect to HTTPS, where blockyard cannot listen.
+    let setup = Setup::start().await;
+    let uri = "https://connect.example.com/calendly/callback";
+    setup
+        .sb
+        .configure_oauth(|c| c.redirect_uri = uri.to_owned());
+    setup.configure(CLIENT_SECRET, uri, "");
+    let mut login = setup.spawn(&["auth", "login", "calendly", "--no-browser"]);
+    let url = login.authorize_url().await;
+    let location = browse(&url).await;
+    assert!(location.starts_with(&format!("{uri}?code=")), "{location}");
+    login.paste(&location);
+    let (code, stdout, stderr) = login.finish().await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("The redirect URI `{uri}` is not an http:// loopback address, so blockyard cannot catch the redirect: paste it below.\n")),
+        "{stdout}"
+    );
+    assert_eq!(setup.entry()["origin"], "login");
 }

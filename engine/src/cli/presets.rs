@@ -120,6 +120,7 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
                     "description": spec.description,
                     "inputs": inputs,
                     "scopes": spec.scopes,
+                    "admin": spec.admin,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -128,6 +129,9 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
                 println!("  {}", spec.description);
                 if !spec.scopes.is_empty() {
                     println!("  scopes: {}", spec.scopes.join(" "));
+                }
+                if let Some(admin) = &spec.admin {
+                    println!("  needs: {admin}");
                 }
                 if spec.inputs.is_empty() {
                     println!("  inputs: none");

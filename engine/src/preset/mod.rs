@@ -3,7 +3,8 @@
 //! A preset file (`presets/<vendor>.yaml`) describes one vendor: its base URL, the auth styles it
 //! takes, its rate-limit and pagination conventions and the shape of its error bodies; then each
 //! action: title (as the vendor tools name it), `kind` (read or write), method, templated path,
-//! query, headers and body, the inputs it declares and the OAuth `scopes` it needs. For OAuth the
+//! query, headers and body, the inputs it declares, and the OAuth `scopes` and vendor role
+//! (`admin`) it needs. For OAuth the
 //! vendor also names its `authorize_url` and `pkce`, what `auth login` reads after a login
 //! (`login`) and the reads `blockyard check` performs (`check`). The three shipped files are compiled into
 //! the binary with `include_str!`; `--presets DIR` adds vendors or replaces shipped ones.
@@ -287,6 +288,10 @@ pub struct ActionSpec {
     /// `check` name the missing ones).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The role the token's user must hold at the vendor, where scopes are not enough (Calendly:
+    /// an organization admin or owner to manage members).
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// One declared input.
