@@ -709,3 +709,25 @@ async fn an_https_redirect_uri_makes_the_login_read_a_pasted_address() {
     );
     assert_eq!(setup.entry()["origin"], "login");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_data_dir_the_tokens_live_in_dot_blockyard_beside_the_config() {
+    let setup = Setup::start().await;
+    let path = setup.dir.path().join("blockyard.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("data_dir: data\n", "")).unwrap();
+    let (code, stdout, stderr) = setup.login_by_paste(&[]).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Logged in: the tokens of `calendly` are in `.blockyard/tokens.json`.\n"),
+        "{stdout}"
+    );
+    // `call` (which has no --data-dir) finds them there, and its refresh rotates them there.
+    setup.sb.expire_access_tokens();
+    let before = std::fs::read_to_string(setup.dir.path().join(".blockyard/tokens.json")).unwrap();
+    let (code, stdout, stderr) = setup.run(&["call", "calendly.current_user"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let after = std::fs::read_to_string(setup.dir.path().join(".blockyard/tokens.json")).unwrap();
+    assert_ne!(before, after);
+    assert!(!setup.dir.path().join("data").exists());
+}
