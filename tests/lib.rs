@@ -1,5 +1,6 @@
 //! blockyard's integration tests: one binary, one module per area, sharing the harness in `support`.
 
+mod auth;
 mod demo;
 mod exec;
 mod generate;

@@ -9,7 +9,8 @@
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
 //! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`; the tokens a vendor
 //! issues to an `oauth2_refresh_token` credential are kept in `tokens.json` in [`Config::data_dir`]
-//! (see [`crate::http::tokens`]).
+//! (see [`crate::store::tokens`]); `auth login` needs `redirect_uri` (the one registered with the
+//! vendor's app) and may take `authorize_url` and `scope`.
 //!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
@@ -60,6 +61,10 @@ pub const DEFAULT_MAX_PAGES: u32 = 10_000;
 /// `max_wait` is not set; a longer ask fails the call at once, as a transient failure.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// Where `blockyard auth login` listens for the vendor's redirect when a credential sets no
+/// `redirect_uri`: register exactly this URI with the vendor's OAuth app.
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:8765/callback";
+
 /// `blockyard.yaml`, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,11 +101,21 @@ pub struct CredentialSpec {
     pub client_id: Option<String>,
     #[serde(default)]
     pub client_secret: Option<String>,
+    /// For `oauth2_refresh_token`: a refresh token obtained by hand; without it, the one
+    /// `blockyard auth login` stored is used.
     #[serde(default)]
     pub refresh_token: Option<String>,
-    /// OAuth2 scope for the client-credentials grant.
+    /// OAuth2 scopes (space-separated): asked for by the client-credentials grant and by
+    /// `blockyard auth login` (which asks for every scope of the vendor's preset when unset).
     #[serde(default)]
     pub scope: Option<String>,
+    /// The redirect URI registered with the vendor's OAuth app, for `blockyard auth login`
+    /// (`http://127.0.0.1:8765/callback` when unset).
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// Overrides the preset's OAuth2 authorize URL (a sandbox).
+    #[serde(default)]
+    pub authorize_url: Option<String>,
     /// Basic auth user name (not a secret).
     #[serde(default)]
     pub username: Option<String>,
@@ -262,6 +277,9 @@ pub struct CredentialConfig {
     pub password: Option<SecretRef>,
     pub base_url: Option<String>,
     pub token_url: Option<String>,
+    /// The registered redirect URI for `auth login` (see [`DEFAULT_REDIRECT_URI`]).
+    pub redirect_uri: String,
+    pub authorize_url: Option<String>,
     /// `Some(0)`: no limiter; `Some(n)`: n requests per minute; `None`: the preset's budget.
     pub rate_limit_per_minute: Option<u32>,
     /// `None`: no cap; `Some(n)`: at most n requests open at once (see [`DEFAULT_MAX_CONNECTIONS`]).
@@ -412,6 +430,11 @@ impl Config {
                 password: secret("password", &cred.password),
                 base_url: cred.base_url.clone(),
                 token_url: cred.token_url.clone(),
+                redirect_uri: cred
+                    .redirect_uri
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REDIRECT_URI.to_owned()),
+                authorize_url: cred.authorize_url.clone(),
                 rate_limit_per_minute: cred.rate_limit_per_minute,
                 max_connections: match cred.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
                     0 => None,
@@ -439,10 +462,10 @@ impl Config {
                     ("client_id", config.client_id.is_some()),
                     ("client_secret", config.client_secret.is_some()),
                 ],
+                // The refresh token may come from `blockyard auth login` instead.
                 AuthKind::Oauth2RefreshToken => &[
                     ("client_id", config.client_id.is_some()),
                     ("client_secret", config.client_secret.is_some()),
-                    ("refresh_token", config.refresh_token.is_some()),
                 ],
             };
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
@@ -584,12 +607,18 @@ mod tests {
 
     #[test]
     fn a_missing_field_and_an_unknown_key_are_errors() {
-        let text = "credentials:\n  webex:\n    vendor: webex\n    auth: oauth2_refresh_token\n    client_id: x\n    client_secret: y\n";
+        let text = "credentials:\n  webex:\n    vendor: webex\n    auth: oauth2_refresh_token\n    client_id: x\n";
         let err = Config::parse(Path::new("b.yaml"), text).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "b.yaml:2:3: credential `webex` uses `auth: oauth2_refresh_token` but has no `refresh_token`; add it"
+            "b.yaml:2:3: credential `webex` uses `auth: oauth2_refresh_token` but has no `client_secret`; add it"
         );
+        // Without a `refresh_token`, `auth login` provides one.
+        let text = "credentials:\n  webex:\n    vendor: webex\n    auth: oauth2_refresh_token\n    client_id: x\n    client_secret: y\n";
+        let config = Config::parse(Path::new("b.yaml"), text).unwrap();
+        let webex = &config.credentials[&CredentialName::new("webex")];
+        assert!(webex.refresh_token.is_none());
+        assert_eq!(webex.redirect_uri, "http://127.0.0.1:8765/callback");
         let err = Config::parse(Path::new("b.yaml"), "varz: {}\n").unwrap_err();
         assert!(
             err.to_string()

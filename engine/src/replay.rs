@@ -244,6 +244,8 @@ fn recorded_credentials(
                 password: None,
                 base_url: None,
                 token_url: None,
+                redirect_uri: crate::config::DEFAULT_REDIRECT_URI.to_owned(),
+                authorize_url: None,
                 rate_limit_per_minute: Some(0),
                 max_connections: None,
                 max_pages: crate::config::DEFAULT_MAX_PAGES,

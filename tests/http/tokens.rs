@@ -317,7 +317,8 @@ async fn a_damaged_token_store_stops_a_call_before_any_token_is_spent() {
     assert_eq!(support::stdout(&out), "");
     assert_eq!(
         support::stderr(&out),
-        "error: credential `calendly`: the token store `data/tokens.json` is not valid (line 1, column 29); move it away to start again from the refresh tokens in blockyard.yaml\n"
+        // Written here with the umask's mode, the file also gets the warning.
+        "warning: the token store `data/tokens.json` has mode 0644, so other users may read its tokens; run `chmod 600 data/tokens.json`\nerror: credential `calendly`: the token store `data/tokens.json` is not valid (line 1, column 29); move it away to start again from the refresh tokens in blockyard.yaml or `blockyard auth login`\n"
     );
     assert!(setup.presented().is_empty(), "no refresh token was spent");
 }

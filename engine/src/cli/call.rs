@@ -74,6 +74,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let credential = pick_credential(&config, &id, args.credential.as_deref())?;
     let given = super::run::parse_pairs_as("with", &args.with, false)?;
+    super::auth::warn_about_token_store(&config);
     let client = Client::new(Arc::new(presets), Credentials::persistent(&config))?;
     let redactor = client.redactor();
     // A render error may quote the base URL (and a password in it).

@@ -55,6 +55,9 @@ impl Local {
 
     /// An engine over the data dir, with the config's credentials and vars.
     pub fn engine(&self) -> anyhow::Result<Engine> {
+        if let Some(config) = &self.config {
+            super::auth::warn_about_token_store(config);
+        }
         let credentials = self
             .config
             .as_ref()

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod approve;
+mod auth;
 mod call;
 mod cancel;
+mod check;
 mod client;
 mod demo;
 mod graph;
@@ -107,6 +109,11 @@ enum Command {
     /// `replay`, `resume`, `cancel`, `approve` and `reject` on that data dir go through its API
     /// (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
     Serve(serve::ServeArgs),
+    /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Perform each credential's read checks and report ok / refused with the likely cause.
+    Check(check::CheckArgs),
 }
 
 const AFTER_HELP: &str = "\
@@ -168,6 +175,8 @@ pub fn main() -> ExitCode {
         Command::Reject(args) => approve::run(args, false),
         Command::Serve(args) => serve::run(args),
         Command::Store(command) => store::run(command),
+        Command::Auth(command) => auth::run(command),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,

@@ -119,12 +119,20 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
                     "path": spec.path,
                     "description": spec.description,
                     "inputs": inputs,
+                    "scopes": spec.scopes,
+                    "admin": spec.admin,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{id}: {}", spec.title);
                 println!("  {} {} ({})", spec.method, spec.path, spec.kind);
                 println!("  {}", spec.description);
+                if !spec.scopes.is_empty() {
+                    println!("  scopes: {}", spec.scopes.join(" "));
+                }
+                if let Some(admin) = &spec.admin {
+                    println!("  needs: {admin}");
+                }
                 if spec.inputs.is_empty() {
                     println!("  inputs: none");
                 } else {

@@ -25,7 +25,13 @@ some people whose last activity is long ago. On start it prints its base URLs, o
 and serves until SIGINT or SIGTERM. Control endpoints live under /_sandbox/: GET requests (the \
 request log), GET state, POST reset, POST seed {\"users\":N,\"seed\":S}, POST latency \
 {\"ms\":N} (from the next request on), POST calendly/invitations/{uuid}/accept, POST calendly/plan \
-{\"plan\":\"standard\"}.
+{\"plan\":\"standard\"}, POST oauth {\"deny\":true, \"scopes\":[...], \"access_ttl_secs\":N, \"access_uses\":N, \
+\"rotate_refresh\":false, \"redirect_uri\":\"...\"}, POST oauth/expire.
+
+OAuth: /calendly/oauth/authorize and /calendly/oauth/token, /webex/v1/authorize and \
+/webex/v1/access_token serve one app: client id `sandbox-client`, client secret \
+`sandbox-client-secret`, redirect URI http://127.0.0.1:8765/callback; consent is given at once. \
+`examples/sandbox-oauth.yaml` connects to it with `blockyard auth login`.
 
 Example:
   blockyard sandbox --listen 127.0.0.1:8089 --seed-users 50 --token secret --rate-limit 600/min"

@@ -22,6 +22,9 @@ pub struct ValidateArgs {
     /// Print a JSON array of `{file, line, column, block, message}` instead of text.
     #[arg(long)]
     json: bool,
+    /// Also print the OAuth scopes the workflows need, per credential (from the presets' `scopes`).
+    #[arg(long, conflicts_with = "json")]
+    scopes: bool,
     #[command(flatten)]
     presets: PresetArgs,
 }
@@ -58,6 +61,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             invalid,
             plural(errors.len(), "error"),
         );
+        if args.scopes {
+            let needed = super::auth::scopes_of_files(&files, &presets);
+            println!("scopes needed, by credential:");
+            for (credential, scopes) in &needed {
+                let list = if scopes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    scopes.join(" ")
+                };
+                println!("  {credential}: {list}");
+            }
+        }
     }
     Ok(if invalid == 0 {
         ExitCode::SUCCESS

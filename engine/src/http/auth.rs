@@ -13,10 +13,12 @@
 //!
 //! Refresh tokens may be single-use (Calendly revokes each one it is refreshed with). Built with
 //! [`Credentials::persistent`], an `oauth2_refresh_token` credential keeps its tokens in the
-//! [`TokenStore`] of the config's data dir and refreshes only under its cross-process lock, as
-//! [`super::tokens`] describes: a later process, or a `serve` running beside a `call`, picks up
-//! the token the last refresh returned. Built with [`Credentials::from_config`] (tests,
-//! embedding), the rotated token is kept in memory only.
+//! [`TokenStore`] of the config's data dir and refreshes only under its lock, as
+//! [`crate::store::tokens`] describes: a later process, or a `serve` running beside a `call`,
+//! picks up the token the last refresh returned, and the token `blockyard auth login` stored
+//! stands in for a `refresh_token` the config does not have. Each refresh records the scopes the
+//! vendor granted and when it happened, for `auth status` and `check`. Built with
+//! [`Credentials::from_config`] (tests, embedding), the rotated token is kept in memory only.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -25,10 +27,10 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::tokens::{self, StoredToken, TokenStore};
 use super::{CallError, Redactor};
 use crate::config::{CredentialConfig, CredentialName, SecretError, SecretRef};
 use crate::preset::AuthKind;
+use crate::store::tokens::{self, FileTokenStore, StoredToken, TokenStore, TokenStoreError};
 
 /// How long before its expiry an access token is renewed, so that it does not expire in flight.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
@@ -84,12 +86,18 @@ impl Credentials {
     /// The credentials of `config`, keeping OAuth2 refresh-token credentials' tokens in the token
     /// store of the config's `data_dir` (what `call`, `run` and `serve` use).
     pub fn persistent(config: &crate::config::Config) -> Credentials {
-        Credentials::with_token_store(config, TokenStore::in_dir(&config.data_dir))
+        let store = FileTokenStore::in_dir(&config.data_dir);
+        if let Some(warning) = store.warning() {
+            tracing::warn!("{warning}");
+        }
+        Credentials::with_token_store(config, Arc::new(store))
     }
 
     /// The credentials of `config`, keeping OAuth2 refresh-token credentials' tokens in `store`.
-    pub fn with_token_store(config: &crate::config::Config, store: TokenStore) -> Credentials {
-        let store = Arc::new(store);
+    pub fn with_token_store(
+        config: &crate::config::Config,
+        store: Arc<dyn TokenStore>,
+    ) -> Credentials {
         let mut credentials = Credentials::default();
         for credential in config.credentials.values() {
             let mut credential = Credential::new(credential.clone());
@@ -132,8 +140,8 @@ enum Resolved {
     RefreshToken {
         client_id: String,
         client_secret: Secret,
-        /// The refresh token in `blockyard.yaml`.
-        configured: Secret,
+        /// The refresh token in `blockyard.yaml`, if it has one (else `auth login` stored one).
+        configured: Option<Secret>,
     },
 }
 
@@ -165,6 +173,9 @@ struct Issued {
     access: Secret,
     refresh: Option<Secret>,
     expires_in: Option<u64>,
+    refresh_expires_in: Option<u64>,
+    /// The granted scopes, when the vendor said (`scope`).
+    scopes: Option<Vec<String>>,
 }
 
 /// One credential, with its secrets and token cache.
@@ -177,7 +188,7 @@ pub struct Credential {
     /// when there is no token store.
     refresh_token: std::sync::Mutex<Option<Secret>>,
     /// Where an `oauth2_refresh_token` credential keeps its tokens across processes.
-    store: Option<Arc<TokenStore>>,
+    store: Option<Arc<dyn TokenStore>>,
 }
 
 /// What an authorized request carries.
@@ -259,7 +270,10 @@ impl Credential {
                     client_secret: secret(&c.client_secret)?,
                 },
                 AuthKind::Oauth2RefreshToken => Resolved::RefreshToken {
-                    configured: secret(&c.refresh_token)?,
+                    configured: match &c.refresh_token {
+                        Some(_) => Some(secret(&c.refresh_token)?),
+                        None => None,
+                    },
                     client_id: client_id(),
                     client_secret: secret(&c.client_secret)?,
                 },
@@ -327,6 +341,12 @@ impl Credential {
                     .await?
             }
             (None, Some(configured)) => {
+                let configured = configured.ok_or_else(|| CallError::TokenStore {
+                    credential: self.config.name.clone(),
+                    source: TokenStoreError::NotLoggedIn {
+                        credential: self.config.name.to_string(),
+                    },
+                })?;
                 let current = self
                     .refresh_token
                     .lock()
@@ -356,8 +376,8 @@ impl Credential {
     /// is stored before it is used.
     async fn refresh_stored(
         &self,
-        store: &TokenStore,
-        configured: Secret,
+        store: &Arc<dyn TokenStore>,
+        configured: Option<Secret>,
         state: &TokenState,
         endpoint: &Endpoint<'_>,
         redactor: &Redactor,
@@ -367,13 +387,14 @@ impl Credential {
             credential: self.config.name.clone(),
             source,
         };
-        let origin = tokens::fingerprint(configured.expose());
+        let origin = configured.as_ref().map(|c| tokens::fingerprint(c.expose()));
         let locked = store.lock().await.map_err(store_error)?;
         let mut stored = locked.read().map_err(store_error)?;
-        let entry = stored
-            .credentials
-            .get(name)
-            .filter(|entry| entry.origin == origin);
+        // A login's entry always counts; another one while it descends from the configured
+        // refresh token (any, when the config has none).
+        let entry = stored.credentials.get(name).filter(|entry| {
+            entry.origin == tokens::LOGIN || origin.as_ref().is_none_or(|o| &entry.origin == o)
+        });
         let now = chrono::Utc::now().timestamp();
         if let Some(entry) = entry {
             register_stored(entry, redactor);
@@ -393,12 +414,29 @@ impl Credential {
                 }
             }
         }
-        let spend = entry.map_or(configured, |e| Secret::new(e.refresh_token.as_str()));
+        let spend = match (entry, configured) {
+            (Some(entry), _) => Secret::new(entry.refresh_token.as_str()),
+            (None, Some(configured)) => configured,
+            (None, None) => {
+                return Err(store_error(TokenStoreError::NotLoggedIn {
+                    credential: name.to_owned(),
+                }))
+            }
+        };
+        let kept_origin = entry.map(|e| e.origin.clone());
+        let kept_scopes = entry.and_then(|e| e.scopes.clone());
+        let kept_refresh_expiry = entry.and_then(|e| e.refresh_expires_at);
         let issued = self.fetch(endpoint, Some(&spend), redactor).await?;
+        let at = |secs: u64| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
+        let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         stored.credentials.insert(
             name.to_owned(),
             StoredToken {
-                origin,
+                origin: match (kept_origin, origin) {
+                    (Some(kept), _) if kept == tokens::LOGIN => kept,
+                    (_, Some(origin)) => origin,
+                    (kept, None) => kept.unwrap_or_else(|| tokens::LOGIN.to_owned()),
+                },
                 refresh_token: issued
                     .refresh
                     .as_ref()
@@ -406,10 +444,11 @@ impl Credential {
                     .expose()
                     .to_owned(),
                 access_token: Some(issued.access.expose().to_owned()),
-                expires_at: issued
-                    .expires_in
-                    .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX))),
-                updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                expires_at: issued.expires_in.map(at),
+                refresh_expires_at: issued.refresh_expires_in.map(at).or(kept_refresh_expiry),
+                scopes: issued.scopes.clone().or(kept_scopes),
+                last_refresh: Some(stamp.clone()),
+                updated_at: stamp,
             },
         );
         locked
@@ -497,6 +536,8 @@ impl Credential {
             access: Secret::new(access),
             refresh,
             expires_in: json.get("expires_in").and_then(Value::as_u64),
+            refresh_expires_in: json.get("refresh_token_expires_in").and_then(Value::as_u64),
+            scopes: json.get("scope").and_then(Value::as_str).map(split_scopes),
         })
     }
 
@@ -535,6 +576,16 @@ fn register_stored(entry: &StoredToken, redactor: &Redactor) {
     if let Some(access) = &entry.access_token {
         redactor.add(access);
     }
+}
+
+/// The scopes of a token response's `scope` (space-separated, as RFC 6749 says; Webex separates
+/// them with commas in places, so both count).
+pub fn split_scopes(scope: &str) -> Vec<String> {
+    scope
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Standard base64 with padding (for basic auth; not worth a dependency).

@@ -33,17 +33,21 @@
 //! transient [`CallError::WaitTooLong`], and pauses nothing. A 401 on an OAuth2 credential drops
 //! the cached token and tries once more with a fresh one.
 //!
+//! [`login`] is `blockyard auth login`'s protocol (authorization code with PKCE, through the
+//! `oauth2` crate over a reqwest client), which fills the token store the credentials refresh from.
+//!
 //! Nothing returned or logged here carries a secret: headers are redacted by name, and every
 //! secret the client has resolved or been issued is redacted by value (see [`redact`]).
 
 mod auth;
 mod error;
+pub mod login;
 pub mod paginate;
 mod ratelimit;
 pub mod redact;
 pub mod request;
 mod retry;
-pub mod tokens;
+pub use crate::store::tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,10 @@
 //! A preset file (`presets/<vendor>.yaml`) describes one vendor: its base URL, the auth styles it
 //! takes, its rate-limit and pagination conventions and the shape of its error bodies; then each
 //! action: title (as the vendor tools name it), `kind` (read or write), method, templated path,
-//! query, headers and body, and the inputs it declares. The three shipped files are compiled into
+//! query, headers and body, the inputs it declares, and the OAuth `scopes` and vendor role
+//! (`admin`) it needs. For OAuth the
+//! vendor also names its `authorize_url` and `pkce`, what `auth login` reads after a login
+//! (`login`) and the reads `blockyard check` performs (`check`). The three shipped files are compiled into
 //! the binary with `include_str!`; `--presets DIR` adds vendors or replaces shipped ones.
 //!
 //! Action templates see the action's inputs by name (`/people/{{webex_user_id}}`, or Oomnitza's
@@ -57,6 +60,18 @@ pub struct VendorSpec {
     /// Where to get OAuth2 tokens, for the OAuth2 auth styles.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// Where `blockyard auth login` sends the user to consent (the authorization code flow).
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// Whether the authorization code flow takes PKCE (`code_challenge_method=S256`).
+    #[serde(default)]
+    pub pkce: bool,
+    /// What `blockyard auth login` reads once logged in, and the `vars` line it prints.
+    #[serde(default)]
+    pub login: Option<LoginSpec>,
+    /// The read actions `blockyard check` performs, in order.
+    #[serde(default)]
+    pub check: Vec<CheckSpec>,
     /// Headers sent with every request (for example SCIM's media type).
     #[serde(default)]
     pub headers: IndexMap<String, String>,
@@ -75,6 +90,28 @@ pub struct VendorSpec {
     pub boolean_fields: Vec<String>,
     /// The actions, by name.
     pub actions: IndexMap<String, ActionSpec>,
+}
+
+/// After `auth login`: a read action and one of its outputs that becomes a global variable.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSpec {
+    /// The action to perform (Calendly: `current_user`).
+    pub action: String,
+    /// Its output to show (Calendly: `organization`).
+    pub output: String,
+    /// The `vars` key the output belongs in (Calendly: `calendly_organization`).
+    pub var: String,
+}
+
+/// One read `blockyard check` performs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// The read action.
+    pub action: String,
+    /// The likely cause when the vendor refuses it and no scope is missing.
+    pub refused: String,
 }
 
 /// How a credential authenticates.
@@ -247,6 +284,14 @@ pub struct ActionSpec {
     /// The outputs a block gets without declaring any (templates over `response`).
     #[serde(default)]
     pub outputs: IndexMap<String, String>,
+    /// The OAuth2 scopes the action needs (`auth login` asks for them, `auth status` and
+    /// `check` name the missing ones).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The role the token's user must hold at the vendor, where scopes are not enough (Calendly:
+    /// an organization admin or owner to manage members).
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// One declared input.
@@ -590,6 +635,28 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                     defaults,
                 },
             );
+        }
+    }
+    // `login` and `check` name read actions of this vendor.
+    let named = spec
+        .login
+        .iter()
+        .map(|l| ("login", &l.action))
+        .chain(spec.check.iter().map(|c| ("check", &c.action)));
+    for (key, name) in named {
+        let problem = match spec.actions.get(name) {
+            None => Some("which does not exist"),
+            Some(action) if action.kind != ActionKind::Read => Some("which is not a read"),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            let location = map.key_location(&crate::spec::YamlPath::root().key(key));
+            errors.push(PresetError {
+                file: file.to_owned(),
+                line: location.line,
+                column: location.column,
+                message: format!("`{key}` names action `{name}`, {problem}"),
+            });
         }
     }
     if errors.is_empty() {

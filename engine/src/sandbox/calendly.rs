@@ -390,6 +390,17 @@ pub(crate) fn unauthenticated() -> Response {
     )
 }
 
+/// A 403 for an OAuth token without the scope the endpoint needs.
+pub(crate) fn missing_scope(scope: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "Permission Denied",
+        &format!(
+            "This action requires the `{scope}` scope, which the access token was not granted."
+        ),
+    )
+}
+
 pub(crate) fn too_many_requests() -> Response {
     error(
         StatusCode::TOO_MANY_REQUESTS,

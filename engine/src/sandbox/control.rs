@@ -1,7 +1,9 @@
 //! The control endpoints under `/_sandbox/`: read the request log and the state, reset, reseed,
 //! change the latency (`POST latency {"ms": N}`, for requests that arrive from then on), and
 //! drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
-//! token's user).
+//! token's user), and the OAuth app (`POST oauth` with any of `deny`, `scopes`,
+//! `access_ttl_secs`, `access_uses`, `rotate_refresh`, `redirect_uri`; `POST oauth/expire`
+//! expires every access token issued so far).
 //!
 //! Control requests skip the gate entirely: no token, no rate limit, no latency, no injected
 //! failures, and they are not recorded in the request log.
@@ -114,6 +116,14 @@ pub(crate) fn handle(
                 }
             }
         }
+        (&Method::POST, ["oauth"]) => match parse::<super::oauth::OAuthControl>(body) {
+            Ok(req) => http::json(StatusCode::OK, &lock(&shared.oauth).control(req)),
+            Err(r) => *r,
+        },
+        (&Method::POST, ["oauth", "expire"]) => {
+            let expired = lock(&shared.oauth).expire_all();
+            http::json(StatusCode::OK, &json!({ "expired": expired }))
+        }
         (&Method::POST, ["calendly", "plan"]) => match parse::<PlanRequest>(body) {
             Ok(req) => {
                 lock(&shared.world.calendly).plan = req.plan;
@@ -133,7 +143,7 @@ pub(crate) fn handle(
         },
         _ => http::plain(
             StatusCode::NOT_FOUND,
-            "unknown control endpoint: GET requests|state, POST reset|seed|latency|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+            "unknown control endpoint: GET requests|state, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
         ),
     }
 }

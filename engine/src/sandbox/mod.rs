@@ -10,10 +10,13 @@
 //!   vendor, never held across an `.await`) and answer with that vendor's own status codes, error
 //!   bodies and headers, as documented in `shared/reference/vendor-apis.md` and
 //!   `scim-cron-reclaim.md`;
+//! - [`oauth`] plays each vendor's OAuth authorization server (authorize page, token endpoint)
+//!   and checks the access tokens it issued, with their expiry and scopes, in the gate;
 //! - [`seed`] builds the same N people consistently across the three vendors from a seed;
 //! - [`control`] serves `/_sandbox/...`: the request log, a state dump, reset, reseed, the
-//!   latency, and the Calendly-only controls (accept an invitation, set the plan, set the acting
-//!   user);
+//!   latency, the OAuth app's behaviour (deny consent, granted scopes, token lifetimes, rotation;
+//!   expire every access token), and the Calendly-only controls (accept an invitation, set the
+//!   plan, set the acting user);
 //! - [`gate`] holds the rate-limit windows and the seeded failure injector, [`log`] the bounded
 //!   request log.
 //!
@@ -37,6 +40,7 @@ mod gate;
 mod http;
 mod ids;
 mod log;
+mod oauth;
 mod scim;
 mod seed;
 mod store;
@@ -56,6 +60,7 @@ use tokio::task::JoinHandle;
 
 pub use calendly::CalendlyPlan;
 pub use log::RecordedRequest;
+pub use oauth::OAuthConfig;
 
 /// The largest request body the sandbox reads (bigger bodies get 413).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -80,6 +85,8 @@ pub struct SandboxConfig {
     pub fail_rate: f64,
     /// How many requests the request log keeps (the oldest are dropped first).
     pub request_log_capacity: usize,
+    /// The OAuth app the vendors' authorize and token endpoints know.
+    pub oauth: OAuthConfig,
 }
 
 impl Default for SandboxConfig {
@@ -93,6 +100,7 @@ impl Default for SandboxConfig {
             latency: Duration::ZERO,
             fail_rate: 0.0,
             request_log_capacity: 100_000,
+            oauth: OAuthConfig::default(),
         }
     }
 }
@@ -160,6 +168,7 @@ pub(crate) struct Shared {
     pub(crate) log: log::RequestLog,
     pub(crate) limits: gate::RateLimits,
     pub(crate) faults: gate::Faults,
+    pub(crate) oauth: Mutex<oauth::OAuth>,
     tracking: AtomicU64,
 }
 
@@ -242,6 +251,7 @@ impl Sandbox {
             log: log::RequestLog::new(config.request_log_capacity),
             limits: gate::RateLimits::new(config.rate_limit_per_min),
             faults: gate::Faults::new(config.fail_rate, config.seed),
+            oauth: Mutex::new(oauth::OAuth::new(config.oauth.clone())),
             tracking: AtomicU64::new(0),
         });
         shared.set_latency(config.latency);
@@ -299,6 +309,41 @@ impl Sandbox {
     /// Switches the Calendly plan: `Standard` makes the activity log answer 403.
     pub fn set_calendly_plan(&self, plan: CalendlyPlan) {
         lock(&self.shared.world.calendly).plan = plan;
+    }
+
+    /// The OAuth app's settings now.
+    pub fn oauth_config(&self) -> OAuthConfig {
+        lock(&self.shared.oauth).config.clone()
+    }
+
+    /// Changes the OAuth app's settings from now on (as `POST /_sandbox/oauth` does).
+    pub fn configure_oauth(&self, change: impl FnOnce(&mut OAuthConfig)) {
+        change(&mut lock(&self.shared.oauth).config);
+    }
+
+    /// Expires every access token issued so far (`POST /_sandbox/oauth/expire`).
+    pub fn expire_access_tokens(&self) {
+        lock(&self.shared.oauth).expire_all();
+    }
+
+    /// The Calendly OAuth authorize URL (`auth.calendly.com/oauth/authorize` for real).
+    pub fn calendly_authorize_url(&self) -> String {
+        format!("{}/oauth/authorize", self.calendly_url())
+    }
+
+    /// The Calendly OAuth token URL.
+    pub fn calendly_token_url(&self) -> String {
+        format!("{}/oauth/token", self.calendly_url())
+    }
+
+    /// The Webex OAuth authorize URL (`webexapis.com/v1/authorize` for real).
+    pub fn webex_authorize_url(&self) -> String {
+        format!("{}/authorize", self.webex_url())
+    }
+
+    /// The Webex OAuth token URL.
+    pub fn webex_token_url(&self) -> String {
+        format!("{}/access_token", self.webex_url())
     }
 
     /// Changes the delay before every vendor response from now on, as `POST /_sandbox/latency`
@@ -415,7 +460,35 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 
 /// Token check, rate limit and failure injection, then the vendor's own handler.
 fn gated(shared: &Shared, vendor: Vendor, ctx: &http::Ctx<'_>) -> Response {
-    if let Some(token) = &shared.token {
+    if let Some(endpoint) = oauth::endpoint(vendor, ctx) {
+        let mut server = lock(&shared.oauth);
+        return match endpoint {
+            oauth::Endpoint::Authorize => server.authorize(vendor, ctx),
+            oauth::Endpoint::Token => server.token(vendor, ctx),
+        };
+    }
+    let admission = if oauth::carries_issued_token(ctx) {
+        lock(&shared.oauth).admit(vendor, ctx)
+    } else {
+        oauth::Admission::NotOurs
+    };
+    match admission {
+        oauth::Admission::Expired => {
+            return match vendor {
+                Vendor::Calendly => calendly::unauthenticated(),
+                Vendor::Webex => webex::unauthorized(ctx),
+                Vendor::Scim => scim::unauthorized(),
+            }
+        }
+        oauth::Admission::MissingScope(scope) => {
+            return match vendor {
+                Vendor::Calendly => calendly::missing_scope(scope),
+                Vendor::Webex | Vendor::Scim => webex::forbidden(ctx),
+            }
+        }
+        oauth::Admission::Allowed | oauth::Admission::NotOurs => {}
+    }
+    if let (Some(token), oauth::Admission::NotOurs) = (&shared.token, admission) {
         if !ctx.has_bearer(token) {
             return match vendor {
                 Vendor::Calendly => calendly::unauthenticated(),

@@ -260,6 +260,15 @@ pub(crate) fn unauthorized(ctx: &Ctx<'_>) -> Response {
     )
 }
 
+/// Webex's 403 (a token without the scope or role the endpoint needs).
+pub(crate) fn forbidden(ctx: &Ctx<'_>) -> Response {
+    error(
+        ctx,
+        StatusCode::FORBIDDEN,
+        "The request is understood, but it has been refused or access is not allowed.",
+    )
+}
+
 pub(crate) fn too_many_requests(ctx: &Ctx<'_>, retry_after: u64) -> Response {
     let response = error(
         ctx,

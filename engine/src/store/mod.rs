@@ -94,6 +94,7 @@ pub mod queue;
 pub mod records;
 pub mod timers;
 mod timestamp;
+pub mod tokens;
 pub mod trace;
 
 /// Names of the trees, in one place.

@@ -3,9 +3,17 @@
 //! Calendly's refresh tokens are single-use: a refresh revokes the token it spent and returns a
 //! new one. A process that kept the new one in memory only would leave every later process (and
 //! itself after a restart) holding a revoked token (`invalid_grant`). So the tokens of each
-//! `oauth2_refresh_token` credential live in one file, `tokens.json` in the config's data dir,
-//! mode 0600, holding per credential name the refresh token to spend next and the access token in
-//! use with its expiry (unix seconds). [`super::Credential`] applies these rules:
+//! `oauth2_refresh_token` credential live in a [`TokenStore`]: per credential name, the refresh
+//! token to spend next, the access token in use with its expiry (unix seconds), the scopes the
+//! vendor granted, and when the tokens were last refreshed. `blockyard auth login` writes an entry;
+//! [`crate::http::Credential`] reads and rotates it; `auth status` shows it without its secrets;
+//! `auth logout` removes it.
+//!
+//! [`TokenStore`] is the seam a shared backend (PostgreSQL, for several hosts) implements:
+//! [`TokenStore::lock`] hands out the one [`TokenLock`] of the store, under which a refresh reads
+//! the entry, spends its refresh token and writes the rotated one before anyone else may read it,
+//! so a single-use refresh token is spent once. [`FileTokenStore`] is the implementation for one
+//! host: `tokens.json` in the config's data dir, mode 0600.
 //!
 //! - Every refresh happens while holding an exclusive lock on `tokens.json.lock` (an advisory
 //!   `flock`, released by the OS when a process dies), so a `call` and a running `serve` never
@@ -15,32 +23,91 @@
 //! - New tokens are written (a temp file created 0600, fsync, rename over `tokens.json`, fsync of
 //!   the directory, and of its parent when the directory was just created) before the new access
 //!   token is used; a failed write is an error.
-//! - A stored token wins over the config's while it descends from the config's refresh token:
-//!   each entry keeps a fingerprint of the configured refresh token it descends from, so pasting a
-//!   new refresh token into `blockyard.yaml` (after authorizing the app again) makes the config's
-//!   win; the next refresh replaces the entry.
+//! - An entry written by `auth login` has the origin [`LOGIN`]. Any other entry keeps a
+//!   fingerprint of the configured refresh token it descends from, so pasting a new refresh token
+//!   into `blockyard.yaml` (after authorizing the app again) makes the config's win; the next
+//!   refresh replaces the entry. A login entry wins over the config's refresh token until
+//!   `auth logout` forgets it.
+//! - A file others may read (wider than 0600, say after a copy) is reported by
+//!   [`TokenStore::warning`], which the commands print at start.
 //! - Tokens never reach history, logs or errors: the file holds nothing else, its entries print as
 //!   `[redacted]`, errors name the file and never its contents, and the client's redactor learns
 //!   every token it reads.
 //!
 //! The store belongs to the config's data dir (not a `--data-dir` given to one command), so every
 //! process using one `blockyard.yaml` shares it. A client built without a store
-//! ([`super::Credentials::from_config`], for tests and embedding) keeps rotated tokens in memory.
+//! ([`crate::http::Credentials::from_config`], for tests and embedding) keeps rotated tokens in
+//! memory.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
 /// The store's file name in the data dir.
 pub const FILE: &str = "tokens.json";
 
-/// Where the tokens of one data dir are kept.
+/// The origin of an entry written by `blockyard auth login` (not descended from a configured
+/// refresh token).
+pub const LOGIN: &str = "login";
+
+/// The future of [`TokenStore::lock`].
+pub type Locking<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn TokenLock>, TokenStoreError>> + Send + 'a>>;
+
+/// Where the OAuth2 tokens of a config are kept, shared by every process that uses it.
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// Where the tokens are, for people (a path; never a secret).
+    fn location(&self) -> String;
+
+    /// The stored tokens, without the lock (a write replaces them whole, so a read never sees
+    /// half of one); empty when nothing was stored yet.
+    fn read(&self) -> Result<Tokens, TokenStoreError>;
+
+    /// Waits for the store's exclusive lock: until it is dropped, no other process or task reads
+    /// under the lock or writes.
+    fn lock(&self) -> Locking<'_>;
+
+    /// [`TokenStore::lock`], blocking the calling thread.
+    fn lock_blocking(&self) -> Result<Box<dyn TokenLock>, TokenStoreError>;
+
+    /// Something the user should know at start, such as a file others can read.
+    fn warning(&self) -> Option<TokenStoreWarning> {
+        None
+    }
+}
+
+/// The store, locked: read, then write what replaces it. The lock is released when dropped.
+pub trait TokenLock: Send + fmt::Debug {
+    fn read(&self) -> Result<Tokens, TokenStoreError>;
+    fn write(&self, tokens: &Tokens) -> Result<(), TokenStoreError>;
+}
+
+impl dyn TokenLock {
+    /// Replaces (or, with `None`, removes) the entry of `credential`, keeping the others.
+    pub fn update(
+        &self,
+        credential: &str,
+        entry: Option<StoredToken>,
+    ) -> Result<Option<StoredToken>, TokenStoreError> {
+        let mut tokens = self.read()?;
+        let old = match entry {
+            Some(entry) => tokens.credentials.insert(credential.to_owned(), entry),
+            None => tokens.credentials.remove(credential),
+        };
+        self.write(&tokens)?;
+        Ok(old)
+    }
+}
+
+/// Where the tokens of one data dir are kept: `tokens.json`, mode 0600, under a `flock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenStore {
+pub struct FileTokenStore {
     path: PathBuf,
 }
 
@@ -56,7 +123,7 @@ pub struct Tokens {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredToken {
-    /// The [`fingerprint`] of the configured refresh token these descend from.
+    /// [`LOGIN`], or the [`fingerprint`] of the configured refresh token these descend from.
     pub origin: String,
     /// The refresh token to spend next.
     pub refresh_token: String,
@@ -66,6 +133,15 @@ pub struct StoredToken {
     /// When the access token expires (unix seconds); `None` when the vendor did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// When the refresh token expires (unix seconds; Webex says, Calendly's do not expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<i64>,
+    /// The scopes the vendor granted, when it said (`scope` in its token response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// When the tokens were last refreshed (RFC 3339); `None` until the first refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<String>,
     /// When the entry was written (RFC 3339), for people reading the file.
     pub updated_at: String,
 }
@@ -74,7 +150,7 @@ impl fmt::Debug for StoredToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredToken")
             .field("origin", &self.origin)
-            .field("refresh_token", &super::redact::REDACTED)
+            .field("refresh_token", &crate::http::redact::REDACTED)
             .field("expires_at", &self.expires_at)
             .field("updated_at", &self.updated_at)
             .finish_non_exhaustive()
@@ -96,8 +172,17 @@ pub enum TokenStoreError {
         path: PathBuf,
         reason: String,
     },
-    #[error("the token store `{}` is not valid ({reason}); move it away to start again from the refresh tokens in blockyard.yaml", path.display())]
+    #[error("the token store `{}` is not valid ({reason}); move it away to start again from the refresh tokens in blockyard.yaml or `blockyard auth login`", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("no tokens are stored for it; run `blockyard auth login {credential}` (or set its `refresh_token`)")]
+    NotLoggedIn { credential: String },
+}
+
+/// What a command says at start about the token store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenStoreWarning {
+    #[error("the token store `{}` has mode {mode:04o}, so other users may read its tokens; run `chmod 600 {}`", path.display(), path.display())]
+    Wide { path: PathBuf, mode: u32 },
 }
 
 /// The fingerprint of a configured refresh token: FNV-1a 64 as 16 hex digits. It only tells
@@ -106,10 +191,10 @@ pub fn fingerprint(secret: &str) -> String {
     crate::store::history::snapshot_hash(secret)
 }
 
-impl TokenStore {
+impl FileTokenStore {
     /// The store of data dir `dir`: `dir/tokens.json` (neither is created until a token is stored).
-    pub fn in_dir(dir: &Path) -> TokenStore {
-        TokenStore {
+    pub fn in_dir(dir: &Path) -> FileTokenStore {
+        FileTokenStore {
             path: dir.join(FILE),
         }
     }
@@ -130,9 +215,29 @@ impl TokenStore {
         }
     }
 
-    /// The stored tokens, without the lock (a write replaces the file whole, so a read never sees
-    /// half of one); empty when there is no file yet.
-    pub fn read(&self) -> Result<Tokens, TokenStoreError> {
+    /// The lock, if no one holds it now.
+    pub fn try_lock(&self) -> Result<Option<FileLock>, TokenStoreError> {
+        let file = self.open_lock()?;
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => Ok(Some(FileLock {
+                store: self.clone(),
+                _file: file,
+            })),
+            Err(err) if err.kind() == fs2::lock_contended_error().kind() => Ok(None),
+            Err(err) => Err(self.io("lock", &err)),
+        }
+    }
+
+    fn lock_file(&self) -> Result<FileLock, TokenStoreError> {
+        let file = self.open_lock()?;
+        fs2::FileExt::lock_exclusive(&file).map_err(|err| self.io("lock", &err))?;
+        Ok(FileLock {
+            store: self.clone(),
+            _file: file,
+        })
+    }
+
+    fn read_file(&self) -> Result<Tokens, TokenStoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Tokens::default()),
@@ -143,45 +248,6 @@ impl TokenStore {
             path: self.path.clone(),
             reason: format!("line {}, column {}", err.line(), err.column()),
         })
-    }
-
-    /// Waits for the exclusive lock (in a blocking thread: another process may hold it for a
-    /// whole token request), creating the data dir and the lock file when needed.
-    pub async fn lock(&self) -> Result<Locked, TokenStoreError> {
-        let store = self.clone();
-        let path = self.path.clone();
-        match tokio::task::spawn_blocking(move || store.lock_blocking()).await {
-            Ok(locked) => locked,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            Err(err) => Err(TokenStoreError::Io {
-                action: "lock",
-                path,
-                reason: err.to_string(),
-            }),
-        }
-    }
-
-    /// [`TokenStore::lock`], blocking the calling thread.
-    pub fn lock_blocking(&self) -> Result<Locked, TokenStoreError> {
-        let file = self.open_lock()?;
-        fs2::FileExt::lock_exclusive(&file).map_err(|err| self.io("lock", &err))?;
-        Ok(Locked {
-            store: self.clone(),
-            _file: file,
-        })
-    }
-
-    /// The lock, if no one holds it now.
-    pub fn try_lock(&self) -> Result<Option<Locked>, TokenStoreError> {
-        let file = self.open_lock()?;
-        match fs2::FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(Some(Locked {
-                store: self.clone(),
-                _file: file,
-            })),
-            Err(err) if err.kind() == fs2::lock_contended_error().kind() => Ok(None),
-            Err(err) => Err(self.io("lock", &err)),
-        }
     }
 
     fn open_lock(&self) -> Result<File, TokenStoreError> {
@@ -226,21 +292,72 @@ impl TokenStore {
     }
 }
 
-/// The store, locked: read, then write what replaces it. The lock is released when dropped.
+impl TokenStore for FileTokenStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read(&self) -> Result<Tokens, TokenStoreError> {
+        self.read_file()
+    }
+
+    /// Waits for the lock in a blocking thread (another process may hold it for a whole token
+    /// request), creating the data dir and the lock file when needed.
+    fn lock(&self) -> Locking<'_> {
+        let store = self.clone();
+        Box::pin(async move {
+            let path = store.path.clone();
+            match tokio::task::spawn_blocking(move || store.lock_file()).await {
+                Ok(locked) => locked.map(|l| Box::new(l) as Box<dyn TokenLock>),
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => Err(TokenStoreError::Io {
+                    action: "lock",
+                    path,
+                    reason: err.to_string(),
+                }),
+            }
+        })
+    }
+
+    fn lock_blocking(&self) -> Result<Box<dyn TokenLock>, TokenStoreError> {
+        Ok(Box::new(self.lock_file()?))
+    }
+
+    fn warning(&self) -> Option<TokenStoreWarning> {
+        let mode = file_mode(&self.path)?;
+        (mode & 0o077 != 0).then(|| TokenStoreWarning::Wide {
+            path: self.path.clone(),
+            mode,
+        })
+    }
+}
+
+/// The file store, locked.
 #[derive(Debug)]
-pub struct Locked {
-    store: TokenStore,
+pub struct FileLock {
+    store: FileTokenStore,
     _file: File,
 }
 
-impl Locked {
-    pub fn read(&self) -> Result<Tokens, TokenStoreError> {
-        self.store.read()
+impl TokenLock for FileLock {
+    fn read(&self) -> Result<Tokens, TokenStoreError> {
+        self.store.read_file()
     }
 
-    pub fn write(&self, tokens: &Tokens) -> Result<(), TokenStoreError> {
+    fn write(&self, tokens: &Tokens) -> Result<(), TokenStoreError> {
         self.store.write(tokens)
     }
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(std::fs::metadata(path).ok()?.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
 }
 
 #[cfg(unix)]
@@ -285,6 +402,9 @@ mod tests {
             refresh_token: refresh.to_owned(),
             access_token: Some("access-token-1".to_owned()),
             expires_at: Some(1_900_000_000),
+            refresh_expires_at: None,
+            scopes: Some(vec!["users:read".to_owned()]),
+            last_refresh: None,
             updated_at: "2026-11-30T00:00:00Z".to_owned(),
         }
     }
@@ -294,10 +414,11 @@ mod tests {
     fn the_store_is_written_whole_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::in_dir(&dir.path().join("data"));
+        let store = FileTokenStore::in_dir(&dir.path().join("data"));
         assert!(store.read().unwrap().credentials.is_empty());
         // A temp file a crash left behind, readable by all, is not reused as it is.
         let locked = store.lock_blocking().unwrap();
+        assert_eq!(store.warning(), None);
         std::fs::write(dir.path().join("data/tokens.json.tmp"), "stale").unwrap();
         std::fs::set_permissions(
             dir.path().join("data/tokens.json.tmp"),
@@ -318,6 +439,7 @@ mod tests {
                 & 0o777
         };
         assert_eq!(mode("tokens.json"), 0o600);
+        assert_eq!(store.warning(), None);
         assert_eq!(mode("tokens.json.lock"), 0o600);
         assert!(!dir.path().join("data/tokens.json.tmp").exists());
         assert_eq!(
@@ -333,8 +455,8 @@ mod tests {
     #[test]
     fn the_lock_is_exclusive_until_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::in_dir(dir.path());
-        let held = store.lock_blocking().unwrap();
+        let store = FileTokenStore::in_dir(dir.path());
+        let held = store.lock_file().unwrap();
         // Another open of the lock file (as another process would) cannot take it.
         assert!(store.try_lock().unwrap().is_none());
         drop(held);
@@ -344,7 +466,7 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_that_quotes_nothing_from_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::in_dir(dir.path());
+        let store = FileTokenStore::in_dir(dir.path());
         std::fs::write(
             store.path(),
             r#"{"credentials": {"calendly": {"refresh_token": 5, "origin": "secret-looking-value"}}}"#,
@@ -354,9 +476,24 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "the token store `{}` is not valid (line 1, column 48); move it away to start again from the refresh tokens in blockyard.yaml",
+                "the token store `{}` is not valid (line 1, column 48); move it away to start again from the refresh tokens in blockyard.yaml or `blockyard auth login`",
                 store.path().display()
             )
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_others_can_read_is_warned_about_with_what_to_do() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileTokenStore::in_dir(dir.path());
+        std::fs::write(store.path(), "{}").unwrap();
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = store.path().display();
+        assert_eq!(
+            store.warning().unwrap().to_string(),
+            format!("the token store `{path}` has mode 0644, so other users may read its tokens; run `chmod 600 {path}`")
         );
     }
 }
