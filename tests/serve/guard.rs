@@ -1,0 +1,198 @@
+//! What a hostile web page can send to a loopback `serve` without a token: a cross-site request,
+//! a non-JSON body, a rebound DNS name. Each is refused before it does anything.
+
+use serde_json::{json, Value};
+
+use super::{error, service_config, with_workflows};
+use crate::support::{self, Env};
+use blockyard::service::Service;
+
+/// begin → `delete` (a SCIM delete that needs approval) → end.
+const GATED_DELETE: &str = "name: gated-delete
+blocks:
+  begin:
+    type: begin
+    next: delete
+  delete:
+    type: api
+    preset: scim.delete_user
+    credential: scim
+    approval: required
+    with:
+      scim_user_id: \"{{record.scim_user_id}}\"
+    next: end
+  end:
+    type: end
+";
+
+/// A `serve` with no token on loopback (local callers are trusted), with the offboarding and
+/// the gated delete loaded.
+async fn open_service(env: &Env) -> Service {
+    env.write("workflows/gated-delete.yaml", GATED_DELETE);
+    Service::start(service_config(env, None)).await.unwrap()
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_cross_site_text_plain_post_that_would_start_an_offboarding() {
+    let env = with_workflows().await;
+    let service = open_service(&env).await;
+    let base = format!("http://{}/api", service.addr());
+    let client = reqwest::Client::new();
+    let email = env.member().await.0;
+    // What `fetch(url, {method: "POST", mode: "no-cors", body})` on evil.example.com sends: a
+    // "simple" request, so no preflight asks first.
+    let response = client
+        .post(format!("{base}/workflows/calendly-offboard/runs"))
+        .header("origin", "http://evil.example.com")
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(json!({"subject": {"email": email, "status": "terminated"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(response).await,
+        error(
+            403,
+            "refusing a cross-site request from `http://evil.example.com`: a state-changing request must come from the service's own origin (or from a client that sends no `Origin`, such as curl or the CLI)"
+        )
+    );
+    // Without the browser's headers, the body must still say it is JSON.
+    let response = client
+        .post(format!("{base}/workflows/calendly-offboard/runs"))
+        .header("content-type", "text/plain")
+        .body(json!({"subject": {"email": email, "status": "terminated"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(response).await,
+        error(
+            415,
+            "the request body is `text/plain`; send JSON with `Content-Type: application/json`"
+        )
+    );
+    let (_, runs) = answer(client.get(format!("{base}/runs")).send().await.unwrap()).await;
+    assert_eq!(runs, json!([]));
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_cross_site_approve_with_no_body() {
+    let env = with_workflows().await;
+    let service = open_service(&env).await;
+    let base = format!("http://{}/api", service.addr());
+    let client = reqwest::Client::new();
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
+    let scim_id = users["Resources"][0]["id"].as_str().unwrap();
+    let email = users["Resources"][0]["userName"].as_str().unwrap();
+    let (status, run) = answer(
+        client
+            .post(format!("{base}/workflows/gated-delete/runs"))
+            .json(&json!({"subject": {"email": email, "scim_user_id": scim_id}, "wait": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("waiting_approval")),
+        "{run:#}"
+    );
+    let id = run["id"].as_str().unwrap();
+
+    // A `<form method="post">` on another site, submitted by script: no body at all.
+    let response = client
+        .post(format!("{base}/runs/{id}/blocks/delete/approve"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(response).await,
+        error(
+            403,
+            "refusing a cross-site request from `https://evil.example.com`: a state-changing request must come from the service's own origin (or from a client that sends no `Origin`, such as curl or the CLI)"
+        )
+    );
+    // A browser that sends only `Sec-Fetch-Site` is refused too.
+    let response = client
+        .post(format!("{base}/runs/{id}/blocks/delete/approve"))
+        .header("sec-fetch-site", "same-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(response).await,
+        error(
+            403,
+            "refusing a `same-site` request (`Sec-Fetch-Site`): a state-changing request must come from the service's own origin (or from a client that sends no `Origin`, such as curl or the CLI)"
+        )
+    );
+    let (_, shown) = answer(
+        client
+            .get(format!("{base}/runs/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(shown["status"], "waiting_approval", "{shown:#}");
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+
+    // The service's own origin may.
+    let response = client
+        .post(format!("{base}/runs/{id}/blocks/delete/approve"))
+        .header("origin", format!("http://{}", service.addr()))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    let (status, approved) = answer(response).await;
+    assert_eq!(
+        (status, &approved["status"]),
+        (200, &json!("succeeded")),
+        "{approved:#}"
+    );
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_loopback_refuses_a_host_it_does_not_answer_to() {
+    let env = with_workflows().await;
+    let service = open_service(&env).await;
+    let port = service.addr().port();
+    let client = reqwest::Client::new();
+    // DNS rebinding: evil.example.com now resolves to 127.0.0.1, and the page reads the answer
+    // as same-origin.
+    let response = client
+        .get(format!("http://{}/api/runs", service.addr()))
+        .header("host", format!("evil.example.com:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(response).await,
+        error(
+            403,
+            "refusing a request for host `evil.example.com`: this service on a loopback address answers to `localhost`, `127.0.0.1` and `[::1]` (a guard against DNS rebinding); add a name a proxy uses to `serve.allowed_hosts`"
+        )
+    );
+    for host in ["localhost", "127.0.0.1", "LocalHost"] {
+        let response = client
+            .get(format!("http://{}/api/runs", service.addr()))
+            .header("host", format!("{host}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "host `{host}`");
+    }
+    service.shutdown().await.unwrap();
+}
