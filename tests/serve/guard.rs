@@ -196,3 +196,145 @@ async fn serve_on_loopback_refuses_a_host_it_does_not_answer_to() {
     }
     service.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_readyz_fails_while_the_store_cannot_write_and_healthz_still_answers() {
+    let env = with_workflows().await;
+    let service = super::serve(&env).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", service.addr());
+    let get = |path: &str| client.get(url(path)).send();
+    assert_eq!(
+        answer(get("/readyz").await.unwrap()).await,
+        (
+            200,
+            json!({"status": "ready", "checks": {"store": "ok", "workflows": "ok", "scheduler": "ok"}})
+        )
+    );
+
+    let store = service.shared().engine().records().store().clone();
+    store.inject_flush_failure(Some("no space left on device"));
+    let log = env.data_dir().join("db").join("db");
+    let why = format!(
+        "cannot make `{}` durable (fsync failed: no space left on device); what blockyard wrote since its last flush may not be on disk: check the disk, then restart blockyard",
+        log.display()
+    );
+    assert_eq!(
+        answer(get("/readyz").await.unwrap()).await,
+        (
+            503,
+            json!({"status": "not_ready", "checks": {"store": why, "workflows": "ok", "scheduler": "ok"}})
+        )
+    );
+    // The process is alive: `/healthz` says so, and a write says why it failed.
+    assert_eq!(
+        answer(get("/healthz").await.unwrap()).await,
+        (200, json!({"status": "ok"}))
+    );
+    let api = crate::support::Api::new(&service);
+    assert_eq!(
+        api.post("/records/people", json!({"email": "a@b.c"})).await,
+        error(500, &why)
+    );
+
+    store.inject_flush_failure(None);
+    let (status, _) = answer(get("/readyz").await.unwrap()).await;
+    assert_eq!(status, 200);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_takes_named_tokens_and_its_connection_cap_from_the_config() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let env = with_workflows().await;
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    env.write(
+        "blockyard.yaml",
+        &format!("{config}api_tokens:\n  ci:\n    role: viewer\n    token: ${{CI_TOKEN}}\n  alice:\n    role: operator\n    token: file:alice.token\nserve:\n  max_connections: 8\n  header_timeout: 10m\n"),
+    );
+    env.write("alice.token", "alice-secret\n");
+    // Few file descriptors, as with `ulimit -n`: 300 idle sockets would exhaust them.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 128 && exec \"$0\" serve --listen 127.0.0.1:0",
+        ])
+        .arg(env!("CARGO_BIN_EXE_blockyard"))
+        .current_dir(env.path())
+        .env_remove("BLOCKYARD_TOKEN")
+        .env_remove("RUST_LOG")
+        .env("CI_TOKEN", "ci-secret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve printed where it listens")
+            .unwrap();
+        seen.push(line.clone());
+        if let Some(addr) = line.rsplit_once("on http://") {
+            break addr.1.to_owned();
+        }
+    };
+    assert!(
+        !seen.iter().any(|l| l.contains("secret")),
+        "a token was printed: {seen:?}"
+    );
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}/api");
+    let (status, _) = answer(
+        client
+            .get(format!("{base}/workflows"))
+            .bearer_auth("ci-secret")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer(
+            client
+                .post(format!("{base}/workflows/whoami/runs"))
+                .bearer_auth("ci-secret")
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        error(
+            403,
+            "the token `ci` has the role `viewer`; `POST /api/workflows/{name}/runs` needs `operator`; use a token with that role"
+        )
+    );
+    let (status, run) = answer(
+        client
+            .post(format!("{base}/workflows/whoami/runs"))
+            .bearer_auth("alice-secret")
+            .json(&json!({"wait": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &run["status"]),
+        (200, &json!("succeeded")),
+        "{run:#}"
+    );
+    drop(idle);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -446,7 +446,7 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
     let warning = served.read_until("BLOCKYARD_TOKEN");
     assert_eq!(
         warning.last().unwrap(),
-        "warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)"
+        "warning: no BLOCKYARD_TOKEN and no `api_tokens`: the API is open to local users only (listening on loopback)"
     );
     let health = support::get_json(format!("http://{addr}/healthz")).await;
     assert_eq!(health, json!({"status": "ok"}));

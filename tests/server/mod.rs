@@ -269,3 +269,60 @@ async fn without_tokens_a_local_caller_is_the_local_admin() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_beyond_the_connection_cap_do_not_starve_an_authorised_request() {
+    use blockyard::server::HttpLimits;
+    let config = ServerConfig {
+        limits: HttpLimits {
+            // Far longer than the test: only the cap makes room.
+            header_timeout: std::time::Duration::from_secs(600),
+            max_connections: 4,
+        },
+        ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some("t0ken".to_owned()))
+    };
+    let server = Server::start(config, echo_routes()).await.unwrap();
+    // 300 sockets that connect and never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(server.addr()).await.unwrap());
+    }
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("http://{}/api/echo", server.addr()))
+            .bearer_auth("t0ken")
+            .json(&json!({"still": "served"})),
+    )
+    .await;
+    assert_eq!(answer, (200, json!({"still": "served"})));
+    drop(idle);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_sends_no_request_head_is_closed_after_the_header_timeout() {
+    use blockyard::server::HttpLimits;
+    use tokio::io::AsyncReadExt;
+    let config = ServerConfig {
+        limits: HttpLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 16,
+        },
+        ..ServerConfig::new("127.0.0.1:0".parse().unwrap(), Some("t0ken".to_owned()))
+    };
+    let server = Server::start(config, echo_routes()).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // Half a request head, then nothing.
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"POST /api/echo HTTP/1.1\r\nHost: 127")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(10) && waited < std::time::Duration::from_secs(11),
+        "closed after {waited:?}"
+    );
+    server.shutdown().await;
+}

@@ -310,7 +310,14 @@ pub fn router(config: ServerConfig, api: ApiRoutes) -> Router {
 /// `/readyz`: 200 `{"status": "ready", "checks": {name: "ok"}}` when every check passes, else 503
 /// with each failing check's reason.
 async fn ready(readiness: Option<Arc<dyn Readiness>>) -> Response {
-    let checks = readiness.map(|r| r.check()).unwrap_or_default();
+    // The checks write and fsync: off the async workers.
+    let checks = match readiness {
+        None => Vec::new(),
+        Some(readiness) => match tokio::task::spawn_blocking(move || readiness.check()).await {
+            Ok(checks) => checks,
+            Err(err) => vec![("checks", Err(format!("the readiness check failed: {err}")))],
+        },
+    };
     let ready = checks.iter().all(|(_, result)| result.is_ok());
     let checks: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
