@@ -338,3 +338,81 @@ async fn serve_binary_takes_named_tokens_and_its_connection_cap_from_the_config(
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_records_who_approved_with_their_comment_and_drops_the_stale_waiting_note() {
+    let env = with_workflows().await;
+    env.write("workflows/gated-delete.yaml", GATED_DELETE);
+    let config = blockyard::service::ServiceConfig {
+        api_tokens: vec![blockyard::server::ApiToken::new(
+            "alice",
+            blockyard::server::Role::Operator,
+            "alice-secret",
+        )],
+        ..service_config(&env, None)
+    };
+    let service = Service::start(config).await.unwrap();
+    let base = format!("http://{}/api", service.addr());
+    let client = reqwest::Client::new();
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
+    let scim_id = users["Resources"][0]["id"].as_str().unwrap();
+    let email = users["Resources"][0]["userName"].as_str().unwrap();
+    let (status, run) = answer(
+        client
+            .post(format!("{base}/workflows/gated-delete/runs"))
+            .bearer_auth("alice-secret")
+            .json(&json!({"subject": {"email": email, "scim_user_id": scim_id}, "wait": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{run:#}");
+    assert_eq!(
+        run["trigger"],
+        json!({"kind": "manual", "detail": "by alice"})
+    );
+    let id = run["id"].as_str().unwrap();
+
+    let (status, approved) = answer(
+        client
+            .post(format!("{base}/runs/{id}/blocks/delete/approve"))
+            .bearer_auth("alice-secret")
+            .json(&json!({"comment": "HR ticket 4411"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &approved["status"]),
+        (200, &json!("succeeded")),
+        "{approved:#}"
+    );
+    let waited = &approved["steps"][1];
+    assert_eq!(waited["status"], "waiting_approval", "{approved:#}");
+    let note = waited["note"].as_str().unwrap();
+    let at = waited["finished_at"].as_str().unwrap();
+    let at = &at[..19];
+    assert!(
+        note.starts_with("approved by alice at ")
+            && note.contains(at)
+            && note.ends_with(": HR ticket 4411"),
+        "{note}"
+    );
+    let (_, shown) = answer(
+        client
+            .get(format!("{base}/runs/{id}"))
+            .bearer_auth("alice-secret")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        !shown.to_string().contains("blockyard approve"),
+        "a finished run still says to approve it: {shown:#}"
+    );
+    assert_eq!(shown["steps"][1]["note"], waited["note"]);
+    service.shutdown().await.unwrap();
+}

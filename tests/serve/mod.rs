@@ -727,8 +727,8 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
         (
             reqwest::Method::POST,
             format!("/runs/{id}/blocks/me/approve"),
-            json!({"comment": "ok"}),
-            "unknown field `comment` in the request body: `POST /api/runs/{id}/blocks/{block}/approve` takes no body",
+            json!({"comments": "ok"}),
+            "unknown field `comments` in the request body: `POST /api/runs/{id}/blocks/{block}/approve` takes `comment`",
         ),
         (
             reqwest::Method::POST,

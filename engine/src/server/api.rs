@@ -21,6 +21,10 @@
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
 //! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval, `retrying`): 200 the run record, `cancelled` at once; 409 when finished |
+//! | `POST /runs/{id}/blocks/{block}/approve` and `…/reject` | `{"comment"?}` or none | the run with its steps once it stops again; the waiting step's note says who decided, when, and the comment |
+//!
+//! Who asked ([`Actor`], the token's name) is recorded where history has a place for it: a manual
+//! run's trigger says `by NAME`, a decision's note names its decider.
 //!
 //! A route refuses (400) every query parameter and body field it does not take, naming them and
 //! what it takes, before it does anything: `POST /runs/{id}/replay?offline=true` is an error, not
@@ -37,13 +41,14 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::ApiError;
+use super::{Actor, ApiError};
 use crate::compile::RecordEvent;
+use crate::exec::approval::Decider;
 use crate::exec::{
     Cancel, ExecError, Refusal, RunId, RunRecord, RunRequest, RunStatus, StepRecord,
 };
@@ -510,6 +515,7 @@ async fn tick(
 
 async fn start_run(
     State(shared): State<Arc<Shared>>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
     _: Params<StartRunQuery>,
     Body(body): Body<StartRun>,
@@ -537,10 +543,11 @@ async fn start_run(
             Some(stored.with_record(fields))
         }
     };
-    let request = RunRequest {
+    let mut request = RunRequest {
         vars: body.vars,
         ..RunRequest::manual(subject)
     };
+    request.trigger.detail = Some(format!("by {}", actor.name));
     // 400 without a subject (the request lacks a part it needs); 409 when the subject's record
     // does not match (the request is whole, the record's state is what stands in the way).
     shared
@@ -707,34 +714,55 @@ async fn replay_run(
     .into_response())
 }
 
+/// The body of an approval or a rejection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    /// Why, recorded with who decided and when.
+    comment: Option<String>,
+}
+
+impl BodySpec for DecideBody {
+    const FIELDS: &'static [&'static str] = &["comment"];
+}
+
 /// `POST /api/runs/{id}/blocks/{block}/approve`: approve a block waiting for approval; the run
 /// continues, and the answer is the run with its steps once it stops again.
 async fn approve_block(
     State(shared): State<Arc<Shared>>,
+    Extension(actor): Extension<Actor>,
     Path((id, block)): Path<(String, String)>,
     _: Params<NoQuery>,
-    _: Body<NoBody>,
+    Body(body): Body<DecideBody>,
 ) -> ApiResult {
-    decide(&shared, &id, &block, true).await
+    decide(&shared, actor, &id, &block, true, body).await
 }
 
 /// `POST /api/runs/{id}/blocks/{block}/reject`: reject it; the block fails and `on_failure` routes.
 async fn reject_block(
     State(shared): State<Arc<Shared>>,
+    Extension(actor): Extension<Actor>,
     Path((id, block)): Path<(String, String)>,
     _: Params<NoQuery>,
-    _: Body<NoBody>,
+    Body(body): Body<DecideBody>,
 ) -> ApiResult {
-    decide(&shared, &id, &block, false).await
+    decide(&shared, actor, &id, &block, false, body).await
 }
 
-async fn decide(shared: &Shared, id: &str, block: &str, approve: bool) -> ApiResult {
+async fn decide(
+    shared: &Shared,
+    actor: Actor,
+    id: &str,
+    block: &str,
+    approve: bool,
+    body: DecideBody,
+) -> ApiResult {
     let id = run_id(id)?;
-    let outcome = if approve {
-        shared.engine.approve(id, block).await?
-    } else {
-        shared.engine.reject(id, block).await?
+    let decider = Decider {
+        by: Some(actor.name),
+        comment: body.comment.filter(|c| !c.trim().is_empty()),
     };
+    let outcome = shared.engine.decide(id, block, approve, decider).await?;
     Ok(Json(run_json(&outcome.run, &outcome.steps)?).into_response())
 }
 

@@ -9,7 +9,8 @@
 //! for: reads (`GET`, `HEAD`) `viewer`, everything else `operator`; a route that needs more
 //! layers [`needs`] on its handler (`admin`). A caller without the role gets 403 naming the role.
 //! The [`Actor`] goes into the request's extensions, so a handler that changes state records who
-//! asked. Token values are never logged: [`ApiToken`]'s `Debug` prints the name and role only.
+//! asked, and every state-changing request is logged (`api request`, with the actor's name and
+//! the route). Token values are never logged: [`ApiToken`]'s `Debug` prints the name and role only.
 
 use std::fmt;
 
@@ -188,6 +189,10 @@ pub(crate) async fn authenticate(
     let needs = method_role(request.method());
     if actor.role < needs {
         return forbidden(&actor, needs, &request);
+    }
+    if needs > Role::Viewer {
+        // A state-changing request is in the service's log with who asked.
+        tracing::info!(actor = %actor.name, route = %route_name(&request), "api request");
     }
     request.extensions_mut().insert(actor);
     next.run(request).await
