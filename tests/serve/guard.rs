@@ -416,3 +416,88 @@ async fn serve_records_who_approved_with_their_comment_and_drops_the_stale_waiti
     assert_eq!(shown["steps"][1]["note"], waited["note"]);
     service.shutdown().await.unwrap();
 }
+
+/// `(METHOD, path)` of every operation in the OpenAPI document.
+fn documented(doc: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            found.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_describes_every_api_route_in_its_openapi_document() {
+    let env = with_workflows().await;
+    let service = super::serve(&env).await;
+    let api = crate::support::Api::new(&service);
+    let (status, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let operations = documented(&doc);
+    let expected: Vec<(String, String)> = [
+        ("GET", "/records/{collection}/{key}"),
+        ("GET", "/runs"),
+        ("GET", "/runs/{id}"),
+        ("GET", "/triggers/why"),
+        ("GET", "/workflows"),
+        ("POST", "/records/{collection}"),
+        ("POST", "/runs/{id}/blocks/{block}/approve"),
+        ("POST", "/runs/{id}/blocks/{block}/reject"),
+        ("POST", "/runs/{id}/cancel"),
+        ("POST", "/runs/{id}/replay"),
+        ("POST", "/workflows/{name}/runs"),
+        ("POST", "/workflows/{name}/tick"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(operations, expected);
+    // Each documented operation is a route: the router answers it (not its "no such API route"
+    // fallback, not 405), here with a query it refuses so that nothing runs.
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{collection}", "people")
+            .replace("{key}", "a@b.c")
+            .replace("{id}", "01M8PZ2V27YS07G73C9DPA88VM")
+            .replace("{block}", "delete")
+            .replace("{name}", "whoami");
+        let request = api.client.request(
+            method.parse().unwrap(),
+            format!("{}{concrete}?openapi_probe=1", api.base),
+        );
+        let (status, body) = api.send(request).await;
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unknown query parameter `openapi_probe`"),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
+/// A route added to the API with axum's `.route` instead of utoipa-axum's `routes!` (which does
+/// not compile without a `#[utoipa::path]` annotation) would be missing from the document.
+#[test]
+fn every_api_route_is_added_through_the_openapi_router() {
+    let source =
+        std::fs::read_to_string(crate::support::root().join("engine/src/server/api.rs")).unwrap();
+    let outside: Vec<&str> = source
+        .lines()
+        .filter(|l| l.contains(".route(") || l.contains(".route_service(") || l.contains(".nest("))
+        .filter(|l| !l.contains("router.route(OPENAPI_JSON"))
+        .map(str::trim)
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "routes added outside the OpenAPI document; add each with `.routes(routes!(handler))` and a `#[utoipa::path]` on the handler: {outside:#?}"
+    );
+    let doc = serde_json::to_value(blockyard::server::api::openapi()).unwrap();
+    let routed = source.matches(".routes(routes!(").count();
+    assert_eq!(documented(&doc).len(), routed, "{:#?}", documented(&doc));
+}
