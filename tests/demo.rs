@@ -48,7 +48,9 @@ fn the_demo_runs_every_seed_job_and_exits_0() {
         "3. calendly-ingest (daily; run now): 23 new, 0 updated, 0 activated, 0 deactivated saas_users",
         "left alone (`reclaim_excluded: true`)",
         "is waiting for approval at block `delete`",
+        "approved over the API by operator `dana`",
         "→ run succeeded; SCIM DELETE sent 1 time",
+        "\n   history records: approved by dana at ",
         "7. history of dennis.wirth@example.com",
         "identical to the recording, nothing sent",
     ] {

@@ -1,5 +1,7 @@
-//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token and the
-//! time limit of a rhai rule (`rule_time_limit`).
+//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token, the
+//! named API tokens with their roles (`api_tokens`), `serve`'s connection bounds (`serve`) and the
+//! time limit of a rhai rule (`rule_time_limit`). An API token's value is `${ENV_VAR}` or
+//! `file:/path`, never the token itself.
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -84,6 +86,34 @@ struct ConfigSpec {
     /// The URL of a running `blockyard serve` that CLI commands go through.
     #[serde(default)]
     server: Option<String>,
+    /// Named tokens of `blockyard serve`'s API, each with a role.
+    #[serde(default)]
+    api_tokens: IndexMap<String, ApiTokenSpec>,
+    /// `blockyard serve`'s connection bounds and the names it answers to.
+    #[serde(default)]
+    serve: ServeSpec,
+}
+
+/// One named API token, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiTokenSpec {
+    /// `viewer`, `operator` or `admin`.
+    role: String,
+    /// `${ENV_VAR}` or `file:/path`.
+    token: String,
+}
+
+/// `serve:`, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSpec {
+    #[serde(default)]
+    header_timeout: Option<DurationText>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 /// One credential, as written.
@@ -311,6 +341,26 @@ pub struct Config {
     /// The URL of a running `blockyard serve` (`http://127.0.0.1:8080`) that the CLI's state
     /// commands go through instead of the data dir (`--server` and `BLOCKYARD_SERVER` win).
     pub server: Option<String>,
+    /// The named tokens of `blockyard serve`'s API, in the file's order.
+    pub api_tokens: Vec<ApiTokenConfig>,
+    /// `blockyard serve`'s connection bounds and extra host names.
+    pub serve: ServeConfig,
+}
+
+/// One named API token, checked: its value is read when `serve` starts.
+#[derive(Debug, Clone)]
+pub struct ApiTokenConfig {
+    pub name: String,
+    pub role: crate::server::Role,
+    pub token: SecretRef,
+}
+
+/// `serve:`, checked, with the defaults filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub limits: crate::server::HttpLimits,
+    /// Names a loopback `serve` answers to besides `localhost`, `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -512,6 +562,80 @@ impl Config {
                 });
             }
         }
+        let mut api_tokens = Vec::with_capacity(spec.api_tokens.len());
+        for (name, token) in &spec.api_tokens {
+            let path = YamlPath::root().key("api_tokens").key(name);
+            let invalid = |key: &str, message: String| ConfigError::Invalid {
+                file: file.to_owned(),
+                location: map.value_location(&path.clone().key(key)),
+                message: format!("api_tokens.{name}.{key}: {message}"),
+            };
+            let role = crate::server::Role::parse(&token.role).ok_or_else(|| {
+                invalid(
+                    "role",
+                    format!(
+                        "unknown role `{}`; use `viewer`, `operator` or `admin`",
+                        token.role
+                    ),
+                )
+            })?;
+            let source = SecretSource::parse(&token.token);
+            if matches!(source, SecretSource::Literal(_)) {
+                return Err(invalid(
+                    "token",
+                    "write `${ENV_VAR}` or `file:/path`, not the token itself: the config file is not a secret".to_owned(),
+                ));
+            }
+            api_tokens.push(ApiTokenConfig {
+                name: name.clone(),
+                role,
+                token: SecretRef {
+                    source,
+                    key: format!("api_tokens.{name}.token"),
+                    file: file.to_owned(),
+                    location: map.value_location(&path.clone().key("token")),
+                },
+            });
+        }
+        let serve = {
+            let invalid = |key: &str, message: String| ConfigError::Invalid {
+                file: file.to_owned(),
+                location: map.value_location(&YamlPath::root().key("serve").key(key)),
+                message: format!("serve.{key}: {message}"),
+            };
+            let mut limits = crate::server::HttpLimits::default();
+            if let Some(DurationText(text)) = &spec.serve.header_timeout {
+                limits.header_timeout = match crate::compile::parse_duration(text) {
+                    Some(timeout) if !timeout.is_zero() => timeout,
+                    Some(_) => {
+                        return Err(invalid(
+                            "header_timeout",
+                            "must be more than zero (the default is `10s`)".to_owned(),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid("header_timeout", format!("`{text}` is not a duration; write a number and a unit, such as `10s` or `1m`")))
+                    }
+                };
+            }
+            match spec.serve.max_connections {
+                None => {}
+                Some(0) => {
+                    return Err(invalid(
+                        "max_connections",
+                        format!(
+                            "must be at least 1 (the default is {})",
+                            crate::server::HttpLimits::DEFAULT_MAX_CONNECTIONS
+                        ),
+                    ))
+                }
+                Some(n) => limits.max_connections = n,
+            }
+            ServeConfig {
+                limits,
+                allowed_hosts: spec.serve.allowed_hosts.clone(),
+            }
+        };
         Ok(Config {
             file: file.to_owned(),
             data_dir,
@@ -520,6 +644,8 @@ impl Config {
             token,
             rule_time_limit,
             server: spec.server,
+            api_tokens,
+            serve,
         })
     }
 
@@ -547,6 +673,7 @@ pub fn auth_name(auth: AuthKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::{HttpLimits, Role};
 
     const SAMPLE: &str = include_str!("../../examples/blockyard.yaml");
 
@@ -639,6 +766,89 @@ mod tests {
             .unwrap()
             .token
             .is_none());
+    }
+
+    #[test]
+    fn named_api_tokens_have_a_role_and_a_secret_reference() {
+        let text = "api_tokens:\n  ci:\n    role: viewer\n    token: ${CI_TOKEN}\n  alice:\n    role: operator\n    token: file:/etc/blockyard/alice\n";
+        let config = Config::parse(Path::new("b.yaml"), text).unwrap();
+        let tokens: Vec<(&str, Role, &SecretSource, Location)> = config
+            .api_tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.role, &t.token.source, t.token.location))
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                (
+                    "ci",
+                    Role::Viewer,
+                    &SecretSource::Env("CI_TOKEN".into()),
+                    Location::new(4, 12)
+                ),
+                (
+                    "alice",
+                    Role::Operator,
+                    &SecretSource::File("/etc/blockyard/alice".into()),
+                    Location::new(7, 12)
+                ),
+            ]
+        );
+        let err = |text: &str| {
+            Config::parse(Path::new("b.yaml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("api_tokens:\n  ci:\n    role: reader\n    token: ${CI_TOKEN}\n"),
+            "b.yaml:3:11: api_tokens.ci.role: unknown role `reader`; use `viewer`, `operator` or `admin`"
+        );
+        assert_eq!(
+            err("api_tokens:\n  ci:\n    role: viewer\n    token: hunter2\n"),
+            "b.yaml:4:12: api_tokens.ci.token: write `${ENV_VAR}` or `file:/path`, not the token itself: the config file is not a secret"
+        );
+        assert_eq!(
+            err("api_tokens:\n  ci:\n    role: viewer\n    token: ${CI_TOKEN}\n    scope: all\n"),
+            "b.yaml:5:5: api_tokens.ci: unknown field `scope`, expected `role` or `token`"
+        );
+    }
+
+    #[test]
+    fn serve_limits_default_and_must_bound() {
+        let config = Config::parse(Path::new("b.yaml"), "data_dir: d\n").unwrap();
+        assert_eq!(config.serve, ServeConfig::default());
+        let config = Config::parse(
+            Path::new("b.yaml"),
+            "serve:\n  header_timeout: 5s\n  max_connections: 32\n  allowed_hosts: [blockyard.internal]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.serve,
+            ServeConfig {
+                limits: HttpLimits {
+                    header_timeout: Duration::from_secs(5),
+                    max_connections: 32
+                },
+                allowed_hosts: vec!["blockyard.internal".to_owned()],
+            }
+        );
+        let err = |text: &str| {
+            Config::parse(Path::new("b.yaml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("serve:\n  max_connections: 0\n"),
+            "b.yaml:2:20: serve.max_connections: must be at least 1 (the default is 256)"
+        );
+        assert_eq!(
+            err("serve:\n  header_timeout: soon\n"),
+            "b.yaml:2:19: serve.header_timeout: `soon` is not a duration; write a number and a unit, such as `10s` or `1m`"
+        );
+        assert_eq!(
+            err("serve:\n  header_timeout: 0s\n"),
+            "b.yaml:2:19: serve.header_timeout: must be more than zero (the default is `10s`)"
+        );
     }
 
     #[test]

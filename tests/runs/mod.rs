@@ -366,6 +366,11 @@ async fn the_cli_cancels_a_run_waiting_for_approval_and_approve_then_says_why_no
         shown["error"],
         "cancelled while waiting for approval of block `delete`"
     );
+    // The waiting step no longer says how to approve it.
+    assert_eq!(
+        shown["steps"][1]["note"], "cancelled while waiting for approval",
+        "{shown:#}"
+    );
     let (code, _, stderr) = env.run(&["approve", id, "delete"]);
     assert_eq!(
         (code, stderr),
@@ -902,4 +907,54 @@ fn a_change_while_a_run_holds_its_subject_is_evaluated_after_it_and_the_runs_own
         .unwrap()
         .deferred
         .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_records_the_os_user_and_the_comment_of_an_approval() {
+    let env = Env::seeded(5).await;
+    let (email, scim_id) = scim_user(&env).await;
+    let file = env.write("gated-delete.yaml", GATED_DELETE);
+    let as_dana = |args: &[&str]| {
+        let out = env.command(args).env("USER", "dana").output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            support::stdout(&out),
+            support::stderr(&out),
+        )
+    };
+    let (_, asked, _) = as_dana(&[
+        "run",
+        file.to_str().unwrap(),
+        "--record",
+        &format!("email={email}"),
+        "--record",
+        &format!("scim_user_id={scim_id}"),
+        "--json",
+    ]);
+    let asked: serde_json::Value = serde_json::from_str(&asked).unwrap();
+    assert_eq!(
+        asked["trigger"],
+        json!({"kind": "manual", "detail": "by dana"})
+    );
+    let id = asked["id"].as_str().unwrap();
+    let (code, _, stderr) = as_dana(&["approve", id, "delete", "--comment", "HR ticket 4411"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shown = env.json(&["history", "show", id, "--json"]);
+    let waited = &shown["steps"][1];
+    let at = waited["finished_at"].as_str().unwrap();
+    assert_eq!(
+        waited["note"],
+        format!("approved by dana at {}Z: HR ticket 4411", &at[..19]).as_str(),
+        "{shown:#}"
+    );
+    let (_, text, _) = env.run(&["history", "show", id]);
+    assert!(text.contains("  trigger: manual (by dana)\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "note: approved by dana at {}Z: HR ticket 4411\n",
+            &at[..19]
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("blockyard approve"), "{text}");
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 
 mod cli;
+mod guard;
 mod retries;
 
 const TOKEN: &str = crate::support::API_TOKEN;
@@ -446,7 +447,7 @@ async fn serve_binary_reloads_on_sighup_and_stops_on_sigterm_with_exit_0() {
     let warning = served.read_until("BLOCKYARD_TOKEN");
     assert_eq!(
         warning.last().unwrap(),
-        "warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)"
+        "warning: no BLOCKYARD_TOKEN and no `api_tokens`: the API is open to local users only (listening on loopback)"
     );
     let health = support::get_json(format!("http://{addr}/healthz")).await;
     assert_eq!(health, json!({"status": "ok"}));
@@ -727,8 +728,8 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
         (
             reqwest::Method::POST,
             format!("/runs/{id}/blocks/me/approve"),
-            json!({"comment": "ok"}),
-            "unknown field `comment` in the request body: `POST /api/runs/{id}/blocks/{block}/approve` takes no body",
+            json!({"comments": "ok"}),
+            "unknown field `comments` in the request body: `POST /api/runs/{id}/blocks/{block}/approve` takes `comment`",
         ),
         (
             reqwest::Method::POST,

@@ -421,8 +421,13 @@ async fn approvals_and_schedule_ticks_are_kept<B: Backend>(b: &B) {
     let decision = Approval {
         approved: true,
         at: at(5),
+        by: Some("dana".to_owned()),
+        comment: Some("HR ticket 4411".to_owned()),
     };
-    approvals.decide(run, "delete", decision).await.unwrap();
+    approvals
+        .decide(run, "delete", decision.clone())
+        .await
+        .unwrap();
     assert_eq!(
         approvals.decision(run, "delete").await.unwrap(),
         Some(decision)

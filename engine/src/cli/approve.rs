@@ -4,12 +4,15 @@
 //! The decision is recorded durably, then the run continues in this process (as `resume` would):
 //! approved, the block runs; rejected, it fails ("rejected by an administrator") and its
 //! `on_failure` edges are followed, else the run fails. Prints the run's outcome; exit code 0 when
-//! it succeeded, 1 otherwise (failed, or waiting for another approval). Under a running service
-//! (its `serve.json` in the data dir, or `--server`) the decision goes through its API and the
-//! run continues there; the answer comes when it stops again.
+//! it succeeded, 1 otherwise (failed, or waiting for another approval). The decision records who
+//! decided (the OS user, `$USER`, on a data dir; the token's name through a service) and
+//! `--comment`. Under a running service (its `serve.json` in the data dir, or `--server`) the
+//! decision goes through its API and the run continues there; the answer comes when it stops
+//! again.
 
 use std::process::ExitCode;
 
+use blockyard::exec::approval::Decider;
 use serde_json::json;
 
 use super::client::{encode_key, run_steps, Backend};
@@ -22,6 +25,9 @@ pub struct DecideArgs {
     run: String,
     /// The block waiting for approval.
     block: String,
+    /// Why: recorded with who decided (the OS user) and when, shown by `history show`.
+    #[arg(long, value_name = "TEXT")]
+    comment: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
     /// Print the run as JSON.
@@ -33,23 +39,35 @@ pub struct DecideArgs {
 pub fn run(args: DecideArgs, approved: bool) -> anyhow::Result<ExitCode> {
     init_tracing();
     let id = parse_run_id(&args.run)?;
+    let comment = args.comment.filter(|c| !c.trim().is_empty());
     let (run, steps) = match Backend::open(&args.common)? {
         Backend::Local(local) => {
             let engine = local.engine()?;
-            let rt = runtime()?;
-            let outcome = if approved {
-                rt.block_on(engine.approve(id, &args.block))?
-            } else {
-                rt.block_on(engine.reject(id, &args.block))?
+            let decider = Decider {
+                by: Some(os_user()),
+                comment,
             };
+            let outcome = runtime()?.block_on(engine.decide(id, &args.block, approved, decider))?;
             (outcome.run, outcome.steps)
         }
         Backend::Remote(remote) => {
             let decision = if approved { "approve" } else { "reject" };
             let path = format!("/runs/{id}/blocks/{}/{decision}", encode_key(&args.block));
-            run_steps(remote.post(&path, json!({}))?)?
+            let body = match comment {
+                Some(comment) => json!({ "comment": comment }),
+                None => json!({}),
+            };
+            run_steps(remote.post(&path, body)?)?
         }
     };
     print_run_steps(&run, &steps, args.json)?;
     Ok(ExitCode::from(run.status.exit_code()))
+}
+
+/// Who runs this command on the data dir: `$USER`, else `$LOGNAME`, else `$USERNAME` (Windows).
+pub(crate) fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "an unknown local user".to_owned())
 }

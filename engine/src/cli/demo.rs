@@ -129,14 +129,21 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let config = demo_config(&sandbox, temp.path())?;
     let vars = config.vars.clone().into_iter().collect();
+    // The demo's API client is an operator named `dana`, with a token made for this run.
+    let token = ulid::Ulid::new().to_string();
     let service = Service::start(ServiceConfig {
         credentials: Credentials::from_config(&config),
         vars,
         poll: Duration::from_millis(200),
+        api_tokens: vec![blockyard::server::ApiToken::new(
+            "dana",
+            blockyard::server::Role::Operator,
+            token.clone(),
+        )],
         ..ServiceConfig::new(workflows_dir, data_dir.clone(), "127.0.0.1:0".parse()?)
     })
     .await?;
-    let api = Api::new(service.addr().to_string());
+    let api = Api::new(service.addr().to_string(), token);
     println!(
         "blockyard demo: simulated Calendly, Webex and SCIM 2.0 ({SEED_USERS} people) at http://{}",
         sandbox.addr()
@@ -297,13 +304,24 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
         );
         let deletes_before = scim_deletes(sandbox);
         let approved = api
-            .post(&format!("/runs/{id}/blocks/delete/approve"), &json!({}))
+            .post(
+                &format!("/runs/{id}/blocks/delete/approve"),
+                &json!({"comment": "access review done"}),
+            )
             .await?;
         println!(
-            "   approved over the API (`blockyard approve {id} delete` does the same) → run {}; SCIM DELETE sent {} time",
+            "   approved over the API by operator `dana` (`blockyard approve {id} delete --comment TEXT` does the same) → run {}; SCIM DELETE sent {} time",
             approved["status"].as_str().unwrap_or("?"),
             scim_deletes(sandbox) - deletes_before
         );
+        let waited = approved["steps"].as_array().and_then(|steps| {
+            steps
+                .iter()
+                .find(|s| s["block"] == "delete" && s["status"] == "waiting_approval")
+        });
+        if let Some(note) = waited.and_then(|s| s["note"].as_str()) {
+            println!("   history records: {note}");
+        }
     }
 
     // 7. One person's history across workflows.
@@ -486,22 +504,29 @@ fn scim_deletes(sandbox: &Sandbox) -> usize {
         .count()
 }
 
-/// A small client of the service's API.
+/// A small client of the service's API, with its bearer token.
 struct Api {
     base: String,
+    token: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(addr: String) -> Api {
+    fn new(addr: String, token: String) -> Api {
         Api {
             base: format!("http://{addr}/api"),
+            token,
             http: reqwest::Client::new(),
         }
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         answer(response).await
     }
 
@@ -509,6 +534,7 @@ impl Api {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
             .json(body)
             .send()
             .await?;

@@ -100,14 +100,17 @@ enum Command {
     Reject(approve::DecideArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
-    /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
-    /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
-    /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
+    /// The API (under `/api`; bearer tokens: the config's named `api_tokens`, each `viewer`,
+    /// `operator` or `admin`, and `BLOCKYARD_TOKEN` as one admin) upserts records, starts, lists,
+    /// shows, replays and cancels runs; without a token it listens on loopback only. It refuses
+    /// cross-site requests, foreign `Host`s on loopback and non-JSON bodies. `/healthz`: alive;
+    /// `/readyz`: store writable, workflows loaded, scheduler running. SIGINT/SIGTERM stop
+    /// gracefully; SIGHUP reloads the workflows.
     ///
     /// It writes where it listens into the data dir (`serve.json`: URL and pid, no token) and
     /// removes it on a clean stop: while it runs, `history`, `records`, `triggers why`, `run`,
-    /// `replay`, `resume`, `cancel`, `approve` and `reject` on that data dir go through its API
-    /// (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
+    /// `replay`, `resume`, `cancel`, `approve`, `reject` and `store backup` on that data dir go
+    /// through its API (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
     Serve(serve::ServeArgs),
     /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
     #[command(subcommand)]

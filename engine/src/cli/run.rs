@@ -187,7 +187,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .map_or("people", |c| c.name())
                 .to_owned();
             let subject = record.map(|fields| subject_of(&collection, fields));
-            let request = RunRequest {
+            let mut request = RunRequest {
                 vars,
                 mode: if args.dry_run {
                     RunMode::DryRun
@@ -196,6 +196,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 },
                 ..RunRequest::manual(subject)
             };
+            request.trigger.detail = Some(format!("by {}", super::approve::os_user()));
             if let Err(refusal) = engine.admit(&prepared, &request, args.force) {
                 match refusal {
                     Refusal::NoSubject { collection, .. } => {

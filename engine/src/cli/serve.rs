@@ -2,7 +2,9 @@
 //!
 //! Prints what it is doing to stderr, then runs until SIGINT or SIGTERM and stops gracefully
 //! (exit 0); SIGHUP reloads the workflows, keeping the old set when the new one does not load.
-//! The API token is `BLOCKYARD_TOKEN`, else the config's `token`; it is never printed. Once it
+//! The API's tokens are the config's `api_tokens` (each named, with a role) and one admin token,
+//! `BLOCKYARD_TOKEN` else the config's `token`, which acts as `admin`; values are read here and
+//! never printed. The config's `serve:` sets the connection bounds and extra host names. Once it
 //! listens it writes `serve.json` (URL and pid, no token) into the data dir, so CLI commands on
 //! that data dir go through its API ([`blockyard::service::endpoint`]); a clean stop removes it.
 
@@ -60,13 +62,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         },
     };
-    let open = token.is_none();
+    let mut api_tokens = Vec::new();
+    if let Some(config) = &config {
+        for named in &config.api_tokens {
+            if token.is_some() && named.name == blockyard::server::auth::SINGLE_TOKEN_NAME {
+                bail!(
+                    "`api_tokens.{}` has the name `BLOCKYARD_TOKEN` (or `token`) acts under; rename it, or drop the single token",
+                    named.name
+                );
+            }
+            api_tokens.push(blockyard::server::ApiToken::new(
+                named.name.clone(),
+                named.role,
+                named.token.resolve()?,
+            ));
+        }
+    }
+    let open = token.is_none() && api_tokens.is_empty();
+    let serve = config.as_ref().map(|c| c.serve.clone()).unwrap_or_default();
     let vars: Fields = config
         .as_ref()
         .map(|c| c.vars.clone().into_iter().collect())
         .unwrap_or_default();
     let service_config = ServiceConfig {
         token,
+        api_tokens,
+        http: serve.limits,
+        allowed_hosts: serve.allowed_hosts,
         presets: Arc::new(args.common.presets.load()?),
         credentials: config
             .as_ref()
@@ -109,7 +131,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             service.addr()
         );
         if open {
-            eprintln!("warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)");
+            eprintln!("warning: no BLOCKYARD_TOKEN and no `api_tokens`: the API is open to local users only (listening on loopback)");
         }
         let stopped = signals.wait_for_stop(&service).await;
         eprintln!("stopping: no new work; waiting for runs in flight");

@@ -24,24 +24,34 @@ use crate::store::history::{RunId, RunStatus, StepStatus};
 /// The failure message of a rejected block.
 pub const REJECTED: &str = "rejected by an administrator";
 
+/// Who decides, and why (`--comment`, the API's `comment`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decider {
+    pub by: Option<String>,
+    pub comment: Option<String>,
+}
+
 impl Engine {
     /// Approves `block` of a run waiting for it, and continues the run to its end (or to the
     /// next block waiting for approval).
     pub async fn approve(&self, run: RunId, block: &str) -> Result<RunOutcome, ExecError> {
-        self.decide(run, block, true).await
+        self.decide(run, block, true, Decider::default()).await
     }
 
     /// Rejects `block` of a run waiting for it: the block fails ("rejected by an administrator"),
     /// its `on_failure` edges are followed, else the run fails.
     pub async fn reject(&self, run: RunId, block: &str) -> Result<RunOutcome, ExecError> {
-        self.decide(run, block, false).await
+        self.decide(run, block, false, Decider::default()).await
     }
 
-    async fn decide(
+    /// Approves (`approved`) or rejects `block`, recording who decided and their comment: the
+    /// block's waiting step then says so in place of how to approve it.
+    pub async fn decide(
         &self,
         id: RunId,
         block: &str,
         approved: bool,
+        decider: Decider,
     ) -> Result<RunOutcome, ExecError> {
         let history = self.history();
         // Decided under the lock a cancel takes, and marked as executing before it is released:
@@ -55,28 +65,32 @@ impl Engine {
                     block: block.to_owned(),
                 });
             }
-            let waiting = run.status == RunStatus::WaitingApproval
-                && !self.is_active(id)
-                && history
-                    .steps(id)?
-                    .iter()
-                    .rev()
-                    .find(|s| s.block == block)
-                    .is_some_and(|s| s.status == StepStatus::WaitingApproval);
-            if !waiting {
+            let steps = history.steps(id)?;
+            let waiting_step = steps
+                .iter()
+                .rev()
+                .find(|s| s.block == block)
+                .filter(|s| s.status == StepStatus::WaitingApproval);
+            let waiting = run.status == RunStatus::WaitingApproval && !self.is_active(id);
+            let Some(waiting_step) = waiting_step.filter(|_| waiting) else {
                 return Err(ExecError::NotWaiting {
                     id,
                     block: block.to_owned(),
                 });
-            }
-            self.inner.approvals.put(
-                id,
-                block,
-                Decision {
-                    approved,
-                    at: Utc::now(),
-                },
-            )?;
+            };
+            let decision = Decision {
+                approved,
+                at: Utc::now(),
+                by: decider.by,
+                comment: decider.comment,
+            };
+            // The step stops saying how to approve it: it says who decided, when and why.
+            let mut decided = waiting_step.clone();
+            decided.finished_at = Some(decision.at);
+            decided.note = Some(decision.note());
+            history.put_step(&decided)?;
+            tracing::info!(run_id = %id, block, by = decision.by.as_deref().unwrap_or(""), approved, "approval decision recorded");
+            self.inner.approvals.put(id, block, decision)?;
             self.activate(id)
         };
         history.durable().await?;

@@ -148,8 +148,17 @@ pub fn mark_cancelled(
 ) -> Result<RunRecord, StoreError> {
     run.status = RunStatus::Cancelled;
     run.error = Some(reason);
-    run.finished_at = Some(chrono::Utc::now());
+    let now = chrono::Utc::now();
+    run.finished_at = Some(now);
     run.wake_at = None;
+    // A step that waited for approval stops saying how to approve it.
+    for mut step in history.steps(run.id)? {
+        if step.status == StepStatus::WaitingApproval && step.finished_at.is_none() {
+            step.finished_at = Some(now);
+            step.note = Some("cancelled while waiting for approval".to_owned());
+            history.put_step(&step)?;
+        }
+    }
     history.put_run(&run)?;
     Ok(run)
 }

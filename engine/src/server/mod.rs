@@ -1,51 +1,114 @@
-//! `blockyard serve`'s HTTP API: routing, bearer-token auth, request limits and JSON errors.
+//! `blockyard serve`'s HTTP API: connections, routing, auth, request guards, limits and JSON
+//! errors.
 //!
-//! Every `/api` route requires `Authorization: Bearer TOKEN` when a token is configured (from
-//! `BLOCKYARD_TOKEN` or the config); without one, the server refuses any address but loopback, so an
-//! unauthenticated API is never reachable from another machine. Bodies are limited (1 MiB by
-//! default) and every error, including axum's own rejections, is JSON:
-//! `{"error": {"status": 413, "message": "..."}}`. `/healthz` needs no token.
+//! Every `/api` request carries one of the configured tokens (`Authorization: Bearer TOKEN`),
+//! whose role must allow it ([`auth`]: 401 without a valid token, 403 without the role); with no
+//! token configured, the server refuses any address but loopback and treats its callers as the
+//! local admin, so an unauthenticated API is never reachable from another machine. Before that,
+//! [`guard`] refuses what a hostile web page can send: a foreign `Host` on loopback (DNS
+//! rebinding), a cross-site state-changing request, a body that is not JSON. Bodies are limited
+//! (1 MiB by default) and every error, including axum's own rejections, is JSON:
+//! `{"error": {"status": 413, "message": "..."}}`. `/healthz` (the process answers) and
+//! `/readyz` (the service's [`Readiness`] check) need no token.
+//!
+//! Connections are served here rather than by `axum::serve`, for two bounds it lacks
+//! ([`HttpLimits`]): a header-read timeout (hyper starts it whenever it waits for a request's
+//! head, so it is also how long an idle kept-alive connection stays open) and a cap on open
+//! connections. At the cap, the oldest open connection is asked to close (at once when it is
+//! idle, after its answer when it is busy) before the next one is accepted, so idle sockets can
+//! never starve a request.
 //!
 //! The routes that act on records and runs are added by [`Server::start`]'s caller through
 //! [`ApiRoutes`], so this module owns only the HTTP concerns and stays testable on its own; the
 //! service's routes are in [`api`].
 
 pub mod api;
+pub mod auth;
+mod guard;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
+
+pub use self::auth::{Actor, ApiToken, Role};
 
 /// The default request body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Bounds on connections (`serve:` in blockyard.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long a connection has to send a request's head, counted from when the server starts
+    /// waiting for it (so also how long an idle kept-alive connection stays open).
+    pub header_timeout: Duration,
+    /// The most connections open at once (at least 1).
+    pub max_connections: usize,
+}
+
+impl HttpLimits {
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            header_timeout: HttpLimits::DEFAULT_HEADER_TIMEOUT,
+            max_connections: HttpLimits::DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// How the API is served.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// The bearer token every `/api` request must carry; `None` allows loopback only.
-    pub token: Option<String>,
+    /// The tokens a request may carry; none allows loopback only, every caller an admin.
+    pub tokens: Vec<ApiToken>,
     pub body_limit: usize,
+    pub limits: HttpLimits,
+    /// More names a loopback service answers to (a local reverse proxy's `Host`).
+    pub allowed_hosts: Vec<String>,
+    /// What `/readyz` asks; `None`: ready while the server runs.
+    pub readiness: Option<Arc<dyn Readiness>>,
 }
 
 impl ServerConfig {
+    /// A server with one admin token (`BLOCKYARD_TOKEN`, named [`auth::SINGLE_TOKEN_NAME`]) or
+    /// none, and the default limits.
     pub fn new(listen: SocketAddr, token: Option<String>) -> ServerConfig {
         ServerConfig {
             listen,
-            token,
+            tokens: token
+                .map(|t| ApiToken::new(auth::SINGLE_TOKEN_NAME, Role::Admin, t))
+                .into_iter()
+                .collect(),
             body_limit: DEFAULT_BODY_LIMIT,
+            limits: HttpLimits::default(),
+            allowed_hosts: Vec::new(),
+            readiness: None,
         }
     }
+}
+
+/// What `/readyz` checks: each failing check is named in its 503 answer.
+pub trait Readiness: Send + Sync + std::fmt::Debug {
+    /// The checks, each `(name, Ok(()) or why not)`.
+    fn check(&self) -> Vec<(&'static str, Result<(), String>)>;
 }
 
 /// Why the server did not start.
@@ -98,14 +161,14 @@ pub type ApiRoutes = Router;
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
-    /// Binds and serves `api` (mounted under `/api`) and `/healthz`.
+    /// Binds and serves `api` (mounted under `/api`), `/healthz` and `/readyz`.
     pub async fn start(config: ServerConfig, api: ApiRoutes) -> Result<Server, ServerError> {
-        if config.token.is_none() && !config.listen.ip().is_loopback() {
+        if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
             return Err(ServerError::NoTokenOffLoopback {
                 listen: config.listen,
             });
@@ -121,18 +184,13 @@ impl Server {
             listen: config.listen,
             source,
         })?;
+        let limits = config.limits;
         let app = router(config, api);
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let (shutdown, stop) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, app, limits, stop));
         Ok(Server {
             addr,
-            shutdown: Some(tx),
+            shutdown,
             task,
         })
     }
@@ -143,54 +201,142 @@ impl Server {
 
     /// Stops taking connections and waits for requests in flight to finish.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.shutdown.send(true);
         let _ = (&mut self.task).await;
     }
 }
 
-/// The whole router: `/healthz`, then `/api` behind auth and limits, with JSON fallbacks.
+/// The open connections, oldest first, each with the bell that asks it to close.
+type Open = Arc<Mutex<BTreeMap<u64, Arc<Notify>>>>;
+
+/// Accepts connections until `stop`, at most `limits.max_connections` at once, then waits for
+/// the open ones to finish their requests.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cap = limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(cap));
+    let open: Open = Arc::default();
+    let mut next_id: u64 = 0;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap: the oldest connection closes (an idle one at once) to make room.
+                if let Some((_, bell)) = open.lock().unwrap_or_else(|e| e.into_inner()).pop_first()
+                {
+                    bell.notify_one();
+                }
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, or a connection reset before it was taken: wait a
+                    // moment rather than spin.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let id = next_id;
+        next_id += 1;
+        let bell = Arc::new(Notify::new());
+        open.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, bell.clone());
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let closed = tokio::select! {
+                done = conn.as_mut() => Some(done),
+                _ = bell.notified() => None,
+                _ = stop.changed() => None,
+            };
+            if closed.is_none() {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
+            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            drop(permit);
+        });
+    }
+    // Stopped: the open connections finish their requests and close (they saw `stop` too).
+    drop(listener);
+    let _ = slots.acquire_many(cap as u32).await;
+}
+
+/// The whole router: `/healthz`, `/readyz`, then `/api` behind auth and limits, all behind the
+/// guard, with JSON fallbacks.
 pub fn router(config: ServerConfig, api: ApiRoutes) -> Router {
-    let token: Arc<Option<String>> = Arc::new(config.token);
+    let tokens = Arc::new(config.tokens);
+    let guard = Arc::new(guard::Guard::new(config.listen, &config.allowed_hosts));
+    let readiness = config.readiness;
     let api = api
         .fallback(|| async {
             ApiError::not_found("no such API route; see `blockyard serve --help`")
         })
-        .layer(middleware::from_fn_with_state(token, require_token))
-        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(tokens, auth::authenticate))
         .layer(DefaultBodyLimit::max(config.body_limit));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(move || ready(readiness.clone())))
         .nest("/api", api)
         .fallback(|| async { ApiError::not_found("not found: the API is under `/api`") })
+        .layer(middleware::from_fn_with_state(guard, guard::guard))
+        .layer(middleware::from_fn(json_errors))
 }
 
-async fn require_token(
-    State(token): State<Arc<Option<String>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = token.as_ref() else {
-        return next.run(request).await;
+/// `/readyz`: 200 `{"status": "ready", "checks": {name: "ok"}}` when every check passes, else 503
+/// with each failing check's reason.
+async fn ready(readiness: Option<Arc<dyn Readiness>>) -> Response {
+    // The checks write and fsync: off the async workers.
+    let checks = match readiness {
+        None => Vec::new(),
+        Some(readiness) => match tokio::task::spawn_blocking(move || readiness.check()).await {
+            Ok(checks) => checks,
+            Err(err) => vec![("checks", Err(format!("the readiness check failed: {err}")))],
+        },
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is not valid").into_response()
-        }
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer TOKEN` (the token is `BLOCKYARD_TOKEN`)",
+    let ready = checks.iter().all(|(_, result)| result.is_ok());
+    let checks: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, result)| {
+            let value = match result {
+                Ok(()) => json!("ok"),
+                Err(why) => json!(why),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    if ready {
+        Json(json!({"status": "ready", "checks": checks})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "checks": checks})),
         )
-        .into_response(),
+            .into_response()
     }
 }
 
@@ -225,12 +371,4 @@ async fn json_errors(request: Request, next: Next) -> Response {
         );
     }
     response
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

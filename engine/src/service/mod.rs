@@ -42,7 +42,7 @@ use crate::exec::{Engine, EngineOptions, ExecError, Prepared, RunId, RunOutcome}
 use crate::http::{CallError, Client, Credentials};
 use crate::preset::PresetRegistry;
 use crate::records::{Fields, RecordStore};
-use crate::server::{Server, ServerConfig, ServerError};
+use crate::server::{ApiToken, HttpLimits, Readiness, Server, ServerConfig, ServerError};
 use crate::spec::Source;
 use crate::store::queue::Queue;
 use crate::store::{Store, StoreError};
@@ -57,8 +57,15 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// Where the API listens; port 0 picks a free port ([`Service::addr`] tells which).
     pub listen: SocketAddr,
-    /// The API's bearer token; `None` allows loopback only.
+    /// The API's single admin token (`BLOCKYARD_TOKEN`, acting as `admin`); with no
+    /// `api_tokens` either, the API allows loopback only.
     pub token: Option<String>,
+    /// The named API tokens with their roles (`api_tokens` in blockyard.yaml).
+    pub api_tokens: Vec<ApiToken>,
+    /// The HTTP connection bounds (`serve:` in blockyard.yaml).
+    pub http: HttpLimits,
+    /// More names a loopback API answers to (`serve.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
     pub presets: Arc<PresetRegistry>,
     pub credentials: Credentials,
     /// The configuration's `vars`.
@@ -86,6 +93,9 @@ impl ServiceConfig {
             data_dir,
             listen,
             token: None,
+            api_tokens: Vec::new(),
+            http: HttpLimits::default(),
+            allowed_hosts: Vec::new(),
             presets: Arc::new(PresetRegistry::builtin()),
             credentials: Credentials::default(),
             vars: Fields::new(),
@@ -201,6 +211,8 @@ pub struct Shared {
     runs: Mutex<JoinSet<()>>,
     /// What the service was started with, for `GET /api/service`.
     pub(crate) setup: Setup,
+    /// The scheduler's loop, for `/readyz` (replaced on reload).
+    scheduler: Mutex<Option<AbortHandle>>,
 }
 
 /// What a service was started with, as `GET /api/service` reports it.
@@ -227,6 +239,34 @@ impl Shared {
                     message: format!("the backup task failed: {err}"),
                 })
             })?
+    }
+}
+
+/// `/readyz`: the store takes a durable write, workflows are loaded, the scheduler runs.
+#[derive(Debug)]
+struct ServiceReadiness(Arc<Shared>);
+
+impl Readiness for ServiceReadiness {
+    fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let shared = &self.0;
+        let store = shared.store.check_writable().map_err(|err| err.to_string());
+        let workflows = match shared.workflows().len() {
+            0 => Err(
+                "no workflows are loaded; add one to the workflows directory and reload".to_owned(),
+            ),
+            _ => Ok(()),
+        };
+        let scheduler = match &*shared.scheduler.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(task) if !task.is_finished() => Ok(()),
+            _ => {
+                Err("the scheduler has stopped; see the service's log, then restart it".to_owned())
+            }
+        };
+        vec![
+            ("store", store),
+            ("workflows", workflows),
+            ("scheduler", scheduler),
+        ]
     }
 }
 
@@ -325,6 +365,7 @@ impl Service {
                 config_file: config.config_file.clone(),
                 presets_dir: config.presets_dir.clone(),
             },
+            scheduler: Mutex::new(None),
         });
         shared.engine.set_waker(shared.wake.clone());
         let settled = worker::settle_started(&shared)?;
@@ -368,11 +409,15 @@ impl Service {
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(worker::run(shared.clone(), stopped.clone(), config.poll));
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
-        let server = Server::start(
-            ServerConfig::new(config.listen, config.token.clone()),
-            crate::server::api::routes(shared.clone()),
-        )
-        .await;
+        *shared.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(scheduler.task());
+        let mut server_config = ServerConfig::new(config.listen, config.token.clone());
+        server_config
+            .tokens
+            .extend(config.api_tokens.iter().cloned());
+        server_config.limits = config.http;
+        server_config.allowed_hosts = config.allowed_hosts.clone();
+        server_config.readiness = Some(Arc::new(ServiceReadiness(shared.clone())));
+        let server = Server::start(server_config, crate::server::api::routes(shared.clone())).await;
         let server = match server {
             Ok(server) => server,
             Err(err) => {
@@ -429,11 +474,13 @@ impl Service {
         if let Some(old) = scheduler.take() {
             old.stop().await?;
         }
-        *scheduler = Some(start_scheduler(
-            &self.shared,
-            &self.config,
-            self.fired.clone(),
-        ));
+        let started = start_scheduler(&self.shared, &self.config, self.fired.clone());
+        *self
+            .shared
+            .scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(started.task());
+        *scheduler = Some(started);
         tracing::info!(workflows = count, "reloaded the workflows");
         Ok(count)
     }

@@ -14,10 +14,34 @@ use super::{Store, StoreError};
 const APPROVALS: &str = "approvals";
 
 /// An administrator's decision on one block of one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub approved: bool,
     pub at: DateTime<Utc>,
+    /// Who decided: the API token's name, or the OS user of a CLI on the data dir (absent in
+    /// decisions recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Decision {
+    /// `approved by alice at 2026-11-30T19:32:06Z: HR ticket 4411`, the waiting step's note once
+    /// decided.
+    pub fn note(&self) -> String {
+        let verb = if self.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let by = self.by.as_deref().unwrap_or("an unnamed caller");
+        let at = self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match &self.comment {
+            Some(comment) => format!("{verb} by {by} at {at}: {comment}"),
+            None => format!("{verb} by {by} at {at}"),
+        }
+    }
 }
 
 /// The recorded decisions.

@@ -74,6 +74,10 @@
 //! A failed fsync poisons the store: Linux may drop pages it could not write and report success
 //! on the next fsync, so after one failure nothing can be promised. Every later flush fails with
 //! the first error, and the process must be restarted (it recovers from what is on disk).
+//!
+//! [`Store::check_writable`] (a small write to the `health` tree, then a flush) is what `serve`'s
+//! `/readyz` asks. [`Store::inject_flush_failure`] is the one fault-injection hook, for tests: it
+//! makes every flush fail as a full disk would, until it is switched off.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -111,6 +115,8 @@ pub mod trees {
     pub const RECORDS: &str = "records";
     /// The durable trigger queue.
     pub const QUEUE: &str = "queue";
+    /// `probe` → the time of the last write check ([`super::Store::check_writable`]).
+    pub const HEALTH: &str = "health";
 }
 
 /// A failure of the store.
@@ -259,6 +265,9 @@ struct SyncState {
     synced_blobs: HashSet<OsString>,
     /// The first fsync failure (the file, the error): every later flush reports it.
     failed: Option<(PathBuf, String)>,
+    /// A fault-injection switch for tests: while set, every flush fails with this message (as a
+    /// full disk would), without poisoning the store. See [`Store::inject_flush_failure`].
+    injected: Option<String>,
 }
 
 fn sync_error(path: &Path, err: &std::io::Error) -> StoreError {
@@ -309,6 +318,12 @@ impl SledFiles {
     /// then the log. After a failure, fails with the first error without trying again.
     fn sync(&self) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(message) = &state.injected {
+            return Err(sync_error(
+                &self.log_path,
+                &std::io::Error::other(message.clone()),
+            ));
+        }
         if let Some((path, message)) = &state.failed {
             return Err(StoreError::Sync {
                 path: path.clone(),
@@ -451,6 +466,26 @@ impl Store {
         self.db.flush()?;
         self.files.sync()
     }
+
+    /// Whether a write can be made durable now: writes the time to the `health` tree and
+    /// flushes (`serve`'s `/readyz`). Blocking.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.tree(trees::HEALTH)?.insert("probe", now.as_bytes())?;
+        self.flush_blocking()
+    }
+
+    /// Fault injection, for tests of what a failing disk does: while `Some(message)`, every flush
+    /// fails (`message` as its error) and nothing is promised durable; `None` ends it. Unlike a
+    /// real fsync failure it does not poison the store.
+    #[doc(hidden)]
+    pub fn inject_flush_failure(&self, message: Option<&str>) {
+        self.files
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .injected = message.map(str::to_owned);
+    }
 }
 
 #[cfg(test)]
@@ -543,6 +578,7 @@ mod tests {
                 state: Mutex::new(SyncState {
                     synced_blobs: blobs.clone(),
                     failed,
+                    injected: None,
                 }),
             })
         };

@@ -94,6 +94,11 @@ pub struct SchedulerHandle {
 }
 
 impl SchedulerHandle {
+    /// A handle that tells whether the loop still runs (it ends on a store error).
+    pub(crate) fn task(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+
     /// Stops the loop (between ticks, never halfway through enqueuing one) and waits for it.
     pub async fn stop(self) -> Result<(), StoreError> {
         let _ = self.stop.send(true);

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{
-    collection, outcome_name, run_id, run_json, ApiResult, Body, BodySpec, NoBody, NoQuery, Params,
-    RecordsQuery,
+    collection, outcome_name, run_id, run_json, ApiErrorBody, ApiResult, Body, BodySpec, NoBody,
+    NoQuery, Params, RecordsQuery,
 };
 use crate::exec::{ExecError, RunRecord, RunStatus};
 use crate::records::{Change, Fields, RecordKey, Subject, Write};
@@ -32,16 +33,18 @@ use crate::service::Shared;
 use crate::store::queue::QueueId;
 
 /// Adds the CLI's routes to the service's.
-pub(super) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
+pub(super) fn routes(router: OpenApiRouter<Arc<Shared>>) -> OpenApiRouter<Arc<Shared>> {
     router
-        .route("/service", get(service))
-        .route("/records/{collection}", get(list_records))
-        .route("/records/{collection}/batch", post(write_batch))
-        .route("/records/{collection}/{*key}", delete(delete_record))
-        .route("/history/prune", post(prune))
-        .route("/resume", post(resume))
+        .routes(routes!(service))
+        .routes(routes!(list_records))
+        .routes(routes!(write_batch))
+        .routes(routes!(delete_record))
+        .routes(super::admin(routes!(prune)))
+        .routes(routes!(resume))
 }
 
+#[utoipa::path(get, path = "/service", tag = "service",
+    responses((status = 200, description = "`{\"version\", \"data_dir\", \"workflows_dir\", \"config\", \"presets\", \"workflows\": [{\"name\", \"file\", \"snapshot\"}]}`: what the service was started with"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn service(
     State(shared): State<Arc<Shared>>,
     _: Params<NoQuery>,
@@ -77,6 +80,9 @@ async fn service(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/records/{collection}", tag = "records",
+    params(("collection" = String, Path, description = "`people` or `saas_users`")),
+    responses((status = 200, description = "`[{\"key\", \"fields\"}]`, in key order"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn list_records(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -110,6 +116,9 @@ fn queued_json(shared: &Shared, ids: &[QueueId]) -> Result<Vec<Value>, ApiError>
     Ok(out)
 }
 
+#[utoipa::path(delete, path = "/records/{collection}/{*key}", tag = "records",
+    params(("collection" = String, Path, description = "`people` or `saas_users`"), ("key" = String, Path, description = "the record's key")),
+    responses((status = 200, description = "`{\"subject\", \"outcome\": \"deleted\"|\"not_found\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn delete_record(
     State(shared): State<Arc<Shared>>,
     Path((name, key)): Path<(String, String)>,
@@ -154,6 +163,10 @@ struct Row {
     fields: Fields,
 }
 
+#[utoipa::path(post, path = "/records/{collection}/batch", tag = "records",
+    params(("collection" = String, Path, description = "`people` or `saas_users`"), RecordsQuery),
+    request_body(content = Vec<Object>, description = "`[{\"key\", \"fields\"}]`: one import batch, keyed by the caller"),
+    responses((status = 200, description = "`{\"outcomes\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /records/{collection}/batch`: one store transaction, as one batch of `records import`.
 async fn write_batch(
     State(shared): State<Arc<Shared>>,
@@ -191,7 +204,7 @@ async fn write_batch(
     Ok(Json(json!({"outcomes": outcomes, "queued": queued})).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PruneBody {
     older_than: Option<String>,
@@ -201,6 +214,9 @@ impl BodySpec for PruneBody {
     const FIELDS: &'static [&'static str] = &["older_than"];
 }
 
+#[utoipa::path(post, path = "/history/prune", tag = "history",
+    request_body(content = PruneBody, description = "`{\"older_than\": \"30d\"}`"),
+    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn prune(
     State(shared): State<Arc<Shared>>,
     _: Params<NoQuery>,
@@ -227,7 +243,7 @@ async fn prune(
     Ok(Json(json!({"runs": report.runs, "steps": report.steps})).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResumeBody {
     run: Option<String>,
@@ -237,6 +253,9 @@ impl BodySpec for ResumeBody {
     const FIELDS: &'static [&'static str] = &["run"];
 }
 
+#[utoipa::path(post, path = "/resume", tag = "runs",
+    request_body(content = Option<ResumeBody>, description = "`{\"run\"?}`: one run, or every unfinished one"),
+    responses((status = 200, description = "`{\"resumed\", \"left\"}`"), (status = 409, description = "the service is executing that run", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /resume`: what `blockyard resume` does, in the service. Every unfinished run is the
 /// service's own (it resumed them at its start), so without `run` this continues the `retrying`
 /// runs whose next attempt has come (the timer loop would, a moment later) and lists the others.
