@@ -2,6 +2,7 @@
 
 mod demo;
 mod exec;
+mod fuzz;
 mod generate;
 mod http;
 mod records;
