@@ -3,6 +3,7 @@
 mod auth;
 mod demo;
 mod exec;
+mod fuzz;
 mod generate;
 mod http;
 mod records;

@@ -21,11 +21,16 @@
 //! [`server`] over one data dir.
 //!
 //! [`sandbox`] serves simulated vendors over HTTP for tests, the demo and benchmarks.
+//!
+//! `fuzzing` (hidden from the docs) holds the properties every parser of hostile input keeps, which
+//! the property tests, the fuzz targets of `fuzz/` and the replay of saved failing inputs check.
 
 pub mod as_of;
 pub mod compile;
 pub mod config;
 pub mod exec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod http;
 pub mod preset;

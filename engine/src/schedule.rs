@@ -8,7 +8,8 @@
 //! a skipped one. For interval jobs (a wildcard, step, range or list in second, minute or hour) the
 //! policy is to run on both occurrences of a repeated hour and to skip times inside a gap; croner's
 //! zone-aware search misses the second occurrence, so [`Schedule::next_after`] searches interval
-//! jobs offset by offset instead (see its body).
+//! jobs offset by offset instead (see its body). An expression croner accepts but no date
+//! satisfies (`0 0 30 2 *`) is refused at parse, where its search costs once, not at every tick.
 
 use std::fmt;
 use std::str::FromStr;
@@ -66,11 +67,24 @@ impl Schedule {
             });
         let zone = zone.map_or(Ok(Tz::UTC), parse_zone);
         match (cron, zone) {
-            (Ok(cron), Ok(zone)) => Ok(Schedule {
-                expr: expr.to_owned(),
-                cron,
-                zone,
-            }),
+            (Ok(cron), Ok(zone)) => {
+                let schedule = Schedule {
+                    expr: expr.to_owned(),
+                    cron,
+                    zone,
+                };
+                // croner accepts fields no date satisfies (`0 0 30 2 *`, a bare `L` weekday), and
+                // then searches thousands of years at every question: find that out once, here.
+                // A schedule that fires at all fires within one 400-year Gregorian cycle.
+                let since = DateTime::from_timestamp(946_684_800, 0).unwrap_or_default();
+                if schedule.next_after(since).is_none() {
+                    return Err(vec![ScheduleError::Cron {
+                        expr: expr.to_owned(),
+                        message: "no date matches every field, so it never fires".to_owned(),
+                    }]);
+                }
+                Ok(schedule)
+            }
             (cron, zone) => Err([cron.err(), zone.err()].into_iter().flatten().collect()),
         }
     }
@@ -183,6 +197,23 @@ fn describe(err: &croner::errors::CronError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expression_that_never_fires_is_an_error() {
+        for expr in ["0 0 30 2 *", "0 */1 * * L"] {
+            assert_eq!(
+                Schedule::parse(expr, Some("Europe/Berlin")).unwrap_err(),
+                vec![ScheduleError::Cron {
+                    expr: expr.to_owned(),
+                    message: "no date matches every field, so it never fires".to_owned(),
+                }]
+            );
+        }
+        assert!(
+            Schedule::parse("0 0 29 2 *", None).is_ok(),
+            "a leap day fires"
+        );
+    }
 
     #[test]
     fn fixed_time_jobs_in_a_spring_forward_gap_fire_after_it() {

@@ -919,7 +919,7 @@ fn wait_from_headers<'a>(target: &Target<'a>, headers: &'a HeaderMap) -> Option<
 /// `Duration` (`18446744073709551616`, `1e20`, `inf`) is `Duration::MAX`, past any `max_wait`; a
 /// date in the past is no wait; a negative number, NaN or other text is no answer (`None`: the
 /// computed backoff applies).
-fn parse_wait(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+pub(crate) fn parse_wait(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Only digits, so the one way to fail is a number past `u64::MAX`.

@@ -111,11 +111,17 @@ pub fn next_page(
                 .unwrap_or(received as u64);
             match total {
                 _ if received == 0 => NextPage::Done,
-                Some(total) if start - 1 + per_page.max(received as u64) >= total => NextPage::Done,
+                // Saturating: a vendor's numbers may be anything up to `u64::MAX`; a sum past it
+                // is past any total.
+                Some(total)
+                    if (start - 1).saturating_add(per_page.max(received as u64)) >= total =>
+                {
+                    NextPage::Done
+                }
                 None => NextPage::Done,
                 Some(_) => NextPage::Param {
                     name: "startIndex",
-                    value: (start + received as u64).to_string(),
+                    value: start.saturating_add(received as u64).to_string(),
                 },
             }
         }
@@ -223,6 +229,22 @@ mod tests {
         );
         assert_eq!(
             next_page(Pagination::ScimIndex, "", &h, &page(3, 0), 3, 0),
+            NextPage::Done
+        );
+    }
+
+    #[test]
+    fn scim_numbers_near_u64_max_end_the_list_instead_of_overflowing() {
+        let h = HeaderMap::new();
+        let max = u64::MAX;
+        let huge_page = json!({"totalResults": max, "startIndex": 2, "itemsPerPage": max});
+        assert_eq!(
+            next_page(Pagination::ScimIndex, "", &h, &huge_page, 2, 3),
+            NextPage::Done
+        );
+        let last_start = json!({"totalResults": max, "startIndex": max - 1, "itemsPerPage": 1});
+        assert_eq!(
+            next_page(Pagination::ScimIndex, "", &h, &last_start, 1, 5),
             NextPage::Done
         );
     }

@@ -61,6 +61,8 @@ use tokio::task::JoinHandle;
 pub use calendly::CalendlyPlan;
 pub use log::RecordedRequest;
 pub use oauth::OAuthConfig;
+#[doc(hidden)]
+pub use scim::fuzz as scim_fuzz;
 
 /// The largest request body the sandbox reads (bigger bodies get 413).
 const MAX_BODY: usize = 4 * 1024 * 1024;

@@ -4,6 +4,11 @@
 //! Attribute names and operators are case-insensitive; string comparisons are case-insensitive
 //! except on the case-exact common attributes `id` and `externalId`. Unknown attributes simply
 //! do not match. The same attribute-path syntax serves PATCH paths ([`parse_path`]).
+//!
+//! A filter arrives in a URL or a body, so its cost is bounded before it is walked: parentheses,
+//! brackets and `not` nest at most [`MAX_NESTING`] levels (the parser recurses per level; 5,000
+//! overflowed the stack) and a filter has at most [`MAX_OPERATORS`] `and`/`or` operators (each is a
+//! level of the tree that evaluation walks recursively); past either it is `invalidFilter`.
 
 use serde_json::{Map, Value};
 
@@ -135,7 +140,10 @@ fn valid_name(name: &str) -> bool {
 
 /// Parses `[urn:]attr[.sub]`.
 pub(crate) fn parse_attr_path(word: &str) -> Option<AttrPath> {
-    let (urn, rest) = if word.len() > 4 && word[..4].eq_ignore_ascii_case("urn:") {
+    let urn_prefix = word
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
+    let (urn, rest) = if word.len() > 4 && urn_prefix {
         let (urn, rest) = word.rsplit_once(':')?;
         (Some(urn.to_owned()), rest)
     } else {
@@ -158,7 +166,12 @@ pub(crate) fn parse_attr_path(word: &str) -> Option<AttrPath> {
 /// Parses a whole filter expression.
 pub(crate) fn parse(input: &str) -> Result<Filter, ScimError> {
     let tokens = tokenize(input)?;
-    let mut parser = Parser { tokens, pos: 0 };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+        operators: 0,
+    };
     let filter = parser.or()?;
     if parser.pos != parser.tokens.len() {
         return Err(invalid(format!("unexpected text in filter `{input}`")));
@@ -197,9 +210,19 @@ pub(crate) fn parse_path(input: &str) -> Result<PatchPath, ScimError> {
     }
 }
 
+/// The deepest parentheses, brackets and `not` may nest: the parser recurses once per level.
+const MAX_NESTING: usize = 32;
+/// The most `and` and `or` operators in one filter: each is a level of the parsed tree, which
+/// evaluation (and dropping it) walks recursively.
+const MAX_OPERATORS: usize = 1000;
+
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Parentheses, brackets and `not` open around the current position.
+    depth: usize,
+    /// `and` and `or` operators read so far.
+    operators: usize,
 }
 
 impl Parser {
@@ -228,10 +251,38 @@ impl Parser {
         }
     }
 
+    /// `inner` one level deeper, refused past [`MAX_NESTING`].
+    fn nested<T>(
+        &mut self,
+        inner: impl FnOnce(&mut Parser) -> Result<T, ScimError>,
+    ) -> Result<T, ScimError> {
+        if self.depth == MAX_NESTING {
+            return Err(invalid(format!(
+                "the filter nests parentheses, brackets and `not` more than {MAX_NESTING} levels deep; flatten it"
+            )));
+        }
+        self.depth += 1;
+        let result = inner(self);
+        self.depth -= 1;
+        result
+    }
+
+    /// Counts an `and` or `or`, refused past [`MAX_OPERATORS`].
+    fn operator(&mut self) -> Result<(), ScimError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(invalid(format!(
+                "the filter has more than {MAX_OPERATORS} `and` and `or` operators; split it"
+            )));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Filter, ScimError> {
         let mut left = self.and()?;
         while self.peek_word("or") {
-            self.pos += 1;
+            self.operator()?;
             let right = self.and()?;
             left = Filter::Or(Box::new(left), Box::new(right));
         }
@@ -241,7 +292,7 @@ impl Parser {
     fn and(&mut self) -> Result<Filter, ScimError> {
         let mut left = self.unary()?;
         while self.peek_word("and") {
-            self.pos += 1;
+            self.operator()?;
             let right = self.unary()?;
             left = Filter::And(Box::new(left), Box::new(right));
         }
@@ -252,13 +303,13 @@ impl Parser {
         if self.peek_word("not") {
             self.pos += 1;
             self.expect(Token::LParen)?;
-            let inner = self.or()?;
+            let inner = self.nested(Parser::or)?;
             self.expect(Token::RParen)?;
             return Ok(Filter::Not(Box::new(inner)));
         }
         match self.next() {
             Some(Token::LParen) => {
-                let inner = self.or()?;
+                let inner = self.nested(Parser::or)?;
                 self.expect(Token::RParen)?;
                 Ok(inner)
             }
@@ -267,7 +318,7 @@ impl Parser {
                     .ok_or_else(|| invalid(format!("invalid attribute path `{word}`")))?;
                 if matches!(self.tokens.get(self.pos), Some(Token::LBracket)) {
                     self.pos += 1;
-                    let inner = self.or()?;
+                    let inner = self.nested(Parser::or)?;
                     self.expect(Token::RBracket)?;
                     return Ok(Filter::Complex(path, Box::new(inner)));
                 }
@@ -540,5 +591,38 @@ mod tests {
             parse_path("emails[").unwrap_err().scim_type,
             Some("invalidPath")
         );
+    }
+
+    #[test]
+    fn a_multibyte_character_in_the_first_four_bytes_is_an_invalid_path_not_a_panic() {
+        assert_eq!(
+            parse("abc\u{e9} pr"),
+            Err(invalid("invalid attribute path `abc\u{e9}`"))
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("{}userName pr{}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(
+            parse(&deep),
+            Err(invalid(
+                "the filter nests parentheses, brackets and `not` more than 32 levels deep; flatten it"
+            ))
+        );
+        let deepest = format!("{}userName pr{}", "not (".repeat(32), ")".repeat(32));
+        assert!(parse(&deepest).is_ok());
+    }
+
+    #[test]
+    fn long_chains_are_bounded() {
+        let chain = vec!["userName pr"; 5001].join(" and ");
+        assert_eq!(
+            parse(&chain),
+            Err(invalid(
+                "the filter has more than 1000 `and` and `or` operators; split it"
+            ))
+        );
+        assert!(parse(&vec!["userName pr"; 1001].join(" or ")).is_ok());
     }
 }

@@ -5,9 +5,11 @@
 //! [`schema::validate`]) with server-kept `id`, timestamps and a version from one server-wide
 //! counter; `meta.version` and the `ETag` header are the weak tag `W/"N"`. Responses are
 //! `application/scim+json`; errors use the SCIM Error schema with `status` as a string.
-//! [`filter`] parses and evaluates filters, [`patch`] applies PatchOp requests atomically.
+//! [`filter`] parses and evaluates filters, [`patch`] applies PatchOp requests atomically;
+//! [`fuzz`] holds their properties for the fuzzers, which cannot reach them otherwise.
 
 mod filter;
+pub mod fuzz;
 mod patch;
 mod schema;
 

@@ -1,0 +1,4 @@
+//! The `template` surface: see `blockyard::fuzzing` for what the check holds.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| blockyard::fuzzing::check("template", data));
