@@ -4,6 +4,7 @@ mod demo;
 mod exec;
 mod generate;
 mod http;
+mod notify;
 mod records;
 mod runs;
 mod sandbox;

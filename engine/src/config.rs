@@ -9,7 +9,8 @@
 //! Webex variable does not stop a Calendly call. Resolved secrets live in memory only, inside
 //! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`; the tokens a vendor
 //! issues to an `oauth2_refresh_token` credential are kept in `tokens.json` in [`Config::data_dir`]
-//! (see [`crate::http::tokens`]).
+//! (see [`crate::http::tokens`]). An `auth: url` credential (a webhook's) has no header at all:
+//! its `url` is a secret field holding the whole address, since knowing it is the permission.
 //!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
@@ -109,6 +110,9 @@ pub struct CredentialSpec {
     /// Overrides the preset's base URL (sandbox, tests, regions; required for SCIM).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// For `auth: url`: the whole address requests go to, a secret (`${SLACK_WEBHOOK_URL}`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// Overrides the preset's OAuth2 token URL.
     #[serde(default)]
     pub token_url: Option<String>,
@@ -261,6 +265,8 @@ pub struct CredentialConfig {
     pub username: Option<String>,
     pub password: Option<SecretRef>,
     pub base_url: Option<String>,
+    /// For `auth: url`: the secret URL that is the whole address (a webhook's).
+    pub url: Option<SecretRef>,
     pub token_url: Option<String>,
     /// `Some(0)`: no limiter; `Some(n)`: n requests per minute; `None`: the preset's budget.
     pub rate_limit_per_minute: Option<u32>,
@@ -411,6 +417,7 @@ impl Config {
                 username: cred.username.clone(),
                 password: secret("password", &cred.password),
                 base_url: cred.base_url.clone(),
+                url: secret("url", &cred.url),
                 token_url: cred.token_url.clone(),
                 rate_limit_per_minute: cred.rate_limit_per_minute,
                 max_connections: match cred.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS) {
@@ -444,6 +451,7 @@ impl Config {
                     ("client_secret", config.client_secret.is_some()),
                     ("refresh_token", config.refresh_token.is_some()),
                 ],
+                AuthKind::Url => &[("url", config.url.is_some())],
             };
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
                 return Err(missing(key));
@@ -518,6 +526,7 @@ pub fn auth_name(auth: AuthKind) -> &'static str {
         AuthKind::Oauth2ClientCredentials => "oauth2_client_credentials",
         AuthKind::Oauth2RefreshToken => "oauth2_refresh_token",
         AuthKind::Basic => "basic",
+        AuthKind::Url => "url",
     }
 }
 
@@ -530,7 +539,7 @@ mod tests {
     #[test]
     fn the_sample_config_loads() {
         let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
-        assert_eq!(config.credentials.len(), 3);
+        assert_eq!(config.credentials.len(), 4);
         let webex = &config.credentials[&CredentialName::new("webex")];
         assert_eq!(webex.auth, AuthKind::Oauth2RefreshToken);
         assert_eq!(
@@ -541,6 +550,12 @@ mod tests {
         assert_eq!(
             scim.token.as_ref().unwrap().source,
             SecretSource::File("/etc/blockyard/scim-token".into())
+        );
+        let alerts = &config.credentials[&CredentialName::new("alerts")];
+        assert_eq!(alerts.auth, AuthKind::Url);
+        assert_eq!(
+            alerts.url.as_ref().unwrap().source,
+            SecretSource::Env("SLACK_WEBHOOK_URL".into())
         );
     }
 

@@ -14,6 +14,8 @@
 //! - [`control`] serves `/_sandbox/...`: the request log, a state dump, reset, reseed, the
 //!   latency, and the Calendly-only controls (accept an invitation, set the plan, set the acting
 //!   user);
+//! - [`sinks`] receives what the notification presets send (`POST /hooks/...`, an incoming
+//!   webhook) and lists it under `/_sandbox/webhooks`;
 //! - [`gate`] holds the rate-limit windows and the seeded failure injector, [`log`] the bounded
 //!   request log.
 //!
@@ -39,6 +41,7 @@ mod ids;
 mod log;
 mod scim;
 mod seed;
+mod sinks;
 mod store;
 mod webex;
 
@@ -56,6 +59,7 @@ use tokio::task::JoinHandle;
 
 pub use calendly::CalendlyPlan;
 pub use log::RecordedRequest;
+pub use sinks::ReceivedWebhook;
 
 /// The largest request body the sandbox reads (bigger bodies get 413).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -161,6 +165,7 @@ pub(crate) struct Shared {
     pub(crate) limits: gate::RateLimits,
     pub(crate) faults: gate::Faults,
     tracking: AtomicU64,
+    pub(crate) sinks: sinks::Sinks,
 }
 
 /// Locks a vendor's state; a panic in another request never makes the sandbox unusable.
@@ -190,6 +195,7 @@ impl Shared {
         self.limits.reset();
         self.faults.reseed(seed);
         self.tracking.store(0, Ordering::Relaxed);
+        self.sinks.clear();
     }
 }
 
@@ -243,6 +249,7 @@ impl Sandbox {
             limits: gate::RateLimits::new(config.rate_limit_per_min),
             faults: gate::Faults::new(config.fail_rate, config.seed),
             tracking: AtomicU64::new(0),
+            sinks: sinks::Sinks::default(),
         });
         shared.set_latency(config.latency);
         let router = Router::new()
@@ -289,6 +296,17 @@ impl Sandbox {
     /// The Calendly organization URI of the seeded organization.
     pub fn organization_uri(&self) -> String {
         lock(&self.shared.world.calendly).organization_uri()
+    }
+
+    /// A URL of the webhook sink (`http://IP:PORT/hooks/<name>`): what is posted to it is listed
+    /// by [`Sandbox::webhooks`].
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("{}{}/{name}", self.shared.base, sinks::HOOKS)
+    }
+
+    /// Every webhook the sink received (oldest first), as `GET /_sandbox/webhooks` shows.
+    pub fn webhooks(&self) -> Vec<ReceivedWebhook> {
+        self.shared.sinks.webhooks()
     }
 
     /// Every vendor request served so far (oldest first), as `GET /_sandbox/requests` shows.
@@ -341,6 +359,7 @@ impl std::fmt::Debug for Sandbox {
 enum Route<'a> {
     Vendor(Vendor, &'a str),
     Control(&'a str),
+    Hook,
     Unknown,
 }
 
@@ -348,6 +367,11 @@ fn route(path: &str) -> Route<'_> {
     if let Some(rest) = path.strip_prefix("/_sandbox") {
         if rest.is_empty() || rest.starts_with('/') {
             return Route::Control(rest);
+        }
+    }
+    if let Some(rest) = path.strip_prefix(sinks::HOOKS) {
+        if rest.starts_with('/') {
+            return Route::Hook;
         }
     }
     for vendor in Vendor::ALL {
@@ -371,9 +395,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let query = parts.uri.query();
     match route(path) {
         Route::Control(rest) => control::handle(&shared, &parts.method, rest, query, &body),
+        Route::Hook if parts.method == axum::http::Method::POST => {
+            shared.sinks.webhook(path, &body);
+            // Slack's answer: a plain-text `ok`.
+            http::bytes(StatusCode::OK, "text/plain", b"ok".to_vec())
+        }
+        Route::Hook => http::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the webhook sink takes POST; GET /_sandbox/webhooks lists what it received",
+        ),
         Route::Unknown => http::plain(
             StatusCode::NOT_FOUND,
-            "no such sandbox route: vendors live under /calendly, /webex/v1 and /scim/v2",
+            "no such sandbox route: vendors live under /calendly, /webex/v1 and /scim/v2, the webhook sink under /hooks/",
         ),
         Route::Vendor(vendor, rest) => {
             let latency = shared.latency();
