@@ -213,3 +213,98 @@ async fn webhook_post_sends_its_exact_request_and_reports_a_refusal() {
         "no Authorization header is sent, so none is shown"
     );
 }
+
+/// A webhook block whose address the sandbox does not serve (404): the run fails.
+const FAILING: &str = r#"name: failing
+notify:
+  credential: alerts
+  text: "{{run.workflow}} failed for {{record.email}} ({{run.status}}): {{run.error}}"
+blocks:
+  begin:
+    type: begin
+    next: tell
+  tell:
+    type: api
+    preset: webhook.post
+    credential: nowhere
+    with:
+      payload: {text: "hello"}
+    next: end
+  end:
+    type: end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_sends_its_notify_alert_once_and_a_dry_run_none() {
+    let env = Env::seeded(0).await;
+    add_webhook(&env);
+    let config = env.path().join("blockyard.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "  nowhere: {{vendor: webhook, auth: url, url: \"http://{}/nowhere-SECRET-9a9a\"}}\n",
+        env.sb.addr()
+    );
+    std::fs::write(&config, text).unwrap();
+    let file = env.write("failing.yaml", FAILING).display().to_string();
+
+    let (code, stdout, stderr) =
+        env.run(&["run", &file, "--record", "email=ann@acme.com", "--dry-run"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(env.sb.webhooks().is_empty(), "a dry run alerts nobody");
+
+    let run = env.json(&["run", &file, "--record", "email=ann@acme.com", "--json"]);
+    assert_eq!(run["status"], "failed", "{run}");
+    let received = env.sb.webhooks();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].path, "/hooks/T0001/B0002/hook-SECRET-77f1");
+    assert_eq!(
+        received[0].body,
+        json!({"text": "failing failed for ann@acme.com (failed): block `tell` failed: `webhook.post`: not found (status 404)"})
+    );
+    let id = run["id"].as_str().unwrap();
+    let (code, stdout, stderr) = env.run(&["replay", id, "--offline"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        env.sb.webhooks().len(),
+        1,
+        "an offline replay alerts nobody"
+    );
+    assert_eq!(
+        support::files_containing(&env.data_dir(), "SECRET"),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[test]
+fn bad_notify_keys_are_compile_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "blocks:\n  begin:\n    type: begin\n    next: end\n  end:\n    type: end\n";
+    let cases = [
+        (
+            "notify:\n  credential: alerts\n  channel: ops\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\nDIR/w.yaml:4:3: error: unknown key `channel` in `notify`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  on: [failed, cancelled]\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\nDIR/w.yaml:4:16: error: invalid `notify.on[1]`: unknown value `cancelled`, expected `failed` or `needs_attention`\n",
+        ),
+        (
+            "notify:\n  on: [failed]\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\nDIR/w.yaml:2:1: error: missing key `credential` in `notify`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  text: \"{{#if}}\"\n",
+            "checked 1 workflow: 0 valid, 1 invalid (1 error)\nDIR/w.yaml:4:9: error: invalid template in `notify.text`: invalid handlebars syntax (template column 8); write expressions as `{{name}}` or `<<name>>`\n",
+        ),
+    ];
+    for (notify, expected) in cases {
+        let file = dir.path().join("w.yaml");
+        std::fs::write(&file, format!("name: w\n{notify}{body}")).unwrap();
+        let out = support::blockyard(&["validate", &file.display().to_string()]);
+        let shown = support::stderr(&out) + support::stdout(&out).as_str();
+        assert_eq!(
+            shown.replace(&dir.path().display().to_string(), "DIR"),
+            expected
+        );
+    }
+}
