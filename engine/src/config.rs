@@ -1,5 +1,5 @@
-//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token and the
-//! time limit of a rhai rule (`rule_time_limit`).
+//! `blockyard.yaml`: the data directory, global variables, named credentials, the API token, the
+//! time limit of a rhai rule (`rule_time_limit`) and the default `notify:` of every workflow.
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -80,6 +80,9 @@ struct ConfigSpec {
     /// The URL of a running `blockyard serve` that CLI commands go through.
     #[serde(default)]
     server: Option<String>,
+    /// The `notify:` of every workflow that has none (see [`crate::notify`]).
+    #[serde(default)]
+    notify: Option<crate::notify::NotifySpec>,
 }
 
 /// One credential, as written.
@@ -299,6 +302,8 @@ pub struct Config {
     /// The URL of a running `blockyard serve` (`http://127.0.0.1:8080`) that the CLI's state
     /// commands go through instead of the data dir (`--server` and `BLOCKYARD_SERVER` win).
     pub server: Option<String>,
+    /// The alert of every workflow without a `notify:` of its own, its text compiled.
+    pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -497,6 +502,16 @@ impl Config {
                 });
             }
         }
+        let notify = match &spec.notify {
+            None => None,
+            Some(notify) => Some(crate::notify::Notify::compile(notify).map_err(|err| {
+                ConfigError::Invalid {
+                    file: file.to_owned(),
+                    location: map.value_location(&YamlPath::root().key("notify").key("text")),
+                    message: format!("invalid template in `notify.text`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                }
+            })?),
+        };
         Ok(Config {
             file: file.to_owned(),
             data_dir,
@@ -505,6 +520,7 @@ impl Config {
             token,
             rule_time_limit,
             server: spec.server,
+            notify,
         })
     }
 

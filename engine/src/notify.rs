@@ -1,5 +1,6 @@
-//! Alerts without writing a block: a workflow's `notify:` sends a message when one of its runs
-//! ends `failed` or `needs_attention`.
+//! Alerts without writing a block: a workflow's `notify:` (or, for a workflow without one, the
+//! config's, [`crate::config::Config::notify`]) sends a message when one of its runs ends `failed`
+//! or `needs_attention`.
 //!
 //! ```yaml
 //! notify:
@@ -17,7 +18,7 @@
 //! Only live runs alert: a dry run or an offline replay sends nothing. The alert is sent once,
 //! after the run's final record is written and flushed; a failed alert is logged (redacted) and
 //! does not change the run's status. Not yet here (see the report of issue #19): reminders to
-//! approvers, a config-wide default, email.
+//! approvers, email.
 
 use std::sync::Arc;
 

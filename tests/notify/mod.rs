@@ -308,3 +308,48 @@ fn bad_notify_keys_are_compile_errors() {
         );
     }
 }
+
+/// The config's `notify:` alerts for a workflow without one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configs_notify_alerts_for_a_workflow_without_one() {
+    let env = Env::seeded(0).await;
+    add_webhook(&env);
+    let config = env.path().join("blockyard.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "  nowhere: {{vendor: webhook, auth: url, url: \"http://{}/nowhere\"}}\nnotify:\n  credential: alerts\n  on: [failed]\n",
+        env.sb.addr()
+    );
+    std::fs::write(&config, text).unwrap();
+    let workflow = FAILING.replace(
+        "notify:\n  credential: alerts\n  text: \"{{run.workflow}} failed for {{record.email}} ({{run.status}}): {{run.error}}\"\n",
+        "",
+    );
+    let file = env.write("failing.yaml", &workflow).display().to_string();
+    let run = env.json(&["run", &file, "--record", "email=ann@acme.com", "--json"]);
+    assert_eq!(run["status"], "failed", "{run}");
+    let id = run["id"].as_str().unwrap();
+    let received = env.sb.webhooks();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        received[0].body,
+        json!({"text": format!("blockyard: run {id} of `failing` ended failed: block `tell` failed: `webhook.post`: not found (status 404)")})
+    );
+}
+
+#[test]
+fn a_bad_notify_in_the_config_is_refused() {
+    let parse = |text: &str| {
+        blockyard::config::Config::parse(std::path::Path::new("b.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        parse("notify:\n  credential: alerts\n  text: \"{{#if}}\"\n"),
+        "b.yaml:3:9: invalid template in `notify.text`: invalid handlebars syntax (template column 8); write expressions as `{{name}}` or `<<name>>`"
+    );
+    assert_eq!(
+        parse("notify:\n  credential: alerts\n  when: failed\n"),
+        "b.yaml:3:3: notify: unknown field `when`, expected one of `credential`, `on`, `text`"
+    );
+}

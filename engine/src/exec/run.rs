@@ -473,7 +473,8 @@ pub(crate) fn execute(
             }
         }
         // `notify:` (live runs only), once the final record is durable.
-        if let Some(notify) = prepared.workflow.notify.as_ref() {
+        let notify = prepared.workflow.notify.as_ref();
+        if let Some(notify) = notify.or(inner.options.notify.as_ref()) {
             if persist && record.mode == RunMode::Live && notify.wants(record.status) {
                 let (client, templates) = (&inner.client, &inner.templates);
                 Box::pin(notify.send(client, templates, &record, &walk.subject, &walk.vars)).await;
