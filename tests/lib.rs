@@ -6,6 +6,7 @@ mod exec;
 mod fuzz;
 mod generate;
 mod http;
+mod notify;
 mod records;
 mod runs;
 mod sandbox;

@@ -1,7 +1,7 @@
 //! `blockyard.yaml`: the data directory, global variables, named credentials, the API token, the
-//! named API tokens with their roles (`api_tokens`), `serve`'s connection bounds (`serve`) and the
-//! time limit of a rhai rule (`rule_time_limit`). An API token's value is `${ENV_VAR}` or
-//! `file:/path`, never the token itself.
+//! named API tokens with their roles (`api_tokens`), `serve`'s connection bounds (`serve`), the
+//! time limit of a rhai rule (`rule_time_limit`) and the default `notify:` of every workflow. An
+//! API token's value is `${ENV_VAR}` or `file:/path`, never the token itself.
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -12,7 +12,9 @@
 //! [`crate::http::Secret`], whose `Debug` and `Display` print `[redacted]`; the tokens a vendor
 //! issues to an `oauth2_refresh_token` credential are kept in `tokens.json` in [`Config::data_dir`]
 //! (see [`crate::store::tokens`]); `auth login` needs `redirect_uri` (the one registered with the
-//! vendor's app) and may take `authorize_url` and `scope`.
+//! vendor's app) and may take `authorize_url` and `scope`. An `auth: url` credential (a webhook's)
+//! has no header at all: its `url` is a secret field holding the whole address, since knowing it
+//! is the permission.
 //!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
@@ -92,6 +94,9 @@ struct ConfigSpec {
     /// `blockyard serve`'s connection bounds and the names it answers to.
     #[serde(default)]
     serve: ServeSpec,
+    /// The `notify:` of every workflow that has none (see [`crate::notify`]).
+    #[serde(default)]
+    notify: Option<crate::notify::NotifySpec>,
 }
 
 /// One named API token, as written.
@@ -154,6 +159,9 @@ pub struct CredentialSpec {
     /// Overrides the preset's base URL (sandbox, tests, regions; required for SCIM).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// For `auth: url`: the whole address requests go to, a secret (`${SLACK_WEBHOOK_URL}`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// Overrides the preset's OAuth2 token URL.
     #[serde(default)]
     pub token_url: Option<String>,
@@ -306,6 +314,8 @@ pub struct CredentialConfig {
     pub username: Option<String>,
     pub password: Option<SecretRef>,
     pub base_url: Option<String>,
+    /// For `auth: url`: the secret URL that is the whole address (a webhook's).
+    pub url: Option<SecretRef>,
     pub token_url: Option<String>,
     /// The registered redirect URI for `auth login` (see [`DEFAULT_REDIRECT_URI`]).
     pub redirect_uri: String,
@@ -345,6 +355,8 @@ pub struct Config {
     pub api_tokens: Vec<ApiTokenConfig>,
     /// `blockyard serve`'s connection bounds and extra host names.
     pub serve: ServeConfig,
+    /// The alert of every workflow without a `notify:` of its own, its text compiled.
+    pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
 }
 
 /// One named API token, checked: its value is read when `serve` starts.
@@ -479,6 +491,7 @@ impl Config {
                 username: cred.username.clone(),
                 password: secret("password", &cred.password),
                 base_url: cred.base_url.clone(),
+                url: secret("url", &cred.url),
                 token_url: cred.token_url.clone(),
                 redirect_uri: cred
                     .redirect_uri
@@ -517,6 +530,7 @@ impl Config {
                     ("client_id", config.client_id.is_some()),
                     ("client_secret", config.client_secret.is_some()),
                 ],
+                AuthKind::Url => &[("url", config.url.is_some())],
             };
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
                 return Err(missing(key));
@@ -636,6 +650,16 @@ impl Config {
                 allowed_hosts: spec.serve.allowed_hosts.clone(),
             }
         };
+        let notify = match &spec.notify {
+            None => None,
+            Some(notify) => Some(crate::notify::Notify::compile(notify).map_err(|err| {
+                ConfigError::Invalid {
+                    file: file.to_owned(),
+                    location: map.value_location(&YamlPath::root().key("notify").key("text")),
+                    message: format!("invalid template in `notify.text`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                }
+            })?),
+        };
         Ok(Config {
             file: file.to_owned(),
             data_dir,
@@ -646,6 +670,7 @@ impl Config {
             server: spec.server,
             api_tokens,
             serve,
+            notify,
         })
     }
 
@@ -667,6 +692,7 @@ pub fn auth_name(auth: AuthKind) -> &'static str {
         AuthKind::Oauth2ClientCredentials => "oauth2_client_credentials",
         AuthKind::Oauth2RefreshToken => "oauth2_refresh_token",
         AuthKind::Basic => "basic",
+        AuthKind::Url => "url",
     }
 }
 
@@ -680,7 +706,7 @@ mod tests {
     #[test]
     fn the_sample_config_loads() {
         let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
-        assert_eq!(config.credentials.len(), 3);
+        assert_eq!(config.credentials.len(), 4);
         let webex = &config.credentials[&CredentialName::new("webex")];
         assert_eq!(webex.auth, AuthKind::Oauth2RefreshToken);
         assert_eq!(
@@ -691,6 +717,12 @@ mod tests {
         assert_eq!(
             scim.token.as_ref().unwrap().source,
             SecretSource::File("/etc/blockyard/scim-token".into())
+        );
+        let alerts = &config.credentials[&CredentialName::new("alerts")];
+        assert_eq!(alerts.auth, AuthKind::Url);
+        assert_eq!(
+            alerts.url.as_ref().unwrap().source,
+            SecretSource::Env("SLACK_WEBHOOK_URL".into())
         );
     }
 

@@ -33,6 +33,7 @@ pub mod exec;
 pub mod fuzzing;
 pub mod graph;
 pub mod http;
+pub mod notify;
 pub mod preset;
 pub mod records;
 pub mod replay;

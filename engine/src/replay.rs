@@ -32,13 +32,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::compile::BlockKind;
-use crate::config::{CredentialConfig, CredentialName};
+use crate::config::{CredentialConfig, CredentialName, SecretRef, SecretSource};
 use crate::exec::{Engine, ExecError, Prepared, Recording, RunOutcome, RunRequest};
 use crate::http::Credentials;
 use crate::preset::{AuthKind, PresetId, PresetRegistry};
 use crate::spec::Location;
 use crate::store::history::{RunId, RunMode, RunTrigger, StepRecord, TriggerKind};
 use crate::template::TemplateEngine;
+
+/// What an offline replay sends a secret-URL credential's requests to (nothing is sent).
+const SECRET_URL_STAND_IN: &str = "https://secret-url.invalid";
 
 /// How to replay.
 #[derive(Debug, Clone, Default)]
@@ -243,6 +246,7 @@ fn recorded_credentials(
                 username: None,
                 password: None,
                 base_url: None,
+                url: None,
                 token_url: None,
                 redirect_uri: crate::config::DEFAULT_REDIRECT_URI.to_owned(),
                 authorize_url: None,
@@ -253,6 +257,20 @@ fn recorded_credentials(
                 file: format!("the recording of run {}", recording.run).into(),
                 location: Location::START,
             });
+        // A secret-URL credential (a webhook's) was recorded as `[redacted]`: it renders below a
+        // stand-in the redactor knows, so the replayed request shows `[redacted]` too.
+        let secret_url = presets
+            .vendor(&call.preset.vendor)
+            .is_some_and(|vendor| vendor.spec.auth.contains(&AuthKind::Url));
+        if secret_url && credential.url.is_none() {
+            credential.auth = AuthKind::Url;
+            credential.url = Some(SecretRef {
+                source: SecretSource::Literal(SECRET_URL_STAND_IN.to_owned()),
+                key: format!("credentials.{}.url", call.credential),
+                file: credential.file.clone(),
+                location: Location::START,
+            });
+        }
         if credential.base_url.is_none() {
             credential.base_url = recording
                 .steps

@@ -73,7 +73,10 @@ impl Local {
             &self.store,
             client,
             vars,
-            EngineOptions::default(),
+            EngineOptions {
+                notify: self.config.as_ref().and_then(|c| c.notify.clone()),
+                ..EngineOptions::default()
+            },
         )?)
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use blockyard::exec::EngineOptions;
 use blockyard::http::Credentials;
 use blockyard::records::Fields;
 use blockyard::service::endpoint::Endpoint;
@@ -98,6 +99,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(args.grace),
         config_file: config.as_ref().map(|c| absolute(&c.file)),
         presets_dir: args.common.presets.dir().map(absolute),
+        engine: EngineOptions {
+            notify: config.as_ref().and_then(|c| c.notify.clone()),
+            ..EngineOptions::default()
+        },
         ..ServiceConfig::new(args.workflows.clone(), data_dir.clone(), args.listen)
     };
     runtime()?.block_on(async move {

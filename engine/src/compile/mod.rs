@@ -43,6 +43,8 @@ pub struct Workflow {
     pub begin: NodeIndex,
     pub end: NodeIndex,
     pub trigger: Trigger,
+    /// `notify:`, its text compiled (see [`crate::notify`]).
+    pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
 }
 
 impl Workflow {
@@ -495,7 +497,30 @@ impl<'a> Compiler<'a> {
             kinds.insert(id.clone(), kind);
         }
         let edges = self.edge_conditions();
-        graph_checks::check(&mut self, kinds, edges, trigger)
+        let notify = self.notify();
+        graph_checks::check(&mut self, kinds, edges, trigger).map(|mut workflow| {
+            workflow.notify = notify;
+            workflow
+        })
+    }
+
+    /// `notify:`, its text compiled; an invalid template is an error at `notify.text`.
+    fn notify(&mut self) -> Option<std::sync::Arc<crate::notify::Notify>> {
+        let spec = self.loaded.spec.notify.as_ref()?;
+        match crate::notify::Notify::compile(spec) {
+            Ok(notify) => Some(notify),
+            Err(err) => {
+                self.value_error(
+                    &YamlPath::root().key("notify").key("text"),
+                    None,
+                    CompileErrorKind::Template {
+                        key: "notify.text".to_owned(),
+                        message: err.to_string(),
+                    },
+                );
+                None
+            }
+        }
     }
 
     fn begin(&mut self, id: &BlockId, begin: &BeginSpec, path: &YamlPath) -> Option<Trigger> {

@@ -90,7 +90,7 @@ use crate::trigger::Triggers;
 pub use self::retry::{DurableRetry, DEFAULT_GIVE_UP_AFTER};
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Runs executing at once; more wait (status `queued`) for a slot.
     pub max_in_flight: usize,
@@ -101,6 +101,8 @@ pub struct EngineOptions {
     /// The wall clock durable retries are timed by (`serve` passes its own, so tests run it
     /// under paused tokio time).
     pub clock: Clock,
+    /// The config's `notify:`: the alert of a workflow without one of its own.
+    pub notify: Option<Arc<crate::notify::Notify>>,
 }
 
 impl Default for EngineOptions {
@@ -110,6 +112,7 @@ impl Default for EngineOptions {
             body_cap: 64 * 1024,
             durable_retry: DurableRetry::default(),
             clock: Clock::system(),
+            notify: None,
         }
     }
 }
@@ -464,7 +467,7 @@ impl Engine {
             self.inner.history.store(),
             client,
             Map::new(),
-            self.inner.options,
+            self.inner.options.clone(),
         )
     }
 

@@ -128,6 +128,7 @@ pub(crate) fn classify(err: &CallError, write: bool) -> Class {
         | CallError::TokenStore { .. }
         | CallError::TokenNotSaved { .. }
         | CallError::NoBaseUrl { .. }
+        | CallError::BadSecretUrl { .. }
         | CallError::NoTokenUrl { .. }
         | CallError::MissingInput { .. }
         | CallError::UnknownInput { .. }

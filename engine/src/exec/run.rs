@@ -472,6 +472,14 @@ pub(crate) fn execute(
                 inner.parked.notify_one();
             }
         }
+        // `notify:` (live runs only), once the final record is durable.
+        let notify = prepared.workflow.notify.as_ref();
+        if let Some(notify) = notify.or(inner.options.notify.as_ref()) {
+            if persist && record.mode == RunMode::Live && notify.wants(record.status) {
+                let (client, templates) = (&inner.client, &inner.templates);
+                Box::pin(notify.send(client, templates, &record, &walk.subject, &walk.vars)).await;
+            }
+        }
         inner.cancels.clear(record.id);
         tracing::debug!(status = %record.status, "run finished");
         walk.steps.sort_by_key(|s| s.seq);

@@ -9,7 +9,8 @@
 //! token with a plain form POST to the token URL (`grant_type=refresh_token` or
 //! `client_credentials`), keep it in memory until shortly before it expires, and drop it when the
 //! vendor answers 401, so the next attempt fetches a fresh one (the client does that once per
-//! call).
+//! call). An `auth: url` credential sends no header: its secret `url` is the address the client
+//! sends to ([`Credential::secret_url`]), and the redactor knows it like any other secret.
 //!
 //! Refresh tokens may be single-use (Calendly revokes each one it is refreshed with). Built with
 //! [`Credentials::persistent`], an `oauth2_refresh_token` credential keeps its tokens in the
@@ -143,6 +144,8 @@ enum Resolved {
         /// The refresh token in `blockyard.yaml`, if it has one (else `auth login` stored one).
         configured: Option<Secret>,
     },
+    /// `auth: url`: no header; the URL is the secret.
+    Url(Secret),
 }
 
 #[derive(Debug, Clone)]
@@ -194,8 +197,8 @@ pub struct Credential {
 /// What an authorized request carries.
 #[derive(Debug, Clone)]
 pub struct Authorization {
-    /// The `Authorization` header value.
-    pub header: Secret,
+    /// The `Authorization` header value; `None` for `auth: url`, which sends none.
+    pub header: Option<Secret>,
     /// The OAuth2 access token in use, to drop on a 401.
     pub token: Option<Secret>,
 }
@@ -216,9 +219,15 @@ impl Credential {
     /// `base_url` or `token_url`, and the tokens the store keeps for it. Nothing is cached.
     pub fn register_secrets(&self, redactor: &Redactor) {
         let c = &self.config;
-        for secret in [&c.token, &c.client_secret, &c.refresh_token, &c.password]
-            .into_iter()
-            .flatten()
+        for secret in [
+            &c.token,
+            &c.client_secret,
+            &c.refresh_token,
+            &c.password,
+            &c.url,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let Ok(value) = secret.resolve() {
                 redactor.add(&value);
@@ -277,9 +286,19 @@ impl Credential {
                     client_id: client_id(),
                     client_secret: secret(&c.client_secret)?,
                 },
+                AuthKind::Url => Resolved::Url(secret(&c.url)?),
             })
         });
         result.clone().map_err(CallError::from)
+    }
+
+    /// For `auth: url`, the secret URL requests go to (read once and remembered by `redactor`);
+    /// `None` for every other auth style.
+    pub fn secret_url(&self, redactor: &Redactor) -> Result<Option<Secret>, CallError> {
+        match self.resolve(redactor)? {
+            Resolved::Url(url) => Ok(Some(url)),
+            _ => Ok(None),
+        }
     }
 
     /// The `Authorization` header for the next request, fetching an OAuth2 token if none is cached.
@@ -293,7 +312,7 @@ impl Credential {
         let (client_id, client_secret, refresh) = match resolved {
             Resolved::Bearer(token) => {
                 return Ok(Authorization {
-                    header: Secret::new(format!("Bearer {}", token.expose())),
+                    header: Some(Secret::new(format!("Bearer {}", token.expose()))),
                     token: None,
                 })
             }
@@ -302,9 +321,15 @@ impl Credential {
                 let header = Secret::new(format!("Basic {}", base64(pair.as_bytes())));
                 redactor.add(header.expose());
                 return Ok(Authorization {
-                    header,
+                    header: Some(header),
                     token: None,
                 });
+            }
+            Resolved::Url(_) => {
+                return Ok(Authorization {
+                    header: None,
+                    token: None,
+                })
             }
             Resolved::ClientCredentials {
                 client_id,
@@ -555,7 +580,7 @@ impl Credential {
 /// The `Authorization` of an OAuth2 access token.
 fn bearer(access: &Secret) -> Authorization {
     Authorization {
-        header: Secret::new(format!("Bearer {}", access.expose())),
+        header: Some(Secret::new(format!("Bearer {}", access.expose()))),
         token: Some(access.clone()),
     }
 }

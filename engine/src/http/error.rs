@@ -119,6 +119,9 @@ impl VendorError {
                 error.scim_type = text(body.get("scimType"));
                 error.message = text(body.get("detail"));
             }
+            ErrorStyle::Plain => {
+                error.message = text(body.get("message")).or_else(|| text(body.get("error")));
+            }
         }
         if error.message.is_none() && error.title.is_none() {
             if let Value::String(s) = body {
@@ -202,6 +205,8 @@ pub enum CallError {
         vendor: String,
         credential: CredentialName,
     },
+    #[error("the `url` of credential `{credential}` is not an http(s) URL; set it to the webhook address the service gave (it is a secret, so it is not shown)")]
+    BadSecretUrl { credential: CredentialName },
     #[error("`{vendor}` has no OAuth2 token URL; set `token_url` on credential `{credential}`")]
     NoTokenUrl {
         vendor: String,
@@ -334,6 +339,7 @@ impl CallError {
             | CallError::TokenStore { .. }
             | CallError::TokenNotSaved { .. }
             | CallError::NoBaseUrl { .. }
+            | CallError::BadSecretUrl { .. }
             | CallError::NoTokenUrl { .. }
             | CallError::MissingInput { .. }
             | CallError::UnknownInput { .. }

@@ -70,7 +70,7 @@ pub use crate::config::CredentialName;
 
 use self::paginate::NextPage;
 use crate::config::CredentialConfig;
-use crate::preset::{Action, Method, PresetId, PresetRegistry, Vendor};
+use crate::preset::{Action, AuthKind, Method, PresetId, PresetRegistry, Vendor};
 use crate::template::TemplateEngine;
 
 /// Per-call settings (a block's `retry:` and `timeout:`). The bounds that belong to a vendor
@@ -271,10 +271,27 @@ impl Client {
                 expected: vendor.spec.vendor.clone(),
             });
         }
-        let base_url = cred
-            .config
-            .base_url
-            .clone()
+        // `auth: url`: the secret URL is the whole address (the redactor knows it, so history,
+        // logs and errors show `[redacted]` where it appears).
+        let secret_url = if cred.config.auth == AuthKind::Url {
+            cred.secret_url(&self.inner.redactor)?
+        } else {
+            None
+        };
+        if let Some(url) = &secret_url {
+            let valid = url::Url::parse(url.expose())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(CallError::BadSecretUrl {
+                    credential: credential.clone(),
+                });
+            }
+            // Requests go to it less a trailing `/`: that form is a secret too.
+            self.inner.redactor.add(url.expose().trim_end_matches('/'));
+        }
+        let base_url = secret_url
+            .map(|url| url.expose().to_owned())
+            .or_else(|| cred.config.base_url.clone())
             .or_else(|| vendor.spec.base_url.clone())
             .ok_or_else(|| CallError::NoBaseUrl {
                 vendor: vendor.spec.vendor.clone(),
@@ -362,13 +379,15 @@ impl Client {
         action: &Action,
         inputs: &Map<String, Value>,
     ) -> Result<RenderedRequest, CallError> {
+        // `auth: url` sends no `Authorization` header, so the request does not show one.
+        let sends_auth = target.credential.config.auth != AuthKind::Url;
         let mut request = request::render(
             &self.inner.engine,
             target.vendor,
             action,
             &target.base_url,
             inputs,
-            true,
+            sends_auth,
         )?;
         if let Some(merge) = &action.spec.merge {
             let read = &target.vendor.actions[&merge.read];
@@ -378,7 +397,7 @@ impl Client {
                 read,
                 &target.base_url,
                 inputs,
-                true,
+                sends_auth,
             )?;
             request.merge_read = Some(Box::new(read));
         }
@@ -738,7 +757,9 @@ impl Client {
                     builder = builder.header(name, value);
                 }
             }
-            builder = builder.header(reqwest::header::AUTHORIZATION, auth.header.expose());
+            if let Some(header) = &auth.header {
+                builder = builder.header(reqwest::header::AUTHORIZATION, header.expose());
+            }
             if let Some(body) = &body {
                 builder = builder.body(body.clone());
             }

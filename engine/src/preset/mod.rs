@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::template::{self, Template};
 
 /// The presets shipped in the binary.
-pub const BUILTIN: [(&str, &str); 3] = [
+pub const BUILTIN: [(&str, &str); 4] = [
     (
         "presets/calendly.yaml",
         include_str!("../../../presets/calendly.yaml"),
@@ -38,6 +38,10 @@ pub const BUILTIN: [(&str, &str); 3] = [
     (
         "presets/scim.yaml",
         include_str!("../../../presets/scim.yaml"),
+    ),
+    (
+        "presets/webhook.yaml",
+        include_str!("../../../presets/webhook.yaml"),
     ),
 ];
 
@@ -122,6 +126,9 @@ pub enum AuthKind {
     Oauth2ClientCredentials,
     Oauth2RefreshToken,
     Basic,
+    /// No `Authorization` header: the credential's `url` (a secret, such as a Slack or Teams
+    /// incoming-webhook URL) is the whole address, so knowing it is the permission.
+    Url,
 }
 
 /// A vendor's request budget and how it signals that it was exceeded.
@@ -157,6 +164,8 @@ pub enum ErrorStyle {
     Webex,
     /// `{"schemas": [...Error], "status": "400", "scimType", "detail"}`.
     Scim,
+    /// Anything else (a webhook): a JSON body's `message` or `error`, else the body as text.
+    Plain,
 }
 
 /// Whether an action changes the vendor's state. Dry runs perform reads and hold writes back.
@@ -733,7 +742,7 @@ mod tests {
     fn shipped_presets_load() {
         let registry = PresetRegistry::builtin();
         let names: Vec<_> = registry.vendors().map(|v| v.spec.vendor.as_str()).collect();
-        assert_eq!(names, ["calendly", "webex", "scim"]);
+        assert_eq!(names, ["calendly", "webex", "scim", "webhook"]);
     }
 
     #[test]

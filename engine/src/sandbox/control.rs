@@ -1,4 +1,5 @@
-//! The control endpoints under `/_sandbox/`: read the request log and the state, reset, reseed,
+//! The control endpoints under `/_sandbox/`: read the request log, the state and the webhooks
+//! the sink received, reset, reseed,
 //! change the latency (`POST latency {"ms": N}`, for requests that arrive from then on), and
 //! drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
 //! token's user), and the OAuth app (`POST oauth` with any of `deny`, `scopes`,
@@ -76,6 +77,7 @@ pub(crate) fn handle(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["requests"]) => http::json(StatusCode::OK, &shared.log.snapshot()),
+        (&Method::GET, ["webhooks"]) => http::json(StatusCode::OK, &shared.sinks.webhooks()),
         (&Method::GET, ["state"]) => {
             let calendly = lock(&shared.world.calendly).dump();
             let webex = lock(&shared.world.webex).dump();
@@ -143,7 +145,7 @@ pub(crate) fn handle(
         },
         _ => http::plain(
             StatusCode::NOT_FOUND,
-            "unknown control endpoint: GET requests|state, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+            "unknown control endpoint: GET requests|state|webhooks, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
         ),
     }
 }

@@ -17,6 +17,8 @@
 //!   latency, the OAuth app's behaviour (deny consent, granted scopes, token lifetimes, rotation;
 //!   expire every access token), and the Calendly-only controls (accept an invitation, set the
 //!   plan, set the acting user);
+//! - [`sinks`] receives what the notification presets send (`POST /hooks/...`, an incoming
+//!   webhook) and lists it under `/_sandbox/webhooks`;
 //! - [`gate`] holds the rate-limit windows and the seeded failure injector, [`log`] the bounded
 //!   request log.
 //!
@@ -43,6 +45,7 @@ mod log;
 mod oauth;
 mod scim;
 mod seed;
+mod sinks;
 mod store;
 mod webex;
 
@@ -63,6 +66,7 @@ pub use log::RecordedRequest;
 pub use oauth::OAuthConfig;
 #[doc(hidden)]
 pub use scim::fuzz as scim_fuzz;
+pub use sinks::ReceivedWebhook;
 
 /// The largest request body the sandbox reads (bigger bodies get 413).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -172,6 +176,7 @@ pub(crate) struct Shared {
     pub(crate) faults: gate::Faults,
     pub(crate) oauth: Mutex<oauth::OAuth>,
     tracking: AtomicU64,
+    pub(crate) sinks: sinks::Sinks,
 }
 
 /// Locks a vendor's state; a panic in another request never makes the sandbox unusable.
@@ -201,6 +206,7 @@ impl Shared {
         self.limits.reset();
         self.faults.reseed(seed);
         self.tracking.store(0, Ordering::Relaxed);
+        self.sinks.clear();
     }
 }
 
@@ -255,6 +261,7 @@ impl Sandbox {
             faults: gate::Faults::new(config.fail_rate, config.seed),
             oauth: Mutex::new(oauth::OAuth::new(config.oauth.clone())),
             tracking: AtomicU64::new(0),
+            sinks: sinks::Sinks::default(),
         });
         shared.set_latency(config.latency);
         let router = Router::new()
@@ -301,6 +308,17 @@ impl Sandbox {
     /// The Calendly organization URI of the seeded organization.
     pub fn organization_uri(&self) -> String {
         lock(&self.shared.world.calendly).organization_uri()
+    }
+
+    /// A URL of the webhook sink (`http://IP:PORT/hooks/<name>`): what is posted to it is listed
+    /// by [`Sandbox::webhooks`].
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("{}{}/{name}", self.shared.base, sinks::HOOKS)
+    }
+
+    /// Every webhook the sink received (oldest first), as `GET /_sandbox/webhooks` shows.
+    pub fn webhooks(&self) -> Vec<ReceivedWebhook> {
+        self.shared.sinks.webhooks()
     }
 
     /// Every vendor request served so far (oldest first), as `GET /_sandbox/requests` shows.
@@ -388,6 +406,7 @@ impl std::fmt::Debug for Sandbox {
 enum Route<'a> {
     Vendor(Vendor, &'a str),
     Control(&'a str),
+    Hook,
     Unknown,
 }
 
@@ -395,6 +414,11 @@ fn route(path: &str) -> Route<'_> {
     if let Some(rest) = path.strip_prefix("/_sandbox") {
         if rest.is_empty() || rest.starts_with('/') {
             return Route::Control(rest);
+        }
+    }
+    if let Some(rest) = path.strip_prefix(sinks::HOOKS) {
+        if rest.starts_with('/') {
+            return Route::Hook;
         }
     }
     for vendor in Vendor::ALL {
@@ -418,9 +442,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let query = parts.uri.query();
     match route(path) {
         Route::Control(rest) => control::handle(&shared, &parts.method, rest, query, &body),
+        Route::Hook if parts.method == axum::http::Method::POST => {
+            shared.sinks.webhook(path, &body);
+            // Slack's answer: a plain-text `ok`.
+            http::bytes(StatusCode::OK, "text/plain", b"ok".to_vec())
+        }
+        Route::Hook => http::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the webhook sink takes POST; GET /_sandbox/webhooks lists what it received",
+        ),
         Route::Unknown => http::plain(
             StatusCode::NOT_FOUND,
-            "no such sandbox route: vendors live under /calendly, /webex/v1 and /scim/v2",
+            "no such sandbox route: vendors live under /calendly, /webex/v1 and /scim/v2, the webhook sink under /hooks/",
         ),
         Route::Vendor(vendor, rest) => {
             let latency = shared.latency();

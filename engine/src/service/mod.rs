@@ -343,7 +343,7 @@ impl Service {
         let client = Client::new(config.presets.clone(), config.credentials.clone())?;
         let options = EngineOptions {
             clock: config.clock,
-            ..config.engine
+            ..config.engine.clone()
         };
         let engine = Engine::new(&store, client, config.vars.clone(), options)?;
         let workflows = Workflows::load(&config.workflows, &engine, &config.vars)?;

@@ -85,6 +85,9 @@ pub struct WorkflowSpec {
     /// The blocks, by id. Exactly one `begin` and one `end`.
     #[serde(deserialize_with = "unique::map")]
     pub blocks: IndexMap<BlockId, BlockSpec>,
+    /// An alert sent when a run ends `failed` or `needs_attention` (see [`crate::notify`]).
+    #[serde(default)]
+    pub notify: Option<crate::notify::NotifySpec>,
 }
 
 /// One block; `type` says which kind.
