@@ -501,9 +501,38 @@ handlebars_helper!(urlencode_helper: |s: Json| {
 handlebars_helper!(last_segment_helper: |s: str| last_segment(s).to_owned());
 // `now` is [`crate::as_of::now`]: the instant the block started, in a run and in its replay.
 handlebars_helper!(now_helper: | | crate::as_of::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-handlebars_helper!(days_ago_helper: |days: i64| {
-    (crate::as_of::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-});
+/// `{{days_ago N}}`: the instant N days before [`crate::as_of::now`]; an N further than a date can
+/// reach is a render error (chrono would panic).
+struct DaysAgoHelper;
+
+impl handlebars::HelperDef for DaysAgoHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, RenderError> {
+        let param = h
+            .param(0)
+            .ok_or(handlebars::RenderErrorReason::ParamNotFoundForIndex(
+                "days_ago", 0,
+            ))?;
+        let days = param.value().as_i64().ok_or_else(|| {
+            handlebars::RenderErrorReason::InvalidParamType("a whole number of days")
+        })?;
+        let at = chrono::Duration::try_days(days)
+            .and_then(|d| crate::as_of::now().checked_sub_signed(d))
+            .ok_or_else(|| {
+                handlebars::RenderErrorReason::Other(format!(
+                    "`days_ago {days}` is further from now than a date can be"
+                ))
+            })?;
+        Ok(handlebars::ScopedJson::Derived(Value::String(
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )))
+    }
+}
 handlebars_helper!(resource_uri_helper: |base: str, kind: str, id: str| resource_uri(base, kind, id));
 
 /// The last non-empty `/`-separated segment: a Calendly URI's uuid.
@@ -571,7 +600,7 @@ impl TemplateEngine {
             hbs.register_helper("urlencode", Box::new(urlencode_helper));
             hbs.register_helper("last_segment", Box::new(last_segment_helper));
             hbs.register_helper("now", Box::new(now_helper));
-            hbs.register_helper("days_ago", Box::new(days_ago_helper));
+            hbs.register_helper("days_ago", Box::new(DaysAgoHelper));
             hbs.register_helper("resource_uri", Box::new(resource_uri_helper));
             hbs
         };
@@ -805,6 +834,20 @@ mod tests {
         let t = Template::compile("{{now}} {{days_ago 7}}").unwrap();
         let out = crate::as_of::at(at, || engine.render(&t, &ctx(json!({}))).unwrap());
         assert_eq!(out, "2020-02-03T04:05:06Z 2020-01-27T04:05:06Z");
+    }
+
+    #[test]
+    fn days_ago_further_than_a_date_can_be_is_an_error_not_a_panic() {
+        let engine = TemplateEngine::new();
+        let at = "2020-02-03T04:05:06Z".parse().unwrap();
+        for days in ["99999999999", "-99999999999", "9223372036854775807"] {
+            let t = Template::compile(&format!("{{{{days_ago {days}}}}}")).unwrap();
+            let out = crate::as_of::at(at, || engine.render(&t, &ctx(json!({}))));
+            assert_eq!(
+                out.unwrap_err().to_string(),
+                format!("`days_ago {days}` is further from now than a date can be")
+            );
+        }
     }
 
     #[test]

@@ -157,6 +157,15 @@ async fn a_run_sends_each_write_once_saves_outputs_and_records_every_step() {
     assert!(text.contains("DELETE"), "{text}");
     let failed = env.json(&["history", "list", "--status", "failed", "--json"]);
     assert!(failed.as_array().unwrap().is_empty());
+    // A duration longer ago than a date can be is an error, not a panic.
+    assert_eq!(
+        env.run(&["history", "list", "--since", "999999999d"]),
+        (2, String::new(), "error: `--since 999999999d` reaches back further than a date can; write a shorter duration\n".to_owned())
+    );
+    assert_eq!(
+        env.run(&["history", "prune", "--older-than", "999999999d"]),
+        (2, String::new(), "error: `--older-than 999999999d` reaches back further than a date can; write a shorter duration\n".to_owned())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

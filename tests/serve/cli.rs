@@ -457,6 +457,22 @@ async fn serve_api_cli_routes_refuse_unknown_options_and_bad_values() {
         api.get("/runs?since=2h").await,
         (200, serde_json::json!([]))
     );
+    // Durations longer ago than a date can be are refused, not a panic and a dropped connection.
+    assert_eq!(
+        api.get("/runs?since=999999999d").await,
+        error(400, "`since` `999999999d` reaches back further than a date can; write a shorter duration or an RFC 3339 instant")
+    );
+    assert_eq!(
+        api.post(
+            "/history/prune",
+            serde_json::json!({"older_than": "999999999d"})
+        )
+        .await,
+        error(
+            400,
+            "`older_than` `999999999d` reaches back further than a date can; write a shorter duration"
+        )
+    );
     assert_eq!(
         api.get("/service?verbose=1").await,
         error(

@@ -90,11 +90,19 @@ pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
     })
 }
 
-fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
+/// The instant `--FLAG TEXT` (a duration) before now.
+fn ago(flag: &str, text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     let d = parse_duration(text).with_context(|| {
         format!("`--{flag} {text}` is not a duration; write `30m`, `24h` or `7d`")
     })?;
-    Ok(chrono::Duration::from_std(d)?)
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .with_context(|| {
+            format!(
+                "`--{flag} {text}` reaches back further than a date can; write a shorter duration"
+            )
+        })
 }
 
 pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
@@ -112,7 +120,7 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
             };
             let since = match &args.since {
                 None => None,
-                Some(text) => Some(chrono::Utc::now() - duration("since", text)?),
+                Some(text) => Some(ago("since", text)?),
             };
             let filter = RunFilter {
                 workflow: args.workflow.clone(),
@@ -155,7 +163,7 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         HistoryCommand::Prune(args) => {
-            let cutoff = chrono::Utc::now() - duration("older-than", &args.older_than)?;
+            let cutoff = ago("older-than", &args.older_than)?;
             let (runs, steps) = match Backend::open(&args.common)? {
                 Backend::Local(local) => {
                     let report = local.history()?.prune(cutoff)?;

@@ -728,12 +728,17 @@ fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
-    crate::compile::parse_duration(text)
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| chrono::Utc::now() - d)
+    let duration = crate::compile::parse_duration(text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`since` `{text}` is neither a duration (`30m`, `24h`, `7d`) nor an RFC 3339 instant"
+        ))
+    })?;
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "`since` `{text}` is neither a duration (`30m`, `24h`, `7d`) nor an RFC 3339 instant"
+                "`since` `{text}` reaches back further than a date can; write a shorter duration or an RFC 3339 instant"
             ))
         })
 }

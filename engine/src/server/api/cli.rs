@@ -227,15 +227,20 @@ async fn prune(
             "`POST /api/history/prune` needs `older_than` (`30d`): the payloads of runs finished longer ago are dropped",
         ));
     };
-    let age = crate::compile::parse_duration(&text)
-        .and_then(|d| chrono::Duration::from_std(d).ok())
+    let age = crate::compile::parse_duration(&text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "`older_than` `{text}` is not a duration; write `30m`, `24h` or `7d`"
+        ))
+    })?;
+    let cutoff = chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "`older_than` `{text}` is not a duration; write `30m`, `24h` or `7d`"
+                "`older_than` `{text}` reaches back further than a date can; write a shorter duration"
             ))
         })?;
     let history = shared.engine.history().clone();
-    let cutoff = chrono::Utc::now() - age;
     let report = tokio::task::spawn_blocking(move || history.prune(cutoff))
         .await
         .map_err(super::internal)??;
