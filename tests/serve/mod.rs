@@ -771,6 +771,14 @@ async fn serve_api_refuses_query_parameters_and_body_fields_it_does_not_take() {
             r#"the request body is not valid: invalid type: string "yes", expected a boolean"#
         )
     );
+    // A backup needs a directory: an empty one is a bad request, not a failed fsync (500).
+    assert_eq!(
+        api.post("/store/backup", json!({"dir": ""})).await,
+        error(
+            400,
+            "the request body needs `dir`: the directory to write the backup to"
+        )
+    );
     assert_eq!(
         api.post(&format!("/runs/{id}/cancel"), json!([1])).await,
         error(

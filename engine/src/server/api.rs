@@ -292,6 +292,10 @@ fn parse_body<T: BodySpec>(bytes: &Bytes, route: &str) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|err| {
         ApiError::bad_request(format!("the request body is not valid JSON: {err}"))
     })?;
+    // `null` is no body, as the OpenAPI document's optional bodies say.
+    if value.is_null() {
+        return Ok(T::default());
+    }
     let takes = match T::FIELDS {
         [] => "takes no body".to_owned(),
         fields => format!("takes {}", ticked(fields)),
@@ -386,6 +390,8 @@ fn run_json(run: &RunRecord, steps: &[StepRecord]) -> Result<Value, ApiError> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RecordsQuery {
+    /// How a write treats an existing record (`create_update` by default).
+    #[param(pattern = r"^(create_update|create_only|update_only)$")]
     mode: Option<String>,
 }
 
@@ -408,9 +414,9 @@ fn write_mode(mode: Option<&str>) -> Result<WriteMode, ApiError> {
 }
 
 #[utoipa::path(post, path = "/records/{collection}", tag = "records",
-    params(("collection" = String, Path, description = "`people` or `saas_users`"), RecordsQuery),
+    params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$"), RecordsQuery),
     request_body(content = Object, description = "one record (an object) or an array of them"),
-    responses((status = 200, description = "`{\"collection\", \"records\": [{\"key\", \"outcome\", \"queued\"}], \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "`{\"collection\", \"records\": [{\"key\", \"outcome\", \"queued\"}], \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 404, description = "no such collection", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn post_records(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -481,7 +487,7 @@ async fn post_records(
 }
 
 #[utoipa::path(get, path = "/records/{collection}/{*key}", tag = "records",
-    params(("collection" = String, Path, description = "`people` or `saas_users`"), ("key" = String, Path, description = "the record's key (an email for `people`)")),
+    params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$"), ("key" = String, Path, description = "the record's key (an email for `people`)")),
     responses((status = 200, description = "the record's fields"), (status = 404, description = "no such record", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn get_record(
     State(shared): State<Arc<Shared>>,
@@ -631,7 +637,7 @@ async fn tick(
 #[utoipa::path(post, path = "/workflows/{name}/runs", tag = "runs",
     params(("name" = String, Path, description = "a loaded workflow's name")),
     request_body(content = Option<StartRun>, description = "the run's options, or no body"),
-    responses((status = 202, description = "the run record, once durable"), (status = 200, description = "with `wait`: the finished run with its steps"), (status = 404, description = "no such workflow", body = ApiErrorBody), (status = 409, description = "the subject does not match the begin block (send `force`)", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 202, description = "the run record, once durable"), (status = 200, description = "with `wait`: the finished run with its steps"), (status = 404, description = "no such workflow", body = ApiErrorBody), (status = 409, description = "the subject does not match the begin block (send `force`)", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn start_run(
     State(shared): State<Arc<Shared>>,
     Extension(actor): Extension<Actor>,
@@ -713,9 +719,18 @@ async fn start_run(
 #[serde(deny_unknown_fields)]
 struct RunsQuery {
     workflow: Option<String>,
+    /// A run status (empty: any).
+    #[param(
+        pattern = r"^(|queued|running|retrying|waiting_approval|waiting|held|succeeded|completed_with_failures|failed|cancelled|needs_attention)$"
+    )]
     status: Option<String>,
     subject: Option<String>,
+    /// A duration back from now (`24h`), or an RFC 3339 instant.
+    #[param(
+        pattern = r"^(|[0-9]{1,7}(ms|s|m|h|d)|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))$"
+    )]
     since: Option<String>,
+    /// At most this many (50 by default, 1000 at most).
     limit: Option<usize>,
 }
 
@@ -782,7 +797,7 @@ async fn list_runs(
 }
 
 #[utoipa::path(get, path = "/runs/{id}", tag = "runs",
-    params(("id" = String, Path, description = "a run id")),
+    params(("id" = String, Path, description = "a run id", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses((status = 200, description = "the run with its steps"), (status = 404, description = "no such run", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn show_run(
     State(shared): State<Arc<Shared>>,
@@ -825,9 +840,9 @@ impl QuerySpec for ReplayQuery {
 }
 
 #[utoipa::path(post, path = "/runs/{id}/replay", tag = "runs",
-    params(("id" = String, Path, description = "a run id")),
+    params(("id" = String, Path, description = "a run id", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     request_body(content = Option<ReplayBody>, description = "the replay's options, or no body"),
-    responses((status = 200, description = "the replay run with steps; offline: `{\"original\", \"identical\", \"blocks\", \"replay\"}`"), (status = 404, description = "no such run", body = ApiErrorBody), (status = 409, description = "a credential the replay needs is missing", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "the replay run with steps; offline: `{\"original\", \"identical\", \"blocks\", \"replay\"}`"), (status = 404, description = "no such run", body = ApiErrorBody), (status = 409, description = "a credential the replay needs is missing", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn replay_run(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -885,9 +900,9 @@ impl BodySpec for DecideBody {
 }
 
 #[utoipa::path(post, path = "/runs/{id}/blocks/{block}/approve", tag = "runs",
-    params(("id" = String, Path, description = "a run id"), ("block" = String, Path, description = "the block waiting for approval")),
+    params(("id" = String, Path, description = "a run id", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"), ("block" = String, Path, description = "the block waiting for approval")),
     request_body(content = Option<DecideBody>, description = "an optional comment, or no body"),
-    responses((status = 200, description = "the run with its steps once it stops again"), (status = 409, description = "not waiting for approval, or cancelled", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "the run with its steps once it stops again"), (status = 409, description = "not waiting for approval, or cancelled", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such run", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /api/runs/{id}/blocks/{block}/approve`: approve a block waiting for approval; the run
 /// continues, and the answer is the run with its steps once it stops again.
 async fn approve_block(
@@ -901,9 +916,9 @@ async fn approve_block(
 }
 
 #[utoipa::path(post, path = "/runs/{id}/blocks/{block}/reject", tag = "runs",
-    params(("id" = String, Path, description = "a run id"), ("block" = String, Path, description = "the block waiting for approval")),
+    params(("id" = String, Path, description = "a run id", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"), ("block" = String, Path, description = "the block waiting for approval")),
     request_body(content = Option<DecideBody>, description = "an optional comment, or no body"),
-    responses((status = 200, description = "the run with its steps once it stops again"), (status = 409, description = "not waiting for approval, or cancelled", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "the run with its steps once it stops again"), (status = 409, description = "not waiting for approval, or cancelled", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such run", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /api/runs/{id}/blocks/{block}/reject`: reject it; the block fails and `on_failure` routes.
 async fn reject_block(
     State(shared): State<Arc<Shared>>,
@@ -933,8 +948,8 @@ async fn decide(
 }
 
 #[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs",
-    params(("id" = String, Path, description = "a run id")),
-    responses((status = 202, description = "`{\"id\", \"cancel_requested\": true}`: it stops before its next block"), (status = 200, description = "the run record, `cancelled` at once"), (status = 409, description = "already finished", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    params(("id" = String, Path, description = "a run id", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
+    responses((status = 202, description = "`{\"id\", \"cancel_requested\": true}`: it stops before its next block"), (status = 200, description = "the run record, `cancelled` at once"), (status = 409, description = "already finished", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such run", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn cancel_run(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -958,8 +973,10 @@ async fn cancel_run(
 
 /// `POST /api/store/backup`'s body: the directory (on the server's machine) to write to.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct BackupBody {
-    #[schema(value_type = Option<String>)]
+    /// A new or empty directory on the server's machine.
+    #[schema(value_type = String, required = true, min_length = 1)]
     dir: Option<std::path::PathBuf>,
 }
 
@@ -969,7 +986,7 @@ impl BodySpec for BackupBody {
 
 #[utoipa::path(post, path = "/store/backup", tag = "store",
     request_body(content = BackupBody, description = "`{\"dir\": PATH}`: a new or empty directory on the server's machine"),
-    responses((status = 200, description = "`{\"dir\", \"trees\", \"entries\"}` once the copy is durable (admin)"), (status = 409, description = "the directory holds something", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "`{\"dir\", \"trees\", \"entries\"}` once the copy is durable (admin)"), (status = 409, description = "the directory holds something", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// A consistent copy of the live store into `dir` (see [`crate::store::backup`]); 200 once it is
 /// durable there.
 async fn backup_store(
@@ -977,7 +994,7 @@ async fn backup_store(
     _: Params<NoQuery>,
     Body(body): Body<BackupBody>,
 ) -> ApiResult {
-    let Some(dir) = body.dir else {
+    let Some(dir) = body.dir.filter(|dir| !dir.as_os_str().is_empty()) else {
         return Err(ApiError::bad_request(
             "the request body needs `dir`: the directory to write the backup to",
         ));

@@ -81,8 +81,8 @@ async fn service(
 }
 
 #[utoipa::path(get, path = "/records/{collection}", tag = "records",
-    params(("collection" = String, Path, description = "`people` or `saas_users`")),
-    responses((status = 200, description = "`[{\"key\", \"fields\"}]`, in key order"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$")),
+    responses((status = 200, description = "`[{\"key\", \"fields\"}]`, in key order"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such collection", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn list_records(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -117,8 +117,8 @@ fn queued_json(shared: &Shared, ids: &[QueueId]) -> Result<Vec<Value>, ApiError>
 }
 
 #[utoipa::path(delete, path = "/records/{collection}/{*key}", tag = "records",
-    params(("collection" = String, Path, description = "`people` or `saas_users`"), ("key" = String, Path, description = "the record's key")),
-    responses((status = 200, description = "`{\"subject\", \"outcome\": \"deleted\"|\"not_found\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$"), ("key" = String, Path, description = "the record's key")),
+    responses((status = 200, description = "`{\"subject\", \"outcome\": \"deleted\"|\"not_found\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such collection", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn delete_record(
     State(shared): State<Arc<Shared>>,
     Path((name, key)): Path<(String, String)>,
@@ -156,17 +156,18 @@ async fn delete_record(
 }
 
 /// One row of a batch: its key, computed by the caller (the import's `--key` rule), and fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Row {
     key: String,
+    #[schema(value_type = Object)]
     fields: Fields,
 }
 
 #[utoipa::path(post, path = "/records/{collection}/batch", tag = "records",
-    params(("collection" = String, Path, description = "`people` or `saas_users`"), RecordsQuery),
-    request_body(content = Vec<Object>, description = "`[{\"key\", \"fields\"}]`: one import batch, keyed by the caller"),
-    responses((status = 200, description = "`{\"outcomes\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$"), RecordsQuery),
+    request_body(content = Vec<Row>, description = "`[{\"key\", \"fields\"}]`: one import batch, keyed by the caller"),
+    responses((status = 200, description = "`{\"outcomes\", \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 422, description = "a row is not `{\"key\", \"fields\"}`", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 404, description = "no such collection", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /records/{collection}/batch`: one store transaction, as one batch of `records import`.
 async fn write_batch(
     State(shared): State<Arc<Shared>>,
@@ -207,6 +208,8 @@ async fn write_batch(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PruneBody {
+    /// How long ago a run finished for its payloads to go: `30m`, `24h`, `7d`.
+    #[schema(value_type = String, required = true, pattern = r"^[0-9]{1,7}(ms|s|m|h|d)$")]
     older_than: Option<String>,
 }
 
@@ -216,7 +219,7 @@ impl BodySpec for PruneBody {
 
 #[utoipa::path(post, path = "/history/prune", tag = "history",
     request_body(content = PruneBody, description = "`{\"older_than\": \"30d\"}`"),
-    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn prune(
     State(shared): State<Arc<Shared>>,
     _: Params<NoQuery>,
@@ -251,6 +254,8 @@ async fn prune(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResumeBody {
+    /// One run (else every unfinished one).
+    #[schema(pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     run: Option<String>,
 }
 
@@ -260,7 +265,7 @@ impl BodySpec for ResumeBody {
 
 #[utoipa::path(post, path = "/resume", tag = "runs",
     request_body(content = Option<ResumeBody>, description = "`{\"run\"?}`: one run, or every unfinished one"),
-    responses((status = 200, description = "`{\"resumed\", \"left\"}`"), (status = 409, description = "the service is executing that run", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    responses((status = 200, description = "`{\"resumed\", \"left\"}`"), (status = 409, description = "the service is executing that run", body = ApiErrorBody), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 404, description = "no such run", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 /// `POST /resume`: what `blockyard resume` does, in the service. Every unfinished run is the
 /// service's own (it resumed them at its start), so without `run` this continues the `retrying`
 /// runs whose next attempt has come (the timer loop would, a moment later) and lists the others.
