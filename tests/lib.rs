@@ -3,6 +3,7 @@
 mod demo;
 mod exec;
 mod generate;
+mod guard;
 mod http;
 mod records;
 mod runs;

@@ -1,5 +1,5 @@
 //! `blockyard.yaml`: the data directory, global variables, named credentials, the API token and the
-//! time limit of a rhai rule (`rule_time_limit`).
+//! time limit of a rhai rule (`rule_time_limit`), and the default mass-change guard (`guard:`).
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -79,6 +79,9 @@ struct ConfigSpec {
     /// The URL of a running `blockyard serve` that CLI commands go through.
     #[serde(default)]
     server: Option<String>,
+    /// The mass-change guard of every workflow that has no `guard:` of its own.
+    #[serde(default)]
+    guard: Option<crate::compile::GuardSpec>,
 }
 
 /// One credential, as written.
@@ -293,6 +296,8 @@ pub struct Config {
     /// The URL of a running `blockyard serve` (`http://127.0.0.1:8080`) that the CLI's state
     /// commands go through instead of the data dir (`--server` and `BLOCKYARD_SERVER` win).
     pub server: Option<String>,
+    /// The default mass-change guard (`guard:`), for workflows without their own.
+    pub guard: Option<crate::compile::Guard>,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -489,7 +494,29 @@ impl Config {
                 });
             }
         }
+        let guard = match &spec.guard {
+            None => None,
+            Some(guard) => match crate::compile::guard_check(guard, true) {
+                Ok(guard) => Some(guard),
+                Err(problem) => {
+                    let mut path = YamlPath::root().key("guard");
+                    let location = match problem.key {
+                        Some(key) => {
+                            path = path.key(key);
+                            map.value_location(&path)
+                        }
+                        None => map.key_location(&path),
+                    };
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        location,
+                        message: problem.message,
+                    });
+                }
+            },
+        };
         Ok(Config {
+            guard,
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,

@@ -70,7 +70,10 @@ impl Local {
             &self.store,
             client,
             vars,
-            EngineOptions::default(),
+            EngineOptions {
+                guard: self.config.as_ref().and_then(|c| c.guard),
+                ..EngineOptions::default()
+            },
         )?)
     }
 

@@ -11,6 +11,7 @@ mod cancel;
 mod client;
 mod demo;
 mod graph;
+mod guard;
 mod history;
 mod presets;
 mod records;
@@ -92,6 +93,9 @@ enum Command {
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
+    /// The mass-change guard: list, release or cancel a workflow's held runs.
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
@@ -162,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => cancel::run(args),
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
+        Command::Guard(command) => guard::run(command),
         Command::Serve(args) => serve::run(args),
     };
     match result {

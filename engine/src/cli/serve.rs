@@ -76,6 +76,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(args.grace),
         config_file: config.as_ref().map(|c| absolute(&c.file)),
         presets_dir: args.common.presets.dir().map(absolute),
+        engine: blockyard::exec::EngineOptions {
+            guard: config.as_ref().and_then(|c| c.guard),
+            ..Default::default()
+        },
         ..ServiceConfig::new(args.workflows.clone(), data_dir.clone(), args.listen)
     };
     runtime()?.block_on(async move {

@@ -244,6 +244,7 @@ pub(super) fn check(
         begin,
         end,
         trigger,
+        guard: None,
     })
 }
 

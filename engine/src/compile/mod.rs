@@ -29,8 +29,10 @@ use crate::template::{JsonTemplate, Template, TemplateError};
 
 mod error;
 mod graph_checks;
+mod guard;
 
 pub use error::{suggest, AnswerProblem, CompileError, CompileErrorKind, JsonError};
+pub use guard::{check as guard_check, Guard, GuardLimit, GuardProblem, GuardSpec};
 
 /// A checked workflow, ready to run.
 #[derive(Debug)]
@@ -43,6 +45,8 @@ pub struct Workflow {
     pub begin: NodeIndex,
     pub end: NodeIndex,
     pub trigger: Trigger,
+    /// The workflow's own `guard:` (the engine falls back to the config's default).
+    pub guard: Option<Guard>,
 }
 
 impl Workflow {
@@ -495,7 +499,24 @@ impl<'a> Compiler<'a> {
             kinds.insert(id.clone(), kind);
         }
         let edges = self.edge_conditions();
-        graph_checks::check(&mut self, kinds, edges, trigger)
+        let guard = spec
+            .guard
+            .as_ref()
+            .and_then(|g| match guard::check(g, has_subject) {
+                Ok(guard) => Some(guard),
+                Err(GuardProblem { key, message }) => {
+                    let path = YamlPath::root().key("guard");
+                    let kind = CompileErrorKind::InvalidGuard { message };
+                    match key {
+                        Some(key) => self.value_error(&path.key(key), None, kind),
+                        None => self.key_error(&path, None, kind),
+                    }
+                    None
+                }
+            });
+        let mut workflow = graph_checks::check(&mut self, kinds, edges, trigger)?;
+        workflow.guard = guard;
+        Some(workflow)
     }
 
     fn begin(&mut self, id: &BlockId, begin: &BeginSpec, path: &YamlPath) -> Option<Trigger> {

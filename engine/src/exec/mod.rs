@@ -58,6 +58,7 @@ mod block;
 pub mod cancel;
 mod collect;
 mod context;
+pub mod guard;
 mod resume;
 pub mod retry;
 mod run;
@@ -101,6 +102,8 @@ pub struct EngineOptions {
     /// The wall clock durable retries are timed by (`serve` passes its own, so tests run it
     /// under paused tokio time).
     pub clock: Clock,
+    /// The mass-change guard of workflows without a `guard:` of their own (the config's).
+    pub guard: Option<crate::compile::Guard>,
 }
 
 impl Default for EngineOptions {
@@ -110,6 +113,7 @@ impl Default for EngineOptions {
             body_cap: 64 * 1024,
             durable_retry: DurableRetry::default(),
             clock: Clock::system(),
+            guard: None,
         }
     }
 }
@@ -185,6 +189,9 @@ pub struct Prepared {
     roles: HashMap<NodeIndex, RoleTemplates>,
     /// By node index: the block's call is a write (its preset's kind, or its `request.method`'s).
     writes: Vec<bool>,
+    /// By node index: the block's write is destructive (its preset says `destructive: true`, or
+    /// its `request.method` is `DELETE`): the mass-change guard counts it.
+    destructive: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -365,6 +372,8 @@ struct Inner {
     /// The workflows a record write by a run may start ([`Triggers::none`] unless serving).
     triggers: std::sync::RwLock<Arc<Triggers>>,
     approvals: approval::Approvals,
+    /// The mass-change guard's counts and releases ([`guard`]).
+    guard: crate::store::guard::GuardStore,
     client: Client,
     config_vars: Map<String, Value>,
     options: EngineOptions,
@@ -400,6 +409,7 @@ impl Engine {
                 records: RecordStore::open(store)?,
                 triggers: std::sync::RwLock::new(Arc::new(Triggers::none())),
                 approvals: approval::Approvals::open(store)?,
+                guard: crate::store::guard::GuardStore::open(store)?,
                 client,
                 config_vars,
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -508,6 +518,7 @@ impl Engine {
         let mut default_outputs = HashMap::new();
         let mut roles = HashMap::new();
         let mut writes = vec![false; workflow.graph.node_count()];
+        let mut destructive = vec![false; workflow.graph.node_count()];
         for node in workflow.graph.node_indices() {
             let call = match &workflow.graph[node].kind {
                 BlockKind::Api(call) => call,
@@ -540,6 +551,15 @@ impl Engine {
             };
             // The call's own kind: a `request.method` override decides it over the preset's.
             writes[node.index()] = call.kind == ActionKind::Write;
+            destructive[node.index()] = call.kind == ActionKind::Write
+                && (presets
+                    .action(&call.preset)
+                    .is_some_and(|a| a.is_destructive())
+                    || call
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.method)
+                        .is_some_and(|m| m == crate::preset::Method::Delete));
             if call.outputs.is_empty() {
                 if let Some(action) = presets.action(&call.preset) {
                     let outputs: Vec<(String, Template)> = action
@@ -561,6 +581,7 @@ impl Engine {
             default_outputs,
             roles,
             writes,
+            destructive,
         }
     }
 

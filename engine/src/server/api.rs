@@ -34,6 +34,7 @@
 //! (`24h`: runs created within it) or an RFC 3339 instant.
 
 mod cli;
+mod guard;
 
 use std::sync::Arc;
 
@@ -78,6 +79,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/blocks/{block}/approve", post(approve_block))
         .route("/runs/{id}/blocks/{block}/reject", post(reject_block));
+    // The mass-change guard's routes, apart.
+    let router = guard::routes(router);
     // The CLI's routes, apart.
     cli::routes(router).with_state(shared)
 }

@@ -164,6 +164,8 @@ struct Header {
     description: Option<String>,
     #[serde(default)]
     vars: IndexMap<String, Value>,
+    #[serde(default)]
+    guard: Option<crate::compile::GuardSpec>,
 }
 
 /// `blocks` is taken out before the rest of the top level is read, so serde never lists it.
@@ -297,6 +299,7 @@ impl Loader<'_> {
                 description: header.description,
                 vars: header.vars,
                 blocks: spec_blocks,
+                guard: header.guard,
             },
             broken,
         ))

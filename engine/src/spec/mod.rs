@@ -85,6 +85,10 @@ pub struct WorkflowSpec {
     /// The blocks, by id. Exactly one `begin` and one `end`.
     #[serde(deserialize_with = "unique::map")]
     pub blocks: IndexMap<BlockId, BlockSpec>,
+    /// The mass-change guard: past this many destructive writes in a window, runs are held
+    /// (the config's `guard:` when unset).
+    #[serde(default)]
+    pub guard: Option<crate::compile::GuardSpec>,
 }
 
 /// One block; `type` says which kind.

@@ -71,6 +71,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod guard;
 pub mod history;
 pub mod in_flight;
 pub mod queue;
