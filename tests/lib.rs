@@ -5,6 +5,7 @@ mod exec;
 mod generate;
 mod guard;
 mod http;
+mod plan;
 mod records;
 mod runs;
 mod sandbox;

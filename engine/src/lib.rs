@@ -28,6 +28,7 @@ pub mod config;
 pub mod exec;
 pub mod graph;
 pub mod http;
+pub mod plan;
 pub mod preset;
 pub mod records;
 pub mod replay;

@@ -13,6 +13,7 @@ mod demo;
 mod graph;
 mod guard;
 mod history;
+mod plan;
 mod presets;
 mod records;
 mod replay;
@@ -93,6 +94,9 @@ enum Command {
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
+    /// Whom a workflow would touch if enabled now: its begin rule over every current record, a
+    /// dry run for each match (writes never sent), a summary and a per-person table.
+    Plan(plan::PlanArgs),
     /// The mass-change guard: list, release or cancel a workflow's held runs.
     #[command(subcommand)]
     Guard(guard::GuardCommand),
@@ -167,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
         Command::Guard(command) => guard::run(command),
+        Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

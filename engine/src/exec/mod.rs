@@ -204,6 +204,11 @@ struct RoleTemplates {
 }
 
 impl Prepared {
+    /// Whether `node`'s call is a destructive write (see [`guard`]).
+    pub fn is_destructive(&self, node: NodeIndex) -> bool {
+        self.destructive.get(node.index()).copied().unwrap_or(false)
+    }
+
     /// The node of a block id.
     pub fn node(&self, block: &str) -> Option<NodeIndex> {
         self.workflow.block(block)

@@ -6,6 +6,7 @@
 //! | `GET /workflows/{name}/guard` | `{"workflow", "guard", "source", "counted", "allowed", "held": [run ids]}` |
 //! | `POST /workflows/{name}/guard/release` | `{"workflow", "runs": [ids], "statuses": [the status each ended in]}` |
 //! | `POST /workflows/{name}/guard/cancel` | the same, each `cancelled` |
+//! | `GET /workflows/{name}/plan` | the plan ([`crate::plan::Plan`]) |
 
 use std::sync::Arc;
 
@@ -24,6 +25,26 @@ pub(super) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         .route("/workflows/{name}/guard", get(status))
         .route("/workflows/{name}/guard/release", post(release))
         .route("/workflows/{name}/guard/cancel", post(cancel))
+        .route("/workflows/{name}/plan", get(plan))
+}
+
+/// `GET /workflows/{name}/plan`: the workflow's plan over the current records
+/// ([`crate::plan`]).
+async fn plan(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    _: Params<NoQuery>,
+    _: Body<NoBody>,
+) -> ApiResult {
+    let workflows = shared.workflows();
+    let prepared = workflows.get(&name).ok_or_else(|| unknown(&name))?.clone();
+    match crate::plan::plan(&shared.engine, &prepared).await {
+        Ok(plan) => Ok(Json(plan).into_response()),
+        Err(err @ crate::plan::PlanError::NoCollection { .. }) => {
+            Err(ApiError::bad_request(err.to_string()))
+        }
+        Err(crate::plan::PlanError::Exec(err)) => Err(err.into()),
+    }
 }
 
 fn unknown(name: &str) -> ApiError {

@@ -1,0 +1,136 @@
+//! `blockyard plan`: the real binary over 1,000 seeded people, its counts checked against what
+//! live runs of the same people then do (the sandbox's request log).
+
+use std::sync::Arc;
+
+use blockyard::exec::RunRequest;
+use blockyard::store::history::{StepStatus, Subject};
+use serde_json::{json, Value};
+
+use crate::support::{self, Env};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_over_1000_people_counts_exactly_what_live_runs_then_send() {
+    let env = Env::seeded(60).await;
+    std::fs::create_dir(env.path().join("workflows")).unwrap();
+    std::fs::copy(
+        support::workflow("calendly-offboard.yaml"),
+        env.path().join("workflows/calendly-offboard.yaml"),
+    )
+    .unwrap();
+    let members: Vec<String> = env
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| m.2 != "owner")
+        .map(|m| m.0)
+        .take(40)
+        .collect();
+    assert_eq!(members.len(), 40);
+    // 40 leavers Calendly has, 10 it does not, 950 people staying (10 of them Calendly members).
+    let mut csv = String::from("email,status\n");
+    for email in &members {
+        csv.push_str(&format!("{email},terminated\n"));
+    }
+    for i in 0..10 {
+        csv.push_str(&format!("ghost{i}@nowhere.test,terminated\n"));
+    }
+    for i in 0..950 {
+        csv.push_str(&format!("person{i:04}@acme.test,active\n"));
+    }
+    env.write("people.csv", &csv);
+    let (code, _, stderr) = env.run(&["records", "import", "people", "people.csv", "--no-trigger"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let before = env.sb.requests().len();
+    let plan = env.json(&["plan", "workflows/calendly-offboard.yaml", "--json"]);
+    assert_eq!(plan["records"], 1000, "{plan}");
+    assert_eq!(plan["matching"], 50);
+    assert_eq!(plan["excluded"], 0);
+    assert_eq!(
+        plan["writes"],
+        json!([{"preset": "calendly.remove_user_membership", "vendor": "calendly", "method": "DELETE", "destructive": true, "count": 40}])
+    );
+    assert_eq!(plan["destructive"], 40);
+    assert_eq!(plan["outcomes"], json!({"succeeded": 50}));
+    // Reads were sent (one lookup per match), writes never.
+    assert_eq!(env.sb.requests().len() - before, 50);
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    let planned: Vec<String> = plan["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["writes"].as_array().unwrap().is_empty())
+        .map(|r| r["subject"].as_str().unwrap().to_owned())
+        .collect();
+    let mut leavers = members.clone();
+    leavers.sort();
+    assert_eq!(planned, leavers);
+
+    // The table, as a person reads it.
+    let (code, stdout, stderr) = env.run(&["plan", "workflows/calendly-offboard.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(
+            "`calendly-offboard` would start for 50 of 1000 people now (0 more excluded).\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("writes (40 destructive):\n      40  DELETE calendly.remove_user_membership  (destructive)\n"), "{stdout}");
+    let row = |subject: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{subject} ")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        row(&leavers[0]),
+        [
+            leavers[0].as_str(),
+            "succeeded",
+            "DELETE",
+            "calendly.remove_user_membership"
+        ]
+    );
+    assert_eq!(
+        row("ghost0@nowhere.test"),
+        ["ghost0@nowhere.test", "succeeded", "none"]
+    );
+
+    // Now for real: each planned person's live run sends exactly the planned writes.
+    let engine = env.engine();
+    let prepared = engine
+        .prepare_file(&env.path().join("workflows/calendly-offboard.yaml"))
+        .unwrap();
+    let mut sent_by: Vec<String> = Vec::new();
+    for row in plan["people"].as_array().unwrap() {
+        let key = row["subject"].as_str().unwrap();
+        let subject = Subject {
+            collection: "people".to_owned(),
+            key: key.to_owned(),
+            record: json!({"email": key, "status": "terminated"}),
+        };
+        let outcome = engine
+            .run(&Arc::clone(&prepared), RunRequest::manual(Some(subject)))
+            .await
+            .unwrap();
+        assert_eq!(outcome.run.status.name(), row["status"].as_str().unwrap());
+        if outcome
+            .steps
+            .iter()
+            .any(|s| s.write && s.status == StepStatus::Succeeded)
+        {
+            sent_by.push(key.to_owned());
+        }
+    }
+    sent_by.sort();
+    assert_eq!(sent_by, planned);
+    let deletes: Vec<Value> = env.writes().into_iter().map(Value::String).collect();
+    assert_eq!(deletes.len(), 40, "{deletes:?}");
+    assert!(deletes
+        .iter()
+        .all(|w| w.as_str().unwrap().starts_with("DELETE ")));
+}
