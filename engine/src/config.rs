@@ -82,6 +82,10 @@ struct ConfigSpec {
     /// The mass-change guard of every workflow that has no `guard:` of its own.
     #[serde(default)]
     guard: Option<crate::compile::GuardSpec>,
+    /// Warn when a loaded workflow's trigger matches more than this share of the current
+    /// records (`50%` when unset).
+    #[serde(default)]
+    match_warning: Option<String>,
 }
 
 /// One credential, as written.
@@ -298,6 +302,8 @@ pub struct Config {
     pub server: Option<String>,
     /// The default mass-change guard (`guard:`), for workflows without their own.
     pub guard: Option<crate::compile::Guard>,
+    /// `match_warning:`, in percent (see [`crate::plan::load_warning`]).
+    pub match_warning: f64,
 }
 
 /// A problem with `blockyard.yaml`.
@@ -515,8 +521,27 @@ impl Config {
                 }
             },
         };
+        let match_warning = match &spec.match_warning {
+            None => crate::plan::DEFAULT_MATCH_WARNING,
+            Some(text) => match text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|p| (0.0..=100.0).contains(p))
+            {
+                Some(p) => p,
+                None => {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        location: map.value_location(&YamlPath::root().key("match_warning")),
+                        message: format!("`match_warning` `{text}` is not a share; write a percentage from 0% to 100%, such as `50%`"),
+                    })
+                }
+            },
+        };
         Ok(Config {
             guard,
+            match_warning,
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,

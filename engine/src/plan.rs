@@ -244,3 +244,59 @@ pub fn matching_share(
     }
     Ok(Some((matched, records)))
 }
+
+/// The share of a collection above which loading a workflow warns (`match_warning:` in the
+/// config), in percent.
+pub const DEFAULT_MATCH_WARNING: f64 = 50.0;
+
+/// The load-time warning for `prepared` when its trigger matches more than `share` percent of
+/// the current records of its collection: "workflow `x` would start for 4,812 of 5,000 people
+/// now …". `None` under the share, or without a collection or records.
+pub fn load_warning(
+    engine: &Engine,
+    prepared: &Prepared,
+    share: f64,
+) -> Result<Option<String>, ExecError> {
+    let Some((matched, records)) = matching_share(engine, prepared)? else {
+        return Ok(None);
+    };
+    if records == 0 || (matched as f64) * 100.0 <= share * (records as f64) {
+        return Ok(None);
+    }
+    let collection = prepared
+        .workflow
+        .trigger
+        .records
+        .map_or("records", |c| c.name());
+    Ok(Some(format!(
+        "workflow `{}` would start for {} of {} {collection} now (more than the {share}% `match_warning`); check its begin rule and the records: `blockyard plan {}` shows whom and which writes",
+        prepared.workflow.name,
+        thousands(matched),
+        thousands(records),
+        prepared.workflow.file.display(),
+    )))
+}
+
+/// `4812` as `4,812`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(super::thousands(4812), "4,812");
+        assert_eq!(super::thousands(5000), "5,000");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}

@@ -100,6 +100,20 @@ async fn plan_over_1000_people_counts_exactly_what_live_runs_then_send() {
         ["ghost0@nowhere.test", "succeeded", "none"]
     );
 
+    // `validate` with the data dir warns past the config's `match_warning` share (5% here).
+    let (code, stdout, stderr) = env.run(&["validate", "workflows/", "--data-dir", "data"]);
+    assert_eq!((code, stdout.as_str()), (0, ""), "{stderr}");
+    let (_, _, stderr) = env.run(&["validate", "workflows/"]);
+    assert!(stderr.starts_with("records matched: not checked (give `--data-dir DIR` to check how many current records each workflow would start for)\n"), "{stderr}");
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    env.write("blockyard.yaml", &format!("{config}\nmatch_warning: 4%\n"));
+    let (code, stdout, stderr) = env.run(&["validate", "workflows/", "--data-dir", "data"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "workflows/calendly-offboard.yaml: warning: workflow `calendly-offboard` would start for 50 of 1,000 people now (more than the 4% `match_warning`); check its begin rule and the records: `blockyard plan workflows/calendly-offboard.yaml` shows whom and which writes\n"
+    );
+
     // Now for real: each planned person's live run sends exactly the planned writes.
     let engine = env.engine();
     let prepared = engine

@@ -72,6 +72,10 @@ impl Local {
             vars,
             EngineOptions {
                 guard: self.config.as_ref().and_then(|c| c.guard),
+                match_warning: self
+                    .config
+                    .as_ref()
+                    .map_or(blockyard::plan::DEFAULT_MATCH_WARNING, |c| c.match_warning),
                 ..EngineOptions::default()
             },
         )?)

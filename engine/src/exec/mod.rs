@@ -104,6 +104,9 @@ pub struct EngineOptions {
     pub clock: Clock,
     /// The mass-change guard of workflows without a `guard:` of their own (the config's).
     pub guard: Option<crate::compile::Guard>,
+    /// Loading a workflow whose trigger matches more than this percentage of the current records
+    /// warns (the config's `match_warning`; see [`crate::plan::load_warning`]).
+    pub match_warning: f64,
 }
 
 impl Default for EngineOptions {
@@ -114,6 +117,7 @@ impl Default for EngineOptions {
             durable_retry: DurableRetry::default(),
             clock: Clock::system(),
             guard: None,
+            match_warning: crate::plan::DEFAULT_MATCH_WARNING,
         }
     }
 }
@@ -460,6 +464,11 @@ impl Engine {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The share above which a loaded workflow's matching is warned about, in percent.
+    pub fn match_warning(&self) -> f64 {
+        self.inner.options.match_warning
     }
 
     /// The config's `vars`, the bottom layer of every run's `vars`.
