@@ -148,3 +148,36 @@ async fn plan_over_1000_people_counts_exactly_what_live_runs_then_send() {
         .iter()
         .all(|w| w.as_str().unwrap().starts_with("DELETE ")));
 }
+
+/// The figure in BENCHMARKS.md: `plan` (the real binary, a debug or release build as run) over
+/// 10,000 people of whom 1,000 match, each a dry run whose lookup the sandbox answers.
+/// `cargo test --release --test lib plan::plan_over_10000 -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn plan_over_10000_people_measured() {
+    let env = Env::seeded(60).await;
+    std::fs::create_dir(env.path().join("workflows")).unwrap();
+    std::fs::copy(
+        support::workflow("calendly-offboard.yaml"),
+        env.path().join("workflows/calendly-offboard.yaml"),
+    )
+    .unwrap();
+    let mut csv = String::from("email,status\n");
+    for i in 0..10_000 {
+        let status = if i % 10 == 0 { "terminated" } else { "active" };
+        csv.push_str(&format!("person{i:05}@acme.test,{status}\n"));
+    }
+    env.write("people.csv", &csv);
+    let (code, _, stderr) = env.run(&["records", "import", "people", "people.csv", "--no-trigger"]);
+    assert_eq!(code, 0, "{stderr}");
+    let started = std::time::Instant::now();
+    let plan = env.json(&["plan", "workflows/calendly-offboard.yaml", "--json"]);
+    let elapsed = started.elapsed();
+    assert_eq!(plan["matching"], 1000);
+    println!(
+        "plan over {} records, {} matching: {:.2}s",
+        plan["records"],
+        plan["matching"],
+        elapsed.as_secs_f64()
+    );
+}
