@@ -128,6 +128,12 @@ async fn guard_five_per_hour_sends_five_holds_fifteen_survives_a_restart_and_a_r
             ("remove", "held")
         ]
     );
+    // And the trigger trace, beside the run the update started.
+    let subject = held["subject"]["key"].as_str().unwrap();
+    let (_, why_trace) = api.get(&format!("/triggers/why?subject={subject}")).await;
+    let considered = &why_trace[0]["trace"].as_array().unwrap().last().unwrap()["considered"][0];
+    assert_eq!(considered["run"], held["id"], "{why_trace}");
+    assert_eq!(considered["held"], why, "{why_trace}");
 
     // The count survives a restart: the 21st leaver is held too, nothing more is sent.
     service.shutdown().await.unwrap();

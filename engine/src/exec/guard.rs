@@ -80,6 +80,24 @@ pub(crate) fn gate(
     }
 }
 
+/// Notes on the trigger trace entry that started a held run why it is held, so `triggers why`
+/// says it beside the run. A failure to note it is logged, not the run's.
+pub(crate) fn trace_held(engine: &Engine, run: &RunRecord) {
+    let (Some(subject), Some(why)) = (run.subject.as_ref(), run.error.as_deref()) else {
+        return;
+    };
+    let Some(subject) = super::records_subject(subject) else {
+        return;
+    };
+    if let Err(err) = engine
+        .inner
+        .records
+        .note_held(&subject, &run.id.to_string(), why)
+    {
+        tracing::warn!(run_id = %run.id, error = %err, "cannot note the held run in the trigger trace");
+    }
+}
+
 /// What a release or a cancel of a held batch did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BatchDecision {

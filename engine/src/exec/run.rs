@@ -492,6 +492,9 @@ pub(crate) fn execute(
             if record.wake_at.is_some() {
                 inner.parked.notify_one();
             }
+            if record.status == RunStatus::Held {
+                guard::trace_held(&engine, &record);
+            }
         }
         inner.cancels.clear(record.id);
         tracing::debug!(status = %record.status, "run finished");
