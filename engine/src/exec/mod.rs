@@ -2,8 +2,9 @@
 //!
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
 //! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
-//! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
-//! decisions ([`approval`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
+//! [`Client`], a semaphore bounding the runs in flight, the cancel requests, the approval
+//! decisions ([`approval`]) and the mass-change guard, which holds runs before a destructive write
+//! past a workflow's limit ([`guard`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
 //! `records:` needs a subject, and the subject must match the begin block's conditions unless
 //! forced. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or

@@ -2,7 +2,8 @@
 //!
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
-//! (`people`, `saas_users`), and the trigger queue.
+//! (`people`, `saas_users`), the trigger queue, and the mass-change guard's counted writes and
+//! releases ([`guard`]).
 //! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
 //! other module names a sled type. Values are JSON (serde) so that `history show --json` and a
 //! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
