@@ -308,3 +308,44 @@ fn guard_keys_that_cannot_be_used_are_exact_errors() {
         "error: blockyard.yaml:2:30: `guard.per` `often` is not a duration; write a number and a unit, such as `30m`, `1h` or `1d`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_the_configs_default_guards_a_workflow_without_its_own() {
+    let env = Env::seeded(10).await;
+    std::fs::create_dir(workflows(&env)).unwrap();
+    let unguarded = guarded_offboard().replace("guard: { max_writes: 5, per: 1h }\n", "");
+    env.write("workflows/calendly-offboard.yaml", &unguarded);
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    env.write(
+        "blockyard.yaml",
+        &format!("{config}\nguard: {{ max_writes: 2, per: 30m }}\n"),
+    );
+    let config = env.config();
+    let service = Service::start(ServiceConfig {
+        token: Some(support::API_TOKEN.to_owned()),
+        credentials: Credentials::from_config(&config),
+        vars: config.vars.clone().into_iter().collect(),
+        engine: blockyard::exec::EngineOptions {
+            guard: config.guard,
+            ..Default::default()
+        },
+        ..ServiceConfig::new(
+            workflows(&env),
+            env.data_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let api = Api::new(&service);
+    let people = leavers(&env, 5).await;
+    offboard(&api, &people).await;
+    let runs = settled(&api, 5).await;
+    assert_eq!(count(&runs, "succeeded"), 2, "{runs:?}");
+    assert_eq!(count(&runs, "held"), 3, "{runs:?}");
+    assert_eq!(deletes(&env).len(), 2);
+    let (_, status) = api.get("/workflows/calendly-offboard/guard").await;
+    assert_eq!(status["source"], "config", "{status}");
+    assert_eq!(status["guard"], "max_writes: 2, per: 30m");
+    service.shutdown().await.unwrap();
+}

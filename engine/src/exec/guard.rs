@@ -125,9 +125,13 @@ pub struct GuardStatus {
 }
 
 impl Engine {
-    /// The guard that applies to `workflow`: its own, else the config's.
+    /// The guard that applies to `workflow`: its own, else the config's (a share of a collection
+    /// applies to workflows with one only; their own `max_share` without one does not compile).
     pub fn guard_of(&self, workflow: &crate::compile::Workflow) -> Option<Guard> {
-        workflow.guard.or(self.inner.options.guard)
+        workflow.guard.or(self.inner.options.guard.filter(|g| {
+            !matches!(g.limit, crate::compile::GuardLimit::MaxShare(_))
+                || workflow.trigger.records.is_some()
+        }))
     }
 
     /// The runs of `workflow` held by the guard now, oldest first.
@@ -162,7 +166,7 @@ impl Engine {
         Ok(GuardStatus {
             workflow: workflow.name.clone(),
             guard: guard.map(|g| g.describe()),
-            source: match (workflow.guard, self.inner.options.guard) {
+            source: match (workflow.guard, guard) {
                 (Some(_), _) => Some("workflow"),
                 (None, Some(_)) => Some("config"),
                 (None, None) => None,
