@@ -56,6 +56,11 @@ impl Guard {
         }
     }
 
+    /// The window as written: `1h`, `90m`.
+    pub fn window(&self) -> String {
+        describe_duration(self.per)
+    }
+
     /// `max_writes: 5, per: 1h`, as the guard is written.
     pub fn describe(&self) -> String {
         let per = describe_duration(self.per);

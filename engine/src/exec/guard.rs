@@ -71,7 +71,7 @@ pub(crate) fn gate(
             Ok(GuardGate::Hold(format!(
                 "held by the mass-change guard before its destructive write: {count} destructive writes of `{}` in the last {} reached its limit of {allowed} (`guard: {{ {} }}`); `blockyard guard release {}` sends the held batch, `blockyard guard cancel {}` cancels it",
                 workflow.name,
-                guard.describe().rsplit("per: ").next().unwrap_or_default(),
+                guard.window(),
                 guard.describe(),
                 workflow.name,
                 workflow.name,
