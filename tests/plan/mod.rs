@@ -181,3 +181,83 @@ async fn plan_over_10000_people_measured() {
         elapsed.as_secs_f64()
     );
 }
+
+/// Through a running service, `plan` answers what it answers on the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_through_a_running_service_is_the_same_plan() {
+    use blockyard::http::Credentials;
+    use blockyard::service::{Service, ServiceConfig};
+    let env = Env::seeded(10).await;
+    std::fs::create_dir(env.path().join("workflows")).unwrap();
+    std::fs::copy(
+        support::workflow("calendly-offboard.yaml"),
+        env.path().join("workflows/calendly-offboard.yaml"),
+    )
+    .unwrap();
+    let members: Vec<String> = env
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| m.2 != "owner")
+        .map(|m| m.0)
+        .take(3)
+        .collect();
+    let mut csv = String::from("email,status\n");
+    for email in &members {
+        csv.push_str(&format!("{email},terminated\n"));
+    }
+    csv.push_str("stay@acme.test,active\n");
+    env.write("people.csv", &csv);
+    let (code, _, stderr) = env.run(&["records", "import", "people", "people.csv", "--no-trigger"]);
+    assert_eq!(code, 0, "{stderr}");
+    let local = env.json(&["plan", "workflows/calendly-offboard.yaml", "--json"]);
+
+    let config = env.config();
+    let service = Service::start(ServiceConfig {
+        token: Some(support::API_TOKEN.to_owned()),
+        credentials: Credentials::from_config(&config),
+        vars: config.vars.into_iter().collect(),
+        ..ServiceConfig::new(
+            env.path().join("workflows"),
+            env.data_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let server = format!("http://{}", service.addr());
+    let dir = env.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        let args = [
+            "plan",
+            "workflows/calendly-offboard.yaml",
+            "--json",
+            "--server",
+            &server,
+        ];
+        support::command_in(&dir, &args)
+            .env("BLOCKYARD_TOKEN", support::API_TOKEN)
+            .env_remove("BLOCKYARD_SERVER")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let remote: Value = serde_json::from_str(&support::stdout(&out)).unwrap();
+    assert_eq!(remote["matching"], 3, "{remote}");
+    assert_eq!(remote["records"], 4);
+    for key in [
+        "workflow",
+        "records",
+        "matching",
+        "excluded",
+        "writes",
+        "destructive",
+        "outcomes",
+    ] {
+        assert_eq!(remote[key], local[key], "{key}");
+    }
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+    service.shutdown().await.unwrap();
+}
