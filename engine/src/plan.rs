@@ -9,6 +9,10 @@
 //! vendor and whether it is destructive) and keeps one row per person with the writes their run
 //! would send (the rendered requests, redacted, for `--verbose`).
 //!
+//! With `offline`, nothing is sent at all: each dry run's reads are answered from the latest
+//! recorded live run of the workflow for that person (a person without one gets a failed dry run
+//! saying there is no recorded answer), as `replay --offline` answers them.
+//!
 //! Dry runs go [`CONCURRENCY`] at a time; every vendor read still goes through the credential's
 //! client, so its rate budget (`rate_limit_per_minute`, the preset's `rate_limit`) and
 //! `max_connections` bound what reaches the vendor.
@@ -21,9 +25,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
-use crate::exec::{Engine, ExecError, Prepared, RunRequest};
+use crate::exec::{Engine, ExecError, Prepared, Recording, RunRequest};
 use crate::records::{Fields, Subject as RecordSubject};
-use crate::store::history::{RunMode, RunStatus, StepStatus, Subject};
+use crate::store::history::{RunFilter, RunMode, RunStatus, StepStatus, Subject};
 use crate::trigger::{Triggers, WorkflowName};
 
 /// Dry runs at once.
@@ -92,8 +96,14 @@ pub enum PlanError {
     Exec(#[from] ExecError),
 }
 
-/// Plans `prepared` over every current record of its collection (see the module docs).
-pub async fn plan(engine: &Engine, prepared: &Arc<Prepared>) -> Result<Plan, PlanError> {
+/// Plans `prepared` over every current record of its collection (see the module docs); `offline`:
+/// each dry run's reads are answered from the latest recorded live run of the workflow for that
+/// person, and nothing at all is sent.
+pub async fn plan(
+    engine: &Engine,
+    prepared: &Arc<Prepared>,
+    offline: bool,
+) -> Result<Plan, PlanError> {
     let workflow = &prepared.workflow;
     let Some(collection) = workflow.trigger.records else {
         return Err(PlanError::NoCollection {
@@ -134,11 +144,17 @@ pub async fn plan(engine: &Engine, prepared: &Arc<Prepared>) -> Result<Plan, Pla
             key: key.clone(),
             record: Value::Object(fields.clone()),
         };
+        let recording = if offline {
+            Some(latest_recording(&engine, &workflow.name, key)?)
+        } else {
+            None
+        };
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let request = RunRequest {
                 mode: RunMode::DryRun,
                 persist: false,
+                recording,
                 ..RunRequest::manual(Some(subject))
             };
             (i, engine.run(&prepared, request).await)
@@ -215,6 +231,33 @@ pub async fn plan(engine: &Engine, prepared: &Arc<Prepared>) -> Result<Plan, Pla
         destructive,
         outcomes,
         people,
+    })
+}
+
+/// The steps of the latest live run of `workflow` for `key` that still has them (not pruned), as
+/// the recording `plan --offline` answers reads from; an empty one (every read then fails with
+/// "no recorded answer") when there is none.
+fn latest_recording(engine: &Engine, workflow: &str, key: &str) -> Result<Recording, ExecError> {
+    let history = engine.history();
+    let runs = history.list(&RunFilter {
+        workflow: Some(workflow.to_owned()),
+        subject: Some(key.to_owned()),
+        ..RunFilter::default()
+    })?;
+    for run in runs {
+        if run.mode == RunMode::Live
+            && !run.pruned
+            && run.subject.as_ref().is_some_and(|s| s.key == key)
+        {
+            let steps = history.steps(run.id)?;
+            return Ok(Recording::new(&run, steps, None));
+        }
+    }
+    Ok(Recording {
+        run: crate::store::history::RunId::new(),
+        started_at: Utc::now(),
+        steps: Default::default(),
+        from: None,
     })
 }
 

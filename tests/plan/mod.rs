@@ -147,6 +147,34 @@ async fn plan_over_1000_people_counts_exactly_what_live_runs_then_send() {
     assert!(deletes
         .iter()
         .all(|w| w.as_str().unwrap().starts_with("DELETE ")));
+    drop(engine);
+
+    // Offline, the same plan from the recorded runs, with nothing sent at all; a person without
+    // a recorded run says so.
+    env.write("late.csv", "email,status\nlate@acme.test,terminated\n");
+    let (code, _, stderr) = env.run(&["records", "import", "people", "late.csv", "--no-trigger"]);
+    assert_eq!(code, 0, "{stderr}");
+    let before = env.sb.requests().len();
+    let offline = env.json(&[
+        "plan",
+        "workflows/calendly-offboard.yaml",
+        "--json",
+        "--offline",
+    ]);
+    assert_eq!(env.sb.requests().len(), before, "offline sends nothing");
+    assert_eq!(offline["matching"], 51, "{offline}");
+    assert_eq!(offline["writes"], plan["writes"]);
+    assert_eq!(offline["outcomes"], json!({"succeeded": 50, "failed": 1}));
+    let late = offline["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == "late@acme.test")
+        .unwrap();
+    assert_eq!(
+        late["error"],
+        "block `find` failed: offline: block `find` did not call the vendor in the recorded run, so there is no recorded answer"
+    );
 }
 
 /// The figure in BENCHMARKS.md: `plan` (the real binary, a debug or release build as run) over

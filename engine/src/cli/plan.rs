@@ -1,4 +1,4 @@
-//! `blockyard plan WORKFLOW [--verbose] [--json]`: whom the workflow would touch if it were
+//! `blockyard plan WORKFLOW [--verbose] [--json] [--offline]`: whom the workflow would touch if it were
 //! enabled now (see `blockyard::plan`): the begin rule over every current record, a dry run for
 //! each match (reads sent, writes never), a summary and a per-person table. Under a running
 //! service it is planned there (`GET /api/workflows/NAME/plan`), for a workflow it has loaded.
@@ -23,6 +23,10 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Send nothing at all: answer each dry run's reads from the latest recorded live run of the
+    /// workflow for that person (one without gets a failed dry run saying so).
+    #[arg(long)]
+    offline: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -34,11 +38,12 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         Backend::Local(local) => {
             let engine = local.engine()?;
             let prepared = engine.prepare_file(&args.workflow)?;
-            runtime()?.block_on(blockyard::plan::plan(&engine, &prepared))?
+            runtime()?.block_on(blockyard::plan::plan(&engine, &prepared, args.offline))?
         }
         Backend::Remote(remote) => {
             let name = remote.loaded_workflow(&args.workflow)?;
-            let answer = remote.get(&format!("/workflows/{}/plan", encode_key(&name)))?;
+            let query = if args.offline { "?offline=true" } else { "" };
+            let answer = remote.get(&format!("/workflows/{}/plan{query}", encode_key(&name)))?;
             serde_json::from_value(answer)
                 .context("the service answered a plan this CLI cannot read")?
         }

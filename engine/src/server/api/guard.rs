@@ -6,7 +6,7 @@
 //! | `GET /workflows/{name}/guard` | `{"workflow", "guard", "source", "counted", "allowed", "held": [run ids]}` |
 //! | `POST /workflows/{name}/guard/release` | `{"workflow", "runs": [ids], "statuses": [the status each ended in]}` |
 //! | `POST /workflows/{name}/guard/cancel` | the same, each `cancelled` |
-//! | `GET /workflows/{name}/plan` | the plan ([`crate::plan::Plan`]) |
+//! | `GET /workflows/{name}/plan[?offline=true]` | the plan ([`crate::plan::Plan`]) |
 
 use std::sync::Arc;
 
@@ -28,17 +28,29 @@ pub(super) fn routes(router: Router<Arc<Shared>>) -> Router<Arc<Shared>> {
         .route("/workflows/{name}/plan", get(plan))
 }
 
-/// `GET /workflows/{name}/plan`: the workflow's plan over the current records
+/// `?offline=true`: answer the dry runs' reads from the recorded runs.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    #[serde(default)]
+    offline: bool,
+}
+
+impl super::QuerySpec for PlanQuery {
+    const NAMES: &'static [&'static str] = &["offline"];
+}
+
+/// `GET /workflows/{name}/plan[?offline=true]`: the workflow's plan over the current records
 /// ([`crate::plan`]).
 async fn plan(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    _: Params<NoQuery>,
+    Params(query): Params<PlanQuery>,
     _: Body<NoBody>,
 ) -> ApiResult {
     let workflows = shared.workflows();
     let prepared = workflows.get(&name).ok_or_else(|| unknown(&name))?.clone();
-    match crate::plan::plan(&shared.engine, &prepared).await {
+    match crate::plan::plan(&shared.engine, &prepared, query.offline).await {
         Ok(plan) => Ok(Json(plan).into_response()),
         Err(err @ crate::plan::PlanError::NoCollection { .. }) => {
             Err(ApiError::bad_request(err.to_string()))
