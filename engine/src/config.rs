@@ -1,7 +1,8 @@
 //! `blockyard.yaml`: the data directory, global variables, named credentials, the API token, the
 //! named API tokens with their roles (`api_tokens`), `serve`'s connection bounds (`serve`), the
-//! time limit of a rhai rule (`rule_time_limit`) and the default `notify:` of every workflow. An
-//! API token's value is `${ENV_VAR}` or `file:/path`, never the token itself.
+//! time limit of a rhai rule (`rule_time_limit`), the default `notify:` of every workflow and the
+//! default mass-change guard (`guard:`). An API token's value is `${ENV_VAR}` or `file:/path`,
+//! never the token itself.
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -97,6 +98,13 @@ struct ConfigSpec {
     /// The `notify:` of every workflow that has none (see [`crate::notify`]).
     #[serde(default)]
     notify: Option<crate::notify::NotifySpec>,
+    /// The mass-change guard of every workflow that has no `guard:` of its own.
+    #[serde(default)]
+    guard: Option<crate::compile::GuardSpec>,
+    /// Warn when a loaded workflow's trigger matches more than this share of the current
+    /// records (`50%` when unset).
+    #[serde(default)]
+    match_warning: Option<String>,
 }
 
 /// One named API token, as written.
@@ -357,6 +365,10 @@ pub struct Config {
     pub serve: ServeConfig,
     /// The alert of every workflow without a `notify:` of its own, its text compiled.
     pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
+    /// The default mass-change guard (`guard:`), for workflows without their own.
+    pub guard: Option<crate::compile::Guard>,
+    /// `match_warning:`, in percent (see [`crate::plan::load_warning`]).
+    pub match_warning: f64,
 }
 
 /// One named API token, checked: its value is read when `serve` starts.
@@ -660,7 +672,48 @@ impl Config {
                 }
             })?),
         };
+        let guard = match &spec.guard {
+            None => None,
+            Some(guard) => match crate::compile::guard_check(guard, true) {
+                Ok(guard) => Some(guard),
+                Err(problem) => {
+                    let mut path = YamlPath::root().key("guard");
+                    let location = match problem.key {
+                        Some(key) => {
+                            path = path.key(key);
+                            map.value_location(&path)
+                        }
+                        None => map.key_location(&path),
+                    };
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        location,
+                        message: problem.message,
+                    });
+                }
+            },
+        };
+        let match_warning = match &spec.match_warning {
+            None => crate::plan::DEFAULT_MATCH_WARNING,
+            Some(text) => match text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|p| (0.0..=100.0).contains(p))
+            {
+                Some(p) => p,
+                None => {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        location: map.value_location(&YamlPath::root().key("match_warning")),
+                        message: format!("`match_warning` `{text}` is not a share; write a percentage from 0% to 100%, such as `50%`"),
+                    })
+                }
+            },
+        };
         Ok(Config {
+            guard,
+            match_warning,
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,

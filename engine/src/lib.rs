@@ -34,6 +34,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod http;
 pub mod notify;
+pub mod plan;
 pub mod preset;
 pub mod records;
 pub mod replay;

@@ -478,6 +478,8 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("GET", "/service"),
         ("GET", "/triggers/why"),
         ("GET", "/workflows"),
+        ("GET", "/workflows/{name}/guard"),
+        ("GET", "/workflows/{name}/plan"),
         ("POST", "/history/prune"),
         ("POST", "/records/{collection}"),
         ("POST", "/records/{collection}/batch"),
@@ -487,6 +489,8 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("POST", "/runs/{id}/cancel"),
         ("POST", "/runs/{id}/replay"),
         ("POST", "/store/backup"),
+        ("POST", "/workflows/{name}/guard/cancel"),
+        ("POST", "/workflows/{name}/guard/release"),
         ("POST", "/workflows/{name}/runs"),
         ("POST", "/workflows/{name}/tick"),
     ]
@@ -524,9 +528,13 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
 #[test]
 fn every_api_route_is_added_through_the_openapi_router() {
     // The API's routes live in api.rs and, for the CLI's, api/cli.rs.
-    let source = ["engine/src/server/api.rs", "engine/src/server/api/cli.rs"]
-        .map(|file| std::fs::read_to_string(crate::support::root().join(file)).unwrap())
-        .join("\n");
+    let source = [
+        "engine/src/server/api.rs",
+        "engine/src/server/api/cli.rs",
+        "engine/src/server/api/guard.rs",
+    ]
+    .map(|file| std::fs::read_to_string(crate::support::root().join(file)).unwrap())
+    .join("\n");
     let outside: Vec<&str> = source
         .lines()
         .filter(|l| l.contains(".route(") || l.contains(".route_service(") || l.contains(".nest("))

@@ -40,11 +40,14 @@ async fn two_hundred_leavers_under_a_rate_limit_are_each_deleted_exactly_once() 
     })
     .await;
     std::fs::create_dir(workflows(&env)).unwrap();
-    std::fs::copy(
-        support::workflow("webex-offboard.yaml"),
-        workflows(&env).join("webex-offboard.yaml"),
-    )
-    .unwrap();
+    // 200 deletes in an hour are meant here: the shipped mass-change guard (50) is raised.
+    let shipped = std::fs::read_to_string(support::workflow("webex-offboard.yaml")).unwrap();
+    let raised = shipped.replace(
+        "guard: { max_writes: 50, per: 1h }",
+        "guard: { max_writes: 200, per: 1h }",
+    );
+    assert_ne!(raised, shipped);
+    std::fs::write(workflows(&env).join("webex-offboard.yaml"), raised).unwrap();
     // The control endpoints skip the rate limit.
     let state = support::get_json(format!("http://{}/_sandbox/state", env.sb.addr())).await;
     let people: Vec<(String, String)> = state["webex"]["people"]

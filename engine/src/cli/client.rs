@@ -75,6 +75,11 @@ impl Local {
             vars,
             EngineOptions {
                 notify: self.config.as_ref().and_then(|c| c.notify.clone()),
+                guard: self.config.as_ref().and_then(|c| c.guard),
+                match_warning: self
+                    .config
+                    .as_ref()
+                    .map_or(blockyard::plan::DEFAULT_MATCH_WARNING, |c| c.match_warning),
                 ..EngineOptions::default()
             },
         )?)

@@ -13,7 +13,9 @@ mod check;
 mod client;
 mod demo;
 mod graph;
+mod guard;
 mod history;
+mod plan;
 mod presets;
 mod records;
 mod replay;
@@ -98,6 +100,12 @@ enum Command {
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
+    /// Whom a workflow would touch if enabled now: its begin rule over every current record, a
+    /// dry run for each match (writes never sent), a summary and a per-person table.
+    Plan(plan::PlanArgs),
+    /// The mass-change guard: list, release or cancel a workflow's held runs.
+    #[command(subcommand)]
+    Guard(guard::GuardCommand),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`; bearer tokens: the config's named `api_tokens`, each `viewer`,
@@ -176,6 +184,8 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => cancel::run(args),
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
+        Command::Guard(command) => guard::run(command),
+        Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store(command) => store::run(command),
         Command::Auth(command) => auth::run(command),

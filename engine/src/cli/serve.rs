@@ -101,6 +101,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         presets_dir: args.common.presets.dir().map(absolute),
         engine: EngineOptions {
             notify: config.as_ref().and_then(|c| c.notify.clone()),
+            guard: config.as_ref().and_then(|c| c.guard),
+            match_warning: config
+                .as_ref()
+                .map_or(blockyard::plan::DEFAULT_MATCH_WARNING, |c| c.match_warning),
             ..EngineOptions::default()
         },
         ..ServiceConfig::new(args.workflows.clone(), data_dir.clone(), args.listen)

@@ -25,6 +25,10 @@ pub struct ValidateArgs {
     /// Also print the OAuth scopes the workflows need, per credential (from the presets' `scopes`).
     #[arg(long, conflicts_with = "json")]
     scopes: bool,
+    /// Also check, over the records of this data dir, whether a workflow's trigger matches more
+    /// than the config's `match_warning` share (50% by default) of them now.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     presets: PresetArgs,
 }
@@ -40,18 +44,35 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     }
     let mut errors: Vec<CompileError> = Vec::new();
     let mut invalid = 0;
+    let mut valid = Vec::new();
     for file in &files {
-        if let Err(mut found) = compile_file(file.clone(), &presets) {
-            invalid += 1;
-            errors.append(&mut found);
+        match compile_file(file.clone(), &presets) {
+            Ok(_) => valid.push(file.clone()),
+            Err(mut found) => {
+                invalid += 1;
+                errors.append(&mut found);
+            }
         }
     }
+    let warnings = match &args.data_dir {
+        None => {
+            // Invalid workflows are not run against records anyway.
+            if !args.json && invalid == 0 {
+                eprintln!("records matched: not checked (give `--data-dir DIR` to check how many current records each workflow would start for)");
+            }
+            Vec::new()
+        }
+        Some(dir) => match_warnings(dir, &valid, presets.clone())?,
+    };
     if args.json {
         let json: Vec<_> = errors.iter().map(CompileError::to_json).collect();
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         for error in &errors {
             println!("{error}");
+        }
+        for warning in &warnings {
+            println!("{warning}");
         }
         let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         eprintln!(
@@ -114,4 +135,41 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `FILE: warning: …` for each workflow matching more than the config's `match_warning` share of
+/// the records in `dir` ([`blockyard::plan::load_warning`]).
+fn match_warnings(
+    dir: &Path,
+    files: &[PathBuf],
+    presets: blockyard::preset::PresetRegistry,
+) -> anyhow::Result<Vec<String>> {
+    use blockyard::exec::{Engine, EngineOptions};
+    let config = blockyard::config::Config::find(None).ok();
+    let store = blockyard::store::Store::open(dir).with_context(|| {
+        format!(
+            "cannot check the records of `{}` (a running `blockyard serve` warns about them in its log when it loads the workflows)",
+            dir.display()
+        )
+    })?;
+    let client = blockyard::http::Client::new(
+        std::sync::Arc::new(presets),
+        blockyard::http::Credentials::default(),
+    )?;
+    let vars = config
+        .as_ref()
+        .map(|c| c.vars.clone().into_iter().collect())
+        .unwrap_or_default();
+    let share = config
+        .as_ref()
+        .map_or(blockyard::plan::DEFAULT_MATCH_WARNING, |c| c.match_warning);
+    let engine = Engine::new(&store, client, vars, EngineOptions::default())?;
+    let mut out = Vec::new();
+    for file in files {
+        let prepared = engine.prepare_file(file)?;
+        if let Some(warning) = blockyard::plan::load_warning(&engine, &prepared, share)? {
+            out.push(format!("{}: warning: {warning}", file.display()));
+        }
+    }
+    Ok(out)
 }

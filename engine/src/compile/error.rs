@@ -261,6 +261,10 @@ pub enum CompileErrorKind {
     InvalidTrigger {
         message: String,
     },
+    /// A `guard:` that cannot be used (see [`super::GuardSpec`]).
+    InvalidGuard {
+        message: String,
+    },
     /// A duration such as `30s` that does not parse.
     InvalidDuration {
         key: String,
@@ -547,6 +551,7 @@ impl fmt::Display for CompileErrorKind {
                 write!(f, "rule operator `{op}` {message}")
             }
             K::InvalidTrigger { message } => write!(f, "{message}"),
+            K::InvalidGuard { message } => write!(f, "{message}"),
             K::InvalidAnswer { entry, problem } => {
                 write!(f, "`answers` entry `{entry}` {problem}")
             }

@@ -245,6 +245,7 @@ pub(super) fn check(
         end,
         trigger,
         notify: None,
+        guard: None,
     })
 }
 

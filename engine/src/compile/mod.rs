@@ -29,8 +29,10 @@ use crate::template::{JsonTemplate, Template, TemplateError};
 
 mod error;
 mod graph_checks;
+mod guard;
 
 pub use error::{suggest, AnswerProblem, CompileError, CompileErrorKind, JsonError};
+pub use guard::{check as guard_check, Guard, GuardLimit, GuardProblem, GuardSpec};
 
 /// A checked workflow, ready to run.
 #[derive(Debug)]
@@ -45,6 +47,8 @@ pub struct Workflow {
     pub trigger: Trigger,
     /// `notify:`, its text compiled (see [`crate::notify`]).
     pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
+    /// The workflow's own `guard:` (the engine falls back to the config's default).
+    pub guard: Option<Guard>,
 }
 
 impl Workflow {
@@ -497,11 +501,26 @@ impl<'a> Compiler<'a> {
             kinds.insert(id.clone(), kind);
         }
         let edges = self.edge_conditions();
+        let guard = spec
+            .guard
+            .as_ref()
+            .and_then(|g| match guard::check(g, has_subject) {
+                Ok(guard) => Some(guard),
+                Err(GuardProblem { key, message }) => {
+                    let path = YamlPath::root().key("guard");
+                    let kind = CompileErrorKind::InvalidGuard { message };
+                    match key {
+                        Some(key) => self.value_error(&path.key(key), None, kind),
+                        None => self.key_error(&path, None, kind),
+                    }
+                    None
+                }
+            });
         let notify = self.notify();
-        graph_checks::check(&mut self, kinds, edges, trigger).map(|mut workflow| {
-            workflow.notify = notify;
-            workflow
-        })
+        let mut workflow = graph_checks::check(&mut self, kinds, edges, trigger)?;
+        workflow.guard = guard;
+        workflow.notify = notify;
+        Some(workflow)
     }
 
     /// `notify:`, its text compiled; an invalid template is an error at `notify.text`.

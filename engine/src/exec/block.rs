@@ -519,6 +519,13 @@ async fn api(
                     }
                     called
                 }
+                // `plan --offline`: a dry run whose reads the latest recorded run answers.
+                RunMode::DryRun if task.recording.is_some() => recorded(
+                    task.recording.as_deref(),
+                    block.id.as_str(),
+                    call,
+                    client.presets(),
+                ),
                 RunMode::Live | RunMode::DryRun => {
                     if own_entry(&task, write) {
                         step.status = StepStatus::Sending;
@@ -1134,7 +1141,7 @@ async fn activity(
             return out;
         }
     };
-    if task.mode == RunMode::Offline {
+    if task.mode == RunMode::Offline || (task.mode == RunMode::DryRun && task.recording.is_some()) {
         let recorded = task.recording.as_deref().and_then(|r| {
             r.steps
                 .get(task.prepared.workflow.graph[task.node].id.as_str())

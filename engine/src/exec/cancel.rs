@@ -133,6 +133,7 @@ pub fn reason(history: &History, run: &RunRecord) -> Result<String, StoreError> 
             }
         }
         RunStatus::Retrying => "cancelled while waiting to retry".to_owned(),
+        RunStatus::Held => "cancelled while held by the mass-change guard".to_owned(),
         RunStatus::Queued => "cancelled before it started".to_owned(),
         _ => "cancelled before it was resumed".to_owned(),
     })

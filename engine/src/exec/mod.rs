@@ -2,8 +2,9 @@
 //!
 //! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
 //! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
-//! [`Client`], a semaphore bounding the runs in flight, the cancel requests and the approval
-//! decisions ([`approval`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
+//! [`Client`], a semaphore bounding the runs in flight, the cancel requests, the approval
+//! decisions ([`approval`]) and the mass-change guard, which holds runs before a destructive write
+//! past a workflow's limit ([`guard`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
 //! `records:` needs a subject, and the subject must match the begin block's conditions unless
 //! forced. A workflow is [`Engine::prepare`]d once (compiled, its text stored as a snapshot by
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
@@ -58,6 +59,7 @@ mod block;
 pub mod cancel;
 mod collect;
 mod context;
+pub mod guard;
 mod resume;
 pub mod retry;
 mod run;
@@ -103,6 +105,11 @@ pub struct EngineOptions {
     pub clock: Clock,
     /// The config's `notify:`: the alert of a workflow without one of its own.
     pub notify: Option<Arc<crate::notify::Notify>>,
+    /// The mass-change guard of workflows without a `guard:` of their own (the config's).
+    pub guard: Option<crate::compile::Guard>,
+    /// Loading a workflow whose trigger matches more than this percentage of the current records
+    /// warns (the config's `match_warning`; see [`crate::plan::load_warning`]).
+    pub match_warning: f64,
 }
 
 impl Default for EngineOptions {
@@ -113,6 +120,8 @@ impl Default for EngineOptions {
             durable_retry: DurableRetry::default(),
             clock: Clock::system(),
             notify: None,
+            guard: None,
+            match_warning: crate::plan::DEFAULT_MATCH_WARNING,
         }
     }
 }
@@ -188,6 +197,9 @@ pub struct Prepared {
     roles: HashMap<NodeIndex, RoleTemplates>,
     /// By node index: the block's call is a write (its preset's kind, or its `request.method`'s).
     writes: Vec<bool>,
+    /// By node index: the block's write is destructive (its preset says `destructive: true`, or
+    /// its `request.method` is `DELETE`): the mass-change guard counts it.
+    destructive: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -200,6 +212,11 @@ struct RoleTemplates {
 }
 
 impl Prepared {
+    /// Whether `node`'s call is a destructive write (see [`guard`]).
+    pub fn is_destructive(&self, node: NodeIndex) -> bool {
+        self.destructive.get(node.index()).copied().unwrap_or(false)
+    }
+
     /// The node of a block id.
     pub fn node(&self, block: &str) -> Option<NodeIndex> {
         self.workflow.block(block)
@@ -368,6 +385,8 @@ struct Inner {
     /// The workflows a record write by a run may start ([`Triggers::none`] unless serving).
     triggers: std::sync::RwLock<Arc<Triggers>>,
     approvals: approval::Approvals,
+    /// The mass-change guard's counts and releases ([`guard`]).
+    guard: crate::store::guard::GuardStore,
     client: Client,
     config_vars: Map<String, Value>,
     options: EngineOptions,
@@ -403,6 +422,7 @@ impl Engine {
                 records: RecordStore::open(store)?,
                 triggers: std::sync::RwLock::new(Arc::new(Triggers::none())),
                 approvals: approval::Approvals::open(store)?,
+                guard: crate::store::guard::GuardStore::open(store)?,
                 client,
                 config_vars,
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -448,6 +468,11 @@ impl Engine {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The share above which a loaded workflow's matching is warned about, in percent.
+    pub fn match_warning(&self) -> f64 {
+        self.inner.options.match_warning
     }
 
     /// The config's `vars`, the bottom layer of every run's `vars`.
@@ -511,6 +536,7 @@ impl Engine {
         let mut default_outputs = HashMap::new();
         let mut roles = HashMap::new();
         let mut writes = vec![false; workflow.graph.node_count()];
+        let mut destructive = vec![false; workflow.graph.node_count()];
         for node in workflow.graph.node_indices() {
             let call = match &workflow.graph[node].kind {
                 BlockKind::Api(call) => call,
@@ -543,6 +569,15 @@ impl Engine {
             };
             // The call's own kind: a `request.method` override decides it over the preset's.
             writes[node.index()] = call.kind == ActionKind::Write;
+            destructive[node.index()] = call.kind == ActionKind::Write
+                && (presets
+                    .action(&call.preset)
+                    .is_some_and(|a| a.is_destructive())
+                    || call
+                        .request
+                        .as_ref()
+                        .and_then(|r| r.method)
+                        .is_some_and(|m| m == crate::preset::Method::Delete));
             if call.outputs.is_empty() {
                 if let Some(action) = presets.action(&call.preset) {
                     let outputs: Vec<(String, Template)> = action
@@ -564,6 +599,7 @@ impl Engine {
             default_outputs,
             roles,
             writes,
+            destructive,
         }
     }
 

@@ -81,7 +81,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         };
         if matches!(
             step.status,
-            StepStatus::WaitingApproval | StepStatus::Retrying
+            StepStatus::WaitingApproval | StepStatus::Retrying | StepStatus::Held
         ) {
             // Not settled: the walk reaches it again and looks for a decision, or tries it again
             // (when its time has come, see `retry`).

@@ -43,6 +43,7 @@ use tracing::Instrument;
 
 use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
+use super::guard::{self, GuardGate};
 use super::{context, retry, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind};
 use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
@@ -202,6 +203,9 @@ pub(crate) fn execute(
         let mut ready: Vec<Task> = Vec::new();
         // Blocks waiting for an administrator's approval (see `approval`).
         let mut waiting: HashSet<NodeIndex> = HashSet::new();
+        // Destructive writes held by the mass-change guard, with why (see `guard`).
+        let mut held: Option<String> = None;
+        let mut held_blocks: HashSet<NodeIndex> = HashSet::new();
         // Blocks that failed transiently, with their next attempt's time (see `retry`).
         let mut retrying: HashMap<NodeIndex, DateTime<Utc>> = HashMap::new();
         // A resumed run may hold blocks whose next attempt has not come yet.
@@ -216,6 +220,7 @@ pub(crate) fn execute(
                         if walk.settled[node.index()].is_some()
                             || walk.running.contains(&node)
                             || waiting.contains(&node)
+                            || held_blocks.contains(&node)
                             || retrying.contains_key(&node)
                         {
                             continue;
@@ -295,6 +300,20 @@ pub(crate) fn execute(
                                         progress = true;
                                         continue;
                                     }
+                                }
+                                if let GuardGate::Hold(why) =
+                                    guard::gate(&engine, &prepared, node, &record, persist)?
+                                {
+                                    let mut step =
+                                        walk.trivial_step(&record, node, StepStatus::Held);
+                                    step.finished_at = None;
+                                    step.note = Some(why.clone());
+                                    walk.write_unwritten()?;
+                                    history.put_step(&step)?;
+                                    walk.steps.push(step);
+                                    held_blocks.insert(node);
+                                    held.get_or_insert(why);
+                                    continue;
                                 }
                                 // Rule 2: a read is about to leave; a write flushes its own intent
                                 // (covering these steps too), offline replay sends nothing.
@@ -450,6 +469,8 @@ pub(crate) fn execute(
             // Parked until the earliest next attempt; the run record's `wake_at` sets its timer.
             record.wake_at = Some(*at);
             (RunStatus::Retrying, Some(walk.retrying_error(*node)))
+        } else if let Some(why) = held {
+            (RunStatus::Held, Some(why))
         } else if !waiting.is_empty() {
             (RunStatus::WaitingApproval, None)
         } else {
@@ -470,6 +491,9 @@ pub(crate) fn execute(
             walk.flush().await?;
             if record.wake_at.is_some() {
                 inner.parked.notify_one();
+            }
+            if record.status == RunStatus::Held {
+                guard::trace_held(&engine, &record);
             }
         }
         // `notify:` (live runs only), once the final record is durable.

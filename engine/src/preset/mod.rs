@@ -248,6 +248,12 @@ pub struct ActionSpec {
     /// What it does, and what to know before using it.
     pub description: String,
     pub kind: ActionKind,
+    /// A write that deletes, removes or deactivates something (a user, a membership, an
+    /// invitation): the mass-change guard counts it (see [`crate::exec::guard`]). Only on
+    /// `kind: write`; a `DELETE` must say it (`true`, or `false` for one that deletes nothing a
+    /// person would miss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
     pub method: Method,
     /// The path below the base URL; each expression is percent-encoded as one path segment.
     pub path: String,
@@ -420,6 +426,11 @@ pub struct Action {
 }
 
 impl Action {
+    /// Whether the action deletes, removes or deactivates (`destructive: true`).
+    pub fn is_destructive(&self) -> bool {
+        self.spec.destructive == Some(true)
+    }
+
     /// Inputs a workflow must provide.
     pub fn required_inputs(&self) -> impl Iterator<Item = &str> {
         self.spec
@@ -614,6 +625,18 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                 );
             }
         }
+        if action.destructive == Some(true) && action.kind != ActionKind::Write {
+            check.error(
+                "destructive",
+                "`destructive: true` is only for `kind: write` actions (a read changes nothing); remove it or make the action a write".to_owned(),
+            );
+        }
+        if action.destructive.is_none() && action.method == Method::Delete {
+            check.error(
+                "method",
+                "a `DELETE` action must say whether it is destructive: add `destructive: true` (the mass-change guard counts it) or `destructive: false`".to_owned(),
+            );
+        }
         let mut defaults = IndexMap::new();
         for (input, spec) in &action.inputs {
             if let Some(default) = &spec.default {
@@ -752,6 +775,45 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "x.yaml:11:11: error: action `get`: `path` uses `user_id`, which is not a declared input"
+        );
+    }
+
+    #[test]
+    fn the_shipped_destructive_actions_are_the_deletes_removals_and_deactivations() {
+        let registry = PresetRegistry::builtin();
+        let destructive: Vec<String> = registry
+            .vendors()
+            .flat_map(|v| v.actions.values())
+            .filter(|a| a.is_destructive())
+            .map(|a| a.id.to_string())
+            .collect();
+        assert_eq!(
+            destructive,
+            [
+                "calendly.remove_user_membership",
+                "calendly.revoke_invitation",
+                "webex.delete_user",
+                "scim.deactivate_user",
+                "scim.delete_user",
+                "scim.remove_from_group",
+            ]
+        );
+    }
+
+    #[test]
+    fn destructive_is_only_for_writes_and_a_delete_must_say_it() {
+        let head = "vendor: x\ntitle: X\nauth: [bearer]\nerrors: scim\nactions:\n";
+        let read = format!("{head}  get:\n    title: X Get\n    description: d\n    kind: read\n    destructive: true\n    method: GET\n    path: /users\n");
+        let errors = load_vendor(Path::new("x.yaml"), &read).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "x.yaml:10:18: error: action `get`: `destructive: true` is only for `kind: write` actions (a read changes nothing); remove it or make the action a write"
+        );
+        let delete = format!("{head}  del:\n    title: X Delete\n    description: d\n    kind: write\n    method: DELETE\n    path: /users\n");
+        let errors = load_vendor(Path::new("x.yaml"), &delete).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "x.yaml:10:13: error: action `del`: a `DELETE` action must say whether it is destructive: add `destructive: true` (the mass-change guard counts it) or `destructive: false`"
         );
     }
 }

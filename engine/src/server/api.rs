@@ -43,6 +43,7 @@
 //! (`24h`: runs created within it) or an RFC 3339 instant.
 
 mod cli;
+mod guard;
 
 use std::sync::Arc;
 
@@ -112,6 +113,8 @@ fn documented() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(approve_block))
         .routes(routes!(reject_block))
         .routes(admin(routes!(backup_store)));
+    // The mass-change guard's routes, apart.
+    let router = guard::routes(router);
     // The CLI's routes, apart.
     cli::routes(router)
 }

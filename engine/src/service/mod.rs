@@ -347,6 +347,7 @@ impl Service {
         };
         let engine = Engine::new(&store, client, config.vars.clone(), options)?;
         let workflows = Workflows::load(&config.workflows, &engine, &config.vars)?;
+        warn_matching(&engine, &workflows);
         // A save by one workflow can start another: run writes evaluate the loaded triggers.
         engine.set_triggers(workflows.triggers.clone());
         let records = RecordStore::open(&store)?;
@@ -463,6 +464,7 @@ impl Service {
             &self.shared.engine,
             &self.config.vars,
         )?;
+        warn_matching(&self.shared.engine, &workflows);
         let count = workflows.len();
         self.shared.engine.set_triggers(workflows.triggers.clone());
         *self
@@ -552,4 +554,18 @@ fn start_scheduler(
     )
     .notify(fired)
     .start()
+}
+
+/// Warns (in the log) about each loaded workflow whose trigger matches more than the configured
+/// share of the current records ([`crate::plan::load_warning`]).
+fn warn_matching(engine: &Engine, workflows: &Workflows) {
+    for prepared in workflows.iter() {
+        match crate::plan::load_warning(engine, prepared, engine.match_warning()) {
+            Ok(Some(warning)) => tracing::warn!(workflow = %prepared.workflow.name, "{warning}"),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(workflow = %prepared.workflow.name, error = %err, "cannot check how many records the workflow matches")
+            }
+        }
+    }
 }

@@ -166,6 +166,7 @@ struct Header {
     vars: IndexMap<String, Value>,
     #[serde(default)]
     notify: Option<crate::notify::NotifySpec>,
+    guard: Option<crate::compile::GuardSpec>,
 }
 
 /// `blocks` is taken out before the rest of the top level is read, so serde never lists it.
@@ -300,6 +301,7 @@ impl Loader<'_> {
                 vars: header.vars,
                 blocks: spec_blocks,
                 notify: header.notify,
+                guard: header.guard,
             },
             broken,
         ))

@@ -88,6 +88,10 @@ pub struct WorkflowSpec {
     /// An alert sent when a run ends `failed` or `needs_attention` (see [`crate::notify`]).
     #[serde(default)]
     pub notify: Option<crate::notify::NotifySpec>,
+    /// The mass-change guard: past this many destructive writes in a window, runs are held
+    /// (the config's `guard:` when unset).
+    #[serde(default)]
+    pub guard: Option<crate::compile::GuardSpec>,
 }
 
 /// One block; `type` says which kind.

@@ -124,7 +124,8 @@ pub enum RunStatus {
     WaitingApproval,
     /// Reserved: a timed wait (the `wait` block).
     Waiting,
-    /// Reserved: held by a guard (a mass-change guard) until someone releases it.
+    /// Stopped before a destructive write by the mass-change guard until an operator releases
+    /// or cancels the held batch (`blockyard guard`); its `error` says why.
     Held,
     /// Every block that ran succeeded, and the run reached `end`.
     Succeeded,
@@ -361,7 +362,8 @@ pub struct RunRecord {
     /// For a replay `--from BLOCK`: the block it ran from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_block: Option<String>,
-    /// Why the run failed, needs attention, or (`retrying`) why its last attempt failed.
+    /// Why the run failed, needs attention, (`retrying`) why its last attempt failed, or
+    /// (`held`) why the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// When a parked run continues by itself: a `retrying` run's next attempt. The store keeps
@@ -394,6 +396,9 @@ pub enum StepStatus {
     /// The block's call failed transiently (429, 5xx, 408, a timeout, a connection error): the
     /// block is tried again at the step's `retry.next_at`, and has not settled.
     Retrying,
+    /// A destructive write held by the mass-change guard, not sent; it goes when the held batch
+    /// is released (see [`crate::exec::guard`]).
+    Held,
 }
 
 impl StepStatus {
@@ -406,6 +411,7 @@ impl StepStatus {
             StepStatus::Planned => "planned",
             StepStatus::WaitingApproval => "waiting_approval",
             StepStatus::Retrying => "retrying",
+            StepStatus::Held => "held",
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
-//! (`people`, `saas_users`), and the trigger queue.
+//! (`people`, `saas_users`), the trigger queue, and the mass-change guard's counted writes and
+//! releases ([`guard`]).
 //!
 //! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
 //! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
@@ -92,6 +93,7 @@ pub mod approvals;
 pub mod backup;
 pub mod cancels;
 mod gate;
+pub mod guard;
 pub mod history;
 pub mod in_flight;
 pub mod queue;

@@ -590,6 +590,36 @@ impl RecordStore {
         Ok(out)
     }
 
+    /// Notes on the trace entry that started `run` (of `subject`) why the run is held (the
+    /// mass-change guard, [`crate::exec::guard`]): `triggers why` shows it beside the run.
+    /// `false` when no kept entry names the run (a manual run, or an entry overwritten since).
+    pub fn note_held(&self, subject: &Subject, run: &str, why: &str) -> Result<bool, StoreError> {
+        let mut prefix = subject.to_string().into_bytes();
+        prefix.push(0);
+        for item in self.traces.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            if key.ends_with(b"\0#") {
+                continue;
+            }
+            let mut entry = decode_trace(&key, &value)?;
+            let Some(c) = entry
+                .considered
+                .iter_mut()
+                .find(|c| c.run.as_deref() == Some(run))
+            else {
+                continue;
+            };
+            c.held = Some(why.to_owned());
+            let encoded = serde_json::to_vec(&entry).expect("traces serialize");
+            // Only if unchanged since read; a lost race leaves the note out, never a newer entry.
+            let _ = self
+                .traces
+                .compare_and_swap(&key, Some(value), Some(encoded))?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The subjects with a trace whose email (or whole key) is `email`, in any collection.
     pub fn traced_subjects(&self, email: &str) -> Result<Vec<Subject>, StoreError> {
         let email = email.trim().to_lowercase();

@@ -57,6 +57,9 @@ pub struct Consideration {
     /// Why the workflow's `exclude:` leaves this subject out (no run, whatever the conditions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded: Option<String>,
+    /// Why the run is held by the mass-change guard, once it is (`crate::exec::guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// A consideration and, when it fires, the run request it makes: what a trigger evaluation
@@ -120,6 +123,12 @@ impl Consideration {
                     self.excluded.as_deref().unwrap_or("")
                 )
             }
+            (_, _, true) if self.held.is_some() => format!(
+                "run requested (queue {}, run {}), {}",
+                self.queued.map(|q| q.to_string()).unwrap_or_default(),
+                self.run.as_deref().unwrap_or_default(),
+                self.held.as_deref().unwrap_or_default()
+            ),
             (_, _, true) => match (&self.queued, &self.run) {
                 (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
                 (Some(q), None) => format!("run requested (queue {q})"),
