@@ -157,6 +157,15 @@ fn openapi_paths(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::Ope
 )]
 struct ApiDoc;
 
+/// `POST /records/{collection}`'s body, for the document: one record or an array of them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum RecordsBody {
+    One(std::collections::HashMap<String, Value>),
+    Many(Vec<std::collections::HashMap<String, Value>>),
+}
+
 /// Every error's body: `{"error": {"status", "message"}}`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -418,7 +427,7 @@ fn write_mode(mode: Option<&str>) -> Result<WriteMode, ApiError> {
 
 #[utoipa::path(post, path = "/records/{collection}", tag = "records",
     params(("collection" = String, Path, description = "`people` or `saas_users`", pattern = r"^(people|saas_users)$"), RecordsQuery),
-    request_body(content = Object, description = "one record (an object) or an array of them"),
+    request_body(content = RecordsBody, description = "one record (an object) or an array of them"),
     responses((status = 200, description = "`{\"collection\", \"records\": [{\"key\", \"outcome\", \"queued\"}], \"queued\"}`, once durable"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 404, description = "no such collection", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn post_records(
     State(shared): State<Arc<Shared>>,
