@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 
+mod ops;
 mod retries;
 
 const TOKEN: &str = crate::support::API_TOKEN;

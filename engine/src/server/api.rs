@@ -15,12 +15,14 @@
 //! | `POST /records/{collection}[?mode=create_update]` | one record or an array | `{"collection", "records": [{"key", "outcome", "queued"}], "queued"}` |
 //! | `GET /records/{collection}/{key}` | | the record's fields |
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
-//! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
+//! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled", "paused"}]` (`paused`: `{"by", "at"}` or null) |
 //! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
 //! | `GET /runs?workflow=&status=&subject=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
 //! | `GET /runs/{id}` | | the run with its steps |
 //! | `POST /runs/{id}/replay` | `{"from"?, "offline"?, "latest"?}` or none | the replay run with steps; offline: `{"original", "identical", "blocks", "replay"}` |
 //! | `POST /runs/{id}/cancel` | | a run executing here: 202 `{"id", "cancel_requested": true}` (it stops before its next block); a run nothing executes (waiting for approval, `retrying`): 200 the run record, `cancelled` at once; 409 when finished |
+//!
+//! The operator routes (pause, resume-triggers, reload) are in [`super::ops`].
 //!
 //! A route refuses (400) every query parameter and body field it does not take, naming them and
 //! what it takes, before it does anything: `POST /runs/{id}/replay?offline=true` is an error, not
@@ -55,7 +57,7 @@ use crate::store::StoreError;
 use crate::trigger::scheduler::{Clock, Scheduler};
 use crate::trigger::WorkflowName;
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// The routes, over the service's shared state.
 pub(crate) fn routes(shared: Arc<Shared>) -> Router {
@@ -72,10 +74,11 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/blocks/{block}/approve", post(approve_block))
         .route("/runs/{id}/blocks/{block}/reject", post(reject_block))
+        .merge(super::ops::routes())
         .with_state(shared)
 }
 
-fn internal(err: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(err: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
 
@@ -117,7 +120,7 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 }
 
 /// The query parameters a route takes.
-trait QuerySpec: DeserializeOwned + Send {
+pub(super) trait QuerySpec: DeserializeOwned + Send {
     /// Their names, as the API documents them.
     const NAMES: &'static [&'static str];
     /// The fields of the route's JSON body, named when a query parameter is refused (the options
@@ -127,7 +130,7 @@ trait QuerySpec: DeserializeOwned + Send {
 
 /// A route's query, checked against its [`QuerySpec`]: a parameter it does not take is a 400 that
 /// names it and the ones it takes.
-struct Params<T>(T);
+pub(super) struct Params<T>(pub(super) T);
 
 impl<S: Send + Sync, T: QuerySpec> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
@@ -168,14 +171,14 @@ impl<S: Send + Sync, T: QuerySpec> FromRequestParts<S> for Params<T> {
 }
 
 /// The fields a route's JSON body takes.
-trait BodySpec: DeserializeOwned + Default {
+pub(super) trait BodySpec: DeserializeOwned + Default {
     /// Their names, as the API documents them.
     const FIELDS: &'static [&'static str];
 }
 
 /// A route's JSON body, checked against its [`BodySpec`]: empty means the defaults, and a field
 /// the route does not take is a 400 that names it and the ones it takes.
-struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 impl<S: Send + Sync, T: BodySpec> FromRequest<S> for Body<T> {
     type Rejection = Response;
@@ -248,7 +251,7 @@ fn ticked(names: &[impl AsRef<str>]) -> String {
 /// No query parameters.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoQuery {}
+pub(super) struct NoQuery {}
 
 impl QuerySpec for NoQuery {
     const NAMES: &'static [&'static str] = &[];
@@ -257,7 +260,7 @@ impl QuerySpec for NoQuery {
 /// No body (or an empty one, or `{}`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoBody {}
+pub(super) struct NoBody {}
 
 impl BodySpec for NoBody {
     const FIELDS: &'static [&'static str] = &[];
@@ -435,6 +438,7 @@ async fn list_workflows(
                 "records": w.trigger.records.map(Collection::name),
                 "on": w.trigger.on.iter().copied().map(event_name).collect::<Vec<_>>(),
                 "scheduled": w.trigger.schedule.is_some(),
+                "paused": shared.pauses.get(&w.name).ok().flatten(),
             })
         })
         .collect();

@@ -11,6 +11,7 @@
 //! service's routes are in [`api`].
 
 pub mod api;
+pub mod ops;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

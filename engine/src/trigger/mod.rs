@@ -256,6 +256,7 @@ impl Triggers {
                     queued: None,
                     run: None,
                     excluded,
+                    held: None,
                 },
                 request,
             });
@@ -360,6 +361,7 @@ pub fn consider_manual(
         queued: None,
         run: None,
         excluded,
+        held: None,
     }
 }
 

@@ -228,6 +228,7 @@ impl Scheduler {
                         queued: None,
                         run: None,
                         excluded: None,
+                        held: None,
                     },
                     request: Some(RunRequest {
                         workflow: name.clone(),
@@ -263,6 +264,7 @@ impl Scheduler {
                                 queued: None,
                                 run: None,
                                 excluded,
+                                held: None,
                             },
                             request,
                         },

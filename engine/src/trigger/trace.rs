@@ -53,6 +53,10 @@ pub struct Consideration {
     /// Why the workflow's `exclude:` leaves this subject out (no run, whatever the conditions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded: Option<String>,
+    /// Why the requested run has not started: `not started: workflow `NAME` paused by WHO at
+    /// WHEN` (see [`crate::service::pause`]); kept once the run starts, as a record of the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// The conditions' result on one record.
@@ -109,8 +113,14 @@ impl Consideration {
                 )
             }
             (_, _, true) => match (&self.queued, &self.run) {
-                (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
-                (Some(q), None) => format!("run requested (queue {q})"),
+                (Some(q), Some(run)) => match &self.held {
+                    Some(held) => format!("run requested (queue {q}, run {run}); was held: {held}"),
+                    None => format!("run requested (queue {q}, run {run})"),
+                },
+                (Some(q), None) => match &self.held {
+                    Some(held) => format!("run requested (queue {q}), {held}"),
+                    None => format!("run requested (queue {q})"),
+                },
                 _ => "run requested".to_owned(),
             },
             (Some(b), Some(a), false) if b.matched && a.matched => {

@@ -1,0 +1,220 @@
+//! Operating `serve`: pausing and resuming a workflow's triggers, reloading over the API.
+
+use serde_json::{json, Value};
+
+use super::{error, serve, with_workflows};
+use crate::support::Api;
+
+/// The trace considerations of `email` by `calendly-offboard` that fired.
+async fn fired(api: &Api, email: &str) -> Vec<Value> {
+    let (_, why) = api.get(&format!("/triggers/why?subject={email}")).await;
+    super::fired(&why).into_iter().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_a_paused_workflow_holds_its_runs_until_resumed_and_the_pause_survives_a_restart() {
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let email = env.member().await.0;
+
+    assert_eq!(
+        api.post("/workflows/nope/pause", json!({})).await,
+        error(
+            404,
+            "no workflow `nope` is loaded; `GET /api/workflows` lists them"
+        )
+    );
+    let (status, paused) = api
+        .post("/workflows/calendly-offboard/pause", json!({}))
+        .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(
+        (
+            &paused["workflow"],
+            &paused["paused"],
+            &paused["by"],
+            &paused["already"]
+        ),
+        (
+            &json!("calendly-offboard"),
+            &json!(true),
+            &json!("api"),
+            &json!(false)
+        )
+    );
+    let at = chrono::DateTime::parse_from_rfc3339(paused["at"].as_str().unwrap()).unwrap();
+    let at = at
+        .to_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Pausing again keeps the first pause.
+    let (_, again) = api
+        .post("/workflows/calendly-offboard/pause", json!({}))
+        .await;
+    assert_eq!(
+        (&again["at"], &again["already"]),
+        (&paused["at"], &json!(true))
+    );
+    let (_, workflows) = api.get("/workflows").await;
+    let offboard = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "calendly-offboard")
+        .unwrap();
+    assert_eq!(offboard["paused"]["by"], "api");
+    let whoami = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "whoami")
+        .unwrap();
+    assert_eq!(whoami["paused"], Value::Null);
+
+    // The transition is queued, and held: the trace says why, and nothing is sent.
+    api.post(
+        "/records/people",
+        json!({"email": email, "status": "active"}),
+    )
+    .await;
+    let (status, body) = api
+        .post(
+            "/records/people",
+            json!({"email": email, "status": "terminated"}),
+        )
+        .await;
+    assert_eq!((status, &body["queued"]), (200, &json!(1)), "{body}");
+    let held = format!("not started: workflow `calendly-offboard` paused by api at {at}");
+    let why = api
+        .wait_for(&format!("/triggers/why?subject={email}"), |why| {
+            super::fired(why).iter().any(|c| c["held"] == held.as_str())
+        })
+        .await;
+    assert_eq!(super::fired(&why)[0]["run"], Value::Null, "{why}");
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+
+    // Durable: a new process still holds it.
+    service.shutdown().await.unwrap();
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (status, list) = api.get("/paused").await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (&list[0]["workflow"], &list[0]["by"], &list[0]["at"]),
+        (&json!("calendly-offboard"), &json!("api"), &paused["at"])
+    );
+    assert!(env.writes().is_empty(), "{:?}", env.writes());
+
+    // Resumed: the held run starts, and the trace keeps that it waited.
+    let (status, resumed) = api
+        .post("/workflows/calendly-offboard/resume-triggers", json!({}))
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(
+        (&resumed["paused"], &resumed["was"]["by"]),
+        (&json!(false), &json!("api"))
+    );
+    let runs = api
+        .wait_for(&format!("/runs?subject={email}"), |runs| {
+            runs.as_array()
+                .unwrap()
+                .first()
+                .is_some_and(|r| r["status"] == "succeeded")
+        })
+        .await;
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(env.writes().len(), 1, "{:?}", env.writes());
+    let fired = fired(&api, &email).await;
+    assert_eq!(fired[0]["run"], runs[0]["id"]);
+    assert_eq!(fired[0]["held"], held.as_str());
+    let (_, again) = api
+        .post("/workflows/calendly-offboard/resume-triggers", json!({}))
+        .await;
+    assert_eq!(again["was"], Value::Null);
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_pause_and_resume_every_workflow_at_once() {
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (status, all) = api.post("/pause", json!({})).await;
+    assert_eq!(status, 200, "{all}");
+    let names: Vec<&Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["workflow"])
+        .collect();
+    assert_eq!(names, [&json!("calendly-offboard"), &json!("whoami")]);
+    let (_, list) = api.get("/paused").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // A run started by hand is not a trigger: it runs.
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
+    let (status, all) = api.post("/resume-triggers", json!({})).await;
+    assert_eq!((status, all.as_array().unwrap().len()), (200, 2), "{all}");
+    let (_, list) = api.get("/paused").await;
+    assert_eq!(list, json!([]));
+    service.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reload_over_the_api_keeps_the_old_set_on_error_with_file_and_line() {
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    env.write("workflows/broken.yaml", "name: broken\nblocks: {}\n");
+    let (status, body) = api.post("/reload", json!({})).await;
+    assert_eq!(status, 422, "{body}");
+    let file = super::workflows(&env).join("broken.yaml");
+    let dir = super::workflows(&env);
+    let errors = [
+        format!(
+            "{}:2:1: error: the workflow has no `begin` block; add a block with `type: begin`",
+            file.display()
+        ),
+        format!(
+            "{}:2:1: error: the workflow has no `end` block; add a block with `type: end`",
+            file.display()
+        ),
+    ];
+    assert_eq!(body["error"]["errors"], json!(errors), "{body}");
+    // (`invalid` twice is `LoadError::Invalid`'s own wording, as SIGHUP prints it.)
+    assert_eq!(
+        body["error"]["message"],
+        format!(
+            "reload failed, keeping the 2 workflows already loaded: workflows are invalid ({}, and 1 more) invalid; run `blockyard validate {}` to see every error",
+            errors[0],
+            dir.display()
+        )
+        .as_str()
+    );
+    assert_eq!(service.workflows().len(), 2);
+
+    std::fs::remove_file(&file).unwrap();
+    env.write(
+        "workflows/whoami-too.yaml",
+        &crate::support::WHOAMI.replace("name: whoami", "name: whoami-too"),
+    );
+    assert_eq!(
+        api.post("/reload", json!({})).await,
+        (200, json!({"workflows": 3}))
+    );
+    let (status, _) = api
+        .post("/workflows/whoami-too/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(status, 200);
+    // Without the token, refused as every `/api` route is.
+    let response = reqwest::Client::new()
+        .post(format!("{}/reload", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    service.shutdown().await.unwrap();
+}
