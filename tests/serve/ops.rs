@@ -218,3 +218,104 @@ async fn serve_reload_over_the_api_keeps_the_old_set_on_error_with_file_and_line
     assert_eq!(response.status(), 401);
     service.shutdown().await.unwrap();
 }
+
+/// The real binary as OS user `alice`: `(exit code, stdout, stderr)`.
+fn as_alice(
+    env: &crate::support::Env,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut command = env.command(args);
+    command
+        .env("USER", "alice")
+        .env_remove("BLOCKYARD_SERVER")
+        .env_remove("BLOCKYARD_TOKEN");
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        crate::support::stdout(&out),
+        crate::support::stderr(&out),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_triggers_on_the_binary_locally_and_through_a_running_serve() {
+    let env = with_workflows().await;
+    let (code, out, err) = as_alice(&env, &["pause", "nope"], &[]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err,
+        "error: no workflow `nope` in `workflows` (it has `calendly-offboard`, `whoami`); pass `--workflows DIR` for another directory\n"
+    );
+    let (code, _, err) = as_alice(&env, &["pause"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("the following required arguments were not provided:\n  <WORKFLOW|--all>"),
+        "{err}"
+    );
+
+    let (code, out, err) = as_alice(&env, &["pause", "calendly-offboard"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("paused `calendly-offboard` (by alice at "),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("): its triggered runs are queued and held until `blockyard resume-triggers calendly-offboard`\n"),
+        "{out}"
+    );
+
+    // `serve` starts with it paused and says so; the CLI then acts through its API.
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (_, list) = api.get("/paused").await;
+    assert_eq!(list[0]["by"], "alice", "{list}");
+    let (code, _, err) = as_alice(&env, &["resume-triggers", "calendly-offboard"], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: the data dir `data` is in use by another blockyard process (a running `blockyard serve`?); act through it: `blockyard resume-triggers calendly-offboard --server http://ADDR` (its token in `BLOCKYARD_TOKEN`)\n",
+        )
+    );
+    let server = format!("http://{}", service.addr());
+    let (code, _, err) = as_alice(&env, &["pause", "--all", "--server", &server], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!("error: via the service at {server}: missing `Authorization: Bearer TOKEN` (the token is `BLOCKYARD_TOKEN`) (401)\n")
+    );
+    let token = [("BLOCKYARD_TOKEN", crate::support::API_TOKEN)];
+    let (code, out, err) = as_alice(&env, &["pause", "--all", "--server", &server], &token);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("`calendly-offboard` was already paused by alice at "),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("paused `whoami` (by api at "), "{out}");
+    let server_env = [
+        ("BLOCKYARD_TOKEN", crate::support::API_TOKEN),
+        ("BLOCKYARD_SERVER", server.as_str()),
+    ];
+    let (code, out, err) = as_alice(&env, &["resume-triggers", "whoami", "--json"], &server_env);
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&answer["workflow"], &answer["paused"], &answer["was"]["by"]),
+        (&json!("whoami"), &json!(false), &json!("api"))
+    );
+    service.shutdown().await.unwrap();
+
+    let (code, out, err) = as_alice(&env, &["resume-triggers", "--all"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("resumed the triggers of `calendly-offboard` (paused by alice at "),
+        "{out}"
+    );
+    let (_, out, _) = as_alice(&env, &["resume-triggers", "whoami"], &[]);
+    assert_eq!(out, "`whoami` was not paused\n");
+}

@@ -11,6 +11,7 @@ mod cancel;
 mod demo;
 mod graph;
 mod history;
+mod pause;
 mod presets;
 mod records;
 mod replay;
@@ -91,13 +92,41 @@ enum Command {
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
+    /// Pause a workflow's triggers: its record and schedule runs are queued and held (none is
+    /// lost, none starts) until `resume-triggers`; runs in flight finish, runs started by hand
+    /// still run. Durable, with who paused and when.
+    Pause(pause::PauseArgs),
+    /// Resume a paused workflow's triggers: the runs held for it start.
+    ResumeTriggers(pause::PauseArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
     /// records, starts, lists, shows, replays and cancels runs; without a token it listens on
     /// loopback only. SIGINT/SIGTERM stop gracefully; SIGHUP reloads the workflows.
+    #[command(after_help = SERVE_ROUTES)]
     Serve(serve::ServeArgs),
 }
+
+/// `serve --help`: the routes, with the role each will need once tokens have roles.
+const SERVE_ROUTES: &str = "\
+Routes (JSON; under /api the bearer token is required when one is configured):
+  GET  /healthz                                  process alive (no token)
+  GET  /metrics                                  Prometheus text format (viewer)
+  POST /api/records/{collection}                 upsert records, start the runs they trigger
+  GET  /api/records/{collection}/{key}           one record
+  GET  /api/triggers/why?subject=EMAIL           why a subject's writes started runs or not
+  GET  /api/workflows                            the loaded workflows, each with `paused` (by, at)
+  POST /api/workflows/{name}/runs                start a run by hand (not held by a pause)
+  POST /api/workflows/{name}/tick                fire a schedule now
+  GET  /api/runs, /api/runs/{id}                 list and show runs
+  POST /api/runs/{id}/replay | cancel            replay or cancel a run
+  POST /api/runs/{id}/blocks/{block}/approve | reject
+  GET  /api/paused                               paused workflows: by whom, since when (viewer)
+  POST /api/workflows/{name}/pause | resume-triggers, /api/pause | /api/resume-triggers (operator)
+  POST /api/reload                               reload the workflows as SIGHUP does (admin)
+
+Pause is queue-and-hold: a paused workflow's record and schedule triggers still queue their runs,
+which start only after `blockyard resume-triggers`; `serve` lists what is paused when it starts.";
 
 const AFTER_HELP: &str = "\
 Start here:
@@ -151,6 +180,8 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => cancel::run(args),
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
+        Command::Pause(args) => pause::run(args, true),
+        Command::ResumeTriggers(args) => pause::run(args, false),
         Command::Serve(args) => serve::run(args),
     };
     match result {

@@ -95,6 +95,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.workflows.display(),
             service.addr()
         );
+        for (name, pause) in service.shared().pauses().list()? {
+            eprintln!(
+                "paused: `{name}` by {} at {}; its triggered runs are held until `blockyard resume-triggers {name}`",
+                pause.by,
+                pause.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
         if open {
             eprintln!("warning: no BLOCKYARD_TOKEN: the API is open to local users only (listening on loopback)");
         }
