@@ -319,3 +319,67 @@ async fn pause_and_resume_triggers_on_the_binary_locally_and_through_a_running_s
     let (_, out, _) = as_alice(&env, &["resume-triggers", "whoami"], &[]);
     assert_eq!(out, "`whoami` was not paused\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_metrics_count_runs_vendor_requests_calls_flushes_and_the_queue() {
+    let env = with_workflows().await;
+    let service = serve(&env).await;
+    let api = Api::new(&service);
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
+    let url = format!("http://{}/metrics", service.addr());
+    let response = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    // A run's end is counted as its task ends, which may be just after the API answered.
+    let finished = "blockyard_runs_finished_total{workflow=\"whoami\",outcome=\"succeeded\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(crate::support::API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let text = response.text().await.unwrap();
+        if text.contains(finished) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // The counters are process-wide (other tests run in this process too): each line is there,
+    // with a value of at least one where this test caused it.
+    let value = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    };
+    assert!(value("blockyard_runs_started_total{workflow=\"whoami\"}") >= 1.0);
+    assert!(
+        value("blockyard_runs_finished_total{workflow=\"whoami\",outcome=\"succeeded\"}") >= 1.0
+    );
+    assert!(value("blockyard_vendor_requests_total{vendor=\"calendly\",status=\"200\"}") >= 1.0);
+    assert!(
+        value("blockyard_block_duration_seconds_count{preset=\"calendly.current_user\"}") >= 1.0
+    );
+    assert!(value("blockyard_store_flush_seconds_count") >= 1.0);
+    assert_eq!(value("blockyard_queue_depth"), 0.0);
+    assert_eq!(value("blockyard_queue_oldest_age_seconds"), 0.0);
+    value("blockyard_runs_waiting{status=\"waiting_approval\"}");
+    value("blockyard_runs_waiting{status=\"retrying\"}");
+    assert!(
+        text.contains("# TYPE blockyard_block_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    service.shutdown().await.unwrap();
+}

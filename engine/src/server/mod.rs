@@ -11,6 +11,7 @@
 //! service's routes are in [`api`].
 
 pub mod api;
+pub mod metrics;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -163,6 +164,8 @@ pub fn router(config: ServerConfig, api: ApiRoutes) -> Router {
         .layer(DefaultBodyLimit::max(config.body_limit));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        // `GET /metrics` is served by the API's router, behind the same token check.
+        .route_service("/metrics", api.clone().into_service())
         .nest("/api", api)
         .fallback(|| async { ApiError::not_found("not found: the API is under `/api`") })
 }

@@ -49,6 +49,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/resume-triggers", post(resume_all))
         // role: admin
         .route("/reload", post(reload))
+        // role: viewer; served at `/metrics` (and `/api/metrics`)
+        .route("/metrics", get(super::metrics::serve_metrics))
 }
 
 fn paused_json(workflow: &str, pause: &Pause, already: bool) -> Value {

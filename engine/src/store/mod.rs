@@ -347,8 +347,13 @@ impl Store {
 
     /// [`Store::flush`], on the calling thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.flush()?;
-        self.files.sync()
+        let synced = self.files.sync();
+        crate::server::metrics::metrics()
+            .store_flush
+            .observe(started.elapsed().as_secs_f64());
+        synced
     }
 }
 
