@@ -383,3 +383,53 @@ async fn serve_metrics_count_runs_vendor_requests_calls_flushes_and_the_queue() 
     assert!(text.ends_with("# EOF\n"));
     service.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_logs_json_lines_with_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let env = with_workflows().await;
+    let mut child = env
+        .command(&["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("BLOCKYARD_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen: Vec<Value> = Vec::new();
+    let mut message = |line: String| -> String {
+        let value: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON line: {line:?}"));
+        let text = value["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        seen.push(value);
+        text
+    };
+    loop {
+        let text = message(lines.next().unwrap().unwrap());
+        if text.starts_with("serving 2 workflows from `workflows` on http://127.0.0.1:") {
+            break;
+        }
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let texts: Vec<String> = rest.into_iter().map(&mut message).collect();
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some("stopped"),
+        "{texts:?}"
+    );
+    assert!(child.wait().unwrap().success());
+    assert!(
+        seen.iter()
+            .all(|v| v["level"] == "INFO" || v["level"] == "WARN"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|v| v.to_string().contains('\u{1b}')));
+}
