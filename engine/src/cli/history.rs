@@ -46,6 +46,7 @@ pub struct ListArgs {
     limit: usize,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print a JSON array of run records, newest first (as `GET /api/runs`).
     #[arg(long)]
     json: bool,
 }
@@ -56,6 +57,7 @@ pub struct ShowArgs {
     run: String,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print the run record with its `steps` as JSON (as `GET /api/runs/{id}`).
     #[arg(long)]
     json: bool,
 }

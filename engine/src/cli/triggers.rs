@@ -29,6 +29,7 @@ pub struct WhyArgs {
     /// The workflows directory, to name watching workflows that have not considered the subject.
     #[arg(long, value_name = "DIR", default_value = "workflows")]
     workflows: PathBuf,
+    /// Print the trace entries as a JSON array (`[{"subject", "trace"}]`, as `GET /api/triggers/why`).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
