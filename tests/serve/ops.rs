@@ -433,3 +433,84 @@ async fn serve_binary_logs_json_lines_with_no_colour_codes() {
     );
     assert!(!seen.iter().any(|v| v.to_string().contains('\u{1b}')));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_lists_first_replays_with_yes_and_never_twice() {
+    let env = crate::support::Env::start(blockyard::sandbox::SandboxConfig {
+        seed_users: 2,
+        token: Some(crate::support::TOKEN.to_owned()),
+        ..Default::default()
+    })
+    .await;
+    env.write("whoami.yaml", crate::support::WHOAMI);
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    // An outage: the credential is refused.
+    env.write(
+        "blockyard.yaml",
+        &config.replacen(crate::support::TOKEN, "revoked-token", 1),
+    );
+    for _ in 0..2 {
+        let (code, _, err) = env.run(&["run", "whoami.yaml"]);
+        assert_eq!(code, 1, "{err}");
+    }
+    env.write("blockyard.yaml", &config);
+    let failed = env.json(&["history", "list", "--json"]);
+    let ids: Vec<&str> = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let error = failed[0]["error"].as_str().unwrap().to_owned();
+
+    let (code, out, _) = env.run(&["retry-failed", "--error", "no such text"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "no failed or needs_attention runs match\n")
+    );
+    let sent = env.count("GET", "/users/me");
+    let (code, out, err) = env.run(&["retry-failed", "--workflow", "whoami"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "would replay {} whoami failed - ({error})\nwould replay {} whoami failed - ({error})\n2 runs would be replayed live; run again with `--yes` to replay them\n",
+            ids[0], ids[1]
+        )
+    );
+    assert_eq!(
+        env.count("GET", "/users/me"),
+        sent,
+        "a listing sends nothing"
+    );
+
+    let (code, out, err) = env.run(&["retry-failed", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let mut new_runs = Vec::new();
+    for (line, id) in lines.iter().zip(&ids) {
+        let rest = line
+            .strip_prefix(&format!("retried {id} as run "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let (new, status) = rest.split_once(": ").unwrap();
+        assert_eq!(status, "succeeded");
+        new_runs.push(new.to_owned());
+    }
+    assert_eq!(env.count("GET", "/users/me"), sent + 2);
+
+    // Again: each is skipped, naming its retry; nothing is sent.
+    let (code, out, _) = env.run(&["retry-failed", "--yes"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    for ((line, id), new) in lines.iter().zip(&ids).zip(&new_runs) {
+        assert!(
+            line.starts_with(&format!("skipped {id}: already retried by run {new} at ")),
+            "{out}"
+        );
+    }
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(env.count("GET", "/users/me"), sent + 2);
+}

@@ -96,7 +96,7 @@ pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
     })
 }
 
-fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
+pub(super) fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
     let d = parse_duration(text).with_context(|| {
         format!("`--{flag} {text}` is not a duration; write `30m`, `24h` or `7d`")
     })?;

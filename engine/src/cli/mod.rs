@@ -16,6 +16,7 @@ mod presets;
 mod records;
 mod replay;
 mod resume;
+mod retry;
 mod run;
 mod sandbox;
 mod schedule;
@@ -98,6 +99,12 @@ enum Command {
     Pause(pause::PauseArgs),
     /// Resume a paused workflow's triggers: the runs held for it start.
     ResumeTriggers(pause::PauseArgs),
+    /// After an outage: replay live every failed or needs_attention run matching the filters,
+    /// each at most once (a dry listing without `--yes`).
+    ///
+    /// Exit codes: 0 listed, or every replay succeeded; 1 a replay did not succeed; 2 usage or
+    /// setup error.
+    RetryFailed(retry::RetryArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`, bearer token from `BLOCKYARD_TOKEN` or the config's `token`) upserts
@@ -182,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::Reject(args) => approve::run(args, false),
         Command::Pause(args) => pause::run(args, true),
         Command::ResumeTriggers(args) => pause::run(args, false),
+        Command::RetryFailed(args) => retry::run(args),
         Command::Serve(args) => serve::run(args),
     };
     match result {

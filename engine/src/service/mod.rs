@@ -22,6 +22,7 @@
 
 pub mod pause;
 pub mod reload;
+pub mod retry;
 pub mod wake;
 pub mod worker;
 
