@@ -177,3 +177,33 @@ impl fmt::Display for Shown<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_request_says_why_it_has_not_started_and_keeps_it_once_it_runs() {
+        let queued = QueueId::generate();
+        let held = "not started: workflow `offboard` paused by alice at 2026-11-30T10:00:00Z";
+        let mut c = Consideration {
+            workflow: WorkflowName::new("offboard"),
+            before: None,
+            after: None,
+            fired: true,
+            queued: Some(queued),
+            run: None,
+            excluded: None,
+            held: Some(held.to_owned()),
+        };
+        assert_eq!(
+            c.outcome(),
+            format!("run requested (queue {queued}), {held}")
+        );
+        c.run = Some("01RUN".to_owned());
+        assert_eq!(
+            c.outcome(),
+            format!("run requested (queue {queued}, run 01RUN); was held: {held}")
+        );
+    }
+}
