@@ -471,6 +471,8 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
     let operations = documented(&doc);
     let expected: Vec<(String, String)> = [
         ("DELETE", "/records/{collection}/{key}"),
+        ("GET", "/metrics"),
+        ("GET", "/paused"),
         ("GET", "/records/{collection}"),
         ("GET", "/records/{collection}/{key}"),
         ("GET", "/runs"),
@@ -479,14 +481,19 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("GET", "/triggers/why"),
         ("GET", "/workflows"),
         ("POST", "/history/prune"),
+        ("POST", "/pause"),
         ("POST", "/records/{collection}"),
         ("POST", "/records/{collection}/batch"),
+        ("POST", "/reload"),
         ("POST", "/resume"),
+        ("POST", "/resume-triggers"),
         ("POST", "/runs/{id}/blocks/{block}/approve"),
         ("POST", "/runs/{id}/blocks/{block}/reject"),
         ("POST", "/runs/{id}/cancel"),
         ("POST", "/runs/{id}/replay"),
         ("POST", "/store/backup"),
+        ("POST", "/workflows/{name}/pause"),
+        ("POST", "/workflows/{name}/resume-triggers"),
         ("POST", "/workflows/{name}/runs"),
         ("POST", "/workflows/{name}/tick"),
     ]
@@ -523,10 +530,15 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
 /// not compile without a `#[utoipa::path]` annotation) would be missing from the document.
 #[test]
 fn every_api_route_is_added_through_the_openapi_router() {
-    // The API's routes live in api.rs and, for the CLI's, api/cli.rs.
-    let source = ["engine/src/server/api.rs", "engine/src/server/api/cli.rs"]
-        .map(|file| std::fs::read_to_string(crate::support::root().join(file)).unwrap())
-        .join("\n");
+    // The API's routes live in api.rs and, for the CLI's, api/cli.rs; the operator routes in
+    // ops.rs.
+    let source = [
+        "engine/src/server/api.rs",
+        "engine/src/server/api/cli.rs",
+        "engine/src/server/ops.rs",
+    ]
+    .map(|file| std::fs::read_to_string(crate::support::root().join(file)).unwrap())
+    .join("\n");
     let outside: Vec<&str> = source
         .lines()
         .filter(|l| l.contains(".route(") || l.contains(".route_service(") || l.contains(".nest("))

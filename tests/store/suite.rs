@@ -60,6 +60,7 @@ impl Evaluate for Offboard {
                 queued: None,
                 run: None,
                 excluded: None,
+                held: None,
             },
             request: fired.then(|| RunRequest {
                 workflow: WorkflowName::new("offboard"),
@@ -453,6 +454,7 @@ async fn approvals_and_schedule_ticks_are_kept<B: Backend>(b: &B) {
             queued: None,
             run: None,
             excluded: None,
+            held: None,
         },
         request: Some(request),
     };

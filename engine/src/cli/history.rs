@@ -48,6 +48,7 @@ pub struct ListArgs {
     limit: usize,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print a JSON array of run records, newest first (as `GET /api/runs`).
     #[arg(long)]
     json: bool,
 }
@@ -58,6 +59,7 @@ pub struct ShowArgs {
     run: String,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print the run record with its `steps` as JSON (as `GET /api/runs/{id}`).
     #[arg(long)]
     json: bool,
 }
@@ -90,7 +92,7 @@ pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
     })
 }
 
-fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
+pub(super) fn duration(flag: &str, text: &str) -> anyhow::Result<chrono::Duration> {
     let d = parse_duration(text).with_context(|| {
         format!("`--{flag} {text}` is not a duration; write `30m`, `24h` or `7d`")
     })?;

@@ -14,10 +14,12 @@ mod client;
 mod demo;
 mod graph;
 mod history;
+mod pause;
 mod presets;
 mod records;
 mod replay;
 mod resume;
+mod retry;
 mod run;
 mod sandbox;
 mod schedule;
@@ -98,6 +100,18 @@ enum Command {
     /// Reject a block waiting for approval: it fails, and the run follows `on_failure` or fails.
     #[command(after_help = EXIT_CODES)]
     Reject(approve::DecideArgs),
+    /// Pause a workflow's triggers: its record and schedule runs are queued and held (none is
+    /// lost, none starts) until `resume-triggers`; runs in flight finish, runs started by hand
+    /// still run. Durable, with who paused and when.
+    Pause(pause::PauseArgs),
+    /// Resume a paused workflow's triggers: the runs held for it start.
+    ResumeTriggers(pause::PauseArgs),
+    /// After an outage: replay live every failed or needs_attention run matching the filters,
+    /// each at most once (a dry listing without `--yes`).
+    ///
+    /// Exit codes: 0 listed, or every replay succeeded; 1 a replay did not succeed; 2 usage or
+    /// setup error.
+    RetryFailed(retry::RetryArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`; bearer tokens: the config's named `api_tokens`, each `viewer`,
@@ -111,6 +125,7 @@ enum Command {
     /// removes it on a clean stop: while it runs, `history`, `records`, `triggers why`, `run`,
     /// `replay`, `resume`, `cancel`, `approve`, `reject` and `store backup` on that data dir go
     /// through its API (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
+    #[command(after_help = SERVE_ROUTES)]
     Serve(serve::ServeArgs),
     /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
     #[command(subcommand)]
@@ -118,6 +133,27 @@ enum Command {
     /// Perform each credential's read checks and report ok / refused with the likely cause.
     Check(check::CheckArgs),
 }
+
+/// `serve --help`: the routes, with the role each will need once tokens have roles.
+const SERVE_ROUTES: &str = "\
+Routes (JSON; under /api the bearer token is required when one is configured):
+  GET  /healthz                                  process alive (no token)
+  GET  /metrics                                  Prometheus text format (viewer)
+  POST /api/records/{collection}                 upsert records, start the runs they trigger
+  GET  /api/records/{collection}/{key}           one record
+  GET  /api/triggers/why?subject=EMAIL           why a subject's writes started runs or not
+  GET  /api/workflows                            the loaded workflows, each with `paused` (by, at)
+  POST /api/workflows/{name}/runs                start a run by hand (not held by a pause)
+  POST /api/workflows/{name}/tick                fire a schedule now
+  GET  /api/runs, /api/runs/{id}                 list and show runs
+  POST /api/runs/{id}/replay | cancel            replay or cancel a run
+  POST /api/runs/{id}/blocks/{block}/approve | reject
+  GET  /api/paused                               paused workflows: by whom, since when (viewer)
+  POST /api/workflows/{name}/pause | resume-triggers, /api/pause | /api/resume-triggers (operator)
+  POST /api/reload                               reload the workflows as SIGHUP does (admin)
+
+Pause is queue-and-hold: a paused workflow's record and schedule triggers still queue their runs,
+which start only after `blockyard resume-triggers`; `serve` lists what is paused when it starts.";
 
 const AFTER_HELP: &str = "\
 Start here:
@@ -176,6 +212,9 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => cancel::run(args),
         Command::Approve(args) => approve::run(args, true),
         Command::Reject(args) => approve::run(args, false),
+        Command::Pause(args) => pause::run(args, true),
+        Command::ResumeTriggers(args) => pause::run(args, false),
+        Command::RetryFailed(args) => retry::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store(command) => store::run(command),
         Command::Auth(command) => auth::run(command),

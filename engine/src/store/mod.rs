@@ -373,6 +373,16 @@ impl SledFiles {
     }
 }
 
+/// Told how long each flush took; the service's metrics set it ([`observe_flushes`]), so the store
+/// reports its flush latency without knowing the layers above it.
+static FLUSH_OBSERVER: std::sync::OnceLock<fn(std::time::Duration)> = std::sync::OnceLock::new();
+
+/// Has every later flush, of any store in this process, report its duration to `observer`. Set
+/// once per process: later calls change nothing.
+pub fn observe_flushes(observer: fn(std::time::Duration)) {
+    let _ = FLUSH_OBSERVER.set(observer);
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with the default [`StoreOptions`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -463,8 +473,13 @@ impl Store {
 
     /// [`Store::flush`], on the calling thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.flush()?;
-        self.files.sync()
+        let synced = self.files.sync();
+        if let Some(observe) = FLUSH_OBSERVER.get() {
+            observe(started.elapsed());
+        }
+        synced
     }
 
     /// Whether a write can be made durable now: writes the time to the `health` tree and

@@ -225,6 +225,7 @@ impl Triggers {
                     queued: None,
                     run: None,
                     excluded,
+                    held: None,
                 },
                 request,
             });
@@ -348,6 +349,7 @@ pub fn consider_manual(
         queued: None,
         run: None,
         excluded,
+        held: None,
     }
 }
 

@@ -233,6 +233,7 @@ impl Scheduler {
                         queued: None,
                         run: None,
                         excluded: None,
+                        held: None,
                     },
                     request: Some(RunRequest {
                         workflow: name.clone(),
@@ -268,6 +269,7 @@ impl Scheduler {
                                 queued: None,
                                 run: None,
                                 excluded,
+                                held: None,
                             },
                             request,
                         },
