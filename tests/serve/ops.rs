@@ -517,3 +517,105 @@ async fn retry_failed_lists_first_replays_with_yes_and_never_twice() {
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(env.count("GET", "/users/me"), sent + 2);
 }
+
+/// `(status, JSON body)` of `METHOD base+path` with `token`, no body.
+async fn call(base: &str, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_operator_routes_take_roles_and_record_the_token_name() {
+    use blockyard::server::{ApiToken, Role};
+    let env = with_workflows().await;
+    let config = blockyard::service::ServiceConfig {
+        api_tokens: vec![
+            ApiToken::new("dashboard", Role::Viewer, "viewer-secret"),
+            ApiToken::new("oncall-bot", Role::Operator, "operator-secret"),
+        ],
+        ..super::service_config(&env, Some(crate::support::API_TOKEN))
+    };
+    let service = blockyard::service::Service::start(config).await.unwrap();
+    let root = format!("http://{}", service.addr());
+    let base = format!("{root}/api");
+
+    // A viewer reads what is paused and the metrics (at `/metrics` and `/api/metrics`)...
+    assert_eq!(
+        call(&base, "GET", "/paused", "viewer-secret").await,
+        (200, json!([]))
+    );
+    for url in [format!("{root}/metrics"), format!("{base}/metrics")] {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth("viewer-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let text = response.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE blockyard_queue_depth gauge"),
+            "{text}"
+        );
+    }
+    // ... and changes nothing.
+    for route in [
+        "/workflows/{name}/pause",
+        "/pause",
+        "/workflows/{name}/resume-triggers",
+        "/resume-triggers",
+    ] {
+        let path = route.replace("{name}", "whoami");
+        assert_eq!(
+            call(&base, "POST", &path, "viewer-secret").await,
+            error(
+                403,
+                &format!("the token `dashboard` has the role `viewer`; `POST /api{route}` needs `operator`; use a token with that role")
+            ),
+            "{route}"
+        );
+    }
+    // An operator pauses, and the pause names the token.
+    let (status, paused) = call(&base, "POST", "/workflows/whoami/pause", "operator-secret").await;
+    assert_eq!(
+        (status, &paused["by"]),
+        (200, &json!("oncall-bot")),
+        "{paused}"
+    );
+    let (_, list) = call(&base, "GET", "/paused", "viewer-secret").await;
+    assert_eq!(
+        (&list[0]["workflow"], &list[0]["by"]),
+        (&json!("whoami"), &json!("oncall-bot"))
+    );
+    let (status, all) = call(&base, "POST", "/pause", "operator-secret").await;
+    assert_eq!(status, 200, "{all}");
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["by"] == "oncall-bot"),
+        "{all}"
+    );
+    // Reload is admin only.
+    assert_eq!(
+        call(&base, "POST", "/reload", "operator-secret").await,
+        error(
+            403,
+            "the token `oncall-bot` has the role `operator`; `POST /api/reload` needs `admin`; use a token with that role"
+        )
+    );
+    assert_eq!(
+        call(&base, "POST", "/reload", crate::support::API_TOKEN).await,
+        (200, json!({"workflows": 2}))
+    );
+    let (status, resumed) = call(&base, "POST", "/resume-triggers", "operator-secret").await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed.as_array().unwrap().len(), 2, "{resumed}");
+    service.shutdown().await.unwrap();
+}

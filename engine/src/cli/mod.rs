@@ -134,10 +134,11 @@ enum Command {
     Check(check::CheckArgs),
 }
 
-/// `serve --help`: the routes, with the role each will need once tokens have roles.
+/// `serve --help`: the routes, with the role each needs.
 const SERVE_ROUTES: &str = "\
-Routes (JSON; under /api the bearer token is required when one is configured):
-  GET  /healthz                                  process alive (no token)
+Routes (JSON; under /api a bearer token whose role allows the route: GET viewer, the rest operator,
+unless marked; every /api route is described in GET /api/openapi.json):
+  GET  /healthz, /readyz                         process alive; ready to work (no token)
   GET  /metrics                                  Prometheus text format (viewer)
   POST /api/records/{collection}                 upsert records, start the runs they trigger
   GET  /api/records/{collection}/{key}           one record
