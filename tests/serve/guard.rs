@@ -487,6 +487,7 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("POST", "/reload"),
         ("POST", "/resume"),
         ("POST", "/resume-triggers"),
+        ("POST", "/retry-failed"),
         ("POST", "/runs/{id}/blocks/{block}/approve"),
         ("POST", "/runs/{id}/blocks/{block}/reject"),
         ("POST", "/runs/{id}/cancel"),

@@ -619,3 +619,139 @@ async fn serve_operator_routes_take_roles_and_record_the_token_name() {
     assert_eq!(resumed.as_array().unwrap().len(), 2, "{resumed}");
     service.shutdown().await.unwrap();
 }
+
+/// The real binary with the API token, no `BLOCKYARD_SERVER` (a running serve is found by its
+/// `serve.json`): `(exit code, stdout, stderr)`.
+fn cli(env: &crate::support::Env, args: &[&str]) -> (i32, String, String) {
+    let out = env
+        .command(args)
+        .env("BLOCKYARD_TOKEN", crate::support::API_TOKEN)
+        .env_remove("BLOCKYARD_SERVER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        crate::support::stdout(&out),
+        crate::support::stderr(&out),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_and_pause_go_through_a_running_serve_as_on_the_data_dir() {
+    let env = crate::support::Env::start(blockyard::sandbox::SandboxConfig {
+        seed_users: 2,
+        token: Some(crate::support::TOKEN.to_owned()),
+        ..Default::default()
+    })
+    .await;
+    std::fs::create_dir(env.path().join("workflows")).unwrap();
+    env.write("workflows/whoami.yaml", crate::support::WHOAMI);
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    // An outage: the credential is refused.
+    env.write(
+        "blockyard.yaml",
+        &config.replacen(crate::support::TOKEN, "revoked-token", 1),
+    );
+    for _ in 0..2 {
+        let (code, _, err) = cli(&env, &["run", "workflows/whoami.yaml"]);
+        assert_eq!(code, 1, "{err}");
+    }
+    env.write("blockyard.yaml", &config);
+    let (code, local_listing, err) = cli(&env, &["retry-failed"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, local_json, _) = cli(&env, &["retry-failed", "--json"]);
+
+    let mut served = super::Served::start(&env, &[("BLOCKYARD_TOKEN", crate::support::API_TOKEN)]);
+    served.read_until("serving");
+    let sent = env.count("GET", "/users/me");
+    // The listing through the service is the data dir's, word for word.
+    assert_eq!(
+        cli(&env, &["retry-failed"]),
+        (0, local_listing.clone(), String::new())
+    );
+    assert_eq!(
+        cli(&env, &["retry-failed", "--json"]),
+        (0, local_json.clone(), String::new())
+    );
+    let listed: Value = serde_json::from_str(&local_json).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["action"], "would_replay", "{e}");
+            e["run"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert_eq!(
+        cli(&env, &["retry-failed", "--since", "soon"]),
+        (
+            2,
+            String::new(),
+            "error: `--since soon` is not a duration; write `30m`, `24h` or `7d`\n".to_owned()
+        )
+    );
+    assert_eq!(
+        env.count("GET", "/users/me"),
+        sent,
+        "a listing sends nothing"
+    );
+
+    // Pausing finds the service by its `serve.json` too, and names the token.
+    let (code, out, err) = cli(&env, &["pause", "whoami"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("paused `whoami` (by admin at "), "{out}");
+    let (code, out, err) = cli(&env, &["resume-triggers", "whoami"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("resumed the triggers of `whoami` (paused by admin at "),
+        "{out}"
+    );
+
+    // Replayed live in the service, each once.
+    let (code, out, err) = cli(&env, &["retry-failed", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let mut new_runs = Vec::new();
+    for (line, id) in lines.iter().zip(&ids) {
+        let rest = line
+            .strip_prefix(&format!("retried {id} as run "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let (new, status) = rest.split_once(": ").unwrap();
+        assert_eq!(status, "succeeded");
+        new_runs.push(new.to_owned());
+    }
+    assert_eq!(env.count("GET", "/users/me"), sent + 2);
+    let (code, again, _) = cli(&env, &["retry-failed", "--yes"]);
+    assert_eq!(code, 0, "{again}");
+    let lines: Vec<&str> = again.lines().collect();
+    assert_eq!(lines.len(), 2, "{again}");
+    for ((line, id), new) in lines.iter().zip(&ids).zip(&new_runs) {
+        assert!(
+            line.starts_with(&format!("skipped {id}: already retried by run {new} at ")),
+            "{again}"
+        );
+    }
+    assert_eq!(env.count("GET", "/users/me"), sent + 2);
+
+    // Stopped: the data dir says the same, and the marks name the token.
+    served.signal("TERM");
+    assert_eq!(served.child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        cli(&env, &["retry-failed", "--yes"]),
+        (0, again, String::new())
+    );
+    let (_, marks, _) = cli(&env, &["retry-failed", "--json"]);
+    let marks: Value = serde_json::from_str(&marks).unwrap();
+    assert!(
+        marks
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["retried"]["by"] == "admin"),
+        "{marks}"
+    );
+    assert_eq!(env.count("GET", "/users/me"), sent + 2);
+}

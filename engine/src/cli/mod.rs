@@ -107,7 +107,8 @@ enum Command {
     /// Resume a paused workflow's triggers: the runs held for it start.
     ResumeTriggers(pause::PauseArgs),
     /// After an outage: replay live every failed or needs_attention run matching the filters,
-    /// each at most once (a dry listing without `--yes`).
+    /// each at most once (a dry listing without `--yes`); under a running `serve`, the service
+    /// replays them.
     ///
     /// Exit codes: 0 listed, or every replay succeeded; 1 a replay did not succeed; 2 usage or
     /// setup error.
@@ -123,8 +124,9 @@ enum Command {
     ///
     /// It writes where it listens into the data dir (`serve.json`: URL and pid, no token) and
     /// removes it on a clean stop: while it runs, `history`, `records`, `triggers why`, `run`,
-    /// `replay`, `resume`, `cancel`, `approve`, `reject` and `store backup` on that data dir go
-    /// through its API (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
+    /// `replay`, `resume`, `cancel`, `approve`, `reject`, `pause`, `resume-triggers`, `retry-failed`
+    /// and `store backup` on that data dir go through its API (with `BLOCKYARD_TOKEN`), as do
+    /// those given `--server URL`.
     #[command(after_help = SERVE_ROUTES)]
     Serve(serve::ServeArgs),
     /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
@@ -152,6 +154,8 @@ unless marked; every /api route is described in GET /api/openapi.json):
   GET  /api/paused                               paused workflows: by whom, since when (viewer)
   POST /api/workflows/{name}/pause | resume-triggers, /api/pause | /api/resume-triggers (operator)
   POST /api/reload                               reload the workflows as SIGHUP does (admin)
+  POST /api/retry-failed                         list, or with `yes` replay, failed runs once (operator)
+  POST /api/history/prune, /api/store/backup     drop old payloads; back the data dir up (admin)
 
 Pause is queue-and-hold: a paused workflow's record and schedule triggers still queue their runs,
 which start only after `blockyard resume-triggers`; `serve` lists what is paused when it starts.";

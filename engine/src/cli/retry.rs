@@ -3,17 +3,18 @@
 //!
 //! Without `--yes` it only lists what it would replay (and what it skips, already retried); with
 //! `--yes` it replays each, in the order they were created, and prints the new run's outcome.
-//! It works on a data dir no process holds: stop `serve` first (the runs it replays are live, on
-//! this machine, with this config's credentials).
+//! On a data dir no process holds, the replays run here, with this config's credentials, as the
+//! OS user; under `blockyard serve` (its `serve.json`, or `--server`) they run in the service, with
+//! its credentials, through `POST /api/retry-failed`, as the token's name. Both give the same
+//! listing and the same lines (`blockyard::service::retry::retry_failed` does the work); `--json`
+//! prints the entries.
 
 use std::process::ExitCode;
 
-use anyhow::bail;
-use blockyard::exec::RunRecord;
-use blockyard::replay::{replay, ReplayOptions, Setup};
 use blockyard::service::pause::os_user;
-use blockyard::service::retry::{candidates, Retries, RetryFilter, RetryMark};
+use blockyard::service::retry::{retry_failed, RetryAction, RetryEntry, RetryFilter};
 use chrono::SecondsFormat;
+use serde_json::json;
 
 use super::client::Backend;
 use super::run::{init_tracing, runtime, CommonArgs};
@@ -32,33 +33,53 @@ pub struct RetryArgs {
     /// Replay them; without it, only list what would be replayed.
     #[arg(long)]
     yes: bool,
+    /// Print the entries as a JSON array (`[{"run", "workflow", "status", "subject", "error",
+    /// "action", "retried"?, "replay"?, "replay_error"?}]`, as `POST /api/retry-failed`).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
 
-fn line(run: &RunRecord) -> String {
-    let subject = run
-        .subject
-        .as_ref()
-        .map(|s| format!("{}/{}", s.collection, s.key))
-        .unwrap_or_else(|| "-".to_owned());
+fn line(entry: &RetryEntry) -> String {
     format!(
         "{} {} {} {} ({})",
-        run.id,
-        run.workflow,
-        run.status,
-        subject,
-        run.error.as_deref().unwrap_or("no error text")
+        entry.run,
+        entry.workflow,
+        entry.status,
+        entry.subject.as_deref().unwrap_or("-"),
+        entry.error.as_deref().unwrap_or("no error text")
     )
 }
 
-fn skipped(run: &RunRecord, mark: &RetryMark) -> String {
-    let at = mark.at.to_rfc3339_opts(SecondsFormat::Secs, true);
-    match &mark.run {
-        Some(new) => format!("skipped {}: already retried by run {new} at {at}", run.id),
-        None => format!(
-            "skipped {}: a retry was started at {at} by {} but its run was not recorded; see `blockyard history list`",
-            run.id, mark.by
+fn text(entry: &RetryEntry) -> String {
+    match entry.action {
+        RetryAction::WouldReplay => format!("would replay {}", line(entry)),
+        RetryAction::Skipped => {
+            let Some(mark) = &entry.retried else {
+                return format!("skipped {}: already retried", entry.run);
+            };
+            let at = mark.at.to_rfc3339_opts(SecondsFormat::Secs, true);
+            match &mark.run {
+                Some(new) => format!("skipped {}: already retried by run {new} at {at}", entry.run),
+                None => format!(
+                    "skipped {}: a retry was started at {at} by {} but its run was not recorded; see `blockyard history list`",
+                    entry.run, mark.by
+                ),
+            }
+        }
+        RetryAction::Replayed => {
+            let (new, status) = entry
+                .replay
+                .as_ref()
+                .map(|r| (r.id.as_str(), r.status.as_str()))
+                .unwrap_or_default();
+            format!("retried {} as run {new}: {status}", entry.run)
+        }
+        RetryAction::ReplayFailed => format!(
+            "retrying {} failed: {}",
+            entry.run,
+            entry.replay_error.as_deref().unwrap_or_default()
         ),
     }
 }
@@ -69,77 +90,47 @@ pub fn run(args: RetryArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(text) => Some(chrono::Utc::now() - super::history::duration("since", text)?),
     };
-    let filter = RetryFilter {
-        workflow: args.workflow.clone(),
-        since,
-        error: args.error.clone(),
+    let entries: Vec<RetryEntry> = match Backend::open(&args.common)? {
+        Backend::Local(local) => {
+            let engine = local.engine()?;
+            let filter = RetryFilter {
+                workflow: args.workflow.clone(),
+                since,
+                error: args.error.clone(),
+            };
+            runtime()?.block_on(retry_failed(&engine, &filter, &os_user(), args.yes))?
+        }
+        Backend::Remote(remote) => serde_json::from_value(remote.post(
+            "/retry-failed",
+            json!({
+                "workflow": args.workflow,
+                "since": args.since,
+                "error": args.error,
+                "yes": args.yes,
+            }),
+        )?)?,
     };
-    let engine = match Backend::open(&args.common)? {
-        Backend::Local(local) => local.engine()?,
-        Backend::Remote(remote) => bail!(
-            "{} holds this data dir; `retry-failed` does not work through it yet: stop it, then run `retry-failed` again",
-            remote.via()
-        ),
-    };
-    let store = engine.records().store().clone();
-    let retries = Retries::open(&store)?;
-    let found = candidates(engine.history(), &retries, &filter)?;
-    if found.is_empty() {
+    let all_ok = !entries.iter().any(RetryEntry::unsuccessful);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    } else if entries.is_empty() {
         println!("no failed or needs_attention runs match");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let todo: Vec<&RunRecord> = found
-        .iter()
-        .filter(|(_, mark)| mark.is_none())
-        .map(|(run, _)| run)
-        .collect();
-    for (run, mark) in &found {
-        match mark {
-            Some(mark) => println!("{}", skipped(run, mark)),
-            None if args.yes => {}
-            None => println!("would replay {}", line(run)),
+    } else {
+        for entry in &entries {
+            println!("{}", text(entry));
+        }
+        if !args.yes {
+            let todo = entries
+                .iter()
+                .filter(|e| e.action == RetryAction::WouldReplay)
+                .count();
+            println!(
+                "{todo} run{} would be replayed live; run again with `--yes` to replay {}",
+                if todo == 1 { "" } else { "s" },
+                if todo == 1 { "it" } else { "them" }
+            );
         }
     }
-    if !args.yes {
-        println!(
-            "{} run{} would be replayed live; run again with `--yes` to replay {}",
-            todo.len(),
-            if todo.len() == 1 { "" } else { "s" },
-            if todo.len() == 1 { "it" } else { "them" }
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let by = os_user();
-    let rt = runtime()?;
-    let mut all_ok = true;
-    for run in todo {
-        let id = run.id.to_string();
-        if let Some(mark) = retries.claim(&id, &by, chrono::Utc::now())? {
-            println!("{}", skipped(run, &mark));
-            continue;
-        }
-        // The mark is durable before the replay sends anything: never twice, even after a crash.
-        rt.block_on(store.flush())?;
-        let options = ReplayOptions {
-            from: None,
-            offline: false,
-            setup: Setup::Engine,
-        };
-        match rt.block_on(replay(&engine, run.id, None, options)) {
-            Ok(replayed) => {
-                let new = &replayed.outcome.run;
-                let mark = retries.get(&id)?.expect("claimed above");
-                retries.link(&id, mark, &new.id.to_string())?;
-                all_ok &= new.status.name() == "succeeded";
-                println!("retried {id} as run {}: {}", new.id, new.status);
-            }
-            Err(err) => {
-                all_ok = false;
-                println!("retrying {id} failed: {err}");
-            }
-        }
-    }
-    rt.block_on(store.flush())?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -729,7 +729,7 @@ impl QuerySpec for RunsQuery {
 }
 
 /// `since`: a duration back from now (`24h`) or an RFC 3339 instant.
-fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+pub(super) fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }

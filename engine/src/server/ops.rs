@@ -10,6 +10,7 @@
 //! | `POST /resume-triggers` | operator | every paused workflow resumed: `[{"workflow", "paused": false, "was"}]` |
 //! | `POST /reload` | admin | `{"workflows": N}`; 422 with `"errors"` (each `FILE:LINE:COL: error: …`) when the new set does not load, the old set kept |
 //!
+//! | `POST /retry-failed` | operator | body `{"workflow"?, "since"?, "error"?, "yes"?}`: without `yes` the dry listing, with it the live replays, each run at most once: `[{"run", "workflow", "status", "subject", "error", "action", "retried"?, "replay"?, "replay_error"?}]` ([`crate::service::retry::retry_failed`]) |
 //! | `GET /metrics` | viewer | the Prometheus text format ([`super::metrics`]); also served at `/metrics`, outside `/api` |
 //!
 //! A pause holds the workflow's queued runs ([`crate::service::pause`] says how); a change is on
@@ -22,11 +23,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::api::{admin, internal, ApiErrorBody, ApiResult, Body, NoBody, NoQuery, Params};
+use super::api::{
+    admin, internal, since, ApiErrorBody, ApiResult, Body, BodySpec, NoBody, NoQuery, Params,
+};
 use super::{Actor, ApiError};
 use crate::service::pause::Pause;
 use crate::service::{ServiceError, Shared};
@@ -41,6 +45,7 @@ pub(super) fn routes(router: OpenApiRouter<Arc<Shared>>) -> OpenApiRouter<Arc<Sh
         .routes(routes!(resume_one))
         .routes(routes!(resume_all))
         .routes(admin(routes!(reload)))
+        .routes(routes!(retry_failed))
         .routes(routes!(super::metrics::serve_metrics))
 }
 
@@ -182,4 +187,45 @@ async fn reload(
         }
         Err(err) => Err(internal(err)),
     }
+}
+
+/// The body of `POST /retry-failed`: `retry-failed`'s filters and `--yes`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    /// Only runs of this workflow (its `name:`).
+    workflow: Option<String>,
+    /// Only runs started within this long (`30m`, `24h`, `7d`) or since this RFC 3339 instant.
+    since: Option<String>,
+    /// Only runs whose error contains this text (case-insensitive).
+    error: Option<String>,
+    /// Replay them (live); without it, only list what would be replayed.
+    #[serde(default)]
+    yes: bool,
+}
+
+impl BodySpec for RetryBody {
+    const FIELDS: &'static [&'static str] = &["workflow", "since", "error", "yes"];
+}
+
+#[utoipa::path(post, path = "/retry-failed", tag = "operations",
+    request_body(content = Option<RetryBody>, description = "the filters, and `yes` to replay"),
+    responses((status = 200, description = "`[{\"run\", \"workflow\", \"status\", \"subject\", \"error\", \"action\", \"retried\"?, \"replay\"?, \"replay_error\"?}]`: `action` is `would_replay`, `skipped` (retried already), `replayed` or `replay_failed`; the replays are live, each run at most once"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+async fn retry_failed(
+    State(shared): State<Arc<Shared>>,
+    Extension(actor): Extension<Actor>,
+    _: Params<NoQuery>,
+    Body(body): Body<RetryBody>,
+) -> ApiResult {
+    let filter = crate::service::retry::RetryFilter {
+        workflow: body.workflow,
+        since: body.since.as_deref().map(since).transpose()?,
+        error: body.error,
+    };
+    if body.yes {
+        tracing::info!(by = %actor.name, "retrying failed runs");
+    }
+    let entries =
+        crate::service::retry::retry_failed(&shared.engine, &filter, &actor.name, body.yes).await?;
+    Ok(Json(entries).into_response())
 }
