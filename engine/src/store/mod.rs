@@ -33,6 +33,8 @@
 //! sled, fsynced the same way: cancel markers ([`crate::exec::cancel`]) and the OAuth2 token
 //! store (`tokens.json`: a temp file, fsync, rename, fsync of its directory;
 //! [`crate::http::tokens`]).
+//! Each flush reports how long it took to the hook [`observe_flushes`] sets (`serve`'s metrics), so
+//! the store imports nothing from the layers above it.
 //!
 //! - **A process kill** (`kill -9`, a panic, the OOM killer) loses nothing acknowledged, and
 //!   usually nothing else: what sled handed to the kernel survives in the page cache.
