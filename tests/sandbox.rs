@@ -999,3 +999,31 @@ fn a_bad_rate_limit_is_a_usage_error() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn the_binary_writes_no_colour_codes_into_a_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sandbox.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blockyard"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--seed-users", "1"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        lines.next().unwrap().unwrap();
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("sandbox serving"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+}

@@ -652,3 +652,52 @@ fn aliases_that_expand_past_the_limit_are_refused_at_the_alias() {
         )
     );
 }
+
+/// Every command and subcommand path of the binary, from `--help`'s `Commands:` sections.
+fn command_paths(prefix: &[String]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    args.push("--help");
+    let help = crate::support::stdout(&crate::support::blockyard(&args));
+    let mut out = vec![prefix.to_vec()];
+    let Some(section) = help.split("Commands:\n").nth(1) else {
+        return out;
+    };
+    for line in section.lines().take_while(|l| l.starts_with("  ")) {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        if name == "help" {
+            continue;
+        }
+        let mut path = prefix.to_vec();
+        path.push(name.to_owned());
+        out.extend(command_paths(&path));
+    }
+    out
+}
+
+#[test]
+fn every_json_flag_says_what_it_prints() {
+    let mut bare = Vec::new();
+    let mut with_json = 0;
+    for path in command_paths(&[]) {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let help = crate::support::stdout(&crate::support::blockyard(&args));
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with("--json") {
+                continue;
+            }
+            with_json += 1;
+            // Short help puts the description on the flag's line, long help on the next one.
+            let next = lines.get(i + 1).map(|l| l.trim()).unwrap_or_default();
+            if line.trim() == "--json" && (next.is_empty() || next.starts_with('-')) {
+                bare.push(path.join(" "));
+            }
+        }
+    }
+    assert!(with_json >= 10, "found only {with_json} `--json` flags");
+    assert!(
+        bare.is_empty(),
+        "`--json` without a description in: {bare:?}"
+    );
+}

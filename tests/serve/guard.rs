@@ -471,6 +471,8 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
     let operations = documented(&doc);
     let expected: Vec<(String, String)> = [
         ("DELETE", "/records/{collection}/{key}"),
+        ("GET", "/metrics"),
+        ("GET", "/paused"),
         ("GET", "/records/{collection}"),
         ("GET", "/records/{collection}/{key}"),
         ("GET", "/runs"),
@@ -481,9 +483,13 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("GET", "/workflows/{name}/guard"),
         ("GET", "/workflows/{name}/plan"),
         ("POST", "/history/prune"),
+        ("POST", "/pause"),
         ("POST", "/records/{collection}"),
         ("POST", "/records/{collection}/batch"),
+        ("POST", "/reload"),
         ("POST", "/resume"),
+        ("POST", "/resume-triggers"),
+        ("POST", "/retry-failed"),
         ("POST", "/runs/{id}/blocks/{block}/approve"),
         ("POST", "/runs/{id}/blocks/{block}/reject"),
         ("POST", "/runs/{id}/cancel"),
@@ -491,6 +497,8 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
         ("POST", "/store/backup"),
         ("POST", "/workflows/{name}/guard/cancel"),
         ("POST", "/workflows/{name}/guard/release"),
+        ("POST", "/workflows/{name}/pause"),
+        ("POST", "/workflows/{name}/resume-triggers"),
         ("POST", "/workflows/{name}/runs"),
         ("POST", "/workflows/{name}/tick"),
     ]
@@ -527,11 +535,13 @@ async fn serve_describes_every_api_route_in_its_openapi_document() {
 /// not compile without a `#[utoipa::path]` annotation) would be missing from the document.
 #[test]
 fn every_api_route_is_added_through_the_openapi_router() {
-    // The API's routes live in api.rs and, for the CLI's, api/cli.rs.
+    // The API's routes live in api.rs and, for the CLI's and the guard's, api/cli.rs and
+    // api/guard.rs; the operator routes in ops.rs.
     let source = [
         "engine/src/server/api.rs",
         "engine/src/server/api/cli.rs",
         "engine/src/server/api/guard.rs",
+        "engine/src/server/ops.rs",
     ]
     .map(|file| std::fs::read_to_string(crate::support::root().join(file)).unwrap())
     .join("\n");

@@ -16,6 +16,7 @@ use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 
 mod cli;
 mod guard;
+mod ops;
 mod retries;
 
 const TOKEN: &str = crate::support::API_TOKEN;

@@ -61,6 +61,7 @@ impl Evaluate for Offboard {
                 run: None,
                 excluded: None,
                 held: None,
+                paused: None,
             },
             request: fired.then(|| RunRequest {
                 workflow: WorkflowName::new("offboard"),
@@ -455,6 +456,7 @@ async fn approvals_and_schedule_ticks_are_kept<B: Backend>(b: &B) {
             run: None,
             excluded: None,
             held: None,
+            paused: None,
         },
         request: Some(request),
     };

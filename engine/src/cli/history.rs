@@ -48,6 +48,7 @@ pub struct ListArgs {
     limit: usize,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print a JSON array of run records, newest first (as `GET /api/runs`).
     #[arg(long)]
     json: bool,
 }
@@ -58,6 +59,7 @@ pub struct ShowArgs {
     run: String,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print the run record with its `steps` as JSON (as `GET /api/runs/{id}`).
     #[arg(long)]
     json: bool,
 }
@@ -91,7 +93,7 @@ pub fn parse_run_id(text: &str) -> anyhow::Result<RunId> {
 }
 
 /// The instant `--FLAG TEXT` (a duration) before now.
-fn ago(flag: &str, text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+pub(super) fn ago(flag: &str, text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     let d = parse_duration(text).with_context(|| {
         format!("`--{flag} {text}` is not a duration; write `30m`, `24h` or `7d`")
     })?;

@@ -15,11 +15,13 @@ mod demo;
 mod graph;
 mod guard;
 mod history;
+mod pause;
 mod plan;
 mod presets;
 mod records;
 mod replay;
 mod resume;
+mod retry;
 mod run;
 mod sandbox;
 mod schedule;
@@ -106,6 +108,19 @@ enum Command {
     /// The mass-change guard: list, release or cancel a workflow's held runs.
     #[command(subcommand)]
     Guard(guard::GuardCommand),
+    /// Pause a workflow's triggers: its record and schedule runs are queued and held (none is
+    /// lost, none starts) until `resume-triggers`; runs in flight finish, runs started by hand
+    /// still run. Durable, with who paused and when.
+    Pause(pause::PauseArgs),
+    /// Resume a paused workflow's triggers: the runs held for it start.
+    ResumeTriggers(pause::PauseArgs),
+    /// After an outage: replay live every failed or needs_attention run matching the filters,
+    /// each at most once (a dry listing without `--yes`); under a running `serve`, the service
+    /// replays them.
+    ///
+    /// Exit codes: 0 listed, or every replay succeeded; 1 a replay did not succeed; 2 usage or
+    /// setup error.
+    RetryFailed(retry::RetryArgs),
     /// Serve the workflows of a directory: scheduler, trigger queue, workers and an HTTP API.
     ///
     /// The API (under `/api`; bearer tokens: the config's named `api_tokens`, each `viewer`,
@@ -117,8 +132,10 @@ enum Command {
     ///
     /// It writes where it listens into the data dir (`serve.json`: URL and pid, no token) and
     /// removes it on a clean stop: while it runs, `history`, `records`, `triggers why`, `run`,
-    /// `replay`, `resume`, `cancel`, `approve`, `reject` and `store backup` on that data dir go
-    /// through its API (with `BLOCKYARD_TOKEN`), as do those given `--server URL`.
+    /// `replay`, `resume`, `cancel`, `approve`, `reject`, `pause`, `resume-triggers`, `retry-failed`
+    /// and `store backup` on that data dir go through its API (with `BLOCKYARD_TOKEN`), as do
+    /// those given `--server URL`.
+    #[command(after_help = SERVE_ROUTES)]
     Serve(serve::ServeArgs),
     /// Connect credentials to their vendors (OAuth login), show what each holds, forget tokens.
     #[command(subcommand)]
@@ -126,6 +143,30 @@ enum Command {
     /// Perform each credential's read checks and report ok / refused with the likely cause.
     Check(check::CheckArgs),
 }
+
+/// `serve --help`: the routes, with the role each needs.
+const SERVE_ROUTES: &str = "\
+Routes (JSON; under /api a bearer token whose role allows the route: GET viewer, the rest operator,
+unless marked; every /api route is described in GET /api/openapi.json):
+  GET  /healthz, /readyz                         process alive; ready to work (no token)
+  GET  /metrics                                  Prometheus text format (viewer)
+  POST /api/records/{collection}                 upsert records, start the runs they trigger
+  GET  /api/records/{collection}/{key}           one record
+  GET  /api/triggers/why?subject=EMAIL           why a subject's writes started runs or not
+  GET  /api/workflows                            the loaded workflows, each with `paused` (by, at)
+  POST /api/workflows/{name}/runs                start a run by hand (not held by a pause)
+  POST /api/workflows/{name}/tick                fire a schedule now
+  GET  /api/runs, /api/runs/{id}                 list and show runs
+  POST /api/runs/{id}/replay | cancel            replay or cancel a run
+  POST /api/runs/{id}/blocks/{block}/approve | reject
+  GET  /api/paused                               paused workflows: by whom, since when (viewer)
+  POST /api/workflows/{name}/pause | resume-triggers, /api/pause | /api/resume-triggers (operator)
+  POST /api/reload                               reload the workflows as SIGHUP does (admin)
+  POST /api/retry-failed                         list, or with `yes` replay, failed runs once (operator)
+  POST /api/history/prune, /api/store/backup     drop old payloads; back the data dir up (admin)
+
+Pause is queue-and-hold: a paused workflow's record and schedule triggers still queue their runs,
+which start only after `blockyard resume-triggers`; `serve` lists what is paused when it starts.";
 
 const AFTER_HELP: &str = "\
 Start here:
@@ -186,6 +227,9 @@ pub fn main() -> ExitCode {
         Command::Reject(args) => approve::run(args, false),
         Command::Guard(command) => guard::run(command),
         Command::Plan(args) => plan::run(args),
+        Command::Pause(args) => pause::run(args, true),
+        Command::ResumeTriggers(args) => pause::run(args, false),
+        Command::RetryFailed(args) => retry::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Store(command) => store::run(command),
         Command::Auth(command) => auth::run(command),

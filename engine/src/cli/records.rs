@@ -148,6 +148,7 @@ impl From<ModeArg> for WriteMode {
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     collection: CollectionArg,
+    /// Print a JSON array of the records' fields instead of a table.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -159,6 +160,7 @@ pub struct ShowArgs {
     collection: CollectionArg,
     /// The record's key: an email, or `app/email` for a SaaS user.
     key: String,
+    /// Print the record's fields as one JSON object.
     #[arg(long)]
     json: bool,
     #[command(flatten)]

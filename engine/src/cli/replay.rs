@@ -38,6 +38,7 @@ pub struct ReplayArgs {
     offline: bool,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print JSON: live, the replay run with its steps; offline, `{"original", "identical", "blocks", "replay"}`.
     #[arg(long)]
     json: bool,
 }

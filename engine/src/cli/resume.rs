@@ -23,6 +23,7 @@ pub struct ResumeArgs {
     run: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
+    /// Print a JSON array of the unfinished runs (resumed, or retrying and not due), each with its steps.
     #[arg(long)]
     json: bool,
 }

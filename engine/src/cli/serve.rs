@@ -7,6 +7,7 @@
 //! never printed. The config's `serve:` sets the connection bounds and extra host names. Once it
 //! listens it writes `serve.json` (URL and pid, no token) into the data dir, so CLI commands on
 //! that data dir go through its API ([`blockyard::service::endpoint`]); a clean stop removes it.
+//! `--log-format json` writes every stderr line, the status lines included, as one JSON object.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -35,22 +36,57 @@ pub struct ServeArgs {
     /// How long a stop waits for runs in flight, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     grace: u64,
+    /// How stderr is written: `text` (colour only at a terminal) or `json` (one JSON object a
+    /// line, the start, reload and stop messages included).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     common: CommonArgs,
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("blockyard=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+/// `serve --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Whether `--log-format json` is on: [`say!`] then logs instead of printing.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A status line on stderr: printed as is, or as a JSON log line under `--log-format json`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(target: "blockyard::serve", "{}", format_args!($($arg)*));
+        } else {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("blockyard=info"))
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().with_ansi(false).try_init()
+        }
+        // Colour only for a person at a terminal, never into a log file or a pipe.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing(args.log_format);
     if args.common.server().is_some() {
         bail!("`serve` takes no `--server`: it is the service; give `--listen ADDR` for where it listens");
     }
@@ -117,7 +153,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Ok(service) => service,
             Err(ServiceError::Load(LoadError::Invalid { dir, errors })) => {
                 for error in &errors {
-                    eprintln!("{error}");
+                    say!("{error}");
                 }
                 bail!(
                     "refusing to start: {} error(s) in the workflows of `{}`",
@@ -130,24 +166,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Announced before `serving` is printed: a command started on that line finds it.
         let endpoint = Endpoint::this_process(local_url(service.addr()));
         if let Err(err) = endpoint.write(&data_dir) {
-            eprintln!("warning: {err}; CLI commands on this data dir cannot find the service (give them `--server {}`)", endpoint.url);
+            say!("warning: {err}; CLI commands on this data dir cannot find the service (give them `--server {}`)", endpoint.url);
         }
         let count = service.workflows().len();
-        eprintln!(
+        say!(
             "serving {count} workflow{} from `{}` on http://{}",
             if count == 1 { "" } else { "s" },
             args.workflows.display(),
             service.addr()
         );
+        for (name, pause) in service.shared().pauses().list()? {
+            say!(
+                "paused: `{name}` by {} at {}; its triggered runs are held until `blockyard resume-triggers {name}`",
+                pause.by,
+                pause.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
         if open {
-            eprintln!("warning: no BLOCKYARD_TOKEN and no `api_tokens`: the API is open to local users only (listening on loopback)");
+            say!("warning: no BLOCKYARD_TOKEN and no `api_tokens`: the API is open to local users only (listening on loopback)");
         }
         let stopped = signals.wait_for_stop(&service).await;
-        eprintln!("stopping: no new work; waiting for runs in flight");
+        say!("stopping: no new work; waiting for runs in flight");
         endpoint.remove(&data_dir);
         stopped?;
         service.shutdown().await?;
-        eprintln!("stopped");
+        say!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -193,14 +236,14 @@ impl Signals {
                 _ = self.term.recv() => return Ok(()),
                 _ = self.int.recv() => return Ok(()),
                 _ = self.hup.recv() => match service.reload().await {
-                    Ok(count) => eprintln!("reloaded: serving {count} workflows"),
+                    Ok(count) => say!("reloaded: serving {count} workflows"),
                     Err(err) => {
                         if let ServiceError::Load(LoadError::Invalid { errors, .. }) = &err {
                             for error in errors {
-                                eprintln!("{error}");
+                                say!("{error}");
                             }
                         }
-                        eprintln!("reload failed, keeping the workflows already loaded: {err}");
+                        say!("reload failed, keeping the workflows already loaded: {err}");
                     }
                 },
             }

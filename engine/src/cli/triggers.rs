@@ -32,6 +32,7 @@ pub struct WhyArgs {
     /// (default: `workflows`; through a running service, the service's).
     #[arg(long, value_name = "DIR")]
     workflows: Option<PathBuf>,
+    /// Print the trace entries as a JSON array (`[{"subject", "trace"}]`, as `GET /api/triggers/why`).
     #[arg(long)]
     json: bool,
     #[command(flatten)]

@@ -609,6 +609,7 @@ impl Engine {
         prepared: &Arc<Prepared>,
         request: RunRequest,
     ) -> Result<RunOutcome, ExecError> {
+        crate::server::metrics::metrics().run_started(&prepared.workflow.name);
         let record = self.new_record(prepared, &request);
         let _active = self.activate(record.id);
         let turn = self.take_turn(&record, request.persist)?;
@@ -631,6 +632,7 @@ impl Engine {
     /// Starts a run in the background: its id, a handle on its outcome, and word of when its
     /// record is in the history.
     pub fn submit(&self, prepared: &Arc<Prepared>, request: RunRequest) -> Submitted {
+        crate::server::metrics::metrics().run_started(&prepared.workflow.name);
         let record = self.new_record(prepared, &request);
         let id = record.id;
         let engine = self.clone();
@@ -855,6 +857,8 @@ impl Engine {
         if let Ok(outcome) = result {
             if outcome.run.status.is_finished() {
                 self.release_subject(&outcome.run);
+                crate::server::metrics::metrics()
+                    .run_finished(&outcome.run.workflow, outcome.run.status.name());
             }
         }
     }

@@ -427,6 +427,11 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Exchange, CallError> {
         let target = self.target(id, credential)?;
+        // Observes the call's duration however it ends (`blockyard_block_duration_seconds`).
+        let _timed = Timed {
+            preset: id,
+            started: std::time::Instant::now(),
+        };
         let mut attempts = 0;
         if let Some(read) = request.merge_read.clone() {
             let merge = target
@@ -735,8 +740,16 @@ impl Client {
         loop {
             attempt += 1;
             *attempts += 1;
+            let metrics = crate::server::metrics::metrics();
+            if attempt > 1 {
+                metrics.vendor_retry(&target.action.id.vendor);
+            }
             if let Some(limiter) = &target.limiter {
+                let before = clock.now();
                 Box::pin(limiter.acquire()).await;
+                if clock.now() > before {
+                    metrics.rate_limit_wait(&target.action.id.vendor);
+                }
             }
             // A call waiting for a connection holds nothing built yet (10,000 runs may wait),
             // and its token is read after the wait, not before.
@@ -768,6 +781,10 @@ impl Client {
             // future (most of which may be waiting for a connection).
             let result = Box::pin(exchange(builder)).await;
             drop(connection);
+            metrics.vendor_request(
+                &target.action.id.vendor,
+                result.as_ref().ok().map(|raw| raw.status),
+            );
             let (retryable, vendor_wait, outcome) = match result {
                 Err(err) => {
                     let kind = if err.is_connect() {
@@ -877,6 +894,18 @@ impl Limits {
                 .max_connections
                 .map(|max| Arc::new(Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS)))),
         }
+    }
+}
+
+/// A call's duration, observed when it is dropped (on every path out of the call).
+struct Timed<'a> {
+    preset: &'a PresetId,
+    started: std::time::Instant,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        crate::server::metrics::metrics().block_took(self.preset, self.started.elapsed());
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `POST /records/{collection}[?mode=create_update]` | one record or an array | `{"collection", "records": [{"key", "outcome", "queued"}], "queued"}` |
 //! | `GET /records/{collection}/{key}` | | the record's fields |
 //! | `GET /triggers/why?subject=EMAIL` | | `[{"subject", "trace": [trace entries]}]` |
-//! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled"}]` |
+//! | `GET /workflows` | | `[{"name", "file", "records", "on", "scheduled", "paused"}]` (`paused`: `{"by", "at"}` or null) |
 //! | `POST /workflows/{name}/runs` | `{"subject"?, "vars"?, "wait"?, "force"?, "dry_run"?}` or none | 202 the run record; with `wait`, 200 the run with steps; 400 when a `records:` workflow gets no subject, 409 when the subject does not match the begin block (unless `force`) |
 //! | `GET /runs?workflow=&status=&subject=&since=&limit=` | | run records, newest first; a queued request not started yet as `{"queue_id", "status": "queued", …}` |
 //! | `GET /runs/{id}` | | the run with its steps |
@@ -30,6 +30,8 @@
 //! each handler's `#[utoipa::path]` annotation and the types of its parameters and bodies; every
 //! route is added with utoipa-axum's `routes!`, which needs that annotation, so the document and
 //! the router cannot drift apart ([`openapi`]).
+//!
+//! The operator routes (pause, resume-triggers, reload) are in [`super::ops`].
 //!
 //! A route refuses (400) every query parameter and body field it does not take, naming them and
 //! what it takes, before it does anything: `POST /runs/{id}/replay?offline=true` is an error, not
@@ -76,7 +78,7 @@ use crate::store::StoreError;
 use crate::trigger::scheduler::{Clock, Scheduler};
 use crate::trigger::WorkflowName;
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 /// Where the OpenAPI document is served, under `/api` (the one route outside it).
 const OPENAPI_JSON: &str = "/openapi.json";
@@ -86,6 +88,8 @@ const OPENAPI_JSON: &str = "/openapi.json";
 /// through `routes!`, which does not compile without its annotation, so the document cannot miss
 /// one (a test checks that no route is added around it).
 pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+    // Registered before the first request, so every store flush is counted.
+    super::metrics::metrics();
     let (router, document) = documented().with_state(shared).split_for_parts();
     let document = Arc::new(openapi_paths(document).to_pretty_json().unwrap_or_default());
     let serve_document = get(move || async move {
@@ -115,8 +119,8 @@ fn documented() -> OpenApiRouter<Arc<Shared>> {
         .routes(admin(routes!(backup_store)));
     // The mass-change guard's routes, apart.
     let router = guard::routes(router);
-    // The CLI's routes, apart.
-    cli::routes(router)
+    // The CLI's routes and the operator routes, apart.
+    super::ops::routes(cli::routes(router))
 }
 
 /// A route only an `admin` token may use.
@@ -169,18 +173,18 @@ enum RecordsBody {
 /// Every error's body: `{"error": {"status", "message"}}`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct ApiErrorBody {
+pub(super) struct ApiErrorBody {
     error: ApiErrorDetail,
 }
 
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-struct ApiErrorDetail {
+pub(super) struct ApiErrorDetail {
     status: u16,
     message: String,
 }
 
-fn internal(err: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(err: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
 
@@ -222,7 +226,7 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 }
 
 /// The query parameters a route takes.
-trait QuerySpec: DeserializeOwned + Send {
+pub(super) trait QuerySpec: DeserializeOwned + Send {
     /// Their names, as the API documents them.
     const NAMES: &'static [&'static str];
     /// The fields of the route's JSON body, named when a query parameter is refused (the options
@@ -232,7 +236,7 @@ trait QuerySpec: DeserializeOwned + Send {
 
 /// A route's query, checked against its [`QuerySpec`]: a parameter it does not take is a 400 that
 /// names it and the ones it takes.
-struct Params<T>(T);
+pub(super) struct Params<T>(pub(super) T);
 
 impl<S: Send + Sync, T: QuerySpec> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
@@ -273,14 +277,14 @@ impl<S: Send + Sync, T: QuerySpec> FromRequestParts<S> for Params<T> {
 }
 
 /// The fields a route's JSON body takes.
-trait BodySpec: DeserializeOwned + Default {
+pub(super) trait BodySpec: DeserializeOwned + Default {
     /// Their names, as the API documents them.
     const FIELDS: &'static [&'static str];
 }
 
 /// A route's JSON body, checked against its [`BodySpec`]: empty means the defaults, and a field
 /// the route does not take is a 400 that names it and the ones it takes.
-struct Body<T>(T);
+pub(super) struct Body<T>(pub(super) T);
 
 impl<S: Send + Sync, T: BodySpec> FromRequest<S> for Body<T> {
     type Rejection = Response;
@@ -357,7 +361,7 @@ fn ticked(names: &[impl AsRef<str>]) -> String {
 /// No query parameters.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoQuery {}
+pub(super) struct NoQuery {}
 
 impl QuerySpec for NoQuery {
     const NAMES: &'static [&'static str] = &[];
@@ -366,7 +370,7 @@ impl QuerySpec for NoQuery {
 /// No body (or an empty one, or `{}`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoBody {}
+pub(super) struct NoBody {}
 
 impl BodySpec for NoBody {
     const FIELDS: &'static [&'static str] = &[];
@@ -564,6 +568,7 @@ async fn list_workflows(
                 "records": w.trigger.records.map(Collection::name),
                 "on": w.trigger.on.iter().copied().map(event_name).collect::<Vec<_>>(),
                 "scheduled": w.trigger.schedule.is_some(),
+                "paused": shared.pauses.get(&w.name).ok().flatten(),
             })
         })
         .collect();
@@ -751,7 +756,7 @@ impl QuerySpec for RunsQuery {
 }
 
 /// `since`: a duration back from now (`24h`) or an RFC 3339 instant.
-fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+pub(super) fn since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }

@@ -25,6 +25,8 @@
 pub mod api;
 pub mod auth;
 mod guard;
+pub mod metrics;
+pub mod ops;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -301,6 +303,8 @@ pub fn router(config: ServerConfig, api: ApiRoutes) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(move || ready(readiness.clone())))
+        // `GET /metrics` is served by the API's router, behind the same token check.
+        .route_service("/metrics", api.clone().into_service())
         .nest("/api", api)
         .fallback(|| async { ApiError::not_found("not found: the API is under `/api`") })
         .layer(middleware::from_fn_with_state(guard, guard::guard))

@@ -14,8 +14,8 @@
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
 //! the background, then starts the scheduler, the worker, the timer loop that wakes parked
 //! (`retrying`) runs when their time comes ([`wake`]) and the server. The engine times durable
-//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP); a set that
-//! fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
+//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
+//! [`Shared::reload`]); a set that fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
 //! crash: the next start resumes it from its last durable step), and flushes the store.
@@ -25,6 +25,9 @@
 //! service was started with ([`ServiceConfig::config_file`], [`ServiceConfig::presets_dir`]).
 
 pub mod endpoint;
+pub mod pause;
+pub mod reload;
+pub mod retry;
 pub mod wake;
 pub mod worker;
 
@@ -204,6 +207,8 @@ pub struct Shared {
     pub(crate) store: Store,
     pub(crate) records: RecordStore,
     pub(crate) queue: Queue,
+    /// The paused workflows, whose queued requests the worker holds ([`pause`]).
+    pub(crate) pauses: pause::Pauses,
     workflows: RwLock<Arc<Workflows>>,
     /// Woken when records are written, the scheduler fires or a run's end queues runs.
     pub(crate) wake: Arc<Notify>,
@@ -213,6 +218,8 @@ pub struct Shared {
     pub(crate) setup: Setup,
     /// The scheduler's loop, for `/readyz` (replaced on reload).
     scheduler: Mutex<Option<AbortHandle>>,
+    /// What [`Shared::reload`] needs, set once the scheduler runs ([`reload`]).
+    pub(crate) reloader: std::sync::OnceLock<reload::Reloader>,
 }
 
 /// What a service was started with, as `GET /api/service` reports it.
@@ -296,6 +303,11 @@ impl Shared {
         &self.records
     }
 
+    /// The paused workflows.
+    pub fn pauses(&self) -> &pause::Pauses {
+        &self.pauses
+    }
+
     /// Keeps a submitted run until it finishes (so shutdown can wait for it) and logs its end.
     pub(crate) fn track(&self, id: RunId, handle: JoinHandle<Result<RunOutcome, ExecError>>) {
         let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,7 +339,7 @@ pub struct Service {
     shared: Arc<Shared>,
     config: ServiceConfig,
     server: Server,
-    scheduler: tokio::sync::Mutex<Option<SchedulerHandle>>,
+    scheduler: Arc<tokio::sync::Mutex<Option<SchedulerHandle>>>,
     fired: mpsc::UnboundedSender<Fired>,
     forward: JoinHandle<()>,
     worker: JoinHandle<()>,
@@ -352,11 +364,13 @@ impl Service {
         engine.set_triggers(workflows.triggers.clone());
         let records = RecordStore::open(&store)?;
         let queue = Queue::open(&store)?;
+        let pauses = pause::Pauses::open(&store)?;
         let shared = Arc::new(Shared {
             engine,
             store,
             records,
             queue,
+            pauses,
             workflows: RwLock::new(Arc::new(workflows)),
             wake: Arc::new(Notify::new()),
             runs: Mutex::new(JoinSet::new()),
@@ -367,6 +381,7 @@ impl Service {
                 presets_dir: config.presets_dir.clone(),
             },
             scheduler: Mutex::new(None),
+            reloader: std::sync::OnceLock::new(),
         });
         shared.engine.set_waker(shared.wake.clone());
         let settled = worker::settle_started(&shared)?;
@@ -406,11 +421,21 @@ impl Service {
                 waker.wake.notify_one();
             }
         });
-        let scheduler = start_scheduler(&shared, &config, fired.clone());
+        let scheduler = Arc::new(tokio::sync::Mutex::new(Some(start_scheduler(
+            &shared,
+            config.clock,
+            fired.clone(),
+        ))));
+        let _ = shared.reloader.set(reload::Reloader {
+            dir: config.workflows.clone(),
+            vars: config.vars.clone(),
+            clock: config.clock,
+            scheduler: scheduler.clone(),
+            fired: fired.downgrade(),
+        });
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(worker::run(shared.clone(), stopped.clone(), config.poll));
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
-        *shared.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(scheduler.task());
         let mut server_config = ServerConfig::new(config.listen, config.token.clone());
         server_config
             .tokens
@@ -425,7 +450,9 @@ impl Service {
                 let _ = stop.send(true);
                 let _ = worker.await;
                 let _ = timers.await;
-                let _ = scheduler.stop().await;
+                if let Some(scheduler) = scheduler.lock().await.take() {
+                    let _ = scheduler.stop().await;
+                }
                 return Err(err.into());
             }
         };
@@ -433,7 +460,7 @@ impl Service {
             shared,
             config,
             server,
-            scheduler: tokio::sync::Mutex::new(Some(scheduler)),
+            scheduler,
             fired,
             forward,
             worker,
@@ -459,32 +486,7 @@ impl Service {
     /// Loads the workflows again and swaps them in, restarting the scheduler on the new set.
     /// On failure the old set stays (and keeps running) and the error says why.
     pub async fn reload(&self) -> Result<usize, ServiceError> {
-        let workflows = Workflows::load(
-            &self.config.workflows,
-            &self.shared.engine,
-            &self.config.vars,
-        )?;
-        warn_matching(&self.shared.engine, &workflows);
-        let count = workflows.len();
-        self.shared.engine.set_triggers(workflows.triggers.clone());
-        *self
-            .shared
-            .workflows
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(workflows);
-        let mut scheduler = self.scheduler.lock().await;
-        if let Some(old) = scheduler.take() {
-            old.stop().await?;
-        }
-        let started = start_scheduler(&self.shared, &self.config, self.fired.clone());
-        *self
-            .shared
-            .scheduler
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(started.task());
-        *scheduler = Some(started);
-        tracing::info!(workflows = count, "reloaded the workflows");
-        Ok(count)
+        self.shared.reload().await
     }
 
     /// Stops taking work, lets runs in flight finish (up to the grace period), and flushes.
@@ -543,17 +545,20 @@ fn reconcile_in_flight(shared: &Shared) -> Result<usize, StoreError> {
 
 fn start_scheduler(
     shared: &Shared,
-    config: &ServiceConfig,
+    clock: Clock,
     fired: mpsc::UnboundedSender<Fired>,
 ) -> SchedulerHandle {
-    Scheduler::new(
+    let started = Scheduler::new(
         shared.records.clone(),
         shared.queue.clone(),
         shared.workflows().triggers().clone(),
-        config.clock,
+        clock,
     )
     .notify(fired)
-    .start()
+    .start();
+    // For `/readyz`: the loop now running, replaced on reload.
+    *shared.scheduler.lock().unwrap_or_else(|e| e.into_inner()) = Some(started.task());
+    started
 }
 
 /// Warns (in the log) about each loaded workflow whose trigger matches more than the configured

@@ -24,6 +24,10 @@
 //!   [`settle_started`] finds the run naming the entry, links and acks it instead of starting a
 //!   second run, and [`crate::exec::Engine::resume_unfinished`] finishes the run.
 //!
+//! An entry of a paused workflow ([`super::pause`]) is held: left queued, released when the
+//! drain ends and looked at again at the next wake or poll, its trigger trace noting once that
+//! it has not started and why.
+//!
 //! A queued request holds its subject for record triggers until its run exists, and the run
 //! holds it from then on (see [`crate::store::in_flight`]): the worker releases the entry's hold
 //! when it acknowledges the entry. Runs of one workflow for one subject take turns in the engine
@@ -32,7 +36,7 @@
 //!
 //! [`exec::RunRequest`]: crate::exec::RunRequest
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +56,14 @@ pub const BATCH: usize = 64;
 /// How many times one process submits a queued request whose run ends before it is recorded.
 pub const MAX_ATTEMPTS: u32 = 5;
 
-/// The entries whose runs ended before they were recorded.
+/// The entries whose runs ended before they were recorded, and those held for a paused workflow.
 #[derive(Debug, Default)]
 struct Failures {
     attempts: HashMap<QueueId, u32>,
     /// Released when the drain ends, so the next wake or poll retries them, not this drain.
     retry: Vec<QueueId>,
+    /// The entries whose trace says they are held (noted once per process).
+    noted: HashSet<QueueId>,
 }
 
 impl Failures {
@@ -155,6 +161,27 @@ async fn dispatch(
             failures.settled(entry.id);
             continue;
         };
+        // A paused workflow's requests stay queued, released when the drain ends (see
+        // [`super::pause`]); its trace says why once.
+        match shared.pauses.get(name) {
+            Ok(None) => {}
+            Ok(Some(pause)) => {
+                if failures.noted.insert(entry.id) {
+                    let held = format!("not started: {}", pause.describe(name));
+                    if let Err(err) = shared.records.note_paused(entry.id, &held) {
+                        tracing::warn!(queue_id = %entry.id, error = %err, "cannot note a held run in the trigger trace");
+                    }
+                    tracing::info!(workflow = name, queue_id = %entry.id, by = %pause.by, "a queued run is held: its workflow is paused");
+                }
+                failures.retry.push(entry.id);
+                continue;
+            }
+            Err(err) => {
+                release(shared, std::slice::from_ref(entry));
+                release(shared, rest);
+                return Err(err);
+            }
+        }
         let request = match run_request(&shared.records, entry) {
             Ok(request) => request,
             Err(err) => {

@@ -34,6 +34,8 @@
 //! sled, fsynced the same way: cancel markers ([`crate::exec::cancel`]) and the OAuth2 token
 //! store (`tokens.json`: a temp file, fsync, rename, fsync of its directory;
 //! [`crate::http::tokens`]).
+//! Each flush reports how long it took to the hook [`observe_flushes`] sets (`serve`'s metrics), so
+//! the store imports nothing from the layers above it.
 //!
 //! - **A process kill** (`kill -9`, a panic, the OOM killer) loses nothing acknowledged, and
 //!   usually nothing else: what sled handed to the kernel survives in the page cache.
@@ -375,6 +377,16 @@ impl SledFiles {
     }
 }
 
+/// Told how long each flush took; the service's metrics set it ([`observe_flushes`]), so the store
+/// reports its flush latency without knowing the layers above it.
+static FLUSH_OBSERVER: std::sync::OnceLock<fn(std::time::Duration)> = std::sync::OnceLock::new();
+
+/// Has every later flush, of any store in this process, report its duration to `observer`. Set
+/// once per process: later calls change nothing.
+pub fn observe_flushes(observer: fn(std::time::Duration)) {
+    let _ = FLUSH_OBSERVER.set(observer);
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`, with the default [`StoreOptions`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -465,8 +477,13 @@ impl Store {
 
     /// [`Store::flush`], on the calling thread.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         self.db.flush()?;
-        self.files.sync()
+        let synced = self.files.sync();
+        if let Some(observe) = FLUSH_OBSERVER.get() {
+            observe(started.elapsed());
+        }
+        synced
     }
 
     /// Whether a write can be made durable now: writes the time to the `health` tree and

@@ -679,6 +679,38 @@ impl RecordStore {
     }
 }
 
+impl RecordStore {
+    /// Notes on the trace entry of queue entry `queued` why its run has not started (a paused
+    /// workflow, [`crate::service::pause`]); a note already there is kept. Returns whether an
+    /// entry was noted (an entry with no trace, such as a tick of a schedule without `records`,
+    /// has none to note).
+    pub fn note_paused(&self, queued: QueueId, held: &str) -> Result<bool, StoreError> {
+        let Some(trace_key) = self.links.get(queued.to_bytes())? else {
+            return Ok(false);
+        };
+        let result = self.traces.transaction(|traces| {
+            let Some(value) = traces.get(&trace_key)? else {
+                return Ok(false);
+            };
+            let mut entry = decode_trace(&trace_key, &value).map_err(TxError::Abort)?;
+            let Some(c) = entry
+                .considered
+                .iter_mut()
+                .find(|c| c.queued == Some(queued) && c.paused.is_none())
+            else {
+                return Ok(false);
+            };
+            c.paused = Some(held.to_owned());
+            traces.insert(
+                &trace_key,
+                serde_json::to_vec(&entry).expect("traces serialize"),
+            )?;
+            Ok(true)
+        });
+        unwrap_tx(result)
+    }
+}
+
 /// A batch of writes, decided before its transaction.
 struct Plan<'w> {
     writes: Vec<Planned<'w>>,

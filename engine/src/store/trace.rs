@@ -60,6 +60,10 @@ pub struct Consideration {
     /// Why the run is held by the mass-change guard, once it is (`crate::exec::guard`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// Why the requested run has not started: `not started: workflow `NAME` paused by WHO at
+    /// WHEN` (see `crate::service::pause`); kept once the run starts, as a record of the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 /// A consideration and, when it fires, the run request it makes: what a trigger evaluation
@@ -130,8 +134,16 @@ impl Consideration {
                 self.held.as_deref().unwrap_or_default()
             ),
             (_, _, true) => match (&self.queued, &self.run) {
-                (Some(q), Some(run)) => format!("run requested (queue {q}, run {run})"),
-                (Some(q), None) => format!("run requested (queue {q})"),
+                (Some(q), Some(run)) => match &self.paused {
+                    Some(paused) => {
+                        format!("run requested (queue {q}, run {run}); was held: {paused}")
+                    }
+                    None => format!("run requested (queue {q}, run {run})"),
+                },
+                (Some(q), None) => match &self.paused {
+                    Some(paused) => format!("run requested (queue {q}), {paused}"),
+                    None => format!("run requested (queue {q})"),
+                },
                 _ => "run requested".to_owned(),
             },
             (Some(b), Some(a), false) if b.matched && a.matched => {
@@ -186,5 +198,36 @@ impl fmt::Display for Shown<'_> {
             Value::Null => f.write_str("none"),
             other => write!(f, "{other}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_request_says_why_it_has_not_started_and_keeps_it_once_it_runs() {
+        let queued = QueueId::generate();
+        let held = "not started: workflow `offboard` paused by alice at 2026-11-30T10:00:00Z";
+        let mut c = Consideration {
+            workflow: WorkflowName::new("offboard"),
+            before: None,
+            after: None,
+            fired: true,
+            queued: Some(queued),
+            run: None,
+            excluded: None,
+            held: None,
+            paused: Some(held.to_owned()),
+        };
+        assert_eq!(
+            c.outcome(),
+            format!("run requested (queue {queued}), {held}")
+        );
+        c.run = Some("01RUN".to_owned());
+        assert_eq!(
+            c.outcome(),
+            format!("run requested (queue {queued}, run 01RUN); was held: {held}")
+        );
     }
 }

@@ -226,6 +226,7 @@ impl Triggers {
                     run: None,
                     excluded,
                     held: None,
+                    paused: None,
                 },
                 request,
             });
@@ -350,6 +351,7 @@ pub fn consider_manual(
         run: None,
         excluded,
         held: None,
+        paused: None,
     }
 }
 

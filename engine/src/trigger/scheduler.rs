@@ -234,6 +234,7 @@ impl Scheduler {
                         run: None,
                         excluded: None,
                         held: None,
+                        paused: None,
                     },
                     request: Some(RunRequest {
                         workflow: name.clone(),
@@ -270,6 +271,7 @@ impl Scheduler {
                                 run: None,
                                 excluded,
                                 held: None,
+                                paused: None,
                             },
                             request,
                         },
