@@ -237,7 +237,7 @@ pub fn metrics() -> &'static Metrics {
 
 /// `GET /metrics` (and `/api/metrics`). Role: viewer.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "the service's metrics in the Prometheus text format (also served at `/metrics`, outside `/api`)", content_type = "text/plain"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = super::api::ApiErrorBody), (status = 401, description = "no valid bearer token", body = super::api::ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = super::api::ApiErrorBody)))]
+    responses((status = 200, description = "the service's metrics in the OpenMetrics text format (Prometheus reads it) (also served at `/metrics`, outside `/api`)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = super::api::ApiErrorBody), (status = 401, description = "no valid bearer token", body = super::api::ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = super::api::ApiErrorBody)))]
 pub(super) async fn serve_metrics(
     State(shared): State<Arc<Shared>>,
     _: super::api::Params<super::api::NoQuery>,
