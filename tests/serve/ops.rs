@@ -412,12 +412,42 @@ async fn serve_binary_logs_json_lines_with_no_colour_codes() {
         seen.push(value);
         text
     };
-    loop {
+    let url = loop {
         let text = message(lines.next().unwrap().unwrap());
-        if text.starts_with("serving 2 workflows from `workflows` on http://127.0.0.1:") {
-            break;
+        if let Some(url) = text.strip_prefix("serving 2 workflows from `workflows` on ") {
+            break url.to_owned();
         }
-    }
+    };
+    // A state-changing request is logged with who asked and what it changed.
+    let id = "01M8PZ2V27YS07G73C9DPA88VM";
+    let status = reqwest::Client::new()
+        .post(format!("{url}/api/runs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    let logged = loop {
+        let line = lines.next().unwrap().unwrap();
+        message(line.clone());
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if value["fields"]["message"] == "api request" {
+            break value;
+        }
+    };
+    assert_eq!(
+        (
+            &logged["fields"]["actor"],
+            &logged["fields"]["route"],
+            &logged["fields"]["path"]
+        ),
+        (
+            &json!("local"),
+            &json!("POST /api/runs/{id}/cancel"),
+            &json!(format!("/api/runs/{id}/cancel"))
+        ),
+        "{logged}"
+    );
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

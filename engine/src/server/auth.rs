@@ -9,8 +9,8 @@
 //! for: reads (`GET`, `HEAD`) `viewer`, everything else `operator`; a route that needs more
 //! layers [`needs`] on its handler (`admin`). A caller without the role gets 403 naming the role.
 //! The [`Actor`] goes into the request's extensions, so a handler that changes state records who
-//! asked, and every state-changing request is logged (`api request`, with the actor's name and
-//! the route). Token values are never logged: [`ApiToken`]'s `Debug` prints the name and role only.
+//! asked, and every state-changing request is logged (`api request`, with the actor's name, the
+//! route and the path it changed). Token values are never logged: [`ApiToken`]'s `Debug` prints the name and role only.
 
 use std::fmt;
 
@@ -127,6 +127,21 @@ fn route_name(request: &Request) -> String {
     format!("{} {path}", request.method())
 }
 
+/// The request's path as the client sent it: under `/api`, the nested router sees it without
+/// that prefix, which its matched path keeps.
+fn full_path(request: &Request) -> String {
+    let path = request.uri().path();
+    let nested = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| m.as_str().starts_with("/api/"));
+    if nested && !path.starts_with("/api/") {
+        format!("/api{path}")
+    } else {
+        path.to_owned()
+    }
+}
+
 fn forbidden(actor: &Actor, needs: Role, request: &Request) -> Response {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -192,7 +207,8 @@ pub(crate) async fn authenticate(
     }
     if needs > Role::Viewer {
         // A state-changing request is in the service's log with who asked.
-        tracing::info!(actor = %actor.name, route = %route_name(&request), "api request");
+        // The path names what was changed (a run id, a record key); never a query or a body.
+        tracing::info!(actor = %actor.name, route = %route_name(&request), path = %full_path(&request), "api request");
     }
     request.extensions_mut().insert(actor);
     next.run(request).await
