@@ -9,16 +9,20 @@ use blockyard::records::{
     Change, Collection, Fields, Outcome, RecordEvent, RecordKey, Subject, Write, WriteMode,
 };
 use blockyard::store::api::{
-    ApprovalStore, Backend, CancelStore, DurableTimers, Evaluate, ReadHistory, ReadRecords,
-    RunQueue, ScheduleState, TriggerTraces, WriteHistory, WriteRecords,
+    ApprovalStore, Backend, CancelStore, DurableTimers, Evaluate, ReadGuard, ReadHistory,
+    ReadPauses, ReadRecords, ReadRetryMarks, RunQueue, ScheduleState, TriggerTraces, WriteGuard,
+    WriteHistory, WritePauses, WriteRecords, WriteRetryMarks,
 };
 use blockyard::store::approvals::Decision as Approval;
+use blockyard::store::guard::Admission;
 use blockyard::store::history::{
     RunFilter, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, StepStatus,
     Subject as RunSubject,
 };
 use blockyard::store::in_flight::queue_holder;
+use blockyard::store::pauses::Pause;
 use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
+use blockyard::store::retries::RetryMark;
 use blockyard::store::trace::{Consideration, Decision};
 use blockyard::store::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -145,6 +149,12 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     approvals_and_schedule_ticks_are_kept(&b).await;
     let (_d, b) = fresh();
     a_cancel_request_is_seen_by_every_handle_until_cleared(&b).await;
+    let (dir, b) = fresh();
+    the_guard_counts_in_a_sliding_window_and_keeps_releases(dir.path(), b, &make).await;
+    let (dir, b) = fresh();
+    pauses_keep_who_and_when_across_a_reopen(dir.path(), b, &make).await;
+    let (dir, b) = fresh();
+    a_run_is_marked_retried_once(dir.path(), b, &make).await;
     let (dir, b) = fresh();
     what_was_flushed_is_there_after_a_reopen(dir.path(), b, &make).await;
 }
@@ -487,6 +497,183 @@ async fn a_cancel_request_is_seen_by_every_handle_until_cleared<B: Backend>(b: &
         cancels.requested().await.unwrap(),
         std::collections::HashSet::from([other])
     );
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+async fn the_guard_counts_in_a_sliding_window_and_keeps_releases<B: Backend>(
+    dir: &Path,
+    b: B,
+    make: &impl Fn(&Path) -> B,
+) {
+    let guard = b.guard().unwrap();
+    let (first, second, released) = (RunId::new(), RunId::new(), RunId::new());
+    let admit = |run, block, now| guard.admit("offboard", run, block, now, HOUR, Some(2));
+    assert_eq!(
+        admit(first, "delete", at(0)).await.unwrap(),
+        Admission::Admitted
+    );
+    // The same block retried or resumed is counted once.
+    assert_eq!(
+        admit(first, "delete", at(60)).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(guard.count("offboard", at(60), HOUR).await.unwrap(), 1);
+    assert_eq!(
+        admit(second, "delete", at(1_800)).await.unwrap(),
+        Admission::Admitted
+    );
+    // Another workflow has a window of its own.
+    assert_eq!(
+        guard
+            .admit("invite", RunId::new(), "remove", at(1_800), HOUR, Some(1))
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(
+        admit(RunId::new(), "delete", at(3_540)).await.unwrap(),
+        Admission::Held {
+            count: 2,
+            allowed: 2
+        }
+    );
+    // No limit: counted, never held.
+    assert_eq!(
+        guard
+            .admit("invite", RunId::new(), "remove", at(1_801), HOUR, None)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(guard.count("invite", at(1_801), HOUR).await.unwrap(), 2);
+    assert!(!guard.is_released(released).await.unwrap());
+    guard.release(released, at(3_550)).await.unwrap();
+    assert!(guard.is_released(released).await.unwrap());
+    b.flush().await.unwrap();
+    drop(guard);
+    drop(b);
+
+    let b = make(dir);
+    let guard = b.guard().unwrap();
+    assert!(guard.is_released(released).await.unwrap());
+    assert!(!guard.is_released(first).await.unwrap());
+    assert_eq!(guard.count("offboard", at(3_599), HOUR).await.unwrap(), 2);
+    // An hour after the first write it has left the window: one more goes.
+    assert_eq!(guard.count("offboard", at(3_600), HOUR).await.unwrap(), 1);
+    assert_eq!(
+        guard
+            .admit("offboard", RunId::new(), "delete", at(3_600), HOUR, Some(2))
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    // A block counted before the reopen is still counted once.
+    assert_eq!(
+        guard
+            .admit("offboard", second, "delete", at(3_601), HOUR, Some(2))
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(guard.count("offboard", at(3_601), HOUR).await.unwrap(), 2);
+}
+
+async fn pauses_keep_who_and_when_across_a_reopen<B: Backend>(
+    dir: &Path,
+    b: B,
+    make: &impl Fn(&Path) -> B,
+) {
+    let pauses = b.pauses().unwrap();
+    assert!(pauses.list().await.unwrap().is_empty());
+    assert_eq!(pauses.paused("offboard").await.unwrap(), None);
+    let alice = Pause {
+        by: "alice".to_owned(),
+        at: at(0),
+    };
+    assert_eq!(
+        pauses.pause("offboard", "alice", at(0)).await.unwrap(),
+        (alice.clone(), true)
+    );
+    // Paused again: the first pause is kept.
+    assert_eq!(
+        pauses.pause("offboard", "bob", at(60)).await.unwrap(),
+        (alice.clone(), false)
+    );
+    let bob = Pause {
+        by: "bob".to_owned(),
+        at: at(120),
+    };
+    pauses.pause("invite", "bob", at(120)).await.unwrap();
+    assert_eq!(
+        pauses.list().await.unwrap(),
+        vec![
+            ("invite".to_owned(), bob.clone()),
+            ("offboard".to_owned(), alice.clone())
+        ]
+    );
+    assert_eq!(pauses.resume("invite").await.unwrap(), Some(bob));
+    assert_eq!(pauses.resume("invite").await.unwrap(), None);
+    b.flush().await.unwrap();
+    drop(pauses);
+    drop(b);
+
+    let b = make(dir);
+    let pauses = b.pauses().unwrap();
+    assert_eq!(
+        pauses.paused("offboard").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(pauses.paused("invite").await.unwrap(), None);
+    assert_eq!(
+        pauses.list().await.unwrap(),
+        vec![("offboard".to_owned(), alice.clone())]
+    );
+    assert_eq!(pauses.resume("offboard").await.unwrap(), Some(alice));
+    assert!(pauses.list().await.unwrap().is_empty());
+}
+
+async fn a_run_is_marked_retried_once<B: Backend>(dir: &Path, b: B, make: &impl Fn(&Path) -> B) {
+    let retries = b.retries().unwrap();
+    let (failed, other) = (RunId::new().to_string(), RunId::new().to_string());
+    assert_eq!(retries.mark(&failed).await.unwrap(), None);
+    // Marked before the replay starts: no run yet.
+    assert_eq!(retries.claim(&failed, "alice", at(0)).await.unwrap(), None);
+    let marked = RetryMark {
+        at: at(0),
+        by: "alice".to_owned(),
+        run: None,
+    };
+    assert_eq!(retries.mark(&failed).await.unwrap(), Some(marked.clone()));
+    // A second claim (another handle: another process) is refused with the mark it met.
+    let elsewhere = b.retries().unwrap();
+    assert_eq!(
+        elsewhere.claim(&failed, "bob", at(60)).await.unwrap(),
+        Some(marked.clone())
+    );
+    let replay = RunId::new().to_string();
+    retries
+        .link(&failed, marked.clone(), &replay)
+        .await
+        .unwrap();
+    let linked = RetryMark {
+        run: Some(replay),
+        ..marked
+    };
+    assert_eq!(elsewhere.mark(&failed).await.unwrap(), Some(linked.clone()));
+    assert_eq!(retries.mark(&other).await.unwrap(), None);
+    b.flush().await.unwrap();
+    drop((retries, elsewhere));
+    drop(b);
+
+    let b = make(dir);
+    let retries = b.retries().unwrap();
+    assert_eq!(retries.mark(&failed).await.unwrap(), Some(linked.clone()));
+    assert_eq!(
+        retries.claim(&failed, "carol", at(120)).await.unwrap(),
+        Some(linked)
+    );
+    assert_eq!(retries.claim(&other, "carol", at(120)).await.unwrap(), None);
 }
 
 async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(

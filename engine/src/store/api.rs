@@ -7,8 +7,10 @@
 //! index, parked runs), [`ReadRecords`]/[`WriteRecords`] (records, with the run requests a write
 //! triggers and their traces written atomically with it, and the per-subject in-flight
 //! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs),
-//! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`]; a [`Backend`] opens them all and
-//! makes writes durable. The OAuth token store has its own trait (`store/tokens.rs`).
+//! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`],
+//! [`ReadGuard`]/[`WriteGuard`] (the mass-change guard's counted writes and releases),
+//! [`ReadPauses`]/[`WritePauses`] (paused workflows), [`ReadRetryMarks`]/[`WriteRetryMarks`]
+//! (`retry-failed`'s marks); a [`Backend`] opens them all and makes writes durable. The OAuth token store has its own trait (`store/tokens.rs`).
 //!
 //! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
 //! calls before its transaction and which does no I/O: the store never names the trigger module.
@@ -24,7 +26,7 @@
 //!
 //! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
 //! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
-//! [`Approvals`]) implement these traits. The engine still calls the sled types' own
+//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`]) implement these traits. The engine still calls the sled types' own
 //! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
 //! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
 
@@ -32,16 +34,20 @@ use std::collections::HashSet;
 use std::future::{ready, Future};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::approvals::{Approvals, Decision as ApprovalDecision};
 use super::backup::{BackupError, BackupReport};
 use super::cancels::CancelMarkers;
+use super::guard::{Admission, GuardStore};
 use super::history::{History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
 use super::in_flight::InFlight;
+use super::pauses::{Pause, Pauses};
 use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
 use super::records::{RecordStore, Written};
+use super::retries::{Retries, RetryMark};
 use super::timers::{Timer, Timers};
 use super::trace::{Decision, TraceEntry};
 use super::{Store, StoreError};
@@ -201,6 +207,85 @@ pub trait TriggerTraces {
     fn link_run(&self, queued: QueueId, run: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
+/// The mass-change guard's counts, read side.
+pub trait ReadGuard {
+    /// The destructive writes of `workflow` counted in the window `(now - per, now]` (and any
+    /// stamped later, by a clock that was ahead).
+    fn count(
+        &self,
+        workflow: &str,
+        now: DateTime<Utc>,
+        per: Duration,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Whether an operator released `run`.
+    fn is_released(&self, run: RunId) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// The mass-change guard, write side: counted destructive writes and released runs.
+pub trait WriteGuard: ReadGuard {
+    /// Counts the destructive write of `block` in `run` at `now` when fewer than `allowed` are in
+    /// the window (`None`: no limit, always counted), else says it is held; checking and counting
+    /// are one step for callers sharing this handle. A block counted before is admitted again
+    /// without counting.
+    fn admit(
+        &self,
+        workflow: &str,
+        run: RunId,
+        block: &str,
+        now: DateTime<Utc>,
+        per: Duration,
+        allowed: Option<u64>,
+    ) -> impl Future<Output = Result<Admission>> + Send;
+    /// Records that an operator released `run`: its destructive writes go without counting.
+    fn release(&self, run: RunId, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Paused workflows, read side.
+pub trait ReadPauses {
+    /// The pause of `workflow`, if it is paused.
+    fn paused(&self, workflow: &str) -> impl Future<Output = Result<Option<Pause>>> + Send;
+    /// Every paused workflow, by name.
+    fn list(&self) -> impl Future<Output = Result<Vec<(String, Pause)>>> + Send;
+}
+
+/// Paused workflows, write side.
+pub trait WritePauses: ReadPauses {
+    /// Pauses `workflow`; one already paused keeps its first pause, returned with `false`.
+    fn pause(
+        &self,
+        workflow: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Pause, bool)>> + Send;
+    /// Resumes `workflow`'s triggers; the pause it lifted, or `None` when it was not paused.
+    fn resume(&self, workflow: &str) -> impl Future<Output = Result<Option<Pause>>> + Send;
+}
+
+/// `retry-failed`'s marks, read side.
+pub trait ReadRetryMarks {
+    /// The mark of `run`, if it was retried.
+    fn mark(&self, run: &str) -> impl Future<Output = Result<Option<RetryMark>>> + Send;
+}
+
+/// `retry-failed`'s marks, write side: a run is marked before its replay starts.
+pub trait WriteRetryMarks: ReadRetryMarks {
+    /// Marks `run` as retried unless it is already (of two callers one wins); the existing mark
+    /// when it was.
+    fn claim(
+        &self,
+        run: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RetryMark>>> + Send;
+    /// Names the replay run on `run`'s mark.
+    fn link(
+        &self,
+        run: &str,
+        mark: RetryMark,
+        replay: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// One backend: opens every part of the store over one data dir.
 pub trait Backend: Send + Sync {
     type History: WriteHistory + Send + Sync;
@@ -209,6 +294,9 @@ pub trait Backend: Send + Sync {
     type Timers: DurableTimers + Send + Sync;
     type Approvals: ApprovalStore + Send + Sync;
     type Cancels: CancelStore + Send + Sync;
+    type Guard: WriteGuard + Send + Sync;
+    type Pauses: WritePauses + Send + Sync;
+    type Retries: WriteRetryMarks + Send + Sync;
 
     fn history(&self) -> Result<Self::History>;
     fn records(&self) -> Result<Self::Records>;
@@ -217,6 +305,10 @@ pub trait Backend: Send + Sync {
     fn timers(&self) -> Result<Self::Timers>;
     fn approvals(&self) -> Result<Self::Approvals>;
     fn cancels(&self) -> Result<Self::Cancels>;
+    /// A guard handle (admitting is one step per handle: the engine holds one).
+    fn guard(&self) -> Result<Self::Guard>;
+    fn pauses(&self) -> Result<Self::Pauses>;
+    fn retries(&self) -> Result<Self::Retries>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
     /// A consistent copy of the whole store into `dir` (new or empty).
@@ -420,6 +512,87 @@ impl CancelStore for CancelMarkers {
     }
 }
 
+impl ReadGuard for GuardStore {
+    fn count(
+        &self,
+        workflow: &str,
+        now: DateTime<Utc>,
+        per: Duration,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        ready(GuardStore::count(self, workflow, now, per))
+    }
+    fn is_released(&self, run: RunId) -> impl Future<Output = Result<bool>> + Send {
+        ready(GuardStore::is_released(self, run))
+    }
+}
+
+impl WriteGuard for GuardStore {
+    fn admit(
+        &self,
+        workflow: &str,
+        run: RunId,
+        block: &str,
+        now: DateTime<Utc>,
+        per: Duration,
+        allowed: Option<u64>,
+    ) -> impl Future<Output = Result<Admission>> + Send {
+        ready(GuardStore::admit(
+            self, workflow, run, block, now, per, allowed,
+        ))
+    }
+    fn release(&self, run: RunId, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send {
+        ready(GuardStore::release(self, run, at))
+    }
+}
+
+impl ReadPauses for Pauses {
+    fn paused(&self, workflow: &str) -> impl Future<Output = Result<Option<Pause>>> + Send {
+        ready(Pauses::get(self, workflow))
+    }
+    fn list(&self) -> impl Future<Output = Result<Vec<(String, Pause)>>> + Send {
+        ready(Pauses::list(self))
+    }
+}
+
+impl WritePauses for Pauses {
+    fn pause(
+        &self,
+        workflow: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Pause, bool)>> + Send {
+        ready(Pauses::pause(self, workflow, by, at))
+    }
+    fn resume(&self, workflow: &str) -> impl Future<Output = Result<Option<Pause>>> + Send {
+        ready(Pauses::resume(self, workflow))
+    }
+}
+
+impl ReadRetryMarks for Retries {
+    fn mark(&self, run: &str) -> impl Future<Output = Result<Option<RetryMark>>> + Send {
+        ready(Retries::get(self, run))
+    }
+}
+
+impl WriteRetryMarks for Retries {
+    fn claim(
+        &self,
+        run: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RetryMark>>> + Send {
+        ready(Retries::claim(self, run, by, at))
+    }
+    fn link(
+        &self,
+        run: &str,
+        mark: RetryMark,
+        replay: &str,
+    ) -> impl Future<Output = Result<()>> + Send {
+        ready(Retries::link(self, run, mark, replay))
+    }
+}
+
 /// sled: the one backend today.
 impl Backend for Store {
     type History = History;
@@ -428,6 +601,9 @@ impl Backend for Store {
     type Timers = Timers;
     type Approvals = Approvals;
     type Cancels = CancelMarkers;
+    type Guard = GuardStore;
+    type Pauses = Pauses;
+    type Retries = Retries;
 
     fn history(&self) -> Result<History> {
         History::open(self)
@@ -446,6 +622,15 @@ impl Backend for Store {
     }
     fn cancels(&self) -> Result<CancelMarkers> {
         Ok(CancelMarkers::in_data_dir(self.dir()))
+    }
+    fn guard(&self) -> Result<GuardStore> {
+        GuardStore::open(self)
+    }
+    fn pauses(&self) -> Result<Pauses> {
+        Pauses::open(self)
+    }
+    fn retries(&self) -> Result<Retries> {
+        Retries::open(self)
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         Store::flush(self)

@@ -10,8 +10,8 @@
 //!
 //! [`GuardStore::admit`] checks and counts under one process-wide lock, so two runs at the
 //! threshold cannot both pass. Entries older than [`KEEP`] (or the window, when longer) are pruned
-//! as new ones come. The API is small on purpose (open, admit, count, release, is_released) so it
-//! can sit behind the store's traits.
+//! as new ones come. The API is small on purpose (open, admit, count, release, is_released): it is
+//! the sled side of the seam's [`super::api::ReadGuard`]/[`super::api::WriteGuard`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,8 +2,9 @@
 //!
 //! Everything durable lives here, each concern in its own trees: run history (runs, steps,
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
-//! (`people`, `saas_users`), the trigger queue, and the mass-change guard's counted writes and
-//! releases ([`guard`]).
+//! (`people`, `saas_users`), the trigger queue, the mass-change guard's counted writes and
+//! releases ([`guard`]), paused workflows ([`pauses`]) and `retry-failed`'s retry marks
+//! ([`retries`]). Each is behind a trait of the seam ([`api`]).
 //!
 //! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
 //! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
@@ -98,8 +99,10 @@ mod gate;
 pub mod guard;
 pub mod history;
 pub mod in_flight;
+pub mod pauses;
 pub mod queue;
 pub mod records;
+pub mod retries;
 pub mod timers;
 mod timestamp;
 pub mod tokens;
