@@ -114,6 +114,41 @@ async fn plan_over_1000_people_counts_exactly_what_live_runs_then_send() {
         "workflows/calendly-offboard.yaml: warning: workflow `calendly-offboard` would start for 50 of 1,000 people now (more than the 4% `match_warning`); check its begin rule and the records: `blockyard plan workflows/calendly-offboard.yaml` shows whom and which writes\n"
     );
 
+    // `serve` says the same when it loads the workflows.
+    {
+        use std::io::{BufRead, BufReader};
+        let mut child = env
+            .command(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--workflows",
+                "workflows",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut before_serving = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.starts_with("serving ") {
+                break;
+            }
+            before_serving.push(line);
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let warning = "workflow `calendly-offboard` would start for 50 of 1,000 people now (more than the 4% `match_warning`); check its begin rule and the records: `blockyard plan workflows/calendly-offboard.yaml` shows whom and which writes";
+        assert!(
+            before_serving.iter().any(|l| l.contains(warning)),
+            "{before_serving:#?}"
+        );
+    }
+
     // Now for real: each planned person's live run sends exactly the planned writes.
     let engine = env.engine();
     let prepared = engine
