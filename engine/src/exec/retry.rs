@@ -94,6 +94,10 @@ pub(crate) enum Class {
 
 /// Sorts a call's error (after the client's in-call retries); `write` is the block's kind.
 pub(crate) fn classify(err: &CallError, write: bool) -> Class {
+    // Which failures may succeed later is the call error's own rule; here only how.
+    if !err.is_retryable() {
+        return Class::Definitive;
+    }
     let sent = |transient: Class| if write { Class::Uncertain } else { transient };
     let transient = Class::Transient { vendor_wait: None };
     match err {
@@ -107,42 +111,15 @@ pub(crate) fn classify(err: &CallError, write: bool) -> Class {
         CallError::WaitTooLong { asked, .. } => Class::Transient {
             vendor_wait: Some(*asked),
         },
-        CallError::Vendor { error, .. } => match error.status {
-            429 => Class::Transient {
-                vendor_wait: error.retry_after,
-            },
-            408 | 500..=599 => sent(transient),
-            _ => Class::Definitive,
+        CallError::Vendor { error, .. } if error.status == 429 => Class::Transient {
+            vendor_wait: error.retry_after,
         },
+        // 408 or 5xx: the vendor may have performed it.
+        CallError::Vendor { .. } => sent(transient),
         // The token endpoint failed: the vendor call itself was never sent.
-        CallError::Token {
-            status: 0 | 408 | 429 | 500..=599,
-            ..
-        } => transient,
-        // Every variant is named: a new kind of failure must be sorted here.
-        CallError::Token { .. }
-        | CallError::UnknownAction { .. }
-        | CallError::UnknownCredential { .. }
-        | CallError::WrongVendor { .. }
-        | CallError::Secret(_)
-        | CallError::TokenStore { .. }
-        | CallError::TokenNotSaved { .. }
-        | CallError::NoBaseUrl { .. }
-        | CallError::BadSecretUrl { .. }
-        | CallError::NoTokenUrl { .. }
-        | CallError::MissingInput { .. }
-        | CallError::UnknownInput { .. }
-        | CallError::Render { .. }
-        | CallError::BadUrl { .. }
-        | CallError::ForeignUrl { .. }
-        | CallError::DotSegment { .. }
-        | CallError::NotFound { .. }
-        | CallError::Unsupported { .. }
-        | CallError::UnexpectedStatus { .. }
-        | CallError::ForeignPage { .. }
-        | CallError::TooManyPages { .. }
-        | CallError::RepeatedPage { .. }
-        | CallError::Setup { .. } => Class::Definitive,
+        CallError::Token { .. } => transient,
+        // `is_retryable` answers false for every other kind.
+        _ => Class::Definitive,
     }
 }
 

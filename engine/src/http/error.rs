@@ -326,12 +326,16 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// Whether trying again later may succeed: transport failures, 429 and gateway errors.
+    /// Whether trying the call again later may succeed: a transport failure, a wait longer than
+    /// the credential's, a vendor's or token endpoint's 408, 429 or 5xx (a token endpoint that
+    /// could not be reached: status 0). The durable retry's one rule (`crate::exec::retry`
+    /// sorts a retryable failure further: sent or not); the client's own in-call retries are
+    /// narrower ([`VendorError::is_retryable`]).
     pub fn is_retryable(&self) -> bool {
         match self {
             CallError::Transport { .. } | CallError::WaitTooLong { .. } => true,
-            CallError::Vendor { error, .. } => error.is_retryable(),
-            CallError::Token { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            CallError::Vendor { error, .. } => matches!(error.status, 408 | 429 | 500..=599),
+            CallError::Token { status, .. } => matches!(status, 0 | 408 | 429 | 500..=599),
             CallError::UnknownAction { .. }
             | CallError::UnknownCredential { .. }
             | CallError::WrongVendor { .. }
