@@ -440,6 +440,11 @@ async fn serve_api_cli_routes_refuse_unknown_options_and_bad_values() {
             "`older_than` `a while` is not a duration; write `30m`, `24h` or `7d`"
         )
     );
+    // `null` is no body, as the OpenAPI document's optional bodies say.
+    assert_eq!(
+        api.post("/history/prune", serde_json::Value::Null).await,
+        error(400, "`POST /api/history/prune` needs `older_than` (`30d`): the payloads of runs finished longer ago are dropped")
+    );
     assert_eq!(
         api.post("/history/prune", serde_json::json!({"older": "30d"})).await,
         error(400, "unknown field `older` in the request body: `POST /api/history/prune` takes `older_than`")
