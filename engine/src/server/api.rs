@@ -184,6 +184,13 @@ pub(super) struct ApiErrorDetail {
     message: String,
 }
 
+/// 404 for a workflow name no loaded workflow has.
+pub(super) fn unknown_workflow(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no workflow `{name}` is loaded; `GET /api/workflows` lists them"
+    ))
+}
+
 pub(super) fn internal(err: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
 }
@@ -663,11 +670,9 @@ async fn start_run(
     Body(body): Body<StartRun>,
 ) -> ApiResult {
     let workflows = shared.workflows();
-    let prepared = workflows.get(&name).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no workflow `{name}` is loaded; `GET /api/workflows` lists them"
-        ))
-    })?;
+    let prepared = workflows
+        .get(&name)
+        .ok_or_else(|| unknown_workflow(&name))?;
     let subject = match body.subject {
         None => None,
         Some(given) => {

@@ -80,9 +80,7 @@ async fn pause_one(
     _: Body<NoBody>,
 ) -> ApiResult {
     if shared.workflows().get(&name).is_none() {
-        return Err(ApiError::not_found(format!(
-            "no workflow `{name}` is loaded; `GET /api/workflows` lists them"
-        )));
+        return Err(super::api::unknown_workflow(&name));
     }
     let (pause, new) = shared
         .pauses()

@@ -54,7 +54,10 @@ async fn plan(
     _: Body<NoBody>,
 ) -> ApiResult {
     let workflows = shared.workflows();
-    let prepared = workflows.get(&name).ok_or_else(|| unknown(&name))?.clone();
+    let prepared = workflows
+        .get(&name)
+        .ok_or_else(|| super::unknown_workflow(&name))?
+        .clone();
     match crate::plan::plan(&shared.engine, &prepared, query.offline).await {
         Ok(plan) => Ok(Json(plan).into_response()),
         Err(err @ crate::plan::PlanError::NoCollection { .. }) => {
@@ -62,12 +65,6 @@ async fn plan(
         }
         Err(crate::plan::PlanError::Exec(err)) => Err(err.into()),
     }
-}
-
-fn unknown(name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "no workflow `{name}` is loaded; `GET /api/workflows` lists them"
-    ))
 }
 
 #[utoipa::path(get, path = "/workflows/{name}/guard", tag = "guard",
@@ -80,7 +77,9 @@ async fn status(
     _: Body<NoBody>,
 ) -> ApiResult {
     let workflows = shared.workflows();
-    let prepared = workflows.get(&name).ok_or_else(|| unknown(&name))?;
+    let prepared = workflows
+        .get(&name)
+        .ok_or_else(|| super::unknown_workflow(&name))?;
     let status = shared.engine.guard_status(prepared)?;
     Ok(Json(status).into_response())
 }
@@ -95,7 +94,7 @@ async fn release(
     _: Body<NoBody>,
 ) -> ApiResult {
     if shared.workflows().get(&name).is_none() {
-        return Err(unknown(&name));
+        return Err(super::unknown_workflow(&name));
     }
     Ok(Json(shared.engine.guard_release(&name).await?).into_response())
 }
@@ -110,7 +109,7 @@ async fn cancel(
     _: Body<NoBody>,
 ) -> ApiResult {
     if shared.workflows().get(&name).is_none() {
-        return Err(unknown(&name));
+        return Err(super::unknown_workflow(&name));
     }
     Ok(Json(shared.engine.guard_cancel(&name).await?).into_response())
 }
