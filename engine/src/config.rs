@@ -383,7 +383,8 @@ pub struct ApiTokenConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServeConfig {
     pub limits: crate::server::HttpLimits,
-    /// Names a loopback `serve` answers to besides `localhost`, `127.0.0.1` and `[::1]`.
+    /// Names a loopback `serve` answers to besides `localhost`, `127.0.0.1` and `[::1]`; off
+    /// loopback, when set, the only names (with the listen address) it answers to.
     pub allowed_hosts: Vec<String>,
 }
 

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{error, service_config, with_workflows};
 use crate::support::{self, Env};
-use blockyard::service::Service;
+use blockyard::service::{Service, ServiceConfig};
 
 /// begin → `delete` (a SCIM delete that needs approval) → end.
 const GATED_DELETE: &str = "name: gated-delete
@@ -35,6 +35,43 @@ async fn open_service(env: &Env) -> Service {
 async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_serve_allowed_hosts_is_the_list_of_hosts_it_answers_to() {
+    let env = with_workflows().await;
+    let service = Service::start(ServiceConfig {
+        allowed_hosts: vec!["blockyard.internal".to_owned()],
+        token: Some(crate::support::API_TOKEN.to_owned()),
+        ..ServiceConfig::new(
+            super::workflows(&env),
+            env.data_dir(),
+            "0.0.0.0:0".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let port = service.addr().port();
+    let client = reqwest::Client::new();
+    let get = |host: &str| {
+        client
+            .get(format!("http://127.0.0.1:{port}/api/runs"))
+            .header("host", format!("{host}:{port}"))
+            .bearer_auth(crate::support::API_TOKEN)
+            .send()
+    };
+    assert_eq!(
+        answer(get("evil.example.com").await.unwrap()).await,
+        error(
+            403,
+            "refusing a request for host `evil.example.com`: this service answers to the names in `serve.allowed_hosts` (`blockyard.internal`); add the name its clients use there"
+        )
+    );
+    assert_eq!(
+        get("Blockyard.Internal").await.unwrap().status().as_u16(),
+        200
+    );
+    service.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //!
 //! - **DNS rebinding**: on a loopback address, the `Host` must be `localhost`, `127.0.0.1`,
 //!   `[::1]`, the listen address, or a name in `serve.allowed_hosts` (a local reverse proxy's);
-//!   any port. Off loopback a token is required, which a page does not have, so any `Host` is
-//!   taken.
+//!   any port. Off loopback, when `serve.allowed_hosts` lists names, they (and the listen
+//!   address) are the only ones it answers to; without a list any `Host` is taken, since off
+//!   loopback a token is required, which a page does not have.
 //! - **Cross-site requests**: a state-changing request (any method but `GET`, `HEAD`, `OPTIONS`)
 //!   is refused when its `Sec-Fetch-Site` is not `same-origin` or `none`, or its `Origin` is not
 //!   the origin the request was sent to (`http://` + its `Host`). A client that sends neither
@@ -24,29 +25,55 @@ use super::ApiError;
 
 const CROSS_SITE_HINT: &str = "a state-changing request must come from the service's own origin (or from a client that sends no `Origin`, such as curl or the CLI)";
 
-/// The names a loopback service answers to.
+/// The names a service answers to.
 #[derive(Debug, Clone)]
 pub(crate) struct Guard {
-    /// `None` off loopback: any `Host`.
+    /// `None`: any `Host` (off loopback with no `serve.allowed_hosts`).
     hosts: Option<Vec<String>>,
+    /// Why a refused `Host` is refused, as the user reads it.
+    refusal: String,
 }
 
 impl Guard {
     pub(crate) fn new(listen: SocketAddr, allowed_hosts: &[String]) -> Guard {
-        if !listen.ip().is_loopback() {
-            return Guard { hosts: None };
-        }
-        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let allowed = allowed_hosts.iter().map(|h| h.to_ascii_lowercase());
         let ip = match listen {
             SocketAddr::V4(v4) => v4.ip().to_string(),
             SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
         };
-        hosts.push(ip);
-        hosts.extend(allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
-        Guard { hosts: Some(hosts) }
+        if listen.ip().is_loopback() {
+            let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            hosts.push(ip);
+            hosts.extend(allowed);
+            return Guard {
+                hosts: Some(hosts),
+                refusal: "this service on a loopback address answers to `localhost`, `127.0.0.1` and `[::1]` (a guard against DNS rebinding); add a name a proxy uses to `serve.allowed_hosts`".to_owned(),
+            };
+        }
+        // Off loopback a token is required, so any `Host` is taken unless the operator lists the
+        // names (and then only those, and the listen address).
+        if allowed_hosts.is_empty() {
+            return Guard {
+                hosts: None,
+                refusal: String::new(),
+            };
+        }
+        let listed = allowed_hosts
+            .iter()
+            .map(|h| format!("`{h}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut hosts: Vec<String> = allowed.collect();
+        if !listen.ip().is_unspecified() {
+            hosts.push(ip);
+        }
+        Guard {
+            hosts: Some(hosts),
+            refusal: format!("this service answers to the names in `serve.allowed_hosts` ({listed}); add the name its clients use there"),
+        }
     }
 }
 
@@ -88,7 +115,7 @@ pub(crate) async fn guard(
         if !hosts.contains(&name) {
             return refuse(
                 StatusCode::FORBIDDEN,
-                format!("refusing a request for host `{name}`: this service on a loopback address answers to `localhost`, `127.0.0.1` and `[::1]` (a guard against DNS rebinding); add a name a proxy uses to `serve.allowed_hosts`"),
+                format!("refusing a request for host `{name}`: {}", guard.refusal),
             );
         }
     }

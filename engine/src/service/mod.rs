@@ -67,7 +67,8 @@ pub struct ServiceConfig {
     pub api_tokens: Vec<ApiToken>,
     /// The HTTP connection bounds (`serve:` in blockyard.yaml).
     pub http: HttpLimits,
-    /// More names a loopback API answers to (`serve.allowed_hosts`).
+    /// `serve.allowed_hosts`: more names a loopback API answers to; off loopback, when set, the
+    /// only ones.
     pub allowed_hosts: Vec<String>,
     pub presets: Arc<PresetRegistry>,
     pub credentials: Credentials,
