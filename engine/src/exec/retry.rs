@@ -227,21 +227,9 @@ pub(crate) fn step_retry(
 }
 
 /// A duration as a person reads it: whole days, hours, minutes or seconds when exact (`24h`,
-/// `90s`), else milliseconds.
+/// `90s`), else milliseconds (the config's spelling, [`crate::http::error::Exact`]).
 pub(crate) fn spoken(d: Duration) -> String {
-    let ms = d.as_millis();
-    let unit = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ]
-    .into_iter()
-    .find(|(size, _)| ms != 0 && ms % size == 0);
-    match unit {
-        Some((size, name)) => format!("{}{name}", ms / size),
-        None => format!("{ms}ms"),
-    }
+    crate::http::error::Exact(d).to_string()
 }
 
 #[cfg(test)]

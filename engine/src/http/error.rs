@@ -398,7 +398,7 @@ impl fmt::Display for Spoken {
 
 /// A duration as `blockyard.yaml` would spell it, in the largest unit that is exact (`15m`,
 /// `90s`, `2500ms`).
-struct Exact(Duration);
+pub(crate) struct Exact(pub(crate) Duration);
 
 impl fmt::Display for Exact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

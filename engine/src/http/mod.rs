@@ -40,7 +40,7 @@
 //! secret the client has resolved or been issued is redacted by value (see [`redact`]).
 
 mod auth;
-mod error;
+pub(crate) mod error;
 pub mod login;
 pub mod paginate;
 mod ratelimit;
