@@ -195,6 +195,58 @@ mod tests {
     /// The copy is the store at one instant: a write under way when the backup starts (two
     /// inserts, like a run record and its timer) is in it whole, never half.
     #[test]
+    fn writes_outside_the_history_wait_for_a_backup_under_way() {
+        use crate::records::Subject;
+        use crate::store::queue::QueueId;
+        use crate::store::records::RecordStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        let records = RecordStore::open(&store).unwrap();
+        let guard = crate::store::guard::GuardStore::open(&store).unwrap();
+        let pauses = crate::store::pauses::Pauses::open(&store).unwrap();
+        let retries = crate::store::retries::Retries::open(&store).unwrap();
+        for note in ["paused", "held", "guard", "pause", "retry"] {
+            let quiet = store.gate().quiesce();
+            let (done, finished) = std::sync::mpsc::channel();
+            let writer = {
+                let records = records.clone();
+                let (guard, pauses, retries) = (guard.clone(), pauses.clone(), retries.clone());
+                std::thread::spawn(move || {
+                    let subject = Subject::new(
+                        crate::records::Collection::People,
+                        crate::records::RecordKey::parse("ada@example.com"),
+                    );
+                    let now = chrono::Utc::now();
+                    let noted = match note {
+                        "paused" => records.note_paused(QueueId::generate(), "paused by dana"),
+                        "held" => records.note_held(&subject, "01RUN", "held by the guard"),
+                        "guard" => guard
+                            .admit(
+                                "offboard",
+                                crate::store::history::RunId::new(),
+                                "delete",
+                                now,
+                                Duration::from_secs(3600),
+                                None,
+                            )
+                            .map(|_| true),
+                        "pause" => pauses.pause("offboard", "dana", now).map(|_| true),
+                        _ => retries.claim("01RUN", "dana", now).map(|_| true),
+                    };
+                    done.send(()).unwrap();
+                    noted
+                })
+            };
+            assert!(
+                finished.recv_timeout(Duration::from_millis(200)).is_err(),
+                "a write ({note}) went through while a backup copied the store"
+            );
+            drop(quiet);
+            writer.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
     fn a_backup_waits_for_the_write_under_way_and_copies_it_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("data")).unwrap();

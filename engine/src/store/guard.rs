@@ -44,6 +44,7 @@ pub struct GuardStore {
     admitted: sled::Tree,
     released: sled::Tree,
     lock: Arc<Mutex<()>>,
+    gate: super::Gate,
 }
 
 fn time_key(at: DateTime<Utc>) -> [u8; 8] {
@@ -71,6 +72,7 @@ impl GuardStore {
             admitted: store.tree(ADMITTED)?,
             released: store.tree(RELEASED)?,
             lock: Arc::new(Mutex::new(())),
+            gate: store.gate().clone(),
         })
     }
 
@@ -110,6 +112,8 @@ impl GuardStore {
         allowed: Option<u64>,
     ) -> Result<Admission, StoreError> {
         let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Its two inserts (or removals) are one write to a backup.
+        let _writing = self.gate.writing();
         let counted = run_block(run, block);
         if self.admitted.contains_key(&counted)? {
             return Ok(Admission::Admitted);
@@ -156,6 +160,7 @@ impl GuardStore {
 
     /// Records that an operator released `run`: its destructive writes go without counting.
     pub fn release(&self, run: RunId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let _writing = self.gate.writing();
         self.released
             .insert(run.to_string().as_bytes(), at.to_rfc3339().as_bytes())?;
         Ok(())

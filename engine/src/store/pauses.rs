@@ -32,12 +32,14 @@ impl Pause {
 #[derive(Debug, Clone)]
 pub struct Pauses {
     tree: sled::Tree,
+    gate: super::Gate,
 }
 
 impl Pauses {
     pub fn open(store: &Store) -> Result<Pauses, StoreError> {
         Ok(Pauses {
             tree: store.tree(TREE)?,
+            gate: store.gate().clone(),
         })
     }
 
@@ -48,6 +50,7 @@ impl Pauses {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<(Pause, bool), StoreError> {
+        let _writing = self.gate.writing();
         if let Some(existing) = self.get(workflow)? {
             return Ok((existing, false));
         }
@@ -64,6 +67,7 @@ impl Pauses {
 
     /// Resumes `workflow`'s triggers; the pause it lifted, or `None` when it was not paused.
     pub fn resume(&self, workflow: &str) -> Result<Option<Pause>, StoreError> {
+        let _writing = self.gate.writing();
         match self.tree.remove(workflow.as_bytes())? {
             None => Ok(None),
             Some(value) => decode(workflow.as_bytes(), &value).map(Some),

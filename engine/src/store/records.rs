@@ -594,6 +594,7 @@ impl RecordStore {
     /// mass-change guard, [`crate::exec::guard`]): `triggers why` shows it beside the run.
     /// `false` when no kept entry names the run (a manual run, or an entry overwritten since).
     pub fn note_held(&self, subject: &Subject, run: &str, why: &str) -> Result<bool, StoreError> {
+        let _writing = self.store.gate().writing();
         let mut prefix = subject.to_string().into_bytes();
         prefix.push(0);
         for item in self.traces.scan_prefix(&prefix) {
@@ -685,6 +686,7 @@ impl RecordStore {
     /// entry was noted (an entry with no trace, such as a tick of a schedule without `records`,
     /// has none to note).
     pub fn note_paused(&self, queued: QueueId, held: &str) -> Result<bool, StoreError> {
+        let _writing = self.store.gate().writing();
         let Some(trace_key) = self.links.get(queued.to_bytes())? else {
             return Ok(false);
         };

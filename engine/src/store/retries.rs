@@ -24,12 +24,14 @@ pub struct RetryMark {
 #[derive(Debug, Clone)]
 pub struct Retries {
     tree: sled::Tree,
+    gate: super::Gate,
 }
 
 impl Retries {
     pub fn open(store: &Store) -> Result<Retries, StoreError> {
         Ok(Retries {
             tree: store.tree(TREE)?,
+            gate: store.gate().clone(),
         })
     }
 
@@ -47,6 +49,7 @@ impl Retries {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<RetryMark>, StoreError> {
+        let _writing = self.gate.writing();
         let mark = RetryMark {
             at,
             by: by.to_owned(),
@@ -67,6 +70,7 @@ impl Retries {
 
     /// Names the replay run on `run`'s mark.
     pub fn link(&self, run: &str, mut mark: RetryMark, replay: &str) -> Result<(), StoreError> {
+        let _writing = self.gate.writing();
         mark.run = Some(replay.to_owned());
         self.tree.insert(
             run.as_bytes(),
