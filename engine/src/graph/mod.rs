@@ -1,15 +1,21 @@
-//! Drawing a compiled workflow as a mermaid flowchart or a Graphviz dot graph.
+//! Drawing a compiled workflow: a mermaid flowchart or a Graphviz dot graph (`blockyard graph`),
+//! and an inline SVG for the web console ([`svg`], laid out by [`layout`]).
 //!
 //! Shapes tell block kinds apart: begin is a stadium (dot: oval), an API call a box, a role
 //! retrieval a hexagon and end a double circle. Failure edges are dashed and labelled `on_failure`;
 //! an edge with a condition is labelled with its `when:`. A block with `approval: required` is
-//! marked: an `approval required` line in mermaid and dot (dot also draws it bold). Node names are
-//! generated (`n0`, `n1`, …) because block ids such as `end` are keywords in mermaid; labels carry
-//! the ids.
+//! marked: an `approval required` line in mermaid and dot (dot also draws it bold), a badge in the
+//! SVG. Node names are generated (`n0`, `n1`, …) because block ids such as `end` are keywords in
+//! mermaid; labels carry the ids.
 
 use std::fmt::Write;
 
 use crate::compile::{BlockKind, EdgeKind, Workflow};
+
+pub mod layout;
+pub mod svg;
+
+pub use svg::{svg, Mark, Marks};
 
 /// The line that marks an approval gate in mermaid and dot labels.
 const APPROVAL_LINE: &str = "approval required";
