@@ -13,6 +13,9 @@ use reqwest::header::HeaderMap;
 use crate::support::{self, Env, WHOAMI};
 
 mod framework;
+mod licenses;
+mod people;
+mod workflows;
 
 pub const VIEWER: &str = "viewer-secret-1";
 pub const OPERATOR: &str = "operator-secret-2";
