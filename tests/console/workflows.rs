@@ -70,6 +70,12 @@ async fn workflows_list_their_triggers_runs_and_files_that_do_not_load() {
         body.contains("<td class=\"success\">no finished run</td>"),
         "{body}"
     );
+    assert!(
+        body.contains(
+            "<td class=\"last\"><span class=\"muted\">no run in the last 30 days</span></td>"
+        ),
+        "{body}"
+    );
     // The broken file, with its error located.
     let file = env
         .path()
