@@ -6,6 +6,8 @@ use serde_json::json;
 
 use crate::support::{self, Env};
 
+mod mail;
+
 /// A `webhook` credential named `alerts` whose secret URL is a sandbox sink, added to `env`'s
 /// config; returns the URL.
 fn add_webhook(env: &Env) -> String {
