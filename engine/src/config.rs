@@ -687,10 +687,16 @@ impl Config {
         let notify = match &spec.notify {
             None => None,
             Some(notify) => Some(crate::notify::Notify::compile(notify).map_err(|err| {
+                use crate::notify::NotifyProblem;
+                let key = err.key;
                 ConfigError::Invalid {
                     file: file.to_owned(),
-                    location: map.value_location(&YamlPath::root().key("notify").key("text")),
-                    message: format!("invalid template in `notify.text`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                    location: map.value_location(&YamlPath::root().key("notify").key(key)),
+                    message: match err.problem {
+                        NotifyProblem::Template(err) => format!("invalid template in `notify.{key}`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                        NotifyProblem::Duration(found) => format!("invalid duration `{found}` for `notify.{key}`; write a number and a unit, such as `4h` or `1d`"),
+                        NotifyProblem::Invalid(message) => format!("invalid `notify.{key}`: {message}"),
+                    },
                 }
             })?),
         };

@@ -278,3 +278,137 @@ async fn the_smtp_sink_checks_the_login_and_bounds_lines() {
         ("hi", ".dot\nend")
     );
 }
+
+/// A block that fails (the sandbox serves no `/nowhere`), under an email `notify:`.
+const FAILING: &str = r#"name: failing
+notify:
+  credential: mail
+  to: [oncall@acme.com, it@acme.com]
+  from: "blockyard <blockyard@acme.com>"
+  subject: "{{run.workflow}} {{run.status}} for {{record.email}}"
+  text: "{{run.workflow}} failed for {{record.email}}: {{run.error}}"
+blocks:
+  begin:
+    type: begin
+    next: tell
+  tell:
+    type: api
+    preset: webhook.post
+    credential: nowhere
+    with:
+      payload: {text: "hello"}
+    next: end
+  end:
+    type: end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_sends_its_notify_email_and_a_dry_run_or_replay_none() {
+    let env = env_with_mail().await;
+    let config = env.path().join("blockyard.yaml");
+    let nowhere = format!(
+        "  nowhere: {{vendor: webhook, auth: url, url: \"http://{}/nowhere\"}}\n",
+        env.sb.addr()
+    );
+    let text = std::fs::read_to_string(&config).unwrap() + nowhere.as_str();
+    std::fs::write(&config, text).unwrap();
+    let file = env.write("failing.yaml", FAILING).display().to_string();
+
+    let (code, stdout, stderr) =
+        env.run(&["run", &file, "--record", "email=ann@acme.com", "--dry-run"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(env.sb.mails().is_empty(), "a dry run mails nobody");
+
+    let out = env
+        .command(&["run", &file, "--record", "email=ann@acme.com", "--json"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (support::stdout(&out), support::stderr(&out));
+    let run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(run["status"], "failed", "{run}");
+    let received = env.sb.mails();
+    assert_eq!(received.len(), 1, "{received:?} {stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+    assert_eq!(received[0].from, "blockyard@acme.com");
+    assert_eq!(received[0].to, ["oncall@acme.com", "it@acme.com"]);
+    assert_eq!(received[0].subject, "failing failed for ann@acme.com");
+    assert_eq!(
+        received[0].body,
+        "failing failed for ann@acme.com: block `tell` failed: `webhook.post`: not found (status 404)"
+    );
+    let id = run["id"].as_str().unwrap();
+    let (code, stdout, stderr) = env.run(&["replay", id, "--offline"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(env.sb.mails().len(), 1, "an offline replay mails nobody");
+    assert_eq!(
+        support::files_containing(&env.data_dir(), PASSWORD),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[test]
+fn bad_email_and_reminder_keys_in_notify_are_compile_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "blocks:\n  begin:\n    type: begin\n    next: end\n  end:\n    type: end\n";
+    let head = "checked 1 workflow: 0 valid, 1 invalid (1 error)\nDIR/w.yaml:";
+    let cases = [
+        (
+            "notify:\n  credential: mail\n  to: it@acme.com\n",
+            "4:7: error: invalid `notify.to`: an email alert needs a sender: add `from:` (such as `blockyard@example.com`)\n",
+        ),
+        (
+            "notify:\n  credential: mail\n  from: it@acme.com\n",
+            "4:9: error: invalid `notify.from`: `from` is the sender of an email alert; add `to:` with its recipients, or remove `from`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  subject: hi\n",
+            "4:12: error: invalid `notify.subject`: `subject` is for an email alert; add `to:` and `from:`, or remove `subject`\n",
+        ),
+        (
+            "notify:\n  credential: mail\n  to: [oncall]\n  from: it@acme.com\n",
+            "4:7: error: invalid `notify.to`: `to` takes email addresses, such as `it-oncall@example.com` or a list of them\n",
+        ),
+        (
+            "notify:\n  credential: mail\n  to: a@acme.com\n  from: it@acme.com\n  subject: \"{{#if}}\"\n",
+            "6:12: error: invalid template in `notify.subject`: invalid handlebars syntax (template column 8); write expressions as `{{name}}` or `<<name>>`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  remind_approvers_after: tomorrow\n",
+            "4:27: error: invalid duration `tomorrow` for `notify.remind_approvers_after` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`)\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  remind_approvers_after: 0s\n",
+            "4:27: error: invalid duration `0s` for `notify.remind_approvers_after` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`)\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  reminder_text: hurry\n",
+            "4:18: error: invalid `notify.reminder_text`: `reminder_text` is sent only with `remind_approvers_after`; add it (such as `1d`) or remove `reminder_text`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  remind_after: 1d\n",
+            "4:3: error: unknown key `remind_after` in `notify`\n",
+        ),
+    ];
+    for (notify, expected) in cases {
+        let file = dir.path().join("w.yaml");
+        std::fs::write(&file, format!("name: w\n{notify}{body}")).unwrap();
+        let out = support::blockyard(&["validate", &file.display().to_string()]);
+        let shown = support::stderr(&out) + support::stdout(&out).as_str();
+        assert_eq!(
+            shown.replace(&dir.path().display().to_string(), "DIR"),
+            format!("{head}{expected}"),
+            "{notify}"
+        );
+    }
+    // The config's `notify:` is checked the same way.
+    let err = blockyard::config::Config::parse(
+        std::path::Path::new("b.yaml"),
+        "notify:\n  credential: alerts\n  remind_approvers_after: soon\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "b.yaml:3:27: invalid duration `soon` for `notify.remind_approvers_after`; write a number and a unit, such as `4h` or `1d`"
+    );
+}
