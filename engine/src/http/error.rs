@@ -332,6 +332,9 @@ pub enum CallError {
         message: String,
         /// A 4xx answer, a timeout or a lost connection: trying later may succeed.
         transient: bool,
+        /// The connection failed after it was made (a timeout, a drop): the server may have
+        /// taken the message. False for a refusal (`code`) and a connection never made.
+        maybe_sent: bool,
     },
     #[error("the `base_url` `{url}` of credential `{credential}` is not an SMTP URL; write `smtp://HOST:PORT` (and `tls:` `starttls`, `tls` or `none`)")]
     BadSmtpUrl {

@@ -97,6 +97,7 @@ pub(crate) async fn send(
         code: None,
         message,
         transient: false,
+        maybe_sent: false,
     };
     let parts = parts(request.body.as_ref()).map_err(invalid)?;
     let url = url::Url::parse(&request.url)
@@ -127,6 +128,7 @@ pub(crate) async fn send(
                 code: None,
                 message: redactor.text(&message_of(&err)),
                 transient: false,
+                maybe_sent: false,
             })?;
             builder.tls(match tls {
                 SmtpTls::Tls => Tls::Wrapper(parameters),
@@ -194,6 +196,10 @@ pub(crate) async fn send(
                 // a server without STARTTLS.
                 transient: err.is_transient()
                     || (err.status().is_none() && !err.is_client() && !err.is_tls()),
+                maybe_sent: err.status().is_none()
+                    && !err.is_client()
+                    && !err.is_tls()
+                    && !never_connected(&err),
             })
         }
     }
@@ -247,6 +253,27 @@ fn parts(body: Option<&Value>) -> Result<Parts, String> {
     })
 }
 
+/// Whether `err` is a connection that was never made (refused, unreachable, no such host): the
+/// message provably did not leave.
+fn never_connected(err: &lettre::transport::smtp::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::NotFound
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// An error and its causes as one lowercase line.
 fn message_of(err: &dyn std::error::Error) -> String {
     let mut parts = vec![err.to_string()];
@@ -264,6 +291,20 @@ fn message_of(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A subject rendered from a record cannot add a header: lettre encodes line breaks.
+    #[test]
+    fn a_line_break_in_the_subject_adds_no_header() {
+        let message = Message::builder()
+            .from("it@x.com".parse().unwrap())
+            .to("a@x.com".parse().unwrap())
+            .subject("hi\r\nBcc: evil@x.com")
+            .header(ContentType::TEXT_PLAIN)
+            .body("b".to_owned())
+            .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+    }
 
     #[test]
     fn loopback_is_an_smtp_url_to_this_machine() {
