@@ -412,3 +412,20 @@ fn bad_email_and_reminder_keys_in_notify_are_compile_errors() {
         "b.yaml:3:27: invalid duration `soon` for `notify.remind_approvers_after`; write a number and a unit, such as `4h` or `1d`"
     );
 }
+
+#[test]
+fn presets_show_an_smtp_action_as_a_message_not_a_post() {
+    let out = support::blockyard(&["presets", "show", "email.send"]);
+    let text = support::stdout(&out);
+    assert!(
+        text.starts_with("email.send: Email Send\n  SMTP message (write)\n"),
+        "{text}"
+    );
+    let out = support::blockyard(&["presets", "list"]);
+    let line = support::stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("email.send "))
+        .unwrap()
+        .to_owned();
+    assert!(line.ends_with("write  SMTP message"), "{line}");
+}
