@@ -17,6 +17,10 @@
 //! has no header at all: its `url` is a secret field holding the whole address, since knowing it
 //! is the permission.
 //!
+//! An SMTP credential (vendor `email`) is `auth: basic` with `base_url: smtp://host:port` and
+//! `tls:` `starttls` (the default), `tls`, or `none`, which is refused unless the server is on
+//! loopback (see [`crate::http::smtp`]).
+//!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
 //! in, so the client never meets a bound that cannot bound (`max_pages: 0`, `max_wait: soon`).
@@ -173,6 +177,9 @@ pub struct CredentialSpec {
     /// Overrides the preset's OAuth2 token URL.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// For an SMTP vendor (`email`): `starttls` (the default), `tls` or `none` (loopback only).
+    #[serde(default)]
+    pub tls: Option<crate::http::smtp::SmtpTls>,
     /// Overrides the vendor's request budget for this credential, in requests per minute (Calendly's
     /// Free plan allows 50, its paid plans the preset's 500); `0` turns the limiter off (a sandbox).
     #[serde(default)]
@@ -325,6 +332,8 @@ pub struct CredentialConfig {
     /// For `auth: url`: the secret URL that is the whole address (a webhook's).
     pub url: Option<SecretRef>,
     pub token_url: Option<String>,
+    /// For an SMTP vendor: how the connection is secured (see [`crate::http::smtp`]).
+    pub tls: crate::http::smtp::SmtpTls,
     /// The registered redirect URI for `auth login` (see [`DEFAULT_REDIRECT_URI`]).
     pub redirect_uri: String,
     pub authorize_url: Option<String>,
@@ -506,6 +515,7 @@ impl Config {
                 base_url: cred.base_url.clone(),
                 url: secret("url", &cred.url),
                 token_url: cred.token_url.clone(),
+                tls: cred.tls.unwrap_or_default(),
                 redirect_uri: cred
                     .redirect_uri
                     .clone()
@@ -547,6 +557,17 @@ impl Config {
             };
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
                 return Err(missing(key));
+            }
+            if config.tls == crate::http::smtp::SmtpTls::None
+                && !config
+                    .base_url
+                    .as_deref()
+                    .is_some_and(crate::http::smtp::is_loopback_url)
+            {
+                return Err(invalid(
+                    "tls",
+                    "`none` sends the password and the mail in plain text, so it is only for a loopback server (`base_url: smtp://127.0.0.1:PORT`, the sandbox's sink); use `starttls` or `tls` for any other",
+                ));
             }
             credentials.insert(CredentialName(name), config);
         }
@@ -666,10 +687,16 @@ impl Config {
         let notify = match &spec.notify {
             None => None,
             Some(notify) => Some(crate::notify::Notify::compile(notify).map_err(|err| {
+                use crate::notify::NotifyProblem;
+                let key = err.key;
                 ConfigError::Invalid {
                     file: file.to_owned(),
-                    location: map.value_location(&YamlPath::root().key("notify").key("text")),
-                    message: format!("invalid template in `notify.text`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                    location: map.value_location(&YamlPath::root().key("notify").key(key)),
+                    message: match err.problem {
+                        NotifyProblem::Template(err) => format!("invalid template in `notify.{key}`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                        NotifyProblem::Duration(found) => format!("invalid duration `{found}` for `notify.{key}`; write a number and a unit, such as `4h` or `1d`"),
+                        NotifyProblem::Invalid(message) => format!("invalid `notify.{key}`: {message}"),
+                    },
                 }
             })?),
         };

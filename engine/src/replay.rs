@@ -248,6 +248,7 @@ fn recorded_credentials(
                 base_url: None,
                 url: None,
                 token_url: None,
+                tls: Default::default(),
                 redirect_uri: crate::config::DEFAULT_REDIRECT_URI.to_owned(),
                 authorize_url: None,
                 rate_limit_per_minute: Some(0),

@@ -523,20 +523,24 @@ impl<'a> Compiler<'a> {
         Some(workflow)
     }
 
-    /// `notify:`, its text compiled; an invalid template is an error at `notify.text`.
+    /// `notify:`, checked, its templates compiled; a problem is an error at its key.
     fn notify(&mut self) -> Option<std::sync::Arc<crate::notify::Notify>> {
+        use crate::notify::NotifyProblem;
         let spec = self.loaded.spec.notify.as_ref()?;
         match crate::notify::Notify::compile(spec) {
             Ok(notify) => Some(notify),
             Err(err) => {
-                self.value_error(
-                    &YamlPath::root().key("notify").key("text"),
-                    None,
-                    CompileErrorKind::Template {
-                        key: "notify.text".to_owned(),
-                        message: err.to_string(),
-                    },
-                );
+                let key = format!("notify.{}", err.key);
+                let kind = match err.problem {
+                    NotifyProblem::Template(message) => CompileErrorKind::Template { key, message },
+                    NotifyProblem::Duration(found) => {
+                        CompileErrorKind::InvalidDuration { key, found }
+                    }
+                    NotifyProblem::Invalid(message) => {
+                        CompileErrorKind::InvalidValue { key, message }
+                    }
+                };
+                self.value_error(&YamlPath::root().key("notify").key(err.key), None, kind);
                 None
             }
         }

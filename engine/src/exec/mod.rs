@@ -60,6 +60,7 @@ pub mod cancel;
 mod collect;
 mod context;
 pub mod guard;
+pub mod reminders;
 mod resume;
 pub mod retry;
 mod run;

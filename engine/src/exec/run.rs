@@ -488,6 +488,15 @@ pub(crate) fn execute(
             // Rule 4: one flush for the run record and every step not flushed yet.
             walk.write_unwritten()?;
             history.put_run(&record)?;
+            // An approval reminder (`notify.remind_approvers_after`), durable with the record.
+            if record.status == RunStatus::WaitingApproval && record.mode == RunMode::Live {
+                let notify = prepared.workflow.notify.as_ref();
+                if let Some(notify) = notify.or(inner.options.notify.as_ref()) {
+                    // Every step of the run, also those of the walks before a resume.
+                    let steps = history.steps(record.id)?;
+                    engine.schedule_reminder(notify, &record, &steps)?;
+                }
+            }
             walk.flush().await?;
             if record.wake_at.is_some() {
                 inner.parked.notify_one();

@@ -78,6 +78,7 @@ pub(crate) fn handle(
     match (method, segments.as_slice()) {
         (&Method::GET, ["requests"]) => http::json(StatusCode::OK, &shared.log.snapshot()),
         (&Method::GET, ["webhooks"]) => http::json(StatusCode::OK, &shared.sinks.webhooks()),
+        (&Method::GET, ["mail"]) => http::json(StatusCode::OK, &shared.sinks.mails()),
         (&Method::GET, ["state"]) => {
             let calendly = lock(&shared.world.calendly).dump();
             let webex = lock(&shared.world.webex).dump();
@@ -145,7 +146,7 @@ pub(crate) fn handle(
         },
         _ => http::plain(
             StatusCode::NOT_FOUND,
-            "unknown control endpoint: GET requests|state|webhooks, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+            "unknown control endpoint: GET requests|state|webhooks|mail, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
         ),
     }
 }

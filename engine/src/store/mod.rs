@@ -102,6 +102,7 @@ pub mod in_flight;
 pub mod pauses;
 pub mod queue;
 pub mod records;
+pub mod reminders;
 pub mod retries;
 pub mod timers;
 mod timestamp;
