@@ -64,6 +64,7 @@ mod resume;
 pub mod retry;
 mod run;
 mod turns;
+mod wait;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -565,7 +566,7 @@ impl Engine {
                     }
                     &role.call
                 }
-                BlockKind::Begin | BlockKind::End => continue,
+                BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => continue,
             };
             // The call's own kind: a `request.method` override decides it over the preset's.
             writes[node.index()] = call.kind == ActionKind::Write;
@@ -905,7 +906,7 @@ impl Engine {
         let (run, _active) = {
             let _deciding = self.lock_deciding();
             let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-            if run.status == RunStatus::Retrying {
+            if matches!(run.status, RunStatus::Retrying | RunStatus::Waiting) {
                 match history.wake(id)? {
                     Some(woken) => run = woken,
                     None => {

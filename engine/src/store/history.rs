@@ -122,7 +122,8 @@ pub enum RunStatus {
     /// A block says `approval: required`; the run continues after `blockyard approve` (or
     /// `reject`). Not finished, but not resumed by `resume` either.
     WaitingApproval,
-    /// Reserved: a timed wait (the `wait` block).
+    /// A `wait` block waits, durably: the run continues by itself at `wake_at` (or when a write
+    /// of its subject makes the wait's `wake_when` hold); its `error` says what it waits for.
     Waiting,
     /// Stopped before a destructive write by the mass-change guard until an operator releases
     /// or cancels the held batch (`blockyard guard`); its `error` says why.
@@ -302,6 +303,11 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// The record's key in the records store, `collection/key` (what a `wait` watches).
+    pub fn record_key(&self) -> String {
+        format!("{}/{}", self.collection, self.key)
+    }
+
     /// The key of the per-person index: the lowercased email, else the record key.
     pub fn index_key(&self) -> String {
         match self.record.get("email").and_then(Value::as_str) {
@@ -399,6 +405,9 @@ pub enum StepStatus {
     /// A destructive write held by the mass-change guard, not sent; it goes when the held batch
     /// is released (see [`crate::exec::guard`]).
     Held,
+    /// A `wait` block waiting: its `outputs.until` is when it ends, unless `wake_when` holds
+    /// first; it has not settled.
+    Waiting,
 }
 
 impl StepStatus {
@@ -412,6 +421,7 @@ impl StepStatus {
             StepStatus::WaitingApproval => "waiting_approval",
             StepStatus::Retrying => "retrying",
             StepStatus::Held => "held",
+            StepStatus::Waiting => "waiting",
         }
     }
 }
@@ -779,6 +789,11 @@ impl History {
         if run.wake_at.is_none() {
             self.timers.cancel(run.id)?;
         }
+        if run.status != RunStatus::Waiting {
+            if let Some(subject) = &run.subject {
+                self.timers.unwatch(run.id, &subject.record_key())?;
+            }
+        }
         let first_write = matches!(run.status, RunStatus::Queued | RunStatus::Running);
         if let Some(subject) = run.subject.as_ref().filter(|_| first_write) {
             let mut key = subject.index_key().into_bytes();
@@ -963,6 +978,9 @@ impl History {
             };
             if swapped.is_ok() {
                 self.timers.cancel(id)?;
+                if let Some(subject) = &new.subject {
+                    self.timers.unwatch(id, &subject.record_key())?;
+                }
                 return Ok(Some(new));
             }
         }
