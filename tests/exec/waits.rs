@@ -128,3 +128,75 @@ async fn a_date_until_is_midnight_in_the_workflow_zone_and_cancel_ends_the_wait_
     assert_eq!(shown["error"], "cancelled while waiting in block `notice`");
     assert!(shown.get("wake_at").is_none(), "{shown}");
 }
+
+/// A write of the subject record by another process (`records import`, which exits as soon as
+/// it has written) wakes the wait durably: the next `resume` judges `wake_when` on the record as
+/// written, waits on when it does not hold, and ends the wait `woken` when it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_by_another_process_wakes_the_wait_on_the_next_resume() {
+    let env = Env::seeded(1).await;
+    let file = env.write("last-day.yaml", LAST_DAY).display().to_string();
+    let (code, stdout, stderr) = env.run(&[
+        "run",
+        &file,
+        "--record",
+        "email=leaver@example.com",
+        "--record",
+        "last_day=2099-07-15",
+    ]);
+    assert_eq!(code, 6, "{stdout}{stderr}");
+    let id = run_id(&stdout);
+    let import = |status: &str| {
+        let rows = format!(
+            r#"[{{"email": "leaver@example.com", "last_day": "2099-07-15", "status": "{status}"}}]"#
+        );
+        env.write("people.json", &rows);
+        let (code, stdout, stderr) = env.run(&["records", "import", "people", "people.json"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    };
+
+    import("leaving");
+    let (code, stdout, _) = env.run(&["resume"]);
+    assert_eq!(code, 6, "{stdout}");
+    let shown = env.json(&["history", "show", &id, "--json"]);
+    assert_eq!(shown["status"], "waiting", "{shown}");
+    assert_eq!(shown["wake_at"], "2099-07-14T22:00:00Z");
+    assert_eq!(
+        support::blocks(&shown),
+        [("begin", "succeeded"), ("notice", "waiting")]
+    );
+
+    import("staying");
+    let (code, stdout, stderr) = env.run(&["resume"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let shown = env.json(&["history", "show", &id, "--json"]);
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(
+        support::blocks(&shown),
+        [
+            ("begin", "succeeded"),
+            ("notice", "succeeded"),
+            ("me", "skipped"),
+            ("end", "succeeded")
+        ]
+    );
+    assert_eq!(shown["steps"][1]["outputs"]["outcome"], "woken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_draws_a_wait_as_its_own_shape() {
+    let env = Env::seeded(1).await;
+    let file = env.write("last-day.yaml", LAST_DAY).display().to_string();
+    let (code, mermaid, stderr) = env.run(&["graph", &file]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        mermaid.contains("    n1[/\"notice<br/>wait until {{record.last_day}} or wake_when\"/]\n"),
+        "{mermaid}"
+    );
+    let (code, dot, stderr) = env.run(&["graph", &file, "--format", "dot"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        dot.contains("    n1 [shape=parallelogram, label=\"notice\\nwait until {{record.last_day}} or wake_when\"];\n"),
+        "{dot}"
+    );
+}

@@ -685,7 +685,12 @@ impl Engine {
             if run.status.is_finished() {
                 return Ok(Cancel::Finished(run));
             }
-            if self.is_active(id) {
+            // A run whose record says it is parked on a timer but whose task is still active
+            // has parked and is only finishing up (a woken run is `running` before it is
+            // active again): cancelled at once, like any parked run, or its request would be
+            // cleared as the task ends and the run left waiting.
+            let finishing = matches!(run.status, RunStatus::Retrying | RunStatus::Waiting);
+            if self.is_active(id) && !finishing {
                 self.inner.cancels.request(id);
                 // A run waiting for its turn stops waiting, and stops before its first block.
                 self.inner.turns.wake();

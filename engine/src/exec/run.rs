@@ -771,6 +771,12 @@ impl Walk<'_> {
                 }
             }
         };
+        // Whole seconds (rounded up: never earlier), as history shows it and a resumed wait
+        // reads it back.
+        let until = match until.timestamp_subsec_nanos() {
+            0 => until,
+            nanos => until + chrono::TimeDelta::nanoseconds(1_000_000_000 - i64::from(nanos)),
+        };
         let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         step.outputs
             .insert("until".to_owned(), until_text.clone().into());
