@@ -1807,6 +1807,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_schedule_ticks_in_the_workflow_zone_unless_it_names_its_own() {
+        let presets = PresetRegistry::builtin();
+        let zone = |schedule: &str| {
+            let text = format!(
+                "name: z\ntimezone: America/New_York\nblocks:\n  begin: {{type: begin, schedule: {schedule}, next: end}}\n  end: {{type: end}}\n"
+            );
+            let workflow = compile_source(Source::new("z.yaml", text), &presets).unwrap();
+            assert_eq!(workflow.timezone, chrono_tz::America::New_York);
+            workflow.trigger.schedule.unwrap().0.zone()
+        };
+        assert_eq!(zone("{cron: '0 6 * * *'}"), chrono_tz::America::New_York);
+        assert_eq!(
+            zone("{cron: '0 6 * * *', timezone: Europe/Berlin}"),
+            chrono_tz::Europe::Berlin
+        );
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));

@@ -39,6 +39,11 @@
 //! passed (then it fails like any block). A write whose delivery is uncertain is checked with its
 //! preset's probe at once, never sent again blind.
 //!
+//! A `wait` block ([`wait`]) does not settle until its time comes or its `wake_when` holds on
+//! the subject record; when nothing else can run, the run parks as `waiting` the same way (its
+//! `wake_at` the wait's end), watching the record so a write of it wakes the run to judge
+//! `wake_when` again.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see

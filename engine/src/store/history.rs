@@ -107,7 +107,7 @@ impl<'de> Deserialize<'de> for RunId {
 /// Where a run is in its life: the one vocabulary history, the API, the CLI (`--status`, the
 /// exit codes of `run`, `resume`, `approve` and `replay`) and the demo use.
 ///
-/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, and the reserved `waiting`
+/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, `waiting` (a `wait` block)
 /// and `held`. Finished: `succeeded` (every block that ran succeeded), `completed_with_failures`
 /// (the run reached `end`, but a block failed and the run went on through its `on_failure` path:
 /// never reported like `succeeded`), `failed`, `cancelled`, `needs_attention`.
@@ -372,8 +372,9 @@ pub struct RunRecord {
     /// (`held`) why the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// When a parked run continues by itself: a `retrying` run's next attempt. The store keeps
-    /// a timer for it ([`super::timers`]); `None` for every other run.
+    /// When a parked run continues by itself: a `retrying` run's next attempt, a `waiting` run's
+    /// end of its wait. The store keeps a timer for it ([`super::timers`]); `None` for every
+    /// other run.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
