@@ -722,6 +722,13 @@ impl Walk<'_> {
                     step.error = rec.error;
                 }
                 Some(rec) if rec.status != StepStatus::Waiting => {
+                    // The record as the recorded wait found it, for the blocks after it.
+                    if let Value::Object(fields) = &mut self.subject {
+                        for (k, v) in &rec.saved {
+                            fields.insert(k.clone(), v.clone());
+                        }
+                    }
+                    step.saved = rec.saved.clone();
                     let outcome = rec.outputs.get("outcome").and_then(Value::as_str);
                     step.note = Some(format!(
                         "the recorded wait ended `{}`; an offline replay does not wait",
@@ -793,6 +800,13 @@ impl Walk<'_> {
                     .transpose()?
                     .flatten()
                 {
+                    // What others wrote meanwhile: kept on the step (`saved`), so a resume and
+                    // an offline replay see the record as the wait did.
+                    for (k, v) in &current {
+                        if self.subject.get(k) != Some(v) {
+                            step.saved.insert(k.clone(), v.clone());
+                        }
+                    }
                     self.subject = Value::Object(current);
                 }
             }
@@ -842,6 +856,7 @@ impl Walk<'_> {
             return Ok(WaitNow::Settled(Box::new(step), None));
         }
         if previous.is_none() {
+            step.saved.clear(); // judged again when the wait ends
             step.status = StepStatus::Waiting;
             step.finished_at = None;
             step.note = Some(self.waiting_reason(node, until));
