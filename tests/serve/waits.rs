@@ -180,11 +180,14 @@ async fn a_record_write_wakes_the_wait_when_wake_when_holds_and_cancel_ends_one_
         )
         .await;
     assert_eq!(code, 200, "{answer}");
+    // At once: the timer loop sees the write's change to the timers (not its hourly look).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let shown = loop {
         let (_, shown) = api.get(&format!("/runs/{kept_id}")).await;
         if shown["status"] != "waiting" && shown["status"] != "running" {
             break shown;
         }
+        assert!(tokio::time::Instant::now() < deadline, "not woken: {shown}");
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     assert_eq!(shown["status"], "succeeded", "{shown}");

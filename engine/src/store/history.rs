@@ -237,7 +237,7 @@ impl RunStatus {
 }
 
 /// The exit codes [`RunStatus::exit_code`] gives, as `--help` shows them.
-pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
+pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, waiting, retrying, queued).";
 
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
