@@ -677,6 +677,78 @@ async fn reclaim_idle_in_report_mode_marks_candidates_and_removes_nothing() {
     assert_eq!(h.count("DELETE", idle_uri.rsplit('/').next().unwrap()), 0);
 }
 
+/// `approval: required`: after the grace period the run waits for a person at block `approve`,
+/// removes nothing meanwhile, and reclaims once approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_idle_with_approval_required_waits_for_it_before_the_removal() {
+    let h = Harness::seeded(4).await;
+    h.run("calendly-ingest.yaml", None).await;
+    let members = h.members().await;
+    let (idle, idle_uri) = members
+        .iter()
+        .find(|m| m.2 != "owner")
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .unwrap();
+    let key = format!("calendly/{idle}");
+    let old = "2020-01-01T00:00:00Z";
+    h.engine
+        .records()
+        .write(
+            &[blockyard::records::Write {
+                subject: Subject::new(Collection::SaasUsers, RecordKey::parse(&key)),
+                change: blockyard::records::Change::Upsert {
+                    fields: json!({"last_activity": old, "created_at": old})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    mode: blockyard::records::WriteMode::CreateUpdate,
+                },
+            }],
+            &Triggers::none(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
+    let vars = json!({"grace_period": "0s", "approval": "required"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let run = h
+        .run_with("reclaim-idle.yaml", h.stored(&key), RunMode::Live, vars)
+        .await;
+    assert_eq!(
+        run.run.status,
+        RunStatus::WaitingApproval,
+        "{:#?}",
+        run.steps
+    );
+    assert_eq!(
+        step(&run, "approve").status,
+        history::StepStatus::WaitingApproval
+    );
+    let uuid = idle_uri.rsplit('/').next().unwrap();
+    assert_eq!(h.count("DELETE", uuid), 0);
+    assert_eq!(
+        h.record(Collection::SaasUsers, &key).unwrap()["reclaim_state"],
+        "notified"
+    );
+
+    let approved = h.engine.approve(run.run.id, "approve").await.unwrap();
+    assert_eq!(
+        approved.run.status,
+        RunStatus::Succeeded,
+        "{:#?}",
+        approved.steps
+    );
+    assert_eq!(h.count("DELETE", uuid), 1);
+    assert_eq!(
+        h.record(Collection::SaasUsers, &key).unwrap()["reclaim_state"],
+        "reclaimed"
+    );
+    // The notice, then the approved block's message.
+    assert_eq!(h.sb.webhooks().len(), 2);
+}
+
 /// The seeded Webex people.
 async fn webex_people(h: &Harness) -> Vec<Value> {
     let body = support::get_json(format!("{}/people?max=100", h.sb.webex_url())).await;
