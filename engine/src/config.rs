@@ -787,7 +787,7 @@ mod tests {
     #[test]
     fn the_sample_config_loads() {
         let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
-        assert_eq!(config.credentials.len(), 4);
+        assert_eq!(config.credentials.len(), 5);
         let webex = &config.credentials[&CredentialName::new("webex")];
         assert_eq!(webex.auth, AuthKind::Oauth2RefreshToken);
         assert_eq!(

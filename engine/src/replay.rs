@@ -180,7 +180,7 @@ fn calls(prepared: &Prepared) -> impl Iterator<Item = (&str, &crate::compile::Ap
         match &block.kind {
             BlockKind::Api(call) => Some((block.id.as_str(), call)),
             BlockKind::RoleRetrieval(role) => Some((block.id.as_str(), &role.call)),
-            BlockKind::Begin | BlockKind::End => None,
+            BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => None,
         }
     })
 }
