@@ -100,6 +100,7 @@ pub mod guard;
 pub mod history;
 pub mod in_flight;
 pub mod pauses;
+pub mod postgres;
 pub mod queue;
 pub mod records;
 pub mod retries;
@@ -157,6 +158,18 @@ pub enum StoreError {
         tree: &'static str,
         key: String,
         message: String,
+    },
+    /// A PostgreSQL statement failed (`url` has its password redacted).
+    #[error("the PostgreSQL store at `{url}` failed: {message}")]
+    Postgres { url: String, message: String },
+    /// The PostgreSQL store's URL is unusable (`url` has its password redacted).
+    #[error("the PostgreSQL URL `{url}` is not usable: {message}; write it as `postgres://USER:PASSWORD@HOST:PORT/DATABASE`")]
+    PostgresUrl { url: String, message: String },
+    #[error("the PostgreSQL database at `{url}` has schema version {found}, newer than this blockyard knows (version {supported}); run the blockyard release that migrated it")]
+    NewerSchema {
+        url: String,
+        found: i32,
+        supported: i32,
     },
 }
 
