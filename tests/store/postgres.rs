@@ -190,3 +190,90 @@ fn a_url_blockyard_cannot_use_is_refused_without_its_password() {
     let err = Postgres::connect("postgres://u:hunter2@db:notaport/app", None).unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// Needs no server: `serve` (and every command on the store) refuses `store: postgres` until
+/// the engine runs on it, instead of serving from the sled data dir behind the user's back.
+#[test]
+fn serve_with_store_postgres_refuses_and_does_not_fall_back_to_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("blockyard.yaml"),
+        "data_dir: data\nstore:\n  postgres:\n    url: ${PG_URL}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("workflows")).unwrap();
+    let refused = |args: &[&str], what: &str| {
+        let out = crate::support::command_in(dir.path(), args)
+            .env("PG_URL", "postgres://u:hunter2@127.0.0.1:1/db")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(
+            crate::support::stderr(&out),
+            format!("error: `blockyard.yaml` sets `store: postgres`, but {what} cannot run on PostgreSQL yet: this release runs the engine on the sled data dir only, and will not fall back to it; remove `store:` to use the data dir `data`, or prepare the database meanwhile with `blockyard store migrate` and `blockyard store copy`\n")
+        );
+    };
+    refused(&["serve", "--listen", "127.0.0.1:0"], "`blockyard serve`");
+    refused(&["history", "list"], "this command");
+    // Nothing was made in the data dir: no sled store behind the user's back.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_applies_the_schema_once_and_prints_its_version() {
+    let Some(url) =
+        server("store::postgres::store_migrate_applies_the_schema_once_and_prints_its_version")
+    else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let name = schema_for(dir.path());
+    schemas.names.lock().unwrap().push(name.clone());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .unwrap();
+    // The URL puts the tables in the test's schema.
+    let in_schema = format!("{url}?options=-c%20search_path%3D{name}");
+    std::fs::write(
+        dir.path().join("blockyard.yaml"),
+        "store:\n  postgres:\n    url: ${PG_URL}\n",
+    )
+    .unwrap();
+    let migrate = || {
+        let out = crate::support::command_in(dir.path(), &["store", "migrate"])
+            .env("PG_URL", &in_schema)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let printed = crate::support::stdout(&out);
+        assert!(
+            !printed.contains(url::Url::parse(&url).unwrap().password().unwrap()),
+            "{printed}"
+        );
+        printed
+    };
+    let shown = redact(&in_schema);
+    assert_eq!(
+        migrate(),
+        format!(
+            "migrated the PostgreSQL store at `{shown}` from schema version 0 to {}\n",
+            schema::VERSION
+        )
+    );
+    assert_eq!(
+        migrate(),
+        format!(
+            "the PostgreSQL store at `{shown}` is at schema version {} already\n",
+            schema::VERSION
+        )
+    );
+}

@@ -1,22 +1,28 @@
 //! `blockyard store backup DIR` and `blockyard store restore BACKUP DATA_DIR`: a consistent copy of
 //! a data dir, and putting one back (see `blockyard::store::backup` for how a copy of a live
-//! store is consistent).
+//! store is consistent). `blockyard store migrate` brings a PostgreSQL store's schema to this
+//! release's version, and `blockyard store copy` copies a sled data dir into one
+//! (`blockyard::store::postgres`). Until the engine runs on PostgreSQL, every command that would
+//! open the store refuses a config with `store: postgres` ([`refuse_postgres`]) rather than use
+//! the sled data dir behind the user's back.
 //!
 //! A data dir a running `serve` holds is backed up through the service, like every state command
 //! (its `serve.json`, or `--server URL`: `POST /api/store/backup`, with the API token from
 //! `BLOCKYARD_TOKEN`); the backup is then written by the server, so `DIR` is a path on its
 //! machine. Restore needs the data dir free: stop `serve` first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use blockyard::config::{Config, StoreConfig};
 use blockyard::store::backup::{restore, BackupReport};
+use blockyard::store::postgres::{schema, Postgres};
 use blockyard::store::StoreError;
 
 use super::client::Backend;
 
-use super::run::CommonArgs;
+use super::run::{runtime, CommonArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StoreCommand {
@@ -24,6 +30,16 @@ pub enum StoreCommand {
     Backup(BackupArgs),
     /// Put a backup back as a data dir (no process may hold it; `--force` to replace one).
     Restore(RestoreArgs),
+    /// Apply the PostgreSQL store's schema migrations (the config's `store: postgres`) and print
+    /// its schema version.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The configuration file (default: ./blockyard.yaml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +63,7 @@ pub struct RestoreArgs {
 
 pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
     match command {
+        StoreCommand::Migrate(args) => migrate(args),
         StoreCommand::Backup(args) => backup(args),
         StoreCommand::Restore(args) => {
             restore(&args.backup, &args.data_dir, args.force)?;
@@ -92,4 +109,53 @@ fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         report.dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The PostgreSQL URL of the config's `store: postgres` (`what` is the command, for the error).
+fn postgres_url(config: &Config, what: &str) -> anyhow::Result<String> {
+    match &config.store {
+        StoreConfig::Postgres { url } => Ok(url.resolve()?),
+        StoreConfig::Sled => bail!(
+            "`{what}` works on a PostgreSQL store, and `{}` sets none; add `store: {{postgres: {{url: \"${{BLOCKYARD_POSTGRES_URL}}\"}}}}` to it (a sled data dir needs no migration: its format is checked when it opens)",
+            config.file.display()
+        ),
+    }
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::find(args.config.as_deref())?;
+    let url = postgres_url(&config, "blockyard store migrate")?;
+    let migrated = runtime()?.block_on(async {
+        let pg = Postgres::connect(&url, None)?;
+        schema::migrate(&pg).await.map(|m| (pg, m))
+    });
+    let (pg, migrated) = migrated?;
+    if migrated.from == migrated.to {
+        println!(
+            "the PostgreSQL store at `{}` is at schema version {} already",
+            pg.url(),
+            migrated.to
+        );
+    } else {
+        println!(
+            "migrated the PostgreSQL store at `{}` from schema version {} to {}",
+            pg.url(),
+            migrated.from,
+            migrated.to
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a config with `store: postgres` for `what`, which runs on the sled data dir `dir`
+/// only in this release: never a silent fallback to the data dir.
+pub fn refuse_postgres(config: Option<&Config>, what: &str, dir: &Path) -> anyhow::Result<()> {
+    match config {
+        Some(config) if matches!(config.store, StoreConfig::Postgres { .. }) => bail!(
+            "`{}` sets `store: postgres`, but {what} cannot run on PostgreSQL yet: this release runs the engine on the sled data dir only, and will not fall back to it; remove `store:` to use the data dir `{}`, or prepare the database meanwhile with `blockyard store migrate` and `blockyard store copy`",
+            config.file.display(),
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
 }
