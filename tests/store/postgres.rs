@@ -277,3 +277,246 @@ async fn store_migrate_applies_the_schema_once_and_prints_its_version() {
         )
     );
 }
+
+/// `blockyard store copy` (the real binary) copies every part of a sled data dir, and a second
+/// copy skips what is there, copying nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there() {
+    use blockyard::records::Collection;
+    use blockyard::store::api::*;
+    use blockyard::store::history::RunFilter;
+    use blockyard::store::Store;
+
+    use super::suite::{at, person};
+
+    let Some(url) = server(
+        "store::postgres::store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there",
+    ) else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    // A sled data dir with something in every part.
+    let sled = Store::open(&data).unwrap();
+    let (run, queued, hash, decision, cancelled) = fill(&sled).await;
+    drop(sled);
+
+    let name = schema_for(dir.path());
+    schemas.names.lock().unwrap().push(name.clone());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .unwrap();
+    let in_schema = format!("{url}?options=-c%20search_path%3D{name}");
+    let copy = || {
+        let out = crate::support::command_in(
+            dir.path(),
+            &["store", "copy", "--to", &in_schema, "--data-dir", "data"],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        crate::support::stdout(&out)
+    };
+    let first = copy();
+    let shown = redact(&in_schema);
+    assert_eq!(
+        first,
+        format!(
+            "snapshots: 1 copied, 0 there already\n\
+             runs: 1 copied, 0 there already\n\
+             steps: 2 copied, 0 there already\n\
+             subject index: 1 copied, 0 there already\n\
+             timers: 1 copied, 0 there already\n\
+             records: 1 copied, 0 there already\n\
+             in-flight entries: 1 copied, 0 there already\n\
+             queue: 1 copied, 0 there already\n\
+             traces: 1 copied, 0 there already\n\
+             trace counters: 1 copied, 0 there already\n\
+             trace links: 1 copied, 0 there already\n\
+             schedule ticks: 0 copied, 0 there already\n\
+             approvals: 1 copied, 0 there already\n\
+             cancel requests: 1 copied, 0 there already\n\
+             guard counts: 1 copied, 0 there already\n\
+             guard releases: 1 copied, 0 there already\n\
+             pauses: 1 copied, 0 there already\n\
+             retry marks: 1 copied, 0 there already\n\
+             copied `data` into the PostgreSQL store at `{shown}`\n"
+        )
+    );
+    let again = copy();
+    assert!(
+        again.contains("runs: 0 copied, 1 there already\n"),
+        "{again}"
+    );
+    assert!(!again.lines().any(|l| l.contains(": 1 copied")), "{again}");
+
+    // What the PostgreSQL store reads back is what sled held.
+    let pg = Postgres::open_in_schema(&url, &name).await.unwrap();
+    let jane = person("jane@acme.com");
+    let fields = pg.records().unwrap().get(&jane).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_string(&fields).unwrap(),
+        r#"{"status":"terminated","b":1,"a":2}"#,
+        "the fields keep their order"
+    );
+    assert_eq!(
+        pg.records()
+            .unwrap()
+            .list(Collection::People)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let history = pg.history().unwrap();
+    assert_eq!(history.run(run.id).await.unwrap(), Some(run.clone()));
+    assert_eq!(history.steps(run.id).await.unwrap().len(), 2);
+    assert!(history.snapshot(&hash).await.unwrap().is_some());
+    let filter = RunFilter {
+        subject: Some("JANE@acme.com".to_owned()),
+        ..RunFilter::default()
+    };
+    assert_eq!(history.list(&filter).await.unwrap().len(), 1);
+    let due = pg.timers().unwrap().due(at(100)).await.unwrap();
+    assert_eq!(
+        due.iter().map(|t| (t.run, t.at)).collect::<Vec<_>>(),
+        [(run.id, at(90))]
+    );
+    assert_eq!(pg.queue().unwrap().pending().await.unwrap()[0].id, queued);
+    let trace = pg.records().unwrap().trace(&jane).await.unwrap();
+    assert_eq!(trace[0].considered[0].queued, Some(queued));
+    assert!(pg
+        .records()
+        .unwrap()
+        .link_run(queued, "RUN9")
+        .await
+        .unwrap());
+    assert_eq!(
+        pg.approvals()
+            .unwrap()
+            .decision(run.id, "delete")
+            .await
+            .unwrap(),
+        Some(decision)
+    );
+    assert!(pg
+        .cancels()
+        .unwrap()
+        .requested()
+        .await
+        .unwrap()
+        .contains(&cancelled));
+    let guard = pg.guard().unwrap();
+    assert_eq!(guard.count("offboard", at(20), HOUR).await.unwrap(), 1);
+    assert!(guard.is_released(cancelled).await.unwrap());
+    assert_eq!(
+        pg.pauses()
+            .unwrap()
+            .paused("invite")
+            .await
+            .unwrap()
+            .unwrap()
+            .by,
+        "alice"
+    );
+    assert_eq!(
+        pg.retries()
+            .unwrap()
+            .mark("FAILED1")
+            .await
+            .unwrap()
+            .unwrap()
+            .by,
+        "bob"
+    );
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// Something in every part of the store `b`, through the traits.
+async fn fill<B: blockyard::store::api::Backend>(
+    b: &B,
+) -> (
+    blockyard::store::history::RunRecord,
+    blockyard::store::queue::QueueId,
+    String,
+    blockyard::store::approvals::Decision,
+    blockyard::store::history::RunId,
+) {
+    use std::sync::Arc;
+
+    use blockyard::store::api::*;
+    use blockyard::store::approvals::Decision;
+    use blockyard::store::history::{RunId, RunStatus, StepRecord, StepStatus};
+    use serde_json::json;
+
+    use super::suite::{at, run_record, upsert, Offboard};
+
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let records = b.records().unwrap();
+    let written = records
+        .write(
+            vec![upsert(
+                "jane@acme.com",
+                json!({"status": "terminated", "b": 1, "a": 2}),
+            )],
+            evaluate.clone(),
+            at(0),
+            None,
+        )
+        .await
+        .unwrap();
+    let queued = written[0].queued[0];
+    let history = b.history().unwrap();
+    let hash = history.put_snapshot("name: offboard\n").await.unwrap();
+    let mut run = run_record(RunStatus::Running, Some("jane@acme.com"));
+    history.put_run(&run).await.unwrap();
+    run.status = RunStatus::Retrying;
+    run.wake_at = Some(at(90));
+    history.put_run(&run).await.unwrap();
+    let steps: Vec<StepRecord> = (0..2)
+        .map(|seq| StepRecord::new(run.id, seq, "b", "api", StepStatus::Succeeded, at(1)))
+        .collect();
+    history.put_steps(&[&steps[0], &steps[1]]).await.unwrap();
+    let decision = Decision {
+        approved: false,
+        at: at(5),
+        by: Some("dana".to_owned()),
+        comment: None,
+    };
+    b.approvals()
+        .unwrap()
+        .decide(run.id, "delete", decision.clone())
+        .await
+        .unwrap();
+    let cancelled = RunId::new();
+    b.cancels().unwrap().request(cancelled).await.unwrap();
+    let guard = b.guard().unwrap();
+    guard
+        .admit("offboard", run.id, "delete", at(10), HOUR, Some(5))
+        .await
+        .unwrap();
+    guard.release(cancelled, at(11)).await.unwrap();
+    b.pauses()
+        .unwrap()
+        .pause("invite", "alice", at(12))
+        .await
+        .unwrap();
+    b.retries()
+        .unwrap()
+        .claim("FAILED1", "bob", at(13))
+        .await
+        .unwrap();
+    b.flush().await.unwrap();
+    (run, queued, hash, decision, cancelled)
+}

@@ -11,6 +11,7 @@
 //! `BLOCKYARD_TOKEN`); the backup is then written by the server, so `DIR` is a path on its
 //! machine. Restore needs the data dir free: stop `serve` first.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -33,6 +34,23 @@ pub enum StoreCommand {
     /// Apply the PostgreSQL store's schema migrations (the config's `store: postgres`) and print
     /// its schema version.
     Migrate(MigrateArgs),
+    /// Copy a sled data dir into the PostgreSQL store (migrating it first); run it again to
+    /// finish a copy that stopped: what is there already is skipped.
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The PostgreSQL URL (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`; default: the config's
+    /// `store.postgres.url`, which keeps the password out of the process list).
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    /// The sled data dir to copy (default: the config's `data_dir`, else ./.blockyard).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The configuration file (default: ./blockyard.yaml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +82,7 @@ pub struct RestoreArgs {
 pub fn run(command: StoreCommand) -> anyhow::Result<ExitCode> {
     match command {
         StoreCommand::Migrate(args) => migrate(args),
+        StoreCommand::Copy(args) => copy(args),
         StoreCommand::Backup(args) => backup(args),
         StoreCommand::Restore(args) => {
             restore(&args.backup, &args.data_dir, args.force)?;
@@ -158,4 +177,73 @@ pub fn refuse_postgres(config: Option<&Config>, what: &str, dir: &Path) -> anyho
         ),
         _ => Ok(()),
     }
+}
+
+fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Some(Config::find(Some(path))?),
+        None if Path::new("blockyard.yaml").exists() => Some(Config::find(None)?),
+        None => None,
+    };
+    let url = match (&args.to, &config) {
+        (Some(url), _) => url.clone(),
+        (None, Some(config)) => postgres_url(config, "blockyard store copy")?,
+        (None, None) => bail!(
+            "`blockyard store copy` needs the PostgreSQL store: give `--to postgres://USER:PASSWORD@HOST:PORT/DATABASE`, or `store: {{postgres: {{url: ...}}}}` in `blockyard.yaml`"
+        ),
+    };
+    let dir = args
+        .data_dir
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from(".blockyard"));
+    if !dir.join(blockyard::store::FORMAT_FILE).exists() && !dir.join("db").exists() {
+        bail!(
+            "`{}` is not a blockyard data dir (no `{}` file and no `db`); pass the data dir to copy with `--data-dir DIR`",
+            dir.display(),
+            blockyard::store::FORMAT_FILE
+        );
+    }
+    let store = blockyard::store::Store::open(&dir)?;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = if terminal {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:20} {bar:40} {pos}/{len}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let progress = |part: &'static str, done: u64, total: u64| {
+        bar.set_message(part);
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let (pg, report) = runtime()?.block_on(async {
+        let pg = Postgres::connect(&url, None)?;
+        schema::migrate(&pg).await?;
+        let report = blockyard::store::postgres::copy::copy(&store, &pg, &progress).await?;
+        Ok::<_, StoreError>((pg, report))
+    })?;
+    bar.finish_and_clear();
+    for part in &report {
+        println!(
+            "{}: {} copied, {} there already",
+            part.part, part.copied, part.skipped
+        );
+    }
+    if dir.join(blockyard::store::tokens::FILE).exists() {
+        println!(
+            "{}: not copied (the PostgreSQL store keeps no OAuth tokens yet); run `blockyard auth login` again once the engine runs on PostgreSQL",
+            blockyard::store::tokens::FILE
+        );
+    }
+    println!(
+        "copied `{}` into the PostgreSQL store at `{}`",
+        dir.display(),
+        pg.url()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,7 @@ use tokio_postgres::NoTls;
 
 use super::StoreError;
 
+pub mod copy;
 pub mod guard;
 pub mod history;
 pub mod marks;
