@@ -520,3 +520,86 @@ async fn fill<B: blockyard::store::api::Backend>(
     b.flush().await.unwrap();
     (run, queued, hash, decision, cancelled)
 }
+
+/// Workers on one database: queue handles claiming at once never get the same entry, and the
+/// guard admits no more than its limit across handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_on_one_database_never_claim_one_entry_twice_nor_pass_the_guard_together() {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use blockyard::store::api::*;
+    use blockyard::store::guard::Admission;
+    use blockyard::store::history::RunId;
+
+    use super::suite::{at, upsert, Offboard};
+
+    let Some(url) = server(
+        "store::postgres::handles_on_one_database_never_claim_one_entry_twice_nor_pass_the_guard_together",
+    ) else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let pg = open_fresh(&url, &schemas).await;
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let writes = (0..40)
+        .map(|i| {
+            upsert(
+                &format!("p{i}@x.io"),
+                serde_json::json!({"status": "terminated"}),
+            )
+        })
+        .collect();
+    let written = pg
+        .records()
+        .unwrap()
+        .write(writes, evaluate, at(0), None)
+        .await
+        .unwrap();
+    assert_eq!(written.iter().map(|w| w.queued.len()).sum::<usize>(), 40);
+
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let queue = pg.queue().unwrap();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(entry) = queue.claim().await.unwrap() {
+                    mine.push(entry.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for worker in workers {
+        claimed.extend(worker.await.unwrap());
+    }
+    assert_eq!(claimed.len(), 40, "every entry claimed");
+    assert_eq!(
+        claimed.iter().collect::<HashSet<_>>().len(),
+        40,
+        "none twice"
+    );
+
+    let admitted: Vec<_> = (0..8)
+        .map(|_| {
+            let guard = pg.guard().unwrap();
+            tokio::spawn(async move {
+                guard
+                    .admit("offboard", RunId::new(), "delete", at(0), HOUR, Some(3))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for admission in admitted {
+        if admission.await.unwrap() == Admission::Admitted {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 3, "the limit holds across handles");
+}
