@@ -1,7 +1,8 @@
 //! Run history on PostgreSQL: `runs` (the record as JSON beside the columns queried: workflow,
 //! status, creation and finish times, pruned), `steps` (one row per step), `snapshots`,
 //! `run_subjects` (the per-person index) and the run's timer (`timers`, kept in step with the
-//! record in the same transaction).
+//! record in the same transaction). Run and step writes commit asynchronously and are made
+//! durable by [`WriteHistory::durable`], as on sled.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
@@ -11,6 +12,11 @@ use crate::store::api::{ReadHistory, Result, WriteHistory};
 use crate::store::history::{
     snapshot_hash, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord,
 };
+
+/// `put_run` and `put_steps` commit without waiting for the WAL flush: like sled's writes, they
+/// are durable at the next [`WriteHistory::durable`] (the trait's promise), so a run's steps
+/// share one flush instead of paying one each.
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit TO OFF";
 
 /// The history of one PostgreSQL store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -219,6 +225,9 @@ impl WriteHistory for PgHistory {
         let pg = &self.pg;
         let mut client = pg.client().await?;
         let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        tx.batch_execute(ASYNC_COMMIT)
+            .await
+            .map_err(|e| pg.error(e))?;
         let id = run.id.to_string();
         write_run(&tx, run).await.map_err(|e| pg.error(e))?;
         match run.wake_at {
@@ -264,8 +273,12 @@ impl WriteHistory for PgHistory {
         let Some(first) = steps.first() else {
             return Ok(());
         };
-        let client = pg.client().await?;
-        let stmt = client
+        let mut client = pg.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        tx.batch_execute(ASYNC_COMMIT)
+            .await
+            .map_err(|e| pg.error(e))?;
+        let stmt = tx
             .prepare_cached(
                 "INSERT INTO steps (run_id, seq, step)
                  SELECT $1, s.seq, s.step FROM unnest($2::integer[], $3::json[]) AS s(seq, step)
@@ -275,11 +288,10 @@ impl WriteHistory for PgHistory {
             .map_err(|e| pg.error(e))?;
         let seqs: Vec<i32> = steps.iter().map(|s| s.seq as i32).collect();
         let docs: Vec<Json<&StepRecord>> = steps.iter().map(|s| Json(*s)).collect();
-        client
-            .execute(&stmt, &[&first.run.to_string(), &seqs, &docs])
+        tx.execute(&stmt, &[&first.run.to_string(), &seqs, &docs])
             .await
             .map_err(|e| pg.error(e))?;
-        Ok(())
+        tx.commit().await.map_err(|e| pg.error(e))
     }
 
     async fn wake(&self, id: RunId) -> Result<Option<RunRecord>> {
@@ -378,9 +390,11 @@ impl WriteHistory for PgHistory {
         Ok(report)
     }
 
-    /// Nothing to do: every write above committed before it returned, and a commit is durable
-    /// (see the module doc of [`super`]).
+    /// A synchronous commit of a transaction with an id: it returns once the write-ahead log is
+    /// on disk up to its commit record, which covers every commit made before it, on any
+    /// connection, the asynchronous ones of [`Self::put_run`] and [`Self::put_steps`] included.
+    /// Concurrent callers share the server's WAL flushes (its own group commit).
     async fn durable(&self) -> Result<()> {
-        Ok(())
+        self.pg.durable().await
     }
 }

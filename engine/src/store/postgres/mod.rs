@@ -19,10 +19,15 @@
 //! Every write is a PostgreSQL transaction (a single statement, or several in one `BEGIN`
 //! … `COMMIT` where they must be atomic), committed before its future resolves. With the
 //! server's `fsync` and `synchronous_commit` on (their defaults; `scripts/pg` sets them
-//! explicitly), a commit has reached the server's write-ahead log on disk when it returns, so
-//! [`super::api::WriteHistory::durable`] and [`super::api::Backend::flush`] have nothing left to
-//! do and return at once. A server configured with `fsync = off` or `synchronous_commit = off`
-//! promises less, and blockyard cannot tell.
+//! explicitly), a commit has reached the server's write-ahead log on disk when it returns: a
+//! record write, a queue ack, an approval, a cancel, a tick are durable when they resolve.
+//! History writes (`put_run`, `put_steps`) are the exception the trait allows ("not durable
+//! until `durable`"): they commit with `synchronous_commit = off`, atomic and visible at once
+//! but on disk only at the next [`super::api::WriteHistory::durable`] (or
+//! [`super::api::Backend::flush`]), a synchronous commit that flushes the log up to itself and so
+//! covers every commit before it on every connection. A run's writes then share one WAL flush,
+//! as sled's group commit shares one fsync. A server configured with `fsync = off` promises less,
+//! and blockyard cannot tell.
 //!
 //! # Several workers
 //!
@@ -188,6 +193,19 @@ impl Postgres {
         }
     }
 
+    /// Waits until every commit made so far, on any connection, is on disk: a synchronous
+    /// commit of a transaction with an id (`txid_current()` gives it one, so it writes a commit
+    /// record), which flushes the write-ahead log up to that record.
+    pub(crate) async fn durable(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit TO ON; SELECT txid_current(); COMMIT",
+            )
+            .await
+            .map_err(|err| self.error(err))
+    }
+
     /// A stored document this build cannot read.
     pub(crate) fn corrupt(
         &self,
@@ -275,9 +293,9 @@ impl super::api::Backend for Postgres {
     fn retries(&self) -> Result<marks::PgMarks, StoreError> {
         Ok(marks::PgMarks::new(self))
     }
-    /// Nothing to do: every write committed, durably, before it returned (see the module doc).
+    /// Every write so far on disk (see [`Postgres::durable`]).
     fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
-        std::future::ready(Ok(()))
+        self.durable()
     }
     /// Refused: a PostgreSQL store is backed up with the database's own tools.
     fn backup(
