@@ -4,7 +4,9 @@
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
 //! (`people`, `saas_users`), the trigger queue, the mass-change guard's counted writes and
 //! releases ([`guard`]), paused workflows ([`pauses`]) and `retry-failed`'s retry marks
-//! ([`retries`]). Each is behind a trait of the seam ([`api`]).
+//! ([`retries`]). Each is behind a trait of the seam ([`api`]). [`postgres`] implements the same
+//! traits on PostgreSQL (with `blockyard store migrate` and `store copy`); the engine does not
+//! use it yet.
 //!
 //! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
 //! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
