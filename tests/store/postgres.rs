@@ -305,6 +305,11 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
     let sled = Store::open(&data).unwrap();
     let (run, queued, hash, decision, cancelled) = fill(&sled).await;
     drop(sled);
+    std::fs::write(
+        data.join("tokens.json"),
+        r#"{"credentials": {"calendly": {"origin": "login", "refresh_token": "r-1", "updated_at": "2026-11-30T10:00:00Z"}}}"#,
+    )
+    .unwrap();
 
     let name = schema_for(dir.path());
     schemas.names.lock().unwrap().push(name.clone());
@@ -350,6 +355,7 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
              guard releases: 1 copied, 0 there already\n\
              pauses: 1 copied, 0 there already\n\
              retry marks: 1 copied, 0 there already\n\
+             tokens: 1 copied, 0 there already\n\
              copied `data` into the PostgreSQL store at `{shown}`\n"
         )
     );
@@ -438,6 +444,18 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
             .unwrap()
             .by,
         "bob"
+    );
+    let token: String = client
+        .query_one(
+            &format!("SELECT token::text FROM {name}.tokens WHERE credential = 'calendly'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&token).unwrap()["refresh_token"],
+        "r-1"
     );
 }
 

@@ -234,12 +234,6 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
             part.part, part.copied, part.skipped
         );
     }
-    if dir.join(blockyard::store::tokens::FILE).exists() {
-        println!(
-            "{}: not copied (the PostgreSQL store keeps no OAuth tokens yet); run `blockyard auth login` again once the engine runs on PostgreSQL",
-            blockyard::store::tokens::FILE
-        );
-    }
     println!(
         "copied `{}` into the PostgreSQL store at `{}`",
         dir.display(),

@@ -1,15 +1,15 @@
 //! `blockyard store copy`: a sled data dir into a PostgreSQL store, part by part (snapshots,
 //! runs, steps, the subject index, timers, records, in-flight entries, the queue, traces and
 //! their links, schedule ticks, approvals, cancel requests, the guard's counts and releases,
-//! pauses, retry marks).
+//! pauses, retry marks, OAuth tokens).
 //!
 //! Each part is read from sled whole, then written in chunks of [`CHUNK`] rows, one transaction
 //! each, every row with `ON CONFLICT DO NOTHING`: a copy stopped half way (a kill, a lost
 //! connection) is finished by running it again, which skips the rows already there and copies
 //! the rest. A row already in the database is never overwritten, so copy a data dir no process
 //! is writing (the sled lock sees to that: the data dir cannot be open in `serve` meanwhile).
-//! The OAuth token store (`tokens.json`) is not copied: the PostgreSQL store has no token table
-//! yet (it comes with the engine's move onto PostgreSQL), which the command says.
+//! The OAuth token store (`tokens.json`) is copied into `tokens`, one row per credential, for
+//! the PostgreSQL token store that comes with the engine's move onto PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::{Json, ToSql};
@@ -22,6 +22,7 @@ use crate::store::pauses::Pauses;
 use crate::store::queue::{QueueId, RunRequest};
 use crate::store::retries::RetryMark;
 use crate::store::timers::Timers;
+use crate::store::tokens::{FileTokenStore, TokenStore};
 use crate::store::trace::TraceEntry;
 use crate::store::{trees, Store, StoreError};
 
@@ -410,6 +411,22 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
         "retry marks",
         "INSERT INTO retry_marks (run_id, by_whom, at_ns, replay) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING",
+        rows,
+    );
+
+    let tokens = FileTokenStore::in_dir(store.dir())
+        .read()
+        .map_err(|err| StoreError::Io {
+            message: err.to_string(),
+        })?;
+    let rows = tokens
+        .credentials
+        .into_iter()
+        .map(|(credential, token)| vec![Box::new(credential) as Param, Box::new(Json(token))])
+        .collect();
+    part(
+        "tokens",
+        "INSERT INTO tokens (credential, token) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         rows,
     );
     Ok(parts)

@@ -8,7 +8,10 @@ use super::Postgres;
 use crate::store::StoreError;
 
 /// The migrations, `(version, SQL)`, in order.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_tokens.sql")),
+];
 
 /// The schema version this build reads and writes.
 pub const VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
