@@ -109,8 +109,8 @@ async fn open_fresh(url: &str, schemas: &Schemas) -> Postgres {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrations_apply_once_and_a_newer_schema_is_refused() {
-    let Some(url) = server("store::postgres::migrations_apply_once_and_a_newer_schema_is_refused")
+async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refused() {
+    let Some(url) = server("store::postgres::migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refused")
     else {
         return;
     };
@@ -123,18 +123,32 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() {
     let again = schema::migrate(&pg).await.unwrap();
     assert_eq!((again.from, again.to), (schema::VERSION, schema::VERSION));
 
-    // A later release migrated this database: this one refuses it, naming no password.
     let name = schemas.names.lock().unwrap()[0].clone();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
+    // A database left at version 1 (before the token table) is brought to the current one.
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {name}.tokens; DELETE FROM {name}.schema_version WHERE version > 1"
+        ))
+        .await
+        .unwrap();
+    let migrated = schema::migrate(&pg).await.unwrap();
+    assert_eq!((migrated.from, migrated.to), (1, schema::VERSION));
+    client
+        .batch_execute(&format!("SELECT count(*) FROM {name}.tokens"))
+        .await
+        .unwrap();
+
     client
         .batch_execute(&format!(
             "INSERT INTO {name}.schema_version (version) VALUES (99)"
         ))
         .await
         .unwrap();
+    // A later release migrated this database: this one refuses it, naming no password.
     let err = Postgres::open_in_schema(&url, &name).await.unwrap_err();
     assert_eq!(
         err.to_string(),
