@@ -750,8 +750,8 @@ struct Planned<'w> {
     action: Action,
 }
 
-/// What a write's change does to the triggers.
-enum Action {
+/// What a write's change does to the triggers (the PostgreSQL backend decides with it too).
+pub(super) enum Action {
     /// No event (unchanged, skipped, not found).
     None,
     /// Evaluated now: these decisions.
@@ -771,7 +771,7 @@ enum Action {
 
 impl Action {
     /// Whether it queues a run request.
-    fn queues(&self) -> bool {
+    pub(super) fn queues(&self) -> bool {
         match self {
             Action::Decide(decisions) | Action::Own { decisions, .. } => {
                 decisions.iter().any(|d| d.request.is_some())
@@ -786,7 +786,7 @@ impl Action {
 /// a run is in flight, or, for a save by the run holding it, evaluated without the held-back
 /// change (see [`super::in_flight`]).
 #[allow(clippy::too_many_arguments)]
-fn decide(
+pub(super) fn decide(
     write: &Write,
     event: RecordEvent,
     old: Option<&Fields>,
