@@ -532,6 +532,12 @@ pub(crate) fn execute(
         if persist {
             // Rule 4: one flush for the run record and every step not flushed yet.
             walk.write_unwritten()?;
+            // A held run's note in its subject's trigger trace goes first: once the run record
+            // says `held`, a reader of the trace must find the note (the same flush makes both
+            // durable).
+            if record.status == RunStatus::Held {
+                guard::trace_held(&engine, &record);
+            }
             history.put_run(&record)?;
             // An approval reminder (`notify.remind_approvers_after`), durable with the record.
             if record.status == RunStatus::WaitingApproval && record.mode == RunMode::Live {
@@ -545,9 +551,6 @@ pub(crate) fn execute(
             walk.flush().await?;
             if record.wake_at.is_some() {
                 inner.parked.notify_one();
-            }
-            if record.status == RunStatus::Held {
-                guard::trace_held(&engine, &record);
             }
         }
         // `notify:` (live runs only), once the final record is durable.
