@@ -47,7 +47,10 @@
 //! form works without it), embedded with `include_str!` and served at a content-hashed URL
 //! ([`css_url`], [`js_url`]) with `Cache-Control: public, max-age=31536000, immutable`.
 
+mod approvals;
 mod login;
+mod run;
+mod runs;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -163,6 +166,9 @@ pub fn routes(shared: Arc<Shared>, tokens: Vec<ApiToken>) -> Router {
     });
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
+        .merge(runs::routes())
+        .merge(run::routes())
+        .merge(approvals::routes())
         .route("/logout", axum::routing::post(login::logout))
         .layer(middleware::from_fn_with_state(console.clone(), session));
     Router::new()
@@ -568,6 +574,34 @@ async fn asset(Path(name): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `text` with `&`, `<`, `>`, `"` and `'` escaped, for HTML built outside a template.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The block graph of `workflow` as inline SVG, each block coloured by its step in `steps` and
+/// the edges a run took highlighted (no steps: the plain graph). Every page that shows a graph
+/// draws it with this.
+pub fn graph_svg(
+    workflow: &crate::compile::Workflow,
+    steps: &[crate::store::history::StepRecord],
+) -> String {
+    // The drawing comes with the `graph::svg` module; until then the slot stays empty.
+    let _ = (workflow, steps);
+    String::new()
 }
 
 /// A timestamp as the console shows it: `2026-11-30 22:04:05 UTC`.
