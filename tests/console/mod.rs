@@ -13,8 +13,11 @@ use reqwest::header::HeaderMap;
 use crate::support::{self, Env, WHOAMI};
 
 mod framework;
+mod licenses;
+mod people;
 mod run;
 mod runs;
+mod workflows;
 
 pub const VIEWER: &str = "viewer-secret-1";
 pub const OPERATOR: &str = "operator-secret-2";

@@ -292,6 +292,14 @@ async fn console_approvals_show_the_request_and_let_an_operator_but_not_a_viewer
         text.contains("<dd id=\"run-trigger\">manual (by adam)</dd>"),
         "{text}"
     );
+    // The graph: each block coloured by its step, the gate marked.
+    assert!(text.contains("<div class=\"graph\" id=\"run-graph\"><svg xmlns=\"http://www.w3.org/2000/svg\" class=\"workflow-graph\" data-workflow=\"offboard-gated\""));
+    assert!(text.contains("<g class=\"block kind-api gate status-succeeded\" data-block=\"remove\" data-status=\"succeeded\">"), "{text}");
+    let rejected = unescape(&operator.get(&format!("/runs/{second}")).await.body);
+    assert!(rejected.contains("<g class=\"block kind-api gate status-failed\" data-block=\"remove\" data-status=\"failed\">"), "{rejected}");
+    assert!(
+        rejected.contains("<p id=\"run-status\"><span class=\"badge status-failed\">failed</span>")
+    );
     // The token never reaches a page.
     assert!(!text.contains(crate::support::TOKEN));
     service.shutdown().await.unwrap();

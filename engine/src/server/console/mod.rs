@@ -48,9 +48,12 @@
 //! ([`css_url`], [`js_url`]) with `Cache-Control: public, max-age=31536000, immutable`.
 
 mod approvals;
+mod licenses;
 mod login;
+mod people;
 mod run;
 mod runs;
+mod workflows;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -170,6 +173,9 @@ pub fn routes(shared: Arc<Shared>, tokens: Vec<ApiToken>) -> Router {
         .merge(run::routes())
         .merge(approvals::routes())
         .route("/logout", axum::routing::post(login::logout))
+        .merge(people::routes())
+        .merge(workflows::routes())
+        .merge(licenses::routes())
         .layer(middleware::from_fn_with_state(console.clone(), session));
     Router::new()
         .merge(pages)
@@ -592,16 +598,15 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
-/// The block graph of `workflow` as inline SVG, each block coloured by its step in `steps` and
-/// the edges a run took highlighted (no steps: the plain graph). Every page that shows a graph
-/// draws it with this.
+/// The block graph of `workflow` as inline SVG for a run: each block coloured by its last step in
+/// `steps` (a block without one is `not_reached`) and the edges the run took highlighted
+/// ([`crate::graph::svg`]; a page without a run draws `crate::graph::svg(workflow, None)`).
 pub fn graph_svg(
     workflow: &crate::compile::Workflow,
     steps: &[crate::store::history::StepRecord],
 ) -> String {
-    // The drawing comes with the `graph::svg` module; until then the slot stays empty.
-    let _ = (workflow, steps);
-    String::new()
+    let marks = crate::graph::svg::Marks::from_steps(workflow, steps);
+    crate::graph::svg::svg(workflow, Some(&marks))
 }
 
 /// A timestamp as the console shows it: `2026-11-30 22:04:05 UTC`.
