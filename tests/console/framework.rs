@@ -42,7 +42,16 @@ async fn console_login_sets_a_strict_http_only_cookie_that_the_api_does_not_acce
     );
     assert_eq!(browser.cookie, None);
 
-    // A next that leaves the console is not followed.
+    // A next that leaves the console, or that a header cannot carry, is not followed.
+    for next in ["/runs\nSet-Cookie: x=1", "/\\evil.example.com"] {
+        let reply = browser
+            .post("/login", &[("token", "nope"), ("next", next)])
+            .await;
+        assert!(
+            reply.body.contains("name=\"next\" value=\"/runs\""),
+            "{next:?}"
+        );
+    }
     let reply = browser
         .post(
             "/login",
@@ -155,7 +164,25 @@ async fn console_assets_are_served_at_content_hashed_urls_cached_for_a_year() {
         reply.header("cache-control"),
         "public, max-age=31536000, immutable"
     );
-    assert!(reply.body.contains(".status-completed_with_failures"));
+    // A colour for every run status, every step status and a block a run did not reach.
+    let steps = [
+        "sending",
+        "succeeded",
+        "failed",
+        "skipped",
+        "planned",
+        "waiting_approval",
+        "retrying",
+        "held",
+        "not_reached",
+    ];
+    let missing: Vec<&str> = blockyard::store::history::RunStatus::NAMES
+        .iter()
+        .chain(&steps)
+        .copied()
+        .filter(|name| !reply.body.contains(&format!(".status-{name} {{")))
+        .collect();
+    assert_eq!(missing, Vec::<&str>::new());
     // Any other name is a 404 (an old hash is not served as the new content).
     let reply = browser.get("/assets/console.0000000000000000.css").await;
     assert_eq!(reply.status, 404);
@@ -191,4 +218,36 @@ pub fn between(text: &str, start: &str, end: &str) -> String {
         + start.len();
     let len = text[from..].find(end).unwrap();
     text[from..from + len].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_logout_ends_the_session_and_clears_the_cookie() {
+    let env = env_with(&[]).await;
+    let service = serve(&env, false).await;
+    let mut browser = Browser::new(&service);
+    browser.login(VIEWER).await;
+    let old = browser.cookie.clone().unwrap();
+    let page = browser.get("/runs").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(
+        "<span class=\"actor\">dana</span> <span class=\"role role-viewer\">viewer</span>"
+    ));
+    assert!(page
+        .body
+        .contains("<form method=\"post\" action=\"/logout\" class=\"logout\">"));
+    let reply = browser.post("/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!((reply.status, reply.header("location")), (303, "/login"));
+    assert_eq!(
+        reply.header("set-cookie"),
+        "blockyard_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+    );
+    assert_eq!(browser.cookie, None);
+    // The old session id is dead on the server too, not only forgotten by the browser.
+    browser.cookie = Some(old);
+    let reply = browser.get("/runs").await;
+    assert_eq!(
+        (reply.status, reply.header("location")),
+        (303, "/login?next=%2Fruns")
+    );
+    service.shutdown().await.unwrap();
 }

@@ -10,7 +10,7 @@ use tokio_postgres::types::Json;
 use super::{nanos, Postgres};
 use crate::store::api::{ReadHistory, Result, WriteHistory};
 use crate::store::history::{
-    snapshot_hash, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord,
+    snapshot_hash, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord, TriggerKind,
 };
 
 /// `put_run` and `put_steps` commit without waiting for the WAL flush: like sled's writes, they
@@ -174,6 +174,9 @@ impl ReadHistory for PgHistory {
         let status = filter.status.map(RunStatus::name);
         let since = filter.since.map(nanos);
         let subject = filter.subject.as_ref().map(|s| s.to_lowercase());
+        let trigger = filter.trigger.map(TriggerKind::name);
+        // Run ids are ULIDs, whose text sorts as their bytes do (sled's key order).
+        let before = filter.before.map(|id| id.to_string());
         let rows = client
             .query(
                 "SELECT r.record::text FROM runs r
@@ -182,8 +185,18 @@ impl ReadHistory for PgHistory {
                    AND ($3::bigint IS NULL OR r.created_ns >= $3)
                    AND ($4::text IS NULL OR r.id IN
                         (SELECT run_id FROM run_subjects WHERE subject = $4))
+                   AND ($6::text IS NULL OR r.record->'trigger'->>'kind' = $6)
+                   AND ($7::text IS NULL OR r.id < $7)
                  ORDER BY r.id DESC LIMIT $5",
-                &[&filter.workflow, &status, &since, &subject, &limit],
+                &[
+                    &filter.workflow,
+                    &status,
+                    &since,
+                    &subject,
+                    &limit,
+                    &trigger,
+                    &before,
+                ],
             )
             .await
             .map_err(|e| pg.error(e))?;

@@ -69,6 +69,38 @@ impl ApprovalStore for PgMarks {
             .map_err(|e| self.pg.error(e))?;
         Ok(())
     }
+
+    /// As sled answers: the decisions of the newest runs that have any (up to four per wanted
+    /// one, by run id), most recently decided first.
+    async fn recent(&self, limit: usize) -> Result<Vec<(RunId, String, Decision)>> {
+        let client = self.pg.client().await?;
+        let scan = i64::try_from(limit.saturating_mul(4)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT run_id, block, approved, at_ns, by_whom, comment FROM
+                   (SELECT * FROM approvals ORDER BY run_id DESC, block DESC LIMIT $1) newest
+                 ORDER BY at_ns DESC, run_id DESC, block DESC LIMIT $2",
+                &[&scan, &limit],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let id: &str = row.get(0);
+                let run: RunId = id
+                    .parse()
+                    .map_err(|e: ulid::DecodeError| self.pg.corrupt("approvals", id, e))?;
+                let decision = Decision {
+                    approved: row.get(2),
+                    at: instant(row.get(3)),
+                    by: row.get(4),
+                    comment: row.get(5),
+                };
+                Ok((run, row.get::<_, String>(1), decision))
+            })
+            .collect()
+    }
 }
 
 impl CancelStore for PgMarks {
