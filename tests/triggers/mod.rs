@@ -563,3 +563,28 @@ blocks:
         Some(at("2026-03-01T06:00:00Z"))
     );
 }
+
+/// The mass-change guard can hold a run before the worker has linked it to its trace entry (the
+/// run starts as soon as it is submitted; the link follows once its record is durable): the note
+/// must reach the entry that requested the run all the same, and survive the link.
+#[test]
+fn a_held_note_written_before_the_run_is_linked_reaches_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, records, triggers) = setup(dir.path(), OFFBOARD);
+    let now = at("2026-03-01T00:00:00Z");
+    let write = upsert(
+        "ada@acme.com",
+        json!({"email": "ada@acme.com", "status": "terminated"}),
+    );
+    let subject = write.subject.clone();
+    let queued = records.write(&[write], &triggers, now).unwrap()[0].queued[0];
+    let why = "held by the mass-change guard before its destructive write";
+    assert!(records
+        .note_held(&subject, "01RUN", Some(queued), why)
+        .unwrap());
+    assert!(records.link_run(queued, "01RUN").unwrap());
+    let trace = records.trace(&subject).unwrap();
+    let considered = &trace.last().unwrap().considered[0];
+    assert_eq!(considered.run.as_deref(), Some("01RUN"));
+    assert_eq!(considered.held.as_deref(), Some(why));
+}

@@ -89,10 +89,15 @@ pub(crate) fn trace_held(engine: &Engine, run: &RunRecord) {
     let Some(subject) = super::records_subject(subject) else {
         return;
     };
+    let queued = run
+        .trigger
+        .detail
+        .as_deref()
+        .and_then(crate::store::queue::queue_id_of);
     if let Err(err) = engine
         .inner
         .records
-        .note_held(&subject, &run.id.to_string(), why)
+        .note_held(&subject, &run.id.to_string(), queued, why)
     {
         tracing::warn!(run_id = %run.id, error = %err, "cannot note the held run in the trigger trace");
     }

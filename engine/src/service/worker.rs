@@ -257,12 +257,7 @@ pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunReque
     })
 }
 
-/// The queue entry a run's trigger detail names.
-pub fn queue_id_of(detail: &str) -> Option<QueueId> {
-    let start = detail.rfind("(queue ")? + "(queue ".len();
-    let end = detail[start..].find(')')? + start;
-    detail[start..end].parse().ok()
-}
+pub use crate::store::queue::queue_id_of;
 
 /// Links and acks the queued entries whose runs a previous process already recorded (it stopped
 /// between recording the run and acknowledging the entry). Returns how many.

@@ -219,7 +219,7 @@ mod tests {
                     let now = chrono::Utc::now();
                     let noted = match note {
                         "paused" => records.note_paused(QueueId::generate(), "paused by dana"),
-                        "held" => records.note_held(&subject, "01RUN", "held by the guard"),
+                        "held" => records.note_held(&subject, "01RUN", None, "held by the guard"),
                         "guard" => guard
                             .admit(
                                 "offboard",

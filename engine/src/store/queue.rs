@@ -63,6 +63,13 @@ pub(crate) const SCHEDULES: &str = "schedules";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueId(ulid::Ulid);
 
+/// The queue entry a run's trigger detail names (`people/jane@acme.com updated (queue 01J…)`).
+pub fn queue_id_of(detail: &str) -> Option<QueueId> {
+    let start = detail.rfind("(queue ")? + "(queue ".len();
+    let end = detail[start..].find(')')? + start;
+    detail[start..end].parse().ok()
+}
+
 impl QueueId {
     /// A new id, later than every id this process made before.
     pub fn generate() -> QueueId {

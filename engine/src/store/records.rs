@@ -608,32 +608,45 @@ impl RecordStore {
     }
 
     /// Notes on the trace entry that started `run` (of `subject`) why the run is held (the
-    /// mass-change guard, [`crate::exec::guard`]): `triggers why` shows it beside the run.
-    /// `false` when no kept entry names the run (a manual run, or an entry overwritten since).
-    pub fn note_held(&self, subject: &Subject, run: &str, why: &str) -> Result<bool, StoreError> {
+    /// mass-change guard, [`crate::exec::guard`]): `triggers why` shows it beside the run. The
+    /// entry is the one linked to `run`, or, when the guard holds the run before the worker has
+    /// linked it, the one that queued it (`queued`). Written in a transaction, so a concurrent
+    /// write of the entry (the link) does not drop the note. `false` when no kept entry names the
+    /// run (a manual run, or an entry overwritten since).
+    pub fn note_held(
+        &self,
+        subject: &Subject,
+        run: &str,
+        queued: Option<QueueId>,
+        why: &str,
+    ) -> Result<bool, StoreError> {
         let _writing = self.store.gate().writing();
         let mut prefix = subject.to_string().into_bytes();
         prefix.push(0);
+        let names = |c: &crate::store::trace::Consideration| {
+            c.run.as_deref() == Some(run) || (queued.is_some() && c.queued == queued)
+        };
         for item in self.traces.scan_prefix(&prefix) {
             let (key, value) = item?;
             if key.ends_with(b"\0#") {
                 continue;
             }
-            let mut entry = decode_trace(&key, &value)?;
-            let Some(c) = entry
-                .considered
-                .iter_mut()
-                .find(|c| c.run.as_deref() == Some(run))
-            else {
+            if !decode_trace(&key, &value)?.considered.iter().any(names) {
                 continue;
-            };
-            c.held = Some(why.to_owned());
-            let encoded = serde_json::to_vec(&entry).expect("traces serialize");
-            // Only if unchanged since read; a lost race leaves the note out, never a newer entry.
-            let _ = self
-                .traces
-                .compare_and_swap(&key, Some(value), Some(encoded))?;
-            return Ok(true);
+            }
+            let result = self.traces.transaction(|traces| {
+                let Some(value) = traces.get(&key)? else {
+                    return Ok(false);
+                };
+                let mut entry = decode_trace(&key, &value).map_err(TxError::Abort)?;
+                let Some(c) = entry.considered.iter_mut().find(|c| names(c)) else {
+                    return Ok(false);
+                };
+                c.held = Some(why.to_owned());
+                traces.insert(&key, serde_json::to_vec(&entry).expect("traces serialize"))?;
+                Ok(true)
+            });
+            return unwrap_tx(result);
         }
         Ok(false)
     }
