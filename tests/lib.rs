@@ -1,6 +1,7 @@
 //! blockyard's integration tests: one binary, one module per area, sharing the harness in `support`.
 
 mod auth;
+mod console;
 mod demo;
 mod exec;
 mod fuzz;

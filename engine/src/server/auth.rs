@@ -185,14 +185,7 @@ pub(crate) async fn authenticate(
             )
             .into_response();
         };
-        // Every token is compared, whichever matches: the time taken says nothing about which.
-        let mut found: Option<&ApiToken> = None;
-        for token in tokens.iter() {
-            if constant_time_eq(given.as_bytes(), token.value.as_bytes()) {
-                found = Some(token);
-            }
-        }
-        let Some(token) = found else {
+        let Some(token) = find_token(&tokens, given) else {
             return ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is not valid")
                 .into_response();
         };
@@ -228,8 +221,20 @@ pub async fn needs(State(needs): State<Role>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
+/// The configured token whose value is `given` (the console's login uses it too).
+pub(crate) fn find_token<'a>(tokens: &'a [ApiToken], given: &str) -> Option<&'a ApiToken> {
+    // Every token is compared, whichever matches: the time taken says nothing about which.
+    let mut found: Option<&ApiToken> = None;
+    for token in tokens {
+        if constant_time_eq(given.as_bytes(), token.value.as_bytes()) {
+            found = Some(token);
+        }
+    }
+    found
+}
+
 /// Compares without an early exit, so the time taken does not reveal how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

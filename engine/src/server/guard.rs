@@ -11,7 +11,9 @@
 //!   the origin the request was sent to (`http://` + its `Host`). A client that sends neither
 //!   (curl, the CLI, a script) is not a browser and is let through.
 //! - **JSON bodies**: a request with a body must say `Content-Type: application/json`; a form or
-//!   `text/plain` body, which a page can send without a preflight, is 415.
+//!   `text/plain` body, which a page can send without a preflight, is 415. The one exception is
+//!   a form (`application/x-www-form-urlencoded`) to the web console outside `/api`, whose forms
+//!   carry a CSRF token it checks ([`super::console`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,7 +153,10 @@ pub(crate) async fn guard(
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        if essence != "application/json" {
+        // The console's forms (outside `/api`) are form-encoded; it checks their CSRF token.
+        let console_form =
+            essence == "application/x-www-form-urlencoded" && !is_api(request.uri().path());
+        if essence != "application/json" && !console_form {
             let given = if essence.is_empty() {
                 "has no `Content-Type`".to_owned()
             } else {
@@ -166,6 +171,11 @@ pub(crate) async fn guard(
         }
     }
     next.run(request).await
+}
+
+/// Whether a path is the API's (`/api/…`, `/metrics`) rather than the console's.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/") || path == "/metrics"
 }
 
 /// Whether the request says it has a body: a `Content-Length` above 0, or a chunked one.

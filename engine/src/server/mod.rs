@@ -20,10 +20,12 @@
 //!
 //! The routes that act on records and runs are added by [`Server::start`]'s caller through
 //! [`ApiRoutes`], so this module owns only the HTTP concerns and stays testable on its own; the
-//! service's routes are in [`api`].
+//! service's routes are in [`api`]. The web console ([`console`], HTML pages with their own
+//! login cookie, never accepted by `/api`) is mounted at `/` when [`ServerConfig::console`] has it.
 
 pub mod api;
 pub mod auth;
+pub mod console;
 mod guard;
 pub mod metrics;
 pub mod ops;
@@ -87,6 +89,9 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// What `/readyz` asks; `None`: ready while the server runs.
     pub readiness: Option<Arc<dyn Readiness>>,
+    /// The web console's routes, mounted at `/` ([`console::routes`]); `None`: no console (the
+    /// API's JSON 404 answers there).
+    pub console: Option<Router>,
 }
 
 impl ServerConfig {
@@ -103,6 +108,7 @@ impl ServerConfig {
             limits: HttpLimits::default(),
             allowed_hosts: Vec::new(),
             readiness: None,
+            console: None,
         }
     }
 }
@@ -300,13 +306,18 @@ pub fn router(config: ServerConfig, api: ApiRoutes) -> Router {
         })
         .layer(middleware::from_fn_with_state(tokens, auth::authenticate))
         .layer(DefaultBodyLimit::max(config.body_limit));
+    // The console (its own HTML 404 for what it does not know), or the API's JSON 404.
+    let root = config.console.unwrap_or_else(|| {
+        Router::new()
+            .fallback(|| async { ApiError::not_found("not found: the API is under `/api`") })
+    });
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(move || ready(readiness.clone())))
         // `GET /metrics` is served by the API's router, behind the same token check.
         .route_service("/metrics", api.clone().into_service())
         .nest("/api", api)
-        .fallback(|| async { ApiError::not_found("not found: the API is under `/api`") })
+        .merge(root)
         .layer(middleware::from_fn_with_state(guard, guard::guard))
         .layer(middleware::from_fn(json_errors))
 }
@@ -351,8 +362,9 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || response.status().is_success() {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // The console's pages (HTML, its error page too) are not the API's to rewrite.
+    if is_json || response.status().is_success() || response.status().is_redirection() {
         return response;
     }
     let status = response.status();

@@ -444,6 +444,10 @@ impl Service {
         server_config.limits = config.http;
         server_config.allowed_hosts = config.allowed_hosts.clone();
         server_config.readiness = Some(Arc::new(ServiceReadiness(shared.clone())));
+        server_config.console = Some(crate::server::console::routes(
+            shared.clone(),
+            server_config.tokens.clone(),
+        ));
         let server = Server::start(server_config, crate::server::api::routes(shared.clone())).await;
         let server = match server {
             Ok(server) => server,
