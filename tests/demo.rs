@@ -294,6 +294,14 @@ async fn demo_serve_keeps_the_service_and_console_running_until_sigterm() {
         .await
         .unwrap();
     assert_eq!(health, json!({"status": "ok"}));
+    // The console: its login form, where the printed token signs in.
+    let login = http.get(format!("{url}login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let form = login.text().await.unwrap();
+    assert!(
+        form.contains("<form method=\"post\" action=\"/login\" id=\"login-form\">"),
+        "{form}"
+    );
     // The run the story left waiting is still waiting, for the Approvals page.
     let waiting: Value = http
         .get(format!("{url}api/runs?status=waiting_approval"))
