@@ -431,6 +431,26 @@ blocks:
 }
 
 #[test]
+fn graph_marks_approval_gates_in_mermaid_and_dot() {
+    let out = blockyard(&["graph", "workflows/scim-provision.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mermaid = stdout(&out);
+    assert!(
+        mermaid.contains("    n5[\"delete<br/>scim.delete_user<br/>approval required\"]\n"),
+        "{mermaid}"
+    );
+    assert_eq!(mermaid.matches("approval required").count(), 1, "{mermaid}");
+    let out = blockyard(&["graph", "workflows/scim-provision.yaml", "--format", "dot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(
+        dot.contains(r#"    n5 [shape=box, style=bold, label="delete\nscim.delete_user\napproval required"];"#),
+        "{dot}"
+    );
+    assert_eq!(dot.matches("style=bold").count(), 1, "{dot}");
+}
+
+#[test]
 fn graph_dot_renders_with_graphviz() {
     if std::process::Command::new("dot")
         .arg("-V")

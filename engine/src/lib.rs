@@ -8,7 +8,7 @@
 //! 2. [`preset`] holds the vendor presets (Calendly, Webex, SCIM 2.0) that API blocks call, as data;
 //! 3. [`compile`] checks a spec against the presets and produces a [`compile::Workflow`]: a petgraph
 //!    graph with templates parsed and rhai compiled, or every error found, at once;
-//! 4. [`graph`] draws a compiled workflow as mermaid or Graphviz dot.
+//! 4. [`graph`] draws a compiled workflow as mermaid or Graphviz dot, and as the console's SVG.
 //!
 //! [`http`] performs preset actions against the vendors (credentials, retries, rate limits,
 //! pagination, redaction), configured by [`config`] (`blockyard.yaml`).

@@ -13,7 +13,8 @@ use super::PresetArgs;
 /// Mermaid (the default) pastes into GitHub, GitLab and most wikis; dot renders with Graphviz:
 /// `blockyard graph workflows/webex-offboard.yaml --format dot | dot -Tsvg > flow.svg`.
 /// Begin is a stadium, API blocks are boxes, role retrieval a hexagon, end a double circle; failure
-/// edges are dashed, conditional edges carry their `when`.
+/// edges are dashed, conditional edges carry their `when`; a block with `approval: required` says
+/// so (`approval required`, drawn bold in dot).
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
     /// The workflow file.

@@ -47,7 +47,10 @@
 //! form works without it), embedded with `include_str!` and served at a content-hashed URL
 //! ([`css_url`], [`js_url`]) with `Cache-Control: public, max-age=31536000, immutable`.
 
+mod licenses;
 mod login;
+mod people;
+mod workflows;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -164,6 +167,9 @@ pub fn routes(shared: Arc<Shared>, tokens: Vec<ApiToken>) -> Router {
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
         .route("/logout", axum::routing::post(login::logout))
+        .merge(people::routes())
+        .merge(workflows::routes())
+        .merge(licenses::routes())
         .layer(middleware::from_fn_with_state(console.clone(), session));
     Router::new()
         .merge(pages)

@@ -1,13 +1,29 @@
-//! Drawing a compiled workflow as a mermaid flowchart or a Graphviz dot graph.
+//! Drawing a compiled workflow: a mermaid flowchart or a Graphviz dot graph (`blockyard graph`),
+//! and an inline SVG for the web console ([`svg`], laid out by [`layout`]).
 //!
 //! Shapes tell block kinds apart: begin is a stadium (dot: oval), an API call a box, a role
 //! retrieval a hexagon and end a double circle. Failure edges are dashed and labelled `on_failure`;
-//! an edge with a condition is labelled with its `when:`. Node names are generated (`n0`, `n1`, …)
-//! because block ids such as `end` are keywords in mermaid; labels carry the ids.
+//! an edge with a condition is labelled with its `when:`. A block with `approval: required` is
+//! marked: an `approval required` line in mermaid and dot (dot also draws it bold), a badge in the
+//! SVG. Node names are generated (`n0`, `n1`, …) because block ids such as `end` are keywords in
+//! mermaid; labels carry the ids.
 
 use std::fmt::Write;
 
 use crate::compile::{BlockKind, EdgeKind, Workflow};
+
+pub mod layout;
+pub mod svg;
+
+pub use svg::{svg, Mark, Marks};
+
+/// The line that marks an approval gate in mermaid and dot labels.
+const APPROVAL_LINE: &str = "approval required";
+
+/// Whether `node` waits for an administrator's approval before it sends (`approval: required`).
+fn gated(workflow: &Workflow, node: petgraph::graph::NodeIndex) -> bool {
+    matches!(&workflow.graph[node].kind, BlockKind::Api(call) if call.approval_required)
+}
 
 /// Output formats of `blockyard graph`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +69,14 @@ pub fn mermaid(workflow: &Workflow) -> String {
     let mut out = String::from("flowchart TD\n");
     for node in workflow.graph.node_indices() {
         let (id, detail) = label_lines(workflow, node);
-        let label = match detail {
+        let mut label = match detail {
             Some(detail) => format!("{}<br/>{}", escape(&id), escape(&detail)),
             None => escape(&id),
         };
+        if gated(workflow, node) {
+            label.push_str("<br/>");
+            label.push_str(APPROVAL_LINE);
+        }
         let (open, close) = match workflow.graph[node].kind {
             BlockKind::Begin => ("([", "])"),
             BlockKind::Api(_) => ("[", "]"),
@@ -111,19 +131,25 @@ pub fn dot(workflow: &Workflow) -> String {
     out.push_str("    rankdir=TB;\n    node [fontname=\"Helvetica\"];\n    edge [fontname=\"Helvetica\", fontsize=10];\n");
     for node in workflow.graph.node_indices() {
         let (id, detail) = label_lines(workflow, node);
-        let label = match detail {
+        let mut label = match detail {
             Some(detail) => format!("{id}\n{detail}"),
             None => id,
         };
+        let gate = gated(workflow, node);
+        if gate {
+            label.push('\n');
+            label.push_str(APPROVAL_LINE);
+        }
         let shape = match workflow.graph[node].kind {
             BlockKind::Begin => "oval",
             BlockKind::Api(_) => "box",
             BlockKind::RoleRetrieval(_) => "hexagon",
             BlockKind::End => "doublecircle",
         };
+        let style = if gate { ", style=bold" } else { "" };
         let _ = writeln!(
             out,
-            "    n{} [shape={shape}, label={}];",
+            "    n{} [shape={shape}{style}, label={}];",
             node.index(),
             quote(&label)
         );
