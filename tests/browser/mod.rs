@@ -179,22 +179,32 @@ impl Screens {
         Screens { dir }
     }
 
-    /// Saves the whole page (the window grown to the page's height, at most 4000 px) as
+    /// Saves the whole page (the viewport grown to the page's height, at most 4000 px) as
     /// `NAME.png`; returns its path.
     async fn save(&self, browser: &Client, name: &str) -> PathBuf {
-        let height = browser
-            .execute(
-                "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);",
-                vec![],
-            )
+        let measure = |script: &'static str| async move {
+            browser
+                .execute(script, vec![])
+                .await
+                .unwrap()
+                .as_u64()
+                .unwrap()
+        };
+        let page = measure("return document.documentElement.scrollHeight;").await;
+        // The window's size counts the browser's own frame: grow the window by what the page
+        // lacks.
+        let viewport = measure("return window.innerHeight;").await;
+        let (width, height) = browser.get_window_size().await.unwrap();
+        let wanted = page.clamp(viewport, 4000);
+        browser
+            .set_window_size(width as u32, (height + wanted - viewport) as u32)
             .await
-            .unwrap()
-            .as_u64()
-            .unwrap_or(900)
-            .clamp(900, 4000);
-        browser.set_window_size(1280, height as u32).await.unwrap();
+            .unwrap();
         let png = browser.screenshot().await.unwrap();
-        browser.set_window_size(1280, 900).await.unwrap();
+        browser
+            .set_window_size(width as u32, height as u32)
+            .await
+            .unwrap();
         let path = self.dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
@@ -307,6 +317,30 @@ async fn find(browser: &Client, css: &str) -> Element {
             panic!("no `{css}` on {url} within {PATIENCE:?} ({err}); the page:\n{source}")
         }
     }
+}
+
+/// Signs out with the header's button.
+async fn logout(browser: &Client) {
+    find(browser, "#who form.logout button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(browser, "#login-form").await;
+}
+
+/// The text of the first element matching `css`, waited for.
+async fn text(browser: &Client, css: &str) -> String {
+    find(browser, css).await.text().await.unwrap()
+}
+
+/// Whether an element matches `css` now (no waiting).
+async fn exists(browser: &Client, css: &str) -> bool {
+    !browser
+        .find_all(Locator::Css(css))
+        .await
+        .unwrap()
+        .is_empty()
 }
 
 /// Polls `check` on the page until it holds ([`PATIENCE`] at most), reloading between tries
