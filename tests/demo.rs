@@ -302,6 +302,39 @@ async fn demo_serve_keeps_the_service_and_console_running_until_sigterm() {
         form.contains("<form method=\"post\" action=\"/login\" id=\"login-form\">"),
         "{form}"
     );
+    // Signed in with the printed token, the console's pages show the demo's data.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = no_redirects
+        .post(format!("{url}login"))
+        .header("origin", url.trim_end_matches('/'))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", token), ("next", "/people")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let people = no_redirects
+        .get(format!("{url}people?q=hedy"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(people.status(), 200);
+    let people = people.text().await.unwrap();
+    assert!(
+        people.contains("<tr class=\"record\" data-key=\"hedy.sutherland@example.com\">"),
+        "{people}"
+    );
     // The run the story left waiting is still waiting, for the Approvals page.
     let waiting: Value = http
         .get(format!("{url}api/runs?status=waiting_approval"))
