@@ -192,3 +192,35 @@ pub fn between(text: &str, start: &str, end: &str) -> String {
     let len = text[from..].find(end).unwrap();
     text[from..from + len].to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_logout_ends_the_session_and_clears_the_cookie() {
+    let env = env_with(&[]).await;
+    let service = serve(&env, false).await;
+    let mut browser = Browser::new(&service);
+    browser.login(VIEWER).await;
+    let old = browser.cookie.clone().unwrap();
+    let page = browser.get("/runs").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(
+        "<span class=\"actor\">dana</span> <span class=\"role role-viewer\">viewer</span>"
+    ));
+    assert!(page
+        .body
+        .contains("<form method=\"post\" action=\"/logout\" class=\"logout\">"));
+    let reply = browser.post("/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!((reply.status, reply.header("location")), (303, "/login"));
+    assert_eq!(
+        reply.header("set-cookie"),
+        "blockyard_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+    );
+    assert_eq!(browser.cookie, None);
+    // The old session id is dead on the server too, not only forgotten by the browser.
+    browser.cookie = Some(old);
+    let reply = browser.get("/runs").await;
+    assert_eq!(
+        (reply.status, reply.header("location")),
+        (303, "/login?next=%2Fruns")
+    );
+    service.shutdown().await.unwrap();
+}

@@ -13,6 +13,11 @@ use reqwest::header::HeaderMap;
 use crate::support::{self, Env, WHOAMI};
 
 mod framework;
+mod licenses;
+mod people;
+mod run;
+mod runs;
+mod workflows;
 
 pub const VIEWER: &str = "viewer-secret-1";
 pub const OPERATOR: &str = "operator-secret-2";
@@ -76,7 +81,6 @@ impl Reply {
     }
 
     /// The page's CSRF token (its first `csrf` hidden field).
-    #[allow(dead_code)]
     pub fn csrf(&self) -> String {
         let start = self
             .body
@@ -99,17 +103,40 @@ impl Reply {
     }
 }
 
-/// Undoes askama's HTML escaping.
+/// Undoes askama's HTML escaping (named and numeric entities).
 pub fn unescape(text: &str) -> String {
-    text.replace("&#96;", "`")
-        .replace("&#x60;", "`")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&gt;", ">")
-        .replace("&lt;", "<")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A browser: no redirects followed, the session cookie kept.
@@ -188,14 +215,6 @@ impl Browser {
             "{reply:?}"
         );
         assert!(self.cookie.is_some());
-    }
-
-    /// A page's CSRF token (the page must show a form).
-    #[allow(dead_code)]
-    pub async fn csrf(&mut self, path: &str) -> String {
-        let reply = self.get(path).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.csrf()
     }
 }
 

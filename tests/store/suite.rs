@@ -17,7 +17,7 @@ use blockyard::store::approvals::Decision as Approval;
 use blockyard::store::guard::Admission;
 use blockyard::store::history::{
     RunFilter, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, StepStatus,
-    Subject as RunSubject,
+    Subject as RunSubject, TriggerKind,
 };
 use blockyard::store::in_flight::queue_holder;
 use blockyard::store::pauses::Pause;
@@ -143,6 +143,8 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     timers_fall_due_in_time_order(&b).await;
     let (_d, b) = fresh();
     history_keeps_runs_steps_snapshots_and_the_subject_index(&b).await;
+    let (_d, b) = fresh();
+    a_page_of_runs_goes_on_before_its_cursor_with_every_filter(&b).await;
     let (_d, b) = fresh();
     a_parked_run_is_woken_or_cancelled_once(&b).await;
     let (_d, b) = fresh();
@@ -398,6 +400,59 @@ async fn history_keeps_runs_steps_snapshots_and_the_subject_index<B: Backend>(b:
     assert!(read.iter().all(|s| s.outputs.is_empty()), "{read:?}");
     assert!(history.run(run.id).await.unwrap().unwrap().pruned);
     history.durable().await.unwrap();
+}
+
+/// `before` (a page's cursor) and `trigger`, over the whole history and over the subject index.
+async fn a_page_of_runs_goes_on_before_its_cursor_with_every_filter<B: Backend>(b: &B) {
+    let history = b.history().unwrap();
+    let mut runs = Vec::new();
+    for i in 0..7 {
+        let mut run = run_record(RunStatus::Running, Some("jane@acme.com"));
+        if i % 2 == 1 {
+            run.trigger = RunTrigger {
+                kind: TriggerKind::Schedule,
+                detail: None,
+            };
+        }
+        history.put_run(&run).await.unwrap();
+        runs.push(run);
+    }
+    // Newest first: by id.
+    runs.sort_by_key(|r| std::cmp::Reverse(r.id));
+    let ids = |found: Vec<RunRecord>| found.iter().map(|r| r.id).collect::<Vec<_>>();
+    for subject in [None, Some("Jane@acme.com".to_owned())] {
+        let page = RunFilter {
+            subject: subject.clone(),
+            limit: Some(3),
+            ..RunFilter::default()
+        };
+        let first = history.list(&page).await.unwrap();
+        assert_eq!(
+            ids(first),
+            runs[..3].iter().map(|r| r.id).collect::<Vec<_>>()
+        );
+        let next = RunFilter {
+            before: Some(runs[2].id),
+            ..page.clone()
+        };
+        let second = history.list(&next).await.unwrap();
+        assert_eq!(
+            ids(second),
+            runs[3..6].iter().map(|r| r.id).collect::<Vec<_>>()
+        );
+        let scheduled = RunFilter {
+            subject,
+            trigger: Some(TriggerKind::Schedule),
+            before: Some(runs[1].id),
+            ..RunFilter::default()
+        };
+        let want: Vec<RunId> = runs[2..]
+            .iter()
+            .filter(|r| r.trigger.kind == TriggerKind::Schedule)
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids(history.list(&scheduled).await.unwrap()), want);
+    }
 }
 
 async fn a_parked_run_is_woken_or_cancelled_once<B: Backend>(b: &B) {

@@ -130,6 +130,7 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
                 subject: args.subject.clone(),
                 since,
                 limit: Some(args.limit),
+                ..RunFilter::default()
             };
             let runs = list(&Backend::open(&args.common)?, &filter)?;
             if args.json {

@@ -228,12 +228,19 @@ pub fn svg(workflow: &Workflow, marks: Option<&Marks>) -> String {
         .collect();
     let placed = layout::layout(&input);
 
+    // An approval badge sticks out past its block's right edge.
+    let gate_room = if nodes.iter().any(|&n| super::gated(workflow, n)) {
+        28.0
+    } else {
+        0.0
+    };
+    let width = placed.width + gate_room;
     let mut out = String::with_capacity(1024 + 600 * nodes.len());
     let name = escape(&workflow.name);
     let _ = write!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="workflow-graph" data-workflow="{name}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif" font-size="{FONT}" role="img" aria-label="workflow {name}"><title>{name}</title>"#,
-        w = placed.width,
+        w = width,
         h = placed.height,
     );
 
@@ -513,7 +520,8 @@ fn block(out: &mut String, workflow: &Workflow, node: NodeIndex, at: Placed, mar
     if gate {
         // A badge on the top edge: the block waits for an administrator before it sends.
         let (bw, bh) = (62.0, 16.0);
-        let (bx, by) = (x + w / 2.0 - bw - 6.0, top - bh / 2.0);
+        // Over the top-right corner, clear of the arrows that land on the top's middle.
+        let (bx, by) = (x + w / 2.0 - bw / 2.0 - 4.0, top - bh / 2.0);
         let _ = write!(
             out,
             r##"<g class="gate-mark"><rect x="{bx}" y="{by}" width="{bw}" height="{bh}" rx="8" fill="#b7791f"/><text x="{}" y="{}" text-anchor="middle" font-size="10" font-weight="600" fill="#ffffff">approval</text></g>"##,

@@ -809,6 +809,7 @@ async fn list_runs(
                 Some(text) => Some(since(text)?),
             },
             limit: Some(query.limit.unwrap_or(50).min(1000)),
+            ..RunFilter::default()
         },
     )?;
     let runs: Vec<Value> = runs

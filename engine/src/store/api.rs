@@ -172,6 +172,11 @@ pub trait ApprovalStore {
         block: &str,
         decision: ApprovalDecision,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The latest decisions (of the newest runs that have any), most recently decided first.
+    fn recent(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(RunId, String, ApprovalDecision)>>> + Send;
 }
 
 /// Durable requests to stop a run, seen by whichever process runs it.
@@ -491,6 +496,12 @@ impl ApprovalStore for Approvals {
         decision: ApprovalDecision,
     ) -> impl Future<Output = Result<()>> + Send {
         ready(Approvals::put(self, run, block, decision))
+    }
+    fn recent(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(RunId, String, ApprovalDecision)>>> + Send {
+        ready(Approvals::recent(self, limit))
     }
 }
 

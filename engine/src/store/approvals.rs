@@ -83,6 +83,34 @@ impl Approvals {
         }
     }
 
+    /// Decisions on the newest runs that have any, the most recently decided first: at most
+    /// `limit`, taken from the decisions on the `4 × limit` newest runs (keys sort by run id,
+    /// so by run creation, not by decision time).
+    pub fn recent(&self, limit: usize) -> Result<Vec<(RunId, String, Decision)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.iter().rev().take(limit.saturating_mul(4)) {
+            let (key, value) = entry?;
+            let corrupt = |message: String| StoreError::Corrupt {
+                tree: APPROVALS,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                message,
+            };
+            let text = std::str::from_utf8(&key).map_err(|err| corrupt(err.to_string()))?;
+            let (run, block) = text
+                .split_once('\0')
+                .ok_or_else(|| corrupt("no block in the key".to_owned()))?;
+            let run: RunId = run
+                .parse()
+                .map_err(|_| corrupt("not a run id".to_owned()))?;
+            let decision: Decision =
+                serde_json::from_slice(&value).map_err(|err| corrupt(err.to_string()))?;
+            out.push((run, block.to_owned(), decision));
+        }
+        out.sort_by_key(|d| std::cmp::Reverse(d.2.at));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// Records the decision on `block` of `run` (replacing one made before). Not flushed.
     pub fn put(&self, run: RunId, block: &str, decision: Decision) -> Result<(), StoreError> {
         let value = serde_json::to_vec(&decision).expect("decisions serialize");

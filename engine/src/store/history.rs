@@ -258,6 +258,28 @@ pub enum TriggerKind {
     Replay,
 }
 
+impl TriggerKind {
+    pub const ALL: [TriggerKind; 4] = [
+        TriggerKind::Manual,
+        TriggerKind::Record,
+        TriggerKind::Schedule,
+        TriggerKind::Replay,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerKind::Manual => "manual",
+            TriggerKind::Record => "record",
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Replay => "replay",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TriggerKind> {
+        TriggerKind::ALL.into_iter().find(|k| k.name() == text)
+    }
+}
+
 /// What started a run, with a human detail (`people/jane@acme.com updated`, the cron tick).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunTrigger {
@@ -277,12 +299,7 @@ impl RunTrigger {
 
 impl fmt::Display for RunTrigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            TriggerKind::Manual => "manual",
-            TriggerKind::Record => "record",
-            TriggerKind::Schedule => "schedule",
-            TriggerKind::Replay => "replay",
-        };
+        let kind = self.kind.name();
         match &self.detail {
             Some(detail) => write!(f, "{kind} ({detail})"),
             None => f.write_str(kind),
@@ -557,6 +574,10 @@ pub struct RunFilter {
     pub subject: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub limit: Option<usize>,
+    /// What started the runs.
+    pub trigger: Option<TriggerKind>,
+    /// Only runs older than this one (a page's cursor: the last run of the page before).
+    pub before: Option<RunId>,
 }
 
 /// What `history prune` did.
@@ -859,12 +880,19 @@ impl History {
             filter.workflow.as_ref().is_none_or(|w| &run.workflow == w)
                 && filter.status.is_none_or(|s| run.status == s)
                 && filter.since.is_none_or(|since| run.created_at >= since)
+                && filter.trigger.is_none_or(|t| run.trigger.kind == t)
         };
         match &filter.subject {
             Some(subject) => {
                 let mut prefix = subject.to_lowercase().into_bytes();
                 prefix.push(0);
-                for entry in self.subjects.scan_prefix(&prefix).rev() {
+                // Before the cursor: the subject's index keys below `prefix + cursor`.
+                let mut end = prefix.clone();
+                match filter.before {
+                    Some(before) => end.extend_from_slice(&before.key()),
+                    None => end.push(0xff),
+                }
+                for entry in self.subjects.range(prefix.clone()..end).rev() {
                     let (key, _) = entry?;
                     let Some(id) = RunId::from_key(&key[prefix.len()..]) else {
                         continue;
@@ -880,7 +908,11 @@ impl History {
                 }
             }
             None => {
-                for entry in self.runs.iter().rev() {
+                let runs = match filter.before {
+                    Some(before) => self.runs.range(..before.key()),
+                    None => self.runs.range::<&[u8], _>(..),
+                };
+                for entry in runs.rev() {
                     let (key, value) = entry?;
                     let run: RunRecord = serde_json::from_slice(&value)
                         .map_err(|err| corrupt(trees::RUNS, &key, err))?;

@@ -47,9 +47,12 @@
 //! form works without it), embedded with `include_str!` and served at a content-hashed URL
 //! ([`css_url`], [`js_url`]) with `Cache-Control: public, max-age=31536000, immutable`.
 
+mod approvals;
 mod licenses;
 mod login;
 mod people;
+mod run;
+mod runs;
 mod workflows;
 
 use std::collections::HashMap;
@@ -166,6 +169,9 @@ pub fn routes(shared: Arc<Shared>, tokens: Vec<ApiToken>) -> Router {
     });
     let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
+        .merge(runs::routes())
+        .merge(run::routes())
+        .merge(approvals::routes())
         .route("/logout", axum::routing::post(login::logout))
         .merge(people::routes())
         .merge(workflows::routes())
@@ -574,6 +580,33 @@ async fn asset(Path(name): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `text` with `&`, `<`, `>`, `"` and `'` escaped, for HTML built outside a template.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The block graph of `workflow` as inline SVG for a run: each block coloured by its last step in
+/// `steps` (a block without one is `not_reached`) and the edges the run took highlighted
+/// ([`crate::graph::svg`]; a page without a run draws `crate::graph::svg(workflow, None)`).
+pub fn graph_svg(
+    workflow: &crate::compile::Workflow,
+    steps: &[crate::store::history::StepRecord],
+) -> String {
+    let marks = crate::graph::svg::Marks::from_steps(workflow, steps);
+    crate::graph::svg::svg(workflow, Some(&marks))
 }
 
 /// A timestamp as the console shows it: `2026-11-30 22:04:05 UTC`.

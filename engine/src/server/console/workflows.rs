@@ -1,5 +1,5 @@
-//! The Workflows pages: every loaded workflow with its trigger in words, its last runs and success
-//! rate; a workflow's page adds its graph ([`crate::graph::svg`]) and, for a schedule, its next
+//! The Workflows pages: every loaded workflow with its trigger in words, its last run and success
+//! rate (over its runs of the last [`LIST_DAYS`] days, read in one pass for all workflows); a workflow's page adds its graph ([`crate::graph::svg`]) and, for a schedule, its next
 //! five fire times in the workflow's time zone. Files of the workflows directory that do not load
 //! (what a reload would refuse, with each error's file, line and column) or that changed since the
 //! service loaded them are listed too, so a broken edit shows before the reload that fails.
@@ -39,6 +39,10 @@ pub(super) fn routes() -> Router<Arc<Console>> {
 
 /// How many recent runs the success rate counts.
 pub const RATE_WINDOW: usize = 100;
+/// The list page's window: runs of the last this many days…
+pub const LIST_DAYS: i64 = 30;
+/// …and at most this many of them (newest first), read in one pass for every workflow.
+pub const LIST_RUNS: usize = 10_000;
 /// How many runs a workflow's page lists.
 const LAST_RUNS: usize = 20;
 
@@ -263,6 +267,7 @@ struct ListPage {
     problems: Vec<LoadProblem>,
     dir: String,
     window: usize,
+    days: i64,
 }
 
 fn setup_dir(ctx: &Ctx) -> PathBuf {
@@ -284,10 +289,25 @@ async fn list(ctx: Ctx) -> Page {
     let workflows = ctx.shared.workflows();
     let loaded: Vec<Arc<Prepared>> = workflows.iter().cloned().collect();
     let now = crate::as_of::now();
+    // One pass over the newest runs of the window for every workflow, rather than one scan per
+    // workflow (a rarely run workflow would make each of those read the whole history).
+    let window = ctx
+        .history()
+        .list(&RunFilter {
+            since: Some(now - chrono::Duration::days(LIST_DAYS)),
+            limit: Some(LIST_RUNS),
+            ..RunFilter::default()
+        })
+        .await?;
     let mut rows = Vec::with_capacity(loaded.len());
     for prepared in &loaded {
         let w = &prepared.workflow;
-        let runs = recent(&ctx, &w.name, RATE_WINDOW).await?;
+        let runs: Vec<RunRecord> = window
+            .iter()
+            .filter(|r| r.workflow == w.name)
+            .take(RATE_WINDOW)
+            .cloned()
+            .collect();
         rows.push(Summary {
             name: w.name.clone(),
             href: href(&w.name),
@@ -317,6 +337,7 @@ async fn list(ctx: Ctx) -> Page {
         problems,
         dir: dir.display().to_string(),
         window: RATE_WINDOW,
+        days: LIST_DAYS,
     })
 }
 
