@@ -335,7 +335,24 @@ async fn demo_serve_keeps_the_service_and_console_running_until_sigterm() {
         people.contains("<tr class=\"record\" data-key=\"hedy.sutherland@example.com\">"),
         "{people}"
     );
-    // The run the story left waiting is still waiting, for the Approvals page.
+    // The run the story left waiting is still waiting, on the Approvals page and in the API.
+    let approvals = no_redirects
+        .get(format!("{url}approvals"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approvals.status(), 200);
+    let approvals = approvals.text().await.unwrap();
+    assert_eq!(
+        approvals.matches("<tr class=\"approval\"").count(),
+        1,
+        "{approvals}"
+    );
+    assert!(
+        approvals.contains("<td>hedy.sutherland@example.com</td>"),
+        "{approvals}"
+    );
     let waiting: Value = http
         .get(format!("{url}api/runs?status=waiting_approval"))
         .bearer_auth(token)

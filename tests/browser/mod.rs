@@ -6,7 +6,7 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); without them the
 //! test says so on stderr and passes as skipped. Every page it visits is saved as a PNG in a temp
 //! folder whose path it prints (`cargo test --test lib browser:: -- --nocapture` shows it); with
-//! `BLOCKYARD_SCREENSHOTS=DIR` the run detail page is also copied to `DIR/console-run.png`
+//! `BLOCKYARD_SCREENSHOTS=DIR` the top of the run detail page is also copied to `DIR/console-run.png`
 //! (relative to the repository root: `BLOCKYARD_SCREENSHOTS=docs` refreshes the README's
 //! picture).
 
@@ -182,33 +182,43 @@ impl Screens {
     /// Saves the whole page (the viewport grown to the page's height, at most 4000 px) as
     /// `NAME.png`; returns its path.
     async fn save(&self, browser: &Client, name: &str) -> PathBuf {
-        let measure = |script: &'static str| async move {
-            browser
-                .execute(script, vec![])
-                .await
-                .unwrap()
-                .as_u64()
-                .unwrap()
-        };
-        let page = measure("return document.documentElement.scrollHeight;").await;
-        // The window's size counts the browser's own frame: grow the window by what the page
-        // lacks.
-        let viewport = measure("return window.innerHeight;").await;
-        let (width, height) = browser.get_window_size().await.unwrap();
-        let wanted = page.clamp(viewport, 4000);
+        let page = measure(browser, "return document.documentElement.scrollHeight;").await;
+        self.save_view(browser, name, page.min(4000)).await
+    }
+
+    /// Saves the top `height` px of the page (the viewport set to that height, 1280 px wide)
+    /// as `NAME.png`; returns its path.
+    async fn save_view(&self, browser: &Client, name: &str, height: u64) -> PathBuf {
+        // The window's size counts the browser's own frame: grow or shrink the window by the
+        // viewport's difference.
+        let viewport = measure(browser, "return window.innerHeight;").await;
+        let (width, window) = browser.get_window_size().await.unwrap();
         browser
-            .set_window_size(width as u32, (height + wanted - viewport) as u32)
+            .set_window_size(
+                width as u32,
+                (window + height).saturating_sub(viewport) as u32,
+            )
             .await
             .unwrap();
         let png = browser.screenshot().await.unwrap();
         browser
-            .set_window_size(width as u32, height as u32)
+            .set_window_size(width as u32, window as u32)
             .await
             .unwrap();
         let path = self.dir.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path
     }
+}
+
+/// A number a script returns.
+async fn measure(browser: &Client, script: &str) -> u64 {
+    browser
+        .execute(script, vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap()
 }
 
 /// The service under test: the shipped workflows over the in-process sandbox, with a viewer
@@ -327,6 +337,11 @@ async fn logout(browser: &Client) {
         .await
         .unwrap();
     find(browser, "#login-form").await;
+}
+
+/// Clicks the first element matching `css`, waited for.
+async fn click(browser: &Client, css: &str) {
+    find(browser, css).await.click().await.unwrap();
 }
 
 /// The text of the first element matching `css`, waited for.
