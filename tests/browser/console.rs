@@ -192,12 +192,20 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     until(&browser, "the approved run succeeded", false, || async {
-        text(&browser, "#run-status .badge").await == "succeeded"
+        // The live part is replaced as it polls: an element found just before may be gone.
+        let badge = browser.find(Locator::Css("#run-status .badge")).await;
+        match badge {
+            Ok(badge) => badge.text().await.is_ok_and(|t| t == "succeeded"),
+            Err(_) => false,
+        }
     })
     .await;
+    // The graph is drawn with the page (it is not part of the live updates): reloaded, the
+    // approval gate's block is drawn as succeeded.
+    browser.refresh().await.unwrap();
     let delete = find(&browser, "#run-graph g.block[data-block='delete']").await;
     let class = delete.attr("class").await.unwrap().unwrap();
-    assert!(class.contains("gate"), "{class}");
+    assert_eq!(class, "block kind-api gate status-succeeded");
     screens.save(&browser, "run-approved").await;
 
     // People: the list view, then a search for the mistyped address.
