@@ -42,7 +42,16 @@ async fn console_login_sets_a_strict_http_only_cookie_that_the_api_does_not_acce
     );
     assert_eq!(browser.cookie, None);
 
-    // A next that leaves the console is not followed.
+    // A next that leaves the console, or that a header cannot carry, is not followed.
+    for next in ["/runs\nSet-Cookie: x=1", "/\\evil.example.com"] {
+        let reply = browser
+            .post("/login", &[("token", "nope"), ("next", next)])
+            .await;
+        assert!(
+            reply.body.contains("name=\"next\" value=\"/runs\""),
+            "{next:?}"
+        );
+    }
     let reply = browser
         .post(
             "/login",

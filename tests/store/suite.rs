@@ -408,6 +408,9 @@ async fn a_page_of_runs_goes_on_before_its_cursor_with_every_filter<B: Backend>(
     let mut runs = Vec::new();
     for i in 0..7 {
         let mut run = run_record(RunStatus::Running, Some("jane@acme.com"));
+        if i == 3 {
+            run.workflow = "onboard".to_owned();
+        }
         if i % 2 == 1 {
             run.trigger = RunTrigger {
                 kind: TriggerKind::Schedule,
@@ -453,6 +456,28 @@ async fn a_page_of_runs_goes_on_before_its_cursor_with_every_filter<B: Backend>(
             .collect();
         assert_eq!(ids(history.list(&scheduled).await.unwrap()), want);
     }
+    // By workflow, also before a cursor.
+    let onboard: Vec<RunId> = runs
+        .iter()
+        .filter(|r| r.workflow == "onboard")
+        .map(|r| r.id)
+        .collect();
+    let by_workflow = RunFilter {
+        workflow: Some("onboard".to_owned()),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(history.list(&by_workflow).await.unwrap()), onboard);
+    let offboard: Vec<RunId> = runs
+        .iter()
+        .filter(|r| r.workflow == "offboard")
+        .map(|r| r.id)
+        .collect();
+    let before = RunFilter {
+        workflow: Some("offboard".to_owned()),
+        before: Some(offboard[1]),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(history.list(&before).await.unwrap()), offboard[2..]);
 }
 
 async fn a_parked_run_is_woken_or_cancelled_once<B: Backend>(b: &B) {

@@ -1,6 +1,6 @@
 //! Run history: runs, steps, workflow snapshots and the subject index, in sled.
 //!
-//! Four trees (names in [`super::trees`]):
+//! Five trees (names in [`super::trees`]):
 //!
 //! - `runs`: [`RunId`] (a ULID, 16 bytes big-endian, so keys sort by time) → [`RunRecord`] as JSON;
 //! - `steps`: run id + sequence number (`u32` big-endian) → the run's steps as JSON. A live write
@@ -13,6 +13,10 @@
 //! - `snapshots`: content hash → the workflow's YAML text, so a run can be replayed with the
 //!   definition it ran, even after the file changed;
 //! - `subjects`: lowercased subject key (an email) + `0x00` + run id → empty: a person's timeline.
+//! - `workflow_runs`: workflow name + `0x00` + run id → empty: a workflow's runs, newest last, so
+//!   listing a workflow's newest runs reads only its own, however rare it is among the others
+//!   (the web console's runs page filters by workflow). A store written before it existed gets
+//!   it built once, when its history is opened (the key `0x00` alone marks it built).
 //!
 //! A parked run that continues by itself (`retrying`) has a durable timer ([`super::timers`]),
 //! kept in step with its record by [`History::put_run`]; [`History::wake`] claims a run whose
@@ -595,6 +599,7 @@ pub struct History {
     steps: sled::Tree,
     snapshots: sled::Tree,
     subjects: sled::Tree,
+    workflows: sled::Tree,
     timers: Timers,
     commit: Arc<GroupCommit>,
 }
@@ -700,15 +705,47 @@ pub fn snapshot_hash(text: &str) -> String {
 impl History {
     /// The history trees of `store`.
     pub fn open(store: &Store) -> Result<History, StoreError> {
-        Ok(History {
+        let history = History {
             store: store.clone(),
             runs: store.tree(trees::RUNS)?,
             steps: store.tree(trees::STEPS)?,
             snapshots: store.tree(trees::SNAPSHOTS)?,
             subjects: store.tree(trees::SUBJECTS)?,
+            workflows: store.tree(trees::WORKFLOWS)?,
             timers: Timers::open(store)?,
             commit: Arc::default(),
-        })
+        };
+        history.build_workflow_index()?;
+        Ok(history)
+    }
+
+    /// The marker of a built workflow index (no workflow name is empty).
+    const WORKFLOWS_BUILT: &'static [u8] = &[0];
+
+    /// `workflow \0 run id`: a run's entry in the workflow index.
+    fn workflow_key(workflow: &str, id: RunId) -> Vec<u8> {
+        let mut key = Vec::with_capacity(workflow.len() + 17);
+        key.extend_from_slice(workflow.as_bytes());
+        key.push(0);
+        key.extend_from_slice(&id.key());
+        key
+    }
+
+    /// Indexes every run by workflow once, for a store written before the index existed.
+    fn build_workflow_index(&self) -> Result<(), StoreError> {
+        if self.workflows.contains_key(History::WORKFLOWS_BUILT)? {
+            return Ok(());
+        }
+        let _writing = self.store.gate().writing();
+        for entry in self.runs.iter() {
+            let (key, value) = entry?;
+            let run: RunRecord =
+                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            self.workflows
+                .insert(History::workflow_key(&run.workflow, run.id), &[])?;
+        }
+        self.workflows.insert(History::WORKFLOWS_BUILT, &[])?;
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -807,6 +844,10 @@ impl History {
             key.extend_from_slice(&run.id.key());
             self.subjects.insert(key, &[])?;
         }
+        if first_write {
+            self.workflows
+                .insert(History::workflow_key(&run.workflow, run.id), &[])?;
+        }
         Ok(())
     }
 
@@ -903,6 +944,37 @@ impl History {
                             if out.len() >= limit {
                                 break;
                             }
+                        }
+                    }
+                }
+            }
+            None if filter.workflow.is_some() => {
+                let workflow = filter.workflow.as_deref().unwrap_or_default();
+                let prefix = History::workflow_key(workflow, RunId(Ulid(0)));
+                let prefix = &prefix[..workflow.len() + 1];
+                let end = match filter.before {
+                    Some(before) => History::workflow_key(workflow, before),
+                    None => {
+                        let mut end = prefix.to_vec();
+                        end.push(0xff);
+                        end
+                    }
+                };
+                for entry in self.workflows.range(prefix.to_vec()..end).rev() {
+                    let (key, _) = entry?;
+                    let Some(id) = RunId::from_key(&key[prefix.len()..]) else {
+                        continue;
+                    };
+                    let Some(run) = self.run(id)? else {
+                        continue;
+                    };
+                    if filter.since.is_some_and(|since| run.created_at < since) {
+                        break; // ids sort by time: everything further is older
+                    }
+                    if keep(&run) {
+                        out.push(run);
+                        if out.len() >= limit {
+                            break;
                         }
                     }
                 }
@@ -1094,6 +1166,50 @@ mod tests {
             truncated: false,
         });
         step
+    }
+
+    #[test]
+    fn a_store_without_the_workflow_index_gets_it_built_when_its_history_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let mut ids = Vec::new();
+        for workflow in ["a", "b", "a", "ab", "a"] {
+            let mut run = run_record(RunStatus::Running);
+            run.workflow = workflow.to_owned();
+            history.put_run(&run).unwrap();
+            ids.push((workflow, run.id));
+        }
+        let of = |history: &History, workflow: &str| -> Vec<RunId> {
+            let filter = RunFilter {
+                workflow: Some(workflow.to_owned()),
+                ..RunFilter::default()
+            };
+            history
+                .list(&filter)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let mut want: Vec<RunId> = ids
+            .iter()
+            .filter(|(w, _)| *w == "a")
+            .map(|(_, id)| *id)
+            .collect();
+        want.sort_by_key(|id| std::cmp::Reverse(*id));
+        assert_eq!(of(&history, "a"), want);
+        // As a store written before the index: the tree is empty, the marker gone.
+        store.tree(trees::WORKFLOWS).unwrap().clear().unwrap();
+        assert_eq!(
+            of(&history, "a"),
+            Vec::<RunId>::new(),
+            "the index is what is read"
+        );
+        let reopened = History::open(&store).unwrap();
+        assert_eq!(of(&reopened, "a"), want);
+        assert_eq!(of(&reopened, "ab").len(), 1);
+        assert_eq!(of(&reopened, "c").len(), 0);
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub mod trees {
     pub const SNAPSHOTS: &str = "snapshots";
     /// `subject / run id` → empty: a person's runs across workflows.
     pub const SUBJECTS: &str = "subjects";
+    /// `workflow / run id` → empty: a workflow's runs (the console's filter by workflow).
+    pub const WORKFLOWS: &str = "workflow_runs";
     /// Records, by `collection / key`.
     pub const RECORDS: &str = "records";
     /// The durable trigger queue.

@@ -33,10 +33,15 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Where to go after the login: a path on this console (never another site).
+/// Where to go after the login: a path on this console (never another site, nothing a
+/// `Location` header cannot carry).
 fn next_path(next: Option<&str>) -> &str {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             path
         }
         _ => "/runs",
