@@ -164,7 +164,25 @@ async fn console_assets_are_served_at_content_hashed_urls_cached_for_a_year() {
         reply.header("cache-control"),
         "public, max-age=31536000, immutable"
     );
-    assert!(reply.body.contains(".status-completed_with_failures"));
+    // A colour for every run status, every step status and a block a run did not reach.
+    let steps = [
+        "sending",
+        "succeeded",
+        "failed",
+        "skipped",
+        "planned",
+        "waiting_approval",
+        "retrying",
+        "held",
+        "not_reached",
+    ];
+    let missing: Vec<&str> = blockyard::store::history::RunStatus::NAMES
+        .iter()
+        .chain(&steps)
+        .copied()
+        .filter(|name| !reply.body.contains(&format!(".status-{name} {{")))
+        .collect();
+    assert_eq!(missing, Vec::<&str>::new());
     // Any other name is a 404 (an old hash is not served as the new content).
     let reply = browser.get("/assets/console.0000000000000000.css").await;
     assert_eq!(reply.status, 404);
