@@ -632,10 +632,10 @@ fn validate_reports_the_scopes_a_workflow_directory_needs() {
     let out = support::blockyard(&["validate", "workflows/", "--scopes"]);
     assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
     // `calendly-role-daily` reads the last activity through `user_role`, so the activity log's
-    // scope counts too.
+    // scope counts too; `reclaim-idle` tells users through the `licence_notices` webhook.
     assert_eq!(
         support::stdout(&out),
-        "scopes needed, by credential:\n  calendly: organizations:read organizations:write activity_log:read users:read\n  scim: none\n  webex: spark-admin:people_read spark-admin:people_write\n"
+        "scopes needed, by credential:\n  calendly: organizations:read organizations:write activity_log:read users:read\n  licence_notices: none\n  scim: none\n  webex: spark-admin:people_read spark-admin:people_write\n"
     );
     let out = support::blockyard(&["validate", "workflows/", "--scopes", "--json"]);
     assert_eq!(out.status.code(), Some(2));

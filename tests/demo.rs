@@ -51,6 +51,11 @@ fn the_demo_runs_every_seed_job_and_exits_0() {
         "DELETE /organization_memberships/",
         "3. calendly-ingest (daily; run now): 23 new, 0 updated, 0 activated, 0 deactivated saas_users",
         "left alone (`reclaim_excluded: true`)",
+        "candidates told through the `licence_notices` webhook and waiting out a 5s grace period (`waiting`, durably)",
+        "   the notice: \"Your calendly licence has not been used for more than 60 days. It will be reclaimed on ",
+        "signs in during the grace period; the calendly-role-daily tick saves `last_activity`, which wakes the wait (`woken`) → run succeeded, reclaim_state: cancelled (activity on ",
+        "   after the grace period: activity read again, ",
+        " → reclaim_state: reclaimed, licence_freed: calendly organization membership",
         "is waiting for approval at block `delete`",
         "approved over the API by operator `dana`",
         "→ run succeeded; SCIM DELETE sent 1 time",
@@ -164,8 +169,8 @@ fn every_demo_run_replays_offline_identical_with_only_its_data_dir() {
         differing[0]
     );
 
-    // A reclamation that removed a membership (role retrieval, activity read, `run.started_at`,
-    // `days_idle` edges), replayed with one saved field edited: that field is the only difference.
+    // A reclamation that removed a membership (role retrieval, activity read, the notice, the
+    // grace period's wait, `days_idle` edges), replayed with one saved field edited: that field is the only difference.
     let reclaimed = runs
         .iter()
         .filter(|run| run["workflow"] == "reclaim-idle")
@@ -180,9 +185,11 @@ fn every_demo_run_replays_offline_identical_with_only_its_data_dir() {
         })
         .expect("the demo reclaims a membership");
     let text = std::fs::read_to_string(crate::support::workflow("reclaim-idle.yaml")).unwrap();
+    // The removal's reason (the candidate's, saved before, says "no activity for more than"
+    // too, without the grace period).
     let edited = text.replace(
-        "reclaim_reason: \"no activity for more than",
-        "reclaim_reason: \"idle for more than",
+        "reclaim_reason: \"no activity for more than {{vars.threshold_days}} days, none during",
+        "reclaim_reason: \"idle for more than {{vars.threshold_days}} days, none during",
     );
     assert_ne!(edited, text);
     let file = dir.path().join("reclaim-idle-edited.yaml");
@@ -209,7 +216,7 @@ fn every_demo_run_replays_offline_identical_with_only_its_data_dir() {
         differences,
         [
             "  remove_membership: differs",
-            "    saved reclaim_reason: \"no activity for more than 60 days\" → \"idle for more than 60 days\"",
+            "    saved reclaim_reason: \"no activity for more than 60 days, none during the 5s grace period\" → \"idle for more than 60 days, none during the 5s grace period\"",
         ],
         "{text}"
     );

@@ -968,6 +968,8 @@ async fn the_binary_prints_its_urls_serves_and_stops_on_sigterm() {
     }
     assert!(urls[0].starts_with("http://127.0.0.1:") && urls[0].ends_with("/calendly"));
     assert!(urls[1].ends_with("/webex/v1") && urls[2].ends_with("/scim/v2"));
+    let smtp = lines.next().unwrap().unwrap();
+    assert!(smtp.starts_with("smtp smtp://127.0.0.1:"), "{smtp}");
     let (status, me) = call(Client::new().get(format!("{}/users/me", urls[0]))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(me["resource"]["email"]
@@ -1011,7 +1013,7 @@ async fn the_binary_writes_no_colour_codes_into_a_log_file() {
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for _ in 0..3 {
+    for _ in 0..4 {
         lines.next().unwrap().unwrap();
     }
     let killed = Command::new("kill")

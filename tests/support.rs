@@ -114,7 +114,8 @@ pub const THREE_READS: &str = "name: three-reads\nblocks:\n  begin:\n    type: b
 pub const TOKEN: &str = "sandbox-secret-token-4242";
 
 /// An in-process sandbox and a temp dir holding a `blockyard.yaml` (data dir `data`) with a
-/// `calendly`, a `webex` and a `scim` credential pointing at it, without client rate limits.
+/// `calendly`, a `webex` and a `scim` credential pointing at it, without client rate limits, and
+/// a `licence_notices` webhook credential posting to its sink.
 /// Drive it with the real binary ([`Env::run`]) or with an in-process [`Env::engine`].
 pub struct Env {
     pub sb: Sandbox,
@@ -129,8 +130,9 @@ impl Env {
         let credential = |vendor: &str, path: &str| {
             format!("  {vendor}: {{vendor: {vendor}, auth: bearer, token: {TOKEN}, base_url: {base}{path}, rate_limit_per_minute: 0}}\n")
         };
+        // `licence_notices`: the webhook `reclaim-idle` tells users on, the sandbox's sink.
         let text = format!(
-            "data_dir: data\nvars:\n  calendly_organization: {}\ncredentials:\n{}{}{}",
+            "data_dir: data\nvars:\n  calendly_organization: {}\ncredentials:\n{}{}{}  licence_notices: {{vendor: webhook, auth: url, url: {base}/hooks/licence-notices}}\n",
             sb.organization_uri(),
             credential("calendly", "/calendly"),
             credential("webex", "/webex/v1"),

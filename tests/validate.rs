@@ -96,7 +96,7 @@ many_errors.yaml:18:11: error: `next` names block `ende`, which does not exist i
     ),
     (
         "missing_type",
-        r#"missing_type.yaml:4:3: error: missing key `type` in block `delete`; add `type:` with one of `begin`, `api`, `role_retrieval`, `end`"#,
+        r#"missing_type.yaml:4:3: error: missing key `type` in block `delete`; add `type:` with one of `begin`, `api`, `role_retrieval`, `wait`, `end`"#,
     ),
     (
         "not_a_role_action",
@@ -246,6 +246,21 @@ misspelt_blocks.yaml:2:1: error: unknown key `blokcs` in the workflow; did you m
         "cron_and_timezone",
         r#"cron_and_timezone.yaml:5:23: error: invalid cron expression `0 25 * * *`: number out of bounds in block `begin`; use 5 fields (`min hour day month weekday`), 6 with seconds first, or a nickname such as `@daily`
 cron_and_timezone.yaml:5:47: error: unknown time zone `America/New_Yrok` in block `begin`; did you mean `America/New_York`?"#,
+    ),
+    (
+        "wait",
+        r#"wait.yaml:2:11: error: unknown time zone `Europe/Berlni`; did you mean `Europe/Berlin`?
+wait.yaml:5:31: error: block `both` has both `for:` and `until:`; a wait takes one of them
+wait.yaml:6:13: error: block `neither` waits for nothing; give it `for:` (a duration such as `7d`) or `until:` (a time, such as `"{{record.last_day}}"`)
+wait.yaml:7:26: error: invalid duration `7 days` for `for` (write a number and a unit: `500ms`, `30s`, `5m`, `1h`) in block `bad`
+wait.yaml:8:34: error: unknown key `untill` in block `unknown`; did you mean `until`?
+wait.yaml:9:32: error: block `wakes` has `wake_when:`, which reads the subject record, but the workflow has none; name `records:` in the begin block"#,
+    ),
+    (
+        "wait_rules",
+        r#"wait_rules.yaml:7:44: error: unknown rule operator `after_dayz` in block `rules`; did you mean `after_days`?
+wait_rules.yaml:9:43: error: invalid `wake_when`: write a rhai condition (a string) or a list of rules (`{field, op, value}`) in block `shape`
+wait_rules.yaml:10:63: error: invalid expression in `wake_when`: script is incomplete (expression column 17) in block `rhai`"#,
     ),
 ];
 

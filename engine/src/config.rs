@@ -17,6 +17,10 @@
 //! has no header at all: its `url` is a secret field holding the whole address, since knowing it
 //! is the permission.
 //!
+//! An SMTP credential (vendor `email`) is `auth: basic` with `base_url: smtp://host:port` and
+//! `tls:` `starttls` (the default), `tls`, or `none`, which is refused unless the server is on
+//! loopback (see [`crate::http::smtp`]).
+//!
 //! A credential also carries the bounds of every call made with it: `rate_limit_per_minute`,
 //! `max_connections`, `max_pages` and `max_wait`. Each is checked here, with the defaults filled
 //! in, so the client never meets a bound that cannot bound (`max_pages: 0`, `max_wait: soon`).
@@ -105,6 +109,9 @@ struct ConfigSpec {
     /// records (`50%` when unset).
     #[serde(default)]
     match_warning: Option<String>,
+    /// Where the store is: `sled` (the data dir; the default) or `{postgres: {url: ...}}`.
+    #[serde(default)]
+    store: Option<serde_yaml::Value>,
 }
 
 /// One named API token, as written.
@@ -173,6 +180,9 @@ pub struct CredentialSpec {
     /// Overrides the preset's OAuth2 token URL.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// For an SMTP vendor (`email`): `starttls` (the default), `tls` or `none` (loopback only).
+    #[serde(default)]
+    pub tls: Option<crate::http::smtp::SmtpTls>,
     /// Overrides the vendor's request budget for this credential, in requests per minute (Calendly's
     /// Free plan allows 50, its paid plans the preset's 500); `0` turns the limiter off (a sandbox).
     #[serde(default)]
@@ -325,6 +335,8 @@ pub struct CredentialConfig {
     /// For `auth: url`: the secret URL that is the whole address (a webhook's).
     pub url: Option<SecretRef>,
     pub token_url: Option<String>,
+    /// For an SMTP vendor: how the connection is secured (see [`crate::http::smtp`]).
+    pub tls: crate::http::smtp::SmtpTls,
     /// The registered redirect URI for `auth login` (see [`DEFAULT_REDIRECT_URI`]).
     pub redirect_uri: String,
     pub authorize_url: Option<String>,
@@ -369,6 +381,26 @@ pub struct Config {
     pub guard: Option<crate::compile::Guard>,
     /// `match_warning:`, in percent (see [`crate::plan::load_warning`]).
     pub match_warning: f64,
+    /// `store:`: where what blockyard keeps is (see [`StoreConfig`]).
+    pub store: StoreConfig,
+}
+
+/// `store:`, checked. Absent or `sled`: the sled store in [`Config::data_dir`]. `postgres`:
+/// a PostgreSQL database, its URL a secret field (`${ENV_VAR}` or `file:/path`; it holds a
+/// password), read when a command opens the store:
+///
+/// ```yaml
+/// store:
+///   postgres:
+///     url: ${BLOCKYARD_POSTGRES_URL}
+/// ```
+#[derive(Debug, Clone, Default)]
+pub enum StoreConfig {
+    #[default]
+    Sled,
+    Postgres {
+        url: SecretRef,
+    },
 }
 
 /// One named API token, checked: its value is read when `serve` starts.
@@ -506,6 +538,7 @@ impl Config {
                 base_url: cred.base_url.clone(),
                 url: secret("url", &cred.url),
                 token_url: cred.token_url.clone(),
+                tls: cred.tls.unwrap_or_default(),
                 redirect_uri: cred
                     .redirect_uri
                     .clone()
@@ -547,6 +580,17 @@ impl Config {
             };
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
                 return Err(missing(key));
+            }
+            if config.tls == crate::http::smtp::SmtpTls::None
+                && !config
+                    .base_url
+                    .as_deref()
+                    .is_some_and(crate::http::smtp::is_loopback_url)
+            {
+                return Err(invalid(
+                    "tls",
+                    "`none` sends the password and the mail in plain text, so it is only for a loopback server (`base_url: smtp://127.0.0.1:PORT`, the sandbox's sink); use `starttls` or `tls` for any other",
+                ));
             }
             credentials.insert(CredentialName(name), config);
         }
@@ -666,10 +710,16 @@ impl Config {
         let notify = match &spec.notify {
             None => None,
             Some(notify) => Some(crate::notify::Notify::compile(notify).map_err(|err| {
+                use crate::notify::NotifyProblem;
+                let key = err.key;
                 ConfigError::Invalid {
                     file: file.to_owned(),
-                    location: map.value_location(&YamlPath::root().key("notify").key("text")),
-                    message: format!("invalid template in `notify.text`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                    location: map.value_location(&YamlPath::root().key("notify").key(key)),
+                    message: match err.problem {
+                        NotifyProblem::Template(err) => format!("invalid template in `notify.{key}`: {err}; write expressions as `{{{{name}}}}` or `<<name>>`"),
+                        NotifyProblem::Duration(found) => format!("invalid duration `{found}` for `notify.{key}`; write a number and a unit, such as `4h` or `1d`"),
+                        NotifyProblem::Invalid(message) => format!("invalid `notify.{key}`: {message}"),
+                    },
                 }
             })?),
         };
@@ -712,9 +762,11 @@ impl Config {
                 }
             },
         };
+        let store = store_config(spec.store.as_ref(), file, &map)?;
         Ok(Config {
             guard,
             match_warning,
+            store,
             file: file.to_owned(),
             data_dir,
             vars: spec.vars,
@@ -739,6 +791,97 @@ impl Config {
     }
 }
 
+/// Checks `store:` (see [`StoreConfig`]).
+fn store_config(
+    value: Option<&serde_yaml::Value>,
+    file: &Path,
+    map: &SourceMap,
+) -> Result<StoreConfig, ConfigError> {
+    use serde_yaml::Value as Yaml;
+    let at = YamlPath::root().key("store");
+    let invalid = |path: &YamlPath, message: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        location: map.value_location(path),
+        message,
+    };
+    const WRITE: &str = "write `store: sled` (the data dir, the default) or `store: {postgres: {url: \"${BLOCKYARD_POSTGRES_URL}\"}}`";
+    let postgres = match value {
+        None | Some(Yaml::Null) => return Ok(StoreConfig::Sled),
+        Some(Yaml::String(name)) if name == "sled" => return Ok(StoreConfig::Sled),
+        Some(Yaml::String(name)) if name == "postgres" => {
+            return Err(invalid(
+                &at,
+                format!("`store: postgres` needs the database's URL; {WRITE}"),
+            ))
+        }
+        Some(Yaml::Mapping(entries)) if entries.len() == 1 => match entries.get("postgres") {
+            Some(postgres) => postgres,
+            None => {
+                let key = entries.keys().next().and_then(Yaml::as_str).unwrap_or("?");
+                return Err(invalid(
+                    &at,
+                    format!("`store.{key}` is not a store; {WRITE}"),
+                ));
+            }
+        },
+        Some(Yaml::String(name)) => {
+            return Err(invalid(
+                &at,
+                format!("`store` `{name}` is not a store; {WRITE}"),
+            ))
+        }
+        Some(_) => {
+            return Err(invalid(&at, format!("`store` is not a store; {WRITE}")));
+        }
+    };
+    let at = at.key("postgres");
+    let Yaml::Mapping(entries) = postgres else {
+        return Err(invalid(
+            &at,
+            format!("`store.postgres` is a mapping with `url`; {WRITE}"),
+        ));
+    };
+    if let Some(key) = entries
+        .keys()
+        .find(|key| key.as_str() != Some("url"))
+        .map(|key| key.as_str().unwrap_or("?").to_owned())
+    {
+        return Err(invalid(
+            &at.clone().key(&key),
+            format!(
+                "`store.postgres.{key}` is not a key of `store.postgres`; its one key is `url`"
+            ),
+        ));
+    }
+    let url_at = at.key("url");
+    let url = match entries.get("url") {
+        Some(Yaml::String(url)) if !url.trim().is_empty() => url,
+        _ => {
+            return Err(invalid(
+                &url_at,
+                format!("`store.postgres.url` is missing or empty; {WRITE}"),
+            ))
+        }
+    };
+    let source = SecretSource::parse(url);
+    if let SecretSource::Literal(text) = &source {
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Err(invalid(
+                &url_at,
+                format!("`store.postgres.url` `{}` is not a `postgres://` URL nor `${{ENV_VAR}}` or `file:/path`; {WRITE}", crate::store::postgres::redact(text)),
+            ));
+        }
+    }
+    Ok(StoreConfig::Postgres {
+        url: SecretRef {
+            source,
+            key: "store.postgres.url".to_owned(),
+            file: file.to_owned(),
+            location: map.value_location(&url_at),
+        },
+    })
+}
+
 /// The YAML spelling of an auth style.
 pub fn auth_name(auth: AuthKind) -> &'static str {
     match auth {
@@ -760,7 +903,7 @@ mod tests {
     #[test]
     fn the_sample_config_loads() {
         let config = Config::parse(Path::new("examples/blockyard.yaml"), SAMPLE).unwrap();
-        assert_eq!(config.credentials.len(), 4);
+        assert_eq!(config.credentials.len(), 5);
         let webex = &config.credentials[&CredentialName::new("webex")];
         assert_eq!(webex.auth, AuthKind::Oauth2RefreshToken);
         assert_eq!(
@@ -1034,6 +1177,46 @@ mod tests {
         assert_eq!(
             err("    max_wait: 900\n"),
             "b.yaml:6:15: credentials.calendly.max_wait: `900` is not a duration; write a number and a unit, such as `30s`, `15m` or `1h`"
+        );
+    }
+
+    #[test]
+    fn the_store_is_sled_by_default_or_postgres_with_a_secret_url() {
+        let store = |text: &str| Config::parse(Path::new("b.yaml"), text).map(|c| c.store);
+        assert!(matches!(store("data_dir: d\n"), Ok(StoreConfig::Sled)));
+        assert!(matches!(store("store: sled\n"), Ok(StoreConfig::Sled)));
+        let Ok(StoreConfig::Postgres { url }) = store("store:\n  postgres:\n    url: ${PG_URL}\n")
+        else {
+            panic!("postgres")
+        };
+        assert_eq!(url.source, SecretSource::Env("PG_URL".to_owned()));
+        assert_eq!(url.key, "store.postgres.url");
+        let err = |text: &str| store(text).unwrap_err().to_string();
+        let write = "write `store: sled` (the data dir, the default) or `store: {postgres: {url: \"${BLOCKYARD_POSTGRES_URL}\"}}`";
+        assert_eq!(
+            err("store: mysql\n"),
+            format!("b.yaml:1:8: `store` `mysql` is not a store; {write}")
+        );
+        assert_eq!(
+            err("store: postgres\n"),
+            format!("b.yaml:1:8: `store: postgres` needs the database's URL; {write}")
+        );
+        assert_eq!(
+            err("store:\n  mysql:\n    url: x\n"),
+            format!("b.yaml:2:3: `store.mysql` is not a store; {write}")
+        );
+        assert_eq!(
+            err("store:\n  postgres:\n    uri: ${PG_URL}\n"),
+            "b.yaml:3:10: `store.postgres.uri` is not a key of `store.postgres`; its one key is `url`"
+        );
+        assert_eq!(
+            err("store:\n  postgres: {}\n"),
+            format!("b.yaml:2:13: `store.postgres.url` is missing or empty; {write}")
+        );
+        // A literal URL is checked, and its password never shown.
+        assert_eq!(
+            err("store:\n  postgres:\n    url: mysql://root:hunter2@db/app\n"),
+            format!("b.yaml:3:10: `store.postgres.url` `mysql://root:***@db/app` is not a `postgres://` URL nor `${{ENV_VAR}}` or `file:/path`; {write}")
         );
     }
 }

@@ -180,7 +180,7 @@ fn calls(prepared: &Prepared) -> impl Iterator<Item = (&str, &crate::compile::Ap
         match &block.kind {
             BlockKind::Api(call) => Some((block.id.as_str(), call)),
             BlockKind::RoleRetrieval(role) => Some((block.id.as_str(), &role.call)),
-            BlockKind::Begin | BlockKind::End => None,
+            BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => None,
         }
     })
 }
@@ -248,6 +248,7 @@ fn recorded_credentials(
                 base_url: None,
                 url: None,
                 token_url: None,
+                tls: Default::default(),
                 redirect_uri: crate::config::DEFAULT_REDIRECT_URI.to_owned(),
                 authorize_url: None,
                 rate_limit_per_minute: Some(0),

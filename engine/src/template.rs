@@ -9,8 +9,8 @@
 //!
 //! [`TemplateEngine`] holds the handlebars registry (strict: a missing variable is an error naming
 //! it) and the helpers: `json`, `lower`, `upper`, `default`, `urlencode`, `last_segment`, `now`,
-//! `days_ago`, `resource_uri`. Its `segment` variant percent-encodes every expression, for paths.
-//! `now` and `days_ago` read [`crate::as_of::now`], so a replay renders them as of the recorded run.
+//! `days_ago`, `from_now`, `resource_uri`. Its `segment` variant percent-encodes every expression, for paths.
+//! `now`, `days_ago` and `from_now` read [`crate::as_of::now`], so a replay renders them as of the recorded run.
 
 use std::fmt;
 
@@ -229,7 +229,7 @@ fn expand_alias(source: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The helpers [`TemplateEngine`] registers, with handlebars' own: a bare `{{now}}` calls one.
-pub const HELPERS: [&str; 25] = [
+pub const HELPERS: [&str; 26] = [
     "json",
     "lower",
     "upper",
@@ -238,6 +238,7 @@ pub const HELPERS: [&str; 25] = [
     "last_segment",
     "now",
     "days_ago",
+    "from_now",
     "resource_uri",
     "if",
     "unless",
@@ -533,6 +534,41 @@ impl handlebars::HelperDef for DaysAgoHelper {
         )))
     }
 }
+/// `{{from_now "7d"}}`: the instant a duration (`30s`, `12h`, `7d`, as `for:` and `retry` spell
+/// them) after [`crate::as_of::now`], RFC 3339 in whole seconds.
+struct FromNowHelper;
+
+impl handlebars::HelperDef for FromNowHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, RenderError> {
+        let param = h
+            .param(0)
+            .ok_or(handlebars::RenderErrorReason::ParamNotFoundForIndex(
+                "from_now", 0,
+            ))?;
+        let text = match param.value() {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let at = crate::compile::parse_duration(&text)
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| crate::as_of::now().checked_add_signed(d))
+            .ok_or_else(|| {
+                handlebars::RenderErrorReason::Other(format!(
+                    "`from_now` takes a duration such as `7d`, `12h` or `30s`, not `{text}`"
+                ))
+            })?;
+        Ok(handlebars::ScopedJson::Derived(Value::String(
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )))
+    }
+}
+
 handlebars_helper!(resource_uri_helper: |base: str, kind: str, id: str| resource_uri(base, kind, id));
 
 /// The last non-empty `/`-separated segment: a Calendly URI's uuid.
@@ -601,6 +637,7 @@ impl TemplateEngine {
             hbs.register_helper("last_segment", Box::new(last_segment_helper));
             hbs.register_helper("now", Box::new(now_helper));
             hbs.register_helper("days_ago", Box::new(DaysAgoHelper));
+            hbs.register_helper("from_now", Box::new(FromNowHelper));
             hbs.register_helper("resource_uri", Box::new(resource_uri_helper));
             hbs
         };
@@ -831,9 +868,12 @@ mod tests {
     fn time_helpers_render_as_of_the_pinned_instant() {
         let engine = TemplateEngine::new();
         let at = "2020-02-03T04:05:06.789Z".parse().unwrap();
-        let t = Template::compile("{{now}} {{days_ago 7}}").unwrap();
+        let t = Template::compile("{{now}} {{days_ago 7}} {{from_now \"7d\"}}").unwrap();
         let out = crate::as_of::at(at, || engine.render(&t, &ctx(json!({}))).unwrap());
-        assert_eq!(out, "2020-02-03T04:05:06Z 2020-01-27T04:05:06Z");
+        assert_eq!(
+            out,
+            "2020-02-03T04:05:06Z 2020-01-27T04:05:06Z 2020-02-10T04:05:06Z"
+        );
     }
 
     #[test]
@@ -846,6 +886,17 @@ mod tests {
             assert_eq!(
                 out.unwrap_err().to_string(),
                 format!("`days_ago {days}` is further from now than a date can be")
+            );
+        }
+        for bad in ["\"a week\"", "\"99999999999d\""] {
+            let t = Template::compile(&format!("{{{{from_now {bad}}}}}")).unwrap();
+            let out = crate::as_of::at(at, || engine.render(&t, &ctx(json!({}))));
+            assert_eq!(
+                out.unwrap_err().to_string(),
+                format!(
+                    "`from_now` takes a duration such as `7d`, `12h` or `30s`, not `{}`",
+                    bad.trim_matches('"')
+                )
             );
         }
     }

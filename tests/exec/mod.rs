@@ -14,6 +14,7 @@ mod paths;
 mod replay;
 mod request;
 mod retries;
+mod waits;
 
 /// A sandbox seeded with 5 users that takes `latency` to answer each request.
 async fn slow(latency: Duration) -> Env {

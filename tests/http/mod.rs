@@ -574,6 +574,8 @@ async fn every_shipped_action_sends_its_exact_request() {
     covered.push("webex.update_user".to_owned());
     // The webhook's address is its credential's secret URL; its test is in `notify`.
     covered.push("webhook.post".to_owned());
+    // A mail message over SMTP, read back from the sandbox's sink in `notify::mail`.
+    covered.push("email.send".to_owned());
     let registry = PresetRegistry::builtin();
     let shipped: Vec<String> = registry.actions().map(|(_, a)| a.id.to_string()).collect();
     for action in &shipped {

@@ -6,6 +6,9 @@ use serde_json::json;
 
 use crate::support::{self, Env};
 
+mod mail;
+mod reminders;
+
 /// A `webhook` credential named `alerts` whose secret URL is a sandbox sink, added to `env`'s
 /// config; returns the URL.
 fn add_webhook(env: &Env) -> String {
@@ -350,6 +353,6 @@ fn a_bad_notify_in_the_config_is_refused() {
     );
     assert_eq!(
         parse("notify:\n  credential: alerts\n  when: failed\n"),
-        "b.yaml:3:3: notify: unknown field `when`, expected one of `credential`, `on`, `text`"
+        "b.yaml:3:3: notify: unknown field `when`, expected one of `credential`, `on`, `text`, `to`, `from`, `subject`, `remind_approvers_after`, `reminder_text`"
     );
 }

@@ -52,9 +52,21 @@ impl Harness {
         subject: Option<history::Subject>,
         mode: RunMode,
     ) -> RunOutcome {
+        self.run_with(name, subject, mode, Map::new()).await
+    }
+
+    /// [`Harness::run_mode`] with `--var` values.
+    async fn run_with(
+        &self,
+        name: &str,
+        subject: Option<history::Subject>,
+        mode: RunMode,
+        vars: Map<String, Value>,
+    ) -> RunOutcome {
         let prepared = self.engine.prepare_file(&support::workflow(name)).unwrap();
         let request = RunRequest {
             mode,
+            vars,
             ..RunRequest::manual(subject)
         };
         self.engine.run(&prepared, request).await.unwrap()
@@ -549,19 +561,192 @@ async fn reclaim_idle_leaves_excluded_users_out_and_reclaims_an_idle_one() {
     );
 
     // The idle user's run: activity refreshed (the sandbox's log has nothing newer than 2020 for
-    // this user, or only older entries), still idle, so the membership is removed.
+    // this user, or only older entries), still idle: a candidate, told, and (a grace period of
+    // none, so the wait elapses at once) the activity read again and the membership removed.
     h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
-    h.run_succeeded("reclaim-idle.yaml", h.stored(&idle_key))
+    let vars = json!({"grace_period": "0s"}).as_object().unwrap().clone();
+    let run = h
+        .run_with(
+            "reclaim-idle.yaml",
+            h.stored(&idle_key),
+            RunMode::Live,
+            vars,
+        )
         .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let taken: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.status != history::StepStatus::Skipped)
+        .map(|s| s.block.as_str())
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            "begin",
+            "calendly_activity",
+            "notify",
+            "grace",
+            "recheck_calendly",
+            "remove_calendly",
+            "remove_membership",
+            "end"
+        ]
+    );
+    assert_eq!(step(&run, "grace").outputs["outcome"], "elapsed");
     let uuid = idle_uri.rsplit('/').next().unwrap();
     assert_eq!(h.count("DELETE", uuid), 1);
     let stored = h.record(Collection::SaasUsers, &idle_key).unwrap();
-    assert_eq!(stored["reclaim_decision"], "reclaimed");
+    assert_eq!(stored["reclaim_state"], "reclaimed");
+    assert_eq!(
+        stored["reclaim_reason"],
+        "no activity for more than 60 days, none during the 0s grace period"
+    );
+    assert_eq!(stored["licence_freed"], "calendly organization membership");
+    assert!(stored["reclaimed_at"].is_string(), "{stored:?}");
     assert_eq!(status(&stored), "deactivated");
+    // The notice went to the webhook with the date the licence would be reclaimed.
+    let hooks = h.sb.webhooks();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].body["to"], json!(idle));
+    assert_eq!(
+        hooks[0].body["text"],
+        json!(format!(
+            "Your calendly licence has not been used for more than 60 days. It will be reclaimed on {} unless you use it before then.",
+            stored["reclaim_on"].as_str().unwrap()
+        ))
+    );
     assert_eq!(
         stored["last_activity"], old,
         "a 403 activity log leaves last_activity as it is"
     );
+}
+
+/// `reclaim: report` (SAM's "Reclaim subscriptions" unticked): an idle user becomes a candidate
+/// with the reason, and nothing else happens: no notice, no wait, no removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_idle_in_report_mode_marks_candidates_and_removes_nothing() {
+    let h = Harness::seeded(4).await;
+    h.run("calendly-ingest.yaml", None).await;
+    let members = h.members().await;
+    let (idle, idle_uri) = members
+        .iter()
+        .find(|m| m.2 != "owner")
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .unwrap();
+    let key = format!("calendly/{idle}");
+    let old = "2020-01-01T00:00:00Z";
+    h.engine
+        .records()
+        .write(
+            &[blockyard::records::Write {
+                subject: Subject::new(Collection::SaasUsers, RecordKey::parse(&key)),
+                change: blockyard::records::Change::Upsert {
+                    fields: json!({"last_activity": old, "created_at": old})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    mode: blockyard::records::WriteMode::CreateUpdate,
+                },
+            }],
+            &Triggers::none(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
+    let vars = json!({"reclaim": "report"}).as_object().unwrap().clone();
+    let run = h
+        .run_with("reclaim-idle.yaml", h.stored(&key), RunMode::Live, vars)
+        .await;
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{:#?}", run.steps);
+    let taken: Vec<&str> = run
+        .steps
+        .iter()
+        .filter(|s| s.status != history::StepStatus::Skipped)
+        .map(|s| s.block.as_str())
+        .collect();
+    assert_eq!(taken, ["begin", "calendly_activity", "end"]);
+    let stored = h.record(Collection::SaasUsers, &key).unwrap();
+    assert_eq!(stored["reclaim_state"], "candidate");
+    assert_eq!(
+        stored["reclaim_reason"],
+        "no activity for more than 60 days"
+    );
+    assert_eq!(status(&stored), "active");
+    assert!(h.sb.webhooks().is_empty());
+    assert_eq!(h.count("DELETE", idle_uri.rsplit('/').next().unwrap()), 0);
+}
+
+/// `approval: required`: after the grace period the run waits for a person at block `approve`,
+/// removes nothing meanwhile, and reclaims once approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_idle_with_approval_required_waits_for_it_before_the_removal() {
+    let h = Harness::seeded(4).await;
+    h.run("calendly-ingest.yaml", None).await;
+    let members = h.members().await;
+    let (idle, idle_uri) = members
+        .iter()
+        .find(|m| m.2 != "owner")
+        .map(|m| (m.0.clone(), m.1.clone()))
+        .unwrap();
+    let key = format!("calendly/{idle}");
+    let old = "2020-01-01T00:00:00Z";
+    h.engine
+        .records()
+        .write(
+            &[blockyard::records::Write {
+                subject: Subject::new(Collection::SaasUsers, RecordKey::parse(&key)),
+                change: blockyard::records::Change::Upsert {
+                    fields: json!({"last_activity": old, "created_at": old})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    mode: blockyard::records::WriteMode::CreateUpdate,
+                },
+            }],
+            &Triggers::none(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    h.sb.set_calendly_plan(blockyard::sandbox::CalendlyPlan::Standard);
+    let vars = json!({"grace_period": "0s", "approval": "required"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let run = h
+        .run_with("reclaim-idle.yaml", h.stored(&key), RunMode::Live, vars)
+        .await;
+    assert_eq!(
+        run.run.status,
+        RunStatus::WaitingApproval,
+        "{:#?}",
+        run.steps
+    );
+    assert_eq!(
+        step(&run, "approve").status,
+        history::StepStatus::WaitingApproval
+    );
+    let uuid = idle_uri.rsplit('/').next().unwrap();
+    assert_eq!(h.count("DELETE", uuid), 0);
+    assert_eq!(
+        h.record(Collection::SaasUsers, &key).unwrap()["reclaim_state"],
+        "notified"
+    );
+
+    let approved = h.engine.approve(run.run.id, "approve").await.unwrap();
+    assert_eq!(
+        approved.run.status,
+        RunStatus::Succeeded,
+        "{:#?}",
+        approved.steps
+    );
+    assert_eq!(h.count("DELETE", uuid), 1);
+    assert_eq!(
+        h.record(Collection::SaasUsers, &key).unwrap()["reclaim_state"],
+        "reclaimed"
+    );
+    // The notice, then the approved block's message.
+    assert_eq!(h.sb.webhooks().len(), 2);
 }
 
 /// The seeded Webex people.
@@ -851,12 +1036,17 @@ async fn reclaim_idle_cancels_when_the_vendor_shows_activity_after_the_user_was_
         .collect();
     assert_eq!(taken, ["begin", "webex_activity", "keep_webex", "end"]);
     assert_eq!(h.count("DELETE", id), 0);
+    assert!(h.sb.webhooks().is_empty(), "no notice");
     let stored = h.record(Collection::SaasUsers, &key).unwrap();
-    assert_eq!(stored["reclaim_decision"], "cancelled");
+    assert_eq!(stored["reclaim_state"], "cancelled");
     assert_eq!(
         stored["reclaim_reason"],
-        "activity seen after the user was flagged"
+        json!(format!(
+            "activity on {}",
+            person["lastActivity"].as_str().unwrap()
+        ))
     );
+    assert_eq!(stored["reclaim_activity_at"], person["lastActivity"]);
     assert_eq!(stored["last_activity"], person["lastActivity"]);
     assert_eq!(status(&stored), "active");
 }

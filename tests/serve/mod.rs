@@ -18,6 +18,7 @@ mod cli;
 mod guard;
 mod ops;
 mod retries;
+mod waits;
 
 const TOKEN: &str = crate::support::API_TOKEN;
 

@@ -3,4 +3,5 @@
 
 mod backup;
 mod format;
+mod postgres;
 mod suite;

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 /// A trigger evaluation without the trigger module: `offboard` watches people and fires when a
 /// record's `status` turns `terminated`.
-struct Offboard;
+pub(super) struct Offboard;
 
 fn terminated(fields: Option<&Fields>) -> bool {
     fields.and_then(|f| f.get("status")) == Some(&json!("terminated"))
@@ -78,11 +78,11 @@ impl Evaluate for Offboard {
     }
 }
 
-fn person(email: &str) -> Subject {
+pub(super) fn person(email: &str) -> Subject {
     Subject::new(Collection::People, RecordKey::parse(email))
 }
 
-fn upsert(email: &str, fields: Value) -> Write {
+pub(super) fn upsert(email: &str, fields: Value) -> Write {
     let Value::Object(fields) = fields else {
         unreachable!()
     };
@@ -95,11 +95,11 @@ fn upsert(email: &str, fields: Value) -> Write {
     }
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
+pub(super) fn at(seconds: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
 }
 
-fn run_record(status: RunStatus, email: Option<&str>) -> RunRecord {
+pub(super) fn run_record(status: RunStatus, email: Option<&str>) -> RunRecord {
     let id = RunId::new();
     RunRecord {
         id,

@@ -410,6 +410,7 @@ impl Backend {
                 config.as_ref(),
             )?));
         }
+        super::store::refuse_postgres(config.as_ref(), "this command", &dir)?;
         let store = Store::open(&dir)?;
         Ok(Backend::Local(Local {
             store,

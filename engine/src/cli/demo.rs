@@ -3,11 +3,13 @@
 //! Starts the simulated vendors and a real `serve` in this process (the shipped workflows and
 //! `examples/people.csv` are compiled into the binary), then drives it only through its HTTP API,
 //! as a user would: imports people, lets record triggers start runs, offboards a leaver, ingests
-//! Calendly members, forces a role-retrieval tick and a reclamation tick (with one excluded user),
-//! approves a SCIM delete, shows one person's history across workflows, replays a run offline, and
-//! leaves a second leaver's SCIM delete waiting for approval. With `--serve` it then keeps the
-//! service (API and web console) and the simulated vendors running at printed URLs until Ctrl-C or
-//! SIGTERM, so the console's pages show the demo's runs.
+//! Calendly members, forces a role-retrieval tick and a reclamation tick (with one excluded user;
+//! idle users are told and wait out a short grace period, one of them signs in meanwhile and
+//! keeps the licence, the others lose it), approves a SCIM delete, shows one person's history
+//! across workflows, replays a run offline, and leaves a second leaver's SCIM delete waiting for
+//! approval. With `--serve` it then keeps the service (API and web console) and the simulated
+//! vendors running at printed URLs until Ctrl-C or SIGTERM, so the console's pages show the demo's
+//! runs.
 //!
 //! Counts are by run status, never flattered (`completed_with_failures` and `failed` apart from
 //! `succeeded`), and each run that did not succeed is listed with the vendor's reason. The sample people are mostly
@@ -84,6 +86,9 @@ const WORKFLOWS: [(&str, &str); 13] = [
     ),
 ];
 
+/// The demo's grace period before a licence is reclaimed (`reclaim-idle`'s is a week).
+const DEMO_GRACE: &str = "5s";
+
 /// Sample HR data; its people are the sandbox's people for seed 7, plus five new hires (two with
 /// a mistyped address that the vendors refuse).
 const PEOPLE: &str = include_str!("../../../examples/people.csv");
@@ -135,6 +140,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let workflows_dir = temp.path().join("workflows");
     std::fs::create_dir_all(&workflows_dir)?;
     for (name, text) in WORKFLOWS {
+        // The reclamation's grace period is shortened so the demo shows it end to end.
+        let text = match name {
+            "reclaim-idle.yaml" => {
+                text.replace("grace_period: 7d ", &format!("grace_period: {DEMO_GRACE} "))
+            }
+            _ => text.to_owned(),
+        };
         std::fs::write(workflows_dir.join(name), text)?;
     }
     let sandbox = Sandbox::start(SandboxConfig {
@@ -218,11 +230,12 @@ fn demo_config(sandbox: &Sandbox, dir: &Path) -> anyhow::Result<Config> {
         format!("  {name}:\n    vendor: {name}\n    auth: bearer\n    token: demo-token\n    base_url: {url}\n    rate_limit_per_minute: 0\n")
     };
     let text = format!(
-        "vars:\n  calendly_organization: {}\ncredentials:\n{}{}{}",
+        "vars:\n  calendly_organization: {}\ncredentials:\n{}{}{}  licence_notices:\n    vendor: webhook\n    auth: url\n    url: http://{}/hooks/licence-notices\n",
         sandbox.organization_uri(),
         credential("calendly", &sandbox.calendly_url()),
         credential("webex", &sandbox.webex_url()),
         credential("scim", &sandbox.scim_url()),
+        sandbox.addr(),
     );
     Ok(Config::parse(&dir.join("blockyard.yaml"), &text)?)
 }
@@ -295,7 +308,8 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
         println!("   refused: {line}");
     }
 
-    // 5. Reclamation, with one idle user excluded by a record field.
+    // 5. Reclamation the way ServiceNow SAM runs it, with one idle user excluded by a record field
+    //    and a grace period of seconds instead of a week.
     let idle = api.idle_calendly_users(60).await?;
     let excluded = idle.first().cloned();
     if let Some(email) = &excluded {
@@ -306,30 +320,28 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
         .await?;
     }
     let runs = api.tick("reclaim-idle").await?;
-    let reclaimed: Vec<String> = runs
+    let waiting: Vec<(String, String)> = runs
         .iter()
-        .filter(|r| {
-            r["steps"].as_array().is_some_and(|s| {
-                s.iter()
-                    .any(|s| s["block"] == "remove_membership" && s["status"] == "succeeded")
-            })
+        .filter(|r| r["status"] == "waiting")
+        .filter_map(|r| {
+            let id = r["id"].as_str()?.to_owned();
+            let key = r["subject"]["key"].as_str()?.to_owned();
+            Some((id, key))
         })
-        .filter_map(|r| r["subject"]["key"].as_str().map(str::to_owned))
         .collect();
-    let shown: Vec<&str> = reclaimed
-        .iter()
-        .take(3)
-        .map(|key| key.rsplit('/').next().unwrap_or(key))
-        .collect();
-    let more = reclaimed.len().saturating_sub(shown.len());
+    let notice = sandbox
+        .webhooks()
+        .into_iter()
+        .find(|w| w.path.ends_with("/licence-notices"))
+        .and_then(|w| w.body["text"].as_str().map(str::to_owned))
+        .unwrap_or_default();
     println!(
-        "\n5. reclaim-idle tick (forced now): {} Calendly users idle for more than 60 days; {} memberships removed ({}{}); {} left alone (`reclaim_excluded: true`)",
+        "\n5. reclaim-idle tick (forced now): {} Calendly users idle for more than 60 days; {} candidates told through the `licence_notices` webhook and waiting out a {DEMO_GRACE} grace period (`waiting`, durably); {} left alone (`reclaim_excluded: true`)",
         idle.len(),
-        reclaimed.len(),
-        shown.join(", "),
-        if more > 0 { format!(" and {more} more") } else { String::new() },
+        waiting.len(),
         excluded.as_deref().unwrap_or("nobody")
     );
+    println!("   the notice: \"{notice}\"");
     if let Some(email) = &excluded {
         let why = api.get(&format!("/triggers/why?subject={email}")).await?;
         if let Some(line) = why.to_string().split("excluded: ").nth(1) {
@@ -339,6 +351,42 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
             );
         }
     }
+    // One of them signs in during the grace period: the role retrieval tick saves the fresh
+    // `last_activity`, and that write wakes the wait.
+    if let Some((id, key)) = waiting.first() {
+        let email = key.rsplit('/').next().unwrap_or(key);
+        api.sandbox_activity(sandbox, email).await?;
+        api.tick("calendly-role-daily").await?;
+        let run = api.finished(id).await?;
+        let record = api.get(&format!("/records/saas_users/{key}")).await?;
+        println!(
+            "   {email} signs in during the grace period; the calendly-role-daily tick saves `last_activity`, which wakes the wait (`{}`) → run {}, reclaim_state: {} ({})",
+            step_outputs(&run, "grace")["outcome"].as_str().unwrap_or("?"),
+            run["status"].as_str().unwrap_or("?"),
+            record["reclaim_state"].as_str().unwrap_or("?"),
+            record["reclaim_reason"].as_str().unwrap_or("?"),
+        );
+    }
+    // The others: the grace period elapses, the activity is read again, and the licence goes.
+    let mut reclaimed: Vec<String> = Vec::new();
+    for (id, key) in waiting.iter().skip(1) {
+        let run = api.finished(id).await?;
+        let removed = run["steps"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["block"] == "remove_membership" && s["status"] == "succeeded")
+        });
+        if removed {
+            reclaimed.push(key.rsplit('/').next().unwrap_or(key).to_owned());
+        }
+    }
+    let shown: Vec<&str> = reclaimed.iter().take(3).map(String::as_str).collect();
+    let more = reclaimed.len().saturating_sub(shown.len());
+    println!(
+        "   after the grace period: activity read again, {} memberships removed ({}{}) → reclaim_state: reclaimed, licence_freed: calendly organization membership",
+        reclaimed.len(),
+        shown.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() },
+    );
 
     // 6. Approval: the same change asked scim-provision to delete the SCIM user, which waits for
     //    an administrator (OneLogin's "You must approve deletion").
@@ -660,6 +708,40 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits (30 s at most) until run `id` has finished, and returns it with its steps.
+    async fn finished(&self, id: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.get(&format!("/runs/{id}")).await?;
+            let status = run["status"].as_str().unwrap_or("");
+            if !matches!(status, "queued" | "running" | "waiting" | "retrying") {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                bail!("run {id} did not finish within 30 s (it is {status})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Logs a sign-in of the Calendly member `email` now, at the simulated vendor.
+    async fn sandbox_activity(&self, sandbox: &Sandbox, email: &str) -> anyhow::Result<()> {
+        let url = format!("http://{}/_sandbox/calendly/activity", sandbox.addr());
+        let response = self
+            .http
+            .post(url)
+            .json(&json!({"email": email}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "the sandbox did not log activity for {email}: {}",
+                response.status()
+            );
+        }
+        Ok(())
     }
 
     /// A manual run, waited for.

@@ -34,7 +34,7 @@ mod validate;
 use blockyard::store::history::EXIT_CODES;
 
 /// `replay`: a live replay exits as a run does; an offline one says whether it differs.
-const REPLAY_EXIT_CODES: &str = "Exit codes: offline, 0 identical to the recording and 1 differs; live, as `run`: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures; 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
+const REPLAY_EXIT_CODES: &str = "Exit codes: offline, 0 identical to the recording and 1 differs; live, as `run`: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures; 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, waiting, retrying, queued).";
 
 /// `resume`: the most serious outcome of the runs it resumed.
 const RESUME_EXIT_CODES: &str = "Exit codes: 0 every resumed run succeeded (or none was unfinished); otherwise the code of the most serious outcome among them: 1 failed, 4 needs_attention, 3 completed_with_failures, 6 not finished (a retrying run whose next attempt has not come is left alone: 6), 5 cancelled; 2 usage or setup error.";

@@ -54,12 +54,12 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let rows: Vec<[String; 4]> = registry
                     .actions()
-                    .map(|(_, action)| {
+                    .map(|(vendor, action)| {
                         [
                             action.id.to_string(),
                             action.spec.title.clone(),
                             action.spec.kind.to_string(),
-                            format!("{} {}", action.spec.method, action.spec.path),
+                            request_line(vendor, &action.spec),
                         ]
                     })
                     .collect();
@@ -125,7 +125,10 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{id}: {}", spec.title);
-                println!("  {} {} ({})", spec.method, spec.path, spec.kind);
+                let vendor = registry
+                    .vendor(&id.vendor)
+                    .expect("the action was found in it");
+                println!("  {} ({})", request_line(vendor, spec), spec.kind);
                 println!("  {}", spec.description);
                 if !spec.scopes.is_empty() {
                     println!("  scopes: {}", spec.scopes.join(" "));
@@ -151,5 +154,17 @@ pub fn run(command: PresetsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// How an action's request reads in a listing: `METHOD PATH`, or `SMTP message` for a
+/// `transport: smtp` vendor (its method and path mean nothing).
+fn request_line(
+    vendor: &blockyard::preset::Vendor,
+    spec: &blockyard::preset::ActionSpec,
+) -> String {
+    match vendor.spec.transport {
+        blockyard::preset::Transport::Smtp => "SMTP message".to_owned(),
+        blockyard::preset::Transport::Http => format!("{} {}", spec.method, spec.path),
     }
 }

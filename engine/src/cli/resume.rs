@@ -67,9 +67,13 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         }
         for (run, _) in &left {
             let at = run.wake_at.map(when).unwrap_or_default();
+            let what = match run.status {
+                RunStatus::Waiting => "it waits until",
+                _ => "its next attempt is at",
+            };
             println!(
-                "run {} is retrying: its next attempt is at {at}; not due yet, left alone",
-                run.id
+                "run {} is {}: {what} {at}; not due yet, left alone",
+                run.id, run.status
             );
         }
     }
@@ -100,7 +104,8 @@ fn resume_local(
     let now = engine.now();
     let history = engine.history();
     let not_due = |run: &RunRecord| {
-        run.status == RunStatus::Retrying && run.wake_at.is_some_and(|at| at > now)
+        matches!(run.status, RunStatus::Retrying | RunStatus::Waiting)
+            && run.wake_at.is_some_and(|at| at > now)
     };
     let mut outcomes = Vec::new();
     // Retrying runs whose next attempt has not come: left alone.

@@ -401,6 +401,12 @@ pub fn print_run(run: &RunRecord, steps: &[StepRecord], detail: bool) {
     if let Some(error) = &run.error {
         println!("  {}: {error}", run.status);
     }
+    if let Some(at) = run.wake_at.filter(|_| run.status == RunStatus::Waiting) {
+        println!(
+            "  waiting until {}: `blockyard serve` continues the run then (or `blockyard resume` once that time has come)",
+            when(at)
+        );
+    }
     if let Some(at) = run.wake_at.filter(|_| run.status == RunStatus::Retrying) {
         println!(
             "  next attempt at {}: `blockyard serve` continues the run then (or `blockyard resume` once that time has come)",

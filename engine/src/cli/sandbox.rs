@@ -1,6 +1,6 @@
-//! `blockyard sandbox`: serves the simulated Calendly, Webex and SCIM 2.0 APIs until SIGINT or
-//! SIGTERM. The three base URLs are the only thing written to stdout (one per line, flushed), so
-//! scripts can read them; logs go to stderr.
+//! `blockyard sandbox`: serves the simulated Calendly, Webex and SCIM 2.0 APIs (and the SMTP
+//! sink) until SIGINT or SIGTERM. The three base URLs and the SMTP sink's URL are the only thing
+//! written to stdout (one per line, flushed), so scripts can read them; logs go to stderr.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,11 +21,12 @@ some people whose last activity is long ago. On start it prints its base URLs, o
   calendly http://127.0.0.1:PORT/calendly
   webex http://127.0.0.1:PORT/webex/v1
   scim http://127.0.0.1:PORT/scim/v2
+  smtp smtp://127.0.0.1:PORT2
 
 and serves until SIGINT or SIGTERM. Control endpoints live under /_sandbox/: GET requests (the \
 request log), GET state, POST reset, POST seed {\"users\":N,\"seed\":S}, POST latency \
 {\"ms\":N} (from the next request on), POST calendly/invitations/{uuid}/accept, POST calendly/plan \
-{\"plan\":\"standard\"}, POST oauth {\"deny\":true, \"scopes\":[...], \"access_ttl_secs\":N, \"access_uses\":N, \
+{\"plan\":\"standard\"}, GET webhooks, GET mail, POST oauth {\"deny\":true, \"scopes\":[...], \"access_ttl_secs\":N, \"access_uses\":N, \
 \"rotate_refresh\":false, \"redirect_uri\":\"...\"}, POST oauth/expire.
 
 OAuth: /calendly/oauth/authorize and /calendly/oauth/token, /webex/v1/authorize and \
@@ -59,6 +60,12 @@ pub struct SandboxArgs {
     /// Share of vendor requests answered with 503, from 0.0 to 1.0 (seeded by `--seed`).
     #[arg(long, default_value_t = 0.0, value_name = "F")]
     fail_rate: f64,
+    /// The SMTP sink's login (AUTH PLAIN or LOGIN required and checked). `email.send` always
+    /// logs in, so give it to send from a workflow: an `email` credential with `base_url` the
+    /// printed `smtp://` URL, `tls: none`, `auth: basic` and this user and password. Without
+    /// it the sink takes mail only from clients that do not log in.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    smtp_login: Option<String>,
 }
 
 /// `N/min`, parsed.
@@ -105,6 +112,13 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         rate_limit_per_min: args.rate_limit.map(|r| r.0),
         latency: Duration::from_millis(args.latency_ms),
         fail_rate: args.fail_rate,
+        smtp_login: match args.smtp_login.as_deref().map(|l| l.split_once(':')) {
+            None => None,
+            Some(Some((user, password))) if !user.is_empty() && !password.is_empty() => {
+                Some((user.to_owned(), password.to_owned()))
+            }
+            Some(_) => anyhow::bail!("`--smtp-login` takes `USER:PASSWORD`, both not empty"),
+        },
         ..SandboxConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -121,6 +135,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "calendly {}", sandbox.calendly_url())?;
             writeln!(out, "webex {}", sandbox.webex_url())?;
             writeln!(out, "scim {}", sandbox.scim_url())?;
+            writeln!(out, "smtp {}", sandbox.smtp_url())?;
             out.flush()?;
         }
         tracing::info!(addr = %sandbox.addr(), "sandbox serving; stop with Ctrl-C or SIGTERM");

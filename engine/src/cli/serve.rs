@@ -92,6 +92,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let config = args.common.config()?;
     let data_dir = args.common.data_dir(config.as_ref());
+    super::store::refuse_postgres(config.as_ref(), "`blockyard serve`", &data_dir)?;
     let token = match std::env::var("BLOCKYARD_TOKEN") {
         Ok(token) if !token.is_empty() => Some(token),
         _ => match config.as_ref().and_then(|c| c.token.as_ref()) {

@@ -265,6 +265,11 @@ pub enum CompileErrorKind {
     InvalidGuard {
         message: String,
     },
+    /// A `wait` block whose keys do not go together (both or neither of `for`/`until`,
+    /// `wake_when` without a subject).
+    InvalidWait {
+        message: String,
+    },
     /// A duration such as `30s` that does not parse.
     InvalidDuration {
         key: String,
@@ -329,6 +334,7 @@ impl CompileErrorKind {
                 | CompileErrorKind::DeadEnd { .. }
                 | CompileErrorKind::DuplicateBegin { .. }
                 | CompileErrorKind::DuplicateEnd { .. }
+                | CompileErrorKind::InvalidWait { .. }
         )
     }
 
@@ -387,7 +393,7 @@ impl CompileErrorKind {
             )),
             K::YamlLimit { limit } => Some(limit.hint()),
             K::MissingBlockType => Some(
-                "add `type:` with one of `begin`, `api`, `role_retrieval`, `end`".to_owned(),
+                "add `type:` with one of `begin`, `api`, `role_retrieval`, `wait`, `end`".to_owned(),
             ),
             K::MissingBegin => Some("add a block with `type: begin`".to_owned()),
             K::MissingEnd => Some("add a block with `type: end`".to_owned()),
@@ -552,6 +558,7 @@ impl fmt::Display for CompileErrorKind {
             }
             K::InvalidTrigger { message } => write!(f, "{message}"),
             K::InvalidGuard { message } => write!(f, "{message}"),
+            K::InvalidWait { message } => write!(f, "{message}"),
             K::InvalidAnswer { entry, problem } => {
                 write!(f, "`answers` entry `{entry}` {problem}")
             }

@@ -246,6 +246,7 @@ pub(super) fn check(
         trigger,
         notify: None,
         guard: None,
+        timezone: chrono_tz::UTC,
     })
 }
 
@@ -345,11 +346,12 @@ fn check_block_refs(
 
 /// The outputs a block has once it succeeded: its `outputs:` (or its preset's default outputs),
 /// role retrieval's `found`, `role`, `active` and `last_activity`, `found` when `answers` lists
-/// not found, an ingest's counts.
+/// not found, an ingest's counts, a wait's `outcome` and `until`.
 fn declared_outputs(compiler: &Compiler<'_>, kind: &BlockKind) -> Vec<String> {
     let (call, role) = match kind {
         BlockKind::Api(call) => (call, false),
         BlockKind::RoleRetrieval(role) => (&role.call, true),
+        BlockKind::Wait(_) => return crate::compile::WAIT_OUTPUTS.map(str::to_owned).to_vec(),
         BlockKind::Begin | BlockKind::End => return Vec::new(),
     };
     let mut declared: Vec<String> = if call.outputs.is_empty() {

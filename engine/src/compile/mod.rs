@@ -49,6 +49,8 @@ pub struct Workflow {
     pub notify: Option<std::sync::Arc<crate::notify::Notify>>,
     /// The workflow's own `guard:` (the engine falls back to the config's default).
     pub guard: Option<Guard>,
+    /// `timezone:`: where a `wait` block's `until:` date is read (UTC by default).
+    pub timezone: chrono_tz::Tz,
 }
 
 impl Workflow {
@@ -72,6 +74,7 @@ pub enum BlockKind {
     Begin,
     Api(ApiCall),
     RoleRetrieval(RoleRetrieval),
+    Wait(Wait),
     End,
 }
 
@@ -81,9 +84,39 @@ impl BlockKind {
             BlockKind::Begin => "begin",
             BlockKind::Api(_) => "api",
             BlockKind::RoleRetrieval(_) => "role_retrieval",
+            BlockKind::Wait(_) => "wait",
             BlockKind::End => "end",
         }
     }
+}
+
+/// A checked `wait` block: how long, and what ends it early.
+#[derive(Debug)]
+pub struct Wait {
+    pub how: WaitFor,
+    /// `wake_when:`: ends the wait when it holds on the subject record.
+    pub wake_when: Option<WakeWhen>,
+}
+
+/// A wait block's outputs: `outcome` (`elapsed` or `woken`) and `until` (when it was to end,
+/// RFC 3339).
+pub const WAIT_OUTPUTS: [&str; 2] = ["outcome", "until"];
+
+/// How long a wait lasts.
+#[derive(Debug)]
+pub enum WaitFor {
+    /// `for:`: from when the wait starts.
+    For(Duration),
+    /// `until:`: a template rendering an RFC 3339 instant or a `YYYY-MM-DD` date (its midnight
+    /// in the workflow's time zone).
+    Until(Template),
+}
+
+/// `wake_when:` compiled: a rhai condition, or rules that must all hold.
+#[derive(Debug)]
+pub enum WakeWhen {
+    When(Condition),
+    Rules(Vec<Rule>),
 }
 
 /// A checked preset call.
@@ -496,6 +529,7 @@ impl<'a> Compiler<'a> {
                 BlockSpec::RoleRetrieval(role) => self
                     .role(id, role, has_subject)
                     .map(BlockKind::RoleRetrieval),
+                BlockSpec::Wait(wait) => self.wait(id, wait, has_subject).map(BlockKind::Wait),
                 BlockSpec::End(_) => Some(BlockKind::End),
             };
             kinds.insert(id.clone(), kind);
@@ -517,26 +551,148 @@ impl<'a> Compiler<'a> {
                 }
             });
         let notify = self.notify();
+        let timezone = self.timezone();
         let mut workflow = graph_checks::check(&mut self, kinds, edges, trigger)?;
         workflow.guard = guard;
         workflow.notify = notify;
+        workflow.timezone = timezone.unwrap_or(chrono_tz::UTC);
         Some(workflow)
     }
 
-    /// `notify:`, its text compiled; an invalid template is an error at `notify.text`.
+    /// The workflow's `timezone:` (UTC when absent); `None` after an error at it.
+    fn timezone(&mut self) -> Option<chrono_tz::Tz> {
+        let Some(zone) = &self.loaded.spec.timezone else {
+            return Some(chrono_tz::UTC);
+        };
+        match crate::schedule::parse_zone(zone) {
+            Ok(tz) => Some(tz),
+            Err(ScheduleError::TimeZone { zone, suggestion }) => {
+                self.value_error(
+                    &YamlPath::root().key("timezone"),
+                    None,
+                    CompileErrorKind::UnknownTimeZone { zone, suggestion },
+                );
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// A `wait` block: exactly one of `for:` and `until:`; `wake_when:` needs a subject.
+    fn wait(&mut self, id: &BlockId, wait: &spec::WaitSpec, has_subject: bool) -> Option<Wait> {
+        let errors_before = self.errors.len();
+        let block_path = YamlPath::root().key("blocks").key(id.as_str());
+        let how = match (&wait.duration, &wait.until) {
+            (Some(_), Some(_)) => {
+                self.key_error(
+                    &block_path.key("until"),
+                    Some(id),
+                    CompileErrorKind::InvalidWait {
+                        message: "has both `for:` and `until:`; a wait takes one of them"
+                            .to_owned(),
+                    },
+                );
+                None
+            }
+            (None, None) => {
+                self.key_error(
+                    &block_path.key("type"),
+                    Some(id),
+                    CompileErrorKind::InvalidWait {
+                        message: "waits for nothing; give it `for:` (a duration such as `7d`) or `until:` (a time, such as `\"{{record.last_day}}\"`)".to_owned(),
+                    },
+                );
+                None
+            }
+            (Some(text), None) => self
+                .duration(Site::new(id, &["for"]), text)
+                .map(WaitFor::For),
+            (None, Some(until)) => self
+                .template(Site::new(id, &["until"]), until, &CONTEXT_ROOTS)
+                .map(WaitFor::Until),
+        };
+        let wake_when = match &wait.wake_when {
+            None => None,
+            Some(_) if !has_subject => {
+                self.key_error(
+                    &block_path.key("wake_when"),
+                    Some(id),
+                    CompileErrorKind::InvalidWait {
+                        message: "has `wake_when:`, which reads the subject record, but the workflow has none; name `records:` in the begin block".to_owned(),
+                    },
+                );
+                None
+            }
+            Some(spec::WakeWhenSpec::When(source)) => match self.rules.compile(source) {
+                Ok(c) => Some(WakeWhen::When(c)),
+                Err(err) => {
+                    self.value_error(
+                        &block_path.key("wake_when"),
+                        Some(id),
+                        CompileErrorKind::Rhai {
+                            key: "wake_when".to_owned(),
+                            message: err.to_string(),
+                        },
+                    );
+                    None
+                }
+            },
+            Some(spec::WakeWhenSpec::Rules(rules)) => {
+                let mut out = Vec::with_capacity(rules.len());
+                for (i, rule) in rules.iter().enumerate() {
+                    let rule_path = block_path.key("wake_when").index(i);
+                    match RuleOp::parse(&rule.op) {
+                        None => self.value_error(
+                            &rule_path.key("op"),
+                            Some(id),
+                            CompileErrorKind::UnknownRuleOperator {
+                                op: rule.op.clone(),
+                                suggestion: suggest(&rule.op, RuleOp::NAMES),
+                            },
+                        ),
+                        Some(op) => match Rule::new(&rule.field, op, rule.value.as_ref()) {
+                            Ok(r) => out.push(r),
+                            Err(err) => self.value_error(
+                                &rule_path.key(if rule.value.is_some() { "value" } else { "op" }),
+                                Some(id),
+                                CompileErrorKind::InvalidRuleValue {
+                                    op: rule.op.clone(),
+                                    message: err.0,
+                                },
+                            ),
+                        },
+                    }
+                }
+                Some(WakeWhen::Rules(out))
+            }
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Wait {
+            how: how?,
+            wake_when,
+        })
+    }
+
+    /// `notify:`, checked, its templates compiled; a problem is an error at its key.
     fn notify(&mut self) -> Option<std::sync::Arc<crate::notify::Notify>> {
+        use crate::notify::NotifyProblem;
         let spec = self.loaded.spec.notify.as_ref()?;
         match crate::notify::Notify::compile(spec) {
             Ok(notify) => Some(notify),
             Err(err) => {
-                self.value_error(
-                    &YamlPath::root().key("notify").key("text"),
-                    None,
-                    CompileErrorKind::Template {
-                        key: "notify.text".to_owned(),
-                        message: err.to_string(),
-                    },
-                );
+                let key = format!("notify.{}", err.key);
+                let kind = match err.problem {
+                    NotifyProblem::Template(message) => CompileErrorKind::Template { key, message },
+                    NotifyProblem::Duration(found) => {
+                        CompileErrorKind::InvalidDuration { key, found }
+                    }
+                    NotifyProblem::Invalid(message) => {
+                        CompileErrorKind::InvalidValue { key, message }
+                    }
+                };
+                self.value_error(&YamlPath::root().key("notify").key(err.key), None, kind);
                 None
             }
         }
@@ -695,7 +851,15 @@ impl<'a> Compiler<'a> {
         }
         if let Some(schedule) = &begin.schedule {
             let sched_path = path.key("schedule");
-            match Schedule::parse(&schedule.cron, schedule.timezone.as_deref()) {
+            // A schedule without a zone of its own ticks in the workflow's (an unknown one is
+            // reported at `timezone:`, and UTC stands in meanwhile).
+            let zone = schedule.timezone.as_deref().or(self
+                .loaded
+                .spec
+                .timezone
+                .as_deref()
+                .filter(|z| crate::schedule::parse_zone(z).is_ok()));
+            match Schedule::parse(&schedule.cron, zone) {
                 Ok(s) => trigger.schedule = Some((s, schedule.catch_up.unwrap_or_default())),
                 Err(errors) => {
                     ok = false;
@@ -1645,6 +1809,24 @@ fn declared_edges<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_ticks_in_the_workflow_zone_unless_it_names_its_own() {
+        let presets = PresetRegistry::builtin();
+        let zone = |schedule: &str| {
+            let text = format!(
+                "name: z\ntimezone: America/New_York\nblocks:\n  begin: {{type: begin, schedule: {schedule}, next: end}}\n  end: {{type: end}}\n"
+            );
+            let workflow = compile_source(Source::new("z.yaml", text), &presets).unwrap();
+            assert_eq!(workflow.timezone, chrono_tz::America::New_York);
+            workflow.trigger.schedule.unwrap().0.zone()
+        };
+        assert_eq!(zone("{cron: '0 6 * * *'}"), chrono_tz::America::New_York);
+        assert_eq!(
+            zone("{cron: '0 6 * * *', timezone: Europe/Berlin}"),
+            chrono_tz::Europe::Berlin
+        );
+    }
 
     #[test]
     fn durations_parse() {

@@ -132,7 +132,7 @@ pub(crate) fn gate(
     let required = match &block.kind {
         BlockKind::Api(call) => call.approval_required,
         BlockKind::RoleRetrieval(role) => role.call.approval_required,
-        BlockKind::Begin | BlockKind::End => false,
+        BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => false,
     };
     if !required || !persist || mode != RunMode::Live {
         return Ok(Gate::Go);

@@ -409,7 +409,9 @@ pub(crate) async fn execute(task: Task) -> Result<BlockDone, ExecError> {
         BlockKind::Api(call) => (call, None),
         BlockKind::RoleRetrieval(role) => (&role.call, Some(role)),
         // The run loop settles these itself and never starts a task for them.
-        BlockKind::Begin | BlockKind::End => unreachable!("begin and end run no task"),
+        BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => {
+            unreachable!("begin, wait and end run no task")
+        }
     };
     let span = tracing::info_span!(
         "block",

@@ -133,6 +133,13 @@ pub fn reason(history: &History, run: &RunRecord) -> Result<String, StoreError> 
             }
         }
         RunStatus::Retrying => "cancelled while waiting to retry".to_owned(),
+        RunStatus::Waiting => {
+            let steps = history.steps(run.id)?;
+            match steps.iter().rev().find(|s| s.status == StepStatus::Waiting) {
+                Some(step) => format!("cancelled while waiting in block `{}`", step.block),
+                None => "cancelled while waiting".to_owned(),
+            }
+        }
         RunStatus::Held => "cancelled while held by the mass-change guard".to_owned(),
         RunStatus::Queued => "cancelled before it started".to_owned(),
         _ => "cancelled before it was resumed".to_owned(),

@@ -39,6 +39,11 @@
 //! passed (then it fails like any block). A write whose delivery is uncertain is checked with its
 //! preset's probe at once, never sent again blind.
 //!
+//! A `wait` block ([`wait`]) does not settle until its time comes or its `wake_when` holds on
+//! the subject record; when nothing else can run, the run parks as `waiting` the same way (its
+//! `wake_at` the wait's end), watching the record so a write of it wakes the run to judge
+//! `wake_when` again.
+//!
 //! # Durability
 //!
 //! Every block's step is written to history (a run's steps settled together as one entry, see
@@ -60,10 +65,12 @@ pub mod cancel;
 mod collect;
 mod context;
 pub mod guard;
+pub mod reminders;
 mod resume;
 pub mod retry;
 mod run;
 mod turns;
+mod wait;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -565,7 +572,7 @@ impl Engine {
                     }
                     &role.call
                 }
-                BlockKind::Begin | BlockKind::End => continue,
+                BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => continue,
             };
             // The call's own kind: a `request.method` override decides it over the preset's.
             writes[node.index()] = call.kind == ActionKind::Write;
@@ -684,7 +691,12 @@ impl Engine {
             if run.status.is_finished() {
                 return Ok(Cancel::Finished(run));
             }
-            if self.is_active(id) {
+            // A run whose record says it is parked on a timer but whose task is still active
+            // has parked and is only finishing up (a woken run is `running` before it is
+            // active again): cancelled at once, like any parked run, or its request would be
+            // cleared as the task ends and the run left waiting.
+            let finishing = matches!(run.status, RunStatus::Retrying | RunStatus::Waiting);
+            if self.is_active(id) && !finishing {
                 self.inner.cancels.request(id);
                 // A run waiting for its turn stops waiting, and stops before its first block.
                 self.inner.turns.wake();
@@ -905,7 +917,7 @@ impl Engine {
         let (run, _active) = {
             let _deciding = self.lock_deciding();
             let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-            if run.status == RunStatus::Retrying {
+            if matches!(run.status, RunStatus::Retrying | RunStatus::Waiting) {
                 match history.wake(id)? {
                     Some(woken) => run = woken,
                     None => {

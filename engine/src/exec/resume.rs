@@ -11,7 +11,8 @@
 //! `request.method` (the probe would read another resource), or when the probe itself cannot
 //! answer (its call fails, or answers 429 or 5xx), the run stops in `needs_attention`, naming the
 //! block, and nothing is sent. A block whose last step is `retrying` has not settled: the walk
-//! tries it again once its time has come (see `retry`).
+//! tries it again once its time has come (see `retry`); a `wait` block's `waiting` step neither:
+//! the walk judges the wait again (see `wait`).
 
 use std::collections::HashMap;
 
@@ -81,7 +82,10 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         };
         if matches!(
             step.status,
-            StepStatus::WaitingApproval | StepStatus::Retrying | StepStatus::Held
+            StepStatus::WaitingApproval
+                | StepStatus::Retrying
+                | StepStatus::Held
+                | StepStatus::Waiting
         ) {
             // Not settled: the walk reaches it again and looks for a decision, or tries it again
             // (when its time has come, see `retry`).
@@ -106,7 +110,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                     let call = match &prepared.workflow.graph[node].kind {
                         BlockKind::Api(call) => Some(call),
                         BlockKind::RoleRetrieval(role) => Some(&role.call),
-                        BlockKind::Begin | BlockKind::End => None,
+                        BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => None,
                     };
                     let outcome = match (call, recovered) {
                         (None, _) => Ok((Map::new(), Map::new())),
@@ -233,7 +237,7 @@ pub(crate) async fn probe(
     let call = match &prepared.workflow.graph[node].kind {
         BlockKind::Api(call) => call,
         BlockKind::RoleRetrieval(role) => &role.call,
-        BlockKind::Begin | BlockKind::End => return Verdict::NotDone,
+        BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => return Verdict::NotDone,
     };
     let client = engine.client();
     // The probe reads the resource the preset addresses; an override that addressed another one

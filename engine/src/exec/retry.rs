@@ -118,6 +118,12 @@ pub(crate) fn classify(err: &CallError, write: bool) -> Class {
         CallError::Vendor { .. } => sent(transient),
         // The token endpoint failed: the vendor call itself was never sent.
         CallError::Token { .. } => transient,
+        // An SMTP 4xx or a connection never made: the message was not taken. A connection lost
+        // on the way: it may have been.
+        CallError::Smtp {
+            maybe_sent: false, ..
+        } => transient,
+        CallError::Smtp { .. } => sent(transient),
         // `is_retryable` answers false for every other kind.
         _ => Class::Definitive,
     }
@@ -369,6 +375,29 @@ mod tests {
             assert_eq!(classify(&err, false), read, "read: {err}");
             assert_eq!(classify(&err, true), write, "write: {err}");
         }
+    }
+
+    #[test]
+    fn smtp_failures_are_sorted_like_http_ones() {
+        use crate::preset::PresetId;
+        let smtp = |code: Option<u16>, transient: bool, maybe_sent: bool| CallError::Smtp {
+            action: PresetId::parse("email.send").unwrap(),
+            code,
+            message: "x".to_owned(),
+            transient,
+            maybe_sent,
+        };
+        let again = Class::Transient { vendor_wait: None };
+        // A 4xx refusal: the server took nothing, so the message may be sent again later.
+        assert_eq!(classify(&smtp(Some(451), true, false), true), again);
+        // A 5xx refusal stands.
+        assert_eq!(
+            classify(&smtp(Some(550), false, false), true),
+            Class::Definitive
+        );
+        // A server that could not be reached took nothing; one lost mid-message may have.
+        assert_eq!(classify(&smtp(None, true, false), true), again);
+        assert_eq!(classify(&smtp(None, true, true), true), Class::Uncertain);
     }
 
     #[test]

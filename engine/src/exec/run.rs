@@ -44,8 +44,8 @@ use tracing::Instrument;
 use super::approval::{self, Gate};
 use super::block::{self, BlockDone, Task};
 use super::guard::{self, GuardGate};
-use super::{context, retry, Engine, ExecError, Prepared, Recording, RunOutcome};
-use crate::compile::{BlockKind, EdgeKind};
+use super::{context, retry, wait, Engine, ExecError, Prepared, Recording, RunOutcome};
+use crate::compile::{BlockKind, EdgeKind, Wait, WaitFor};
 use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// How a block settled, as later blocks and edges see it.
@@ -208,6 +208,8 @@ pub(crate) fn execute(
         let mut held_blocks: HashSet<NodeIndex> = HashSet::new();
         // Blocks that failed transiently, with their next attempt's time (see `retry`).
         let mut retrying: HashMap<NodeIndex, DateTime<Utc>> = HashMap::new();
+        // `wait` blocks waiting, with when each ends (see `wait`).
+        let mut waits: HashMap<NodeIndex, DateTime<Utc>> = HashMap::new();
         // A resumed run may hold blocks whose next attempt has not come yet.
         let parked_blocks = walk.steps.iter().any(|s| s.status == StepStatus::Retrying);
         loop {
@@ -222,6 +224,7 @@ pub(crate) fn execute(
                             || waiting.contains(&node)
                             || held_blocks.contains(&node)
                             || retrying.contains_key(&node)
+                            || waits.contains_key(&node)
                         {
                             continue;
                         }
@@ -243,6 +246,32 @@ pub(crate) fn execute(
                                 let step = walk.trivial_step(&record, node, StepStatus::Succeeded);
                                 walk.record_settled(node, step, persist);
                                 progress = true;
+                            }
+                            BlockKind::Wait(spec) => {
+                                match walk.wait(&record, node, spec, persist)? {
+                                    WaitNow::Parked(at) => {
+                                        waits.insert(node, at);
+                                    }
+                                    WaitNow::Settled(step, replaces) => {
+                                        let step = *step;
+                                        if step.status == StepStatus::Failed
+                                            && failure.is_none()
+                                            && !prepared
+                                                .workflow
+                                                .graph
+                                                .edges_directed(node, Direction::Outgoing)
+                                                .any(|e| e.weight().kind == EdgeKind::Failure)
+                                        {
+                                            failure = Some(format!(
+                                                "block `{}` failed: {}",
+                                                step.block,
+                                                step.error.as_deref().unwrap_or("no detail")
+                                            ));
+                                        }
+                                        walk.settle_wait(node, step, replaces, persist)?;
+                                        progress = true;
+                                    }
+                                }
                             }
                             BlockKind::Api(_) | BlockKind::RoleRetrieval(_) => {
                                 if parked_blocks {
@@ -465,10 +494,26 @@ pub(crate) fn execute(
                     )),
                 )
             }
-        } else if let Some((node, at)) = retrying.iter().min_by_key(|(_, at)| **at) {
-            // Parked until the earliest next attempt; the run record's `wake_at` sets its timer.
-            record.wake_at = Some(*at);
-            (RunStatus::Retrying, Some(walk.retrying_error(*node)))
+        } else if !retrying.is_empty() || !waits.is_empty() {
+            // Parked until the earliest next attempt or end of a wait; the run record's
+            // `wake_at` sets its timer.
+            let retry = retrying.iter().min_by_key(|(_, at)| **at);
+            let wait = waits.iter().min_by_key(|(_, at)| **at);
+            match (retry, wait) {
+                (Some((node, at)), wait) if wait.is_none_or(|(_, w)| at <= w) => {
+                    record.wake_at = Some(*at);
+                    (RunStatus::Retrying, Some(walk.retrying_error(*node)))
+                }
+                (_, Some((node, at))) => {
+                    record.wake_at = Some(*at);
+                    (RunStatus::Waiting, Some(walk.waiting_reason(*node, *at)))
+                }
+                (Some((node, at)), None) => {
+                    record.wake_at = Some(*at);
+                    (RunStatus::Retrying, Some(walk.retrying_error(*node)))
+                }
+                (None, None) => unreachable!("one of them is not empty"),
+            }
         } else if let Some(why) = held {
             (RunStatus::Held, Some(why))
         } else if !waiting.is_empty() {
@@ -478,7 +523,7 @@ pub(crate) fn execute(
         };
         record.status = status;
         record.error = error;
-        if status != RunStatus::Retrying {
+        if !matches!(status, RunStatus::Retrying | RunStatus::Waiting) {
             record.wake_at = None;
         }
         if status.is_finished() {
@@ -487,13 +532,25 @@ pub(crate) fn execute(
         if persist {
             // Rule 4: one flush for the run record and every step not flushed yet.
             walk.write_unwritten()?;
+            // A held run's note in its subject's trigger trace goes first: once the run record
+            // says `held`, a reader of the trace must find the note (the same flush makes both
+            // durable).
+            if record.status == RunStatus::Held {
+                guard::trace_held(&engine, &record);
+            }
             history.put_run(&record)?;
+            // An approval reminder (`notify.remind_approvers_after`), durable with the record.
+            if record.status == RunStatus::WaitingApproval && record.mode == RunMode::Live {
+                let notify = prepared.workflow.notify.as_ref();
+                if let Some(notify) = notify.or(inner.options.notify.as_ref()) {
+                    // Every step of the run, also those of the walks before a resume.
+                    let steps = history.steps(record.id)?;
+                    engine.schedule_reminder(notify, &record, &steps)?;
+                }
+            }
             walk.flush().await?;
             if record.wake_at.is_some() {
                 inner.parked.notify_one();
-            }
-            if record.status == RunStatus::Held {
-                guard::trace_held(&engine, &record);
             }
         }
         // `notify:` (live runs only), once the final record is durable.
@@ -516,6 +573,15 @@ pub(crate) fn execute(
         })
     }
     .instrument(span)
+}
+
+/// What a `wait` block does when the walk reaches it.
+enum WaitNow {
+    /// It ended (or failed): its step, and the index in the run's steps of the `waiting` step
+    /// it replaces (same sequence number), if it had one.
+    Settled(Box<StepRecord>, Option<usize>),
+    /// It waits until then.
+    Parked(DateTime<Utc>),
 }
 
 /// Tells whoever submitted the run that its record is in the history (the first time only).
@@ -594,7 +660,7 @@ impl Walk<'_> {
         let give_up_after = match &block.kind {
             BlockKind::Api(call) => call.retry.give_up_after,
             BlockKind::RoleRetrieval(role) => role.call.retry.give_up_after,
-            BlockKind::Begin | BlockKind::End => None,
+            BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => None,
         }
         .unwrap_or(retry::DEFAULT_GIVE_UP_AFTER);
         // The block's last transient failure (a step after it may be a write's `sending` intent
@@ -632,6 +698,223 @@ impl Walk<'_> {
             inner.history.put_step(step)?;
         }
         Ok(step_retry.next_at)
+    }
+
+    /// Judges the `wait` block `node`: ended (elapsed, woken, or failed to start), or still
+    /// waiting until when. A live wait reads the subject record as stored now (and keeps it: the
+    /// blocks after a wait see the record as it is when the wait ends); a wait with `wake_when`
+    /// watches the record first, so a write of it after this read wakes the run again.
+    fn wait(
+        &mut self,
+        record: &RunRecord,
+        node: NodeIndex,
+        spec: &Wait,
+        persist: bool,
+    ) -> Result<WaitNow, ExecError> {
+        let inner = &self.engine.inner;
+        let block = self.prepared.workflow.graph[node].id.as_str();
+        let now = inner.options.clock.now();
+        // The block's `waiting` step, when the run parked in it before.
+        let previous = self
+            .steps
+            .iter()
+            .rposition(|s| s.block == block)
+            .filter(|&i| self.steps[i].status == StepStatus::Waiting);
+        let mut step = self.trivial_step(record, node, StepStatus::Succeeded);
+        if record.mode == RunMode::Offline {
+            // Reproduces the recorded outcome; nothing is waited for.
+            let recorded = self
+                .as_of
+                .as_ref()
+                .and_then(|r| r.steps.get(block))
+                .cloned();
+            match recorded {
+                Some(rec) if rec.status == StepStatus::Failed => {
+                    step.status = StepStatus::Failed;
+                    step.error = rec.error;
+                }
+                Some(rec) if rec.status != StepStatus::Waiting => {
+                    // The record as the recorded wait found it, for the blocks after it.
+                    if let Value::Object(fields) = &mut self.subject {
+                        for (k, v) in &rec.saved {
+                            fields.insert(k.clone(), v.clone());
+                        }
+                    }
+                    step.saved = rec.saved.clone();
+                    let outcome = rec.outputs.get("outcome").and_then(Value::as_str);
+                    step.note = Some(format!(
+                        "the recorded wait ended `{}`; an offline replay does not wait",
+                        outcome.unwrap_or(wait::ELAPSED)
+                    ));
+                    step.outputs = rec.outputs;
+                }
+                _ => {
+                    step.status = StepStatus::Planned;
+                    step.outputs
+                        .insert("outcome".to_owned(), wait::ELAPSED.into());
+                    step.note = Some(
+                        "the recorded run had not finished this wait; replayed as if it elapsed, without waiting"
+                            .to_owned(),
+                    );
+                }
+            }
+            return Ok(WaitNow::Settled(Box::new(step), None));
+        }
+        let until = match previous {
+            Some(i) => self.steps[i]
+                .outputs
+                .get("until")
+                .and_then(Value::as_str)
+                .and_then(crate::rules::parse_instant),
+            None => None,
+        };
+        let until = match (until, &spec.how) {
+            (Some(until), _) => until,
+            (None, WaitFor::For(d)) => {
+                now + chrono::TimeDelta::from_std(*d).unwrap_or(chrono::TimeDelta::MAX)
+            }
+            (None, WaitFor::Until(template)) => {
+                let context = handlebars::Context::from(self.context());
+                let rendered = crate::as_of::at(step.started_at, || {
+                    inner.templates.render(template, &context)
+                })
+                .map_err(|err| err.to_string())
+                .and_then(|text| wait::until_instant(&text, self.prepared.workflow.timezone));
+                match rendered {
+                    Ok(until) => until,
+                    Err(message) => {
+                        step.status = StepStatus::Failed;
+                        step.error = Some(format!("cannot start the wait: {message}"));
+                        return Ok(WaitNow::Settled(Box::new(step), None));
+                    }
+                }
+            }
+        };
+        // Whole seconds (rounded up: never earlier), as history shows it and a resumed wait
+        // reads it back.
+        let until = match until.timestamp_subsec_nanos() {
+            0 => until,
+            nanos => until + chrono::TimeDelta::nanoseconds(1_000_000_000 - i64::from(nanos)),
+        };
+        let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        step.outputs
+            .insert("until".to_owned(), until_text.clone().into());
+        if record.mode == RunMode::Live {
+            if let Some(subject) = &record.subject {
+                if spec.wake_when.is_some() && persist {
+                    inner
+                        .history
+                        .timers()
+                        .watch(record.id, &subject.record_key())?;
+                }
+                if let Some(current) = super::records_subject(subject)
+                    .map(|s| self.engine.records().get(&s))
+                    .transpose()?
+                    .flatten()
+                {
+                    // What others wrote meanwhile: kept on the step (`saved`), so a resume and
+                    // an offline replay see the record as the wait did.
+                    for (k, v) in &current {
+                        if self.subject.get(k) != Some(v) {
+                            step.saved.insert(k.clone(), v.clone());
+                        }
+                    }
+                    self.subject = Value::Object(current);
+                }
+            }
+        }
+        let woken = spec
+            .wake_when
+            .as_ref()
+            .is_some_and(|w| wait::holds(w, &self.subject, &self.vars, now));
+        match previous {
+            Some(i) => {
+                step.started_at = self.steps[i].started_at;
+                step.seq = self.steps[i].seq;
+                self.seq -= 1; // the step replaces the `waiting` one: no new sequence number
+            }
+            // Timed by the engine's clock, as its end is.
+            None => step.started_at = now,
+        }
+        step.finished_at = Some(now);
+        if woken {
+            step.outputs
+                .insert("outcome".to_owned(), wait::WOKEN.into());
+            step.note = Some(format!(
+                "woken: `wake_when` held on the record at {}, before the wait's end ({until_text})",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+            return Ok(WaitNow::Settled(Box::new(step), previous));
+        }
+        if until <= now {
+            step.outputs
+                .insert("outcome".to_owned(), wait::ELAPSED.into());
+            step.note = Some(match previous {
+                Some(_) => format!("elapsed: waited until {until_text}"),
+                None => format!(
+                    "elapsed at once: the wait's end ({until_text}) had already passed when it started"
+                ),
+            });
+            return Ok(WaitNow::Settled(Box::new(step), previous));
+        }
+        if record.mode == RunMode::DryRun {
+            step.status = StepStatus::Planned;
+            step.outputs
+                .insert("outcome".to_owned(), wait::ELAPSED.into());
+            step.note = Some(format!(
+                "would wait until {until_text}{}; a dry run does not wait (later blocks are shown as if it elapsed)",
+                if spec.wake_when.is_some() { ", or until `wake_when` holds" } else { "" }
+            ));
+            return Ok(WaitNow::Settled(Box::new(step), None));
+        }
+        if previous.is_none() {
+            step.saved.clear(); // judged again when the wait ends
+            step.status = StepStatus::Waiting;
+            step.finished_at = None;
+            step.note = Some(self.waiting_reason(node, until));
+            if persist {
+                self.write_unwritten()?;
+                inner.history.put_step(&step)?;
+            }
+            self.steps.push(step);
+        }
+        Ok(WaitNow::Parked(until))
+    }
+
+    /// Settles a `wait` block: a step that replaces its `waiting` step is written over it (its own
+    /// entry, same sequence number); any other is kept like a begin's.
+    fn settle_wait(
+        &mut self,
+        node: NodeIndex,
+        step: StepRecord,
+        replaces: Option<usize>,
+        persist: bool,
+    ) -> Result<(), ExecError> {
+        match replaces {
+            None => self.record_settled(node, step, persist),
+            Some(i) => {
+                if persist {
+                    self.engine.inner.history.put_step(&step)?;
+                    self.unflushed = true;
+                }
+                self.settle(node, Settled::from_step(&step));
+                self.steps[i] = step;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a run parked in `node`'s wait waits for (its `error` while `waiting`).
+    fn waiting_reason(&self, node: NodeIndex, until: DateTime<Utc>) -> String {
+        let block = &self.prepared.workflow.graph[node];
+        let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let wakes = match &block.kind {
+            BlockKind::Wait(w) if w.wake_when.is_some() => {
+                ", or until a write of the record makes `wake_when` hold"
+            }
+            _ => "",
+        };
+        format!("block `{}` waits until {until}{wakes}", block.id)
     }
 
     /// The run's error while it waits to retry `node`'s block.

@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::compile::{BlockKind, EdgeKind, Workflow};
+use crate::compile::{BlockKind, EdgeKind, WaitFor, Workflow};
 
 pub mod layout;
 pub mod svg;
@@ -45,9 +45,22 @@ fn label_lines(workflow: &Workflow, node: petgraph::graph::NodeIndex) -> (String
     let detail = match &block.kind {
         BlockKind::Api(call) => Some(call.preset.to_string()),
         BlockKind::RoleRetrieval(role) => Some(role.call.preset.to_string()),
+        BlockKind::Wait(wait) => Some(wait_detail(wait)),
         BlockKind::Begin | BlockKind::End => None,
     };
     (block.id.to_string(), detail)
+}
+
+/// `wait 7d`, `wait until {{record.last_day}}`, with `or wake_when` when it has one.
+pub(crate) fn wait_detail(wait: &crate::compile::Wait) -> String {
+    let how = match &wait.how {
+        WaitFor::For(d) => format!("wait {}", crate::http::error::Exact(*d)),
+        WaitFor::Until(t) => format!("wait until {}", t.source()),
+    };
+    match wait.wake_when {
+        Some(_) => format!("{how} or wake_when"),
+        None => how,
+    }
 }
 
 fn edge_label(kind: EdgeKind, when: Option<&str>) -> Option<String> {
@@ -81,6 +94,7 @@ pub fn mermaid(workflow: &Workflow) -> String {
             BlockKind::Begin => ("([", "])"),
             BlockKind::Api(_) => ("[", "]"),
             BlockKind::RoleRetrieval(_) => ("{{", "}}"),
+            BlockKind::Wait(_) => ("[/", "/]"),
             BlockKind::End => ("(((", ")))"),
         };
         let _ = writeln!(out, "    n{}{open}\"{label}\"{close}", node.index());
@@ -144,6 +158,7 @@ pub fn dot(workflow: &Workflow) -> String {
             BlockKind::Begin => "oval",
             BlockKind::Api(_) => "box",
             BlockKind::RoleRetrieval(_) => "hexagon",
+            BlockKind::Wait(_) => "parallelogram",
             BlockKind::End => "doublecircle",
         };
         let style = if gate { ", style=bold" } else { "" };

@@ -152,6 +152,7 @@ fn block_text(workflow: &Workflow, node: NodeIndex) -> (&str, Option<String>) {
     let detail = match &block.kind {
         BlockKind::Api(call) => Some(call.preset.to_string()),
         BlockKind::RoleRetrieval(role) => Some(role.call.preset.to_string()),
+        BlockKind::Wait(wait) => Some(super::wait_detail(wait)),
         BlockKind::Begin | BlockKind::End => None,
     };
     (block.id.as_str(), detail)
@@ -166,6 +167,7 @@ fn size(workflow: &Workflow, node: NodeIndex) -> (f64, f64) {
         BlockKind::Begin => ((text + 36.0).max(90.0), 36.0),
         BlockKind::Api(_) => ((text + 24.0).max(110.0), 46.0),
         BlockKind::RoleRetrieval(_) => ((text + 44.0).max(120.0), 46.0),
+        BlockKind::Wait(_) => ((text + 44.0).max(120.0), 46.0),
         BlockKind::End => {
             let d = (text + 22.0).max(46.0);
             (d, d)
@@ -183,6 +185,7 @@ fn colours(mark: Option<Mark>) -> (&'static str, &'static str, &'static str) {
             StepStatus::Failed => ("#fde2e1", "#c62828", "#7f1d1d"),
             StepStatus::Skipped => ("#eeeeee", "#9e9e9e", "#6b6b6b"),
             StepStatus::WaitingApproval => ("#fff4d6", "#b7791f", "#6b4a12"),
+            StepStatus::Waiting => ("#fdf6e3", "#a1887f", "#5d4037"),
             StepStatus::Retrying => ("#ffe9d6", "#d9822b", "#7a4310"),
             StepStatus::Held => ("#efe4fb", "#7b3fb5", "#45206b"),
             StepStatus::Planned => ("#e3eefc", "#2f6fb5", "#173a63"),
@@ -487,6 +490,17 @@ fn block(out: &mut String, workflow: &Workflow, node: NodeIndex, at: Placed, mar
                 right - inset,
                 right - inset,
                 left + inset,
+            );
+        }
+        BlockKind::Wait(_) => {
+            // A parallelogram, as graph's mermaid and dot draw a wait.
+            let skew = h * 0.4;
+            let (right, bottom) = (x + w / 2.0, y + h / 2.0);
+            let _ = write!(
+                out,
+                r#"<polygon class="shape" points="{},{top} {right},{top} {},{bottom} {left},{bottom}" {paint}/>"#,
+                left + skew,
+                right - skew,
             );
         }
         BlockKind::End => {

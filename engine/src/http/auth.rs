@@ -292,6 +292,15 @@ impl Credential {
         result.clone().map_err(CallError::from)
     }
 
+    /// For `auth: basic`, the user name and password (read once and remembered by `redactor`):
+    /// the SMTP transport's login. `None` for every other auth style.
+    pub fn basic_login(&self, redactor: &Redactor) -> Result<Option<(String, Secret)>, CallError> {
+        match self.resolve(redactor)? {
+            Resolved::Basic { username, password } => Ok(Some((username, password))),
+            _ => Ok(None),
+        }
+    }
+
     /// For `auth: url`, the secret URL requests go to (read once and remembered by `redactor`);
     /// `None` for every other auth style.
     pub fn secret_url(&self, redactor: &Redactor) -> Result<Option<Secret>, CallError> {

@@ -323,6 +323,24 @@ pub enum CallError {
     },
     #[error("cannot set up the HTTP client: {message}")]
     Setup { message: String },
+    /// An SMTP send that did not happen: the server's refusal (`code`), or a connection, TLS or
+    /// message problem (no code).
+    #[error("`{action}`: {}{message}", code.map(|c| format!("the mail server answered {c}: ")).unwrap_or_default())]
+    Smtp {
+        action: PresetId,
+        code: Option<u16>,
+        message: String,
+        /// A 4xx answer, a timeout or a lost connection: trying later may succeed.
+        transient: bool,
+        /// The connection failed after it was made (a timeout, a drop): the server may have
+        /// taken the message. False for a refusal (`code`) and a connection never made.
+        maybe_sent: bool,
+    },
+    #[error("the `base_url` `{url}` of credential `{credential}` is not an SMTP URL; write `smtp://HOST:PORT` (and `tls:` `starttls`, `tls` or `none`)")]
+    BadSmtpUrl {
+        credential: CredentialName,
+        url: String,
+    },
 }
 
 impl CallError {
@@ -334,6 +352,7 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CallError::Transport { .. } | CallError::WaitTooLong { .. } => true,
+            CallError::Smtp { transient, .. } => *transient,
             CallError::Vendor { error, .. } => matches!(error.status, 408 | 429 | 500..=599),
             CallError::Token { status, .. } => matches!(status, 0 | 408 | 429 | 500..=599),
             CallError::UnknownAction { .. }
@@ -357,7 +376,8 @@ impl CallError {
             | CallError::ForeignPage { .. }
             | CallError::TooManyPages { .. }
             | CallError::RepeatedPage { .. }
-            | CallError::Setup { .. } => false,
+            | CallError::Setup { .. }
+            | CallError::BadSmtpUrl { .. } => false,
         }
     }
 

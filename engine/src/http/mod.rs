@@ -33,6 +33,9 @@
 //! transient [`CallError::WaitTooLong`], and pauses nothing. A 401 on an OAuth2 credential drops
 //! the cached token and tries once more with a fresh one.
 //!
+//! A `transport: smtp` vendor (`email.send`) renders the same way; [`smtp`] sends its request as
+//! one mail message instead of an HTTP request.
+//!
 //! [`login`] is `blockyard auth login`'s protocol (authorization code with PKCE, through the
 //! `oauth2` crate over a reqwest client), which fills the token store the credentials refresh from.
 //!
@@ -47,6 +50,7 @@ mod ratelimit;
 pub mod redact;
 pub mod request;
 mod retry;
+pub mod smtp;
 pub use crate::store::tokens;
 
 use std::collections::HashMap;
@@ -70,7 +74,7 @@ pub use crate::config::CredentialName;
 
 use self::paginate::NextPage;
 use crate::config::CredentialConfig;
-use crate::preset::{Action, AuthKind, Method, PresetId, PresetRegistry, Vendor};
+use crate::preset::{Action, AuthKind, Method, PresetId, PresetRegistry, Transport, Vendor};
 use crate::template::TemplateEngine;
 
 /// Per-call settings (a block's `retry:` and `timeout:`). The bounds that belong to a vendor
@@ -380,7 +384,8 @@ impl Client {
         inputs: &Map<String, Value>,
     ) -> Result<RenderedRequest, CallError> {
         // `auth: url` sends no `Authorization` header, so the request does not show one.
-        let sends_auth = target.credential.config.auth != AuthKind::Url;
+        let smtp = target.vendor.spec.transport == Transport::Smtp;
+        let sends_auth = target.credential.config.auth != AuthKind::Url && !smtp;
         let mut request = request::render(
             &self.inner.engine,
             target.vendor,
@@ -400,6 +405,10 @@ impl Client {
                 sends_auth,
             )?;
             request.merge_read = Some(Box::new(read));
+        }
+        if smtp {
+            // A message has no HTTP headers: its parts are the body.
+            request.headers.clear();
         }
         Ok(request)
     }
@@ -433,6 +442,22 @@ impl Client {
             started: std::time::Instant::now(),
         };
         let mut attempts = 0;
+        if target.vendor.spec.transport == Transport::Smtp {
+            // One message, one attempt: a durable `retry:` may send it again.
+            let response = Box::pin(smtp::send(
+                id,
+                target.credential,
+                &self.inner.redactor,
+                &request,
+                options.timeout,
+            ))
+            .await?;
+            return Ok(Exchange {
+                request,
+                response,
+                attempts: 1,
+            });
+        }
         if let Some(read) = request.merge_read.clone() {
             let merge = target
                 .action

@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::template::{self, Template};
 
 /// The presets shipped in the binary.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 5] = [
     (
         "presets/calendly.yaml",
         include_str!("../../../presets/calendly.yaml"),
@@ -43,6 +43,10 @@ pub const BUILTIN: [(&str, &str); 4] = [
         "presets/webhook.yaml",
         include_str!("../../../presets/webhook.yaml"),
     ),
+    (
+        "presets/email.yaml",
+        include_str!("../../../presets/email.yaml"),
+    ),
 ];
 
 /// A vendor's preset file.
@@ -55,6 +59,10 @@ pub struct VendorSpec {
     pub title: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// How requests leave: `http` (the default) or `smtp` (each action's rendered body is a mail
+    /// message sent to the credential's SMTP server; see [`crate::http::smtp`]).
+    #[serde(default)]
+    pub transport: Transport,
     /// The API's base URL; absent when every customer has their own (SCIM), so a credential must
     /// give `base_url`.
     #[serde(default)]
@@ -140,6 +148,18 @@ pub struct RateLimitSpec {
     /// The response header that says how many seconds to wait after a 429 (`Retry-After` for
     /// Webex, `X-RateLimit-Reset` for Calendly).
     pub wait_header: String,
+}
+
+/// How a vendor's requests are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// An HTTP request to the base URL.
+    #[default]
+    Http,
+    /// One mail message over SMTP: the rendered body's `from`, `to`, `cc`, `subject` and `body`,
+    /// sent to the credential's `base_url` (`smtp://host:port`).
+    Smtp,
 }
 
 /// How a vendor pages through lists.
@@ -631,6 +651,14 @@ pub fn load_vendor(file: &Path, text: &str) -> Result<Vendor, Vec<PresetError>> 
                 "`destructive: true` is only for `kind: write` actions (a read changes nothing); remove it or make the action a write".to_owned(),
             );
         }
+        if spec.transport == Transport::Smtp
+            && (action.kind != ActionKind::Write || action.body.is_none())
+        {
+            check.error(
+                "kind",
+                "an action of a `transport: smtp` vendor sends one message: it must be `kind: write` with a `body` of `from`, `to`, `subject` and `body`".to_owned(),
+            );
+        }
         if action.destructive.is_none() && action.method == Method::Delete {
             check.error(
                 "method",
@@ -765,7 +793,7 @@ mod tests {
     fn shipped_presets_load() {
         let registry = PresetRegistry::builtin();
         let names: Vec<_> = registry.vendors().map(|v| v.spec.vendor.as_str()).collect();
-        assert_eq!(names, ["calendly", "webex", "scim", "webhook"]);
+        assert_eq!(names, ["calendly", "webex", "scim", "webhook", "email"]);
     }
 
     #[test]

@@ -313,6 +313,29 @@ impl CalendlyState {
     }
 
     /// Makes the member with `email` the token's user.
+    /// Logs a `Login` by the member with `email` now (the activity log role retrieval reads);
+    /// `false` when no member has that email.
+    pub(crate) fn record_activity(&mut self, email: &str) -> bool {
+        let found = self
+            .memberships
+            .values()
+            .filter_map(|m| self.users.get(&m.user))
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+            .map(|u| u.uuid.clone());
+        let Some(actor) = found else {
+            return false;
+        };
+        let uuid = calendly_uuid(&mut self.rng);
+        self.activity.push(ActivityEntry {
+            uuid,
+            occurred_at: Utc::now(),
+            actor,
+            action: "Login",
+        });
+        self.activity.sort_by_key(|e| e.occurred_at);
+        true
+    }
+
     pub(crate) fn set_actor(&mut self, email: &str) -> bool {
         let found = self
             .memberships

@@ -2,7 +2,8 @@
 //! the sink received, reset, reseed,
 //! change the latency (`POST latency {"ms": N}`, for requests that arrive from then on), and
 //! drive Calendly from the "user's side" (accept an invitation, switch the plan, switch the
-//! token's user), and the OAuth app (`POST oauth` with any of `deny`, `scopes`,
+//! token's user, log a member's activity now: `POST calendly/activity {"email": …}`, which the
+//! reclamation demo uses), and the OAuth app (`POST oauth` with any of `deny`, `scopes`,
 //! `access_ttl_secs`, `access_uses`, `rotate_refresh`, `redirect_uri`; `POST oauth/expire`
 //! expires every access token issued so far).
 //!
@@ -78,6 +79,7 @@ pub(crate) fn handle(
     match (method, segments.as_slice()) {
         (&Method::GET, ["requests"]) => http::json(StatusCode::OK, &shared.log.snapshot()),
         (&Method::GET, ["webhooks"]) => http::json(StatusCode::OK, &shared.sinks.webhooks()),
+        (&Method::GET, ["mail"]) => http::json(StatusCode::OK, &shared.sinks.mails()),
         (&Method::GET, ["state"]) => {
             let calendly = lock(&shared.world.calendly).dump();
             let webex = lock(&shared.world.webex).dump();
@@ -143,9 +145,19 @@ pub(crate) fn handle(
             }
             Err(r) => *r,
         },
+        (&Method::POST, ["calendly", "activity"]) => match parse::<ActorRequest>(body) {
+            Ok(req) => {
+                if lock(&shared.world.calendly).record_activity(&req.email) {
+                    http::json(StatusCode::OK, &json!({ "email": req.email }))
+                } else {
+                    http::plain(StatusCode::NOT_FOUND, "no member has that email")
+                }
+            }
+            Err(r) => *r,
+        },
         _ => http::plain(
             StatusCode::NOT_FOUND,
-            "unknown control endpoint: GET requests|state|webhooks, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/invitations/{uuid}/accept",
+            "unknown control endpoint: GET requests|state|webhooks|mail, POST reset|seed|latency|oauth|oauth/expire|calendly/plan|calendly/actor|calendly/activity|calendly/invitations/{uuid}/accept",
         ),
     }
 }

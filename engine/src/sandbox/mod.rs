@@ -19,6 +19,8 @@
 //!   plan, set the acting user);
 //! - [`sinks`] receives what the notification presets send (`POST /hooks/...`, an incoming
 //!   webhook) and lists it under `/_sandbox/webhooks`;
+//! - [`smtp`] is a plain-SMTP sink on its own loopback port ([`Sandbox::smtp_url`]) that keeps
+//!   what `email.send` sends and lists it under `/_sandbox/mail`;
 //! - [`gate`] holds the rate-limit windows and the seeded failure injector, [`log`] the bounded
 //!   request log.
 //!
@@ -46,6 +48,7 @@ mod oauth;
 mod scim;
 mod seed;
 mod sinks;
+mod smtp;
 mod store;
 mod webex;
 
@@ -67,6 +70,7 @@ pub use oauth::OAuthConfig;
 #[doc(hidden)]
 pub use scim::fuzz as scim_fuzz;
 pub use sinks::ReceivedWebhook;
+pub use smtp::ReceivedMail;
 
 /// The largest request body the sandbox reads (bigger bodies get 413).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -93,6 +97,10 @@ pub struct SandboxConfig {
     pub request_log_capacity: usize,
     /// The OAuth app the vendors' authorize and token endpoints know.
     pub oauth: OAuthConfig,
+    /// The SMTP sink's login `(user, password)`: when set, it advertises AUTH PLAIN and LOGIN
+    /// and takes mail only after a login with exactly these; when `None`, it takes mail without
+    /// one and refuses AUTH.
+    pub smtp_login: Option<(String, String)>,
 }
 
 impl Default for SandboxConfig {
@@ -107,6 +115,7 @@ impl Default for SandboxConfig {
             fail_rate: 0.0,
             request_log_capacity: 100_000,
             oauth: OAuthConfig::default(),
+            smtp_login: None,
         }
     }
 }
@@ -177,6 +186,8 @@ pub(crate) struct Shared {
     pub(crate) oauth: Mutex<oauth::OAuth>,
     tracking: AtomicU64,
     pub(crate) sinks: sinks::Sinks,
+    /// The SMTP sink's login, if it requires one.
+    pub(crate) smtp_login: Option<(String, String)>,
 }
 
 /// Locks a vendor's state; a panic in another request never makes the sandbox unusable.
@@ -213,6 +224,9 @@ impl Shared {
 /// A running sandbox. Dropping it stops the server; [`Sandbox::shutdown`] stops it gracefully.
 pub struct Sandbox {
     addr: SocketAddr,
+    /// The SMTP sink's address and its accept loop.
+    smtp_addr: SocketAddr,
+    smtp_task: JoinHandle<()>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -262,7 +276,22 @@ impl Sandbox {
             oauth: Mutex::new(oauth::OAuth::new(config.oauth.clone())),
             tracking: AtomicU64::new(0),
             sinks: sinks::Sinks::default(),
+            smtp_login: config.smtp_login.clone(),
         });
+        let smtp_listen = SocketAddr::new(config.listen.ip(), 0);
+        let smtp_listener = tokio::net::TcpListener::bind(smtp_listen)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: smtp_listen,
+                source,
+            })?;
+        let smtp_addr = smtp_listener
+            .local_addr()
+            .map_err(|source| SandboxError::Bind {
+                addr: smtp_listen,
+                source,
+            })?;
+        let smtp_task = tokio::spawn(smtp::serve(smtp_listener, Arc::clone(&shared)));
         shared.set_latency(config.latency);
         let router = Router::new()
             .fallback(handle)
@@ -279,6 +308,8 @@ impl Sandbox {
         tracing::debug!(%addr, "sandbox listening");
         Ok(Sandbox {
             addr,
+            smtp_addr,
+            smtp_task,
             shared,
             stop: Some(stop),
             task: Some(task),
@@ -319,6 +350,16 @@ impl Sandbox {
     /// Every webhook the sink received (oldest first), as `GET /_sandbox/webhooks` shows.
     pub fn webhooks(&self) -> Vec<ReceivedWebhook> {
         self.shared.sinks.webhooks()
+    }
+
+    /// The SMTP sink's URL (`smtp://IP:PORT`), for a credential's `base_url` with `tls: none`.
+    pub fn smtp_url(&self) -> String {
+        format!("smtp://{}", self.smtp_addr)
+    }
+
+    /// Every message the SMTP sink received (oldest first), as `GET /_sandbox/mail` shows.
+    pub fn mails(&self) -> Vec<ReceivedMail> {
+        self.shared.sinks.mails()
     }
 
     /// Every vendor request served so far (oldest first), as `GET /_sandbox/requests` shows.
@@ -379,6 +420,7 @@ impl Sandbox {
 
     /// Stops accepting connections, lets in-flight requests finish, and waits for the server.
     pub async fn shutdown(mut self) {
+        self.smtp_task.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -390,6 +432,7 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        self.smtp_task.abort();
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -1,7 +1,8 @@
 //! The notification sinks: where the sandbox receives what notification presets send, so tests
 //! and the demo see exactly what left. `POST /hooks/<anything>` is an incoming-webhook endpoint
 //! (it answers `ok` like Slack's); each request is kept with its path and JSON body and listed by
-//! `GET /_sandbox/webhooks` (oldest first). The sink skips the vendor gate (no token, rate limit,
+//! `GET /_sandbox/webhooks` (oldest first); the SMTP sink ([`super::smtp`]) keeps mail here too,
+//! listed by `GET /_sandbox/mail`. The sink skips the vendor gate (no token, rate limit,
 //! latency or failures) and is cleared by a reset or reseed.
 
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ use super::lock;
 pub(crate) const HOOKS: &str = "/hooks";
 
 /// The most messages a sink keeps (the oldest are dropped first).
-const CAPACITY: usize = 10_000;
+pub(crate) const CAPACITY: usize = 10_000;
 
 /// One webhook request the sink received.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,6 +30,8 @@ pub struct ReceivedWebhook {
 #[derive(Debug, Default)]
 pub(crate) struct Sinks {
     webhooks: Mutex<Vec<ReceivedWebhook>>,
+    /// What the SMTP sink received (see [`super::smtp`]).
+    pub(crate) mails: Mutex<Vec<super::smtp::ReceivedMail>>,
 }
 
 impl Sinks {
@@ -51,5 +54,6 @@ impl Sinks {
 
     pub(crate) fn clear(&self) {
         lock(&self.webhooks).clear();
+        lock(&self.mails).clear();
     }
 }

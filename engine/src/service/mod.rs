@@ -13,7 +13,8 @@
 //! (see [`worker`]), drops the holds on subject records that process left and evaluates the
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
 //! the background, then starts the scheduler, the worker, the timer loop that wakes parked
-//! (`retrying`) runs when their time comes ([`wake`]) and the server. The engine times durable
+//! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`])
+//! and the server. The engine times durable
 //! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
 //! [`Shared::reload`]); a set that fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
@@ -27,6 +28,7 @@
 pub mod endpoint;
 pub mod pause;
 pub mod reload;
+pub mod reminders;
 pub mod retry;
 pub mod wake;
 pub mod worker;
@@ -346,6 +348,8 @@ pub struct Service {
     worker: JoinHandle<()>,
     /// The timer loop ([`wake`]).
     timers: JoinHandle<()>,
+    /// The approval reminder loop ([`reminders`]).
+    reminders: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -436,6 +440,11 @@ impl Service {
         });
         let (stop, stopped) = watch::channel(false);
         let worker = tokio::spawn(worker::run(shared.clone(), stopped.clone(), config.poll));
+        let reminders = tokio::spawn(reminders::run(
+            shared.clone(),
+            stopped.clone(),
+            config.clock,
+        ));
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
         let mut server_config = ServerConfig::new(config.listen, config.token.clone());
         server_config
@@ -455,6 +464,7 @@ impl Service {
                 let _ = stop.send(true);
                 let _ = worker.await;
                 let _ = timers.await;
+                let _ = reminders.await;
                 if let Some(scheduler) = scheduler.lock().await.take() {
                     let _ = scheduler.stop().await;
                 }
@@ -470,6 +480,7 @@ impl Service {
             forward,
             worker,
             timers,
+            reminders,
             stop,
         })
     }
@@ -500,6 +511,7 @@ impl Service {
         let _ = self.stop.send(true);
         let _ = self.worker.await;
         let _ = self.timers.await;
+        let _ = self.reminders.await;
         if let Some(scheduler) = self.scheduler.lock().await.take() {
             scheduler.stop().await?;
         }

@@ -1,10 +1,14 @@
 //! The timer loop: wakes parked runs when their timers fall due, and continues them.
 //!
+//! Parked runs are `retrying` runs (their next attempt) and `waiting` runs (a `wait` block's end;
+//! a write of the subject record moves a watching wait's timer to now, see
+//! [`crate::store::timers`], and the loop sees that change in the timers tree).
+//!
 //! One task sleeps (`tokio::time::sleep_until`, through the service's [`Clock`], so tests run it
 //! under paused tokio time) until the earliest timer in the store ([`crate::store::timers`]),
-//! then claims every run whose timer is due ([`Engine::wake_due`]: `retrying` becomes `running`
-//! and the timer is dropped in one atomic swap, so a run is woken once) and continues each in
-//! its own tracked task, like a run the worker started. A run that parks while the loop sleeps
+//! then claims every run whose timer is due ([`Engine::wake_due`]: `retrying` or `waiting`
+//! becomes `running` and the timer is dropped in one atomic swap, so a run is woken once) and
+//! continues each in its own tracked task, like a run the worker started. A run that parks while the loop sleeps
 //! notifies it ([`Engine::timers_changed`]) so it looks at the earliest timer again. Timers
 //! that fell due while no process was running fire at once when the service starts.
 //!
@@ -29,6 +33,9 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
             return;
         }
         let engine = &shared.engine;
+        // Subscribed before reading the timers: a timer a record write's transaction moves
+        // (a `wait`'s `wake_when` to judge again) wakes the loop however it was written.
+        let changes = engine.history().timers().subscribe();
         match engine.wake_due(clock.now()) {
             Ok(woken) => {
                 for run in woken {
@@ -54,6 +61,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
         };
         tokio::select! {
             _ = engine.timers_changed().notified() => {}
+            _ = changes => {}
             _ = tokio::time::sleep_until(until) => {}
             changed = stop.changed() => {
                 if changed.is_err() {

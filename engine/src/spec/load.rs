@@ -8,7 +8,7 @@ use serde_yaml::Value as Yaml;
 
 use super::{
     ApiSpec, BeginSpec, BlockId, BlockSpec, EndSpec, Location, RoleRetrievalSpec, Source,
-    SourceMap, Targets, WorkflowSpec, YamlPath,
+    SourceMap, Targets, WaitSpec, WorkflowSpec, YamlPath,
 };
 use crate::compile::{suggest, CompileError, CompileErrorKind};
 use crate::spec::location::Segment;
@@ -167,6 +167,8 @@ struct Header {
     #[serde(default)]
     notify: Option<crate::notify::NotifySpec>,
     guard: Option<crate::compile::GuardSpec>,
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 /// `blocks` is taken out before the rest of the top level is read, so serde never lists it.
@@ -302,6 +304,7 @@ impl Loader<'_> {
                 blocks: spec_blocks,
                 notify: header.notify,
                 guard: header.guard,
+                timezone: header.timezone,
             },
             broken,
         ))
@@ -367,6 +370,9 @@ impl Loader<'_> {
             "role_retrieval" => self
                 .deserialize::<RoleRetrievalSpec>(body, path, Some(id), &within, &[])
                 .map(|b| BlockSpec::RoleRetrieval(Box::new(b))),
+            "wait" => self
+                .deserialize::<WaitSpec>(body, path, Some(id), &within, &[])
+                .map(|b| BlockSpec::Wait(Box::new(b))),
             "end" => self
                 .deserialize::<EndSpec>(body, path, Some(id), &within, &[])
                 .map(BlockSpec::End),

@@ -92,6 +92,10 @@ pub struct WorkflowSpec {
     /// (the config's `guard:` when unset).
     #[serde(default)]
     pub guard: Option<crate::compile::GuardSpec>,
+    /// The IANA time zone dates are read in (a `wait` block's `until:` date) and `schedule:`
+    /// ticks in when it names none of its own; UTC when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// One block; `type` says which kind.
@@ -104,18 +108,21 @@ pub enum BlockSpec {
     Api(Box<ApiSpec>),
     /// Reads a SaaS user's role and activity, and deactivates users the vendor no longer has.
     RoleRetrieval(Box<RoleRetrievalSpec>),
+    /// Waits, durably, for a time or until the subject record says so.
+    Wait(Box<WaitSpec>),
     /// Where a run ends.
     End(EndSpec),
 }
 
 impl BlockSpec {
-    pub const TYPES: [&'static str; 4] = ["begin", "api", "role_retrieval", "end"];
+    pub const TYPES: [&'static str; 5] = ["begin", "api", "role_retrieval", "wait", "end"];
 
     pub fn type_name(&self) -> &'static str {
         match self {
             BlockSpec::Begin(_) => "begin",
             BlockSpec::Api(_) => "api",
             BlockSpec::RoleRetrieval(_) => "role_retrieval",
+            BlockSpec::Wait(_) => "wait",
             BlockSpec::End(_) => "end",
         }
     }
@@ -127,6 +134,7 @@ impl BlockSpec {
             BlockSpec::Begin(b) => &b.next,
             BlockSpec::Api(b) => &b.next,
             BlockSpec::RoleRetrieval(b) => &b.next,
+            BlockSpec::Wait(b) => &b.next,
             BlockSpec::End(_) => &NONE,
         }
     }
@@ -137,6 +145,7 @@ impl BlockSpec {
         match self {
             BlockSpec::Api(b) => &b.on_failure,
             BlockSpec::RoleRetrieval(b) => &b.on_failure,
+            BlockSpec::Wait(b) => &b.on_failure,
             BlockSpec::Begin(_) | BlockSpec::End(_) => &NONE,
         }
     }
@@ -311,6 +320,53 @@ pub struct RoleRetrievalSpec {
     /// The blocks to run when the vendor call fails (a failure never deactivates anyone).
     #[serde(default)]
     pub on_failure: Targets,
+}
+
+/// A wait block: `for: 7d`, or `until:` an instant or a date; `wake_when:` ends it early.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSpec {
+    /// How long to wait, such as `7d`, `12h`, `30m`.
+    #[serde(default, rename = "for")]
+    pub duration: Option<String>,
+    /// A template rendering an RFC 3339 instant, or a `YYYY-MM-DD` date (its midnight in the
+    /// workflow's `timezone:`).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Ends the wait early when it holds on the subject record: a rhai condition (a string) or
+    /// a list of structured rules, all of which must hold. Checked when the wait starts and on
+    /// every later write of the record.
+    #[serde(default)]
+    pub wake_when: Option<WakeWhenSpec>,
+    /// The blocks to run when the wait ends (branch on `blocks.ID.outputs.outcome`).
+    #[serde(default)]
+    pub next: Targets,
+    /// The blocks to run when the wait cannot start (an `until` that does not render a time).
+    #[serde(default)]
+    pub on_failure: Targets,
+}
+
+/// `wake_when:`: a rhai condition or a list of rules.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum WakeWhenSpec {
+    When(String),
+    Rules(Vec<RuleSpec>),
+}
+
+impl<'de> Deserialize<'de> for WakeWhenSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WakeWhenSpec, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(when) => Ok(WakeWhenSpec::When(when)),
+            rules @ Value::Array(_) => serde_json::from_value(rules)
+                .map(WakeWhenSpec::Rules)
+                .map_err(|err| D::Error::custom(format!("a rule of `wake_when`: {err}"))),
+            _ => Err(D::Error::custom(
+                "write a rhai condition (a string) or a list of rules (`{field, op, value}`)",
+            )),
+        }
+    }
 }
 
 fn default_true() -> bool {

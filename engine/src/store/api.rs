@@ -26,7 +26,8 @@
 //!
 //! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
 //! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
-//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`]) implement these traits. The engine still calls the sled types' own
+//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`]) implement these traits, and so does
+//! [`super::postgres::Postgres`] (its tables, one module per concern). The engine still calls the sled types' own
 //! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
 //! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
 

@@ -111,7 +111,7 @@ impl<'de> Deserialize<'de> for RunId {
 /// Where a run is in its life: the one vocabulary history, the API, the CLI (`--status`, the
 /// exit codes of `run`, `resume`, `approve` and `replay`) and the demo use.
 ///
-/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, and the reserved `waiting`
+/// Not finished: `queued`, `running`, `retrying`, `waiting_approval`, `waiting` (a `wait` block)
 /// and `held`. Finished: `succeeded` (every block that ran succeeded), `completed_with_failures`
 /// (the run reached `end`, but a block failed and the run went on through its `on_failure` path:
 /// never reported like `succeeded`), `failed`, `cancelled`, `needs_attention`.
@@ -126,7 +126,8 @@ pub enum RunStatus {
     /// A block says `approval: required`; the run continues after `blockyard approve` (or
     /// `reject`). Not finished, but not resumed by `resume` either.
     WaitingApproval,
-    /// Reserved: a timed wait (the `wait` block).
+    /// A `wait` block waits, durably: the run continues by itself at `wake_at` (or when a write
+    /// of its subject makes the wait's `wake_when` hold); its `error` says what it waits for.
     Waiting,
     /// Stopped before a destructive write by the mass-change guard until an operator releases
     /// or cancels the held batch (`blockyard guard`); its `error` says why.
@@ -240,7 +241,7 @@ impl RunStatus {
 }
 
 /// The exit codes [`RunStatus::exit_code`] gives, as `--help` shows them.
-pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, retrying, queued).";
+pub const EXIT_CODES: &str = "Exit codes: 0 succeeded; 1 failed; 2 usage or setup error (no run started); 3 completed_with_failures (a block failed and the run went on through its `on_failure` path); 4 needs_attention; 5 cancelled; 6 not finished (waiting_approval, waiting, retrying, queued).";
 
 impl fmt::Display for RunStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -323,6 +324,11 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// The record's key in the records store, `collection/key` (what a `wait` watches).
+    pub fn record_key(&self) -> String {
+        format!("{}/{}", self.collection, self.key)
+    }
+
     /// The key of the per-person index: the lowercased email, else the record key.
     pub fn index_key(&self) -> String {
         match self.record.get("email").and_then(Value::as_str) {
@@ -387,8 +393,9 @@ pub struct RunRecord {
     /// (`held`) why the guard holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// When a parked run continues by itself: a `retrying` run's next attempt. The store keeps
-    /// a timer for it ([`super::timers`]); `None` for every other run.
+    /// When a parked run continues by itself: a `retrying` run's next attempt, a `waiting` run's
+    /// end of its wait. The store keeps a timer for it ([`super::timers`]); `None` for every
+    /// other run.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -420,6 +427,9 @@ pub enum StepStatus {
     /// A destructive write held by the mass-change guard, not sent; it goes when the held batch
     /// is released (see [`crate::exec::guard`]).
     Held,
+    /// A `wait` block waiting: its `outputs.until` is when it ends, unless `wake_when` holds
+    /// first; it has not settled.
+    Waiting,
 }
 
 impl StepStatus {
@@ -433,6 +443,7 @@ impl StepStatus {
             StepStatus::WaitingApproval => "waiting_approval",
             StepStatus::Retrying => "retrying",
             StepStatus::Held => "held",
+            StepStatus::Waiting => "waiting",
         }
     }
 }
@@ -837,6 +848,11 @@ impl History {
         if run.wake_at.is_none() {
             self.timers.cancel(run.id)?;
         }
+        if run.status != RunStatus::Waiting {
+            if let Some(subject) = &run.subject {
+                self.timers.unwatch(run.id, &subject.record_key())?;
+            }
+        }
         let first_write = matches!(run.status, RunStatus::Queued | RunStatus::Running);
         if let Some(subject) = run.subject.as_ref().filter(|_| first_write) {
             let mut key = subject.index_key().into_bytes();
@@ -1067,6 +1083,9 @@ impl History {
             };
             if swapped.is_ok() {
                 self.timers.cancel(id)?;
+                if let Some(subject) = &new.subject {
+                    self.timers.unwatch(id, &subject.record_key())?;
+                }
                 return Ok(Some(new));
             }
         }

@@ -4,7 +4,9 @@
 //! workflow snapshots, the subject index), the parked runs' timers ([`timers`]), records
 //! (`people`, `saas_users`), the trigger queue, the mass-change guard's counted writes and
 //! releases ([`guard`]), paused workflows ([`pauses`]) and `retry-failed`'s retry marks
-//! ([`retries`]). Each is behind a trait of the seam ([`api`]).
+//! ([`retries`]). Each is behind a trait of the seam ([`api`]). [`postgres`] implements the same
+//! traits on PostgreSQL (with `blockyard store migrate` and `store copy`); the engine does not
+//! use it yet.
 //!
 //! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
 //! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
@@ -100,8 +102,10 @@ pub mod guard;
 pub mod history;
 pub mod in_flight;
 pub mod pauses;
+pub mod postgres;
 pub mod queue;
 pub mod records;
+pub mod reminders;
 pub mod retries;
 pub mod timers;
 mod timestamp;
@@ -159,6 +163,18 @@ pub enum StoreError {
         tree: &'static str,
         key: String,
         message: String,
+    },
+    /// A PostgreSQL statement failed (`url` has its password redacted).
+    #[error("the PostgreSQL store at `{url}` failed: {message}")]
+    Postgres { url: String, message: String },
+    /// The PostgreSQL store's URL is unusable (`url` has its password redacted).
+    #[error("the PostgreSQL URL `{url}` is not usable: {message}; write it as `postgres://USER:PASSWORD@HOST:PORT/DATABASE`")]
+    PostgresUrl { url: String, message: String },
+    #[error("the PostgreSQL database at `{url}` has schema version {found}, newer than this blockyard knows (version {supported}); run the blockyard release that migrated it")]
+    NewerSchema {
+        url: String,
+        found: i32,
+        supported: i32,
     },
 }
 

@@ -5,6 +5,9 @@
 //! number; slot = sequence mod [`TRACE_LIMIT`], so each subject keeps its last entries without a
 //! scan) and `trace_links` (queue id → where its trace entry is, until the executor links the run).
 //!
+//! The write's transaction also takes the durable timers' trees ([`super::timers`]): a run whose
+//! `wait` block watches the record written is woken by it, durably with the write.
+//!
 //! A fifth tree, `in_flight`, holds per subject the runs and queued requests outstanding and the
 //! record changes held back until they are done ([`super::in_flight`]).
 //!
@@ -98,6 +101,8 @@ pub struct RecordStore {
     links: sled::Tree,
     schedules: sled::Tree,
     in_flight: sled::Tree,
+    /// The durable timers: a write wakes the runs whose `wait` watches the record.
+    timers: super::timers::Timers,
 }
 
 impl RecordStore {
@@ -110,6 +115,7 @@ impl RecordStore {
             links: store.tree(TRACE_LINKS)?,
             schedules: store.tree(SCHEDULES)?,
             in_flight: store.tree(IN_FLIGHT)?,
+            timers: super::timers::Timers::open(store)?,
         })
     }
 
@@ -304,7 +310,11 @@ impl RecordStore {
                     _ => {}
                 }
                 let queued = match p.outcome.event() {
-                    Some(event) => tx.apply(p.subject, &p.key, event, &p.action, now)?,
+                    Some(event) => {
+                        // A run waiting on this record judges its `wake_when` again, at once.
+                        super::timers::wake_watchers(tx.waits, &p.key)?;
+                        tx.apply(p.subject, &p.key, event, &p.action, now)?
+                    }
                     None => Vec::new(),
                 };
                 out.push(Written {
@@ -554,23 +564,30 @@ impl RecordStore {
         &self,
         f: impl Fn(&Tx<'_>) -> Result<T, TxError<StoreError>>,
     ) -> Result<T, StoreError> {
+        let (watches, by_time, by_run) = self.timers.trees();
         let trees = (
             &self.records,
             &self.queue,
             &self.traces,
             &self.links,
             &self.in_flight,
+            watches,
+            by_time,
+            by_run,
         );
         let _writing = self.store.gate().writing();
-        let result = trees.transaction(|(records, queue, traces, links, in_flight)| {
-            f(&Tx {
-                records,
-                queue,
-                traces,
-                links,
-                in_flight,
-            })
-        });
+        let result = trees.transaction(
+            |(records, queue, traces, links, in_flight, watches, by_time, by_run)| {
+                f(&Tx {
+                    records,
+                    queue,
+                    traces,
+                    links,
+                    in_flight,
+                    waits: (watches, by_time, by_run),
+                })
+            },
+        );
         unwrap_tx(result)
     }
 
@@ -733,8 +750,8 @@ struct Planned<'w> {
     action: Action,
 }
 
-/// What a write's change does to the triggers.
-enum Action {
+/// What a write's change does to the triggers (the PostgreSQL backend decides with it too).
+pub(super) enum Action {
     /// No event (unchanged, skipped, not found).
     None,
     /// Evaluated now: these decisions.
@@ -754,7 +771,7 @@ enum Action {
 
 impl Action {
     /// Whether it queues a run request.
-    fn queues(&self) -> bool {
+    pub(super) fn queues(&self) -> bool {
         match self {
             Action::Decide(decisions) | Action::Own { decisions, .. } => {
                 decisions.iter().any(|d| d.request.is_some())
@@ -769,7 +786,7 @@ impl Action {
 /// a run is in flight, or, for a save by the run holding it, evaluated without the held-back
 /// change (see [`super::in_flight`]).
 #[allow(clippy::too_many_arguments)]
-fn decide(
+pub(super) fn decide(
     write: &Write,
     event: RecordEvent,
     old: Option<&Fields>,
@@ -829,6 +846,12 @@ struct Tx<'a> {
     traces: &'a TransactionalTree,
     links: &'a TransactionalTree,
     in_flight: &'a TransactionalTree,
+    /// The timer trees ([`super::timers::wake_watchers`]).
+    waits: (
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+        &'a TransactionalTree,
+    ),
 }
 
 impl Tx<'_> {

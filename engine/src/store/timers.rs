@@ -10,6 +10,13 @@
 //! - `timer_runs`: run id → its timer's key, so a run's timer is found (and replaced, or
 //!   dropped) without a scan.
 //!
+//! A third tree, `timer_watches` (a record's key, `collection/key` → the run ids waiting on it,
+//! 16 bytes each), is how a record write wakes a `wait` block's `wake_when:`: a run parked in a
+//! wait that has one watches its subject ([`Timers::watch`]), and the record write's own sled
+//! transaction moves every watcher's timer to the epoch ([`wake_watchers`]), so it falls due at
+//! once and is durable with the write. The woken run judges `wake_when` itself, on the record
+//! as the write left it, and parks again at its old time when it does not hold.
+//!
 //! A run has at most one timer. The history keeps the timers in step with the run records
 //! ([`super::history::History::put_run`]: a record with a `wake_at` sets its timer, any other
 //! record drops it), and its group commit makes them durable with the record; nothing else
@@ -18,7 +25,9 @@
 //! it once.
 
 use chrono::{DateTime, TimeZone, Utc};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
 use super::history::RunId;
 use super::{Store, StoreError};
@@ -27,6 +36,8 @@ use super::{Store, StoreError};
 const TIMERS: &str = "timers";
 /// The tree of timers by run.
 const TIMER_RUNS: &str = "timer_runs";
+/// The tree of runs whose wait watches a record, by record key.
+const TIMER_WATCHES: &str = "timer_watches";
 
 /// One run's wake-up time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +51,7 @@ pub struct Timer {
 pub struct Timers {
     by_time: sled::Tree,
     by_run: sled::Tree,
+    watches: sled::Tree,
     gate: super::Gate,
 }
 
@@ -83,8 +95,73 @@ impl Timers {
         Ok(Timers {
             by_time: store.tree(TIMERS)?,
             by_run: store.tree(TIMER_RUNS)?,
+            watches: store.tree(TIMER_WATCHES)?,
             gate: store.gate().clone(),
         })
+    }
+
+    /// The trees a record write's transaction wakes watchers in: (watches, by time, by run).
+    pub(crate) fn trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree) {
+        (&self.watches, &self.by_time, &self.by_run)
+    }
+
+    /// A stream of changes to the timers, for a loop that sleeps until the earliest: a timer set
+    /// by a record write's transaction (a woken watcher) shows here too.
+    pub fn subscribe(&self) -> sled::Subscriber {
+        self.by_time.watch_prefix(Vec::new())
+    }
+
+    /// `run` waits on the record `record` (`collection/key`): a write of it wakes the run.
+    /// Transactional, so a record write either sees the watch or committed before it.
+    pub fn watch(&self, run: RunId, record: &str) -> Result<(), StoreError> {
+        let _writing = self.gate.writing();
+        let result = self.watches.transaction(|watches| {
+            let mut runs = watches
+                .get(record.as_bytes())?
+                .map(|v| v.to_vec())
+                .unwrap_or_default();
+            if !runs.chunks(16).any(|c| c == run.key()) {
+                runs.extend_from_slice(&run.key());
+                watches.insert(record.as_bytes(), runs)?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// `run` no longer waits on `record`. One lookup when nothing watches it.
+    pub fn unwatch(&self, run: RunId, record: &str) -> Result<(), StoreError> {
+        if !self.watches.contains_key(record.as_bytes())? {
+            return Ok(());
+        }
+        let _writing = self.gate.writing();
+        let result = self.watches.transaction(|watches| {
+            let Some(runs) = watches.get(record.as_bytes())? else {
+                return Ok(());
+            };
+            let kept: Vec<u8> = runs
+                .chunks(16)
+                .filter(|c| *c != run.key())
+                .flatten()
+                .copied()
+                .collect();
+            if kept.is_empty() {
+                watches.remove(record.as_bytes())?;
+            } else if kept.len() != runs.len() {
+                watches.insert(record.as_bytes(), kept)?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// The runs watching `record`.
+    pub fn watchers(&self, record: &str) -> Result<Vec<RunId>, StoreError> {
+        Ok(self
+            .watches
+            .get(record.as_bytes())?
+            .map(|runs| runs.chunks(16).filter_map(RunId::from_key).collect())
+            .unwrap_or_default())
     }
 
     /// Sets `run`'s timer to `at`, replacing the one it had. Not flushed: the history's next
@@ -157,6 +234,30 @@ impl Timers {
         }
         Ok(out)
     }
+}
+
+/// Inside a record write's transaction over ([`Timers::trees`]): moves the timer of every run
+/// watching `record` to the epoch, so the timer loop wakes it at once. Returns how many.
+pub(crate) fn wake_watchers<E>(
+    (watches, by_time, by_run): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
+    record: &str,
+) -> Result<usize, ConflictableTransactionError<E>> {
+    let Some(runs) = watches.get(record.as_bytes())? else {
+        return Ok(0);
+    };
+    let epoch = Utc.timestamp_opt(0, 0).single().expect("the epoch");
+    let mut woken = 0;
+    for run in runs.chunks(16).filter_map(RunId::from_key) {
+        let new = key(run, epoch);
+        if let Some(old) = by_run.insert(&run.key(), &new)? {
+            if old.as_ref() != new {
+                by_time.remove(old)?;
+            }
+        }
+        by_time.insert(&new, &[])?;
+        woken += 1;
+    }
+    Ok(woken)
 }
 
 #[cfg(test)]

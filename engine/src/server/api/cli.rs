@@ -278,7 +278,8 @@ async fn resume(
     let history = engine.history();
     let now = engine.now();
     let not_due = |run: &RunRecord| {
-        run.status == RunStatus::Retrying && run.wake_at.is_some_and(|at| at > now)
+        matches!(run.status, RunStatus::Retrying | RunStatus::Waiting)
+            && run.wake_at.is_some_and(|at| at > now)
     };
     let mut resumed = Vec::new();
     let mut left: Vec<RunRecord> = Vec::new();

@@ -1,21 +1,36 @@
 //! The Licenses page (ServiceNow SAM's SaaS license view): per vendor (a `saas_users` record's
-//! `app`), its users by role and status, how many are idle past each reclamation threshold, what
-//! was reclaimed (or kept on new activity) in the last 30 days, and who is excluded and why.
+//! `app`), its users by role and status, how many are idle past each reclamation threshold, how
+//! many are in each reclaim state, the reclamations under way, what was reclaimed (or cancelled
+//! by new activity) in the last 30 days, and who is excluded and why.
 //!
 //! A reclamation policy is a loaded workflow over `saas_users` with a numeric `threshold_days`
 //! var (the shipped `reclaim-idle`); its threshold and exclusions are read from the workflow as it
 //! runs (config vars overlaid by the workflow's, as a run gets them). As in SAM, a candidate is
 //! `not excluded ∧ days idle > threshold` (days idle as `days_idle(record)`: since
 //! `last_activity`, else `created_at`), over users not `deactivated`; excluded users are left
-//! out of the idle counts and listed apart. Decisions come from what the reclaim workflow saves on
-//! the record: `reclaim_decision: reclaimed` with `reclaimed_at`, or `cancelled` (activity seen
-//! after the user was flagged) with `reclaim_flagged_at`.
+//! out of the idle counts and listed apart.
+//!
+//! The reclaim states are what `reclaim-idle` saves on the record (docs/reclamation.md):
+//! `reclaim_state: candidate` (with `reclaim_reason`, `reclaim_flagged_at`), `notified`
+//! (`reclaim_notified_at`, `reclaim_on`), `cancelled` (`reclaim_activity_at`) or `reclaimed`
+//! (`reclaimed_at`, `licence_freed`). Every record in a state is counted; candidates and notified
+//! users are listed whatever their age, cancelled and reclaimed ones when their date (the activity,
+//! the reclamation) is in the last 30 days, or is missing or unreadable (listed as saved, so no
+//! decision hides). A state value other than the four is counted and listed under its own name.
+//! A record saved by the `reclaim-idle` of before the rebuild carries `reclaim_decision:
+//! reclaimed` (`reclaimed_at`) or `cancelled` (`reclaim_flagged_at`, the day it was kept) and no
+//! `reclaim_state`: it is counted and listed once in that state, marked legacy; a record with both
+//! keys is in its `reclaim_state` (the newer run's), its old `reclaim_decision` ignored.
 //!
 //! The data side is [`license_view`], a plain function unit-tested without a server.
 //!
 //! Element ids: `#license-vendors` (a section `section.vendor[data-app=APP]` per vendor, with
-//! `table.by-role` and `table.idle`, cells `td[data-threshold=DAYS]`), `#license-policies`,
-//! `#license-decisions` (rows `tr.decision[data-key=KEY]`), `#license-excluded` (rows
+//! `table.by-role`, `table.idle`, cells `td[data-threshold=DAYS]`, and `table.states`, cells
+//! `td[data-state=STATE]`), `#license-policies`, `#license-states` (candidates and notified users:
+//! rows `tr.state[data-key=KEY][data-state=STATE]`, badges `span.state-STATE`),
+//! `#license-decisions` (cancelled and reclaimed: rows
+//! `tr.decision[data-key=KEY][data-state=STATE]`, `[data-legacy=reclaim_decision]` on a legacy
+//! record, badges `span.decision-{reclaimed|cancelled}`), `#license-excluded` (rows
 //! `tr.excluded[data-key=KEY]`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +54,14 @@ pub(super) fn routes() -> Router<Arc<Console>> {
 
 /// How far back the decisions go.
 pub const DECISION_DAYS: i64 = 30;
+
+/// The `reclaim_state` values `reclaim-idle` saves, in a reclamation's order.
+pub const RECLAIM_STATES: [&str; 4] = ["candidate", "notified", "cancelled", "reclaimed"];
+
+/// The states that end a reclamation: listed for [`DECISION_DAYS`] only.
+fn decided(state: &str) -> bool {
+    matches!(state, "cancelled" | "reclaimed")
+}
 
 /// Thresholds shown for every vendor besides the policies' own (SAM's 30-day SSO default, its
 /// 60-day direct default, and 90).
@@ -101,6 +124,31 @@ pub struct Vendor {
     pub idle: Vec<usize>,
     /// Users not deactivated whose idle days are unknown (no date to count from).
     pub unknown_idle: usize,
+    /// Per reclaim state (in [`LicenseView::states`]' order): the users in it.
+    pub states: Vec<StateCount>,
+}
+
+/// The users of a vendor in one reclaim state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateCount {
+    pub all: usize,
+    /// For `cancelled` and `reclaimed`: those listed in the decisions (last [`DECISION_DAYS`]).
+    pub recent: Option<usize>,
+}
+
+/// A reclamation under way: a user in a state other than `cancelled` or `reclaimed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reclaiming {
+    pub key: String,
+    pub app: String,
+    pub email: String,
+    pub href: String,
+    pub state: String,
+    /// `reclaim_notified_at` when notified, else `reclaim_flagged_at`.
+    pub since: String,
+    /// `reclaim_on`: when the licence goes.
+    pub reclaim_on: String,
+    pub reason: String,
 }
 
 /// A reclamation decision saved on a record.
@@ -112,8 +160,14 @@ pub struct Decision {
     pub href: String,
     /// `reclaimed` or `cancelled`.
     pub decision: String,
+    /// `reclaimed_at`, or the activity that cancelled it (`reclaim_activity_at`; a legacy
+    /// record's `reclaim_flagged_at`).
     pub at: String,
     pub reason: String,
+    /// `licence_freed` when reclaimed.
+    pub licence_freed: String,
+    /// Saved as `reclaim_decision`, before `reclaim-idle` was rebuilt.
+    pub legacy: bool,
 }
 
 /// A user a policy leaves out.
@@ -132,14 +186,38 @@ pub struct Excluded {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LicenseView {
     pub thresholds: Vec<Threshold>,
+    /// [`RECLAIM_STATES`], then any other `reclaim_state` value seen, sorted.
+    pub states: Vec<String>,
     pub vendors: Vec<Vendor>,
-    /// Newest first.
+    /// By vendor, state (in `states`' order), then key.
+    pub reclaiming: Vec<Reclaiming>,
+    /// Newest first (an unreadable date last).
     pub decisions: Vec<Decision>,
     pub excluded: Vec<Excluded>,
 }
 
 fn deactivated(fields: &Fields) -> bool {
     text(fields, "status") == "deactivated"
+}
+
+/// The record's reclaim state, and whether it is a legacy `reclaim_decision`.
+fn reclaim_state(fields: &Fields) -> Option<(String, bool)> {
+    let state = text(fields, "reclaim_state");
+    if !state.is_empty() {
+        return Some((state, false));
+    }
+    let decision = text(fields, "reclaim_decision");
+    (!decision.is_empty()).then_some((decision, true))
+}
+
+/// A saved instant as the page shows it: parsed, else as saved, else `—`.
+fn shown(fields: &Fields, name: &str) -> (Option<DateTime<Utc>>, String) {
+    let saved = text(fields, name);
+    match crate::rules::parse_instant(&saved) {
+        Some(at) => (Some(at), when(&at)),
+        None if saved.is_empty() => (None, "—".to_owned()),
+        None => (None, saved),
+    }
 }
 
 /// Why a policy leaves the user out: `(workflow, reason)` of the first policy that does.
@@ -190,11 +268,22 @@ pub fn license_view(
         apps.entry(app).or_default().push((key, fields));
     }
 
+    let mut states: Vec<String> = RECLAIM_STATES.iter().map(|s| (*s).to_owned()).collect();
+    let others: BTreeSet<String> = saas_users
+        .iter()
+        .filter_map(|(_, f)| reclaim_state(f))
+        .map(|(state, _)| state)
+        .filter(|s| !RECLAIM_STATES.contains(&s.as_str()))
+        .collect();
+    states.extend(others);
+
     let mut view = LicenseView {
         thresholds,
+        states,
         ..LicenseView::default()
     };
     let since = now - Duration::days(DECISION_DAYS);
+    let mut decisions = Vec::new();
     for (app, users) in apps {
         let statuses: BTreeSet<String> = users
             .iter()
@@ -205,6 +294,14 @@ pub fn license_view(
         let mut status_totals = vec![0; statuses.len()];
         let mut idle = vec![0; view.thresholds.len()];
         let mut unknown_idle = 0;
+        let mut state_counts: Vec<StateCount> = view
+            .states
+            .iter()
+            .map(|s| StateCount {
+                all: 0,
+                recent: decided(s).then_some(0),
+            })
+            .collect();
         for (key, fields) in &users {
             let status = or_none(text(fields, "status"));
             let column = statuses.iter().position(|s| *s == status).unwrap_or(0);
@@ -244,26 +341,61 @@ pub fn license_view(
                     },
                 }
             }
-            let decision = text(fields, "reclaim_decision");
-            let at_field = match decision.as_str() {
-                "reclaimed" => "reclaimed_at",
-                "cancelled" => "reclaim_flagged_at",
-                _ => continue,
-            };
-            let Some(at) = crate::rules::parse_instant(&text(fields, at_field)) else {
+            let Some((state, legacy)) = reclaim_state(fields) else {
                 continue;
             };
-            if at > since && at <= now {
-                view.decisions.push(Decision {
+            let column = view.states.iter().position(|s| *s == state).unwrap_or(0);
+            let count = &mut state_counts[column];
+            count.all += 1;
+            if !decided(&state) {
+                let (_, since_at) = if state == "notified" {
+                    shown(fields, "reclaim_notified_at")
+                } else {
+                    shown(fields, "reclaim_flagged_at")
+                };
+                view.reclaiming.push(Reclaiming {
                     key: key.to_string(),
                     app: app.clone(),
                     href: person_href(&email),
                     email,
-                    decision,
-                    at: when(&at),
+                    since: since_at,
+                    reclaim_on: shown(fields, "reclaim_on").1,
                     reason: text(fields, "reclaim_reason"),
+                    state,
                 });
+                continue;
             }
+            let at_field = match (state.as_str(), legacy) {
+                ("reclaimed", _) => "reclaimed_at",
+                (_, false) => "reclaim_activity_at",
+                (_, true) => "reclaim_flagged_at",
+            };
+            let (at, at_text) = shown(fields, at_field);
+            if at.is_some_and(|at| at <= since || at > now) {
+                continue;
+            }
+            if let Some(recent) = &mut count.recent {
+                *recent += 1;
+            }
+            let licence_freed = match (state.as_str(), text(fields, "licence_freed")) {
+                ("reclaimed", freed) if freed.is_empty() => "not recorded".to_owned(),
+                ("reclaimed", freed) => freed,
+                _ => "—".to_owned(),
+            };
+            decisions.push((
+                at,
+                Decision {
+                    key: key.to_string(),
+                    app: app.clone(),
+                    href: person_href(&email),
+                    email,
+                    decision: state,
+                    at: at_text,
+                    reason: text(fields, "reclaim_reason"),
+                    licence_freed,
+                    legacy,
+                },
+            ));
         }
         view.vendors.push(Vendor {
             app,
@@ -273,11 +405,16 @@ pub fn license_view(
             status_totals,
             idle,
             unknown_idle,
+            states: state_counts,
         });
     }
-    // `when` is sortable text (`YYYY-MM-DD HH:MM:SS UTC`): newest first, then by key.
-    view.decisions
-        .sort_by(|a, b| b.at.cmp(&a.at).then(a.key.cmp(&b.key)));
+    // Newest first (`None`, an unreadable date, sorts last), then by key.
+    decisions.sort_by(|(a_at, a), (b_at, b)| b_at.cmp(a_at).then(a.key.cmp(&b.key)));
+    view.decisions = decisions.into_iter().map(|(_, d)| d).collect();
+    let states = &view.states;
+    let order = |state: &str| states.iter().position(|s| s == state);
+    view.reclaiming
+        .sort_by(|a, b| (&a.app, order(&a.state), &a.key).cmp(&(&b.app, order(&b.state), &b.key)));
     view
 }
 
@@ -450,22 +587,52 @@ mod tests {
             user(
                 "webex",
                 "gone@acme.com",
-                json!({"status": "deactivated", "reclaim_decision": "reclaimed", "reclaimed_at": "2026-11-27T07:00:00Z", "reclaim_reason": "no activity for more than 60 days", "last_activity": "2026-01-01T00:00:00Z"}),
+                json!({"status": "deactivated", "reclaim_state": "reclaimed", "reclaimed_at": "2026-11-27T07:00:00Z", "reclaim_reason": "no activity for more than 60 days, none during the 7d grace period", "licence_freed": "webex user and its licenses", "last_activity": "2026-01-01T00:00:00Z"}),
             ),
-            // Reclaimed 40 days ago: out of the window.
+            // Reclaimed 40 days ago: counted, out of the window.
             user(
                 "webex",
                 "older@acme.com",
-                json!({"status": "deactivated", "reclaim_decision": "reclaimed", "reclaimed_at": "2026-10-21T07:00:00Z"}),
+                json!({"status": "deactivated", "reclaim_state": "reclaimed", "reclaimed_at": "2026-10-21T07:00:00Z"}),
             ),
-            // Kept: activity after it was flagged.
+            // Cancelled by activity during the grace period.
             user(
                 "webex",
                 "back@acme.com",
-                json!({"reclaim_decision": "cancelled", "reclaim_flagged_at": "2026-11-29T07:00:00Z", "reclaim_reason": "activity seen after the user was flagged", "last_activity": "2026-11-29T09:00:00Z"}),
+                json!({"reclaim_state": "cancelled", "reclaim_flagged_at": "2026-11-20T07:00:00Z", "reclaim_activity_at": "2026-11-29T09:00:00Z", "reclaim_reason": "activity on 2026-11-29T09:00:00Z", "last_activity": "2026-11-29T09:00:00Z"}),
+            ),
+            // Cancelled, its activity date unreadable: listed as saved, last.
+            user(
+                "webex",
+                "odd@acme.com",
+                json!({"reclaim_state": "cancelled", "reclaim_activity_at": "yesterday", "last_activity": "2026-11-29T09:00:00Z"}),
             ),
             // No date at all.
             user("webex", "new@acme.com", json!({})),
+            // Saved by the old reclaim-idle: kept on activity, the day it was flagged.
+            user(
+                "webex",
+                "legacy@acme.com",
+                json!({"reclaim_decision": "cancelled", "reclaim_flagged_at": "2026-11-28T07:00:00Z", "reclaim_reason": "activity seen after the user was flagged", "last_activity": "2026-11-28T06:00:00Z"}),
+            ),
+            // Kept by the old one, a candidate of the new one: in its `reclaim_state` only.
+            user(
+                "calendly",
+                "again@acme.com",
+                json!({"last_activity": "2026-09-01T12:00:00Z", "reclaim_decision": "cancelled", "reclaim_state": "candidate", "reclaim_flagged_at": "2026-11-30T07:00:00Z", "reclaim_reason": "no activity for more than 60 days"}),
+            ),
+            // Told, the licence goes on 2026-12-07.
+            user(
+                "calendly",
+                "told@acme.com",
+                json!({"last_activity": "2026-09-01T12:00:00Z", "reclaim_state": "notified", "reclaim_flagged_at": "2026-11-30T07:00:00Z", "reclaim_notified_at": "2026-11-30T07:00:05Z", "reclaim_on": "2026-12-07T07:00:05Z", "reclaim_reason": "no activity for more than 60 days"}),
+            ),
+            // A state no shipped workflow writes: counted and listed under its name.
+            user(
+                "calendly",
+                "paused@acme.com",
+                json!({"last_activity": "2026-11-29T12:00:00Z", "reclaim_state": "on_hold"}),
+            ),
         ];
         let view = license_view(&users, &policies, now());
         assert_eq!(
@@ -487,27 +654,96 @@ mod tests {
         );
         let calendly = &view.vendors[0];
         assert_eq!(calendly.app, "calendly");
-        assert_eq!(calendly.total, 4);
+        assert_eq!(calendly.total, 7);
         assert_eq!(calendly.statuses, ["active"]);
         assert_eq!(
             calendly.by_role,
-            [("admin".to_owned(), vec![1]), ("user".to_owned(), vec![3])]
+            [("admin".to_owned(), vec![1]), ("user".to_owned(), vec![6])]
         );
-        // > 30: old, mid, edge; > 60: old, mid; > 90: old. The CEO is excluded.
-        assert_eq!(calendly.idle, [3, 2, 1]);
+        // > 30: old, mid, edge, again, told; > 60: old, mid, again, told; > 90: old (again and
+        // told are idle exactly 90 days). The CEO is excluded.
+        assert_eq!(calendly.idle, [5, 4, 1]);
         let webex = &view.vendors[1];
         assert_eq!(webex.statuses, ["active", "deactivated"]);
-        assert_eq!(webex.status_totals, [3, 2]);
+        assert_eq!(webex.status_totals, [5, 2]);
         assert_eq!(
             webex.idle,
             [0, 0, 0],
-            "vip excluded, back active, new unknown"
+            "vip excluded, back, odd and legacy active, new unknown"
         );
         assert_eq!(webex.unknown_idle, 1);
-        let decisions: Vec<(&str, &str, &str)> = view
+
+        assert_eq!(
+            view.states,
+            ["candidate", "notified", "cancelled", "reclaimed", "on_hold"]
+        );
+        let count = |all, recent| StateCount { all, recent };
+        assert_eq!(
+            calendly.states,
+            [
+                count(1, None),
+                count(1, None),
+                count(0, Some(0)),
+                count(0, Some(0)),
+                count(1, None)
+            ]
+        );
+        // The legacy record once, as cancelled; gone and older reclaimed, older out of the window.
+        assert_eq!(
+            webex.states,
+            [
+                count(0, None),
+                count(0, None),
+                count(3, Some(3)),
+                count(2, Some(1)),
+                count(0, None)
+            ]
+        );
+        let reclaiming: Vec<(&str, &str, &str, &str, &str)> = view
+            .reclaiming
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_str(),
+                    r.state.as_str(),
+                    r.since.as_str(),
+                    r.reclaim_on.as_str(),
+                    r.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reclaiming,
+            [
+                (
+                    "calendly/again@acme.com",
+                    "candidate",
+                    "2026-11-30 07:00:00 UTC",
+                    "—",
+                    "no activity for more than 60 days"
+                ),
+                (
+                    "calendly/told@acme.com",
+                    "notified",
+                    "2026-11-30 07:00:05 UTC",
+                    "2026-12-07 07:00:05 UTC",
+                    "no activity for more than 60 days"
+                ),
+                ("calendly/paused@acme.com", "on_hold", "—", "—", ""),
+            ]
+        );
+        let decisions: Vec<(&str, &str, &str, &str, bool)> = view
             .decisions
             .iter()
-            .map(|d| (d.key.as_str(), d.decision.as_str(), d.at.as_str()))
+            .map(|d| {
+                (
+                    d.key.as_str(),
+                    d.decision.as_str(),
+                    d.at.as_str(),
+                    d.licence_freed.as_str(),
+                    d.legacy,
+                )
+            })
             .collect();
         assert_eq!(
             decisions,
@@ -515,13 +751,25 @@ mod tests {
                 (
                     "webex/back@acme.com",
                     "cancelled",
-                    "2026-11-29 07:00:00 UTC"
+                    "2026-11-29 09:00:00 UTC",
+                    "—",
+                    false
+                ),
+                (
+                    "webex/legacy@acme.com",
+                    "cancelled",
+                    "2026-11-28 07:00:00 UTC",
+                    "—",
+                    true
                 ),
                 (
                     "webex/gone@acme.com",
                     "reclaimed",
-                    "2026-11-27 07:00:00 UTC"
+                    "2026-11-27 07:00:00 UTC",
+                    "webex user and its licenses",
+                    false
                 ),
+                ("webex/odd@acme.com", "cancelled", "yesterday", "—", false),
             ]
         );
         let excluded: Vec<(&str, &str, &str)> = view

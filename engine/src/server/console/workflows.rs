@@ -441,7 +441,7 @@ mod tests {
                 "Runs on the schedule `0 7 * * *` (UTC), once for each `saas_users` record that matches",
                 "if status not_equals \"deactivated\"",
                 "if app in [\"calendly\", \"webex\"]",
-                "if `days_idle(record) > vars.threshold_days`",
+                "if `days_idle(record) > vars.threshold_days && !(\"reclaim_state\" in record && record.reclaim_state == \"notified\")`",
                 "except the addresses in `vars.reclaim_exclusions`; records with `reclaim_excluded: true`",
             ]
         );

@@ -1,0 +1,233 @@
+//! The run queue and the durable timers on PostgreSQL.
+//!
+//! A queue handle has an owner id; [`RunQueue::claim`] marks the oldest entry no live claim
+//! holds as its own (`claimed_by`, and a lease until `lease_until_ns`), picked with `FOR UPDATE
+//! SKIP LOCKED` so that workers claiming at once never get the same entry. A claim whose lease
+//! ran out (its process died) can be claimed again; renewing leases is the multi-worker step's
+//! (today one process uses the queue, and a claim outlives a run of any length only while its
+//! lease lasts: [`LEASE`]). [`RunQueue::release`] is not async: it is noted on the handle and
+//! applied by the handle's next call, before anything else it does.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Json;
+
+use super::{instant, nanos, Postgres};
+use crate::store::api::{DurableTimers, Result, RunQueue};
+use crate::store::history::RunId;
+use crate::store::queue::{QueueEntry, QueueId, RunRequest};
+use crate::store::timers::Timer;
+
+/// How long a claim holds an entry without being renewed.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// One handle on the queue (one process, or a restarted one).
+#[derive(Debug, Clone)]
+pub struct PgQueue {
+    pg: Postgres,
+    owner: String,
+    /// Entries released since the last call, given back by the next.
+    released: Arc<Mutex<BTreeSet<QueueId>>>,
+}
+
+impl PgQueue {
+    pub fn new(pg: &Postgres) -> PgQueue {
+        PgQueue {
+            pg: pg.clone(),
+            owner: ulid::Ulid::new().to_string(),
+            released: Arc::default(),
+        }
+    }
+
+    /// Gives back the entries [`RunQueue::release`] noted.
+    async fn give_back(&self, client: &deadpool_postgres::Object) -> Result<()> {
+        let ids: Vec<String> = {
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *released)
+                .into_iter()
+                .map(|id| id.to_string())
+                .collect()
+        };
+        if ids.is_empty() {
+            return Ok(());
+        }
+        client
+            .execute(
+                "UPDATE queue SET claimed_by = NULL, lease_until_ns = NULL
+                 WHERE id = ANY($1) AND claimed_by = $2",
+                &[&ids, &self.owner],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(())
+    }
+
+    fn decode(&self, id: &str, request: &str) -> Result<QueueEntry> {
+        let corrupt = |err: String| self.pg.corrupt("queue", id, err);
+        Ok(QueueEntry {
+            id: id
+                .parse()
+                .map_err(|e: ulid::DecodeError| corrupt(e.to_string()))?,
+            request: serde_json::from_str::<RunRequest>(request)
+                .map_err(|e| corrupt(e.to_string()))?,
+        })
+    }
+}
+
+impl RunQueue for PgQueue {
+    async fn pending(&self) -> Result<Vec<QueueEntry>> {
+        let client = self.pg.client().await?;
+        self.give_back(&client).await?;
+        let rows = client
+            .query(
+                "SELECT id, request::text FROM queue
+                 WHERE claimed_by IS DISTINCT FROM $1 ORDER BY id",
+                &[&self.owner],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        rows.iter()
+            .map(|row| self.decode(row.get(0), row.get(1)))
+            .collect()
+    }
+
+    async fn claim(&self) -> Result<Option<QueueEntry>> {
+        let client = self.pg.client().await?;
+        self.give_back(&client).await?;
+        let now = nanos(Utc::now());
+        let until = now.saturating_add(LEASE.as_nanos() as i64);
+        let stmt = client
+            .prepare_cached(
+                "UPDATE queue SET claimed_by = $1, lease_until_ns = $3
+                 WHERE id = (SELECT id FROM queue
+                             WHERE claimed_by IS NULL OR (claimed_by <> $1 AND lease_until_ns < $2)
+                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, request::text",
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let row = client
+            .query_opt(&stmt, &[&self.owner, &now, &until])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        row.map(|row| self.decode(row.get(0), row.get(1)))
+            .transpose()
+    }
+
+    async fn ack(&self, id: QueueId) -> Result<bool> {
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let client = self.pg.client().await?;
+        self.give_back(&client).await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM queue WHERE id = $1")
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let n = client
+            .execute(&stmt, &[&id.to_string()])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(n > 0)
+    }
+
+    fn release(&self, id: QueueId) {
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+    }
+}
+
+/// The timers of one PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgTimers {
+    pg: Postgres,
+}
+
+impl PgTimers {
+    pub fn new(pg: &Postgres) -> PgTimers {
+        PgTimers { pg: pg.clone() }
+    }
+
+    fn decode(&self, run: &str, at: i64) -> Result<Timer> {
+        Ok(Timer {
+            run: run
+                .parse()
+                .map_err(|e: ulid::DecodeError| self.pg.corrupt("timers", run, e))?,
+            at: instant(at),
+        })
+    }
+}
+
+impl DurableTimers for PgTimers {
+    async fn set(&self, run: RunId, at: DateTime<Utc>) -> Result<()> {
+        let client = self.pg.client().await?;
+        client
+            .execute(
+                "INSERT INTO timers (run_id, at_ns) VALUES ($1, $2)
+                 ON CONFLICT (run_id) DO UPDATE
+                     SET at_ns = $2, lease_owner = NULL, lease_until_ns = NULL",
+                &[&run.to_string(), &nanos(at)],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(())
+    }
+
+    async fn cancel(&self, run: RunId) -> Result<bool> {
+        let client = self.pg.client().await?;
+        let n = client
+            .execute("DELETE FROM timers WHERE run_id = $1", &[&run.to_string()])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(n > 0)
+    }
+
+    async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Timer>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT run_id, at_ns FROM timers WHERE at_ns <= $1 ORDER BY at_ns, run_id",
+                &[&nanos(now)],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        rows.iter()
+            .map(|row| self.decode(row.get(0), row.get(1)))
+            .collect()
+    }
+
+    async fn next(&self) -> Result<Option<Timer>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT run_id, at_ns FROM timers ORDER BY at_ns, run_id LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        row.map(|row| self.decode(row.get(0), row.get(1)))
+            .transpose()
+    }
+}
+
+/// Enqueues `request` in `tx`: its new id.
+pub(crate) async fn enqueue(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &RunRequest,
+) -> std::result::Result<QueueId, tokio_postgres::Error> {
+    let id = QueueId::generate();
+    let stmt = tx
+        .prepare_cached("INSERT INTO queue (id, workflow, request) VALUES ($1, $2, $3)")
+        .await?;
+    tx.execute(
+        &stmt,
+        &[&id.to_string(), &request.workflow.as_str(), &Json(request)],
+    )
+    .await?;
+    Ok(id)
+}
