@@ -1,10 +1,14 @@
 //! `blockyard demo`: the newcomer's first command runs every seed job end to end.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::support::{blockyard_in, stderr, stdout};
+use crate::support::{blockyard_in, command_in, stderr, stdout};
 
 #[test]
 fn the_demo_runs_every_seed_job_and_exits_0() {
@@ -58,6 +62,8 @@ fn the_demo_runs_every_seed_job_and_exits_0() {
         "\n   history records: approved by dana at ",
         "7. history of dennis.wirth@example.com",
         "identical to the recording, nothing sent",
+        "9. HR marks hedy.sutherland@example.com terminated → scim-provision waits for approval at block `delete` (run ",
+        "left waiting for an administrator",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -81,7 +87,7 @@ fn the_demo_runs_every_seed_job_and_exits_0() {
     );
 }
 
-/// Every run the demo made replays offline identical, from a directory with no config and only
+/// Every run the demo finished replays offline identical, from a directory with no config and only
 /// `--data-dir`: rendered with the run's recorded vars and the base URLs its requests used,
 /// `run.*` and the time helpers as of the original run, and every call answered from the
 /// recording (role retrieval's activity read included). An edited workflow still shows its diff.
@@ -109,9 +115,22 @@ fn every_demo_run_replays_offline_identical_with_only_its_data_dir() {
     assert!(runs.len() > 100, "{} runs", runs.len());
     assert!(!dir.path().join("blockyard.yaml").exists());
 
+    // The one run the demo leaves waiting for approval is not finished: an offline replay of it
+    // renders the gated block as if approved, which no recording answers (`waiting_approval →
+    // failed`), so it is left out.
+    let waiting: Vec<&Value> = runs
+        .iter()
+        .filter(|run| run["status"] == "waiting_approval")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:#?}");
+    assert_eq!(waiting[0]["workflow"], "scim-provision");
     // A process opens a data dir at a time: four workers, each replaying a share of the runs on
     // its own copy of it.
-    let ids: Vec<&str> = runs.iter().map(|run| run["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = runs
+        .iter()
+        .filter(|run| run["status"] != "waiting_approval")
+        .map(|run| run["id"].as_str().unwrap())
+        .collect();
     let workers = 4;
     let differing: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -215,4 +234,195 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// `demo --serve` tells the story, then keeps the service (API and console) and the simulated
+/// vendors running at the URLs it prints, with the second leaver's SCIM delete still waiting for
+/// approval, until SIGTERM (Ctrl-C's SIGINT too), when it stops with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_keeps_the_service_and_console_running_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command_in(dir.path(), &["demo", "--serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = stdout_lines(&mut child);
+    let read_until = |needle: &str| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(err) => panic!("no line with `{needle}` ({err}): {seen:#?}"),
+            }
+        }
+    };
+    let story = read_until("vendors  http://");
+    let at = |prefix: &str| {
+        story
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {story:#?}"))
+            .to_owned()
+    };
+    assert!(
+        story.contains(&"serving until Ctrl-C:".to_owned()),
+        "{story:#?}"
+    );
+    // `  console  http://127.0.0.1:PORT/  (log in as `dana` with the token TOKEN)`
+    let console = at("  console  ");
+    let (url, login) = console.split_once("  ").unwrap();
+    let token = login
+        .strip_prefix("(log in as `dana` with the token ")
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{console}"));
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    assert_eq!(at("  API      "), format!("{url}api"));
+    let vendors = at("  vendors  ");
+
+    let http = reqwest::Client::new();
+    let health: Value = http
+        .get(format!("{url}healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
+    // The console: its login form, where the printed token signs in.
+    let login = http.get(format!("{url}login")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let form = login.text().await.unwrap();
+    assert!(
+        form.contains("<form method=\"post\" action=\"/login\" id=\"login-form\">"),
+        "{form}"
+    );
+    // Signed in with the printed token, the console's pages show the demo's data.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = no_redirects
+        .post(format!("{url}login"))
+        .header("origin", url.trim_end_matches('/'))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", token), ("next", "/people")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let people = no_redirects
+        .get(format!("{url}people?q=hedy"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(people.status(), 200);
+    let people = people.text().await.unwrap();
+    assert!(
+        people.contains("<tr class=\"record\" data-key=\"hedy.sutherland@example.com\">"),
+        "{people}"
+    );
+    // The run the story left waiting is still waiting, on the Approvals page and in the API.
+    let approvals = no_redirects
+        .get(format!("{url}approvals"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approvals.status(), 200);
+    let approvals = approvals.text().await.unwrap();
+    assert_eq!(
+        approvals.matches("<tr class=\"approval\"").count(),
+        1,
+        "{approvals}"
+    );
+    assert!(
+        approvals.contains("<td>hedy.sutherland@example.com</td>"),
+        "{approvals}"
+    );
+    let waiting: Value = http
+        .get(format!("{url}api/runs?status=waiting_approval"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting: Vec<(&str, &str)> = waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["workflow"].as_str().unwrap(),
+                r["subject"]["key"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(waiting, [("scim-provision", "hedy.sutherland@example.com")]);
+    // The simulated vendors answer too.
+    let scim = http
+        .get(format!("{vendors}/scim/v2/Users"))
+        .bearer_auth("demo-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scim.status(), 200);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    read_until("stopping");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `--listen` is where `--serve` listens: without `--serve` it is an error, not a key ignored.
+#[test]
+fn demo_listen_without_serve_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = blockyard_in(dir.path(), &["demo", "--listen", "127.0.0.1:8080"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: the following required arguments were not provided:\n  --serve\n\nUsage: blockyard demo --serve --listen <ADDR>\n\nFor more information, try '--help'.\n"
+    );
+}
+
+/// The child's stdout, line by line, through a channel (so a wait for a line has a deadline).
+fn stdout_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
 }

@@ -1,6 +1,7 @@
 //! blockyard's integration tests: one binary, one module per area, sharing the harness in `support`.
 
 mod auth;
+mod browser;
 mod console;
 mod demo;
 mod exec;

@@ -5,8 +5,11 @@
 //! as a user would: imports people, lets record triggers start runs, offboards a leaver, ingests
 //! Calendly members, forces a role-retrieval tick and a reclamation tick (with one excluded user;
 //! idle users are told and wait out a short grace period, one of them signs in meanwhile and
-//! keeps the licence, the others lose it),
-//! approves a SCIM delete, shows one person's history across workflows, and replays a run offline.
+//! keeps the licence, the others lose it), approves a SCIM delete, shows one person's history
+//! across workflows, replays a run offline, and leaves a second leaver's SCIM delete waiting for
+//! approval. With `--serve` it then keeps the service (API and web console) and the simulated
+//! vendors running at printed URLs until Ctrl-C or SIGTERM, so the console's pages show the demo's
+//! runs.
 //!
 //! Counts are by run status, never flattered (`completed_with_failures` and `failed` apart from
 //! `succeeded`), and each run that did not succeed is listed with the vendor's reason. The sample people are mostly
@@ -15,6 +18,7 @@
 //! address that the vendors refuse.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -102,6 +106,18 @@ pub struct DemoArgs {
     /// Keep the data here instead of a temporary directory (it must not be in use).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// After the story, keep the service (its web console at `/`, its API at `/api`) and the
+    /// simulated vendors running at the printed URLs until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    serve: bool,
+    /// Where the demo's service listens (port 0: any free port).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        requires = "serve"
+    )]
+    listen: SocketAddr,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -152,7 +168,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             blockyard::server::Role::Operator,
             token.clone(),
         )],
-        ..ServiceConfig::new(workflows_dir, data_dir.clone(), "127.0.0.1:0".parse()?)
+        ..ServiceConfig::new(workflows_dir, data_dir.clone(), args.listen)
     })
     .await?;
     let api = Api::new(service.addr().to_string(), token);
@@ -167,11 +183,45 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     let result = tour(&api, &sandbox).await;
+    if result.is_ok() {
+        println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
+        if args.serve {
+            // Listening before the URLs are printed: a signal sent as soon as they are read is
+            // not lost.
+            let stop = shutdown_signal()?;
+            println!(
+                "\nserving until Ctrl-C:\n  console  http://{addr}/  (log in as `dana` with the token {token})\n  API      http://{addr}/api\n  vendors  http://{}",
+                sandbox.addr(),
+                addr = service.addr(),
+                token = api.token,
+            );
+            stop.await;
+            println!("stopping");
+        }
+    }
     service.shutdown().await?;
     sandbox.shutdown().await;
-    result?;
-    println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
+    result
+}
+
+/// Listens for SIGINT and SIGTERM from now on; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// The configuration a user would write for the sandbox.
@@ -399,6 +449,32 @@ async fn tour(api: &Api, sandbox: &Sandbox) -> anyhow::Result<()> {
                 "differs from the recording"
             }
         );
+    }
+
+    // 9. A second leaver, left to an administrator: the SCIM deletion waits for approval, and
+    //    stays waiting (the console's Approvals page lists it under `--serve`).
+    let second = "hedy.sutherland@example.com";
+    let answer = api
+        .post(
+            "/records/people",
+            &json!({"email": second, "status": "terminated"}),
+        )
+        .await?;
+    let runs = api.wait_for(&queued_ids(&answer)).await?;
+    match runs
+        .iter()
+        .find(|r| r["workflow"] == "scim-provision" && r["status"] == "waiting_approval")
+    {
+        Some(run) => {
+            let id = run["id"].as_str().unwrap_or_default();
+            println!(
+                "\n9. HR marks {second} terminated → scim-provision waits for approval at block `delete` (run {id}); left waiting for an administrator (`blockyard approve {id} delete` or the console's Approvals page decides it)"
+            );
+        }
+        None => println!(
+            "\n9. HR marks {second} terminated → started by the record change: {}; none waits for approval",
+            names(&runs)
+        ),
     }
     Ok(())
 }
