@@ -328,8 +328,20 @@ async fn pause_and_resume_triggers_on_the_binary_locally_and_through_a_running_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_metrics_count_runs_vendor_requests_calls_flushes_and_the_queue() {
     let env = with_workflows().await;
+    // begin → `me` (approval required) → end: a run that parks waiting for approval.
+    env.write(
+        "workflows/gated.yaml",
+        "name: gated\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    approval: required\n    next: end\n  end:\n    type: end\n",
+    );
     let service = serve(&env).await;
     let api = Api::new(&service);
+    let (status, gated) = api
+        .post("/workflows/gated/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(
+        (status, &gated["status"]),
+        (200, &json!("waiting_approval"))
+    );
     let (status, run) = api
         .post("/workflows/whoami/runs", json!({"wait": true}))
         .await;
@@ -379,8 +391,14 @@ async fn serve_metrics_count_runs_vendor_requests_calls_flushes_and_the_queue() 
     assert!(value("blockyard_store_flush_seconds_count") >= 1.0);
     assert_eq!(value("blockyard_queue_depth"), 0.0);
     assert_eq!(value("blockyard_queue_oldest_age_seconds"), 0.0);
-    value("blockyard_runs_waiting{status=\"waiting_approval\"}");
-    value("blockyard_runs_waiting{status=\"retrying\"}");
+    // Parked runs, read from this service's store at the scrape: the one waiting for approval.
+    assert_eq!(
+        value("blockyard_runs_waiting{status=\"waiting_approval\"}"),
+        1.0
+    );
+    assert_eq!(value("blockyard_runs_waiting{status=\"retrying\"}"), 0.0);
+    assert_eq!(value("blockyard_runs_waiting{status=\"waiting\"}"), 0.0);
+    assert_eq!(value("blockyard_runs_waiting{status=\"held\"}"), 0.0);
     assert!(
         text.contains("# TYPE blockyard_block_duration_seconds histogram"),
         "{text}"

@@ -20,7 +20,7 @@
 //! | `blockyard_rate_limit_waits_total` | `vendor`: requests that waited for the rate limiter |
 //! | `blockyard_queue_depth` | |
 //! | `blockyard_queue_oldest_age_seconds` | 0 when the queue is empty |
-//! | `blockyard_runs_waiting` | `status`: `waiting_approval` or `retrying` |
+//! | `blockyard_runs_waiting` | `status`: `waiting_approval`, `retrying`, `waiting` or `held` |
 //! | `blockyard_store_flush_seconds` (histogram) | |
 
 use std::sync::{Arc, LazyLock};
@@ -38,7 +38,6 @@ use prometheus_client::registry::Registry;
 
 use super::ApiError;
 use crate::service::Shared;
-use crate::store::history::RunStatus;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkflowLabel {
@@ -253,18 +252,14 @@ pub(super) async fn serve_metrics(
         .unwrap_or(0.0);
     m.queue_oldest.set(oldest);
     let shared2 = shared.clone();
-    let unfinished = tokio::task::spawn_blocking(move || shared2.engine.history().unfinished())
+    let parked = tokio::task::spawn_blocking(move || shared2.engine.history().parked_counts())
         .await
         .map_err(super::api::internal)??;
-    for status in [RunStatus::WaitingApproval, RunStatus::Retrying] {
-        let count = unfinished.iter().filter(|r| r.status == status).count();
-        let label = if status == RunStatus::WaitingApproval {
-            "waiting_approval"
-        } else {
-            "retrying"
-        };
+    for (status, count) in parked {
         m.runs_waiting
-            .get_or_create(&StatusLabel { status: label })
+            .get_or_create(&StatusLabel {
+                status: status.name(),
+            })
             .set(count as i64);
     }
     let mut text = String::new();

@@ -196,11 +196,16 @@ impl RunStatus {
     /// True for a run that waits, not in flight, for a time (`retrying`, `waiting`: it has a
     /// timer, see [`super::timers`]) or a person (`waiting_approval`, `held`). `resume` leaves
     /// such a run alone; cancelling it cancels it at once ([`History::cancel_parked`]).
+    /// The statuses of a run that continues later by itself (a timer) or by a person.
+    pub const PARKED: [RunStatus; 4] = [
+        RunStatus::WaitingApproval,
+        RunStatus::Retrying,
+        RunStatus::Waiting,
+        RunStatus::Held,
+    ];
+
     pub fn is_parked(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Retrying | RunStatus::WaitingApproval | RunStatus::Waiting | RunStatus::Held
-        )
+        RunStatus::PARKED.contains(&self)
     }
 
     /// True once nothing more will happen to the run.
@@ -1106,6 +1111,21 @@ impl History {
             }
         }
         Ok(out)
+    }
+
+    /// How many runs are parked in each of [`RunStatus::PARKED`], in that order (one pass over
+    /// the runs; `serve`'s `/metrics`).
+    pub fn parked_counts(&self) -> Result<[(RunStatus, usize); 4], StoreError> {
+        let mut counts = RunStatus::PARKED.map(|status| (status, 0));
+        for entry in self.runs.iter() {
+            let (key, value) = entry?;
+            let run: RunRecord =
+                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            if let Some((_, n)) = counts.iter_mut().find(|(status, _)| *status == run.status) {
+                *n += 1;
+            }
+        }
+        Ok(counts)
     }
 
     /// Drops the step payloads (request, response, saved fields, outputs, inputs) of runs that
