@@ -11,6 +11,11 @@
 //!   its label (`when …`, `on_failure`) in `<text class="edge-label">`, cut into `<tspan>` lines
 //!   (the whole label also in a `<title>` when it takes more than one line or was shortened).
 //!
+//! Drawn with [`Marks`] (a run's page), each block is coloured by its last step's status and the
+//! edges the run took are highlighted; which edges were taken is derived from the steps by the
+//! executor's rules, as [`Marks`] documents (history does not record edges nor the values of
+//! conditions, so a conditional edge beside a certain one into the same block is not drawn taken).
+//!
 //! Shapes match [`super::mermaid`] and [`super::dot`]: begin a stadium, an API call a box, a role
 //! retrieval a hexagon, end a double circle; failure edges are dashed. The layout is
 //! [`super::layout`]'s, computed here from the petgraph workflow, so every page draws the same
@@ -56,11 +61,22 @@ impl Mark {
 
 /// A run drawn over its workflow: each block's [`Mark`] and the edges the run took.
 ///
-/// History records steps, not edges, so edges are derived the way the executor chooses them: an
-/// edge is taken when its source's last step follows it (`next` after `succeeded` or `planned`,
-/// `on_failure` after `failed`) and its target was entered (it has a step that is not `skipped`).
-/// A condition's value is not recorded: when a block was entered through several conditional
-/// edges that all follow their sources, each of them is marked taken.
+/// History records steps, not edges nor the values of `when:` conditions, so the taken edges are
+/// derived from the executor's rules ([`crate::exec`]): a block is entered once every predecessor
+/// has settled and at least one edge into it was taken (its source's outcome follows it, `next`
+/// after `succeeded` or `planned`, `on_failure` after `failed`, and its `when:` held); otherwise
+/// it is skipped. Several edges out of one block can be taken (a fan-out) and several into one
+/// (a join). An edge is a *candidate* when its source's last step follows it and its target was
+/// entered (it has a step that is not `skipped`); a candidate is drawn taken when
+/// - it has no `when:` (it was taken for sure), or
+/// - it is its target's only candidate (the target was entered, so it was taken), or
+/// - none of its target's candidates is certain by the two rules above: at least one of these
+///   conditional edges held and the record does not say which, so all of them are drawn.
+///
+/// A conditional candidate beside a certain one is not drawn: the target's entry is explained
+/// without it, and its condition usually excludes the path that ran (scim-provision's
+/// `find → end` when the person was not found, beside `delete → end`). Its condition's value is
+/// not recorded, so when it did hold too, the picture leaves it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marks {
     blocks: Vec<Mark>,
@@ -86,7 +102,8 @@ impl Marks {
             .iter()
             .map(|step| step.map_or(Mark::NotReached, |s| Mark::Step(s.status)))
             .collect();
-        let taken = graph
+        // Candidates: edges whose source's outcome follows them into an entered target.
+        let candidate: Vec<bool> = graph
             .edge_references()
             .map(|edge| {
                 let source = blocks[edge.source().index()];
@@ -100,6 +117,25 @@ impl Marks {
                 };
                 let entered = !matches!(target, Mark::NotReached | Mark::Step(StepStatus::Skipped));
                 follows && entered
+            })
+            .collect();
+        // Per target: its candidates, and those that were surely taken (no condition).
+        let mut candidates = vec![0usize; graph.node_count()];
+        let mut certain = vec![false; graph.node_count()];
+        for edge in graph.edge_references() {
+            if candidate[edge.id().index()] {
+                candidates[edge.target().index()] += 1;
+                if edge.weight().when.is_none() {
+                    certain[edge.target().index()] = true;
+                }
+            }
+        }
+        let taken = graph
+            .edge_references()
+            .map(|edge| {
+                let target = edge.target().index();
+                candidate[edge.id().index()]
+                    && (edge.weight().when.is_none() || candidates[target] == 1 || !certain[target])
             })
             .collect();
         Marks { blocks, taken }
@@ -662,6 +698,172 @@ blocks:
         assert!(
             svg.contains(r#"data-block="alert" data-status="not_reached""#),
             "{svg}"
+        );
+    }
+
+    /// The edges `marks` draws taken, as `from -> to` (`-on_failure->` for a failure edge), in
+    /// the workflow's edge order.
+    fn taken_edges(workflow: &Workflow, marks: &Marks) -> Vec<String> {
+        workflow
+            .graph
+            .edge_references()
+            .filter(|e| marks.taken(e.id()))
+            .map(|e| {
+                let arrow = match e.weight().kind {
+                    EdgeKind::Next => "->",
+                    EdgeKind::Failure => "-on_failure->",
+                };
+                let graph = &workflow.graph;
+                format!("{} {arrow} {}", graph[e.source()].id, graph[e.target()].id)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_approved_scim_delete_takes_only_the_path_it_ran() {
+        let workflow = shipped("scim-provision.yaml");
+        let run = RunId::new();
+        // find → delete (approved) → end: the conditional `find → end` (not found and not
+        // active) did not hold, though `find` succeeded and `end` ran.
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "find", StepStatus::Succeeded),
+            step(run, 2, "update", StepStatus::Skipped),
+            step(run, 3, "deactivate", StepStatus::Skipped),
+            step(run, 4, "create", StepStatus::Skipped),
+            step(run, 5, "delete", StepStatus::WaitingApproval),
+            step(run, 6, "delete", StepStatus::Succeeded),
+            step(run, 7, "end", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            ["begin -> find", "find -> delete", "delete -> end"]
+        );
+        let svg = svg(&workflow, Some(&marks));
+        assert!(
+            svg.contains(r#"<g class="edge next conditional" data-from="find" data-to="end">"#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"<g class="edge next taken" data-from="delete" data-to="end">"#),
+            "{svg}"
+        );
+
+        // A person the service does not have, inactive: find → end, every branch skipped.
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "find", StepStatus::Succeeded),
+            step(run, 2, "update", StepStatus::Skipped),
+            step(run, 3, "deactivate", StepStatus::Skipped),
+            step(run, 4, "delete", StepStatus::Skipped),
+            step(run, 5, "create", StepStatus::Skipped),
+            step(run, 6, "end", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            ["begin -> find", "find -> end"]
+        );
+    }
+
+    #[test]
+    fn a_failure_path_takes_the_on_failure_edge_only() {
+        let workflow = compile(FAILURE_PATH);
+        let run = RunId::new();
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "notify", StepStatus::Failed),
+            step(run, 2, "alert", StepStatus::Succeeded),
+            step(run, 3, "end", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            [
+                "begin -> notify",
+                "notify -on_failure-> alert",
+                "alert -> end"
+            ]
+        );
+    }
+
+    /// begin fans out to `a` and `b` (unconditionally) and to `c` when a condition holds; `a` and
+    /// `b` join at `d`, which `c` also reaches when its condition holds.
+    const FAN_OUT: &str = r#"name: fan-out
+blocks:
+  begin:
+    type: begin
+    next:
+      - a
+      - b
+      - { to: c, when: 'vars.x == 1' }
+  a: {type: api, preset: webhook.post, credential: hook, with: {payload: {text: a}}, next: d}
+  b: {type: api, preset: webhook.post, credential: hook, with: {payload: {text: b}}, next: d}
+  c:
+    type: api
+    preset: webhook.post
+    credential: hook
+    with: {payload: {text: c}}
+    next: [{ to: d, when: 'vars.y == 1' }]
+  d: {type: api, preset: webhook.post, credential: hook, with: {payload: {text: d}}, next: end}
+  end: {type: end}
+"#;
+
+    #[test]
+    fn a_fan_out_takes_every_branch_and_a_join_every_unconditional_edge_in() {
+        let workflow = compile(FAN_OUT);
+        let run = RunId::new();
+        // `c` skipped: both unconditional edges into the join were taken.
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "c", StepStatus::Skipped),
+            step(run, 2, "a", StepStatus::Succeeded),
+            step(run, 3, "b", StepStatus::Succeeded),
+            step(run, 4, "d", StepStatus::Succeeded),
+            step(run, 5, "end", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            ["begin -> a", "begin -> b", "a -> d", "b -> d", "d -> end"]
+        );
+
+        // `c` ran (its in-edge is its only one, so its condition held); whether `c → d` held too
+        // is not recorded, and `d` was entered through `a` and `b` anyway.
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "a", StepStatus::Succeeded),
+            step(run, 2, "c", StepStatus::Succeeded),
+            step(run, 3, "b", StepStatus::Succeeded),
+            step(run, 4, "d", StepStatus::Succeeded),
+            step(run, 5, "end", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            [
+                "begin -> a",
+                "begin -> b",
+                "begin -> c",
+                "a -> d",
+                "b -> d",
+                "d -> end"
+            ]
+        );
+
+        // `a` and `b` failed: `d` was entered, so `c → d`, its only edge that could be taken, was.
+        let steps = [
+            step(run, 0, "begin", StepStatus::Succeeded),
+            step(run, 1, "a", StepStatus::Failed),
+            step(run, 2, "b", StepStatus::Failed),
+            step(run, 3, "c", StepStatus::Succeeded),
+            step(run, 4, "d", StepStatus::Succeeded),
+        ];
+        let marks = Marks::from_steps(&workflow, &steps);
+        assert_eq!(
+            taken_edges(&workflow, &marks),
+            ["begin -> a", "begin -> b", "begin -> c", "c -> d"]
         );
     }
 
