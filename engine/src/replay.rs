@@ -21,7 +21,11 @@
 //! - it needs no config ([`Setup::Recorded`]): it renders with the run's recorded `vars` and the
 //!   base URLs its requests were rendered below, and no secret (nothing is sent). With
 //!   [`Setup::Engine`] (`--config FILE`) it renders with the engine's credentials and its config
-//!   vars over the recorded ones instead: a run tested against a new setup.
+//!   vars over the recorded ones instead: a run tested against a new setup;
+//! - a run that had not finished stops where its recording stops: a block waiting for approval
+//!   (still gated) or held by the mass-change guard (still destructive) is not rendered, a
+//!   `retrying` block is answered by its recorded transient failure, and a `wait` still waiting
+//!   waits (the run loop, [`crate::exec`], does this when given the recording).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -276,3 +276,153 @@ async fn offline_replay_needs_no_config_and_an_explicit_one_overrides_the_record
     );
     assert_eq!(env.sb.requests().len(), sent);
 }
+
+/// Replays run `id` offline (`--json`): exit 0, identical to the recording, and the replayed run's
+/// status and blocks.
+fn replays_identical(env: &Env, id: &str) -> (String, Vec<(String, String)>) {
+    let (code, stdout, stderr) = env.run(&["replay", id, "--offline", "--json"]);
+    let replay: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("not JSON: {stdout}{stderr}"));
+    assert_eq!(replay["identical"], true, "{:#}", replay["blocks"]);
+    assert_eq!(code, 0, "{stderr}");
+    let blocks = support::blocks(&replay["replay"])
+        .into_iter()
+        .map(|(b, s)| (b.to_owned(), s.to_owned()))
+        .collect();
+    (
+        replay["replay"]["status"].as_str().unwrap().to_owned(),
+        blocks,
+    )
+}
+
+fn owned(blocks: &[(&str, &str)]) -> Vec<(String, String)> {
+    blocks
+        .iter()
+        .map(|(b, s)| ((*b).to_owned(), (*s).to_owned()))
+        .collect()
+}
+
+/// A run still waiting for approval replays offline as it is: the gated block waits for approval
+/// (not rendered, not answered), and the replay stops there, identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_replay_of_a_run_waiting_for_approval_waits_where_it_waits() {
+    let env = Env::seeded(5).await;
+    let users = support::get_json(format!("{}/Users?count=1", env.sb.scim_url())).await;
+    let email = users["Resources"][0]["userName"].as_str().unwrap();
+    let asked = env.json(&[
+        "run",
+        &workflow("scim-provision.yaml"),
+        "--record",
+        &format!("email={email}"),
+        "--record",
+        "name=Leaving Person",
+        "--record",
+        "status=terminated",
+        "--json",
+    ]);
+    assert_eq!(asked["status"], "waiting_approval", "{asked:#}");
+    let recorded = support::blocks(&asked);
+    let id = asked["id"].as_str().unwrap();
+    let sent = env.sb.requests().len();
+    let (status, blocks) = replays_identical(&env, id);
+    assert_eq!(status, "waiting_approval");
+    assert_eq!(blocks, owned(&recorded));
+    assert!(
+        blocks.contains(&("delete".to_owned(), "waiting_approval".to_owned())),
+        "{blocks:?}"
+    );
+    let (_, stdout, _) = env.run(&["replay", id, "--offline", "--json"]);
+    let replay: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let steps = replay["replay"]["steps"].as_array().unwrap();
+    let delete = steps.iter().find(|s| s["block"] == "delete").unwrap();
+    assert_eq!(
+        delete["note"],
+        format!("the recorded run waits for approval here (`blockyard approve {id} delete`); an offline replay stops here too")
+    );
+    assert!(delete.get("request").is_none(), "{delete}");
+    assert_eq!(env.sb.requests().len(), sent, "offline replay sent nothing");
+}
+
+/// A run held by the mass-change guard replays offline as held: the held write is not rendered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_replay_of_a_held_run_is_held_where_it_was() {
+    let env = Env::seeded(10).await;
+    let text = std::fs::read_to_string(support::workflow("calendly-offboard.yaml")).unwrap();
+    let guarded = text.replace(
+        "guard: { max_writes: 50, per: 1h }",
+        "guard: { max_writes: 1, per: 1h }",
+    );
+    assert_ne!(guarded, text);
+    let file = env.write("calendly-offboard.yaml", &guarded);
+    let file = file.display().to_string();
+    let leavers: Vec<String> = env
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| m.2 != "owner")
+        .map(|m| m.0)
+        .take(2)
+        .collect();
+    let mut runs = Vec::new();
+    for email in &leavers {
+        runs.push(env.json(&[
+            "run",
+            &file,
+            "--record",
+            &format!("email={email}"),
+            "--record",
+            "status=terminated",
+            "--json",
+        ]));
+    }
+    assert_eq!(runs[0]["status"], "succeeded", "{:#}", runs[0]);
+    assert_eq!(runs[1]["status"], "held", "{:#}", runs[1]);
+    let recorded = support::blocks(&runs[1]);
+    assert!(recorded.iter().any(|b| b.1 == "held"), "{recorded:?}");
+    let (status, blocks) = replays_identical(&env, runs[1]["id"].as_str().unwrap());
+    assert_eq!(status, "held");
+    assert_eq!(blocks, owned(&recorded));
+}
+
+/// A run retrying after a transient failure replays offline as retrying: the block's request is
+/// rendered (a change to it shows) and answered by the recorded transient failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_replay_of_a_retrying_run_retries_where_it_did() {
+    let env = Env::start(blockyard::sandbox::SandboxConfig {
+        seed_users: 2,
+        fail_rate: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let file = env.write(
+        "offboard.yaml",
+        "\
+name: offboard
+blocks:
+  begin: {type: begin, records: people, on: [updated], next: details}
+  details:
+    type: api
+    preset: webex.get_user_details
+    credential: webex
+    retry: {max_attempts: 1}
+    next: delete
+    on_failure: end
+  delete: {type: api, preset: webex.delete_user, credential: webex, next: end}
+  end: {type: end}
+",
+    );
+    let run = env.json(&[
+        "run",
+        &file.display().to_string(),
+        "--record",
+        "email=leaver@example.com",
+        "--record",
+        "webex_user_id=P1",
+        "--json",
+    ]);
+    assert_eq!(run["status"], "retrying", "{run:#}");
+    let recorded = support::blocks(&run);
+    let (status, blocks) = replays_identical(&env, run["id"].as_str().unwrap());
+    assert_eq!(status, "retrying");
+    assert_eq!(blocks, owned(&recorded));
+}

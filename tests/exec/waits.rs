@@ -200,3 +200,38 @@ async fn graph_draws_a_wait_as_its_own_shape() {
         "{dot}"
     );
 }
+
+/// A run parked in a `wait` replays offline as parked there: the wait is `waiting` (not taken as
+/// elapsed), nothing after it runs, and the replay is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_still_waiting_replays_offline_waiting_where_it_waits() {
+    let env = Env::seeded(1).await;
+    let file = env.write("last-day.yaml", LAST_DAY).display().to_string();
+    let args = [
+        "run",
+        &file,
+        "--record",
+        "email=leaver@example.com",
+        "--record",
+        "last_day=2099-01-31",
+    ];
+    let (code, stdout, stderr) = env.run(&args);
+    assert_eq!(code, 6, "{stdout}{stderr}");
+    let id = run_id(&stdout);
+    let (code, stdout, stderr) = env.run(&["replay", &id, "--offline", "--json"]);
+    let replay: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("not JSON: {stdout}{stderr}"));
+    assert_eq!(replay["identical"], true, "{:#}", replay["blocks"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(replay["replay"]["status"], "waiting");
+    assert_eq!(
+        support::blocks(&replay["replay"]),
+        [("begin", "succeeded"), ("notice", "waiting")]
+    );
+    let notice = &replay["replay"]["steps"][1];
+    assert_eq!(notice["outputs"]["until"], "2099-01-30T23:00:00Z");
+    assert_eq!(
+        notice["note"],
+        "the recorded run waits here until 2099-01-30T23:00:00Z; an offline replay stops here too"
+    );
+}

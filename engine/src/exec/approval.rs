@@ -12,7 +12,8 @@
 //! ([`ExecError::Cancelled`]): a cancel and a decision take the same lock, so a cancel either
 //! comes first or finds the run executing again and asks it to stop before its next block. Dry
 //! runs and offline replays do not wait (nothing is sent or the write is only
-//! planned).
+//! planned), except that an offline replay of a run waiting for approval stops at the same block,
+//! as its recording does (nothing answers a call never sent).
 
 use chrono::Utc;
 

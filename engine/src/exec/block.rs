@@ -217,6 +217,7 @@ fn recorded(
     block: &str,
     call: &ApiCall,
     presets: &PresetRegistry,
+    replay: bool,
 ) -> Called {
     let Some(step) = recording.and_then(|r| r.steps.get(block)) else {
         return Called::Failed {
@@ -250,6 +251,15 @@ fn recorded(
                 .clone()
                 .unwrap_or_else(|| "failed in the recorded run".to_owned()),
             answer,
+        },
+        // The recorded run retries the block: a replay (not `plan --offline`) parks it too.
+        (StepStatus::Retrying, answer) if replay => Called::Transient {
+            message: step
+                .error
+                .clone()
+                .unwrap_or_else(|| "failed transiently in the recorded run".to_owned()),
+            answer,
+            vendor_wait: None,
         },
         (status, _) => Called::Failed {
             message: format!("offline: the recorded step of block `{block}` is `{status}`, with no answer to replay"),
@@ -509,6 +519,7 @@ async fn api(
                         block.id.as_str(),
                         call,
                         client.presets(),
+                        true,
                     );
                     if let (Called::Ok(_), Some(_)) = (&called, &request.merge_read) {
                         step.request = merged_offline(
@@ -527,6 +538,7 @@ async fn api(
                     block.id.as_str(),
                     call,
                     client.presets(),
+                    false,
                 ),
                 RunMode::Live | RunMode::DryRun => {
                     if own_entry(&task, write) {

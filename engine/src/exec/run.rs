@@ -283,6 +283,21 @@ pub(crate) fn execute(
                                         continue;
                                     }
                                 }
+                                // An offline replay stops where the recorded run stopped
+                                // before the block's call: nothing answers a call never sent.
+                                if let Some((status, note)) = walk.recorded_stop(node) {
+                                    let mut step = walk.trivial_step(&record, node, status);
+                                    step.finished_at = None;
+                                    step.note = Some(note.clone());
+                                    walk.steps.push(step);
+                                    if status == StepStatus::Held {
+                                        held_blocks.insert(node);
+                                        held.get_or_insert(note);
+                                    } else {
+                                        waiting.insert(node);
+                                    }
+                                    continue;
+                                }
                                 match approval::gate(
                                     &engine,
                                     &prepared,
@@ -637,6 +652,41 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// In an offline replay, where the recorded run stopped before `node`'s call: its recorded
+    /// step was `waiting_approval` (and the block still needs approval) or `held` by the
+    /// mass-change guard (and the block is still a destructive write). The status and note of the
+    /// replayed step, which stops there too.
+    fn recorded_stop(&self, node: NodeIndex) -> Option<(StepStatus, String)> {
+        let recording = self.as_of.as_ref()?;
+        let block = &self.prepared.workflow.graph[node];
+        let step = recording.steps.get(block.id.as_str())?;
+        match step.status {
+            StepStatus::WaitingApproval => {
+                let required = match &block.kind {
+                    BlockKind::Api(call) => call.approval_required,
+                    BlockKind::RoleRetrieval(role) => role.call.approval_required,
+                    BlockKind::Begin | BlockKind::Wait(_) | BlockKind::End => false,
+                };
+                required.then(|| {
+                    (
+                        StepStatus::WaitingApproval,
+                        format!(
+                            "the recorded run waits for approval here (`blockyard approve {} {}`); an offline replay stops here too",
+                            recording.run, block.id
+                        ),
+                    )
+                })
+            }
+            StepStatus::Held if self.prepared.destructive[node.index()] => Some((
+                StepStatus::Held,
+                step.note.clone().unwrap_or_else(|| {
+                    "held by the mass-change guard in the recorded run".to_owned()
+                }),
+            )),
+            _ => None,
+        }
+    }
+
     /// The last step of `node`'s block, if it is `retrying`: the time of its next attempt.
     fn retry_due_at(&self, node: NodeIndex) -> Option<DateTime<Utc>> {
         let block = self.prepared.workflow.graph[node].id.as_str();
@@ -671,13 +721,24 @@ impl Walk<'_> {
             .rev()
             .filter(|s| s.block == done.step.block)
             .find_map(|s| s.retry);
-        let step_retry = retry::step_retry(
-            &inner.options.durable_retry,
-            give_up_after,
-            previous,
-            inner.options.clock.now(),
-            vendor_wait,
-        );
+        // An offline replay answers with the recorded transient failure: it is at the recorded
+        // attempt, retried when the recording says.
+        let recorded = self
+            .as_of
+            .as_ref()
+            .and_then(|r| r.steps.get(&done.step.block))
+            .and_then(|s| s.retry)
+            .filter(|r| r.next_at.is_some());
+        let step_retry = match recorded {
+            Some(recorded) => recorded,
+            None => retry::step_retry(
+                &inner.options.durable_retry,
+                give_up_after,
+                previous,
+                inner.options.clock.now(),
+                vendor_wait,
+            ),
+        };
         let step = &mut done.step;
         step.retry = Some(step_retry);
         if step_retry.next_at.is_none() {
@@ -748,12 +809,30 @@ impl Walk<'_> {
                     ));
                     step.outputs = rec.outputs;
                 }
-                _ => {
+                Some(rec) => {
+                    // The recorded run waits here: the replay stops here too.
+                    let until = rec
+                        .outputs
+                        .get("until")
+                        .and_then(Value::as_str)
+                        .and_then(crate::rules::parse_instant)
+                        .unwrap_or(step.started_at);
+                    step.status = StepStatus::Waiting;
+                    step.finished_at = None;
+                    step.note = Some(format!(
+                        "the recorded run waits here until {}; an offline replay stops here too",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ));
+                    step.outputs = rec.outputs;
+                    self.steps.push(step);
+                    return Ok(WaitNow::Parked(until));
+                }
+                None => {
                     step.status = StepStatus::Planned;
                     step.outputs
                         .insert("outcome".to_owned(), wait::ELAPSED.into());
                     step.note = Some(
-                        "the recorded run had not finished this wait; replayed as if it elapsed, without waiting"
+                        "the recorded run did not reach this wait; replayed as if it elapsed, without waiting"
                             .to_owned(),
                     );
                 }
