@@ -431,3 +431,45 @@ async fn console_run_page_replays_offline_with_its_diff_live_to_a_new_run_and_ca
     );
     service.shutdown().await.unwrap();
 }
+
+/// The Approvals page previews what an approved block will send by a dry run that is kept
+/// nowhere: it is not a run, and `/metrics` must not count it as one started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_approval_previews_are_not_counted_as_runs_started() {
+    // A workflow name no other test uses: the metrics are process-wide.
+    let gated = GATED.replace("name: offboard-gated", "name: metrics-gated");
+    let env = env_with(&[("gated.yaml", gated.as_str())]).await;
+    let service = serve(&env, false).await;
+    let mut viewer = Browser::new(&service);
+    let base = viewer.base.clone();
+    let (ann, _) = two_members(&env).await;
+    let run = start(
+        &base,
+        "metrics-gated",
+        Some(json!({"email": ann, "status": "terminated"})),
+    )
+    .await;
+    assert_eq!(run["status"], "waiting_approval", "{run}");
+    viewer.login(VIEWER).await;
+    for _ in 0..2 {
+        let page = viewer.get("/approvals").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("DELETE "), "{}", page.body);
+    }
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let started = "blockyard_runs_started_total{workflow=\"metrics-gated\"} ";
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(started))
+        .unwrap_or_else(|| panic!("no `{started}` in:\n{text}"));
+    assert_eq!(&line[started.len()..], "1");
+    service.shutdown().await.unwrap();
+}

@@ -616,7 +616,11 @@ impl Engine {
         prepared: &Arc<Prepared>,
         request: RunRequest,
     ) -> Result<RunOutcome, ExecError> {
-        crate::server::metrics::metrics().run_started(&prepared.workflow.name);
+        // A run kept nowhere (`plan`, the console's approval preview) is not a run started.
+        if request.persist {
+            crate::server::metrics::metrics().run_started(&prepared.workflow.name);
+        }
+        let persist = request.persist;
         let record = self.new_record(prepared, &request);
         let _active = self.activate(record.id);
         let turn = self.take_turn(&record, request.persist)?;
@@ -632,14 +636,16 @@ impl Engine {
             None,
         )
         .await;
-        self.after_run(&result);
+        self.after_run(&result, persist);
         result
     }
 
     /// Starts a run in the background: its id, a handle on its outcome, and word of when its
     /// record is in the history.
     pub fn submit(&self, prepared: &Arc<Prepared>, request: RunRequest) -> Submitted {
-        crate::server::metrics::metrics().run_started(&prepared.workflow.name);
+        if request.persist {
+            crate::server::metrics::metrics().run_started(&prepared.workflow.name);
+        }
         let record = self.new_record(prepared, &request);
         let id = record.id;
         let engine = self.clone();
@@ -667,7 +673,7 @@ impl Engine {
                 sender,
             )
             .await;
-            engine.after_run(&result);
+            engine.after_run(&result, persist);
             result
         });
         Submitted {
@@ -819,7 +825,7 @@ impl Engine {
             turn.wait().await;
         }
         let result = resume::resume(self.clone(), run).await;
-        self.after_run(&result);
+        self.after_run(&result, true);
         result
     }
 
@@ -865,12 +871,15 @@ impl Engine {
 
     /// After a run's task: a run that finished releases its subject, and the record changes held
     /// back while it was in flight are evaluated (a run waiting for approval keeps its hold).
-    fn after_run(&self, result: &Result<RunOutcome, ExecError>) {
+    /// Only a kept run (`persist`) is counted in the metrics.
+    fn after_run(&self, result: &Result<RunOutcome, ExecError>, persist: bool) {
         if let Ok(outcome) = result {
             if outcome.run.status.is_finished() {
                 self.release_subject(&outcome.run);
-                crate::server::metrics::metrics()
-                    .run_finished(&outcome.run.workflow, outcome.run.status.name());
+                if persist {
+                    crate::server::metrics::metrics()
+                        .run_finished(&outcome.run.workflow, outcome.run.status.name());
+                }
             }
         }
     }
