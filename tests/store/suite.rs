@@ -142,6 +142,8 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     let (_d, b) = fresh();
     timers_fall_due_in_time_order(&b).await;
     let (_d, b) = fresh();
+    a_watched_record_write_makes_its_watchers_due(&b).await;
+    let (_d, b) = fresh();
     history_keeps_runs_steps_snapshots_and_the_subject_index(&b).await;
     let (_d, b) = fresh();
     a_page_of_runs_goes_on_before_its_cursor_with_every_filter(&b).await;
@@ -337,6 +339,61 @@ async fn timers_fall_due_in_time_order<B: Backend>(b: &B) {
         due(timers.due(at(100)).await.unwrap()),
         [(r1, at(30)), (r2, at(40))]
     );
+}
+
+async fn a_watched_record_write_makes_its_watchers_due<B: Backend>(b: &B) {
+    let timers = b.timers().unwrap();
+    let records = b.records().unwrap();
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let (jane, bob) = (person("jane@acme.com"), person("bob@acme.com"));
+    let (waiter, other) = (RunId::new(), RunId::new());
+    timers.set(waiter, at(1000)).await.unwrap();
+    timers.set(other, at(1000)).await.unwrap();
+    // Watching twice is one watch.
+    timers.watch(waiter, &jane.to_string()).await.unwrap();
+    timers.watch(waiter, &jane.to_string()).await.unwrap();
+    timers.watch(other, &bob.to_string()).await.unwrap();
+    assert_eq!(timers.watchers(&jane.to_string()).await.unwrap(), [waiter]);
+    assert!(timers.due(at(0)).await.unwrap().is_empty());
+
+    // A write of the watched record makes its watcher due at once (the epoch), with the write;
+    // the run watching another record keeps its time.
+    records
+        .write(
+            vec![upsert("jane@acme.com", json!({"status": "active"}))],
+            evaluate.clone(),
+            at(0),
+            None,
+        )
+        .await
+        .unwrap();
+    let due: Vec<_> = timers
+        .due(at(0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.run, t.at))
+        .collect();
+    assert_eq!(due, [(waiter, Utc.timestamp_opt(0, 0).unwrap())]);
+    let next = timers.due(at(1000)).await.unwrap();
+    assert_eq!(next.len(), 2, "{next:?}");
+
+    // Unwatched: a write no longer wakes it.
+    timers.unwatch(waiter, &jane.to_string()).await.unwrap();
+    timers.unwatch(waiter, &jane.to_string()).await.unwrap();
+    assert!(timers.watchers(&jane.to_string()).await.unwrap().is_empty());
+    timers.set(waiter, at(1000)).await.unwrap();
+    records
+        .write(
+            vec![upsert("jane@acme.com", json!({"status": "away"}))],
+            evaluate,
+            at(1),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(timers.due(at(1)).await.unwrap().is_empty());
+    assert_eq!(timers.watchers(&bob.to_string()).await.unwrap(), [other]);
 }
 
 async fn history_keeps_runs_steps_snapshots_and_the_subject_index<B: Backend>(b: &B) {

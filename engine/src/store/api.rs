@@ -6,7 +6,8 @@
 //! write access: [`ReadHistory`]/[`WriteHistory`] (runs, steps, workflow snapshots, the subject
 //! index, parked runs), [`ReadRecords`]/[`WriteRecords`] (records, with the run requests a write
 //! triggers and their traces written atomically with it, and the per-subject in-flight
-//! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs),
+//! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs, and the
+//! records a `wait` watches: a write of one makes its watchers due, in the write's transaction),
 //! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`],
 //! [`ReadGuard`]/[`WriteGuard`] (the mass-change guard's counted writes and releases),
 //! [`ReadPauses`]/[`WritePauses`] (paused workflows), [`ReadRetryMarks`]/[`WriteRetryMarks`]
@@ -158,6 +159,13 @@ pub trait DurableTimers {
     fn due(&self, now: DateTime<Utc>) -> impl Future<Output = Result<Vec<Timer>>> + Send;
     /// The earliest timer.
     fn next(&self) -> impl Future<Output = Result<Option<Timer>>> + Send;
+    /// `run` waits on the record `record` (`collection/key`): a record write of it moves `run`'s
+    /// timer to the epoch in the write's own transaction, so it falls due at once.
+    fn watch(&self, run: RunId, record: &str) -> impl Future<Output = Result<()>> + Send;
+    /// `run` no longer waits on `record`.
+    fn unwatch(&self, run: RunId, record: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The runs waiting on `record`.
+    fn watchers(&self, record: &str) -> impl Future<Output = Result<Vec<RunId>>> + Send;
 }
 
 /// Administrators' decisions on blocks waiting for approval.
@@ -479,6 +487,15 @@ impl DurableTimers for Timers {
     }
     fn next(&self) -> impl Future<Output = Result<Option<Timer>>> + Send {
         ready(Timers::next(self))
+    }
+    fn watch(&self, run: RunId, record: &str) -> impl Future<Output = Result<()>> + Send {
+        ready(Timers::watch(self, run, record))
+    }
+    fn unwatch(&self, run: RunId, record: &str) -> impl Future<Output = Result<()>> + Send {
+        ready(Timers::unwatch(self, run, record))
+    }
+    fn watchers(&self, record: &str) -> impl Future<Output = Result<Vec<RunId>>> + Send {
+        ready(Timers::watchers(self, record))
     }
 }
 

@@ -2,7 +2,7 @@
 //! tables with real columns and indexes (the schema is in `migrations/*.sql`, applied by
 //! [`schema::migrate`]), one module per concern as on the sled side: [`history`] (runs, steps,
 //! snapshots, the subject index), [`records`] (records, their triggered run requests and traces,
-//! in-flight subjects, schedule ticks), [`queue`] (the run queue and durable timers),
+//! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records a `wait` watches),
 //! [`guard`] (the mass-change guard), [`marks`] (approvals, cancels, pauses, retry marks).
 //!
 //! # Driver and connection

@@ -1,4 +1,5 @@
-//! The run queue and the durable timers on PostgreSQL.
+//! The run queue and the durable timers (with the records a `wait` watches, `timer_watches`) on
+//! PostgreSQL.
 //!
 //! A queue handle has an owner id; [`RunQueue::claim`] marks the oldest entry no live claim
 //! holds as its own (`claimed_by`, and a lease until `lease_until_ns`), picked with `FOR UPDATE
@@ -212,6 +213,49 @@ impl DurableTimers for PgTimers {
             .map_err(|e| self.pg.error(e))?;
         row.map(|row| self.decode(row.get(0), row.get(1)))
             .transpose()
+    }
+
+    async fn watch(&self, run: RunId, record: &str) -> Result<()> {
+        let client = self.pg.client().await?;
+        client
+            .execute(
+                "INSERT INTO timer_watches (record, run_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&record, &run.to_string()],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(())
+    }
+
+    async fn unwatch(&self, run: RunId, record: &str) -> Result<()> {
+        let client = self.pg.client().await?;
+        client
+            .execute(
+                "DELETE FROM timer_watches WHERE record = $1 AND run_id = $2",
+                &[&record, &run.to_string()],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(())
+    }
+
+    async fn watchers(&self, record: &str) -> Result<Vec<RunId>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT run_id FROM timer_watches WHERE record = $1 ORDER BY run_id",
+                &[&record],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let run: &str = row.get(0);
+                run.parse()
+                    .map_err(|e: ulid::DecodeError| self.pg.corrupt("timer_watches", run, e))
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,8 @@
 //! entries it touches are read, the [`Evaluate`] callback decides on a blocking thread (it
 //! evaluates rules; it does no I/O), and then one transaction locks the subjects
 //! (`pg_advisory_xact_lock`, in key order), checks that what was read is unchanged, and writes
-//! the records, the run requests, the in-flight entries and the traces; when something changed
+//! the records, the run requests, the in-flight entries and the traces, and makes due the timers
+//! of the runs whose `wait` watches a written record (`timer_watches`); when something changed
 //! in between, the batch is decided again. Deciding uses the sled side's own rules
 //! (`records::decide`), so both backends hold back and release changes alike.
 
@@ -368,6 +369,25 @@ impl PgRecords {
         Ok(queued)
     }
 
+    /// In a record write's `tx`: moves the timer of every run watching `subject`'s record
+    /// (`timer_watches`) to the epoch, so it falls due at once, durable with the write (sled's
+    /// `timers::wake_watchers`: a watcher without a timer gets one).
+    async fn wake_watchers(&self, tx: &Tx<'_>, subject: &Subject) -> PgResult<()> {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO timers (run_id, at_ns)
+                 SELECT run_id, 0 FROM timer_watches WHERE record = $1
+                 ON CONFLICT (run_id) DO UPDATE
+                     SET at_ns = 0, lease_owner = NULL, lease_until_ns = NULL",
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        tx.execute(&stmt, &[&subject.to_string()])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(())
+    }
+
     /// Applies `writes` as [`WriteRecords::write`] says.
     async fn write_batch(
         &self,
@@ -432,7 +452,11 @@ impl PgRecords {
                     _ => {}
                 }
                 let queued = match p.outcome.event() {
-                    Some(event) => self.apply(&tx, &p.subject, event, &p.action, now).await?,
+                    Some(event) => {
+                        // A run waiting on this record judges its `wake_when` again, at once.
+                        self.wake_watchers(&tx, &p.subject).await?;
+                        self.apply(&tx, &p.subject, event, &p.action, now).await?
+                    }
                     None => Vec::new(),
                 };
                 out.push(Written {

@@ -11,6 +11,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_tokens.sql")),
+    (3, include_str!("migrations/0003_watches_reminders.sql")),
 ];
 
 /// The schema version this build reads and writes.
