@@ -128,11 +128,11 @@ async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refus
         .await
         .unwrap();
     tokio::spawn(connection);
-    // A database left at version 1 (before the token table and the wait watches) is brought to
-    // the current one.
+    // A database left at version 1 (before the token table, the wait watches and the approval
+    // reminders) is brought to the current one.
     client
         .batch_execute(&format!(
-            "DROP TABLE {name}.tokens, {name}.timer_watches; DELETE FROM {name}.schema_version WHERE version > 1"
+            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders; DELETE FROM {name}.schema_version WHERE version > 1"
         ))
         .await
         .unwrap();

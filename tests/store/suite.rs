@@ -10,8 +10,8 @@ use blockyard::records::{
 };
 use blockyard::store::api::{
     ApprovalStore, Backend, CancelStore, DurableTimers, Evaluate, ReadGuard, ReadHistory,
-    ReadPauses, ReadRecords, ReadRetryMarks, RunQueue, ScheduleState, TriggerTraces, WriteGuard,
-    WriteHistory, WritePauses, WriteRecords, WriteRetryMarks,
+    ReadPauses, ReadRecords, ReadReminders, ReadRetryMarks, RunQueue, ScheduleState, TriggerTraces,
+    WriteGuard, WriteHistory, WritePauses, WriteRecords, WriteReminders, WriteRetryMarks,
 };
 use blockyard::store::approvals::Decision as Approval;
 use blockyard::store::guard::Admission;
@@ -22,6 +22,7 @@ use blockyard::store::history::{
 use blockyard::store::in_flight::queue_holder;
 use blockyard::store::pauses::Pause;
 use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
+use blockyard::store::reminders::Reminder;
 use blockyard::store::retries::RetryMark;
 use blockyard::store::trace::{Consideration, Decision};
 use blockyard::store::Store;
@@ -159,6 +160,8 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     pauses_keep_who_and_when_across_a_reopen(dir.path(), b, &make).await;
     let (dir, b) = fresh();
     a_run_is_marked_retried_once(dir.path(), b, &make).await;
+    let (dir, b) = fresh();
+    a_reminder_is_kept_for_the_same_blocks_and_claimed_once(dir.path(), b, &make).await;
     let (dir, b) = fresh();
     what_was_flushed_is_there_after_a_reopen(dir.path(), b, &make).await;
 }
@@ -811,6 +814,75 @@ async fn a_run_is_marked_retried_once<B: Backend>(dir: &Path, b: B, make: &impl 
         Some(linked)
     );
     assert_eq!(retries.claim(&other, "carol", at(120)).await.unwrap(), None);
+}
+
+async fn a_reminder_is_kept_for_the_same_blocks_and_claimed_once<B: Backend>(
+    dir: &Path,
+    b: B,
+    make: &impl Fn(&Path) -> B,
+) {
+    let reminders = b.reminders().unwrap();
+    let (run, other) = (RunId::new(), RunId::new());
+    let first = Reminder {
+        since: at(0),
+        blocks: vec!["approve".to_owned(), "sign_off".to_owned()],
+        due: at(3600),
+        sent: None,
+    };
+    assert!(reminders.schedule(run, &first).await.unwrap());
+    // Waiting for the same blocks again keeps the reminder: its due time does not move.
+    let again = Reminder {
+        since: at(100),
+        due: at(3700),
+        ..first.clone()
+    };
+    assert!(!reminders.schedule(run, &again).await.unwrap());
+    assert_eq!(reminders.reminder(run).await.unwrap(), Some(first.clone()));
+    let sooner = Reminder {
+        since: at(0),
+        blocks: vec!["approve".to_owned()],
+        due: at(60),
+        sent: None,
+    };
+    assert!(reminders.schedule(other, &sooner).await.unwrap());
+    assert_eq!(
+        reminders.pending().await.unwrap(),
+        [(other, sooner.clone()), (run, first.clone())],
+        "earliest due first"
+    );
+
+    // Claimed once: the second claim of the same reminder as read loses.
+    assert!(reminders.claim(run, &first, at(3600)).await.unwrap());
+    assert!(!reminders.claim(run, &first, at(3601)).await.unwrap());
+    let sent = Reminder {
+        sent: Some(at(3600)),
+        ..first.clone()
+    };
+    assert_eq!(
+        reminders.pending().await.unwrap(),
+        [(other, sooner.clone())]
+    );
+
+    // Across a reopen: kept, still sent once.
+    b.flush().await.unwrap();
+    drop(reminders);
+    drop(b);
+    let b = make(dir);
+    let reminders = b.reminders().unwrap();
+    assert_eq!(reminders.reminder(run).await.unwrap(), Some(sent));
+    assert!(!reminders.claim(run, &first, at(3700)).await.unwrap());
+    // Waiting for other blocks later is a new reminder; a dropped one is gone.
+    let later = Reminder {
+        since: at(5000),
+        blocks: vec!["final".to_owned()],
+        due: at(8600),
+        sent: None,
+    };
+    assert!(reminders.schedule(run, &later).await.unwrap());
+    assert_eq!(reminders.reminder(run).await.unwrap(), Some(later.clone()));
+    reminders.remove(other).await.unwrap();
+    assert_eq!(reminders.reminder(other).await.unwrap(), None);
+    assert_eq!(reminders.pending().await.unwrap(), [(run, later)]);
 }
 
 async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(

@@ -6,12 +6,14 @@
 //! write access: [`ReadHistory`]/[`WriteHistory`] (runs, steps, workflow snapshots, the subject
 //! index, parked runs), [`ReadRecords`]/[`WriteRecords`] (records, with the run requests a write
 //! triggers and their traces written atomically with it, and the per-subject in-flight
-//! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs, and the
-//! records a `wait` watches: a write of one makes its watchers due, in the write's transaction),
-//! [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`],
+//! ordering), [`RunQueue`], [`DurableTimers`] (the wake-up times of retrying and waiting runs,
+//! and the records a `wait` watches: a write of one makes its watchers due, in the write's
+//! transaction), [`ApprovalStore`], [`CancelStore`], [`ScheduleState`], [`TriggerTraces`],
 //! [`ReadGuard`]/[`WriteGuard`] (the mass-change guard's counted writes and releases),
 //! [`ReadPauses`]/[`WritePauses`] (paused workflows), [`ReadRetryMarks`]/[`WriteRetryMarks`]
-//! (`retry-failed`'s marks); a [`Backend`] opens them all and makes writes durable. The OAuth token store has its own trait (`store/tokens.rs`).
+//! (`retry-failed`'s marks), [`ReadReminders`]/[`WriteReminders`] (approval reminders, each
+//! claimed once before it is sent); a [`Backend`] opens them all and makes writes durable. The
+//! OAuth token store has its own trait (`store/tokens.rs`).
 //!
 //! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
 //! calls before its transaction and which does no I/O: the store never names the trigger module.
@@ -27,8 +29,9 @@
 //!
 //! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
 //! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
-//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`]) implement these traits, and so does
-//! [`super::postgres::Postgres`] (its tables, one module per concern). The engine still calls the sled types' own
+//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`], [`Reminders`]) implement these
+//! traits, and so does [`super::postgres::Postgres`] (its tables, one module per concern). The
+//! engine still calls the sled types' own
 //! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
 //! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
 
@@ -49,6 +52,7 @@ use super::in_flight::InFlight;
 use super::pauses::{Pause, Pauses};
 use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
 use super::records::{RecordStore, Written};
+use super::reminders::{Reminder, Reminders};
 use super::retries::{Retries, RetryMark};
 use super::timers::{Timer, Timers};
 use super::trace::{Decision, TraceEntry};
@@ -300,6 +304,36 @@ pub trait WriteRetryMarks: ReadRetryMarks {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// Approval reminders, read side: one per run waiting for approval under a `notify:` with
+/// `remind_approvers_after`.
+pub trait ReadReminders {
+    /// `run`'s reminder, if it has one.
+    fn reminder(&self, run: RunId) -> impl Future<Output = Result<Option<Reminder>>> + Send;
+    /// Every reminder not sent yet, earliest due first.
+    fn pending(&self) -> impl Future<Output = Result<Vec<(RunId, Reminder)>>> + Send;
+}
+
+/// Approval reminders, write side: each is claimed before it is sent, so it is sent at most once.
+pub trait WriteReminders: ReadReminders {
+    /// Schedules `reminder` for `run` unless it already has one for the same blocks (its due
+    /// time does not move); whether it wrote one.
+    fn schedule(
+        &self,
+        run: RunId,
+        reminder: &Reminder,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Marks `run`'s reminder (as read: `current`) sent at `now`; `false` when it changed since
+    /// it was read (another loop claimed it, or it was replaced): of two callers one wins.
+    fn claim(
+        &self,
+        run: RunId,
+        current: &Reminder,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Drops `run`'s reminder.
+    fn remove(&self, run: RunId) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// One backend: opens every part of the store over one data dir.
 pub trait Backend: Send + Sync {
     type History: WriteHistory + Send + Sync;
@@ -311,6 +345,7 @@ pub trait Backend: Send + Sync {
     type Guard: WriteGuard + Send + Sync;
     type Pauses: WritePauses + Send + Sync;
     type Retries: WriteRetryMarks + Send + Sync;
+    type Reminders: WriteReminders + Send + Sync;
 
     fn history(&self) -> Result<Self::History>;
     fn records(&self) -> Result<Self::Records>;
@@ -323,6 +358,7 @@ pub trait Backend: Send + Sync {
     fn guard(&self) -> Result<Self::Guard>;
     fn pauses(&self) -> Result<Self::Pauses>;
     fn retries(&self) -> Result<Self::Retries>;
+    fn reminders(&self) -> Result<Self::Reminders>;
     /// Makes every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<()>> + Send;
     /// A consistent copy of the whole store into `dir` (new or empty).
@@ -622,6 +658,36 @@ impl WriteRetryMarks for Retries {
     }
 }
 
+impl ReadReminders for Reminders {
+    fn reminder(&self, run: RunId) -> impl Future<Output = Result<Option<Reminder>>> + Send {
+        ready(Reminders::get(self, run))
+    }
+    fn pending(&self) -> impl Future<Output = Result<Vec<(RunId, Reminder)>>> + Send {
+        ready(Reminders::pending(self))
+    }
+}
+
+impl WriteReminders for Reminders {
+    fn schedule(
+        &self,
+        run: RunId,
+        reminder: &Reminder,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(Reminders::schedule(self, run, reminder))
+    }
+    fn claim(
+        &self,
+        run: RunId,
+        current: &Reminder,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(Reminders::claim(self, run, current, now))
+    }
+    fn remove(&self, run: RunId) -> impl Future<Output = Result<()>> + Send {
+        ready(Reminders::remove(self, run))
+    }
+}
+
 /// sled: the one backend today.
 impl Backend for Store {
     type History = History;
@@ -633,6 +699,7 @@ impl Backend for Store {
     type Guard = GuardStore;
     type Pauses = Pauses;
     type Retries = Retries;
+    type Reminders = Reminders;
 
     fn history(&self) -> Result<History> {
         History::open(self)
@@ -660,6 +727,9 @@ impl Backend for Store {
     }
     fn retries(&self) -> Result<Retries> {
         Retries::open(self)
+    }
+    fn reminders(&self) -> Result<Reminders> {
+        Reminders::open(self)
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         Store::flush(self)

@@ -9,6 +9,9 @@
 //! loops or a restart send a reminder at most once; a crash between the claim and the send loses
 //! that one reminder rather than doubling it. Entries stay after they are sent (a few bytes per
 //! waiting run) and are dropped when their run is found no longer waiting.
+//!
+//! Behind the store seam as [`super::api::ReadReminders`]/[`super::api::WriteReminders`] (the
+//! PostgreSQL side: `postgres/reminders.rs`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

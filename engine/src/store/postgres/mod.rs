@@ -2,8 +2,9 @@
 //! tables with real columns and indexes (the schema is in `migrations/*.sql`, applied by
 //! [`schema::migrate`]), one module per concern as on the sled side: [`history`] (runs, steps,
 //! snapshots, the subject index), [`records`] (records, their triggered run requests and traces,
-//! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records a `wait` watches),
-//! [`guard`] (the mass-change guard), [`marks`] (approvals, cancels, pauses, retry marks).
+//! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records
+//! a `wait` watches), [`guard`] (the mass-change guard), [`marks`] (approvals, cancels, pauses,
+//! retry marks), [`reminders`] (approval reminders).
 //!
 //! # Driver and connection
 //!
@@ -56,6 +57,7 @@ pub mod history;
 pub mod marks;
 pub mod queue;
 pub mod records;
+pub mod reminders;
 pub mod schema;
 mod url;
 
@@ -265,6 +267,7 @@ impl super::api::Backend for Postgres {
     type Guard = guard::PgGuard;
     type Pauses = marks::PgMarks;
     type Retries = marks::PgMarks;
+    type Reminders = reminders::PgReminders;
 
     fn history(&self) -> Result<history::PgHistory, StoreError> {
         Ok(history::PgHistory::new(self))
@@ -292,6 +295,9 @@ impl super::api::Backend for Postgres {
     }
     fn retries(&self) -> Result<marks::PgMarks, StoreError> {
         Ok(marks::PgMarks::new(self))
+    }
+    fn reminders(&self) -> Result<reminders::PgReminders, StoreError> {
+        Ok(reminders::PgReminders::new(self))
     }
     /// Every write so far on disk (see [`Postgres::durable`]).
     fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
