@@ -319,6 +319,22 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
     // A sled data dir with something in every part.
     let sled = Store::open(&data).unwrap();
     let (run, queued, hash, decision, cancelled) = fill(&sled).await;
+    // A `wait` block's watch and an approval reminder (one sent already).
+    sled.timers()
+        .unwrap()
+        .watch(run.id, "people/jane@acme.com")
+        .unwrap();
+    let reminder = blockyard::store::reminders::Reminder {
+        since: at(10),
+        blocks: vec!["remove".to_owned()],
+        due: at(70),
+        sent: Some(at(75)),
+    };
+    assert!(sled
+        .reminders()
+        .unwrap()
+        .schedule(run.id, &reminder)
+        .unwrap());
     drop(sled);
     std::fs::write(
         data.join("tokens.json"),
@@ -357,6 +373,7 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
              steps: 2 copied, 0 there already\n\
              subject index: 1 copied, 0 there already\n\
              timers: 1 copied, 0 there already\n\
+             timer watches: 1 copied, 0 there already\n\
              records: 1 copied, 0 there already\n\
              in-flight entries: 1 copied, 0 there already\n\
              queue: 1 copied, 0 there already\n\
@@ -370,6 +387,7 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
              guard releases: 1 copied, 0 there already\n\
              pauses: 1 copied, 0 there already\n\
              retry marks: 1 copied, 0 there already\n\
+             approval reminders: 1 copied, 0 there already\n\
              tokens: 1 copied, 0 there already\n\
              copied `data` into the PostgreSQL store at `{shown}`\n"
         )
@@ -412,6 +430,18 @@ async fn store_copy_copies_a_sled_data_dir_and_a_second_copy_skips_what_is_there
     assert_eq!(
         due.iter().map(|t| (t.run, t.at)).collect::<Vec<_>>(),
         [(run.id, at(90))]
+    );
+    assert_eq!(
+        pg.timers()
+            .unwrap()
+            .watchers("people/jane@acme.com")
+            .await
+            .unwrap(),
+        [run.id]
+    );
+    assert_eq!(
+        pg.reminders().unwrap().reminder(run.id).await.unwrap(),
+        Some(reminder)
     );
     assert_eq!(pg.queue().unwrap().pending().await.unwrap()[0].id, queued);
     let trace = pg.records().unwrap().trace(&jane).await.unwrap();

@@ -81,6 +81,22 @@ impl Reminders {
         Ok(true)
     }
 
+    /// Every reminder, sent or not, by run (`store copy`).
+    pub fn all(&self) -> Result<Vec<(RunId, Reminder)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree.iter() {
+            let (key, bytes) = entry?;
+            let reminder = Reminders::decode(&key, &bytes)?;
+            let run = RunId::from_key(&key).ok_or_else(|| StoreError::Corrupt {
+                tree: REMINDERS,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                message: "not a run id".to_owned(),
+            })?;
+            out.push((run, reminder));
+        }
+        Ok(out)
+    }
+
     /// Every reminder not sent yet, earliest due first.
     pub fn pending(&self) -> Result<Vec<(RunId, Reminder)>, StoreError> {
         let mut out = Vec::new();

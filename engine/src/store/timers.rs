@@ -155,6 +155,19 @@ impl Timers {
         unwrap_tx(result)
     }
 
+    /// Every watch: (record, run), by record (`store copy`).
+    pub fn all_watches(&self) -> Result<Vec<(String, RunId)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.watches.iter() {
+            let (record, runs) = entry?;
+            let record = String::from_utf8_lossy(&record).into_owned();
+            for run in runs.chunks(16).filter_map(RunId::from_key) {
+                out.push((record.clone(), run));
+            }
+        }
+        Ok(out)
+    }
+
     /// The runs watching `record`.
     pub fn watchers(&self, record: &str) -> Result<Vec<RunId>, StoreError> {
         Ok(self

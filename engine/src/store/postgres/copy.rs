@@ -1,7 +1,7 @@
 //! `blockyard store copy`: a sled data dir into a PostgreSQL store, part by part (snapshots,
-//! runs, steps, the subject index, timers, records, in-flight entries, the queue, traces and
-//! their links, schedule ticks, approvals, cancel requests, the guard's counts and releases,
-//! pauses, retry marks, OAuth tokens).
+//! runs, steps, the subject index, timers and the `wait` block's watches, records, in-flight
+//! entries, the queue, traces and their links, schedule ticks, approvals, cancel requests, the
+//! guard's counts and releases, pauses, retry marks, approval reminders, OAuth tokens).
 //!
 //! Each part is read from sled whole, then written in chunks of [`CHUNK`] rows, one transaction
 //! each, every row with `ON CONFLICT DO NOTHING`: a copy stopped half way (a kill, a lost
@@ -20,6 +20,7 @@ use crate::store::cancels::CancelMarkers;
 use crate::store::history::{RunId, RunRecord, StepRecord};
 use crate::store::pauses::Pauses;
 use crate::store::queue::{QueueId, RunRequest};
+use crate::store::reminders::Reminders;
 use crate::store::retries::RetryMark;
 use crate::store::timers::Timers;
 use crate::store::tokens::{FileTokenStore, TokenStore};
@@ -167,6 +168,17 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
     part(
         "timers",
         "INSERT INTO timers (run_id, at_ns) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        rows,
+    );
+
+    let rows = Timers::open(store)?
+        .all_watches()?
+        .into_iter()
+        .map(|(record, run)| vec![Box::new(record) as Param, Box::new(run.to_string())])
+        .collect();
+    part(
+        "timer watches",
+        "INSERT INTO timer_watches (record, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         rows,
     );
 
@@ -411,6 +423,26 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
         "retry marks",
         "INSERT INTO retry_marks (run_id, by_whom, at_ns, replay) VALUES ($1, $2, $3, $4)
          ON CONFLICT DO NOTHING",
+        rows,
+    );
+
+    let rows = Reminders::open(store)?
+        .all()?
+        .into_iter()
+        .map(|(run, r)| {
+            vec![
+                Box::new(run.to_string()) as Param,
+                Box::new(nanos(r.since)),
+                Box::new(r.blocks),
+                Box::new(nanos(r.due)),
+                Box::new(r.sent.map(nanos)),
+            ]
+        })
+        .collect();
+    part(
+        "approval reminders",
+        "INSERT INTO approval_reminders (run_id, since_ns, blocks, due_ns, sent_ns)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         rows,
     );
 
