@@ -581,6 +581,16 @@ impl Config {
             if let Some((key, _)) = needed.iter().find(|(_, present)| !present) {
                 return Err(missing(key));
             }
+            let smtp = config
+                .base_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("smtp://"));
+            if cred.tls.is_some() && !smtp {
+                return Err(invalid(
+                    "tls",
+                    "`tls` is how an SMTP connection is secured; this credential's `base_url` is not `smtp://…`, so remove the key (HTTPS comes from the `https://` in the URL)",
+                ));
+            }
             if config.tls == crate::http::smtp::SmtpTls::None
                 && !config
                     .base_url

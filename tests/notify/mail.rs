@@ -202,6 +202,11 @@ fn tls_none_is_only_for_a_loopback_server() {
         parse("smtp://mail.example.com:25", "ssl"),
         Err("b.yaml:8:10: credentials.mail.tls: unknown variant `ssl`, expected one of `starttls`, `tls`, `none`".to_owned())
     );
+    // `tls:` secures an SMTP connection only: on an HTTP credential it would do nothing.
+    assert_eq!(
+        parse("https://api.calendly.com", "tls"),
+        Err("b.yaml:8:10: credentials.mail.tls: `tls` is how an SMTP connection is secured; this credential's `base_url` is not `smtp://…`, so remove the key (HTTPS comes from the `https://` in the URL)".to_owned())
+    );
 }
 
 /// The sink speaks SMTP to any client: a login is required and checked, dot-stuffed lines come
