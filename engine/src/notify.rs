@@ -211,6 +211,14 @@ impl Notify {
                 }
             },
         };
+        if spec.on.is_empty() {
+            if spec.text.is_some() {
+                return Err(invalid("text", "`text` is the alert's, and `on: []` sends no alert; list the statuses to alert on in `on:`, or remove `text`"));
+            }
+            if remind_after.is_none() {
+                return Err(invalid("on", "`on: []` sends no alert, and without `remind_approvers_after` this `notify:` sends nothing; list statuses (`failed`, `needs_attention`) or add `remind_approvers_after`"));
+            }
+        }
         if spec.reminder_text.is_some() && remind_after.is_none() {
             return Err(invalid("reminder_text", "`reminder_text` is sent only with `remind_approvers_after`; add it (such as `1d`) or remove `reminder_text`"));
         }

@@ -394,6 +394,20 @@ fn bad_email_and_reminder_keys_in_notify_are_compile_errors() {
             "notify:\n  credential: alerts\n  remind_after: 1d\n",
             "4:3: error: unknown key `remind_after` in `notify`\n",
         ),
+        // Accepted before and then did nothing: no block of this workflow waits for approval.
+        (
+            "notify:\n  credential: alerts\n  remind_approvers_after: 1d\n",
+            "4:27: error: invalid `notify.remind_approvers_after`: no block of this workflow has `approval: required`, so no run of it waits for approval; remove the key or gate a block\n",
+        ),
+        // Accepted before and then did nothing: `on: []` sends no alert, so `text` is never sent.
+        (
+            "notify:\n  credential: alerts\n  on: []\n  text: hi\n",
+            "5:9: error: invalid `notify.text`: `text` is the alert's, and `on: []` sends no alert; list the statuses to alert on in `on:`, or remove `text`\n",
+        ),
+        (
+            "notify:\n  credential: alerts\n  on: []\n",
+            "4:7: error: invalid `notify.on`: `on: []` sends no alert, and without `remind_approvers_after` this `notify:` sends nothing; list statuses (`failed`, `needs_attention`) or add `remind_approvers_after`\n",
+        ),
     ];
     for (notify, expected) in cases {
         let file = dir.path().join("w.yaml");

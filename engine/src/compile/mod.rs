@@ -676,10 +676,30 @@ impl<'a> Compiler<'a> {
     }
 
     /// `notify:`, checked, its templates compiled; a problem is an error at its key.
+    /// Whether a block says `approval: required` (a run of the workflow can wait for approval).
+    fn has_approval_gate(&self) -> bool {
+        self.loaded.spec.blocks.values().any(|block| match block {
+            BlockSpec::Api(api) => api.approval.is_some(),
+            BlockSpec::RoleRetrieval(role) => role.approval.is_some(),
+            BlockSpec::Begin(_) | BlockSpec::Wait(_) | BlockSpec::End(_) => false,
+        })
+    }
+
     fn notify(&mut self) -> Option<std::sync::Arc<crate::notify::Notify>> {
         use crate::notify::NotifyProblem;
         let spec = self.loaded.spec.notify.as_ref()?;
         match crate::notify::Notify::compile(spec) {
+            Ok(notify) if notify.remind_after.is_some() && !self.has_approval_gate() => {
+                self.value_error(
+                    &YamlPath::root().key("notify").key("remind_approvers_after"),
+                    None,
+                    CompileErrorKind::InvalidValue {
+                        key: "notify.remind_approvers_after".to_owned(),
+                        message: "no block of this workflow has `approval: required`, so no run of it waits for approval; remove the key or gate a block".to_owned(),
+                    },
+                );
+                None
+            }
             Ok(notify) => Some(notify),
             Err(err) => {
                 let key = format!("notify.{}", err.key);
