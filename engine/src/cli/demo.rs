@@ -188,7 +188,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         if args.serve {
             // Listening before the URLs are printed: a signal sent as soon as they are read is
             // not lost.
-            let stop = shutdown_signal()?;
+            let stop = super::sandbox::shutdown_signal()?;
             println!(
                 "\nserving until Ctrl-C:\n  console  http://{addr}/  (log in as `dana` with the token {token})\n  API      http://{addr}/api\n  vendors  http://{}",
                 sandbox.addr(),
@@ -202,26 +202,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     service.shutdown().await?;
     sandbox.shutdown().await;
     result
-}
-
-/// Listens for SIGINT and SIGTERM from now on; the future resolves on either.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-        Ok(async move {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 /// The configuration a user would write for the sandbox.

@@ -147,7 +147,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Listens for SIGINT and SIGTERM from now on; the future resolves on either.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
