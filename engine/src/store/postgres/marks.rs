@@ -88,9 +88,7 @@ impl ApprovalStore for PgMarks {
         rows.iter()
             .map(|row| {
                 let id: &str = row.get(0);
-                let run: RunId = id
-                    .parse()
-                    .map_err(|e: ulid::DecodeError| self.pg.corrupt("approvals", id, e))?;
+                let run = self.pg.run_id("approvals", id)?;
                 let decision = Decision {
                     approved: row.get(2),
                     at: instant(row.get(3)),
@@ -125,8 +123,7 @@ impl CancelStore for PgMarks {
         rows.iter()
             .map(|row| {
                 let id: &str = row.get(0);
-                id.parse()
-                    .map_err(|e: ulid::DecodeError| self.pg.corrupt("cancels", id, e))
+                self.pg.run_id("cancels", id)
             })
             .collect()
     }

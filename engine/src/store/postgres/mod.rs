@@ -209,6 +209,16 @@ impl Postgres {
     }
 
     /// A stored document this build cannot read.
+    /// A run id read from `table`; a column that is not one is [`StoreError::Corrupt`].
+    pub(crate) fn run_id(
+        &self,
+        table: &'static str,
+        text: &str,
+    ) -> Result<super::history::RunId, StoreError> {
+        text.parse()
+            .map_err(|e: ulid::DecodeError| self.corrupt(table, text, e))
+    }
+
     pub(crate) fn corrupt(
         &self,
         table: &'static str,

@@ -156,9 +156,7 @@ impl PgTimers {
 
     fn decode(&self, run: &str, at: i64) -> Result<Timer> {
         Ok(Timer {
-            run: run
-                .parse()
-                .map_err(|e: ulid::DecodeError| self.pg.corrupt("timers", run, e))?,
+            run: self.pg.run_id("timers", run)?,
             at: instant(at),
         })
     }
@@ -252,8 +250,7 @@ impl DurableTimers for PgTimers {
         rows.iter()
             .map(|row| {
                 let run: &str = row.get(0);
-                run.parse()
-                    .map_err(|e: ulid::DecodeError| self.pg.corrupt("timer_watches", run, e))
+                self.pg.run_id("timer_watches", run)
             })
             .collect()
     }

@@ -23,9 +23,7 @@ impl PgReminders {
 
     fn decode(&self, row: &tokio_postgres::Row) -> Result<(RunId, Reminder)> {
         let run: &str = row.get(0);
-        let run = run
-            .parse()
-            .map_err(|e: ulid::DecodeError| self.pg.corrupt("approval_reminders", run, e))?;
+        let run = self.pg.run_id("approval_reminders", run)?;
         Ok((
             run,
             Reminder {
