@@ -185,3 +185,53 @@ async fn serve_deletes_old_runs_and_blanks_old_payloads_by_itself_and_counts_wha
     assert_eq!(scrape().await, (3.0, 2.0));
     service.shutdown().await.unwrap();
 }
+
+/// `POST /api/history/prune` with `"runs": true` deletes whole finished runs (what
+/// `history prune --runs` sends through a service); a run waiting for approval stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_deletes_whole_finished_runs_when_asked() {
+    let env = super::with_workflows().await;
+    env.write(
+        "workflows/gated.yaml",
+        "name: gated\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    approval: required\n    next: end\n  end:\n    type: end\n",
+    );
+    let service = super::serve(&env).await;
+    let api = crate::support::Api::new(&service);
+    let (status, run) = api
+        .post("/workflows/whoami/runs", json!({"wait": true}))
+        .await;
+    assert_eq!((status, &run["status"]), (200, &json!("succeeded")));
+    let (status, gated) = api
+        .post("/workflows/gated/runs", json!({"wait": true}))
+        .await;
+    assert_eq!(
+        (status, &gated["status"]),
+        (200, &json!("waiting_approval"))
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        api.post("/history/prune", json!({"older_than": "1ms", "runs": true}))
+            .await,
+        (200, json!({"runs": 1, "steps": 3}))
+    );
+    let (status, _) = api
+        .get(&format!("/runs/{}", run["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = api
+        .get(&format!("/runs/{}", gated["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        api.post(
+            "/history/prune",
+            json!({"older_than": "1ms", "runs": "yes"})
+        )
+        .await,
+        super::error(
+            400,
+            "the request body is not valid: invalid type: string \"yes\", expected a boolean"
+        )
+    );
+    service.shutdown().await.unwrap();
+}

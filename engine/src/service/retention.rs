@@ -142,6 +142,27 @@ pub async fn pass<H: WriteHistory>(
     Ok(freed)
 }
 
+/// Deletes every whole run finished before `cutoff` now, batch by batch (`history prune --runs`,
+/// `POST /api/history/prune` with `"runs": true`; not counted as retention in `/metrics`):
+/// the runs and steps deleted.
+pub async fn delete_finished_before<H: WriteHistory>(
+    history: &H,
+    cutoff: DateTime<Utc>,
+) -> Result<(usize, usize), StoreError> {
+    let (_keep, never) = watch::channel(false);
+    let (mut runs, mut steps) = (0, 0);
+    batches(
+        &never,
+        |after| history.delete_finished_before(cutoff, after, BATCH),
+        |batch| {
+            runs += batch.runs;
+            steps += batch.steps;
+        },
+    )
+    .await?;
+    Ok((runs, steps))
+}
+
 /// Runs `batch` from the first run to the last (or until `stop`), telling `done` each report.
 async fn batches<F, Fut>(
     stop: &watch::Receiver<bool>,
