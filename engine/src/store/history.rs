@@ -618,8 +618,8 @@ pub struct PruneReport {
 pub struct BatchReport {
     pub runs: usize,
     pub steps: usize,
-    /// The last run this batch looked at: the next batch goes on after it. `None` when the batch
-    /// reached the last run.
+    /// The last run this batch looked at, when runs are left after it: the next batch goes on
+    /// after it. `None` when the batch looked at the last run.
     pub next: Option<RunId>,
 }
 
@@ -1169,45 +1169,46 @@ impl History {
         after: Option<RunId>,
         limit: usize,
     ) -> Result<BatchReport, StoreError> {
-        let (mut report, mut looked, limit) = (BatchReport::default(), 0, limit.max(1));
+        let mut report = BatchReport::default();
+        let (mut looked, mut last) = (0, None);
         for entry in self.runs_after(after) {
+            if looked == limit.max(1) {
+                report.next = last;
+                break;
+            }
+            looked += 1;
             let (key, value) = entry?;
             let mut run: RunRecord =
                 serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
-            looked += 1;
-            if looked == limit {
-                report.next = Some(run.id);
-            }
+            last = Some(run.id);
             let old = run.finished_at.is_some_and(|at| at < cutoff);
-            if old && !run.pruned && run.status.is_finished() {
-                let entries: Vec<_> = self
-                    .steps
-                    .scan_prefix(run.id.key())
-                    .collect::<Result<_, _>>()?;
-                for (key, value) in entries {
-                    let mut steps = decode_steps(&key, &value)?;
-                    for step in &mut steps {
-                        step.inputs = None;
-                        step.request = None;
-                        step.response = None;
-                        step.saved.clear();
-                        step.outputs.clear();
-                    }
-                    report.steps += steps.len();
-                    let value = match steps.as_slice() {
-                        [step] if value.first() != Some(&b'[') => encode(step),
-                        _ => encode(&steps),
-                    };
-                    let _writing = self.store.gate().writing();
-                    self.steps.insert(key, value)?;
+            if !old || run.pruned || !run.status.is_finished() {
+                continue;
+            }
+            let entries: Vec<_> = self
+                .steps
+                .scan_prefix(run.id.key())
+                .collect::<Result<_, _>>()?;
+            for (key, value) in entries {
+                let mut steps = decode_steps(&key, &value)?;
+                for step in &mut steps {
+                    step.inputs = None;
+                    step.request = None;
+                    step.response = None;
+                    step.saved.clear();
+                    step.outputs.clear();
                 }
-                run.pruned = true;
-                self.put_run(&run)?;
-                report.runs += 1;
+                report.steps += steps.len();
+                let value = match steps.as_slice() {
+                    [step] if value.first() != Some(&b'[') => encode(step),
+                    _ => encode(&steps),
+                };
+                let _writing = self.store.gate().writing();
+                self.steps.insert(key, value)?;
             }
-            if report.next.is_some() {
-                break;
-            }
+            run.pruned = true;
+            self.put_run(&run)?;
+            report.runs += 1;
         }
         Ok(report)
     }
@@ -1228,24 +1229,25 @@ impl History {
             reminders: self.store.tree(super::reminders::REMINDERS)?,
             retried: self.store.tree(super::retries::TREE)?,
         };
-        let (mut report, mut looked, limit) = (BatchReport::default(), 0, limit.max(1));
+        let mut report = BatchReport::default();
+        let (mut looked, mut last) = (0, None);
         for entry in self.runs_after(after) {
+            if looked == limit.max(1) {
+                report.next = last;
+                break;
+            }
+            looked += 1;
             let (key, value) = entry?;
             let run: RunRecord =
                 serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
-            looked += 1;
-            if looked == limit {
-                report.next = Some(run.id);
-            }
+            last = Some(run.id);
             let old = run.finished_at.is_some_and(|at| at < cutoff);
-            if old && run.status.is_finished() {
-                if let Some(steps) = self.delete_run(&run, &value, &others)? {
-                    report.runs += 1;
-                    report.steps += steps;
-                }
+            if !old || !run.status.is_finished() {
+                continue;
             }
-            if report.next.is_some() {
-                break;
+            if let Some(steps) = self.delete_run(&run, &value, &others)? {
+                report.runs += 1;
+                report.steps += steps;
             }
         }
         Ok(report)
