@@ -136,6 +136,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(args.grace),
         config_file: config.as_ref().map(|c| absolute(&c.file)),
         presets_dir: args.common.presets.dir().map(absolute),
+        retention: config.as_ref().map(|c| c.retention).unwrap_or_default(),
         engine: EngineOptions {
             notify: config.as_ref().and_then(|c| c.notify.clone()),
             guard: config.as_ref().and_then(|c| c.guard),

@@ -22,6 +22,8 @@
 //! | `blockyard_queue_oldest_age_seconds` | 0 when the queue is empty |
 //! | `blockyard_runs_waiting` | `status`: `waiting_approval`, `retrying`, `waiting` or `held` |
 //! | `blockyard_store_flush_seconds` (histogram) | |
+//! | `blockyard_retention_runs_deleted_total` | whole runs `serve`'s retention deleted ([`crate::service::retention`]) |
+//! | `blockyard_retention_payloads_pruned_total` | runs whose payloads it blanked |
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -92,6 +94,8 @@ pub struct Metrics {
     queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     runs_waiting: Family<StatusLabel, Gauge>,
     pub store_flush: Histogram,
+    pub retention_runs_deleted: Counter,
+    pub retention_payloads_pruned: Counter,
 }
 
 impl Metrics {
@@ -153,8 +157,22 @@ impl Metrics {
             "Store flushes (sled flush and fsync)",
             store_flush.clone(),
         );
+        let retention_runs_deleted = Counter::default();
+        registry.register(
+            "retention_runs_deleted",
+            "Whole finished runs deleted by retention (`retention.runs_after`)",
+            retention_runs_deleted.clone(),
+        );
+        let retention_payloads_pruned = Counter::default();
+        registry.register(
+            "retention_payloads_pruned",
+            "Finished runs whose payloads retention blanked (`retention.payloads_after`)",
+            retention_payloads_pruned.clone(),
+        );
         Metrics {
             registry,
+            retention_runs_deleted,
+            retention_payloads_pruned,
             runs_started,
             runs_finished,
             block_duration,

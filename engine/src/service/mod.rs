@@ -13,9 +13,9 @@
 //! (see [`worker`]), drops the holds on subject records that process left and evaluates the
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
 //! the background, then starts the scheduler, the worker, the timer loop that wakes parked
-//! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`])
-//! and the server. The engine times durable
-//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
+//! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`]),
+//! the retention loop when the config's `retention:` asks for one ([`retention`]) and the
+//! server. The engine times durable retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
 //! [`Shared::reload`]); a set that fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
@@ -29,6 +29,7 @@ pub mod endpoint;
 pub mod pause;
 pub mod reload;
 pub mod reminders;
+pub mod retention;
 pub mod retry;
 pub mod wake;
 pub mod worker;
@@ -89,6 +90,9 @@ pub struct ServiceConfig {
     pub config_file: Option<PathBuf>,
     /// The directory of extra presets (`--presets`), reported the same way.
     pub presets_dir: Option<PathBuf>,
+    /// `retention:`: what the service prunes and deletes by itself ([`retention`]; off by
+    /// default).
+    pub retention: retention::Retention,
 }
 
 impl ServiceConfig {
@@ -111,6 +115,7 @@ impl ServiceConfig {
             clock: Clock::system(),
             config_file: None,
             presets_dir: None,
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -350,6 +355,8 @@ pub struct Service {
     timers: JoinHandle<()>,
     /// The approval reminder loop ([`reminders`]).
     reminders: JoinHandle<()>,
+    /// The retention loop ([`retention`]), when `retention:` asks for one.
+    retention: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -445,6 +452,14 @@ impl Service {
             stopped.clone(),
             config.clock,
         ));
+        let retention = (!config.retention.is_off()).then(|| {
+            tokio::spawn(retention::run(
+                shared.engine.history().clone(),
+                config.retention,
+                stopped.clone(),
+                config.clock,
+            ))
+        });
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
         let mut server_config = ServerConfig::new(config.listen, config.token.clone());
         server_config
@@ -465,6 +480,9 @@ impl Service {
                 let _ = worker.await;
                 let _ = timers.await;
                 let _ = reminders.await;
+                if let Some(retention) = retention {
+                    let _ = retention.await;
+                }
                 if let Some(scheduler) = scheduler.lock().await.take() {
                     let _ = scheduler.stop().await;
                 }
@@ -481,6 +499,7 @@ impl Service {
             worker,
             timers,
             reminders,
+            retention,
             stop,
         })
     }
@@ -512,6 +531,9 @@ impl Service {
         let _ = self.worker.await;
         let _ = self.timers.await;
         let _ = self.reminders.await;
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
         if let Some(scheduler) = self.scheduler.lock().await.take() {
             scheduler.stop().await?;
         }

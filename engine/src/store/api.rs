@@ -47,7 +47,7 @@ use super::approvals::{Approvals, Decision as ApprovalDecision};
 use super::backup::{BackupError, BackupReport};
 use super::cancels::CancelMarkers;
 use super::guard::{Admission, GuardStore};
-use super::history::{History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
+use super::history::{BatchReport, History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
 use super::in_flight::InFlight;
 use super::pauses::{Pause, Pauses};
 use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
@@ -99,6 +99,26 @@ pub trait WriteHistory: ReadHistory {
     ) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
     /// Blanks the recorded payloads of runs finished before `cutoff`.
     fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send;
+    /// One bounded batch of [`WriteHistory::prune`] (`serve`'s retention): goes through the runs
+    /// after `after` in id order, at most `limit` of them, and blanks the payloads of those
+    /// finished before `cutoff`. Its `next` is where the next batch goes on (`None`: done).
+    fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send;
+    /// Deletes whole runs finished before `cutoff`, in one bounded batch as
+    /// [`WriteHistory::prune_batch`]: each run with its steps, its index entries, and its timer,
+    /// record watches, approval decisions, approval reminder and retry mark, atomically. A run
+    /// not finished (queued, running, or parked: waiting, retrying, waiting for approval, held)
+    /// is never touched; workflow snapshots stay.
+    fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send;
     /// Makes every write so far durable (group-committed with other callers).
     fn durable(&self) -> impl Future<Output = Result<()>> + Send;
 }
@@ -410,6 +430,26 @@ impl WriteHistory for History {
     fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send {
         ready(History::prune(self, cutoff))
     }
+    /// On a blocking thread: a batch reads and writes up to `limit` runs.
+    fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send {
+        let history = self.clone();
+        retention(move || history.prune_batch(cutoff, after, limit))
+    }
+    /// On a blocking thread, as [`WriteHistory::prune_batch`].
+    fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send {
+        let history = self.clone();
+        retention(move || history.delete_finished_before(cutoff, after, limit))
+    }
     fn durable(&self) -> impl Future<Output = Result<()>> + Send {
         History::durable(self)
     }
@@ -441,6 +481,17 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|err| StoreError::Io {
             message: format!("the record write task failed: {err}"),
+        })?
+}
+
+/// A retention batch of the sled history, on a blocking thread.
+async fn retention(
+    work: impl FnOnce() -> Result<BatchReport> + Send + 'static,
+) -> Result<BatchReport> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StoreError::Io {
+            message: format!("the retention task failed: {err}"),
         })?
 }
 

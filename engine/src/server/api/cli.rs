@@ -8,7 +8,7 @@
 //! | `GET /records/{collection}` | | `[{"key", "fields"}]`, in key order |
 //! | `DELETE /records/{collection}/{key}` | | `{"subject", "outcome": "deleted"\|"not_found", "queued": [{"id", "workflow", "subject", "cause"}]}` |
 //! | `POST /records/{collection}/batch?mode=` | `[{"key", "fields"}]` (keyed by the caller) | `{"outcomes": [...], "queued": [{"id", …}]}` |
-//! | `POST /history/prune` | `{"older_than": "30d"}` | `{"runs", "steps"}` |
+//! | `POST /history/prune` | `{"older_than": "30d", "runs"?: true}` | `{"runs", "steps"}`: payloads blanked, or (`runs`) whole runs deleted |
 //! | `POST /resume` | `{"run"?}` | `{"resumed": [runs with steps], "left": [retrying runs not due, with steps]}`; 409 for a run the service is executing |
 
 use std::sync::Arc;
@@ -211,15 +211,19 @@ struct PruneBody {
     /// How long ago a run finished for its payloads to go: `30m`, `24h`, `7d`.
     #[schema(value_type = String, required = true, pattern = r"^[0-9]{1,7}(ms|s|m|h|d)$")]
     older_than: Option<String>,
+    /// `true`: delete the whole finished runs (with their steps, index entries, approvals,
+    /// reminders and retry marks) instead of blanking their payloads.
+    #[serde(default)]
+    runs: bool,
 }
 
 impl BodySpec for PruneBody {
-    const FIELDS: &'static [&'static str] = &["older_than"];
+    const FIELDS: &'static [&'static str] = &["older_than", "runs"];
 }
 
 #[utoipa::path(post, path = "/history/prune", tag = "history",
-    request_body(content = PruneBody, description = "`{\"older_than\": \"30d\"}`"),
-    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    request_body(content = PruneBody, description = "`{\"older_than\": \"30d\", \"runs\"?: true}`"),
+    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned, or with `runs`, deleted (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn prune(
     State(shared): State<Arc<Shared>>,
     _: Params<NoQuery>,
@@ -244,11 +248,16 @@ async fn prune(
             ))
         })?;
     let history = shared.engine.history().clone();
-    let report = tokio::task::spawn_blocking(move || history.prune(cutoff))
-        .await
-        .map_err(super::internal)??;
+    let (runs, steps) = if body.runs {
+        crate::service::retention::delete_finished_before(&history, cutoff).await?
+    } else {
+        let report = tokio::task::spawn_blocking(move || history.prune(cutoff))
+            .await
+            .map_err(super::internal)??;
+        (report.runs, report.steps)
+    };
     shared.engine.history().durable().await?;
-    Ok(Json(json!({"runs": report.runs, "steps": report.steps})).into_response())
+    Ok(Json(json!({"runs": runs, "steps": steps})).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

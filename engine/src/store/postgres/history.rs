@@ -2,7 +2,9 @@
 //! status, creation and finish times, pruned), `steps` (one row per step), `snapshots`,
 //! `run_subjects` (the per-person index) and the run's timer (`timers`, kept in step with the
 //! record in the same transaction). Run and step writes commit asynchronously and are made
-//! durable by [`WriteHistory::durable`], as on sled.
+//! durable by [`WriteHistory::durable`], as on sled. Retention goes in batches of runs in id
+//! order: a payload prune transaction per run, a whole-run delete as one statement per batch
+//! that deletes the runs with their rows in every other table keyed by run.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
@@ -10,7 +12,8 @@ use tokio_postgres::types::Json;
 use super::{nanos, Postgres};
 use crate::store::api::{ReadHistory, Result, WriteHistory};
 use crate::store::history::{
-    snapshot_hash, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord, TriggerKind,
+    snapshot_hash, BatchReport, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord,
+    TriggerKind,
 };
 
 /// `put_run` and `put_steps` commit without waiting for the WAL flush: like sled's writes, they
@@ -35,6 +38,15 @@ impl PgHistory {
 
     fn decode_step(&self, text: &str) -> Result<StepRecord> {
         serde_json::from_str(text).map_err(|err| self.pg.corrupt("steps", short(text), err))
+    }
+
+    /// Where the batch after one that found `ids` (at most `limit`) goes on: after its last run
+    /// when it was full, else nowhere.
+    fn next_after(&self, ids: &[String], limit: usize) -> Result<Option<RunId>> {
+        match ids.last() {
+            Some(last) if ids.len() >= limit => self.pg.run_id("runs", last).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Replaces run `id`'s record with `change(record)` when that is `Some`, under the row's lock,
@@ -114,6 +126,20 @@ async fn write_run(
     )
     .await?;
     Ok(())
+}
+
+/// The statuses of finished runs (the only ones retention prunes or deletes).
+fn finished_statuses() -> Vec<&'static str> {
+    RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_finished())
+        .map(RunStatus::name)
+        .collect()
+}
+
+/// A batch size as a SQL `LIMIT`.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// The statuses [`ReadHistory::unfinished`] returns: neither finished nor parked.
@@ -338,25 +364,44 @@ impl WriteHistory for PgHistory {
 
     /// Each run in its own transaction: its steps blanked and the run marked pruned together.
     async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport> {
+        let batch = self.prune_batch(cutoff, None, usize::MAX).await?;
+        Ok(PruneReport {
+            runs: batch.runs,
+            steps: batch.steps,
+        })
+    }
+
+    /// The runs to prune after `after`, `limit` at most, then each in its own transaction.
+    async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport> {
         let pg = &self.pg;
         let mut client = pg.client().await?;
-        let finished: Vec<&str> = RunStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_finished())
-            .map(RunStatus::name)
-            .collect();
+        let limit = limit.max(1);
         let ids: Vec<String> = client
             .query(
                 "SELECT id FROM runs WHERE NOT pruned AND finished_ns < $1 AND status = ANY($2)
-                 ORDER BY id",
-                &[&nanos(cutoff), &finished],
+                   AND ($3::text IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4",
+                &[
+                    &nanos(cutoff),
+                    &finished_statuses(),
+                    &after.map(|id| id.to_string()),
+                    &sql_limit(limit),
+                ],
             )
             .await
             .map_err(|e| pg.error(e))?
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let mut report = PruneReport::default();
+        let mut report = BatchReport {
+            next: self.next_after(&ids, limit)?,
+            ..BatchReport::default()
+        };
         for id in ids {
             let tx = client.transaction().await.map_err(|e| pg.error(e))?;
             let Some(row) = tx
@@ -401,6 +446,97 @@ impl WriteHistory for PgHistory {
             report.runs += 1;
         }
         Ok(report)
+    }
+
+    /// Deletes the batch's runs and everything kept for them in one statement (one transaction):
+    /// the run rows are deleted only while still finished before `cutoff`, and the rows of the
+    /// other tables only for the runs deleted.
+    async fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport> {
+        let pg = &self.pg;
+        let client = pg.client().await?;
+        let limit = limit.max(1);
+        let finished = finished_statuses();
+        let rows = client
+            .query(
+                "SELECT id, record::text FROM runs WHERE finished_ns < $1 AND status = ANY($2)
+                   AND ($3::text IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4",
+                &[
+                    &nanos(cutoff),
+                    &finished,
+                    &after.map(|id| id.to_string()),
+                    &sql_limit(limit),
+                ],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let mut ids = Vec::with_capacity(rows.len());
+        // The subject index entries and record watches, by the keys they were written under.
+        let (mut subjects, mut subject_runs) = (Vec::new(), Vec::new());
+        let (mut watched, mut watch_runs) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let id: String = row.get(0);
+            let run = self.decode_run(row.get(1))?;
+            if let Some(subject) = &run.subject {
+                subjects.push(subject.index_key());
+                subject_runs.push(id.clone());
+                watched.push(subject.record_key());
+                watch_runs.push(id.clone());
+            }
+            ids.push(id);
+        }
+        let next = self.next_after(&ids, limit)?;
+        if ids.is_empty() {
+            return Ok(BatchReport::default());
+        }
+        let row = client
+            .query_one(
+                "WITH doomed AS (
+                     DELETE FROM runs WHERE id = ANY($1) AND finished_ns < $2 AND status = ANY($3)
+                     RETURNING id
+                 ), gone_steps AS (
+                     DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed) RETURNING 1
+                 ), gone_subjects AS (
+                     DELETE FROM run_subjects
+                     WHERE (subject, run_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))
+                       AND run_id IN (SELECT id FROM doomed)
+                 ), gone_watches AS (
+                     DELETE FROM timer_watches
+                     WHERE (record, run_id) IN (SELECT * FROM unnest($6::text[], $7::text[]))
+                       AND run_id IN (SELECT id FROM doomed)
+                 ), gone_timers AS (
+                     DELETE FROM timers WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_approvals AS (
+                     DELETE FROM approvals WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_reminders AS (
+                     DELETE FROM approval_reminders WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_marks AS (
+                     DELETE FROM retry_marks WHERE run_id IN (SELECT id FROM doomed)
+                 )
+                 SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM gone_steps)",
+                &[
+                    &ids,
+                    &nanos(cutoff),
+                    &finished,
+                    &subjects,
+                    &subject_runs,
+                    &watched,
+                    &watch_runs,
+                ],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let (runs, steps): (i64, i64) = (row.get(0), row.get(1));
+        Ok(BatchReport {
+            runs: usize::try_from(runs).unwrap_or_default(),
+            steps: usize::try_from(steps).unwrap_or_default(),
+            next,
+        })
     }
 
     /// A synchronous commit of a transaction with an id: it returns once the write-ahead log is
