@@ -208,7 +208,9 @@ pub trait ScheduleState {
         &self,
         workflow: &WorkflowName,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
-    /// Enqueues one tick's requests and records `tick` as `workflow`'s last, atomically.
+    /// Enqueues one tick's requests and records `tick` as `workflow`'s last, atomically; a tick
+    /// not after `workflow`'s last (another worker fired it, or it is older) enqueues nothing and
+    /// returns no id, so each tick fires once across every handle on the store.
     fn enqueue_tick(
         &self,
         workflow: &WorkflowName,
