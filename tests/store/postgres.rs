@@ -128,11 +128,11 @@ async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refus
         .await
         .unwrap();
     tokio::spawn(connection);
-    // A database left at version 1 (before the token table, the wait watches and the approval
-    // reminders) is brought to the current one.
+    // A database left at version 1 (before the token table, the wait watches, the approval
+    // reminders and the workers' leases and rate buckets) is brought to the current one.
     client
         .batch_execute(&format!(
-            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders; DELETE FROM {name}.schema_version WHERE version > 1"
+            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders, {name}.rate_buckets; DROP INDEX {name}.queue_by_claimer; ALTER TABLE {name}.runs DROP COLUMN owner, DROP COLUMN lease_until_ns; DELETE FROM {name}.schema_version WHERE version > 1"
         ))
         .await
         .unwrap();

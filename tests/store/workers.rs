@@ -6,19 +6,29 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use blockyard::store::api::{Backend, ReadHistory, RunQueue, ScheduleState, WriteHistory};
-use blockyard::store::history::RunStatus;
+use std::sync::Arc;
+
+use blockyard::store::api::{
+    Backend, Evaluate, QueueLeases, ReadHistory, Renewed, RunLeases, RunQueue, ScheduleState,
+    WorkerId, WriteHistory, WriteRecords,
+};
+use blockyard::store::history::{RunId, RunStatus};
 use blockyard::store::postgres::Postgres;
 use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
 use blockyard::store::trace::{Consideration, Decision};
 use blockyard::store::Store;
 
 use super::postgres::{schema_for, server, Schemas};
-use super::suite::{at, run_record};
+use super::suite::{at, run_record, upsert, Offboard};
 
 /// Every case, each on a fresh store `make` opens in an empty directory; `twin` opens a second
 /// handle on the same store (another worker).
-pub async fn workers<B: Backend>(make: impl Fn(&Path) -> B, twin: impl Fn(&Path, &B) -> B) {
+pub async fn workers<B>(make: impl Fn(&Path) -> B, twin: impl Fn(&Path, &B) -> B)
+where
+    B: Backend,
+    B::History: RunLeases,
+    B::Queue: QueueLeases,
+{
     let fresh = || {
         let dir = tempfile::tempdir().unwrap();
         let one = make(dir.path());
@@ -29,6 +39,10 @@ pub async fn workers<B: Backend>(make: impl Fn(&Path) -> B, twin: impl Fn(&Path,
     each_schedule_tick_is_enqueued_once(&one, &two).await;
     let (_d, one, two) = fresh();
     each_due_timer_wakes_its_run_once(&one, &two).await;
+    let (_d, one, two) = fresh();
+    a_run_is_its_workers_until_its_lease_passes_then_one_worker_claims_it(&one, &two).await;
+    let (_d, one, two) = fresh();
+    a_queue_claim_is_leased_renewed_and_claimed_again_once_it_passes(&one, &two).await;
 }
 
 fn tick_decision(
@@ -110,6 +124,193 @@ async fn each_due_timer_wakes_its_run_once<B: Backend>(one: &B, two: &B) {
             RunStatus::Running
         );
     }
+}
+
+async fn a_run_is_its_workers_until_its_lease_passes_then_one_worker_claims_it<B>(one: &B, two: &B)
+where
+    B: Backend,
+    B::History: RunLeases,
+{
+    let (a, b) = (one.history().unwrap(), two.history().unwrap());
+    let (wa, wb, wc) = (WorkerId::new("a"), WorkerId::new("b"), WorkerId::new("c"));
+    let mut running: Vec<_> = (0..4)
+        .map(|_| run_record(RunStatus::Running, None))
+        .collect();
+    for run in &mut running {
+        run.created_at = at(0);
+        a.put_run(run).await.unwrap();
+    }
+    let mut ids: Vec<RunId> = running.iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut parked = run_record(RunStatus::Retrying, None);
+    parked.created_at = at(0);
+    parked.wake_at = Some(at(5));
+    a.put_run(&parked).await.unwrap();
+    let mut done = run_record(RunStatus::Succeeded, None);
+    done.created_at = at(0);
+    a.put_run(&done).await.unwrap();
+    if !a.shared() {
+        // One process holds the store: every run is its own, nothing is leased or lost.
+        assert!(!b.shared());
+        assert!(b.take(ids[0], &wb, at(10), at(40)).await.unwrap());
+        assert_eq!(a.renew(&wa, at(60)).await.unwrap(), Renewed::default());
+        assert_eq!(
+            b.claim_orphans(&wb, at(1000), at(1030), 10).await.unwrap(),
+            []
+        );
+        let woken = b.wake_for(parked.id, &wb, at(40)).await.unwrap().unwrap();
+        assert_eq!(woken.status, RunStatus::Running);
+        return;
+    }
+    // Recorded and not taken: an orphan only one lease length after its creation.
+    assert_eq!(b.claim_orphans(&wb, at(20), at(50), 10).await.unwrap(), []);
+    for id in &ids[..3] {
+        assert!(a.take(*id, &wa, at(1), at(40)).await.unwrap());
+    }
+    // A live lease is its worker's alone; the worker itself takes its run again.
+    assert!(!b.take(ids[0], &wb, at(10), at(40)).await.unwrap());
+    assert!(a.take(ids[0], &wa, at(10), at(40)).await.unwrap());
+    assert!(!b.take(RunId::new(), &wb, at(10), at(40)).await.unwrap());
+    // The run nobody took is an orphan now; the taken ones are not.
+    let claimed = b.claim_orphans(&wb, at(35), at(65), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[3]]);
+    assert!(b.take(ids[3], &wb, at(36), at(65)).await.unwrap());
+    // Renewing keeps every run of the worker in one step.
+    assert_eq!(
+        a.renew(&wa, at(60)).await.unwrap(),
+        Renewed {
+            runs: ids[..3].to_vec(),
+            queued: Vec::new()
+        }
+    );
+    assert_eq!(b.claim_orphans(&wc, at(50), at(80), 10).await.unwrap(), []);
+    // Worker `a` dies: past its leases two workers claim at once, and each run goes to one.
+    let (x, y) = tokio::join!(
+        a.claim_orphans(&wb, at(61), at(100), 10),
+        b.claim_orphans(&wc, at(61), at(100), 10),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut got: Vec<RunId> = x.iter().chain(&y).map(|r| r.id).collect();
+    got.sort();
+    assert_eq!(got, ids[..3], "{x:?} {y:?}");
+    assert!(x.iter().chain(&y).all(|r| r.status == RunStatus::Running));
+    // Worker `b`'s own run (leased until 65) was not claimed by it nor by `c`.
+    // A worker that was only slow renews nothing: its runs are others' now.
+    assert_eq!(a.renew(&wa, at(62)).await.unwrap(), Renewed::default());
+    // Parked and finished runs are nobody's; a woken run is its waker's at once.
+    assert_eq!(
+        a.claim_orphans(&wa, at(500), at(530), 10)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let woken = b.wake_for(parked.id, &wb, at(600)).await.unwrap().unwrap();
+    assert_eq!(woken.status, RunStatus::Running);
+    assert!(!a.take(parked.id, &wa, at(550), at(580)).await.unwrap());
+    assert_eq!(
+        a.claim_orphans(&wa, at(550), at(580), 10).await.unwrap(),
+        []
+    );
+    assert_eq!(
+        b.renew(&wb, at(700)).await.unwrap().runs,
+        [parked.id],
+        "`b` holds the run it woke"
+    );
+}
+
+async fn a_queue_claim_is_leased_renewed_and_claimed_again_once_it_passes<B>(one: &B, two: &B)
+where
+    B: Backend,
+    B::History: RunLeases,
+    B::Queue: QueueLeases,
+{
+    let records = one.records().unwrap();
+    let evaluate: Arc<dyn Evaluate + Send + Sync> = Arc::new(Offboard);
+    let writes = ["a@x.io", "b@x.io", "c@x.io"]
+        .map(|email| upsert(email, serde_json::json!({"status": "terminated"})))
+        .to_vec();
+    let written = records.write(writes, evaluate, at(0), None).await.unwrap();
+    let ids: Vec<_> = written.iter().map(|w| w.queued[0]).collect();
+    let (qa, qb) = (one.queue().unwrap(), two.queue().unwrap());
+    let (wa, wb, wc) = (WorkerId::new("a"), WorkerId::new("b"), WorkerId::new("c"));
+    if !one.history().unwrap().shared() {
+        // One process: claims are per handle (the process), oldest first, without a lease.
+        assert_eq!(
+            qa.claim_for(&wa, at(0), at(30)).await.unwrap().unwrap().id,
+            ids[0]
+        );
+        assert_eq!(
+            qa.claim_for(&wa, at(0), at(30)).await.unwrap().unwrap().id,
+            ids[1]
+        );
+        assert!(qa.release_for(ids[0], &wa).await.unwrap());
+        assert!(!qa.release_for(ids[0], &wa).await.unwrap());
+        assert_eq!(
+            qa.claim_for(&wa, at(0), at(30)).await.unwrap().unwrap().id,
+            ids[0]
+        );
+        return;
+    }
+    // Two workers claiming at once get two entries, oldest first.
+    let (x, y) = tokio::join!(
+        qa.claim_for(&wa, at(0), at(30)),
+        qb.claim_for(&wb, at(0), at(100)),
+    );
+    let (x, y) = (x.unwrap().unwrap(), y.unwrap().unwrap());
+    let mut got = vec![x.id, y.id];
+    got.sort();
+    assert_eq!(got, ids[..2]);
+    let (ea, eb) = if x.id == ids[0] {
+        (ids[0], ids[1])
+    } else {
+        (ids[1], ids[0])
+    };
+    // The third entry, then nothing: every entry is held.
+    assert_eq!(
+        qa.claim_for(&wa, at(10), at(30)).await.unwrap().unwrap().id,
+        ids[2]
+    );
+    assert_eq!(qb.claim_for(&wb, at(10), at(40)).await.unwrap(), None);
+    // `a` renews both its claims; `b` gives its back, which another worker then claims.
+    let renewed = one.history().unwrap().renew(&wa, at(60)).await.unwrap();
+    let mut mine = vec![ea, ids[2]];
+    mine.sort();
+    assert_eq!(
+        renewed,
+        Renewed {
+            runs: Vec::new(),
+            queued: mine
+        }
+    );
+    assert!(!qb.release_for(ea, &wb).await.unwrap(), "not `b`'s");
+    assert!(qb.release_for(eb, &wb).await.unwrap());
+    assert_eq!(
+        qb.claim_for(&wc, at(20), at(100))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        eb
+    );
+    assert_eq!(qb.claim_for(&wb, at(50), at(100)).await.unwrap(), None);
+    // Past `a`'s leases its two entries are claimed again, each by one of two workers.
+    let (x, y) = tokio::join!(
+        qa.claim_for(&wb, at(61), at(200)),
+        qb.claim_for(&wc, at(61), at(200)),
+    );
+    let mut got = vec![x.unwrap().unwrap().id, y.unwrap().unwrap().id];
+    got.sort();
+    let mut mine = vec![ea, ids[2]];
+    mine.sort();
+    assert_eq!(got, mine);
+    assert_eq!(
+        one.history().unwrap().renew(&wa, at(62)).await.unwrap(),
+        Renewed::default()
+    );
+    // An acked entry is gone for everyone.
+    assert!(qa.ack(ea).await.unwrap());
+    assert!(!qb.release_for(ea, &wb).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
