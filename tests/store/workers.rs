@@ -5,14 +5,16 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use std::sync::Arc;
 
 use blockyard::store::api::{
-    Backend, Evaluate, QueueLeases, ReadHistory, Renewed, RunLeases, RunQueue, ScheduleState,
-    WorkerId, WriteHistory, WriteRecords,
+    Backend, Evaluate, QueueLeases, RateBudget, ReadHistory, Renewed, RunLeases, RunQueue,
+    ScheduleState, WorkerId, WriteHistory, WriteRecords,
 };
 use blockyard::store::history::{RunId, RunStatus};
+use blockyard::store::postgres::budget::PgBudget;
 use blockyard::store::postgres::Postgres;
 use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
 use blockyard::store::trace::{Consideration, Decision};
@@ -313,9 +315,74 @@ where
     assert!(!qb.release_for(ea, &wb).await.unwrap());
 }
 
+/// Two workers take from one budget: together no more than it holds, each told how long to wait.
+async fn a_rate_budget_is_shared_by_every_worker<R>(a: &R, b: &R)
+where
+    R: RateBudget + Clone + Send + Sync + 'static,
+{
+    let secs = Duration::from_secs;
+    // Two tokens a minute: one each, then the wait for the next (one every 30 s).
+    assert_eq!(
+        a.acquire("calendly", "main", 2, at(0)).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        b.acquire("calendly", "main", 2, at(0)).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        a.acquire("calendly", "main", 2, at(0)).await.unwrap(),
+        secs(30)
+    );
+    assert_eq!(
+        b.acquire("calendly", "main", 2, at(20)).await.unwrap(),
+        secs(10)
+    );
+    // Another credential has its own bucket.
+    assert_eq!(
+        b.acquire("calendly", "other", 2, at(20)).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        b.acquire("calendly", "main", 2, at(30)).await.unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        a.acquire("calendly", "main", 2, at(30)).await.unwrap(),
+        secs(30)
+    );
+    // A 429 seen by one worker holds the other back until its end, then the bucket goes on.
+    b.pause_until("calendly", "main", 2, at(100)).await.unwrap();
+    b.pause_until("calendly", "main", 2, at(90)).await.unwrap();
+    assert_eq!(
+        a.acquire("calendly", "main", 2, at(70)).await.unwrap(),
+        secs(30)
+    );
+    assert_eq!(
+        a.acquire("calendly", "main", 2, at(100)).await.unwrap(),
+        Duration::ZERO
+    );
+    // Many at once, from both: exactly the budget is handed out.
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let budget = if i % 2 == 0 { a.clone() } else { b.clone() };
+        asks.spawn(async move { budget.acquire("webex", "main", 5, at(0)).await });
+    }
+    let waits: Vec<Duration> = asks
+        .join_all()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let granted = waits.iter().filter(|w| w.is_zero()).count();
+    assert_eq!(granted, 5, "{waits:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_serves_several_handles() {
     workers(|dir| Store::open(dir).unwrap(), |_, one| one.clone()).await;
+    let budget = blockyard::http::LocalBudget::default();
+    a_rate_budget_is_shared_by_every_worker(&budget, &budget.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,4 +408,10 @@ async fn postgres_serves_several_workers() {
         pg
     };
     workers(open, |dir, _| open(dir)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        PgBudget::new(&open(dir.path())),
+        PgBudget::new(&open(dir.path())),
+    );
+    a_rate_budget_is_shared_by_every_worker(&a, &b).await;
 }

@@ -18,7 +18,8 @@
 //! For several workers on one store: [`RunLeases`] (on the history handle: which worker executes
 //! which run, under a lease it renews, and the orphans of a dead worker, claimed once) and
 //! [`QueueLeases`] (on the queue handle: claims under the same leases), each worker named by a
-//! [`WorkerId`].
+//! [`WorkerId`]; [`RateBudget`] (a vendor's request budget, one token bucket per vendor and
+//! credential for every worker).
 //!
 //! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
 //! calls before its transaction and which does no I/O: the store never names the trigger module.
@@ -933,4 +934,32 @@ impl QueueLeases for Queue {
     ) -> impl Future<Output = Result<bool>> + Send {
         ready(Ok(Queue::give_back(self, id)))
     }
+}
+
+/// A vendor's request budget per (vendor, credential), shared by every worker of the store: a
+/// token bucket of `per_minute` tokens refilled continuously (`per_minute / 60` a second). The
+/// caller asks for a token and, when told to wait, sleeps that long (on its own clock) and asks
+/// again; times are passed in, the store reads no clock. PostgreSQL keeps one bucket row per
+/// (vendor, credential), taken from in one `UPDATE` (`store/postgres/budget.rs`, with its
+/// accuracy); the in-process budget for one process is `crate::http::LocalBudget`.
+pub trait RateBudget {
+    /// Takes one request's token from the bucket of (`vendor`, `credential`) at `now` (a bucket
+    /// not seen yet starts full): [`Duration::ZERO`] when taken, else how long to wait before
+    /// asking again, nothing taken (the time to the next token, or to the end of a pause).
+    fn acquire(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Duration>> + Send;
+    /// The vendor said to wait (a 429): no worker gets a token of this bucket before `until` (a
+    /// later pause wins over an earlier one).
+    fn pause_until(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

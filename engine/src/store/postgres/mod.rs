@@ -5,7 +5,7 @@
 //! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records
 //! a `wait` watches), [`leases`] (which worker holds which run and queue entry), [`guard`] (the
 //! mass-change guard), [`marks`] (approvals, cancels, pauses, retry marks), [`reminders`]
-//! (approval reminders).
+//! (approval reminders), [`budget`] (the vendors' rate budgets, shared by every worker).
 //!
 //! # Driver and connection
 //!
@@ -54,6 +54,7 @@ use tokio_postgres::NoTls;
 
 use super::StoreError;
 
+pub mod budget;
 pub mod copy;
 pub mod guard;
 pub mod history;
