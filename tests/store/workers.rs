@@ -15,8 +15,10 @@ use blockyard::store::api::{
 };
 use blockyard::store::history::{RunId, RunStatus};
 use blockyard::store::postgres::budget::PgBudget;
+use blockyard::store::postgres::tokens::PgTokenStore;
 use blockyard::store::postgres::Postgres;
 use blockyard::store::queue::{Cause, RunRequest, WorkflowName};
+use blockyard::store::tokens::{CredentialTokens, FileTokenStore, StoredToken};
 use blockyard::store::trace::{Consideration, Decision};
 use blockyard::store::Store;
 
@@ -378,11 +380,107 @@ where
     assert_eq!(granted, 5, "{waits:?}");
 }
 
+fn tokens(refresh: &str, access: &str, expires_at: i64) -> StoredToken {
+    StoredToken {
+        origin: "login".to_owned(),
+        refresh_token: refresh.to_owned(),
+        access_token: Some(access.to_owned()),
+        expires_at: Some(expires_at),
+        refresh_expires_at: None,
+        scopes: None,
+        last_refresh: None,
+        updated_at: "2027-01-15T08:00:00Z".to_owned(),
+    }
+}
+
+/// A refresh as the http layer does one: lock the credential, use a valid stored access token,
+/// else spend the stored refresh token at the vendor (`vendor`: Calendly's single-use tokens,
+/// `r1` rotated to `r2`) and save what it returned; the access token it ends with.
+async fn refresh(
+    store: Arc<dyn CredentialTokens>,
+    spent: Arc<std::sync::atomic::AtomicUsize>,
+    vendor_called: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
+) -> String {
+    let locked = store.lock_credential("calendly").await.unwrap();
+    let entry = locked.entry().cloned().unwrap();
+    if entry.expires_at.unwrap() > 1_800_000_000 {
+        return entry.access_token.unwrap();
+    }
+    spent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        entry.refresh_token, "r1",
+        "a spent refresh token was spent again"
+    );
+    // The vendor answers once the other worker waits for the lock.
+    if let Some((called, answer)) = vendor_called {
+        called.notify_one();
+        answer.notified().await;
+    }
+    locked
+        .save(Some(tokens("r2", "a2", 1_800_003_600)))
+        .await
+        .unwrap();
+    "a2".to_owned()
+}
+
+/// Two workers refresh one credential at once: the vendor is called once, and the second uses
+/// the rotated tokens. `waiting` resolves once the second worker waits for the lock.
+async fn a_single_use_refresh_token_is_spent_once<W>(
+    a: Arc<dyn CredentialTokens>,
+    b: Arc<dyn CredentialTokens>,
+    waiting: impl Fn() -> W,
+) where
+    W: std::future::Future<Output = ()>,
+{
+    assert_eq!(a.entry("calendly").await.unwrap(), None);
+    let seed = a.lock_credential("calendly").await.unwrap();
+    assert!(seed.entry().is_none());
+    seed.save(Some(tokens("r1", "a1", 0))).await.unwrap();
+    // A lock dropped without saving changes nothing and lets the next one in.
+    let dropped = b.lock_credential("calendly").await.unwrap();
+    assert_eq!(dropped.entry(), Some(&tokens("r1", "a1", 0)));
+    drop(dropped);
+
+    let spent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (called, answer) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let first = tokio::spawn(refresh(
+        a.clone(),
+        spent.clone(),
+        Some((called.clone(), answer.clone())),
+    ));
+    called.notified().await;
+    let second = tokio::spawn(refresh(b.clone(), spent.clone(), None));
+    waiting().await;
+    answer.notify_one();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!((first.as_str(), second.as_str()), ("a2", "a2"));
+    assert_eq!(spent.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        b.entry("calendly").await.unwrap(),
+        Some(tokens("r2", "a2", 1_800_003_600))
+    );
+    // Removing the entry is saving none.
+    let locked = b.lock_credential("calendly").await.unwrap();
+    locked.save(None).await.unwrap();
+    assert_eq!(a.entry("calendly").await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_serves_several_handles() {
     workers(|dir| Store::open(dir).unwrap(), |_, one| one.clone()).await;
     let budget = blockyard::http::LocalBudget::default();
     a_rate_budget_is_shared_by_every_worker(&budget, &budget.clone()).await;
+    // The data dir's token store: two handles (two processes) share its file lock.
+    let dir = tempfile::tempdir().unwrap();
+    a_single_use_refresh_token_is_spent_once(
+        Arc::new(FileTokenStore::in_dir(dir.path())),
+        Arc::new(FileTokenStore::in_dir(dir.path())),
+        || async {},
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,4 +512,38 @@ async fn postgres_serves_several_workers() {
         PgBudget::new(&open(dir.path())),
     );
     a_rate_budget_is_shared_by_every_worker(&a, &b).await;
+    let (one, two) = (open(dir.path()), open(dir.path()));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let client = Arc::new(client);
+    // The second worker waits on the credential's lock (seen in `pg_locks`).
+    let waiting = || {
+        let client = client.clone();
+        async move {
+            loop {
+                let row = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                             AND NOT granted
+                             AND classid::bigint = (hashtextextended($1, 0) >> 32) & 4294967295
+                             AND objid::bigint = hashtextextended($1, 0) & 4294967295)",
+                        &[&"tokens/calendly"],
+                    )
+                    .await
+                    .unwrap();
+                if row.get::<_, bool>(0) {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    a_single_use_refresh_token_is_spent_once(
+        Arc::new(PgTokenStore::new(&one)),
+        Arc::new(PgTokenStore::new(&two)),
+        waiting,
+    )
+    .await;
 }

@@ -5,7 +5,8 @@
 //! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records
 //! a `wait` watches), [`leases`] (which worker holds which run and queue entry), [`guard`] (the
 //! mass-change guard), [`marks`] (approvals, cancels, pauses, retry marks), [`reminders`]
-//! (approval reminders), [`budget`] (the vendors' rate budgets, shared by every worker).
+//! (approval reminders), [`budget`] (the vendors' rate budgets, shared by every worker),
+//! [`tokens`] (the OAuth token store, each credential's row locked for a refresh).
 //!
 //! # Driver and connection
 //!
@@ -64,6 +65,7 @@ pub mod queue;
 pub mod records;
 pub mod reminders;
 pub mod schema;
+pub mod tokens;
 mod url;
 
 pub use url::redact;
