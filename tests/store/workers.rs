@@ -546,4 +546,34 @@ async fn postgres_serves_several_workers() {
         waiting,
     )
     .await;
+    // A row that does not decode is named, with the place of the fault and nothing of its text.
+    let name = schema_for(dir.path());
+    client
+        .batch_execute(&format!(
+            r#"INSERT INTO {name}.tokens (credential, token)
+               VALUES ('webex', '{{"refresh_token": 5, "origin": "secret-looking-value"}}')"#
+        ))
+        .await
+        .unwrap();
+    let store = PgTokenStore::new(&one);
+    let redacted = one.url().to_owned();
+    let corrupt = format!("the tokens of `webex` in the PostgreSQL store at `{redacted}` are not valid (line 1, column 19); run `blockyard auth login webex` to store new ones");
+    assert_eq!(store.entry("webex").await.unwrap_err().to_string(), corrupt);
+    assert_eq!(
+        store
+            .lock_credential("webex")
+            .await
+            .unwrap_err()
+            .to_string(),
+        corrupt
+    );
+    // A store whose schema lacks the table says so, and what to do.
+    client
+        .batch_execute(&format!("DROP TABLE {name}.tokens"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lock_credential("webex").await.unwrap_err().to_string(),
+        format!("cannot lock the tokens of `webex` in the PostgreSQL store at `{redacted}`: db error: ERROR: relation \"tokens\" does not exist; check that the database is reachable and its schema migrated (`blockyard store migrate`)")
+    );
 }

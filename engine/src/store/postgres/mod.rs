@@ -42,7 +42,9 @@
 //! when it is after the last (so a tick fires once). The queue is claimed with `FOR UPDATE SKIP
 //! LOCKED` and a lease column (`lease_until_ns`); a queued or running run has an owner and a
 //! lease (migration 4), renewed by its worker and claimed by another once it passes: [`leases`].
-//! The timers' lease columns are unused: waking a run locks its row, which is enough.
+//! The timers' lease columns are unused: waking a run locks its row, which is enough. A token
+//! refresh locks its credential's row for the whole exchange with the vendor ([`tokens`]), and
+//! every request takes its token from one bucket row per vendor and credential ([`budget`]).
 
 use std::fmt;
 use std::str::FromStr;

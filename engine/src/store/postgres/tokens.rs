@@ -181,16 +181,32 @@ impl Drop for PgEntryLock {
         if !self.open {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
-                        drop(Object::take(client));
-                    }
-                });
-            }
-            // No runtime to roll back on: close the connection, which ends the transaction.
-            Err(_) => drop(Object::take(client)),
+        let mut detached = Detach(Some(client));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let rolled_back = match &detached.0 {
+                    Some(client) => client.batch_execute("ROLLBACK").await.is_ok(),
+                    None => false,
+                };
+                if rolled_back {
+                    // Back to the pool, its transaction over.
+                    drop(detached.0.take());
+                }
+            });
+        }
+        // No runtime to roll back on: `detached` closes the connection.
+    }
+}
+
+/// A connection that, dropped still held (its rollback failed or never ran: a runtime shutting
+/// down drops the task), is closed instead of going back to the pool inside a transaction; the
+/// server then ends the transaction and its locks.
+struct Detach(Option<Object>);
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
         }
     }
 }
