@@ -954,7 +954,8 @@ pub trait RateBudget {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Duration>> + Send;
     /// The vendor said to wait (a 429): no worker gets a token of this bucket before `until` (a
-    /// later pause wins over an earlier one).
+    /// later pause wins over an earlier one). `per_minute` sizes the bucket when it is not there
+    /// yet (full as of `until`).
     fn pause_until(
         &self,
         vendor: &str,

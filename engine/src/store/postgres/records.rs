@@ -10,6 +10,10 @@
 //! of the runs whose `wait` watches a written record (`timer_watches`); when something changed
 //! in between, the batch is decided again. Deciding uses the sled side's own rules
 //! (`records::decide`), so both backends hold back and release changes alike.
+//!
+//! A schedule tick updates its workflow's `schedules` row first, and only when the tick is after
+//! the last one: a second worker firing the same tick waits on that row, then finds it fired
+//! and enqueues nothing, so each tick fires once across workers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
