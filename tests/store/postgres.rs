@@ -16,7 +16,7 @@ use super::suite::suite;
 
 /// The test server's URL, or `None` after saying (past the test harness's capture) that `test`
 /// was skipped and how to run it.
-fn server(test: &str) -> Option<String> {
+pub(super) fn server(test: &str) -> Option<String> {
     match std::env::var("BLOCKYARD_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -28,7 +28,7 @@ fn server(test: &str) -> Option<String> {
 }
 
 /// A schema name for one test directory (its path hashed: FNV-1a 64).
-fn schema_for(dir: &Path) -> String {
+pub(super) fn schema_for(dir: &Path) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in dir.as_os_str().as_encoded_bytes() {
         hash ^= u64::from(*byte);
@@ -38,9 +38,9 @@ fn schema_for(dir: &Path) -> String {
 }
 
 /// Drops the schemas a test made, when it ends (passed or not).
-struct Schemas {
-    url: String,
-    names: Mutex<Vec<String>>,
+pub(super) struct Schemas {
+    pub(super) url: String,
+    pub(super) names: Mutex<Vec<String>>,
 }
 
 impl Drop for Schemas {
@@ -240,11 +240,11 @@ async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refus
         .await
         .unwrap();
     tokio::spawn(connection);
-    // A database left at version 1 (before the token table, the wait watches and the approval
-    // reminders) is brought to the current one.
+    // A database left at version 1 (before the token table, the wait watches, the approval
+    // reminders and the workers' leases and rate buckets) is brought to the current one.
     client
         .batch_execute(&format!(
-            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders; DELETE FROM {name}.schema_version WHERE version > 1"
+            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders, {name}.rate_buckets; DROP INDEX {name}.queue_by_claimer; ALTER TABLE {name}.runs DROP COLUMN owner, DROP COLUMN lease_until_ns; DELETE FROM {name}.schema_version WHERE version > 1"
         ))
         .await
         .unwrap();

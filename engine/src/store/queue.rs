@@ -403,6 +403,14 @@ impl Queue {
             .remove(&id);
     }
 
+    /// [`Queue::release`], saying whether this handle held `id`.
+    pub fn give_back(&self, id: QueueId) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
     /// The last schedule tick that enqueued `workflow`'s runs.
     pub fn last_fired(&self, workflow: &WorkflowName) -> Result<Option<DateTime<Utc>>, StoreError> {
         let Some(value) = self.schedules.get(workflow.as_str())? else {

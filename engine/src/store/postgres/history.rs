@@ -32,7 +32,11 @@ impl PgHistory {
         PgHistory { pg: pg.clone() }
     }
 
-    fn decode_run(&self, text: &str) -> Result<RunRecord> {
+    pub(super) fn pg(&self) -> &Postgres {
+        &self.pg
+    }
+
+    pub(super) fn decode_run(&self, text: &str) -> Result<RunRecord> {
         serde_json::from_str(text).map_err(|err| self.pg.corrupt("runs", short(text), err))
     }
 
@@ -51,10 +55,13 @@ impl PgHistory {
 
     /// Replaces run `id`'s record with `change(record)` when that is `Some`, under the row's lock,
     /// dropping its timer (see [`crate::store::history::History::wake`]).
-    async fn swap_parked(
+    /// With `owner`, the changed run is taken by that worker until the given time (see
+    /// [`crate::store::api::RunLeases::wake_for`]).
+    pub(super) async fn swap_parked(
         &self,
         id: RunId,
         change: impl Fn(&RunRecord) -> Option<RunRecord>,
+        owner: Option<(&str, i64)>,
     ) -> Result<Option<RunRecord>> {
         let pg = &self.pg;
         let mut client = pg.client().await?;
@@ -86,12 +93,30 @@ impl PgHistory {
             return Ok(None);
         };
         write_run(&tx, &new).await.map_err(|e| pg.error(e))?;
+        if let Some((owner, until)) = owner {
+            tx.execute(
+                "UPDATE runs SET owner = $2, lease_until_ns = $3 WHERE id = $1",
+                &[&key, &owner, &until],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        }
         tx.execute(drop_timer, &[&key])
             .await
             .map_err(|e| pg.error(e))?;
         tx.commit().await.map_err(|e| pg.error(e))?;
         Ok(Some(new))
     }
+}
+
+/// A parked run its timer wakes: `running`, without its wake-up time (`None`: not parked on a
+/// timer).
+pub(super) fn woken(run: &RunRecord) -> Option<RunRecord> {
+    matches!(run.status, RunStatus::Retrying | RunStatus::Waiting).then(|| RunRecord {
+        status: RunStatus::Running,
+        wake_at: None,
+        ..run.clone()
+    })
 }
 
 /// The start of a stored document, to name it in an error.
@@ -143,7 +168,7 @@ fn sql_limit(limit: usize) -> i64 {
 }
 
 /// The statuses [`ReadHistory::unfinished`] returns: neither finished nor parked.
-fn unfinished_statuses() -> Vec<&'static str> {
+pub(super) fn unfinished_statuses() -> Vec<&'static str> {
     RunStatus::ALL
         .into_iter()
         .filter(|s| !s.is_finished() && !s.is_parked())
@@ -334,14 +359,7 @@ impl WriteHistory for PgHistory {
     }
 
     async fn wake(&self, id: RunId) -> Result<Option<RunRecord>> {
-        self.swap_parked(id, |run| {
-            matches!(run.status, RunStatus::Retrying | RunStatus::Waiting).then(|| RunRecord {
-                status: RunStatus::Running,
-                wake_at: None,
-                ..run.clone()
-            })
-        })
-        .await
+        self.swap_parked(id, woken, None).await
     }
 
     async fn cancel_parked(
@@ -350,15 +368,19 @@ impl WriteHistory for PgHistory {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
-        self.swap_parked(id, |run| {
-            run.status.is_parked().then(|| RunRecord {
-                status: RunStatus::Cancelled,
-                error: Some(reason.to_owned()),
-                finished_at: Some(at),
-                wake_at: None,
-                ..run.clone()
-            })
-        })
+        self.swap_parked(
+            id,
+            |run| {
+                run.status.is_parked().then(|| RunRecord {
+                    status: RunStatus::Cancelled,
+                    error: Some(reason.to_owned()),
+                    finished_at: Some(at),
+                    wake_at: None,
+                    ..run.clone()
+                })
+            },
+            None,
+        )
         .await
     }
 

@@ -10,6 +10,10 @@
 //! of the runs whose `wait` watches a written record (`timer_watches`); when something changed
 //! in between, the batch is decided again. Deciding uses the sled side's own rules
 //! (`records::decide`), so both backends hold back and release changes alike.
+//!
+//! A schedule tick updates its workflow's `schedules` row first, and only when the tick is after
+//! the last one: a second worker firing the same tick waits on that row, then finds it fired
+//! and enqueues nothing, so each tick fires once across workers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -699,6 +703,22 @@ impl ScheduleState for PgRecords {
             .collect();
         let mut client = pg.client().await?;
         let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        // The tick first: its row's lock makes a second worker firing the same tick wait for
+        // this transaction, then find the tick fired (the conditional update re-reads the row)
+        // and enqueue nothing.
+        let fired = tx
+            .query_opt(
+                "INSERT INTO schedules (workflow, last_fired_ns) VALUES ($1, $2)
+                 ON CONFLICT (workflow) DO UPDATE SET last_fired_ns = $2
+                     WHERE schedules.last_fired_ns < $2
+                 RETURNING 1",
+                &[&workflow.as_str(), &nanos(tick)],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        if fired.is_none() {
+            return Ok(Vec::new());
+        }
         self.lock(&tx, &keys).await?;
         let mut ids = Vec::new();
         for (subject, decision) in decisions {
@@ -721,13 +741,6 @@ impl ScheduleState for PgRecords {
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO schedules (workflow, last_fired_ns) VALUES ($1, $2)
-             ON CONFLICT (workflow) DO UPDATE SET last_fired_ns = $2",
-            &[&workflow.as_str(), &nanos(tick)],
-        )
-        .await
-        .map_err(|e| pg.error(e))?;
         tx.commit().await.map_err(|e| pg.error(e))?;
         Ok(ids)
     }
