@@ -666,3 +666,29 @@ async fn handles_on_one_database_never_claim_one_entry_twice_nor_pass_the_guard_
     }
     assert_eq!(passed, 3, "the limit holds across handles");
 }
+
+/// The closed enum the engine holds keeps the same promises, dispatching to its PostgreSQL arm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_enum_keeps_every_promise_on_postgres() {
+    let Some(url) = server("store::postgres::the_store_enum_keeps_every_promise_on_postgres")
+    else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    suite(|dir| {
+        let name = schema_for(dir);
+        let pg = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(Postgres::open_in_schema(&url, &name))
+        })
+        .unwrap();
+        let mut names = schemas.names.lock().unwrap();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        blockyard::store::any::AnyStore::from(pg)
+    })
+    .await;
+}

@@ -93,6 +93,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gate::Gate;
 
+pub mod any;
 pub mod api;
 pub mod approvals;
 pub mod backup;
