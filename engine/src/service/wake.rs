@@ -36,7 +36,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
         // Subscribed before reading the timers: a timer a record write's transaction moves
         // (a `wait`'s `wake_when` to judge again) wakes the loop however it was written.
         let changes = engine.history().timers().subscribe();
-        match engine.wake_due(clock.now()) {
+        match engine.wake_due(clock.now()).await {
             Ok(woken) => {
                 for run in woken {
                     let id = run.id;

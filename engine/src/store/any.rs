@@ -4,8 +4,9 @@
 //! [`AnyRecords`], [`AnyQueue`], [`AnyTimers`], [`AnyApprovals`], [`AnyCancels`], [`AnyGuard`],
 //! [`AnyPauses`], [`AnyRetries`] and [`AnyReminders`] are its parts, one enum per part. Each
 //! implements the seam's traits ([`super::api`]) by a `match` on its arm, so the engine pays no
-//! `dyn` and no boxed future: the sled arm's futures stay the ready ones of the sled types (the
-//! dispatching future only wraps them), the PostgreSQL arm's are its queries.
+//! `dyn` and the sled arm no boxed future: its futures stay the ready ones of the sled types (the
+//! dispatching future only wraps them). The PostgreSQL arm's futures (its queries) are boxed, so
+//! a run's future, which awaits many of them, does not grow to their size.
 //!
 //! Each part also dereferences to its sled type, for the sled-only tools that read its insides
 //! (the tests' `entries`, `timers().get`, `records().store()`): that is a programming error on a
@@ -100,12 +101,15 @@ macro_rules! part {
     };
 }
 
-/// `$call` on whichever arm `$self` is, awaited.
+/// `$call` on whichever arm `$self` is, awaited. The PostgreSQL arm's future (a pooled
+/// connection, a statement, its rows) is boxed, so the dispatching future stays as small as the
+/// sled arm's ready one: a run's future awaits dozens of these and 10,000 runs may be in flight,
+/// and one allocation is nothing beside a round trip to the server.
 macro_rules! dispatch {
     ($self:ident, $part:ident => $call:expr) => {
         match $self {
             Self::Sled($part) => $call.await,
-            Self::Postgres($part) => $call.await,
+            Self::Postgres($part) => Box::pin($call).await,
         }
     };
 }
@@ -582,5 +586,82 @@ impl WriteReminders for AnyReminders {
     }
     async fn remove(&self, run: RunId) -> Result<()> {
         dispatch!(self, r => WriteReminders::remove(r, run))
+    }
+}
+
+impl AnyStore {
+    /// Waits for a store future on a synchronous caller (a sync API such as
+    /// [`crate::exec::Engine::prepare`], or a blocking thread). On sled the futures this is given
+    /// are ready at once (the sled types' own methods): polled once, no runtime needed. On
+    /// PostgreSQL it blocks the thread on the future, which needs the multi-threaded runtime
+    /// every command and `serve` run on (a blocking thread of it, or a worker through
+    /// `block_in_place`); anywhere else it is an error rather than a hang.
+    pub fn wait<F: Future>(&self, future: F) -> Result<F::Output> {
+        use std::task::{Context, Poll, Waker};
+        let mut future = std::pin::pin!(future);
+        if let AnyStore::Sled(_) = self {
+            if let Poll::Ready(out) = future
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return Ok(out);
+            }
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+            }
+            _ => Err(StoreError::Io {
+                message: format!(
+                    "the store at `{}` was waited on outside a multi-threaded async runtime (a blockyard bug)",
+                    self.location()
+                ),
+            }),
+        }
+    }
+}
+
+impl AnyRecords {
+    /// How many records `collection` holds (the guard's share of a collection).
+    pub async fn collection_size(&self, collection: Collection) -> Result<u64> {
+        match self {
+            AnyRecords::Sled(records) => Ok(records.count(collection) as u64),
+            AnyRecords::Postgres(records) => Box::pin(records.count(collection)).await,
+        }
+    }
+
+    /// Notes on the trace entry that started `run` why it is held (see
+    /// [`RecordStore::note_held`]).
+    pub async fn note_held(
+        &self,
+        subject: &Subject,
+        run: &str,
+        queued: Option<QueueId>,
+        why: &str,
+    ) -> Result<bool> {
+        match self {
+            AnyRecords::Sled(records) => records.note_held(subject, run, queued, why),
+            AnyRecords::Postgres(records) => {
+                Box::pin(records.note_held(subject, run, queued, why)).await
+            }
+        }
+    }
+
+    /// Notes on the trace entry of `queued` why its run has not started (see
+    /// [`RecordStore::note_paused`]).
+    pub async fn note_paused(&self, queued: QueueId, held: &str) -> Result<bool> {
+        match self {
+            AnyRecords::Sled(records) => records.note_paused(queued, held),
+            AnyRecords::Postgres(records) => Box::pin(records.note_paused(queued, held)).await,
+        }
+    }
+
+    /// The subjects with a trace whose email (or whole key) is `email` (see
+    /// [`RecordStore::traced_subjects`]).
+    pub async fn traced_subjects(&self, email: &str) -> Result<Vec<Subject>> {
+        match self {
+            AnyRecords::Sled(records) => records.traced_subjects(email),
+            AnyRecords::Postgres(records) => Box::pin(records.traced_subjects(email)).await,
+        }
     }
 }

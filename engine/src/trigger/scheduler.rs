@@ -28,9 +28,8 @@ use tokio::time::Instant;
 use super::{
     evaluate, Cause, Consideration, Decision, QueueId, RunRequest, Triggers, Watched, WorkflowName,
 };
-use crate::records::RecordStore;
 use crate::spec::CatchUp;
-use crate::store::queue::Queue;
+use crate::store::any::{AnyQueue, AnyRecords};
 use crate::store::StoreError;
 
 /// Tokio's clock as wall time.
@@ -79,8 +78,8 @@ pub struct Fired {
 /// The schedule loop's inputs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    records: RecordStore,
-    queue: Queue,
+    records: AnyRecords,
+    queue: AnyQueue,
     triggers: Arc<Triggers>,
     clock: Clock,
     fired: Option<tokio::sync::mpsc::UnboundedSender<Fired>>,
@@ -112,14 +111,14 @@ impl SchedulerHandle {
 
 impl Scheduler {
     pub fn new(
-        records: RecordStore,
-        queue: Queue,
+        records: impl Into<AnyRecords>,
+        queue: impl Into<AnyQueue>,
         triggers: Arc<Triggers>,
         clock: Clock,
     ) -> Scheduler {
         Scheduler {
-            records,
-            queue,
+            records: records.into(),
+            queue: queue.into(),
             triggers,
             clock,
             fired: None,
