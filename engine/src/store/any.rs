@@ -69,6 +69,11 @@ macro_rules! part {
                     $name::Postgres(_) => None,
                 }
             }
+
+            /// Waits for a future of this part on a synchronous caller ([`AnyStore::wait`]).
+            pub fn wait<F: Future>(&self, future: F) -> Result<F::Output> {
+                wait_on(matches!(self, $name::Sled(_)), $what, future)
+            }
         }
 
         impl From<$sled> for $name {
@@ -597,27 +602,32 @@ impl AnyStore {
     /// every command and `serve` run on (a blocking thread of it, or a worker through
     /// `block_in_place`); anywhere else it is an error rather than a hang.
     pub fn wait<F: Future>(&self, future: F) -> Result<F::Output> {
-        use std::task::{Context, Poll, Waker};
-        let mut future = std::pin::pin!(future);
-        if let AnyStore::Sled(_) = self {
-            if let Poll::Ready(out) = future
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-            {
-                return Ok(out);
-            }
+        wait_on(matches!(self, AnyStore::Sled(_)), "store", future)
+    }
+}
+
+/// [`AnyStore::wait`]: a sled future (`sled`) is polled once, which answers it; anything else
+/// blocks the thread on a multi-threaded runtime.
+fn wait_on<F: Future>(sled: bool, what: &str, future: F) -> Result<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    if sled {
+        if let Poll::Ready(out) = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return Ok(out);
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                Ok(tokio::task::block_in_place(|| handle.block_on(future)))
-            }
-            _ => Err(StoreError::Io {
-                message: format!(
-                    "the store at `{}` was waited on outside a multi-threaded async runtime (a blockyard bug)",
-                    self.location()
-                ),
-            }),
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(future)))
         }
+        _ => Err(StoreError::Io {
+            message: format!(
+                "the {what} store was waited on outside a multi-threaded async runtime (a blockyard bug)"
+            ),
+        }),
     }
 }
 
@@ -656,12 +666,152 @@ impl AnyRecords {
         }
     }
 
+    /// Every record of `collection`, by key: on sled read as the iteration goes, on PostgreSQL
+    /// in one query.
+    pub async fn scan(&self, collection: Collection) -> Result<Scan<'_>> {
+        Ok(Scan(match self {
+            AnyRecords::Sled(records) => ScanFrom::Sled(Box::new(records.list(collection))),
+            AnyRecords::Postgres(records) => ScanFrom::Listed(
+                Box::pin(ReadRecords::list(records, collection))
+                    .await?
+                    .into_iter(),
+            ),
+        }))
+    }
+
+    /// Every holder of an in-flight subject (see [`crate::store::in_flight`]).
+    pub async fn holders(&self) -> Result<Vec<String>> {
+        match self {
+            AnyRecords::Sled(records) => records.holders(),
+            AnyRecords::Postgres(records) => Box::pin(records.holders()).await,
+        }
+    }
+
+    /// Drops the holders `alive` says are gone and evaluates the changes held back for subjects
+    /// nothing holds any more (see [`RecordStore::reconcile`]); the run requests queued.
+    pub async fn reconcile(
+        &self,
+        alive: &(dyn Fn(&str) -> bool + Send + Sync),
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueueId>> {
+        match self {
+            AnyRecords::Sled(records) => records.reconcile(alive, &*evaluate, now),
+            AnyRecords::Postgres(records) => {
+                Box::pin(records.reconcile(alive, evaluate, now)).await
+            }
+        }
+    }
+
     /// The subjects with a trace whose email (or whole key) is `email` (see
     /// [`RecordStore::traced_subjects`]).
     pub async fn traced_subjects(&self, email: &str) -> Result<Vec<Subject>> {
         match self {
             AnyRecords::Sled(records) => records.traced_subjects(email),
             AnyRecords::Postgres(records) => Box::pin(records.traced_subjects(email)).await,
+        }
+    }
+}
+
+/// How often a loop waiting for timer changes looks again on PostgreSQL, which tells nobody
+/// when a record write's transaction makes a watcher due.
+const TIMER_POLL: Duration = Duration::from_secs(1);
+
+impl AnyTimers {
+    /// Every timer (sled: by run; PostgreSQL: earliest first).
+    pub async fn all(&self) -> Result<Vec<Timer>> {
+        match self {
+            AnyTimers::Sled(timers) => timers.all(),
+            AnyTimers::Postgres(timers) => {
+                Box::pin(DurableTimers::due(timers, DateTime::<Utc>::MAX_UTC)).await
+            }
+        }
+    }
+
+    /// Resolves when a timer may have changed since this was called: sled says when its timers
+    /// tree is written (however it was written: a record write's transaction moves a watcher's
+    /// timer); on PostgreSQL after [`TIMER_POLL`], so a loop looks again.
+    pub fn changes(&self) -> TimerChanges {
+        TimerChanges(match self {
+            AnyTimers::Sled(timers) => Changes::Sled(timers.subscribe()),
+            AnyTimers::Postgres(_) => Changes::Poll(Box::pin(tokio::time::sleep(TIMER_POLL))),
+        })
+    }
+}
+
+/// See [`AnyTimers::changes`].
+pub struct TimerChanges(Changes);
+
+enum Changes {
+    Sled(sled::Subscriber),
+    Poll(std::pin::Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Future for TimerChanges {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match &mut self.0 {
+            Changes::Sled(subscriber) => std::pin::Pin::new(subscriber).poll(cx).map(drop),
+            Changes::Poll(sleep) => sleep.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The records of a collection ([`AnyRecords::scan`]).
+pub struct Scan<'a>(ScanFrom<'a>);
+
+type Listed = std::result::Result<(RecordKey, Fields), StoreError>;
+
+enum ScanFrom<'a> {
+    Sled(Box<dyn Iterator<Item = Listed> + Send + 'a>),
+    Listed(std::vec::IntoIter<(RecordKey, Fields)>),
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Listed;
+    fn next(&mut self) -> Option<Listed> {
+        match &mut self.0 {
+            ScanFrom::Sled(records) => records.next(),
+            ScanFrom::Listed(records) => records.next().map(Ok),
+        }
+    }
+}
+
+impl AnyQueue {
+    /// One entry, claimed or not.
+    pub async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>> {
+        match self {
+            AnyQueue::Sled(queue) => queue.get(id),
+            AnyQueue::Postgres(queue) => Box::pin(queue.get(id)).await,
+        }
+    }
+
+    /// How many entries the queue holds, claimed or not.
+    pub async fn size(&self) -> Result<usize> {
+        match self {
+            AnyQueue::Sled(queue) => Ok(queue.len()),
+            AnyQueue::Postgres(queue) => Box::pin(queue.len()).await,
+        }
+    }
+}
+
+impl AnyHistory {
+    /// How many runs are parked in each of [`super::history::RunStatus::PARKED`], in that order
+    /// (sled reads every run: on a blocking thread).
+    pub async fn parked_counts(&self) -> Result<[(super::history::RunStatus, usize); 4]> {
+        match self {
+            AnyHistory::Sled(history) => {
+                let history = history.clone();
+                tokio::task::spawn_blocking(move || history.parked_counts())
+                    .await
+                    .map_err(|err| StoreError::Io {
+                        message: format!("the run count task failed: {err}"),
+                    })?
+            }
+            AnyHistory::Postgres(history) => Box::pin(history.parked_counts()).await,
         }
     }
 }

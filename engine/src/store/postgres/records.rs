@@ -491,6 +491,27 @@ impl PgRecords {
         evaluate: Arc<dyn Evaluate + Send + Sync>,
         now: DateTime<Utc>,
     ) -> PgResult<Vec<QueueId>> {
+        self.settle_with(
+            subject,
+            &|flight: &mut InFlight| flight.holders.remove(holder),
+            Some(holder),
+            evaluate,
+            now,
+        )
+        .await
+    }
+
+    /// Changes `subject`'s in-flight entry with `change` (which says whether it changed
+    /// anything); when nothing holds the subject any more, the change held back is evaluated as
+    /// one and what it starts is queued. `released`: the holder whose release this is.
+    async fn settle_with(
+        &self,
+        subject: &Subject,
+        change: &(dyn Fn(&mut InFlight) -> bool + Send + Sync),
+        released: Option<&str>,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> PgResult<Vec<QueueId>> {
         let pg = &self.pg;
         let key = key_of(subject);
         let keys = [key.clone()];
@@ -505,7 +526,7 @@ impl PgRecords {
                 return Ok(Vec::new());
             };
             let mut flight = self.decode_flight(&key, text)?;
-            if !flight.holders.remove(holder) {
+            if !change(&mut flight) {
                 return Ok(Vec::new());
             }
             let deferred = if flight.holders.is_empty() && !evaluate.is_empty() {
@@ -546,7 +567,10 @@ impl PgRecords {
                     .await?
                 }
             };
-            let note = format!("evaluated after {} finished", describe(holder));
+            let note = match released {
+                Some(holder) => format!("evaluated after {} finished", describe(holder)),
+                None => "evaluated once nothing was in flight for this subject any more".to_owned(),
+            };
             let tx = client.transaction().await.map_err(|e| pg.error(e))?;
             self.lock(&tx, &keys).await?;
             let now_seen = self
@@ -926,5 +950,60 @@ impl PgRecords {
             }
         }
         Ok(subjects)
+    }
+}
+
+/// What a stopped process left in flight (sled's `RecordStore::reconcile`).
+impl PgRecords {
+    /// Every holder of an in-flight subject.
+    pub async fn holders(&self) -> PgResult<Vec<String>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query("SELECT collection, key, entry::text FROM in_flight", &[])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let mut holders = BTreeSet::new();
+        for row in &rows {
+            let key: Key = (row.get(0), row.get(1));
+            holders.extend(self.decode_flight(&key, row.get(2))?.holders);
+        }
+        Ok(holders.into_iter().collect())
+    }
+
+    /// Drops the holders `alive` says are gone and evaluates the changes held back for subjects
+    /// nothing holds any more. Returns the run requests queued.
+    pub async fn reconcile(
+        &self,
+        alive: &(dyn Fn(&str) -> bool + Send + Sync),
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> PgResult<Vec<QueueId>> {
+        let rows = {
+            let client = self.pg.client().await?;
+            client
+                .query(
+                    "SELECT collection, key FROM in_flight ORDER BY collection, key",
+                    &[],
+                )
+                .await
+                .map_err(|e| self.pg.error(e))?
+        };
+        let change = |flight: &mut InFlight| {
+            let before = flight.holders.len();
+            flight.holders.retain(|h| alive(h));
+            flight.holders.len() < before || flight.holders.is_empty()
+        };
+        let mut queued = Vec::new();
+        for row in &rows {
+            let Some(collection) = Collection::parse(row.get(0)) else {
+                continue;
+            };
+            let subject = Subject::new(collection, RecordKey::parse(row.get(1)));
+            queued.extend(
+                self.settle_with(&subject, &change, None, evaluate.clone(), now)
+                    .await?,
+            );
+        }
+        Ok(queued)
     }
 }
