@@ -1,7 +1,9 @@
 //! The executor: runs a compiled workflow on tokio, recording every step durably.
 //!
-//! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
-//! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
+//! [`Engine`] is shared by every run of a process (cheap to clone): the store it runs on
+//! ([`AnyStore`]: the sled data dir or PostgreSQL, every part called through the store seam's
+//! traits, [`crate::store::api`]), its history, the records with the triggers record writes
+//! evaluate ([`Engine::set_triggers`]), the vendor
 //! [`Client`], a semaphore bounding the runs in flight, the cancel requests, the approval
 //! decisions ([`approval`]) and the mass-change guard, which holds runs before a destructive write
 //! past a workflow's limit ([`guard`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
