@@ -257,11 +257,7 @@ struct ServiceReadiness(Arc<Shared>);
 impl Readiness for ServiceReadiness {
     fn check(&self) -> Vec<(&'static str, Result<(), String>)> {
         let shared = &self.0;
-        let store = shared
-            .store
-            .wait(shared.store.check_writable())
-            .and_then(|checked| checked)
-            .map_err(|err| err.to_string());
+        let store = shared.store.check_writable().map_err(|err| err.to_string());
         let workflows = match shared.workflows().len() {
             0 => Err(
                 "no workflows are loaded; add one to the workflows directory and reload".to_owned(),

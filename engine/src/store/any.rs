@@ -244,19 +244,13 @@ impl AnyStore {
         }
     }
 
-    /// Whether a write can be made durable now (`serve`'s `/readyz`): sled writes and flushes
-    /// its `health` tree (on a blocking thread), PostgreSQL makes a synchronous commit.
-    pub async fn check_writable(&self) -> Result<()> {
+    /// Whether a write can be made durable now (`serve`'s `/readyz`), on the calling thread:
+    /// sled writes and flushes its `health` tree (blocking, as before); PostgreSQL makes a
+    /// synchronous commit, waited for on this thread ([`AnyStore::wait`]).
+    pub fn check_writable(&self) -> Result<()> {
         match self {
-            AnyStore::Sled(store) => {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || store.check_writable())
-                    .await
-                    .map_err(|err| StoreError::Io {
-                        message: format!("the write check task failed: {err}"),
-                    })?
-            }
-            AnyStore::Postgres(pg) => pg.durable().await,
+            AnyStore::Sled(store) => store.check_writable(),
+            AnyStore::Postgres(pg) => self.wait(pg.durable())?,
         }
     }
 }
