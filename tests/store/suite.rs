@@ -1156,3 +1156,9 @@ async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(
 async fn sled_keeps_every_promise_of_the_store() {
     suite(|dir| Store::open(dir).unwrap()).await;
 }
+
+/// The closed enum the engine holds keeps the same promises, dispatching to its sled arm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_enum_keeps_every_promise_on_sled() {
+    suite(|dir| blockyard::store::any::AnyStore::from(Store::open(dir).unwrap())).await;
+}

@@ -218,7 +218,7 @@ fn list(backend: &Backend, filter: &RunFilter) -> anyhow::Result<Vec<Value>> {
         Backend::Local(local) => {
             let history = local.history()?;
             let queue = Queue::open(history.store())?;
-            let runs = queue::list(&history, &queue, filter)?;
+            let runs = super::run::runtime()?.block_on(queue::list(&history, &queue, filter))?;
             Ok(runs.iter().map(Listed::to_json).collect())
         }
         Backend::Remote(remote) => {

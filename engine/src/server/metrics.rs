@@ -40,6 +40,7 @@ use prometheus_client::registry::Registry;
 
 use super::ApiError;
 use crate::service::Shared;
+use crate::store::api::RunQueue;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkflowLabel {
@@ -260,8 +261,8 @@ pub(super) async fn serve_metrics(
     _: super::api::Params<super::api::NoQuery>,
 ) -> Result<Response, ApiError> {
     let m = metrics();
-    let queue = shared.queue.pending()?;
-    m.queue_depth.set(shared.queue.len() as i64);
+    let queue = shared.queue.pending().await?;
+    m.queue_depth.set(shared.queue.size().await? as i64);
     let oldest = queue
         .iter()
         .map(|e| e.id.datetime())
@@ -269,10 +270,7 @@ pub(super) async fn serve_metrics(
         .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     m.queue_oldest.set(oldest);
-    let shared2 = shared.clone();
-    let parked = tokio::task::spawn_blocking(move || shared2.engine.history().parked_counts())
-        .await
-        .map_err(super::api::internal)??;
+    let parked = shared.engine.history().parked_counts().await?;
     for (status, count) in parked {
         m.runs_waiting
             .get_or_create(&StatusLabel {

@@ -33,13 +33,14 @@
 //!
 //! # How the engine holds the backend
 //!
-//! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
-//! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
-//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`], [`Reminders`]) implement these
-//! traits, and so does [`super::postgres::Postgres`] (its tables, one module per concern). The
-//! engine still calls the sled types' own
-//! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
-//! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
+//! A closed set of backends, dispatched by `match`: the sled types ([`History`], [`RecordStore`],
+//! [`Queue`], [`Timers`], [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`], [`Reminders`],
+//! opened from [`Store`]) implement these traits, and so does [`super::postgres::Postgres`] (its
+//! tables, one module per concern). The engine holds [`super::any::AnyStore`] and its parts, an
+//! enum of the two per part implementing the same traits by `match`, and calls the traits: no
+//! `dyn` and, on sled, no boxed future on the hot path. What only one caller needs and no trait
+//! says (a collection's size, trace notes, `reconcile`) is on those enums, answered by each
+//! backend.
 
 use std::collections::HashSet;
 use std::future::{ready, Future};

@@ -436,6 +436,16 @@ impl RecordStore {
         )
     }
 
+    /// Every holder of an in-flight subject.
+    pub fn holders(&self) -> Result<Vec<String>, StoreError> {
+        let mut holders = std::collections::BTreeSet::new();
+        for item in self.in_flight.iter() {
+            let (key, value) = item?;
+            holders.extend(decode_in_flight(&key, &value)?.holders);
+        }
+        Ok(holders.into_iter().collect())
+    }
+
     /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or
     /// unknown: what a stopped process left) and evaluates the changes held back for subjects
     /// nothing holds any more. Returns the run requests queued.

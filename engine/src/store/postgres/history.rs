@@ -36,6 +36,29 @@ impl PgHistory {
         &self.pg
     }
 
+    /// How many runs are parked in each of [`RunStatus::PARKED`], in that order (`serve`'s
+    /// `/metrics`).
+    pub async fn parked_counts(&self) -> Result<[(RunStatus, usize); 4]> {
+        let names: Vec<&str> = RunStatus::PARKED.iter().map(|s| s.name()).collect();
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT status, count(*) FROM runs WHERE status = ANY($1) GROUP BY status",
+                &[&names],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let mut counts = RunStatus::PARKED.map(|status| (status, 0));
+        for row in &rows {
+            let status: &str = row.get(0);
+            let n: i64 = row.get(1);
+            if let Some((_, count)) = counts.iter_mut().find(|(s, _)| s.name() == status) {
+                *count = usize::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
     pub(super) fn decode_run(&self, text: &str) -> Result<RunRecord> {
         serde_json::from_str(text).map_err(|err| self.pg.corrupt("runs", short(text), err))
     }

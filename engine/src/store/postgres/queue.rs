@@ -90,6 +90,32 @@ impl PgQueue {
     }
 }
 
+impl PgQueue {
+    /// One entry, claimed or not.
+    pub async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, request::text FROM queue WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        row.map(|row| self.decode(row.get(0), row.get(1)))
+            .transpose()
+    }
+
+    /// How many entries the queue holds, claimed or not.
+    pub async fn len(&self) -> Result<usize> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM queue", &[])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+}
+
 impl RunQueue for PgQueue {
     async fn pending(&self) -> Result<Vec<QueueEntry>> {
         let client = self.pg.client().await?;
