@@ -1,7 +1,7 @@
 //! The crash soak: kill -9 `blockyard serve` (or `blockyard records import`) in the middle of a
 //! batch of deleting runs, restart it, and check that nothing was lost and nothing was done twice.
 //!
-//!   cargo run --example soak -- [serve|import|both] [--records N] [--kills K] [--latency-ms MS] [--seed S]
+//!   cargo run --example soak -- [serve|import|both|workers|schedule] [--records N] [--kills K] [--latency-ms MS] [--seed S] [--workers W] [--seconds S] [--postgres URL]
 //!
 //! (`scripts/soak` builds and runs it; `.ci/run` runs a short pass.) It starts the sandbox in this
 //! process, seeded with N SCIM users and answering every request after MS ms, and a temp dir with a
@@ -15,6 +15,14 @@
 //! - `import`: writes the N records to a CSV and runs `blockyard records import` on it K times,
 //!   each SIGKILLed at a later moment of the import than the one before (until one finishes first),
 //!   then once to the end; then starts `serve` to run what the imports queued.
+//!
+//! - `workers`: W `serve` workers (default 3) share one PostgreSQL database (`--postgres URL`, or
+//!   `BLOCKYARD_TEST_POSTGRES`; a database of its own is created on that server and dropped at
+//!   the end); the records are posted to any live worker while K times a random worker is
+//!   SIGKILLed and a new one started; the checks below then read any worker's history;
+//! - `schedule`: W workers run a one-second schedule for S seconds (`--seconds`, default 20), one
+//!   of them SIGKILLed in the middle: no tick may run twice, and no second between the first tick
+//!   and the last may be missing.
 //!
 //! When `serve` has no run left to finish it checks, from the sandbox's request log and the
 //! history (`GET /api/runs`): every record triggered exactly one run, every run ended in a
@@ -85,6 +93,12 @@ struct Options {
     latency_ms: u64,
     seed: u64,
     bin: PathBuf,
+    /// `workers` and `schedule`: how many `serve` workers share the PostgreSQL store.
+    workers: usize,
+    /// `schedule`: how long the workers run the one-second schedule.
+    seconds: u64,
+    /// `workers` and `schedule`: the PostgreSQL server (a database is created on it per variant).
+    postgres: Option<String>,
 }
 
 fn options() -> Result<Options> {
@@ -100,6 +114,11 @@ fn options() -> Result<Options> {
             .and_then(Path::parent)
             .map(|dir| dir.join("blockyard"))
             .context("the example's directory")?,
+        workers: 3,
+        seconds: 20,
+        postgres: std::env::var("BLOCKYARD_TEST_POSTGRES")
+            .ok()
+            .filter(|url| !url.is_empty()),
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<String> {
@@ -110,18 +129,33 @@ fn options() -> Result<Options> {
             "serve" => options.variants = vec!["serve"],
             "import" => options.variants = vec!["import"],
             "both" => options.variants = vec!["serve", "import"],
+            "workers" => options.variants = vec!["workers"],
+            "schedule" => options.variants = vec!["schedule"],
+            "--workers" => options.workers = value("--workers")?.parse()?,
+            "--seconds" => options.seconds = value("--seconds")?.parse()?,
+            "--postgres" => options.postgres = Some(value("--postgres")?),
             "--records" => options.records = value("--records")?.parse()?,
             "--kills" => options.kills = value("--kills")?.parse()?,
             "--latency-ms" => options.latency_ms = value("--latency-ms")?.parse()?,
             "--seed" => options.seed = value("--seed")?.parse()?,
             "--bin" => options.bin = value("--bin")?.into(),
             other => bail!(
-                "unknown argument `{other}`; usage: soak [serve|import|both] [--records N] [--kills K] [--latency-ms MS] [--seed S] [--bin PATH]"
+                "unknown argument `{other}`; usage: soak [serve|import|both|workers|schedule] [--records N] [--kills K] [--latency-ms MS] [--seed S] [--bin PATH] [--workers W] [--seconds S] [--postgres URL]"
             ),
         }
     }
     if options.records > 1000 {
         bail!("--records goes up to 1000 (`GET /api/runs`, which the checks read, lists 1000 runs at most)");
+    }
+    let several = options
+        .variants
+        .iter()
+        .any(|v| ["workers", "schedule"].contains(v));
+    if several && options.postgres.is_none() {
+        bail!("`workers` and `schedule` need a PostgreSQL server: pass --postgres URL or set BLOCKYARD_TEST_POSTGRES (`scripts/pg run scripts/soak workers` starts a throwaway one)");
+    }
+    if several && options.workers < 2 {
+        bail!("--workers is at least 2 (one worker is the `serve` variant)");
     }
     if !options.bin.is_file() {
         bail!(
@@ -184,6 +218,31 @@ async fn soak(variant: &'static str, options: &Options) -> Result<bool> {
             users.len(),
             options.records
         );
+    }
+    if variant == "workers" || variant == "schedule" {
+        let cluster = Cluster::new(dir.path(), &sandbox, options, variant).await?;
+        let passed = if variant == "workers" {
+            cluster.workers_with_kills(&sandbox, &users).await
+        } else {
+            cluster.schedule_with_kills().await
+        };
+        cluster.stop_all().await?;
+        cluster.drop_database().await;
+        let passed = passed?;
+        println!(
+            "soak {variant}: {}",
+            if passed { "passed" } else { "FAILED" }
+        );
+        if passed {
+            sandbox.shutdown().await;
+        } else {
+            let kept = dir.keep();
+            println!(
+                "soak {variant}: kept {} (wN/serve.log has worker N's output)",
+                kept.display()
+            );
+        }
+        return Ok(passed);
     }
     let started = Instant::now();
     match variant {
@@ -593,133 +652,566 @@ impl Work {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let runs_after = self.runs().await?.len();
         self.stop_serve().await?;
+        Ok(check(&runs, runs_after, sandbox, users))
+    }
+}
 
-        let mut failures = Vec::new();
-        let mut by_subject: HashMap<String, Vec<&Value>> = HashMap::new();
-        for run in &runs {
-            let key = run["subject"]["key"].as_str().unwrap_or("?").to_lowercase();
-            by_subject.entry(key).or_default().push(run);
-        }
-        let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-        for run in &runs {
-            *statuses
-                .entry(run["status"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
-        }
-        let missing: Vec<&String> = users
-            .keys()
-            .filter(|e| !by_subject.contains_key(*e))
-            .collect();
-        let twice: Vec<(&String, usize)> = by_subject
+/// Checks the soak's runs (`runs`, all of them once none was left open; `runs_after` listed half
+/// a second later) against the records and the sandbox's request log: every record triggered
+/// exactly one run, every run is terminal, no DELETE was sent twice, every succeeded run's DELETE
+/// was sent. Prints what it checked; whether it all held.
+fn check(
+    runs: &[Value],
+    runs_after: usize,
+    sandbox: &Sandbox,
+    users: &BTreeMap<String, String>,
+) -> bool {
+    let mut failures = Vec::new();
+    let mut by_subject: HashMap<String, Vec<&Value>> = HashMap::new();
+    for run in runs {
+        let key = run["subject"]["key"].as_str().unwrap_or("?").to_lowercase();
+        by_subject.entry(key).or_default().push(run);
+    }
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for run in runs {
+        *statuses
+            .entry(run["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    let missing: Vec<&String> = users
+        .keys()
+        .filter(|e| !by_subject.contains_key(*e))
+        .collect();
+    let twice: Vec<(&String, usize)> = by_subject
+        .iter()
+        .filter(|(_, runs)| runs.len() > 1)
+        .map(|(k, runs)| (k, runs.len()))
+        .collect();
+    let open: Vec<&Value> = runs
+        .iter()
+        .filter(|r| !r["status"].as_str().is_some_and(|s| TERMINAL.contains(&s)))
+        .collect();
+    println!(
+        "  runs: {} for {} records ({})",
+        runs.len(),
+        users.len(),
+        statuses
             .iter()
-            .filter(|(_, runs)| runs.len() > 1)
-            .map(|(k, runs)| (k, runs.len()))
-            .collect();
-        let open: Vec<&Value> = runs
-            .iter()
-            .filter(|r| !r["status"].as_str().is_some_and(|s| TERMINAL.contains(&s)))
-            .collect();
-        println!(
-            "  runs: {} for {} records ({})",
-            runs.len(),
-            users.len(),
-            statuses
-                .iter()
-                .map(|(s, n)| format!("{n} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !missing.is_empty() {
+        failures.push(format!(
+            "{} records triggered no run (lost), e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    if !twice.is_empty() {
+        failures.push(format!(
+            "{} records triggered more than one run, e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        ));
+    }
+    if !open.is_empty() {
+        failures.push(format!(
+            "{} runs did not reach a terminal state",
+            open.len()
+        ));
+    }
+    if runs_after != runs.len() {
+        failures.push(format!(
+            "{} runs appeared after every run had finished",
+            runs_after - runs.len()
+        ));
+    }
+    println!(
+        "  checked: every record triggered exactly one run, and every run is terminal: {}",
+        if missing.is_empty() && twice.is_empty() && open.is_empty() {
+            "ok"
+        } else {
+            "NO"
+        }
+    );
+
+    // The request log: DELETE /scim/v2/Users/{id}, per user.
+    let requests = sandbox.requests();
+    let mut deletes: HashMap<&str, usize> = HashMap::new();
+    for request in &requests {
+        if request.method == "DELETE" {
+            if let Some(id) = request.path.strip_prefix("/scim/v2/Users/") {
+                *deletes.entry(id).or_default() += 1;
+            }
+        }
+    }
+    let sent_twice: Vec<(&str, usize)> = deletes
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| (*id, *n))
+        .collect();
+    let succeeded_not_deleted: Vec<&String> = users
+        .iter()
+        .filter(|(email, id)| {
+            by_subject
+                .get(*email)
+                .is_some_and(|runs| runs.iter().any(|r| r["status"] == "succeeded"))
+                && !deletes.contains_key(id.as_str())
+        })
+        .map(|(email, _)| email)
+        .collect();
+    let deleted = users
+        .values()
+        .filter(|id| deletes.contains_key(id.as_str()))
+        .count();
+    println!(
+        "  request log: {} vendor requests, {} DELETEs for {deleted} of {} users",
+        requests.len(),
+        deletes.values().sum::<usize>(),
+        users.len()
+    );
+    if !sent_twice.is_empty() {
+        failures.push(format!(
+            "{} users got more than one DELETE (a write sent twice), e.g. {:?}",
+            sent_twice.len(),
+            &sent_twice[..sent_twice.len().min(5)]
+        ));
+    }
+    if !succeeded_not_deleted.is_empty() {
+        failures.push(format!(
+            "{} runs succeeded without their DELETE in the request log, e.g. {:?}",
+            succeeded_not_deleted.len(),
+            &succeeded_not_deleted[..succeeded_not_deleted.len().min(5)]
+        ));
+    }
+    println!(
+        "  checked: no DELETE sent twice, every succeeded run's DELETE sent: {}",
+        if sent_twice.is_empty() && succeeded_not_deleted.is_empty() {
+            "ok"
+        } else {
+            "NO"
+        }
+    );
+    for failure in &failures {
+        println!("  FAILED: {failure}");
+    }
+    failures.is_empty()
+}
+
+/// The `schedule` variant's workflow: a run every second, nothing else.
+const TICK_WORKFLOW: &str = r#"name: soak-tick
+description: A run every second (the schedule soak of several workers)
+blocks:
+  begin:
+    type: begin
+    schedule: { cron: "* * * * * *", timezone: UTC, catch_up: none }
+    next: end
+  end:
+    type: end
+"#;
+
+/// One `serve` worker of a [`Cluster`]: its own directory (config, workflows, a data dir it does
+/// not share) and port, the store in PostgreSQL.
+struct Worker {
+    name: String,
+    listen: String,
+    child: Child,
+}
+
+/// Several `serve` workers on one PostgreSQL database (the `workers` and `schedule` variants).
+struct Cluster {
+    root: PathBuf,
+    options: Options,
+    variant: &'static str,
+    /// The server's URL with the soak's own database.
+    url: String,
+    /// The server's URL as given (to drop the soak's database at the end).
+    admin_url: String,
+    database: String,
+    config: String,
+    workers: Mutex<Vec<Worker>>,
+    started: std::sync::atomic::AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl Cluster {
+    /// Creates a database of its own on the server, writes the workers' config, and migrates the
+    /// schema once (so that workers starting together do not race to create it).
+    async fn new(
+        root: &Path,
+        sandbox: &Sandbox,
+        options: &Options,
+        variant: &'static str,
+    ) -> Result<Cluster> {
+        let admin_url = options.postgres.clone().context("a PostgreSQL URL")?;
+        let database = format!(
+            "blockyard_soak_{}_{}",
+            std::process::id(),
+            fastrand::u32(..)
         );
-        if !missing.is_empty() {
-            failures.push(format!(
-                "{} records triggered no run (lost), e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(5)]
-            ));
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .context("creating the soak's database")?;
+        // postgres://user:password@host:port/DATABASE[?params]
+        let (before, params) = admin_url
+            .split_once('?')
+            .map_or((admin_url.as_str(), None), |(b, p)| (b, Some(p)));
+        let slash = before
+            .rfind('/')
+            .filter(|&i| i > "postgres://".len())
+            .context("a PostgreSQL URL with a database")?;
+        let url = format!(
+            "{}/{database}{}",
+            &before[..slash],
+            params.map_or_else(String::new, |p| format!("?{p}"))
+        );
+        let base = format!("http://{}", sandbox.addr());
+        let config = format!(
+            "data_dir: data\nstore:\n  postgres:\n    url: ${{BLOCKYARD_SOAK_POSTGRES}}\ncredentials:\n  scim: {{vendor: scim, auth: bearer, token: soak, base_url: {base}/scim/v2, rate_limit_per_minute: 0}}\n"
+        );
+        let cluster = Cluster {
+            root: root.to_owned(),
+            options: options.clone(),
+            variant,
+            url,
+            admin_url,
+            database,
+            config,
+            workers: Mutex::new(Vec::new()),
+            started: std::sync::atomic::AtomicUsize::new(0),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        };
+        let dir = cluster.worker_dir("migrate")?;
+        let out = Command::new(&options.bin)
+            .args(["store", "migrate"])
+            .current_dir(&dir)
+            .env("BLOCKYARD_SOAK_POSTGRES", &cluster.url)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "`blockyard store migrate` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        Ok(cluster)
+    }
+
+    /// A worker's directory: the config and the variant's workflow.
+    fn worker_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(dir.join("workflows"))?;
+        std::fs::write(dir.join("blockyard.yaml"), &self.config)?;
+        let (file, text) = match self.variant {
+            "schedule" => ("soak-tick.yaml", TICK_WORKFLOW),
+            _ => ("soak-delete.yaml", WORKFLOW),
+        };
+        std::fs::write(dir.join("workflows").join(file), text)?;
+        Ok(dir)
+    }
+
+    /// Starts one more worker and waits (30 s at most) until it answers.
+    async fn start_worker(&self) -> Result<()> {
+        let n = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let name = format!("w{n}");
+        let dir = self.worker_dir(&name)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("serve.log"))?;
+        let child = Command::new(&self.options.bin)
+            .args(["serve", "--listen", &listen, "--grace", "1"])
+            .current_dir(&dir)
+            .env_remove("BLOCKYARD_TOKEN")
+            .env("BLOCKYARD_SOAK_POSTGRES", &self.url)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting blockyard serve")?;
+        let mut worker = Worker {
+            name,
+            listen,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = self
+                .client
+                .get(format!("http://{}/healthz", worker.listen))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if let Some(status) = worker.child.try_wait()? {
+                bail!(
+                    "worker {} exited at start ({status}); see {}/serve.log",
+                    worker.name,
+                    worker.name
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = worker.child.kill();
+                bail!(
+                    "worker {} did not answer /healthz within 30 s; see {}/serve.log",
+                    worker.name,
+                    worker.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.workers.lock().await.push(worker);
+        Ok(())
+    }
+
+    /// SIGKILLs a random worker; its name.
+    async fn kill_one(&self) -> Result<String> {
+        let mut workers = self.workers.lock().await;
+        let at = fastrand::usize(0..workers.len());
+        let mut worker = workers.remove(at);
+        worker.child.kill()?;
+        worker.child.wait()?;
+        Ok(worker.name)
+    }
+
+    /// Stops every worker (SIGTERM, then SIGKILL after 10 s).
+    async fn stop_all(&self) -> Result<()> {
+        let workers = std::mem::take(&mut *self.workers.lock().await);
+        for mut worker in workers {
+            Command::new("kill")
+                .args(["-TERM", &worker.child.id().to_string()])
+                .status()?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while worker.child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    worker.child.kill()?;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_database(&self) {
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.database))
+                .await;
+        }
+    }
+
+    /// A live worker's API, chosen at random (every worker serves the same data).
+    async fn api(&self) -> Result<String> {
+        let workers = self.workers.lock().await;
+        let worker = workers
+            .get(fastrand::usize(0..workers.len().max(1)))
+            .context("no worker is running")?;
+        Ok(format!("http://{}/api", worker.listen))
+    }
+
+    /// The variant's runs, as a live worker's `GET /api/runs` lists them.
+    async fn runs(&self, workflow: &str) -> Result<Vec<Value>> {
+        let api = self.api().await?;
+        let response = self
+            .client
+            .get(format!("{api}/runs?workflow={workflow}&limit=1000"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("GET /api/runs: {}", response.status());
+        }
+        let runs: Value = response.json().await?;
+        runs.as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("GET /api/runs is not a list: {runs}"))
+    }
+
+    /// `workers`: W workers; the records posted in batches of 10 to any live worker while K
+    /// times a random worker is SIGKILLed and a new one started; then the checks of the `serve`
+    /// variant, from the history every worker serves and the sandbox's request log.
+    async fn workers_with_kills(
+        &self,
+        sandbox: &Sandbox,
+        users: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        for _ in 0..self.options.workers {
+            self.start_worker().await?;
+        }
+        println!(
+            "  {} workers on one PostgreSQL database",
+            self.options.workers
+        );
+        let emails: Vec<&String> = users.keys().collect();
+        let batches: Vec<Value> = emails
+            .chunks(10)
+            .map(|chunk| Value::Array(chunk.iter().map(|e| Work::record(e)).collect()))
+            .collect();
+        let mut targets: Vec<usize> = (0..self.options.kills)
+            .map(|_| fastrand::usize(users.len() / 10..users.len() * 8 / 10 + 1))
+            .collect();
+        targets.sort_unstable();
+        let terminal = |runs: &[Value]| {
+            runs.iter()
+                .filter(|r| r["status"].as_str().is_some_and(|s| TERMINAL.contains(&s)))
+                .count()
+        };
+        let killer = async {
+            let mut log = Vec::new();
+            for (k, target) in targets.iter().enumerate() {
+                let done = loop {
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+                    if let Ok(runs) = self.runs("soak-delete").await {
+                        if terminal(&runs) >= *target {
+                            break terminal(&runs);
+                        }
+                    }
+                };
+                let killed = self.kill_one().await?;
+                self.start_worker().await?;
+                log.push(format!(
+                    "kill {}: SIGKILL of worker {killed} with {done} of {} runs finished; a new worker started",
+                    k + 1,
+                    users.len()
+                ));
+            }
+            anyhow::Ok(log)
+        };
+        let poster = async {
+            let mut retries = 0;
+            for batch in &batches {
+                loop {
+                    let api = self.api().await?;
+                    let sent = self
+                        .client
+                        .post(format!("{api}/records/people"))
+                        .json(batch)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status().is_success() => break,
+                        Ok(response) if !response.status().is_success() => {
+                            let status = response.status();
+                            bail!("posting records: {status}: {}", response.text().await?)
+                        }
+                        // Cut off by a kill: post the batch again to a live worker.
+                        _ => {
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(retries)
+        };
+        let (kills, retries) = tokio::try_join!(killer, poster)?;
+        for line in &kills {
+            println!("  {line}");
+        }
+        println!(
+            "  posted {} records in {} batches ({retries} batch posts cut off by a kill, posted again)",
+            emails.len(),
+            batches.len()
+        );
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let runs = loop {
+            let runs = self.runs("soak-delete").await?;
+            let open = runs.len() - terminal(&runs);
+            if runs.len() >= users.len() && open == 0 {
+                break runs;
+            }
+            if Instant::now() > deadline {
+                println!(
+                    "  timed out: {} runs listed, {open} not finished after 10 min",
+                    runs.len()
+                );
+                break runs;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let runs_after = self.runs("soak-delete").await?.len();
+        Ok(check(&runs, runs_after, sandbox, users))
+    }
+
+    /// `schedule`: W workers run a one-second schedule for S seconds, one of them SIGKILLed
+    /// (and not replaced) at a random moment in the middle; no tick may run twice, and no second
+    /// between the first tick and the last may be missing (a worker was always alive).
+    async fn schedule_with_kills(&self) -> Result<bool> {
+        for _ in 0..self.options.workers {
+            self.start_worker().await?;
+        }
+        let seconds = self.options.seconds;
+        println!(
+            "  {} workers on one PostgreSQL database, a one-second schedule for {seconds} s",
+            self.options.workers
+        );
+        let kill_at = fastrand::u64(seconds * 250..=seconds * 750);
+        tokio::time::sleep(Duration::from_millis(kill_at)).await;
+        let killed = self.kill_one().await?;
+        println!(
+            "  SIGKILL of worker {killed} after {:.1} s",
+            kill_at as f64 / 1000.0
+        );
+        tokio::time::sleep(Duration::from_millis(seconds * 1000 - kill_at)).await;
+        let mut ticks: BTreeMap<Tick, usize> = BTreeMap::new();
+        let runs = self.runs("soak-tick").await?;
+        for run in &runs {
+            let detail = run["trigger"]["detail"].as_str().unwrap_or_default();
+            let tick = detail
+                .strip_prefix("tick ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                .with_context(|| format!("a schedule run's trigger detail `{detail}`"))?;
+            *ticks.entry(tick.timestamp()).or_default() += 1;
+        }
+        let mut failures = Vec::new();
+        let twice: Vec<_> = ticks.iter().filter(|(_, n)| **n > 1).collect();
         if !twice.is_empty() {
             failures.push(format!(
-                "{} records triggered more than one run, e.g. {:?}",
+                "{} ticks ran more than once, e.g. {:?}",
                 twice.len(),
                 &twice[..twice.len().min(5)]
             ));
         }
-        if !open.is_empty() {
+        let (first, last) = match (ticks.keys().next(), ticks.keys().last()) {
+            (Some(first), Some(last)) => (*first, *last),
+            _ => bail!("no tick ran in {seconds} s"),
+        };
+        let missed: Vec<Tick> = (first..=last).filter(|t| !ticks.contains_key(t)).collect();
+        if !missed.is_empty() {
             failures.push(format!(
-                "{} runs did not reach a terminal state",
-                open.len()
+                "{} seconds between the first tick and the last did not run, e.g. {:?}",
+                missed.len(),
+                &missed[..missed.len().min(5)]
             ));
         }
-        if runs_after != runs.len() {
+        // The span of ticks covers the run but for start-up and the last second.
+        if last - first + 1 < seconds as i64 - 3 {
             failures.push(format!(
-                "{} runs appeared after every run had finished",
-                runs_after - runs.len()
-            ));
-        }
-        println!(
-            "  checked: every record triggered exactly one run, and every run is terminal: {}",
-            if missing.is_empty() && twice.is_empty() && open.is_empty() {
-                "ok"
-            } else {
-                "NO"
-            }
-        );
-
-        // The request log: DELETE /scim/v2/Users/{id}, per user.
-        let requests = sandbox.requests();
-        let mut deletes: HashMap<&str, usize> = HashMap::new();
-        for request in &requests {
-            if request.method == "DELETE" {
-                if let Some(id) = request.path.strip_prefix("/scim/v2/Users/") {
-                    *deletes.entry(id).or_default() += 1;
-                }
-            }
-        }
-        let sent_twice: Vec<(&str, usize)> = deletes
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, n)| (*id, *n))
-            .collect();
-        let succeeded_not_deleted: Vec<&String> = users
-            .iter()
-            .filter(|(email, id)| {
-                by_subject
-                    .get(*email)
-                    .is_some_and(|runs| runs.iter().any(|r| r["status"] == "succeeded"))
-                    && !deletes.contains_key(id.as_str())
-            })
-            .map(|(email, _)| email)
-            .collect();
-        let deleted = users
-            .values()
-            .filter(|id| deletes.contains_key(id.as_str()))
-            .count();
-        println!(
-            "  request log: {} vendor requests, {} DELETEs for {deleted} of {} users",
-            requests.len(),
-            deletes.values().sum::<usize>(),
-            users.len()
-        );
-        if !sent_twice.is_empty() {
-            failures.push(format!(
-                "{} users got more than one DELETE (a write sent twice), e.g. {:?}",
-                sent_twice.len(),
-                &sent_twice[..sent_twice.len().min(5)]
-            ));
-        }
-        if !succeeded_not_deleted.is_empty() {
-            failures.push(format!(
-                "{} runs succeeded without their DELETE in the request log, e.g. {:?}",
-                succeeded_not_deleted.len(),
-                &succeeded_not_deleted[..succeeded_not_deleted.len().min(5)]
+                "ticks ran over {} s of the {seconds} s",
+                last - first + 1
             ));
         }
         println!(
-            "  checked: no DELETE sent twice, every succeeded run's DELETE sent: {}",
-            if sent_twice.is_empty() && succeeded_not_deleted.is_empty() {
-                "ok"
-            } else {
-                "NO"
-            }
+            "  {} runs for {} distinct ticks over {} s; checked: no tick twice, none missed: {}",
+            runs.len(),
+            ticks.len(),
+            last - first + 1,
+            if failures.is_empty() { "ok" } else { "NO" }
         );
         for failure in &failures {
             println!("  FAILED: {failure}");
@@ -727,3 +1219,6 @@ impl Work {
         Ok(failures.is_empty())
     }
 }
+
+/// A tick, as a Unix timestamp in seconds.
+type Tick = i64;

@@ -1,8 +1,9 @@
 //! `blockyard.yaml`: the data directory, global variables, named credentials, the API token, the
 //! named API tokens with their roles (`api_tokens`), `serve`'s connection bounds (`serve`), the
-//! time limit of a rhai rule (`rule_time_limit`), the default `notify:` of every workflow and the
-//! default mass-change guard (`guard:`). An API token's value is `${ENV_VAR}` or `file:/path`,
-//! never the token itself.
+//! time limit of a rhai rule (`rule_time_limit`), the default `notify:` of every workflow, the
+//! default mass-change guard (`guard:`) and what `serve` prunes and deletes by itself
+//! (`retention:`, see [`crate::service::retention`]). An API token's value is `${ENV_VAR}` or
+//! `file:/path`, never the token itself.
 //!
 //! The file mirrors the YAML exactly (`deny_unknown_fields`, so a misspelt key is an error) and
 //! keeps a [`SourceMap`] so that every later problem (an unset environment variable, a secret file
@@ -112,6 +113,21 @@ struct ConfigSpec {
     /// Where the store is: `sled` (the data dir; the default) or `{postgres: {url: ...}}`.
     #[serde(default)]
     store: Option<serde_yaml::Value>,
+    /// What `serve` prunes and deletes by itself.
+    #[serde(default)]
+    retention: RetentionSpec,
+}
+
+/// `retention:`, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSpec {
+    #[serde(default)]
+    payloads_after: Option<DurationText>,
+    #[serde(default)]
+    runs_after: Option<DurationText>,
+    #[serde(default)]
+    every: Option<DurationText>,
 }
 
 /// One named API token, as written.
@@ -383,6 +399,8 @@ pub struct Config {
     pub match_warning: f64,
     /// `store:`: where what blockyard keeps is (see [`StoreConfig`]).
     pub store: StoreConfig,
+    /// `retention:`: what `serve` prunes and deletes by itself (off unless set).
+    pub retention: crate::service::retention::Retention,
 }
 
 /// `store:`, checked. Absent or `sled`: the sled store in [`Config::data_dir`]. `postgres`:
@@ -773,7 +791,9 @@ impl Config {
             },
         };
         let store = store_config(spec.store.as_ref(), file, &map)?;
+        let retention = retention_config(&spec.retention, file, &map)?;
         Ok(Config {
+            retention,
             guard,
             match_warning,
             store,
@@ -802,6 +822,66 @@ impl Config {
 }
 
 /// Checks `store:` (see [`StoreConfig`]).
+/// `retention:`, checked: each age a positive duration, `payloads_after` shorter than
+/// `runs_after`, and `every` only beside an age.
+fn retention_config(
+    spec: &RetentionSpec,
+    file: &Path,
+    map: &SourceMap,
+) -> Result<crate::service::retention::Retention, ConfigError> {
+    use crate::service::retention::{Retention, DEFAULT_EVERY};
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: file.to_owned(),
+        location: map.value_location(&YamlPath::root().key("retention").key(key)),
+        message: format!("retention.{key}: {message}"),
+    };
+    let duration = |key: &str, value: &Option<DurationText>, zero: &str| {
+        let Some(DurationText(text)) = value else {
+            return Ok(None);
+        };
+        match crate::compile::parse_duration(text) {
+            Some(d) if !d.is_zero() => Ok(Some((d, text.trim().to_owned()))),
+            Some(_) => Err(invalid(key, format!("must be more than zero; {zero}"))),
+            None => Err(invalid(
+                key,
+                format!(
+                    "`{text}` is not a duration; write a number and a unit, such as `30d` or `12h`"
+                ),
+            )),
+        }
+    };
+    let payloads = duration(
+        "payloads_after",
+        &spec.payloads_after,
+        "leave it out to keep payloads",
+    )?;
+    let runs = duration("runs_after", &spec.runs_after, "leave it out to keep runs")?;
+    let every = duration(
+        "every",
+        &spec.every,
+        "leave it out to run a pass every hour",
+    )?;
+    if let (Some((payloads, p)), Some((runs, r))) = (&payloads, &runs) {
+        if payloads >= runs {
+            return Err(invalid(
+                "payloads_after",
+                format!("`{p}` is not shorter than `runs_after` (`{r}`): runs are deleted whole before their payloads would be blanked; shorten it, or leave it out"),
+            ));
+        }
+    }
+    if payloads.is_none() && runs.is_none() && every.is_some() {
+        return Err(invalid(
+            "every",
+            "sets how often retention runs, but neither `payloads_after` nor `runs_after` is set; add one, or leave `every` out".to_owned(),
+        ));
+    }
+    Ok(Retention {
+        payloads_after: payloads.map(|(d, _)| d),
+        runs_after: runs.map(|(d, _)| d),
+        every: every.map_or(DEFAULT_EVERY, |(d, _)| d),
+    })
+}
+
 fn store_config(
     value: Option<&serde_yaml::Value>,
     file: &Path,
@@ -1049,6 +1129,78 @@ mod tests {
         assert_eq!(
             err("api_tokens:\n  ci:\n    role: viewer\n    token: ${CI_TOKEN}\n    scope: all\n"),
             "b.yaml:5:5: api_tokens.ci: unknown field `scope`, expected `role` or `token`"
+        );
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_each_key_is_checked() {
+        use crate::service::retention::Retention;
+        let config = Config::parse(Path::new("b.yaml"), "data_dir: d\n").unwrap();
+        assert_eq!(config.retention, Retention::default());
+        assert!(config.retention.is_off());
+        let config = Config::parse(
+            Path::new("b.yaml"),
+            "retention: {payloads_after: 30d, runs_after: 365d}\n",
+        )
+        .unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            config.retention,
+            Retention {
+                payloads_after: Some(30 * day),
+                runs_after: Some(365 * day),
+                every: Duration::from_secs(3600),
+            }
+        );
+        let config = Config::parse(
+            Path::new("b.yaml"),
+            "retention:\n  runs_after: 90d\n  every: 15m\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.retention,
+            Retention {
+                payloads_after: None,
+                runs_after: Some(90 * day),
+                every: Duration::from_secs(900),
+            }
+        );
+        let err = |text: &str| {
+            Config::parse(Path::new("b.yaml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("retention:\n  runs_after: a year\n"),
+            "b.yaml:2:15: retention.runs_after: `a year` is not a duration; write a number and a unit, such as `30d` or `12h`"
+        );
+        assert_eq!(
+            err("retention:\n  payloads_after: 30\n"),
+            "b.yaml:2:19: retention.payloads_after: `30` is not a duration; write a number and a unit, such as `30d` or `12h`"
+        );
+        assert_eq!(
+            err("retention:\n  payloads_after: 0d\n"),
+            "b.yaml:2:19: retention.payloads_after: must be more than zero; leave it out to keep payloads"
+        );
+        assert_eq!(
+            err("retention:\n  runs_after: 0s\n"),
+            "b.yaml:2:15: retention.runs_after: must be more than zero; leave it out to keep runs"
+        );
+        assert_eq!(
+            err("retention:\n  runs_after: 30d\n  every: 0m\n"),
+            "b.yaml:3:10: retention.every: must be more than zero; leave it out to run a pass every hour"
+        );
+        assert_eq!(
+            err("retention:\n  payloads_after: 400d\n  runs_after: 365d\n"),
+            "b.yaml:2:19: retention.payloads_after: `400d` is not shorter than `runs_after` (`365d`): runs are deleted whole before their payloads would be blanked; shorten it, or leave it out"
+        );
+        assert_eq!(
+            err("retention:\n  every: 1h\n"),
+            "b.yaml:2:10: retention.every: sets how often retention runs, but neither `payloads_after` nor `runs_after` is set; add one, or leave `every` out"
+        );
+        assert_eq!(
+            err("retention:\n  keep_runs: 30d\n"),
+            "b.yaml:2:3: retention: unknown field `keep_runs`, expected one of `payloads_after`, `runs_after`, `every`"
         );
     }
 

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::exec::{Engine, ExecError, Prepared, Recording, RunRequest};
 use crate::records::{Fields, Subject as RecordSubject};
+use crate::store::api::ReadHistory;
 use crate::store::history::{RunFilter, RunMode, RunStatus, StepStatus, Subject};
 use crate::trigger::{Triggers, WorkflowName};
 
@@ -117,7 +118,12 @@ pub async fn plan(
     let mut records = 0;
     let mut excluded = 0;
     let mut matching: Vec<(String, Fields)> = Vec::new();
-    for entry in engine.records().list(collection) {
+    let scan = engine
+        .records()
+        .scan(collection)
+        .await
+        .map_err(ExecError::from)?;
+    for entry in scan {
         let (key, fields) = entry.map_err(ExecError::from)?;
         records += 1;
         let matched = triggers
@@ -145,7 +151,7 @@ pub async fn plan(
             record: Value::Object(fields.clone()),
         };
         let recording = if offline {
-            Some(latest_recording(&engine, &workflow.name, key)?)
+            Some(latest_recording(&engine, &workflow.name, key).await?)
         } else {
             None
         };
@@ -237,19 +243,25 @@ pub async fn plan(
 /// The steps of the latest live run of `workflow` for `key` that still has them (not pruned), as
 /// the recording `plan --offline` answers reads from; an empty one (every read then fails with
 /// "no recorded answer") when there is none.
-fn latest_recording(engine: &Engine, workflow: &str, key: &str) -> Result<Recording, ExecError> {
+async fn latest_recording(
+    engine: &Engine,
+    workflow: &str,
+    key: &str,
+) -> Result<Recording, ExecError> {
     let history = engine.history();
-    let runs = history.list(&RunFilter {
-        workflow: Some(workflow.to_owned()),
-        subject: Some(key.to_owned()),
-        ..RunFilter::default()
-    })?;
+    let runs = history
+        .list(&RunFilter {
+            workflow: Some(workflow.to_owned()),
+            subject: Some(key.to_owned()),
+            ..RunFilter::default()
+        })
+        .await?;
     for run in runs {
         if run.mode == RunMode::Live
             && !run.pruned
             && run.subject.as_ref().is_some_and(|s| s.key == key)
         {
-            let steps = history.steps(run.id)?;
+            let steps = history.steps(run.id).await?;
             return Ok(Recording::new(&run, steps, None));
         }
     }
@@ -275,7 +287,9 @@ pub fn matching_share(
     let name = WorkflowName::new(&workflow.name);
     let now = Utc::now();
     let (mut matched, mut records) = (0, 0);
-    for entry in engine.records().list(collection) {
+    // Synchronous (a load-time check): PostgreSQL's answer is waited for on this thread.
+    let store = engine.records();
+    for entry in store.wait(store.scan(collection))?? {
         let (_, fields) = entry?;
         records += 1;
         if triggers

@@ -41,6 +41,7 @@ use crate::exec::{Engine, ExecError, Prepared, Recording, RunOutcome, RunRequest
 use crate::http::Credentials;
 use crate::preset::{AuthKind, PresetId, PresetRegistry};
 use crate::spec::Location;
+use crate::store::api::ReadHistory;
 use crate::store::history::{RunId, RunMode, RunTrigger, StepRecord, TriggerKind};
 use crate::template::TemplateEngine;
 
@@ -116,13 +117,14 @@ pub async fn replay(
 ) -> Result<Replayed, ExecError> {
     let history = engine.history();
     let run = history
-        .run(original)?
+        .run(original)
+        .await?
         .ok_or(ExecError::UnknownRun { id: original })?;
     let prepared = match workflow {
         Some(p) => p,
         None => engine.prepare_snapshot(&run)?,
     };
-    let recorded = history.steps(original)?;
+    let recorded = history.steps(original).await?;
     let recording = Recording::new(&run, recorded.clone(), options.from.clone());
     let mut vars = run.vars.clone();
     let own;

@@ -195,6 +195,61 @@ async fn history_prune_keeps_compact_run_records_and_drops_step_payloads() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_prune_runs_deletes_whole_finished_runs_and_never_a_waiting_one() {
+    let env = Env::seeded(5).await;
+    let file = env.write("whoami.yaml", WHOAMI);
+    let run = env.json(&["run", &file.display().to_string(), "--json"]);
+    assert_eq!(run["status"], "succeeded");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let gated = env.write(
+        "gated.yaml",
+        "name: gated\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    approval: required\n    next: end\n  end:\n    type: end\n",
+    );
+    let (code, out, _) = env.run(&["run", &gated.display().to_string(), "--json"]);
+    let waiting: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, &waiting["status"]),
+        (6, &Value::from("waiting_approval"))
+    );
+
+    let (code, stdout, stderr) = env.run(&["history", "prune", "--older-than", "1h", "--runs"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "deleted 0 finished runs (0 steps) and what was kept for them\n"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, stdout, stderr) = env.run(&["history", "prune", "--older-than", "1ms", "--runs"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "deleted 1 finished runs (3 steps) and what was kept for them\n"
+    );
+    let (code, _, stderr) = env.run(&["history", "show", &id]);
+    assert_eq!(
+        (code, stderr),
+        (
+            2,
+            format!(
+                "error: no run `{id}` in this data dir; `blockyard history list` shows the runs\n"
+            )
+        )
+    );
+    let listed = env.json(&["history", "list", "--json"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [waiting["id"].as_str().unwrap()],
+        "the waiting run stays"
+    );
+}
+
 /// begin → me → (maybe, skipped by its edge's `when`) → after: `after` reads `maybe`'s outputs.
 const READS_A_SKIPPED_BLOCK: &str = "name: reads-skipped\nblocks:\n  begin:\n    type: begin\n    next: me\n  me:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    next:\n      - { to: maybe, when: 'false' }\n      - { to: after }\n  maybe:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    outputs: { uri: \"{{response.resource.uri}}\" }\n    next: after\n  after:\n    type: api\n    preset: calendly.current_user\n    credential: calendly\n    outputs: { same: \"{{blocks.maybe.outputs.uri}}\" }\n    next: end\n  end:\n    type: end\n";
 

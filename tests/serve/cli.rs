@@ -147,6 +147,7 @@ async fn serve_cli_commands_go_through_the_running_service_and_answer_as_on_the_
         vec!["triggers", "why", "--subject", "ann@acme.com", "--json"],
         vec!["resume"],
         vec!["history", "prune", "--older-than", "30d"],
+        vec!["history", "prune", "--older-than", "30d", "--runs"],
     ];
     let through: Vec<_> = reads.iter().map(|args| cli(&env, args)).collect();
     // An offline replay adds a run (after the reads), the same both ways.
@@ -447,7 +448,7 @@ async fn serve_api_cli_routes_refuse_unknown_options_and_bad_values() {
     );
     assert_eq!(
         api.post("/history/prune", serde_json::json!({"older": "30d"})).await,
-        error(400, "unknown field `older` in the request body: `POST /api/history/prune` takes `older_than`")
+        error(400, "unknown field `older` in the request body: `POST /api/history/prune` takes `older_than`, `runs`")
     );
     assert_eq!(
         api.post("/history/prune", serde_json::json!({"older_than": "30d"}))

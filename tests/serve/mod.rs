@@ -17,6 +17,7 @@ use crate::support::{self, blocks, Api, Env, THREE_READS, WHOAMI};
 mod cli;
 mod guard;
 mod ops;
+mod retention;
 mod retries;
 mod waits;
 

@@ -1,7 +1,9 @@
 //! The store seam: the data dir's format version, backup and restore, and the behaviour suite
-//! every store backend runs ([`suite`]).
+//! every store backend runs ([`suite`]), and what several workers on one store need of it
+//! ([`workers`]).
 
 mod backup;
 mod format;
 mod postgres;
 mod suite;
+mod workers;

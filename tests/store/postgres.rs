@@ -16,7 +16,7 @@ use super::suite::suite;
 
 /// The test server's URL, or `None` after saying (past the test harness's capture) that `test`
 /// was skipped and how to run it.
-fn server(test: &str) -> Option<String> {
+pub(super) fn server(test: &str) -> Option<String> {
     match std::env::var("BLOCKYARD_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -28,7 +28,7 @@ fn server(test: &str) -> Option<String> {
 }
 
 /// A schema name for one test directory (its path hashed: FNV-1a 64).
-fn schema_for(dir: &Path) -> String {
+pub(super) fn schema_for(dir: &Path) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in dir.as_os_str().as_encoded_bytes() {
         hash ^= u64::from(*byte);
@@ -38,9 +38,9 @@ fn schema_for(dir: &Path) -> String {
 }
 
 /// Drops the schemas a test made, when it ends (passed or not).
-struct Schemas {
-    url: String,
-    names: Mutex<Vec<String>>,
+pub(super) struct Schemas {
+    pub(super) url: String,
+    pub(super) names: Mutex<Vec<String>>,
 }
 
 impl Drop for Schemas {
@@ -108,6 +108,118 @@ async fn open_fresh(url: &str, schemas: &Schemas) -> Postgres {
     Postgres::open_in_schema(url, &name).await.unwrap()
 }
 
+/// A run retention deletes leaves no row in any table keyed by run (the subject index included,
+/// which no trait method reads without its run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_run_leaves_no_row_behind() {
+    use blockyard::store::api::{
+        ApprovalStore, Backend, DurableTimers, WriteHistory, WriteReminders, WriteRetryMarks,
+    };
+    use blockyard::store::history::{RunStatus, StepRecord, StepStatus};
+    let Some(url) = server("store::postgres::a_deleted_run_leaves_no_row_behind") else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let pg = open_fresh(&url, &schemas).await;
+    let history = pg.history().unwrap();
+    let mut run = super::suite::run_record(RunStatus::Running, Some("Jane@Acme.com"));
+    history.put_run(&run).await.unwrap();
+    let step = StepRecord::new(
+        run.id,
+        0,
+        "me",
+        "api",
+        StepStatus::Succeeded,
+        super::suite::at(0),
+    );
+    history.put_steps(&[&step]).await.unwrap();
+    run.status = RunStatus::Succeeded;
+    run.finished_at = Some(super::suite::at(1));
+    history.put_run(&run).await.unwrap();
+    let timers = pg.timers().unwrap();
+    timers.set(run.id, super::suite::at(100)).await.unwrap();
+    timers.watch(run.id, "people/jane@acme.com").await.unwrap();
+    let decision = blockyard::store::approvals::Decision {
+        approved: false,
+        at: super::suite::at(1),
+        by: None,
+        comment: None,
+    };
+    pg.approvals()
+        .unwrap()
+        .decide(run.id, "me", decision)
+        .await
+        .unwrap();
+    let reminder = blockyard::store::reminders::Reminder {
+        since: super::suite::at(0),
+        blocks: vec!["me".to_owned()],
+        due: super::suite::at(60),
+        sent: None,
+    };
+    pg.reminders()
+        .unwrap()
+        .schedule(run.id, &reminder)
+        .await
+        .unwrap();
+    pg.retries()
+        .unwrap()
+        .claim(&run.id.to_string(), "carol", super::suite::at(2))
+        .await
+        .unwrap();
+
+    let name = schemas.names.lock().unwrap()[0].clone();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tables = [
+        ("runs", "id"),
+        ("steps", "run_id"),
+        ("run_subjects", "run_id"),
+        ("timers", "run_id"),
+        ("timer_watches", "run_id"),
+        ("approvals", "run_id"),
+        ("approval_reminders", "run_id"),
+        ("retry_marks", "run_id"),
+    ];
+    let rows = |id: String| {
+        let client = &client;
+        let name = &name;
+        async move {
+            let mut counts = Vec::new();
+            for (table, column) in tables {
+                let n: i64 = client
+                    .query_one(
+                        &format!("SELECT count(*) FROM {name}.{table} WHERE {column} = $1"),
+                        &[&id],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                counts.push((table, n));
+            }
+            counts
+        }
+    };
+    assert!(
+        rows(run.id.to_string()).await.iter().all(|(_, n)| *n == 1),
+        "{:?}",
+        rows(run.id.to_string()).await
+    );
+    let report = history
+        .delete_finished_before(super::suite::at(10), None, 10)
+        .await
+        .unwrap();
+    assert_eq!((report.runs, report.steps, report.next), (1, 1, None));
+    assert_eq!(
+        rows(run.id.to_string()).await,
+        tables.map(|(table, _)| (table, 0))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refused() {
     let Some(url) = server("store::postgres::migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refused")
@@ -128,11 +240,11 @@ async fn migrations_apply_once_an_older_schema_is_migrated_and_a_newer_one_refus
         .await
         .unwrap();
     tokio::spawn(connection);
-    // A database left at version 1 (before the token table, the wait watches and the approval
-    // reminders) is brought to the current one.
+    // A database left at version 1 (before the token table, the wait watches, the approval
+    // reminders and the workers' leases and rate buckets) is brought to the current one.
     client
         .batch_execute(&format!(
-            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders; DELETE FROM {name}.schema_version WHERE version > 1"
+            "DROP TABLE {name}.tokens, {name}.timer_watches, {name}.approval_reminders, {name}.rate_buckets; DROP INDEX {name}.queue_by_claimer; ALTER TABLE {name}.runs DROP COLUMN owner, DROP COLUMN lease_until_ns; DELETE FROM {name}.schema_version WHERE version > 1"
         ))
         .await
         .unwrap();
@@ -206,10 +318,11 @@ fn a_url_blockyard_cannot_use_is_refused_without_its_password() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
-/// Needs no server: `serve` (and every command on the store) refuses `store: postgres` until
-/// the engine runs on it, instead of serving from the sled data dir behind the user's back.
+/// Needs no server: `serve` runs on the database `store: postgres` names (one it cannot reach is
+/// an error), and the commands that open a local store refuse it; neither serves from the sled
+/// data dir behind the user's back.
 #[test]
-fn serve_with_store_postgres_refuses_and_does_not_fall_back_to_sled() {
+fn store_postgres_is_never_answered_from_a_sled_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("blockyard.yaml"),
@@ -217,19 +330,22 @@ fn serve_with_store_postgres_refuses_and_does_not_fall_back_to_sled() {
     )
     .unwrap();
     std::fs::create_dir(dir.path().join("workflows")).unwrap();
-    let refused = |args: &[&str], what: &str| {
+    let failed = |args: &[&str], message: &str| {
         let out = crate::support::command_in(dir.path(), args)
             .env("PG_URL", "postgres://u:hunter2@127.0.0.1:1/db")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{out:?}");
-        assert_eq!(
-            crate::support::stderr(&out),
-            format!("error: `blockyard.yaml` sets `store: postgres`, but {what} cannot run on PostgreSQL yet: this release runs the engine on the sled data dir only, and will not fall back to it; remove `store:` to use the data dir `data`, or prepare the database meanwhile with `blockyard store migrate` and `blockyard store copy`\n")
-        );
+        assert_eq!(crate::support::stderr(&out), message);
     };
-    refused(&["serve", "--listen", "127.0.0.1:0"], "`blockyard serve`");
-    refused(&["history", "list"], "this command");
+    // `serve` runs on the database: one it cannot reach is an error naming it (password
+    // redacted), not a start on the data dir.
+    failed(
+        &["serve", "--listen", "127.0.0.1:0"],
+        "error: the PostgreSQL store at `postgres://u:***@127.0.0.1:1/db` failed: error connecting to server: Connection refused (os error 111)\n",
+    );
+    // The other commands go through a `serve` on it; with none, they refuse.
+    failed(&["history", "list"], "error: `blockyard.yaml` sets `store: postgres`, and this command runs on PostgreSQL only through `blockyard serve`: start `serve` (then this command finds it through the data dir `data`), or give `--server URL`; it will not fall back to the sled data dir (remove `store:` to use that instead)\n");
     // Nothing was made in the data dir: no sled store behind the user's back.
     assert!(!dir.path().join("data").exists());
 }
@@ -665,4 +781,190 @@ async fn handles_on_one_database_never_claim_one_entry_twice_nor_pass_the_guard_
         }
     }
     assert_eq!(passed, 3, "the limit holds across handles");
+}
+
+/// The closed enum the engine holds keeps the same promises, dispatching to its PostgreSQL arm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_enum_keeps_every_promise_on_postgres() {
+    let Some(url) = server("store::postgres::the_store_enum_keeps_every_promise_on_postgres")
+    else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    suite(|dir| {
+        let name = schema_for(dir);
+        let pg = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(Postgres::open_in_schema(&url, &name))
+        })
+        .unwrap();
+        let mut names = schemas.names.lock().unwrap();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        blockyard::store::any::AnyStore::from(pg)
+    })
+    .await;
+}
+
+/// `greet`: a record created starts it; it reads Calendly and saves onto the record.
+const GREET: &str = "name: greet\nblocks:\n  begin: {type: begin, records: people, on: [created], next: me}\n  me: {type: api, preset: calendly.current_user, credential: calendly, save: {calendly_user: \"{{response.resource.uri}}\"}, next: end}\n  end: {type: end}\n";
+
+/// The real `blockyard serve` with `store: postgres` runs on the database: a manual begin → api →
+/// end run against the sandbox, and a run a record write triggers (its save written back onto
+/// the record), all kept in PostgreSQL and none in a sled data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_runs_a_manual_run_and_one_a_record_write_triggers() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    let Some(url) = server(
+        "store::postgres::serve_on_postgres_runs_a_manual_run_and_one_a_record_write_triggers",
+    ) else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let env = crate::support::Env::seeded(2).await;
+    let name = schema_for(env.path());
+    schemas.names.lock().unwrap().push(name.clone());
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .unwrap();
+    let in_schema = format!("{url}?options=-c%20search_path%3D{name}");
+    let config = std::fs::read_to_string(env.path().join("blockyard.yaml")).unwrap();
+    env.write(
+        "blockyard.yaml",
+        &format!("{config}store:\n  postgres:\n    url: ${{PG_URL}}\n"),
+    );
+    std::fs::create_dir(env.path().join("workflows")).unwrap();
+    env.write("workflows/whoami.yaml", crate::support::WHOAMI);
+    env.write("workflows/greet.yaml", GREET);
+
+    let token = crate::support::API_TOKEN;
+    let mut child = env
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("PG_URL", &in_schema)
+        .env("BLOCKYARD_TOKEN", token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve stopped: {said:?}"))
+            .unwrap();
+        said.push(line.clone());
+        if let Some(url) = line.strip_prefix("serving 2 workflows from `workflows` on ") {
+            break format!("{url}/api");
+        }
+    };
+    // The URL it names has its password redacted.
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("store: PostgreSQL at `postgres://")),
+        "{said:?}"
+    );
+    assert!(
+        !said.iter().any(|l| in_schema.contains(l.as_str())),
+        "{said:?}"
+    );
+    let http = reqwest::Client::new();
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.bearer_auth(token).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+
+    // A manual run, begin → api → end.
+    let (status, run) = send(
+        http.post(format!("{base}/workflows/whoami/runs"))
+            .json(&json!({"wait": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        crate::support::blocks(&run),
+        [
+            ("begin", "succeeded"),
+            ("me", "succeeded"),
+            ("end", "succeeded")
+        ]
+    );
+
+    // A record write triggers `greet`, which saves onto the record.
+    let (status, written) = send(
+        http.post(format!("{base}/records/people"))
+            .json(&json!({"email": "ada@example.com", "name": "Ada"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{written}");
+    assert_eq!(written["queued"], 1, "{written}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let runs = loop {
+        let (status, runs) = send(http.get(format!("{base}/runs?workflow=greet"))).await;
+        assert_eq!(status, 200, "{runs}");
+        if runs[0]["status"] == "succeeded" {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the triggered run never finished: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["trigger"]["kind"], "record", "{runs}");
+    let (status, record) = send(http.get(format!("{base}/records/people/ada@example.com"))).await;
+    assert_eq!(status, 200, "{record}");
+    assert!(
+        record["calendly_user"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http")),
+        "{record}"
+    );
+
+    // The CLI reaches the database through the service (its `serve.json` in the data dir).
+    let listed = env
+        .command(&["history", "list", "--json"])
+        .env("PG_URL", &in_schema)
+        .env("BLOCKYARD_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    // Kept in PostgreSQL, not in a sled data dir.
+    let kept: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {name}.runs"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 2);
+    assert!(!env.data_dir().join("db").exists());
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let exit = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(exit.success(), "{exit:?} {said:?} {rest:?}");
 }

@@ -16,8 +16,8 @@ use blockyard::store::api::{
 use blockyard::store::approvals::Decision as Approval;
 use blockyard::store::guard::Admission;
 use blockyard::store::history::{
-    RunFilter, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, StepStatus,
-    Subject as RunSubject, TriggerKind,
+    BatchReport, RunFilter, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord,
+    StepStatus, Subject as RunSubject, TriggerKind,
 };
 use blockyard::store::in_flight::queue_holder;
 use blockyard::store::pauses::Pause;
@@ -146,6 +146,10 @@ pub async fn suite<B: Backend>(make: impl Fn(&Path) -> B) {
     a_watched_record_write_makes_its_watchers_due(&b).await;
     let (_d, b) = fresh();
     history_keeps_runs_steps_snapshots_and_the_subject_index(&b).await;
+    let (_d, b) = fresh();
+    retention_deletes_finished_runs_in_batches_with_what_is_kept_for_them(&b).await;
+    let (_d, b) = fresh();
+    retention_prunes_payloads_in_batches(&b).await;
     let (_d, b) = fresh();
     a_page_of_runs_goes_on_before_its_cursor_with_every_filter(&b).await;
     let (_d, b) = fresh();
@@ -460,6 +464,246 @@ async fn history_keeps_runs_steps_snapshots_and_the_subject_index<B: Backend>(b:
     assert!(read.iter().all(|s| s.outputs.is_empty()), "{read:?}");
     assert!(history.run(run.id).await.unwrap().unwrap().pruned);
     history.durable().await.unwrap();
+}
+
+fn steps_of(run: RunId, n: u32) -> Vec<StepRecord> {
+    (0..n)
+        .map(|seq| {
+            let mut step = StepRecord::new(
+                run,
+                seq,
+                &format!("b{seq}"),
+                "api",
+                StepStatus::Succeeded,
+                at(0),
+            );
+            step.outputs.insert("n".to_owned(), json!(seq));
+            step
+        })
+        .collect()
+}
+
+/// Runs every batch of one retention pass, `limit` runs a batch: each batch's report.
+async fn batches<F, Fut>(limit: usize, batch: F) -> Vec<BatchReport>
+where
+    F: Fn(Option<RunId>, usize) -> Fut,
+    Fut: std::future::Future<Output = blockyard::store::api::Result<BatchReport>>,
+{
+    let mut reports = Vec::new();
+    let mut after = None;
+    loop {
+        let report = batch(after, limit).await.unwrap();
+        reports.push(report);
+        match report.next {
+            Some(next) => after = Some(next),
+            None => return reports,
+        }
+    }
+}
+
+/// Whole runs finished before the cutoff go, with their steps, index entries, timer, watches,
+/// approval decisions, reminder and retry mark; runs not finished (whatever their
+/// `finished_at`), finished later, or with no finish time stay, and so do snapshots.
+async fn retention_deletes_finished_runs_in_batches_with_what_is_kept_for_them<B: Backend>(b: &B) {
+    let (history, timers, approvals, reminders, retries) = (
+        b.history().unwrap(),
+        b.timers().unwrap(),
+        b.approvals().unwrap(),
+        b.reminders().unwrap(),
+        b.retries().unwrap(),
+    );
+    let hash = history.put_snapshot("name: offboard\n").await.unwrap();
+    let cutoff = at(500);
+    let put = |mut run: RunRecord, status: RunStatus, finished: Option<DateTime<Utc>>| {
+        let (history, hash) = (&history, &hash);
+        async move {
+            // First written running (as the engine does: the indexes are written then).
+            history.put_run(&run).await.unwrap();
+            let steps = steps_of(run.id, 3);
+            history.put_steps(&[&steps[0]]).await.unwrap();
+            history.put_steps(&[&steps[1], &steps[2]]).await.unwrap();
+            run.status = status;
+            run.finished_at = finished;
+            run.snapshot = hash.clone();
+            history.put_run(&run).await.unwrap();
+            run
+        }
+    };
+    let mut old = Vec::new();
+    for (i, status) in [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::CompletedWithFailures,
+        RunStatus::NeedsAttention,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = run_record(RunStatus::Running, Some("Jane@Acme.com"));
+        old.push(put(run, status, Some(at(i as i64))).await);
+    }
+    // What else is kept for a run: a stale timer and watch, decisions, a reminder, a retry mark.
+    let first = old[0].id;
+    timers.set(first, at(10_000)).await.unwrap();
+    timers.watch(first, "people/jane@acme.com").await.unwrap();
+    let decision = Approval {
+        approved: true,
+        at: at(1),
+        by: Some("dana".to_owned()),
+        comment: None,
+    };
+    for block in ["delete", "notify"] {
+        approvals
+            .decide(first, block, decision.clone())
+            .await
+            .unwrap();
+    }
+    let reminder = Reminder {
+        since: at(0),
+        blocks: vec!["delete".to_owned()],
+        due: at(60),
+        sent: Some(at(60)),
+    };
+    assert!(reminders.schedule(first, &reminder).await.unwrap());
+    assert_eq!(
+        retries
+            .claim(&first.to_string(), "carol", at(2))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let mut kept = Vec::new();
+    // Not finished, though (for the test) with an old finish time: never touched.
+    for status in RunStatus::ALL.into_iter().filter(|s| !s.is_finished()) {
+        let run = run_record(RunStatus::Running, Some("jane@acme.com"));
+        kept.push(put(run, status, Some(at(0))).await);
+    }
+    let parked = kept
+        .iter()
+        .find(|r| r.status == RunStatus::WaitingApproval)
+        .unwrap()
+        .id;
+    timers.watch(parked, "people/jane@acme.com").await.unwrap();
+    approvals
+        .decide(parked, "delete", decision.clone())
+        .await
+        .unwrap();
+    // Finished at the cutoff or after, or with no finish time: kept.
+    let run = run_record(RunStatus::Running, Some("jane@acme.com"));
+    kept.push(put(run, RunStatus::Succeeded, Some(cutoff)).await);
+    let run = run_record(RunStatus::Running, None);
+    kept.push(put(run, RunStatus::Failed, Some(at(900))).await);
+    let run = run_record(RunStatus::Running, None);
+    kept.push(put(run, RunStatus::Failed, None).await);
+
+    // Two runs a batch: every batch deletes at most two, and the pass ends.
+    let reports = batches(2, |after, limit| {
+        history.delete_finished_before(cutoff, after, limit)
+    })
+    .await;
+    assert!(reports.iter().all(|r| r.runs <= 2), "{reports:?}");
+    let (runs, steps) = reports
+        .iter()
+        .fold((0, 0), |(runs, steps), r| (runs + r.runs, steps + r.steps));
+    assert_eq!((runs, steps), (5, 15), "{reports:?}");
+    for run in &old {
+        assert_eq!(history.run(run.id).await.unwrap(), None);
+        assert_eq!(history.steps(run.id).await.unwrap(), []);
+    }
+    assert_eq!(timers.next().await.unwrap(), None, "the stale timer went");
+    assert_eq!(
+        timers.watchers("people/jane@acme.com").await.unwrap(),
+        [parked],
+        "the deleted run's watch went, the parked run's stayed"
+    );
+    for block in ["delete", "notify"] {
+        assert_eq!(approvals.decision(first, block).await.unwrap(), None);
+    }
+    assert_eq!(
+        approvals.decision(parked, "delete").await.unwrap(),
+        Some(decision)
+    );
+    assert_eq!(reminders.reminder(first).await.unwrap(), None);
+    assert_eq!(retries.mark(&first.to_string()).await.unwrap(), None);
+    for run in &kept {
+        assert_eq!(history.run(run.id).await.unwrap().as_ref(), Some(run));
+        assert_eq!(history.steps(run.id).await.unwrap().len(), 3);
+    }
+    let ids = |runs: Vec<RunRecord>| -> Vec<RunId> { runs.iter().map(|r| r.id).collect() };
+    let mut want: Vec<RunId> = kept.iter().map(|r| r.id).collect();
+    want.sort_by_key(|id| std::cmp::Reverse(*id));
+    assert_eq!(
+        ids(history.list(&RunFilter::default()).await.unwrap()),
+        want
+    );
+    let by_workflow = RunFilter {
+        workflow: Some("offboard".to_owned()),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(history.list(&by_workflow).await.unwrap()), want);
+    let by_subject = RunFilter {
+        subject: Some("jane@acme.com".to_owned()),
+        ..RunFilter::default()
+    };
+    let jane: Vec<RunId> = want
+        .iter()
+        .copied()
+        .filter(|id| kept.iter().any(|r| r.id == *id && r.subject.is_some()))
+        .collect();
+    assert_eq!(ids(history.list(&by_subject).await.unwrap()), jane);
+    assert_eq!(
+        history.snapshot(&hash).await.unwrap().as_deref(),
+        Some("name: offboard\n")
+    );
+
+    // A second pass finds nothing; one batch of one run looks at one run.
+    let again = batches(100, |after, limit| {
+        history.delete_finished_before(cutoff, after, limit)
+    })
+    .await;
+    assert_eq!(again.iter().map(|r| r.runs).sum::<usize>(), 0);
+    let one = history
+        .delete_finished_before(at(1_000), None, 1)
+        .await
+        .unwrap();
+    assert!(one.runs <= 1 && one.next.is_some(), "{one:?}");
+    history.durable().await.unwrap();
+}
+
+/// The payload prune in bounded batches: each batch prunes at most its limit, the pass prunes
+/// every finished run older than the cutoff once, and runs not finished keep their payloads.
+async fn retention_prunes_payloads_in_batches<B: Backend>(b: &B) {
+    let history = b.history().unwrap();
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let mut run = run_record(RunStatus::Running, None);
+        history.put_run(&run).await.unwrap();
+        let steps = steps_of(run.id, 2);
+        history.put_steps(&[&steps[0], &steps[1]]).await.unwrap();
+        if i < 4 {
+            run.status = RunStatus::Succeeded;
+            run.finished_at = Some(at(i));
+            history.put_run(&run).await.unwrap();
+        }
+        runs.push(run);
+    }
+    let reports = batches(3, |after, limit| history.prune_batch(at(100), after, limit)).await;
+    assert!(reports.iter().all(|r| r.runs <= 3), "{reports:?}");
+    let (pruned, steps) = reports
+        .iter()
+        .fold((0, 0), |(runs, steps), r| (runs + r.runs, steps + r.steps));
+    assert_eq!((pruned, steps), (4, 8), "{reports:?}");
+    for (i, run) in runs.iter().enumerate() {
+        let stored = history.run(run.id).await.unwrap().unwrap();
+        let steps = history.steps(run.id).await.unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(stored.pruned, i < 4);
+        assert_eq!(steps.iter().all(|s| s.outputs.is_empty()), i < 4);
+    }
+    let again = batches(3, |after, limit| history.prune_batch(at(100), after, limit)).await;
+    assert_eq!(again.iter().map(|r| r.runs).sum::<usize>(), 0);
 }
 
 /// `before` (a page's cursor) and `trigger`, over the whole history and over the subject index.
@@ -911,4 +1155,10 @@ async fn what_was_flushed_is_there_after_a_reopen<B: Backend>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_keeps_every_promise_of_the_store() {
     suite(|dir| Store::open(dir).unwrap()).await;
+}
+
+/// The closed enum the engine holds keeps the same promises, dispatching to its sled arm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_enum_keeps_every_promise_on_sled() {
+    suite(|dir| blockyard::store::any::AnyStore::from(Store::open(dir).unwrap())).await;
 }

@@ -53,8 +53,10 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
         println!("run {id} already finished: {}", run.status);
         return Ok(ExitCode::from(1));
     }
-    let reason = reason(&history, &run)?;
-    let run = mark_cancelled(&history, run, reason)?;
+    let run = super::run::runtime()?.block_on(async {
+        let reason = reason(&history, &run).await?;
+        mark_cancelled(&history, run, reason).await
+    })?;
     // Its hold on the subject goes; record changes held back for after it wait for the
     // next `serve`, which has the workflows to evaluate them.
     if let Some(subject) = run.subject.as_ref().filter(|_| run.mode == RunMode::Live) {

@@ -48,9 +48,8 @@ pub fn run(command: GuardCommand) -> anyhow::Result<ExitCode> {
 
 fn held(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let runs: Vec<(String, String)> = match Backend::open(&args.common)? {
-        Backend::Local(local) => local
-            .engine()?
-            .held_runs(&args.workflow)?
+        Backend::Local(local) => runtime()?
+            .block_on(local.engine()?.held_runs(&args.workflow))?
             .into_iter()
             .map(|r| (r.id.to_string(), r.error.unwrap_or_default()))
             .collect(),

@@ -24,7 +24,8 @@ pub enum HistoryCommand {
     List(ListArgs),
     /// Show one run: the block timeline with durations, requests and responses.
     Show(ShowArgs),
-    /// Drop the payloads (requests, responses, saves) of old runs, keeping the run records.
+    /// Drop the payloads (requests, responses, saves) of old runs, keeping the run records; with
+    /// `--runs`, delete the old finished runs whole.
     Prune(PruneArgs),
 }
 
@@ -69,6 +70,10 @@ pub struct PruneArgs {
     /// Drop payloads of runs finished longer ago than this (`30d`).
     #[arg(long, value_name = "DURATION")]
     older_than: String,
+    /// Delete those runs whole instead (with their steps, index entries, approval decisions and
+    /// reminders, retry marks); runs not finished are never deleted.
+    #[arg(long)]
+    runs: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -169,20 +174,35 @@ pub fn run(command: HistoryCommand) -> anyhow::Result<ExitCode> {
             let cutoff = ago("older-than", &args.older_than)?;
             let (runs, steps) = match Backend::open(&args.common)? {
                 Backend::Local(local) => {
-                    let report = local.history()?.prune(cutoff)?;
+                    let history = local.history()?;
+                    let (runs, steps) = if args.runs {
+                        super::run::runtime()?.block_on(
+                            blockyard::service::retention::delete_finished_before(&history, cutoff),
+                        )?
+                    } else {
+                        let report = history.prune(cutoff)?;
+                        (report.runs, report.steps)
+                    };
                     local.flush()?;
-                    (report.runs as u64, report.steps as u64)
+                    (runs as u64, steps as u64)
                 }
                 Backend::Remote(remote) => {
-                    let report =
-                        remote.post("/history/prune", json!({"older_than": args.older_than}))?;
+                    let body = match args.runs {
+                        true => json!({"older_than": args.older_than, "runs": true}),
+                        false => json!({"older_than": args.older_than}),
+                    };
+                    let report = remote.post("/history/prune", body)?;
                     (
                         report["runs"].as_u64().unwrap_or(0),
                         report["steps"].as_u64().unwrap_or(0),
                     )
                 }
             };
-            println!("pruned the payloads of {runs} runs ({steps} steps); run records kept");
+            if args.runs {
+                println!("deleted {runs} finished runs ({steps} steps) and what was kept for them");
+            } else {
+                println!("pruned the payloads of {runs} runs ({steps} steps); run records kept");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -198,7 +218,7 @@ fn list(backend: &Backend, filter: &RunFilter) -> anyhow::Result<Vec<Value>> {
         Backend::Local(local) => {
             let history = local.history()?;
             let queue = Queue::open(history.store())?;
-            let runs = queue::list(&history, &queue, filter)?;
+            let runs = super::run::runtime()?.block_on(queue::list(&history, &queue, filter))?;
             Ok(runs.iter().map(Listed::to_json).collect())
         }
         Backend::Remote(remote) => {

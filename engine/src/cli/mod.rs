@@ -163,7 +163,7 @@ unless marked; every /api route is described in GET /api/openapi.json):
   POST /api/workflows/{name}/pause | resume-triggers, /api/pause | /api/resume-triggers (operator)
   POST /api/reload                               reload the workflows as SIGHUP does (admin)
   POST /api/retry-failed                         list, or with `yes` replay, failed runs once (operator)
-  POST /api/history/prune, /api/store/backup     drop old payloads; back the data dir up (admin)
+  POST /api/history/prune, /api/store/backup     drop old payloads or runs; back the data dir up (admin)
 
 Pause is queue-and-hold: a paused workflow's record and schedule triggers still queue their runs,
 which start only after `blockyard resume-triggers`; `serve` lists what is paused when it starts.";

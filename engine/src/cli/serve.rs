@@ -8,6 +8,10 @@
 //! listens it writes `serve.json` (URL and pid, no token) into the data dir, so CLI commands on
 //! that data dir go through its API ([`blockyard::service::endpoint`]); a clean stop removes it.
 //! `--log-format json` writes every stderr line, the status lines included, as one JSON object.
+//!
+//! With `store: postgres` in the config it runs on that database (connected and migrated at
+//! start, a newer schema refused; the URL's password never printed) instead of the data dir's
+//! sled store; the data dir then holds only `serve.json` and the OAuth token store.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -16,11 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use blockyard::config::StoreConfig;
 use blockyard::exec::EngineOptions;
 use blockyard::http::Credentials;
 use blockyard::records::Fields;
 use blockyard::service::endpoint::Endpoint;
 use blockyard::service::{Service, ServiceConfig, ServiceError};
+use blockyard::store::any::AnyStore;
+use blockyard::store::api::ReadPauses;
+use blockyard::store::postgres::Postgres;
 use blockyard::trigger::LoadError;
 
 use super::run::{runtime, CommonArgs};
@@ -92,7 +100,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let config = args.common.config()?;
     let data_dir = args.common.data_dir(config.as_ref());
-    super::store::refuse_postgres(config.as_ref(), "`blockyard serve`", &data_dir)?;
+    // `store: postgres`: the URL is read now (an unset variable is an error before anything
+    // starts); the database is opened on the runtime below.
+    let postgres = match config.as_ref().map(|c| &c.store) {
+        Some(StoreConfig::Postgres { url }) => Some(url.resolve()?),
+        _ => None,
+    };
     let token = match std::env::var("BLOCKYARD_TOKEN") {
         Ok(token) if !token.is_empty() => Some(token),
         _ => match config.as_ref().and_then(|c| c.token.as_ref()) {
@@ -122,7 +135,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|c| c.vars.clone().into_iter().collect())
         .unwrap_or_default();
-    let service_config = ServiceConfig {
+    let mut service_config = ServiceConfig {
         token,
         api_tokens,
         http: serve.limits,
@@ -136,6 +149,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(args.grace),
         config_file: config.as_ref().map(|c| absolute(&c.file)),
         presets_dir: args.common.presets.dir().map(absolute),
+        retention: config.as_ref().map(|c| c.retention).unwrap_or_default(),
         engine: EngineOptions {
             notify: config.as_ref().and_then(|c| c.notify.clone()),
             guard: config.as_ref().and_then(|c| c.guard),
@@ -150,6 +164,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Listen before announcing: a supervisor that signals as soon as it reads `serving` must
         // not meet the default action (SIGHUP would end the process instead of reloading it).
         let mut signals = Signals::listen()?;
+        if let Some(url) = &postgres {
+            let pg = Postgres::open(url).await?;
+            say!("store: PostgreSQL at `{}`", pg.url());
+            // The data dir still holds `serve.json` and the token store.
+            std::fs::create_dir_all(&data_dir).with_context(|| {
+                format!("cannot create the data dir `{}`", data_dir.display())
+            })?;
+            service_config.store = Some(AnyStore::from(pg));
+        }
         let service = match Service::start(service_config).await {
             Ok(service) => service,
             Err(ServiceError::Load(LoadError::Invalid { dir, errors })) => {
@@ -176,7 +199,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.workflows.display(),
             service.addr()
         );
-        for (name, pause) in service.shared().pauses().list()? {
+        for (name, pause) in ReadPauses::list(service.shared().pauses()).await? {
             say!(
                 "paused: `{name}` by {} at {}; its triggered runs are held until `blockyard resume-triggers {name}`",
                 pause.by,

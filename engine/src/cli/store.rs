@@ -2,9 +2,9 @@
 //! a data dir, and putting one back (see `blockyard::store::backup` for how a copy of a live
 //! store is consistent). `blockyard store migrate` brings a PostgreSQL store's schema to this
 //! release's version, and `blockyard store copy` copies a sled data dir into one
-//! (`blockyard::store::postgres`). Until the engine runs on PostgreSQL, every command that would
-//! open the store refuses a config with `store: postgres` ([`refuse_postgres`]) rather than use
-//! the sled data dir behind the user's back.
+//! (`blockyard::store::postgres`). `blockyard serve` runs on a `store: postgres` database; the
+//! other commands that would open a local store refuse such a config ([`refuse_postgres`]) rather
+//! than use the sled data dir behind the user's back.
 //!
 //! A data dir a running `serve` holds is backed up through the service, like every state command
 //! (its `serve.json`, or `--server URL`: `POST /api/store/backup`, with the API token from
@@ -171,7 +171,7 @@ fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 pub fn refuse_postgres(config: Option<&Config>, what: &str, dir: &Path) -> anyhow::Result<()> {
     match config {
         Some(config) if matches!(config.store, StoreConfig::Postgres { .. }) => bail!(
-            "`{}` sets `store: postgres`, but {what} cannot run on PostgreSQL yet: this release runs the engine on the sled data dir only, and will not fall back to it; remove `store:` to use the data dir `{}`, or prepare the database meanwhile with `blockyard store migrate` and `blockyard store copy`",
+            "`{}` sets `store: postgres`, and {what} runs on PostgreSQL only through `blockyard serve`: start `serve` (then {what} finds it through the data dir `{}`), or give `--server URL`; it will not fall back to the sled data dir (remove `store:` to use that instead)",
             config.file.display(),
             dir.display()
         ),

@@ -18,7 +18,7 @@
 use chrono::Utc;
 
 use super::{Engine, ExecError, RunOutcome};
-pub(crate) use crate::store::approvals::Approvals;
+use crate::store::api::{ApprovalStore, ReadHistory, WriteHistory};
 pub use crate::store::approvals::Decision;
 use crate::store::history::{RunId, RunStatus, StepStatus};
 
@@ -58,15 +58,15 @@ impl Engine {
         // Decided under the lock a cancel takes, and marked as executing before it is released:
         // a cancel either came first (refused here) or asks the continued run to stop.
         let active = {
-            let _deciding = self.lock_deciding();
-            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            let _deciding = self.lock_deciding().await;
+            let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
             if run.status == RunStatus::Cancelled {
                 return Err(ExecError::Cancelled {
                     id,
                     block: block.to_owned(),
                 });
             }
-            let steps = history.steps(id)?;
+            let steps = history.steps(id).await?;
             let waiting_step = steps
                 .iter()
                 .rev()
@@ -89,22 +89,22 @@ impl Engine {
             let mut decided = waiting_step.clone();
             decided.finished_at = Some(decision.at);
             decided.note = Some(decision.note());
-            history.put_step(&decided)?;
+            history.put_steps(&[&decided]).await?;
             tracing::info!(run_id = %id, block, by = decision.by.as_deref().unwrap_or(""), approved, "approval decision recorded");
-            self.inner.approvals.put(id, block, decision)?;
+            self.inner.approvals.decide(id, block, decision).await?;
             self.activate(id)
         };
         history.durable().await?;
         tracing::info!(run_id = %id, block, approved, "approval decided");
-        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+        let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
         let outcome = self.continue_active(run).await;
         drop(active);
         outcome
     }
 
     /// The recorded decision on `block` of `run`.
-    pub fn decision(&self, run: RunId, block: &str) -> Result<Option<Decision>, ExecError> {
-        Ok(self.inner.approvals.get(run, block)?)
+    pub async fn decision(&self, run: RunId, block: &str) -> Result<Option<Decision>, ExecError> {
+        Ok(self.inner.approvals.decision(run, block).await?)
     }
 }
 
@@ -119,7 +119,7 @@ pub(crate) enum Gate {
 }
 
 /// Whether `node` of a run may start.
-pub(crate) fn gate(
+pub(crate) async fn gate(
     engine: &Engine,
     prepared: &super::Prepared,
     node: petgraph::graph::NodeIndex,
@@ -138,11 +138,18 @@ pub(crate) fn gate(
     if !required || !persist || mode != RunMode::Live {
         return Ok(Gate::Go);
     }
-    Ok(match engine.inner.approvals.get(run, block.id.as_str())? {
-        Some(Decision { approved: true, .. }) => Gate::Go,
-        Some(Decision {
-            approved: false, ..
-        }) => Gate::Rejected,
-        None => Gate::Wait,
-    })
+    Ok(
+        match engine
+            .inner
+            .approvals
+            .decision(run, block.id.as_str())
+            .await?
+        {
+            Some(Decision { approved: true, .. }) => Gate::Go,
+            Some(Decision {
+                approved: false, ..
+            }) => Gate::Rejected,
+            None => Gate::Wait,
+        },
+    )
 }

@@ -68,6 +68,7 @@ use crate::config::CredentialName;
 use crate::http::{CallError, CallOptions, Client, RenderedRequest, RetryPolicy, VendorError};
 use crate::preset::{PresetId, PresetRegistry};
 use crate::records::{Change, RecordKey, Subject, Write, WriteMode};
+use crate::store::api::{ReadRecords, WriteHistory, WriteRecords};
 use crate::store::history::{RunId, RunMode, StepRecord, StepResponse, StepStatus};
 use crate::template::{JsonTemplate, TemplateEngine};
 
@@ -478,7 +479,7 @@ async fn api(
         step.status = StepStatus::Succeeded;
         step.outputs = role_outputs(false, Value::Null);
         step.note = Some("the subject is already deactivated: not processed".to_owned());
-        return finish(task, step, None, None, http, durable_wait, t0);
+        return finish(task, step, None, None, http, durable_wait, t0).await;
     }
     let redactor = client.redactor();
     let credential = CredentialName::new(call.credential.clone());
@@ -510,7 +511,7 @@ async fn api(
             if write && task.mode == RunMode::DryRun {
                 step.status = StepStatus::Planned;
                 step.note = Some("dry run: write rendered, not sent".to_owned());
-                return finish(task, step, None, None, http, durable_wait, t0);
+                return finish(task, step, None, None, http, durable_wait, t0).await;
             }
             match task.mode {
                 RunMode::Offline => {
@@ -543,7 +544,7 @@ async fn api(
                 RunMode::Live | RunMode::DryRun => {
                     if own_entry(&task, write) {
                         step.status = StepStatus::Sending;
-                        inner.history.put_step(&step)?;
+                        inner.history.put_steps(&[&step]).await?;
                         let wait = Instant::now();
                         inner.history.durable().await?;
                         durable_wait += wait.elapsed();
@@ -714,7 +715,7 @@ async fn api(
         } => {
             step.status = StepStatus::Retrying;
             step.error = Some(message);
-            let mut done = finish(task, step, answer, None, http, durable_wait, t0)?;
+            let mut done = finish(task, step, answer, None, http, durable_wait, t0).await?;
             done.transient = Some(Transient { vendor_wait });
             return Ok(done);
         }
@@ -727,7 +728,7 @@ async fn api(
             step.status = StepStatus::Sending;
             step.error = Some(message);
             step.note = Some("delivery uncertain: not sent again".to_owned());
-            return finish(task, step, answer, Some(attention), http, durable_wait, t0);
+            return finish(task, step, answer, Some(attention), http, durable_wait, t0).await;
         }
         Called::Uncertain { .. } => unreachable!("an uncertain write is checked above"),
     };
@@ -756,7 +757,7 @@ async fn api(
             step.error = Some(message);
         }
     }
-    finish(task, step, answer, attention, http, durable_wait, t0)
+    finish(task, step, answer, attention, http, durable_wait, t0).await
 }
 
 /// A block's inputs and the request it sends: the preset's, with the block's `request:` applied.
@@ -938,7 +939,7 @@ fn own_entry(task: &Task, write: bool) -> bool {
 }
 
 /// Records the settled step (durably, before anything that depends on it starts).
-fn finish(
+async fn finish(
     task: Task,
     mut step: StepRecord,
     answer: Option<Answer>,
@@ -971,7 +972,7 @@ fn finish(
     // depends on it starts (see `run.rs`).
     let written = own_entry(&task, step.write);
     if written {
-        inner.history.put_step(&step)?;
+        inner.history.put_steps(&[&step]).await?;
     }
     tracing::debug!(status = %step.status, "block settled");
     let settled = Settled {
@@ -1032,7 +1033,7 @@ pub(crate) async fn save_subject(
     };
     let subject = Subject::new(collection, RecordKey::parse(key));
     let records = engine.records();
-    let fields = if records.get(&subject)?.is_none() {
+    let fields = if records.get(&subject).await?.is_none() {
         let mut fields = base.as_object().cloned().unwrap_or_default();
         fields.extend(saved.clone());
         fields
@@ -1049,15 +1050,9 @@ pub(crate) async fn save_subject(
     let holder = crate::store::in_flight::run_holder(run);
     // The write evaluates the record triggers' rules: on a blocking thread, never on the async
     // workers every run and the API share (a rule may run up to its time limit).
-    let records = records.clone();
-    let triggers = engine.triggers();
-    let written = tokio::task::spawn_blocking(move || {
-        records.write_as(&[write], &triggers, Utc::now(), Some(&holder))
-    })
-    .await
-    .map_err(|err| ExecError::Task {
-        message: format!("the record write task failed: {err}"),
-    })??;
+    let written = records
+        .write(vec![write], engine.triggers(), Utc::now(), Some(holder))
+        .await?;
     if written.iter().any(|w| !w.queued.is_empty()) {
         engine.wake_queue();
     }

@@ -28,6 +28,9 @@ use serde_json::{json, Map, Value};
 use super::{Engine, ExecError};
 use crate::compile::{Collect, ImportMode, Missing};
 use crate::records::{Change, Fields, KeyRule, RecordKey, Subject, Write, WriteMode};
+use crate::store::any::AnyRecords;
+use crate::store::api::{ReadRecords, WriteRecords};
+use crate::store::StoreError;
 
 /// Records per write transaction.
 const BATCH: usize = 500;
@@ -85,6 +88,9 @@ pub(crate) fn import(
 ) -> Result<Summary, ExecError> {
     let templates = &engine.inner.templates;
     let records = engine.records();
+    // Synchronous (the walk renders under `as_of`): sled answers at once; PostgreSQL's answers
+    // are waited for on this thread (`AnyStore::wait`).
+    let store = &engine.inner.store;
     let rule = KeyRule::with_field(collect.into, collect.key.clone());
     let mut base = Map::new();
     base.insert("vars".to_owned(), context["vars"].clone());
@@ -127,7 +133,7 @@ pub(crate) fn import(
             continue; // listed twice: the first wins
         }
         let subject = Subject::new(collect.into, key.clone());
-        let old = records.get(&subject)?;
+        let old = store.wait(ReadRecords::get(records, &subject))??;
         let (list, fields) = match &old {
             None if collect.mode == ImportMode::UpdateOnly => continue,
             None => (&mut summary.new, fields),
@@ -156,7 +162,17 @@ pub(crate) fn import(
         writes.push(upsert(subject, fields));
     }
     if collect.missing == Missing::Deactivate {
-        for entry in records.list(collect.into) {
+        let listed_now: Box<dyn Iterator<Item = Result<(RecordKey, Fields), StoreError>>> =
+            match records {
+                AnyRecords::Sled(sled) => Box::new(sled.list(collect.into)),
+                records => Box::new(
+                    store
+                        .wait(ReadRecords::list(records, collect.into))??
+                        .into_iter()
+                        .map(Ok),
+                ),
+            };
+        for entry in listed_now {
             let (key, fields) = entry?;
             let in_scope = collect
                 .scope
@@ -173,11 +189,25 @@ pub(crate) fn import(
     }
     if write {
         let triggers = engine.triggers();
-        off_worker(|| {
-            writes
-                .chunks(BATCH)
-                .try_for_each(|batch| records.write(batch, &triggers, Utc::now()).map(drop))
-        })?;
+        match records {
+            AnyRecords::Sled(records) => off_worker(|| {
+                writes
+                    .chunks(BATCH)
+                    .try_for_each(|batch| records.write(batch, &triggers, Utc::now()).map(drop))
+            })?,
+            records => {
+                for batch in writes.chunks(BATCH) {
+                    let write = WriteRecords::write(
+                        records,
+                        batch.to_vec(),
+                        triggers.clone(),
+                        Utc::now(),
+                        None,
+                    );
+                    store.wait(write)??;
+                }
+            }
+        }
     }
     Ok(summary)
 }

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::{Cancel, Engine, ExecError, Prepared, RunOutcome};
 use crate::compile::Guard;
+use crate::store::api::{ReadGuard, ReadHistory, WriteGuard, WriteHistory};
 use crate::store::guard::{Admission, KEEP};
 use crate::store::history::{RunFilter, RunId, RunMode, RunRecord, RunStatus};
 
@@ -34,7 +35,7 @@ pub(crate) enum GuardGate {
 }
 
 /// Whether the destructive write of `node` may leave now.
-pub(crate) fn gate(
+pub(crate) async fn gate(
     engine: &Engine,
     prepared: &Prepared,
     node: petgraph::graph::NodeIndex,
@@ -45,25 +46,23 @@ pub(crate) fn gate(
         return Ok(GuardGate::Go);
     }
     let inner = &engine.inner;
-    if inner.guard.is_released(run.id)? {
+    if inner.guard.is_released(run.id).await? {
         return Ok(GuardGate::Go);
     }
     let workflow = &prepared.workflow;
     let guard = engine.guard_of(workflow);
-    let allowed = guard.map(|g| {
-        let size = workflow
-            .trigger
-            .records
-            .map(|c| inner.records.count(c) as u64)
-            .unwrap_or(0);
-        g.allowed(size)
-    });
+    let size = match (guard, workflow.trigger.records) {
+        (Some(_), Some(collection)) => inner.records.collection_size(collection).await?,
+        _ => 0,
+    };
+    let allowed = guard.map(|g| g.allowed(size));
     let per = guard.map(|g| g.per).unwrap_or(KEEP);
     let block = workflow.graph[node].id.as_str();
     let now = inner.options.clock.now();
     match inner
         .guard
-        .admit(&workflow.name, run.id, block, now, per, allowed)?
+        .admit(&workflow.name, run.id, block, now, per, allowed)
+        .await?
     {
         Admission::Admitted => Ok(GuardGate::Go),
         Admission::Held { count, allowed } => {
@@ -82,7 +81,7 @@ pub(crate) fn gate(
 
 /// Notes on the trigger trace entry that started a held run why it is held, so `triggers why`
 /// says it beside the run. A failure to note it is logged, not the run's.
-pub(crate) fn trace_held(engine: &Engine, run: &RunRecord) {
+pub(crate) async fn trace_held(engine: &Engine, run: &RunRecord) {
     let (Some(subject), Some(why)) = (run.subject.as_ref(), run.error.as_deref()) else {
         return;
     };
@@ -98,6 +97,7 @@ pub(crate) fn trace_held(engine: &Engine, run: &RunRecord) {
         .inner
         .records
         .note_held(&subject, &run.id.to_string(), queued, why)
+        .await
     {
         tracing::warn!(run_id = %run.id, error = %err, "cannot note the held run in the trigger trace");
     }
@@ -140,34 +140,35 @@ impl Engine {
     }
 
     /// The runs of `workflow` held by the guard now, oldest first.
-    pub fn held_runs(&self, workflow: &str) -> Result<Vec<RunRecord>, ExecError> {
-        let mut runs = self.inner.history.list(&RunFilter {
-            workflow: Some(workflow.to_owned()),
-            status: Some(RunStatus::Held),
-            ..RunFilter::default()
-        })?;
+    pub async fn held_runs(&self, workflow: &str) -> Result<Vec<RunRecord>, ExecError> {
+        let mut runs = self
+            .inner
+            .history
+            .list(&RunFilter {
+                workflow: Some(workflow.to_owned()),
+                status: Some(RunStatus::Held),
+                ..RunFilter::default()
+            })
+            .await?;
         runs.reverse();
         Ok(runs)
     }
 
     /// Where the guard of `prepared`'s workflow stands.
-    pub fn guard_status(&self, prepared: &Prepared) -> Result<GuardStatus, ExecError> {
+    pub async fn guard_status(&self, prepared: &Prepared) -> Result<GuardStatus, ExecError> {
         let workflow = &prepared.workflow;
         let guard = self.guard_of(workflow);
         let per = guard.map(|g| g.per).unwrap_or(KEEP);
-        let counted =
-            self.inner
-                .guard
-                .count(&workflow.name, self.inner.options.clock.now(), per)?;
-        let allowed = guard.map(|g| {
-            g.allowed(
-                workflow
-                    .trigger
-                    .records
-                    .map(|c| self.inner.records.count(c) as u64)
-                    .unwrap_or(0),
-            )
-        });
+        let counted = self
+            .inner
+            .guard
+            .count(&workflow.name, self.inner.options.clock.now(), per)
+            .await?;
+        let size = match (guard, workflow.trigger.records) {
+            (Some(_), Some(collection)) => self.inner.records.collection_size(collection).await?,
+            _ => 0,
+        };
+        let allowed = guard.map(|g| g.allowed(size));
         Ok(GuardStatus {
             workflow: workflow.name.clone(),
             guard: guard.map(|g| g.describe()),
@@ -179,7 +180,8 @@ impl Engine {
             counted,
             allowed,
             held: self
-                .held_runs(&workflow.name)?
+                .held_runs(&workflow.name)
+                .await?
                 .iter()
                 .map(|r| r.id)
                 .collect(),
@@ -190,10 +192,10 @@ impl Engine {
     /// continues), then continued; its destructive writes are sent without counting. Returns
     /// the status each ended in.
     pub async fn guard_release(&self, workflow: &str) -> Result<BatchDecision, ExecError> {
-        let held = self.held_runs(workflow)?;
+        let held = self.held_runs(workflow).await?;
         let now = chrono::Utc::now();
         for run in &held {
-            self.inner.guard.release(run.id, now)?;
+            self.inner.guard.release(run.id, now).await?;
         }
         self.inner.history.durable().await?;
         let mut tasks = tokio::task::JoinSet::new();
@@ -211,7 +213,7 @@ impl Engine {
             match outcome {
                 Ok(Some(outcome)) => statuses[i] = outcome.run.status,
                 Ok(None) => {
-                    if let Some(run) = self.inner.history.run(held[i].id)? {
+                    if let Some(run) = self.inner.history.run(held[i].id).await? {
                         statuses[i] = run.status;
                     }
                 }
@@ -235,11 +237,12 @@ impl Engine {
     /// cancelled or continued meanwhile).
     async fn continue_held(&self, id: RunId) -> Result<Option<RunOutcome>, ExecError> {
         let (run, active) = {
-            let _deciding = self.lock_deciding();
+            let _deciding = self.lock_deciding().await;
             let run = self
                 .inner
                 .history
-                .run(id)?
+                .run(id)
+                .await?
                 .ok_or(ExecError::UnknownRun { id })?;
             if run.status != RunStatus::Held || self.is_active(id) {
                 return Ok(None);
@@ -253,7 +256,7 @@ impl Engine {
 
     /// Cancels every run of `workflow` held now: nothing of theirs is sent.
     pub async fn guard_cancel(&self, workflow: &str) -> Result<BatchDecision, ExecError> {
-        let held = self.held_runs(workflow)?;
+        let held = self.held_runs(workflow).await?;
         let mut statuses = Vec::with_capacity(held.len());
         for run in &held {
             statuses.push(match self.cancel(run.id).await? {

@@ -1,7 +1,9 @@
 //! The executor: runs a compiled workflow on tokio, recording every step durably.
 //!
-//! [`Engine`] is shared by every run of a process (cheap to clone): the history ([`History`]), the
-//! records store with the triggers record writes evaluate ([`Engine::set_triggers`]), the vendor
+//! [`Engine`] is shared by every run of a process (cheap to clone): the store it runs on
+//! ([`AnyStore`]: the sled data dir or PostgreSQL, every part called through the store seam's
+//! traits, [`crate::store::api`]), its history, the records with the triggers record writes
+//! evaluate ([`Engine::set_triggers`]), the vendor
 //! [`Client`], a semaphore bounding the runs in flight, the cancel requests, the approval
 //! decisions ([`approval`]) and the mass-change guard, which holds runs before a destructive write
 //! past a workflow's limit ([`guard`]). A run asked for by hand is first [`Engine::admit`]ted: a workflow with
@@ -85,13 +87,14 @@ use tokio::sync::Semaphore;
 use crate::compile::{BlockKind, CompileError, Workflow};
 use crate::http::{Client, Credentials};
 use crate::preset::{ActionKind, PresetId};
-use crate::records::RecordStore;
 use crate::spec::Source;
+use crate::store::any::{AnyApprovals, AnyGuard, AnyHistory, AnyRecords, AnyStore, AnyTimers};
+use crate::store::api::{Backend, DurableTimers, ReadHistory, WriteHistory, WriteRecords};
 pub use crate::store::history::{
     History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
 };
 use crate::store::in_flight::run_holder;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::template::{Template, TemplateEngine};
 use crate::trigger::scheduler::Clock;
 use crate::trigger::Triggers;
@@ -386,14 +389,18 @@ pub struct Engine {
 
 #[derive(Debug)]
 struct Inner {
-    history: History,
+    /// The store every part below was opened from (sled or PostgreSQL).
+    store: AnyStore,
+    history: AnyHistory,
+    /// The parked runs' timers.
+    timers: AnyTimers,
     /// Where `save:`, role retrieval and `collect:` write records (with `triggers`).
-    records: RecordStore,
+    records: AnyRecords,
     /// The workflows a record write by a run may start ([`Triggers::none`] unless serving).
     triggers: std::sync::RwLock<Arc<Triggers>>,
-    approvals: approval::Approvals,
+    approvals: AnyApprovals,
     /// The mass-change guard's counts and releases ([`guard`]).
-    guard: crate::store::guard::GuardStore,
+    guard: AnyGuard,
     client: Client,
     config_vars: Map<String, Value>,
     options: EngineOptions,
@@ -403,8 +410,8 @@ struct Inner {
     /// them to stop; any other unfinished run is cancelled at once.
     active: std::sync::Mutex<HashSet<RunId>>,
     /// Held while a cancel, an approval, a resume or a timer decides on a run nothing executes,
-    /// so they never interleave.
-    deciding: std::sync::Mutex<()>,
+    /// so they never interleave (across the store's awaits: a tokio mutex).
+    deciding: tokio::sync::Mutex<()>,
     /// The lines of runs per workflow and subject.
     turns: turns::Turns,
     /// Woken when run requests are queued (the queue's consumer, under `serve`).
@@ -415,28 +422,32 @@ struct Inner {
 }
 
 impl Engine {
-    /// An engine over `store`, calling vendors through `client`; `config_vars` are the config's
-    /// `vars` (the bottom layer of every run's `vars`).
+    /// An engine over `store` (a sled [`crate::store::Store`] or an [`AnyStore`]), calling
+    /// vendors through `client`; `config_vars` are the config's `vars` (the bottom layer of every
+    /// run's `vars`).
     pub fn new(
-        store: &Store,
+        store: impl Into<AnyStore>,
         client: Client,
         config_vars: Map<String, Value>,
         options: EngineOptions,
     ) -> Result<Engine, ExecError> {
+        let store = store.into();
         Ok(Engine {
             inner: Arc::new(Inner {
-                history: History::open(store)?,
-                records: RecordStore::open(store)?,
+                history: store.history()?,
+                timers: store.timers()?,
+                records: store.records()?,
                 triggers: std::sync::RwLock::new(Arc::new(Triggers::none())),
-                approvals: approval::Approvals::open(store)?,
-                guard: crate::store::guard::GuardStore::open(store)?,
+                approvals: store.approvals()?,
+                guard: store.guard()?,
                 client,
                 config_vars,
                 permits: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
                 options,
-                cancels: cancel::Cancels::new(store.dir()),
+                cancels: cancel::Cancels::new(store.cancels()?),
+                store,
                 active: std::sync::Mutex::default(),
-                deciding: std::sync::Mutex::default(),
+                deciding: tokio::sync::Mutex::default(),
                 turns: turns::Turns::default(),
                 waker: std::sync::OnceLock::new(),
                 templates: TemplateEngine::new(),
@@ -445,12 +456,22 @@ impl Engine {
         })
     }
 
-    pub fn history(&self) -> &History {
+    /// The store the engine runs on.
+    pub fn store(&self) -> &AnyStore {
+        &self.inner.store
+    }
+
+    pub fn history(&self) -> &AnyHistory {
         &self.inner.history
     }
 
+    /// The parked runs' timers.
+    pub fn timers(&self) -> &AnyTimers {
+        &self.inner.timers
+    }
+
     /// The records runs write to.
-    pub fn records(&self) -> &RecordStore {
+    pub fn records(&self) -> &AnyRecords {
         &self.inner.records
     }
 
@@ -496,7 +517,7 @@ impl Engine {
             message: err.to_string(),
         })?;
         Engine::new(
-            self.inner.history.store(),
+            &self.inner.store,
             client,
             Map::new(),
             self.inner.options.clone(),
@@ -513,7 +534,10 @@ impl Engine {
             file: file.display().to_string(),
             errors,
         })?;
-        let snapshot = self.inner.history.put_snapshot(&text)?;
+        let snapshot = self
+            .inner
+            .store
+            .wait(self.inner.history.put_snapshot(&text))??;
         Ok(Arc::new(self.prepared(workflow, text, snapshot)))
     }
 
@@ -528,12 +552,12 @@ impl Engine {
 
     /// The stored snapshot of a run, compiled.
     pub fn prepare_snapshot(&self, run: &RunRecord) -> Result<Arc<Prepared>, ExecError> {
-        let text = self.inner.history.snapshot(&run.snapshot)?.ok_or_else(|| {
-            ExecError::MissingSnapshot {
+        let text = (self.inner.store)
+            .wait(self.inner.history.snapshot(&run.snapshot))??
+            .ok_or_else(|| ExecError::MissingSnapshot {
                 id: run.id,
                 hash: run.snapshot.clone(),
-            }
-        })?;
+            })?;
         self.prepare(Path::new(&run.file), text)
     }
 
@@ -623,7 +647,7 @@ impl Engine {
         let persist = request.persist;
         let record = self.new_record(prepared, &request);
         let _active = self.activate(record.id);
-        let turn = self.take_turn(&record, request.persist)?;
+        let turn = self.take_turn(&record, request.persist).await?;
         self.wait_turn(turn.as_ref(), &record, request.persist, &mut None)
             .await?;
         let result = run::execute(
@@ -636,7 +660,7 @@ impl Engine {
             None,
         )
         .await;
-        self.after_run(&result, persist);
+        self.after_run(&result, persist).await;
         result
     }
 
@@ -653,7 +677,7 @@ impl Engine {
         let (sender, recorded) = tokio::sync::oneshot::channel();
         let active = self.activate(id);
         // Joined now, so runs of one workflow for one subject take turns in submission order.
-        let turn = self.take_turn(&record, request.persist);
+        let turn = self.take_turn_now(&record, request.persist);
         let persist = request.persist;
         let recording = request.recording;
         let handle = tokio::spawn(async move {
@@ -673,7 +697,7 @@ impl Engine {
                 sender,
             )
             .await;
-            engine.after_run(&result, persist);
+            engine.after_run(&result, persist).await;
             result
         });
         Submitted {
@@ -692,8 +716,8 @@ impl Engine {
     pub async fn cancel(&self, id: RunId) -> Result<Cancel, ExecError> {
         let history = &self.inner.history;
         let outcome = {
-            let _deciding = self.lock_deciding();
-            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            let _deciding = self.lock_deciding().await;
+            let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
             if run.status.is_finished() {
                 return Ok(Cancel::Finished(run));
             }
@@ -708,18 +732,20 @@ impl Engine {
                 self.inner.turns.wake();
                 Cancel::Requested
             } else {
-                let reason = cancel::reason(history, &run)?;
+                let reason = cancel::reason(history, &run).await?;
                 let cancelled = if run.status.is_parked() {
                     // Atomic against a timer waking it at the same moment.
-                    history.cancel_parked(id, &reason, chrono::Utc::now())?
+                    history
+                        .cancel_parked(id, &reason, chrono::Utc::now())
+                        .await?
                 } else {
-                    Some(cancel::mark_cancelled(history, run, reason)?)
+                    Some(cancel::mark_cancelled(history, run, reason).await?)
                 };
                 match cancelled {
                     Some(run) => Cancel::Cancelled(run),
                     // Woken (or finished) meanwhile: it is executing, or done.
                     None => {
-                        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                        let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
                         if run.status.is_finished() {
                             return Ok(Cancel::Finished(run));
                         }
@@ -731,35 +757,26 @@ impl Engine {
             }
         };
         if let Cancel::Requested = outcome {
-            let engine = self.clone();
-            tokio::task::spawn_blocking(move || engine.inner.cancels.persist(id))
-                .await
-                .map_err(|err| ExecError::Task {
-                    message: err.to_string(),
-                })?
-                .map_err(|err| ExecError::CancelMarker {
-                    id,
-                    path: self.inner.cancels.marker(id),
-                    message: err.to_string().to_lowercase(),
-                })?;
+            self.inner.cancels.persist(id).await?;
             // A run that finished meanwhile has cleared its request already: its marker goes too.
-            if history.run(id)?.is_some_and(|run| run.status.is_finished()) {
-                self.inner.cancels.clear(id);
+            if history
+                .run(id)
+                .await?
+                .is_some_and(|run| run.status.is_finished())
+            {
+                self.inner.cancels.clear(id).await;
             }
             return Ok(outcome);
         }
         history.durable().await?;
         if let Cancel::Cancelled(run) = &outcome {
-            self.release_subject(run);
+            self.release_subject(run).await;
         }
         Ok(outcome)
     }
 
-    fn lock_deciding(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.inner
-            .deciding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    async fn lock_deciding(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.deciding.lock().await
     }
 
     /// Whether a task of this process is executing run `id` (or holding it for its turn).
@@ -787,7 +804,7 @@ impl Engine {
     /// Finishes every run that was queued or running when its process stopped.
     pub async fn resume_unfinished(&self) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
-        for run in self.inner.history.unfinished()? {
+        for run in self.inner.history.unfinished().await? {
             outcomes.push(self.continue_run(run).await?);
         }
         Ok(outcomes)
@@ -797,16 +814,17 @@ impl Engine {
     /// subject when it finishes. A run cancelled since `run` was read is left as it is.
     pub(crate) async fn continue_run(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
         let (run, _active) = {
-            let _deciding = self.lock_deciding();
+            let _deciding = self.lock_deciding().await;
             let id = run.id;
             let current = self
                 .inner
                 .history
-                .run(id)?
+                .run(id)
+                .await?
                 .ok_or(ExecError::UnknownRun { id })?;
             if current.status.is_finished() {
                 return Ok(RunOutcome {
-                    steps: self.inner.history.steps(id)?,
+                    steps: self.inner.history.steps(id).await?,
                     run: current,
                     duration: Duration::ZERO,
                     http: Duration::ZERO,
@@ -820,19 +838,23 @@ impl Engine {
 
     /// [`Engine::continue_run`] for a run already marked active.
     pub(crate) async fn continue_active(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
-        let turn = self.take_turn(&run, true)?;
+        let turn = self.take_turn(&run, true).await?;
         if let Some(turn) = &turn {
             turn.wait().await;
         }
         let result = resume::resume(self.clone(), run).await;
-        self.after_run(&result, true);
+        self.after_run(&result, true).await;
         result
     }
 
     /// A live run's place in the line of its workflow and subject, and its hold on the subject
     /// record ([`crate::store::in_flight`]); none for a run without a subject, a dry run or an
     /// offline replay.
-    fn take_turn(&self, run: &RunRecord, persist: bool) -> Result<Option<turns::Turn>, ExecError> {
+    async fn take_turn(
+        &self,
+        run: &RunRecord,
+        persist: bool,
+    ) -> Result<Option<turns::Turn>, ExecError> {
         let Some(subject) = run
             .subject
             .as_ref()
@@ -841,10 +863,21 @@ impl Engine {
             return Ok(None);
         };
         if let Some(held) = records_subject(subject) {
-            self.inner.records.hold(&held, &run_holder(run.id))?;
+            self.inner.records.hold(&held, &run_holder(run.id)).await?;
         }
         let line = format!("{}/{}", subject.collection, subject.key);
         Ok(Some(self.join_line(&run.workflow, line, run.id)))
+    }
+
+    /// [`Engine::take_turn`] on the calling thread, for [`Engine::submit`], which joins the
+    /// line before it returns so runs take turns in submission order (a ready future on sled;
+    /// on PostgreSQL the thread waits for the hold, see [`AnyStore::wait`]).
+    fn take_turn_now(
+        &self,
+        run: &RunRecord,
+        persist: bool,
+    ) -> Result<Option<turns::Turn>, ExecError> {
+        self.inner.store.wait(self.take_turn(run, persist))?
     }
 
     /// Waits for a new run's turn, recording it `queued` (and saying so to `recorded`) when
@@ -860,7 +893,7 @@ impl Engine {
             return Ok(());
         };
         if persist {
-            self.inner.history.put_run(record)?;
+            self.inner.history.put_run(record).await?;
             if let Some(sender) = recorded.take() {
                 let _ = sender.send(());
             }
@@ -872,10 +905,10 @@ impl Engine {
     /// After a run's task: a run that finished releases its subject, and the record changes held
     /// back while it was in flight are evaluated (a run waiting for approval keeps its hold).
     /// Only a kept run (`persist`) is counted in the metrics.
-    fn after_run(&self, result: &Result<RunOutcome, ExecError>, persist: bool) {
+    async fn after_run(&self, result: &Result<RunOutcome, ExecError>, persist: bool) {
         if let Ok(outcome) = result {
             if outcome.run.status.is_finished() {
-                self.release_subject(&outcome.run);
+                self.release_subject(&outcome.run).await;
                 if persist {
                     crate::server::metrics::metrics()
                         .run_finished(&outcome.run.workflow, outcome.run.status.name());
@@ -885,19 +918,29 @@ impl Engine {
     }
 
     /// Releases a finished run's hold on its subject record, evaluating what was held back.
-    pub(crate) fn release_subject(&self, run: &RunRecord) {
+    pub(crate) async fn release_subject(&self, run: &RunRecord) {
         let Some(subject) = run.subject.as_ref().and_then(records_subject) else {
             return;
         };
         if run.mode != RunMode::Live {
             return;
         }
-        match self.inner.records.release(
-            &subject,
-            &run_holder(run.id),
-            &self.triggers(),
-            chrono::Utc::now(),
-        ) {
+        let released = match &self.inner.records {
+            // sled: on the calling thread, as before (the release evaluates what was held back).
+            AnyRecords::Sled(records) => records.release(
+                &subject,
+                &run_holder(run.id),
+                &self.triggers(),
+                chrono::Utc::now(),
+            ),
+            records => {
+                let triggers = self.triggers();
+                records
+                    .release(&subject, &run_holder(run.id), triggers, chrono::Utc::now())
+                    .await
+            }
+        };
+        match released {
             Ok(queued) if !queued.is_empty() => self.wake_queue(),
             Ok(_) => {}
             Err(err) => {
@@ -924,16 +967,16 @@ impl Engine {
     pub async fn resume(&self, id: RunId) -> Result<RunOutcome, ExecError> {
         let history = &self.inner.history;
         let (run, _active) = {
-            let _deciding = self.lock_deciding();
-            let mut run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            let _deciding = self.lock_deciding().await;
+            let mut run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
             if matches!(run.status, RunStatus::Retrying | RunStatus::Waiting) {
-                match history.wake(id)? {
+                match history.wake(id).await? {
                     Some(woken) => run = woken,
                     None => {
                         // Woken or cancelled by someone else meanwhile: left as it is.
-                        let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+                        let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
                         return Ok(RunOutcome {
-                            steps: history.steps(id)?,
+                            steps: history.steps(id).await?,
                             run,
                             duration: Duration::ZERO,
                             http: Duration::ZERO,
@@ -956,15 +999,15 @@ impl Engine {
     /// has come): each becomes `running` and its timer is dropped, so no one else wakes it, and
     /// it counts as executing here (a cancel asks it to stop). Continue each with
     /// [`Engine::resume_record`].
-    pub fn wake_due(
+    pub async fn wake_due(
         &self,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<RunRecord>, ExecError> {
         let history = &self.inner.history;
-        let _deciding = self.lock_deciding();
+        let _deciding = self.lock_deciding().await;
         let mut woken = Vec::new();
-        for timer in history.timers().due(now)? {
-            if let Some(run) = history.wake(timer.run)? {
+        for timer in self.inner.timers.due(now).await? {
+            if let Some(run) = history.wake(timer.run).await? {
                 self.inner
                     .active
                     .lock()
@@ -977,7 +1020,7 @@ impl Engine {
     }
 
     /// Continues a run from its record: one [`Engine::wake_due`] claimed, or one
-    /// [`History::unfinished`] listed.
+    /// [`ReadHistory::unfinished`] listed.
     pub async fn resume_record(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
         self.continue_run(run).await
     }
@@ -988,7 +1031,7 @@ impl Engine {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<RunOutcome>, ExecError> {
         let mut outcomes = Vec::new();
-        for run in self.wake_due(now)? {
+        for run in self.wake_due(now).await? {
             outcomes.push(self.resume_record(run).await?);
         }
         Ok(outcomes)
@@ -1086,6 +1129,7 @@ mod tests {
     use crate::config::Config;
     use crate::preset::PresetRegistry;
     use crate::sandbox::{Sandbox, SandboxConfig};
+    use crate::store::Store;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_only_run_writes_its_steps_as_one_entry_and_a_save_writes_them_at_once() {
@@ -1120,6 +1164,7 @@ mod tests {
         assert_eq!(history.entries(outcome.run.id), [(0, 3)]);
         let blocks: Vec<String> = history
             .steps(outcome.run.id)
+            .await
             .unwrap()
             .into_iter()
             .map(|s| s.block)

@@ -13,18 +13,20 @@ use serde_json::json;
 
 use super::{Engine, ExecError};
 use crate::notify::Notify;
+use crate::store::any::AnyReminders;
+use crate::store::api::{Backend, ReadHistory, ReadReminders, WriteReminders};
 use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
-use crate::store::reminders::{Reminder, Reminders};
+use crate::store::reminders::Reminder;
 
 impl Engine {
-    fn reminders(&self) -> Result<Reminders, ExecError> {
-        Ok(Reminders::open(self.records().store())?)
+    fn reminders(&self) -> Result<AnyReminders, ExecError> {
+        Ok(self.inner.store.reminders()?)
     }
 
     /// Schedules the approval reminder of `record`, a live run that has just stopped to wait for
     /// approval with `steps`, when `notify` asks for reminders. Not flushed: the caller's flush
     /// of the run record makes it durable.
-    pub(crate) fn schedule_reminder(
+    pub(crate) async fn schedule_reminder(
         &self,
         notify: &Notify,
         record: &RunRecord,
@@ -48,15 +50,20 @@ impl Engine {
             due,
             sent: None,
         };
-        if self.reminders()?.schedule(record.id, &reminder)? {
+        if self.reminders()?.schedule(record.id, &reminder).await? {
             tracing::debug!(run_id = %record.id, due = %due, "approval reminder scheduled");
         }
         Ok(())
     }
 
     /// When the earliest reminder not sent yet falls due.
-    pub fn next_reminder(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
-        Ok(self.reminders()?.pending()?.first().map(|(_, r)| r.due))
+    pub async fn next_reminder(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, ExecError> {
+        Ok(self
+            .reminders()?
+            .pending()
+            .await?
+            .first()
+            .map(|(_, r)| r.due))
     }
 
     /// Sends every approval reminder due at `now` whose run still waits for approval, each once
@@ -68,21 +75,21 @@ impl Engine {
     ) -> Result<usize, ExecError> {
         let reminders = self.reminders()?;
         let mut sent = 0;
-        for (id, reminder) in reminders.pending()? {
+        for (id, reminder) in reminders.pending().await? {
             if reminder.due > now {
                 break;
             }
-            let run = match self.history().run(id)? {
+            let run = match self.history().run(id).await? {
                 Some(run) if run.status == RunStatus::WaitingApproval => run,
                 _ => {
-                    reminders.remove(id)?;
+                    reminders.remove(id).await?;
                     continue;
                 }
             };
-            if !reminders.claim(id, &reminder, now)? {
+            if !reminders.claim(id, &reminder, now).await? {
                 continue;
             }
-            self.records().store().flush().await?;
+            self.inner.store.flush().await?;
             let prepared = self.prepare_snapshot(&run)?;
             let notify = prepared
                 .workflow

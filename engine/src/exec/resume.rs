@@ -28,6 +28,7 @@ use super::{context, Engine, ExecError, RunOutcome};
 use crate::compile::BlockKind;
 use crate::config::CredentialName;
 use crate::preset::PresetId;
+use crate::store::api::{ReadHistory, WriteHistory};
 use crate::store::history::{RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// What a probe said.
@@ -47,10 +48,10 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
             run.status = RunStatus::Failed;
             run.error = Some(format!("cannot resume: {err}"));
             run.finished_at = Some(Utc::now());
-            history.put_run(&run)?;
+            history.put_run(&run).await?;
             history.durable().await?;
             return Ok(RunOutcome {
-                steps: history.steps(run.id)?,
+                steps: history.steps(run.id).await?,
                 run,
                 duration: started.elapsed(),
                 http: Default::default(),
@@ -59,7 +60,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
         }
         Err(err) => return Err(err),
     };
-    let steps = history.steps(run.id)?;
+    let steps = history.steps(run.id).await?;
     let mut last: HashMap<String, StepRecord> = HashMap::new();
     for step in &steps {
         last.insert(step.block.clone(), step.clone());
@@ -156,7 +157,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                     }
                     step.saved = saved;
                     step.status = StepStatus::Succeeded;
-                    history.put_step(&step)?;
+                    history.put_steps(&[&step]).await?;
                     if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
                         *slot = step.clone();
                     }
@@ -166,7 +167,7 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
                         "outcome unknown after a restart; the preset's probe found the write had not taken effect, so it is sent again in a later step"
                             .to_owned(),
                     );
-                    history.put_step(&step)?;
+                    history.put_steps(&[&step]).await?;
                     continue;
                 }
                 Verdict::Unknown(reason) => {
@@ -198,18 +199,18 @@ pub(crate) async fn resume(engine: Engine, mut run: RunRecord) -> Result<RunOutc
 
 /// Ends a resumed run in `needs_attention` with `message`, recording `step` as it now is.
 async fn needs_attention(
-    history: crate::store::history::History,
+    history: crate::store::any::AnyHistory,
     mut run: RunRecord,
     step: StepRecord,
     mut kept: Vec<StepRecord>,
     message: String,
     started: Instant,
 ) -> Result<RunOutcome, ExecError> {
-    history.put_step(&step)?;
+    history.put_steps(&[&step]).await?;
     run.status = RunStatus::NeedsAttention;
     run.error = Some(message);
     run.finished_at = Some(Utc::now());
-    history.put_run(&run)?;
+    history.put_run(&run).await?;
     history.durable().await?;
     if let Some(slot) = kept.iter_mut().find(|s| s.seq == step.seq) {
         *slot = step;

@@ -42,6 +42,7 @@ use super::resume::{probe, Verdict};
 use super::ExecError;
 use crate::compile::ApiCall;
 use crate::http::{CallError, TransportKind};
+use crate::store::api::ReadHistory;
 use crate::store::history::{StepRecord, StepRetry};
 
 /// How long a block keeps being retried after its first transient failure, unless its
@@ -143,7 +144,7 @@ pub(crate) async fn check(
 ) -> Result<Called, ExecError> {
     let engine = &task.engine;
     let record = &task.context["record"];
-    let verdict = match engine.history().run(task.run)? {
+    let verdict = match engine.history().run(task.run).await? {
         Some(run) => probe(engine, &task.prepared, task.node, step, record, &run).await,
         None => Verdict::Unknown("its run is not in the history to probe it".to_owned()),
     };

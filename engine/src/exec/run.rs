@@ -46,6 +46,7 @@ use super::block::{self, BlockDone, Task};
 use super::guard::{self, GuardGate};
 use super::{context, retry, wait, Engine, ExecError, Prepared, Recording, RunOutcome};
 use crate::compile::{BlockKind, EdgeKind, Wait, WaitFor};
+use crate::store::api::{DurableTimers, ReadHistory, ReadRecords, WriteHistory};
 use crate::store::history::{RunMode, RunRecord, RunStatus, StepRecord, StepStatus};
 
 /// How a block settled, as later blocks and edges see it.
@@ -124,7 +125,7 @@ pub(crate) fn execute(
             Ok(permit) => permit,
             Err(_) => {
                 if persist {
-                    history.put_run(&record)?;
+                    history.put_run(&record).await?;
                     announce(&mut recorded);
                 }
                 inner
@@ -141,7 +142,7 @@ pub(crate) fn execute(
         record.status = RunStatus::Running;
         let started_at = *record.started_at.get_or_insert_with(Utc::now);
         if persist {
-            history.put_run(&record)?;
+            history.put_run(&record).await?;
             announce(&mut recorded);
         }
         let mut resumed = resumed.unwrap_or_default();
@@ -237,7 +238,7 @@ pub(crate) fn execute(
                             progress = true;
                             continue;
                         }
-                        if inner.cancels.is_requested(record.id) {
+                        if inner.cancels.is_requested(record.id).await {
                             cancelled = true;
                             break;
                         }
@@ -248,7 +249,7 @@ pub(crate) fn execute(
                                 progress = true;
                             }
                             BlockKind::Wait(spec) => {
-                                match walk.wait(&record, node, spec, persist)? {
+                                match walk.wait(&record, node, spec, persist).await? {
                                     WaitNow::Parked(at) => {
                                         waits.insert(node, at);
                                     }
@@ -268,7 +269,7 @@ pub(crate) fn execute(
                                                 step.error.as_deref().unwrap_or("no detail")
                                             ));
                                         }
-                                        walk.settle_wait(node, step, replaces, persist)?;
+                                        walk.settle_wait(node, step, replaces, persist).await?;
                                         progress = true;
                                     }
                                 }
@@ -305,7 +306,9 @@ pub(crate) fn execute(
                                     record.id,
                                     record.mode,
                                     persist,
-                                )? {
+                                )
+                                .await?
+                                {
                                     Gate::Go => {}
                                     Gate::Wait => {
                                         let mut step = walk.trivial_step(
@@ -318,7 +321,7 @@ pub(crate) fn execute(
                                             "waiting for approval: `blockyard approve {} {}`",
                                             record.id, step.block
                                         ));
-                                        history.put_step(&step)?;
+                                        history.put_steps(&[&step]).await?;
                                         walk.steps.push(step);
                                         waiting.insert(node);
                                         continue;
@@ -346,14 +349,14 @@ pub(crate) fn execute(
                                     }
                                 }
                                 if let GuardGate::Hold(why) =
-                                    guard::gate(&engine, &prepared, node, &record, persist)?
+                                    guard::gate(&engine, &prepared, node, &record, persist).await?
                                 {
                                     let mut step =
                                         walk.trivial_step(&record, node, StepStatus::Held);
                                     step.finished_at = None;
                                     step.note = Some(why.clone());
-                                    walk.write_unwritten()?;
-                                    history.put_step(&step)?;
+                                    walk.write_unwritten().await?;
+                                    history.put_steps(&[&step]).await?;
                                     walk.steps.push(step);
                                     held_blocks.insert(node);
                                     held.get_or_insert(why);
@@ -368,7 +371,7 @@ pub(crate) fn execute(
                                     walk.flush().await?;
                                 } else if prepared.writes[node.index()] {
                                     // Its intent's flush covers the steps before it.
-                                    walk.write_unwritten()?;
+                                    walk.write_unwritten().await?;
                                 }
                                 let task = Task {
                                     engine: engine.clone(),
@@ -397,7 +400,7 @@ pub(crate) fn execute(
             }
             if walk.unwritten_call && !(ready.is_empty() && tasks.is_empty()) {
                 // A block is about to be waited on: a settled call's outcome is shown meanwhile.
-                walk.write_unwritten()?;
+                walk.write_unwritten().await?;
             }
             // A block that is the only one in flight runs in the run's own task (no spawn, no
             // wake-up across threads); blocks that can run together each get a task.
@@ -425,7 +428,7 @@ pub(crate) fn execute(
                 attention = Some(message);
             }
             if let Some(transient) = done.transient.take() {
-                if let Some(at) = walk.retry_later(&mut done, transient.vendor_wait)? {
+                if let Some(at) = walk.retry_later(&mut done, transient.vendor_wait).await? {
                     // Not settled: parked until `at` (its successors wait with it).
                     if persist && !done.written {
                         walk.unwritten.push(walk.steps.len());
@@ -546,21 +549,21 @@ pub(crate) fn execute(
         }
         if persist {
             // Rule 4: one flush for the run record and every step not flushed yet.
-            walk.write_unwritten()?;
+            walk.write_unwritten().await?;
             // A held run's note in its subject's trigger trace goes first: once the run record
             // says `held`, a reader of the trace must find the note (the same flush makes both
             // durable).
             if record.status == RunStatus::Held {
-                guard::trace_held(&engine, &record);
+                guard::trace_held(&engine, &record).await;
             }
-            history.put_run(&record)?;
+            history.put_run(&record).await?;
             // An approval reminder (`notify.remind_approvers_after`), durable with the record.
             if record.status == RunStatus::WaitingApproval && record.mode == RunMode::Live {
                 let notify = prepared.workflow.notify.as_ref();
                 if let Some(notify) = notify.or(inner.options.notify.as_ref()) {
                     // Every step of the run, also those of the walks before a resume.
-                    let steps = history.steps(record.id)?;
-                    engine.schedule_reminder(notify, &record, &steps)?;
+                    let steps = history.steps(record.id).await?;
+                    engine.schedule_reminder(notify, &record, &steps).await?;
                 }
             }
             walk.flush().await?;
@@ -576,7 +579,7 @@ pub(crate) fn execute(
                 Box::pin(notify.send(client, templates, &record, &walk.subject, &walk.vars)).await;
             }
         }
-        inner.cancels.clear(record.id);
+        inner.cancels.clear(record.id).await;
         tracing::debug!(status = %record.status, "run finished");
         walk.steps.sort_by_key(|s| s.seq);
         Ok(RunOutcome {
@@ -632,7 +635,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Makes every history write so far durable (group commit), timing the wait.
     async fn flush(&mut self) -> Result<(), ExecError> {
-        self.write_unwritten()?;
+        self.write_unwritten().await?;
         let wait = Instant::now();
         // Boxed: a run's future keeps no room for the flush while it waits on anything else.
         Box::pin(self.engine.inner.history.durable()).await?;
@@ -642,10 +645,10 @@ impl Walk<'_> {
     }
 
     /// Writes the unwritten steps to history, as one entry.
-    fn write_unwritten(&mut self) -> Result<(), ExecError> {
+    async fn write_unwritten(&mut self) -> Result<(), ExecError> {
         if !self.unwritten.is_empty() {
             let steps: Vec<&StepRecord> = self.unwritten.iter().map(|&i| &self.steps[i]).collect();
-            self.engine.inner.history.put_steps(&steps)?;
+            self.engine.inner.history.put_steps(&steps).await?;
             self.unwritten.clear();
         }
         self.unwritten_call = false;
@@ -700,7 +703,7 @@ impl Walk<'_> {
     /// `retrying`): the attempt number and first failure come from the block's previous
     /// transient failure. Returns the next attempt's time; `None` when the block gives up, its step
     /// then `failed` (the run goes on as for any failure).
-    fn retry_later(
+    async fn retry_later(
         &mut self,
         done: &mut BlockDone,
         vendor_wait: Option<Duration>,
@@ -756,7 +759,7 @@ impl Walk<'_> {
         }
         if done.written {
             // A live write's step has its own entry: it is written again with its retry.
-            inner.history.put_step(step)?;
+            inner.history.put_steps(&[step]).await?;
         }
         Ok(step_retry.next_at)
     }
@@ -765,7 +768,7 @@ impl Walk<'_> {
     /// waiting until when. A live wait reads the subject record as stored now (and keeps it: the
     /// blocks after a wait see the record as it is when the wait ends); a wait with `wake_when`
     /// watches the record first, so a write of it after this read wakes the run again.
-    fn wait(
+    async fn wait(
         &mut self,
         record: &RunRecord,
         node: NodeIndex,
@@ -881,16 +884,13 @@ impl Walk<'_> {
         if record.mode == RunMode::Live {
             if let Some(subject) = &record.subject {
                 if spec.wake_when.is_some() && persist {
-                    inner
-                        .history
-                        .timers()
-                        .watch(record.id, &subject.record_key())?;
+                    inner.timers.watch(record.id, &subject.record_key()).await?;
                 }
-                if let Some(current) = super::records_subject(subject)
-                    .map(|s| self.engine.records().get(&s))
-                    .transpose()?
-                    .flatten()
-                {
+                let current = match super::records_subject(subject) {
+                    Some(s) => self.engine.records().get(&s).await?,
+                    None => None,
+                };
+                if let Some(current) = current {
                     // What others wrote meanwhile: kept on the step (`saved`), so a resume and
                     // an offline replay see the record as the wait did.
                     for (k, v) in &current {
@@ -952,8 +952,8 @@ impl Walk<'_> {
             step.finished_at = None;
             step.note = Some(self.waiting_reason(node, until));
             if persist {
-                self.write_unwritten()?;
-                inner.history.put_step(&step)?;
+                self.write_unwritten().await?;
+                inner.history.put_steps(&[&step]).await?;
             }
             self.steps.push(step);
         }
@@ -962,7 +962,7 @@ impl Walk<'_> {
 
     /// Settles a `wait` block: a step that replaces its `waiting` step is written over it (its own
     /// entry, same sequence number); any other is kept like a begin's.
-    fn settle_wait(
+    async fn settle_wait(
         &mut self,
         node: NodeIndex,
         step: StepRecord,
@@ -973,7 +973,7 @@ impl Walk<'_> {
             None => self.record_settled(node, step, persist),
             Some(i) => {
                 if persist {
-                    self.engine.inner.history.put_step(&step)?;
+                    self.engine.inner.history.put_steps(&[&step]).await?;
                     self.unflushed = true;
                 }
                 self.settle(node, Settled::from_step(&step));

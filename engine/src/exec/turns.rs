@@ -86,7 +86,7 @@ impl Turn {
             let changed = turns.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.is_first() || self.engine.inner.cancels.is_requested(self.id) {
+            if self.is_first() || self.engine.inner.cancels.is_requested(self.id).await {
                 return;
             }
             changed.await;

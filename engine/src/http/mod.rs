@@ -65,7 +65,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 pub use self::auth::{Authorization, Credential, Credentials, Secret};
 pub use self::error::{CallError, RenderPart, TransportKind, VendorError};
-pub use self::ratelimit::RateLimiter;
+pub use self::ratelimit::{Bucket, LocalBudget, RateLimiter};
 pub use self::redact::Redactor;
 pub use self::request::{RenderedRequest, RequestPatch};
 pub use self::retry::{Clock, RetryPolicy, VirtualTime};

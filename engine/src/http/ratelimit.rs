@@ -6,20 +6,66 @@
 //! client calls [`RateLimiter::pause_for`] with the vendor's wait, so every concurrent run of the
 //! same credential waits it out instead of each discovering the 429 for itself. Only a wait within
 //! the credential's `max_wait` gets here: a vendor asking for 31 years pauses nobody.
+//!
+//! The bucket's arithmetic is [`Bucket`], on explicit times, so that the same bucket serves a
+//! budget kept elsewhere: [`LocalBudget`] is the in-process
+//! [`RateBudget`](crate::store::api::RateBudget) (one process per data dir, as with sled), whose
+//! PostgreSQL twin keeps one bucket row per (vendor, credential) for every worker
+//! (`store/postgres/budget.rs`, where its accuracy is told).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::retry::Clock;
+use crate::store::api::RateBudget;
 
-#[derive(Debug)]
-struct Bucket {
+/// A token bucket of `per_minute` tokens refilled continuously, on any clock (times are
+/// durations since that clock's epoch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
     tokens: f64,
     /// Clock time of the last refill.
     refilled: Duration,
     /// No request before this clock time (after a 429).
     paused_until: Duration,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    pub fn full(per_minute: u32, now: Duration) -> Bucket {
+        Bucket {
+            tokens: f64::from(per_minute.max(1)),
+            refilled: now,
+            paused_until: now,
+        }
+    }
+
+    /// Takes a request's token at `now`: `None` when taken, else how long to wait before asking
+    /// again (nothing taken). A clock that went back refills nothing.
+    pub fn take(&mut self, per_minute: u32, now: Duration) -> Option<Duration> {
+        let cap = f64::from(per_minute.max(1));
+        let rate = cap / 60.0;
+        let earned = now.saturating_sub(self.refilled).as_secs_f64() * rate;
+        self.tokens = (self.tokens + earned).min(cap);
+        self.refilled = self.refilled.max(now);
+        if now < self.paused_until {
+            Some(self.paused_until - now)
+        } else if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            None
+        } else {
+            Some(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+
+    /// No token before `until` (a later pause wins).
+    pub fn pause_until(&mut self, until: Duration) {
+        self.paused_until = self.paused_until.max(until);
+    }
 }
 
 /// A token bucket on a [`Clock`].
@@ -37,11 +83,7 @@ impl RateLimiter {
         RateLimiter {
             per_minute,
             clock,
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(per_minute),
-                refilled: now,
-                paused_until: now,
-            }),
+            bucket: Mutex::new(Bucket::full(per_minute, now)),
         }
     }
 
@@ -50,18 +92,9 @@ impl RateLimiter {
         loop {
             let wait = {
                 let mut bucket = self.bucket.lock().await;
-                let now = self.clock.now();
-                let rate = f64::from(self.per_minute) / 60.0;
-                let earned = now.saturating_sub(bucket.refilled).as_secs_f64() * rate;
-                bucket.tokens = (bucket.tokens + earned).min(f64::from(self.per_minute));
-                bucket.refilled = now;
-                if now < bucket.paused_until {
-                    bucket.paused_until - now
-                } else if bucket.tokens >= 1.0 - 1e-9 {
-                    bucket.tokens = (bucket.tokens - 1.0).max(0.0);
-                    return;
-                } else {
-                    Duration::from_secs_f64((1.0 - bucket.tokens) / rate)
+                match bucket.take(self.per_minute, self.clock.now()) {
+                    None => return,
+                    Some(wait) => wait,
                 }
             };
             tracing::debug!(wait_ms = wait.as_millis() as u64, "rate limit: waiting");
@@ -73,10 +106,71 @@ impl RateLimiter {
     pub async fn pause_for(&self, wait: Duration) {
         let mut bucket = self.bucket.lock().await;
         // Saturating: the client caps a vendor's wait (`max_wait`), but no wait may overflow.
-        let until = self.clock.now().saturating_add(wait);
-        if until > bucket.paused_until {
-            bucket.paused_until = until;
-        }
+        bucket.pause_until(self.clock.now().saturating_add(wait));
+    }
+}
+
+/// The in-process [`RateBudget`]: a [`Bucket`] per (vendor, credential) in memory, exact for the
+/// one process that holds a sled data dir. Clones share the buckets.
+#[derive(Debug, Clone, Default)]
+pub struct LocalBudget {
+    buckets: Arc<std::sync::Mutex<HashMap<(String, String), Bucket>>>,
+}
+
+/// An instant as a [`Bucket`]'s clock time: since the Unix epoch (0 before it).
+fn since_epoch(at: DateTime<Utc>) -> Duration {
+    (at - DateTime::UNIX_EPOCH).to_std().unwrap_or_default()
+}
+
+impl LocalBudget {
+    fn with<T>(
+        &self,
+        vendor: &str,
+        credential: &str,
+        f: impl FnOnce(&mut Bucket) -> T,
+        fresh: Bucket,
+    ) -> T {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets
+            .entry((vendor.to_owned(), credential.to_owned()))
+            .or_insert(fresh);
+        f(bucket)
+    }
+}
+
+impl RateBudget for LocalBudget {
+    fn acquire(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = crate::store::api::Result<Duration>> + Send {
+        let now = since_epoch(now);
+        let wait = self.with(
+            vendor,
+            credential,
+            |bucket| bucket.take(per_minute, now),
+            Bucket::full(per_minute, now),
+        );
+        std::future::ready(Ok(wait.unwrap_or(Duration::ZERO)))
+    }
+
+    fn pause_until(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        until: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = crate::store::api::Result<()>> + Send {
+        let until = since_epoch(until);
+        self.with(
+            vendor,
+            credential,
+            |bucket| bucket.pause_until(until),
+            Bucket::full(per_minute, until),
+        );
+        std::future::ready(Ok(()))
     }
 }
 

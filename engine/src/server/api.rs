@@ -72,6 +72,9 @@ use crate::exec::{
 use crate::records::{Change, Collection, Fields, KeyRule, Outcome, RecordKey, Write, WriteMode};
 use crate::replay::{replay, ReplayOptions, Setup};
 use crate::service::Shared;
+use crate::store::api::{
+    ReadHistory, ReadPauses, ReadRecords, TriggerTraces, WriteHistory, WriteRecords,
+};
 use crate::store::backup::BackupError;
 use crate::store::history::RunFilter;
 use crate::store::StoreError;
@@ -483,7 +486,7 @@ async fn post_records(
     // Off the async workers: the write evaluates the workflows' rules.
     let written = shared
         .records
-        .write_blocking(writes, triggers, chrono::Utc::now())
+        .write(writes, triggers, chrono::Utc::now(), None)
         .await?;
     shared.engine.history().durable().await?;
     let queued: usize = written.iter().map(|w| w.queued.len()).sum();
@@ -520,7 +523,7 @@ async fn get_record(
 ) -> ApiResult {
     let collection = collection(&name)?;
     let subject = crate::records::Subject::new(collection, RecordKey::parse(&key));
-    match shared.records.get(&subject)? {
+    match shared.records.get(&subject).await? {
         Some(fields) => Ok(Json(Value::Object(fields)).into_response()),
         None => Err(ApiError::not_found(format!(
             "no {} record `{}`",
@@ -550,8 +553,8 @@ async fn why(
     _: Body<NoBody>,
 ) -> ApiResult {
     let mut out = Vec::new();
-    for subject in shared.records.traced_subjects(&query.subject)? {
-        let trace = shared.records.trace(&subject)?;
+    for subject in shared.records.traced_subjects(&query.subject).await? {
+        let trace = shared.records.trace(&subject).await?;
         out.push(json!({"subject": subject.to_string(), "trace": trace}));
     }
     Ok(Json(Value::Array(out)).into_response())
@@ -565,20 +568,18 @@ async fn list_workflows(
     _: Body<NoBody>,
 ) -> ApiResult {
     let workflows = shared.workflows();
-    let list: Vec<Value> = workflows
-        .iter()
-        .map(|p| {
-            let w = &p.workflow;
-            json!({
-                "name": w.name,
-                "file": w.file.display().to_string(),
-                "records": w.trigger.records.map(Collection::name),
-                "on": w.trigger.on.iter().copied().map(event_name).collect::<Vec<_>>(),
-                "scheduled": w.trigger.schedule.is_some(),
-                "paused": shared.pauses.get(&w.name).ok().flatten(),
-            })
-        })
-        .collect();
+    let mut list: Vec<Value> = Vec::with_capacity(workflows.len());
+    for p in workflows.iter() {
+        let w = &p.workflow;
+        list.push(json!({
+            "name": w.name,
+            "file": w.file.display().to_string(),
+            "records": w.trigger.records.map(Collection::name),
+            "on": w.trigger.on.iter().copied().map(event_name).collect::<Vec<_>>(),
+            "scheduled": w.trigger.schedule.is_some(),
+            "paused": shared.pauses.paused(&w.name).await.ok().flatten(),
+        }));
+    }
     Ok(Json(Value::Array(list)).into_response())
 }
 
@@ -685,7 +686,7 @@ async fn start_run(
                 .key(&given)
                 .map_err(|err| ApiError::bad_request(format!("the subject: {err}")))?;
             let stored = crate::records::Subject::new(collection, key);
-            let mut fields = shared.records.get(&stored)?.unwrap_or_default();
+            let mut fields = shared.records.get(&stored).await?.unwrap_or_default();
             fields.extend(given);
             Some(stored.with_record(fields))
         }
@@ -732,7 +733,7 @@ async fn start_run(
     }
     // The 202 promises the run: it is on disk before the answer leaves (one group commit).
     shared.engine.history().durable().await?;
-    let run = shared.engine.history().run(id)?;
+    let run = shared.engine.history().run(id).await?;
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
 }
 
@@ -811,7 +812,8 @@ async fn list_runs(
             limit: Some(query.limit.unwrap_or(50).min(1000)),
             ..RunFilter::default()
         },
-    )?;
+    )
+    .await?;
     let runs: Vec<Value> = runs
         .iter()
         .map(crate::store::queue::Listed::to_json)
@@ -830,8 +832,8 @@ async fn show_run(
 ) -> ApiResult {
     let id = run_id(&id)?;
     let history = shared.engine.history();
-    let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
-    let steps = history.steps(id)?;
+    let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
+    let steps = history.steps(id).await?;
     Ok(Json(run_json(&run, &steps)?).into_response())
 }
 
@@ -877,7 +879,8 @@ async fn replay_run(
         let run = shared
             .engine
             .history()
-            .run(id)?
+            .run(id)
+            .await?
             .ok_or(ExecError::UnknownRun { id })?;
         let workflows = shared.workflows();
         let prepared = workflows.get(&run.workflow).cloned().ok_or_else(|| {

@@ -22,6 +22,8 @@
 //! | `blockyard_queue_oldest_age_seconds` | 0 when the queue is empty |
 //! | `blockyard_runs_waiting` | `status`: `waiting_approval`, `retrying`, `waiting` or `held` |
 //! | `blockyard_store_flush_seconds` (histogram) | |
+//! | `blockyard_retention_runs_deleted_total` | whole runs `serve`'s retention deleted ([`crate::service::retention`]) |
+//! | `blockyard_retention_payloads_pruned_total` | runs whose payloads it blanked |
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -38,6 +40,7 @@ use prometheus_client::registry::Registry;
 
 use super::ApiError;
 use crate::service::Shared;
+use crate::store::api::RunQueue;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WorkflowLabel {
@@ -92,6 +95,8 @@ pub struct Metrics {
     queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     runs_waiting: Family<StatusLabel, Gauge>,
     pub store_flush: Histogram,
+    pub retention_runs_deleted: Counter,
+    pub retention_payloads_pruned: Counter,
 }
 
 impl Metrics {
@@ -153,8 +158,22 @@ impl Metrics {
             "Store flushes (sled flush and fsync)",
             store_flush.clone(),
         );
+        let retention_runs_deleted = Counter::default();
+        registry.register(
+            "retention_runs_deleted",
+            "Whole finished runs deleted by retention (`retention.runs_after`)",
+            retention_runs_deleted.clone(),
+        );
+        let retention_payloads_pruned = Counter::default();
+        registry.register(
+            "retention_payloads_pruned",
+            "Finished runs whose payloads retention blanked (`retention.payloads_after`)",
+            retention_payloads_pruned.clone(),
+        );
         Metrics {
             registry,
+            retention_runs_deleted,
+            retention_payloads_pruned,
             runs_started,
             runs_finished,
             block_duration,
@@ -242,8 +261,8 @@ pub(super) async fn serve_metrics(
     _: super::api::Params<super::api::NoQuery>,
 ) -> Result<Response, ApiError> {
     let m = metrics();
-    let queue = shared.queue.pending()?;
-    m.queue_depth.set(shared.queue.len() as i64);
+    let queue = shared.queue.pending().await?;
+    m.queue_depth.set(shared.queue.size().await? as i64);
     let oldest = queue
         .iter()
         .map(|e| e.id.datetime())
@@ -251,10 +270,7 @@ pub(super) async fn serve_metrics(
         .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     m.queue_oldest.set(oldest);
-    let shared2 = shared.clone();
-    let parked = tokio::task::spawn_blocking(move || shared2.engine.history().parked_counts())
-        .await
-        .map_err(super::api::internal)??;
+    let parked = shared.engine.history().parked_counts().await?;
     for (status, count) in parked {
         m.runs_waiting
             .get_or_create(&StatusLabel {

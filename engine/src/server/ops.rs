@@ -34,6 +34,7 @@ use super::api::{
 use super::{Actor, ApiError};
 use crate::service::pause::Pause;
 use crate::service::{ServiceError, Shared};
+use crate::store::api::{Backend, ReadPauses, WritePauses};
 use crate::trigger::LoadError;
 
 /// Adds the operator routes to the service's (roles: `GET` viewer, `POST` operator, reload admin).
@@ -62,7 +63,8 @@ async fn list_paused(
 ) -> ApiResult {
     let list: Vec<Value> = shared
         .pauses()
-        .list()?
+        .list()
+        .await?
         .into_iter()
         .map(|(workflow, p)| json!({"workflow": workflow, "by": p.by, "at": p.at}))
         .collect();
@@ -84,7 +86,8 @@ async fn pause_one(
     }
     let (pause, new) = shared
         .pauses()
-        .pause(&name, &actor.name, chrono::Utc::now())?;
+        .pause(&name, &actor.name, chrono::Utc::now())
+        .await?;
     shared.store.flush().await?;
     if new {
         tracing::info!(workflow = %name, by = %pause.by, "workflow paused");
@@ -105,7 +108,7 @@ async fn pause_all(
     let mut out = Vec::new();
     for prepared in shared.workflows().iter() {
         let name = &prepared.workflow.name;
-        let (pause, new) = shared.pauses().pause(name, by, now)?;
+        let (pause, new) = shared.pauses().pause(name, by, now).await?;
         if new {
             tracing::info!(workflow = %name, by = %pause.by, "workflow paused");
         }
@@ -125,7 +128,7 @@ async fn resume_one(
     _: Params<NoQuery>,
     _: Body<NoBody>,
 ) -> ApiResult {
-    let was = shared.pauses().resume(&name)?;
+    let was = shared.pauses().resume(&name).await?;
     if was.is_none() && shared.workflows().get(&name).is_none() {
         return Err(ApiError::not_found(format!(
             "no workflow `{name}` is loaded or paused; `GET /api/workflows` lists them"
@@ -148,8 +151,8 @@ async fn resume_all(
     _: Body<NoBody>,
 ) -> ApiResult {
     let mut out = Vec::new();
-    for (name, _) in shared.pauses().list()? {
-        let was = shared.pauses().resume(&name)?;
+    for (name, _) in shared.pauses().list().await? {
+        let was = shared.pauses().resume(&name).await?;
         tracing::info!(workflow = %name, by = %actor.name, "workflow triggers resumed");
         out.push(json!({"workflow": name, "paused": false, "was": was}));
     }

@@ -13,9 +13,9 @@
 //! (see [`worker`]), drops the holds on subject records that process left and evaluates the
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
 //! the background, then starts the scheduler, the worker, the timer loop that wakes parked
-//! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`])
-//! and the server. The engine times durable
-//! retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
+//! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`]),
+//! the retention loop when the config's `retention:` asks for one ([`retention`]) and the
+//! server. The engine times durable retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
 //! [`Shared::reload`]); a set that fails to load leaves the old one in place. [`Service::shutdown`] stops taking work (the server
 //! first, then the worker and the scheduler), lets the runs in flight finish for up to
 //! [`ServiceConfig::grace`] (a run still going after that is stopped where it is, exactly like a
@@ -29,6 +29,7 @@ pub mod endpoint;
 pub mod pause;
 pub mod reload;
 pub mod reminders;
+pub mod retention;
 pub mod retry;
 pub mod wake;
 pub mod worker;
@@ -46,10 +47,11 @@ use crate::compile::CompileError;
 use crate::exec::{Engine, EngineOptions, ExecError, Prepared, RunId, RunOutcome};
 use crate::http::{CallError, Client, Credentials};
 use crate::preset::PresetRegistry;
-use crate::records::{Fields, RecordStore};
+use crate::records::Fields;
 use crate::server::{ApiToken, HttpLimits, Readiness, Server, ServerConfig, ServerError};
 use crate::spec::Source;
-use crate::store::queue::Queue;
+use crate::store::any::{AnyPauses, AnyQueue, AnyRecords, AnyStore};
+use crate::store::api::{Backend, ReadHistory, RunQueue};
 use crate::store::{Store, StoreError};
 use crate::trigger::scheduler::{Clock, Fired, Scheduler, SchedulerHandle};
 use crate::trigger::{unique_names, workflow_files, LoadError, Triggers};
@@ -60,6 +62,8 @@ pub struct ServiceConfig {
     /// The directory of workflow files (`*.yaml`, `*.yml`, not recursive).
     pub workflows: PathBuf,
     pub data_dir: PathBuf,
+    /// The store to run on, opened (`store: postgres`); `None`: the sled store in `data_dir`.
+    pub store: Option<AnyStore>,
     /// Where the API listens; port 0 picks a free port ([`Service::addr`] tells which).
     pub listen: SocketAddr,
     /// The API's single admin token (`BLOCKYARD_TOKEN`, acting as `admin`); with no
@@ -89,6 +93,9 @@ pub struct ServiceConfig {
     pub config_file: Option<PathBuf>,
     /// The directory of extra presets (`--presets`), reported the same way.
     pub presets_dir: Option<PathBuf>,
+    /// `retention:`: what the service prunes and deletes by itself ([`retention`]; off by
+    /// default).
+    pub retention: retention::Retention,
 }
 
 impl ServiceConfig {
@@ -97,6 +104,7 @@ impl ServiceConfig {
         ServiceConfig {
             workflows,
             data_dir,
+            store: None,
             listen,
             token: None,
             api_tokens: Vec::new(),
@@ -111,6 +119,7 @@ impl ServiceConfig {
             clock: Clock::system(),
             config_file: None,
             presets_dir: None,
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -207,11 +216,11 @@ impl Workflows {
 #[derive(Debug)]
 pub struct Shared {
     pub(crate) engine: Engine,
-    pub(crate) store: Store,
-    pub(crate) records: RecordStore,
-    pub(crate) queue: Queue,
+    pub(crate) store: AnyStore,
+    pub(crate) records: AnyRecords,
+    pub(crate) queue: AnyQueue,
     /// The paused workflows, whose queued requests the worker holds ([`pause`]).
-    pub(crate) pauses: pause::Pauses,
+    pub(crate) pauses: AnyPauses,
     workflows: RwLock<Arc<Workflows>>,
     /// Woken when records are written, the scheduler fires or a run's end queues runs.
     pub(crate) wake: Arc<Notify>,
@@ -236,19 +245,13 @@ pub(crate) struct Setup {
 
 impl Shared {
     /// Backs the store up into `dir` (new or empty), at one instant, while runs go on (see
-    /// [`crate::store::backup`]); on a blocking thread, since it copies every entry.
+    /// [`crate::store::backup`]); on a blocking thread, since it copies every entry. A
+    /// PostgreSQL store is refused: it is backed up with the database's own tools.
     pub async fn backup(
         &self,
         dir: std::path::PathBuf,
     ) -> Result<crate::store::backup::BackupReport, crate::store::backup::BackupError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.backup(&dir))
-            .await
-            .map_err(|err| {
-                crate::store::backup::BackupError::from(StoreError::Io {
-                    message: format!("the backup task failed: {err}"),
-                })
-            })?
+        self.store.backup(&dir).await
     }
 }
 
@@ -302,12 +305,17 @@ impl Shared {
         &self.engine
     }
 
-    pub fn records(&self) -> &RecordStore {
+    pub fn records(&self) -> &AnyRecords {
         &self.records
     }
 
+    /// The store the service runs on.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
     /// The paused workflows.
-    pub fn pauses(&self) -> &pause::Pauses {
+    pub fn pauses(&self) -> &AnyPauses {
         &self.pauses
     }
 
@@ -350,13 +358,18 @@ pub struct Service {
     timers: JoinHandle<()>,
     /// The approval reminder loop ([`reminders`]).
     reminders: JoinHandle<()>,
+    /// The retention loop ([`retention`]), when `retention:` asks for one.
+    retention: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
 impl Service {
     /// Opens the data dir, loads the workflows, and starts everything (see the module docs).
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
-        let store = Store::open(&config.data_dir)?;
+        let store = match &config.store {
+            Some(store) => store.clone(),
+            None => AnyStore::from(Store::open(&config.data_dir)?),
+        };
         let client = Client::new(config.presets.clone(), config.credentials.clone())?;
         let options = EngineOptions {
             clock: config.clock,
@@ -367,9 +380,9 @@ impl Service {
         warn_matching(&engine, &workflows);
         // A save by one workflow can start another: run writes evaluate the loaded triggers.
         engine.set_triggers(workflows.triggers.clone());
-        let records = RecordStore::open(&store)?;
-        let queue = Queue::open(&store)?;
-        let pauses = pause::Pauses::open(&store)?;
+        let records = store.records()?;
+        let queue = store.queue()?;
+        let pauses = store.pauses()?;
         let shared = Arc::new(Shared {
             engine,
             store,
@@ -389,14 +402,14 @@ impl Service {
             reloader: std::sync::OnceLock::new(),
         });
         shared.engine.set_waker(shared.wake.clone());
-        let settled = worker::settle_started(&shared)?;
+        let settled = worker::settle_started(&shared).await?;
         if settled > 0 {
             tracing::info!(
                 entries = settled,
                 "acknowledged queue entries whose runs had already started"
             );
         }
-        let queued = reconcile_in_flight(&shared)?;
+        let queued = reconcile_in_flight(&shared).await?;
         if queued > 0 {
             tracing::info!(
                 runs = queued,
@@ -405,7 +418,7 @@ impl Service {
         }
         // Listed now, before the timer loop can wake a parked run into `running`: each run is
         // continued by one of them, never both.
-        let unfinished = shared.engine.history().unfinished()?;
+        let unfinished = shared.engine.history().unfinished().await?;
         let resumer = shared.clone();
         shared.spawn_tracked(async move {
             let count = unfinished.len();
@@ -445,6 +458,14 @@ impl Service {
             stopped.clone(),
             config.clock,
         ));
+        let retention = (!config.retention.is_off()).then(|| {
+            tokio::spawn(retention::run(
+                shared.engine.history().clone(),
+                config.retention,
+                stopped.clone(),
+                config.clock,
+            ))
+        });
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
         let mut server_config = ServerConfig::new(config.listen, config.token.clone());
         server_config
@@ -465,6 +486,9 @@ impl Service {
                 let _ = worker.await;
                 let _ = timers.await;
                 let _ = reminders.await;
+                if let Some(retention) = retention {
+                    let _ = retention.await;
+                }
                 if let Some(scheduler) = scheduler.lock().await.take() {
                     let _ = scheduler.stop().await;
                 }
@@ -481,6 +505,7 @@ impl Service {
             worker,
             timers,
             reminders,
+            retention,
             stop,
         })
     }
@@ -512,6 +537,9 @@ impl Service {
         let _ = self.worker.await;
         let _ = self.timers.await;
         let _ = self.reminders.await;
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
         if let Some(scheduler) = self.scheduler.lock().await.take() {
             scheduler.stop().await?;
         }
@@ -538,13 +566,56 @@ impl Service {
 /// Drops the holds on subject records that a stopped process left (a queue entry since
 /// acknowledged, a run finished or never recorded) and evaluates the record changes held back
 /// for subjects nothing holds any more. Returns how many runs that queued.
-fn reconcile_in_flight(shared: &Shared) -> Result<usize, StoreError> {
-    let history = shared.engine.history();
+async fn reconcile_in_flight(shared: &Shared) -> Result<usize, StoreError> {
+    let triggers = shared.workflows().triggers().clone();
+    let (AnyRecords::Sled(records), AnyQueue::Sled(queue), Some(history)) = (
+        &shared.records,
+        &shared.queue,
+        shared.engine.history().sled(),
+    ) else {
+        // PostgreSQL: whether each holder is alive is asked first (each a query), then the
+        // dead ones are dropped.
+        let pending: std::collections::HashSet<_> = shared
+            .queue
+            .pending()
+            .await?
+            .into_iter()
+            .map(|entry| entry.id)
+            .collect();
+        let mut alive = std::collections::HashSet::new();
+        for holder in shared.records.holders().await? {
+            let is_alive = match holder.split_once(':') {
+                Some(("queue", id)) => id.parse().is_ok_and(|id| pending.contains(&id)),
+                Some(("run", id)) => match id.parse() {
+                    Ok(id) => shared
+                        .engine
+                        .history()
+                        .run(id)
+                        .await?
+                        .is_some_and(|run| !run.status.is_finished()),
+                    Err(_) => false,
+                },
+                _ => false,
+            };
+            if is_alive {
+                alive.insert(holder);
+            }
+        }
+        let queued = shared
+            .records
+            .reconcile(
+                &|holder: &str| alive.contains(holder),
+                triggers,
+                chrono::Utc::now(),
+            )
+            .await?;
+        return Ok(queued.len());
+    };
     let alive = |holder: &str| match holder.split_once(':') {
         Some(("queue", id)) => id
             .parse()
             .ok()
-            .and_then(|id| shared.queue.get(id).ok().flatten())
+            .and_then(|id| queue.get(id).ok().flatten())
             .is_some(),
         Some(("run", id)) => id
             .parse()
@@ -553,10 +624,7 @@ fn reconcile_in_flight(shared: &Shared) -> Result<usize, StoreError> {
             .is_some_and(|run| !run.status.is_finished()),
         _ => false,
     };
-    let triggers = shared.workflows().triggers().clone();
-    let queued = shared
-        .records
-        .reconcile(alive, &triggers, chrono::Utc::now())?;
+    let queued = records.reconcile(alive, &triggers, chrono::Utc::now())?;
     Ok(queued.len())
 }
 

@@ -34,7 +34,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
             }
         }
         let now = tokio::time::Instant::now();
-        let until = match engine.next_reminder() {
+        let until = match engine.next_reminder().await {
             Ok(Some(due)) => clock
                 .instant_at(due)
                 .clamp(now + Duration::from_secs(1), now + RECHECK),

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 
 use crate::exec::{Engine, RunRecord};
 use crate::replay::{replay, ReplayOptions, Setup};
-use crate::store::history::{History, RunFilter, RunMode, RunStatus};
+use crate::store::api::{Backend, ReadHistory, ReadRetryMarks, WriteRetryMarks};
+use crate::store::history::{RunFilter, RunMode, RunStatus};
 use crate::store::StoreError;
 
 pub use crate::store::retries::{Retries, RetryMark};
@@ -32,20 +33,22 @@ pub struct RetryFilter {
 
 /// The live runs that failed or need attention and match `filter`, oldest first, each with its
 /// retry mark when it has one.
-pub fn candidates(
-    history: &History,
-    retries: &Retries,
+pub async fn candidates(
+    history: &(impl ReadHistory + Sync),
+    retries: &(impl ReadRetryMarks + Sync),
     filter: &RetryFilter,
 ) -> Result<Vec<(RunRecord, Option<RetryMark>)>, StoreError> {
     let needle = filter.error.as_ref().map(|e| e.to_lowercase());
     let mut out = Vec::new();
     for status in [RunStatus::Failed, RunStatus::NeedsAttention] {
-        let runs = history.list(&RunFilter {
-            workflow: filter.workflow.clone(),
-            status: Some(status),
-            since: filter.since,
-            ..RunFilter::default()
-        })?;
+        let runs = history
+            .list(&RunFilter {
+                workflow: filter.workflow.clone(),
+                status: Some(status),
+                since: filter.since,
+                ..RunFilter::default()
+            })
+            .await?;
         for run in runs {
             if run.mode != RunMode::Live {
                 continue;
@@ -56,7 +59,7 @@ pub fn candidates(
                     continue;
                 }
             }
-            let mark = retries.get(&run.id.to_string())?;
+            let mark = retries.mark(&run.id.to_string()).await?;
             out.push((run, mark));
         }
     }
@@ -148,9 +151,9 @@ pub async fn retry_failed(
     by: &str,
     replay_them: bool,
 ) -> Result<Vec<RetryEntry>, StoreError> {
-    let store = engine.records().store().clone();
-    let retries = Retries::open(&store)?;
-    let found = candidates(engine.history(), &retries, filter)?;
+    let store = engine.store();
+    let retries = store.retries()?;
+    let found = candidates(engine.history(), &retries, filter).await?;
     let mut out = Vec::new();
     for (run, mark) in &found {
         match mark {
@@ -167,7 +170,7 @@ pub async fn retry_failed(
     }
     for (run, _) in found.iter().filter(|(_, mark)| mark.is_none()) {
         let id = run.id.to_string();
-        if let Some(mark) = retries.claim(&id, by, Utc::now())? {
+        if let Some(mark) = retries.claim(&id, by, Utc::now()).await? {
             out.push(RetryEntry {
                 retried: Some(mark),
                 ..RetryEntry::new(run, RetryAction::Skipped)
@@ -184,8 +187,8 @@ pub async fn retry_failed(
         match replay(engine, run.id, None, options).await {
             Ok(replayed) => {
                 let new = &replayed.outcome.run;
-                if let Some(mark) = retries.get(&id)? {
-                    retries.link(&id, mark, &new.id.to_string())?;
+                if let Some(mark) = retries.mark(&id).await? {
+                    retries.link(&id, mark, &new.id.to_string()).await?;
                 }
                 out.push(RetryEntry {
                     replay: Some(ReplayedRun {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Shared;
+use crate::store::api::DurableTimers;
 use crate::trigger::scheduler::Clock;
 
 /// The longest the loop sleeps without looking at the store again.
@@ -35,8 +36,8 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
         let engine = &shared.engine;
         // Subscribed before reading the timers: a timer a record write's transaction moves
         // (a `wait`'s `wake_when` to judge again) wakes the loop however it was written.
-        let changes = engine.history().timers().subscribe();
-        match engine.wake_due(clock.now()) {
+        let changes = engine.timers().changes();
+        match engine.wake_due(clock.now()).await {
             Ok(woken) => {
                 for run in woken {
                     let id = run.id;
@@ -51,7 +52,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, clock: Cl
             }
         }
         let now = tokio::time::Instant::now();
-        let until = match engine.history().timers().next() {
+        let until = match engine.timers().next().await {
             Ok(Some(timer)) => clock.instant_at(timer.at).min(now + IDLE),
             Ok(None) => now + IDLE,
             Err(err) => {

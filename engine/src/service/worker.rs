@@ -44,7 +44,10 @@ use tokio::sync::watch;
 
 use super::Shared;
 use crate::exec::{RunId, RunRequest};
-use crate::records::RecordStore;
+use crate::store::any::AnyRecords;
+use crate::store::api::{
+    ReadHistory, ReadPauses, ReadRecords, RunQueue, TriggerTraces, WriteHistory, WriteRecords,
+};
 use crate::store::history::{RunFilter, TriggerKind};
 use crate::store::in_flight::queue_holder;
 use crate::store::StoreError;
@@ -120,7 +123,7 @@ async fn drain(
         }
         let mut batch = Vec::new();
         while batch.len() < BATCH {
-            match shared.queue.claim() {
+            match shared.queue.claim().await {
                 Ok(Some(entry)) => batch.push(entry),
                 Ok(None) => break,
                 Err(err) => {
@@ -156,19 +159,19 @@ async fn dispatch(
         let name = entry.request.workflow.as_str();
         let Some(prepared) = workflows.get(name) else {
             tracing::warn!(workflow = name, queue_id = %entry.id, "a queued run names a workflow that is not loaded; dropping it");
-            shared.queue.ack(entry.id)?;
-            unhold(shared, entry)?;
+            shared.queue.ack(entry.id).await?;
+            unhold(shared, entry).await?;
             failures.settled(entry.id);
             continue;
         };
         // A paused workflow's requests stay queued, released when the drain ends (see
         // [`super::pause`]); its trace says why once.
-        match shared.pauses.get(name) {
+        match shared.pauses.paused(name).await {
             Ok(None) => {}
             Ok(Some(pause)) => {
                 if failures.noted.insert(entry.id) {
                     let held = format!("not started: {}", pause.describe(name));
-                    if let Err(err) = shared.records.note_paused(entry.id, &held) {
+                    if let Err(err) = shared.records.note_paused(entry.id, &held).await {
                         tracing::warn!(queue_id = %entry.id, error = %err, "cannot note a held run in the trigger trace");
                     }
                     tracing::info!(workflow = name, queue_id = %entry.id, by = %pause.by, "a queued run is held: its workflow is paused");
@@ -182,7 +185,7 @@ async fn dispatch(
                 return Err(err);
             }
         }
-        let request = match run_request(&shared.records, entry) {
+        let request = match request_for(&shared.records, entry).await {
             Ok(request) => request,
             Err(err) => {
                 release(shared, std::slice::from_ref(entry));
@@ -209,10 +212,10 @@ async fn dispatch(
     shared.engine.history().durable().await?;
     for (entry, id) in &recorded {
         let queued = entry.id;
-        shared.records.link_run(queued, &id.to_string())?;
-        shared.queue.ack(queued)?;
+        shared.records.link_run(queued, &id.to_string()).await?;
+        shared.queue.ack(queued).await?;
         // The run holds the subject now (it took its hold when it was submitted).
-        unhold(shared, entry)?;
+        unhold(shared, entry).await?;
         failures.settled(queued);
         tracing::info!(queue_id = %queued, run_id = %id, "run started");
     }
@@ -221,32 +224,47 @@ async fn dispatch(
 }
 
 /// Releases a queue entry's hold on its subject (see [`crate::store::in_flight`]).
-fn unhold(shared: &Shared, entry: &QueueEntry) -> Result<(), StoreError> {
+async fn unhold(shared: &Shared, entry: &QueueEntry) -> Result<(), StoreError> {
     let Some(subject) = &entry.request.subject else {
         return Ok(());
     };
     let triggers = shared.workflows().triggers().clone();
-    let queued = shared.records.release(
-        subject,
-        &queue_holder(entry.id),
-        &triggers,
-        chrono::Utc::now(),
-    )?;
+    let holder = queue_holder(entry.id);
+    let queued = match &shared.records {
+        // sled: on the calling thread, as before.
+        AnyRecords::Sled(records) => {
+            records.release(subject, &holder, &triggers, chrono::Utc::now())?
+        }
+        records => {
+            records
+                .release(subject, &holder, triggers, chrono::Utc::now())
+                .await?
+        }
+    };
     if !queued.is_empty() {
         shared.wake.notify_one();
     }
     Ok(())
 }
 
+/// The executor's request for a queue entry, on a synchronous caller (see
+/// [`AnyRecords::wait`]).
+pub fn run_request(records: &AnyRecords, entry: &QueueEntry) -> Result<RunRequest, StoreError> {
+    records.wait(request_for(records, entry))?
+}
+
 /// The executor's request for a queue entry.
-pub fn run_request(records: &RecordStore, entry: &QueueEntry) -> Result<RunRequest, StoreError> {
+pub async fn request_for(
+    records: &AnyRecords,
+    entry: &QueueEntry,
+) -> Result<RunRequest, StoreError> {
     let request = &entry.request;
     let subject = match &request.subject {
         None => None,
         Some(subject) => {
             let fields = match &request.snapshot {
                 Some(fields) => fields.clone(),
-                None => records.get(subject)?.unwrap_or_default(),
+                None => records.get(subject).await?.unwrap_or_default(),
             };
             Some(subject.with_record(fields))
         }
@@ -261,15 +279,19 @@ pub use crate::store::queue::queue_id_of;
 
 /// Links and acks the queued entries whose runs a previous process already recorded (it stopped
 /// between recording the run and acknowledging the entry). Returns how many.
-pub fn settle_started(shared: &Shared) -> Result<usize, StoreError> {
-    let pending = shared.queue.pending()?;
+pub async fn settle_started(shared: &Shared) -> Result<usize, StoreError> {
+    let pending = shared.queue.pending().await?;
     let Some(oldest) = pending.iter().map(|e| e.id.datetime()).min() else {
         return Ok(0);
     };
-    let runs = shared.engine.history().list(&RunFilter {
-        since: Some(oldest - chrono::TimeDelta::seconds(1)),
-        ..RunFilter::default()
-    })?;
+    let runs = shared
+        .engine
+        .history()
+        .list(&RunFilter {
+            since: Some(oldest - chrono::TimeDelta::seconds(1)),
+            ..RunFilter::default()
+        })
+        .await?;
     let started: HashMap<QueueId, RunId> = runs
         .iter()
         .filter(|r| matches!(r.trigger.kind, TriggerKind::Record | TriggerKind::Schedule))
@@ -278,9 +300,9 @@ pub fn settle_started(shared: &Shared) -> Result<usize, StoreError> {
     let mut settled = 0;
     for entry in pending {
         if let Some(run) = started.get(&entry.id) {
-            shared.records.link_run(entry.id, &run.to_string())?;
-            shared.queue.ack(entry.id)?;
-            unhold(shared, &entry)?;
+            shared.records.link_run(entry.id, &run.to_string()).await?;
+            shared.queue.ack(entry.id).await?;
+            unhold(shared, &entry).await?;
             settled += 1;
         }
     }

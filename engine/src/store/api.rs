@@ -15,6 +15,12 @@
 //! claimed once before it is sent); a [`Backend`] opens them all and makes writes durable. The
 //! OAuth token store has its own trait (`store/tokens.rs`).
 //!
+//! For several workers on one store: [`RunLeases`] (on the history handle: which worker executes
+//! which run, under a lease it renews, and the orphans of a dead worker, claimed once) and
+//! [`QueueLeases`] (on the queue handle: claims under the same leases), each worker named by a
+//! [`WorkerId`]; [`RateBudget`] (a vendor's request budget, one token bucket per vendor and
+//! credential for every worker).
+//!
 //! What a record write triggers reaches the store as a callback, [`Evaluate`], which the store
 //! calls before its transaction and which does no I/O: the store never names the trigger module.
 //!
@@ -27,13 +33,14 @@
 //!
 //! # How the engine holds the backend
 //!
-//! A closed set of backends, dispatched by `match`: [`Store`] is the handle every layer holds,
-//! and the sled types behind it ([`History`], [`RecordStore`], [`Queue`], [`Timers`],
-//! [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`], [`Reminders`]) implement these
-//! traits, and so does [`super::postgres::Postgres`] (its tables, one module per concern). The
-//! engine still calls the sled types' own
-//! (synchronous) methods; the PostgreSQL backend turns [`Store`] into an enum of the two and moves
-//! those calls onto the traits, so no `dyn` and no boxed future is paid on the hot path.
+//! A closed set of backends, dispatched by `match`: the sled types ([`History`], [`RecordStore`],
+//! [`Queue`], [`Timers`], [`Approvals`], [`GuardStore`], [`Pauses`], [`Retries`], [`Reminders`],
+//! opened from [`Store`]) implement these traits, and so does [`super::postgres::Postgres`] (its
+//! tables, one module per concern). The engine holds [`super::any::AnyStore`] and its parts, an
+//! enum of the two per part implementing the same traits by `match`, and calls the traits: no
+//! `dyn` and, on sled, no boxed future on the hot path. What only one caller needs and no trait
+//! says (a collection's size, trace notes, `reconcile`) is on those enums, answered by each
+//! backend.
 
 use std::collections::HashSet;
 use std::future::{ready, Future};
@@ -47,7 +54,7 @@ use super::approvals::{Approvals, Decision as ApprovalDecision};
 use super::backup::{BackupError, BackupReport};
 use super::cancels::CancelMarkers;
 use super::guard::{Admission, GuardStore};
-use super::history::{History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
+use super::history::{BatchReport, History, PruneReport, RunFilter, RunId, RunRecord, StepRecord};
 use super::in_flight::InFlight;
 use super::pauses::{Pause, Pauses};
 use super::queue::{Queue, QueueEntry, QueueId, WorkflowName};
@@ -99,6 +106,26 @@ pub trait WriteHistory: ReadHistory {
     ) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
     /// Blanks the recorded payloads of runs finished before `cutoff`.
     fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send;
+    /// One bounded batch of [`WriteHistory::prune`] (`serve`'s retention): goes through the runs
+    /// after `after` in id order, at most `limit` of them, and blanks the payloads of those
+    /// finished before `cutoff`. Its `next` is where the next batch goes on (`None`: done).
+    fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send;
+    /// Deletes whole runs finished before `cutoff`, in one bounded batch as
+    /// [`WriteHistory::prune_batch`]: each run with its steps, its index entries, and its timer,
+    /// record watches, approval decisions, approval reminder and retry mark, atomically. A run
+    /// not finished (queued, running, or parked: waiting, retrying, waiting for approval, held)
+    /// is never touched; workflow snapshots stay.
+    fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send;
     /// Makes every write so far durable (group-committed with other callers).
     fn durable(&self) -> impl Future<Output = Result<()>> + Send;
 }
@@ -208,7 +235,9 @@ pub trait ScheduleState {
         &self,
         workflow: &WorkflowName,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
-    /// Enqueues one tick's requests and records `tick` as `workflow`'s last, atomically.
+    /// Enqueues one tick's requests and records `tick` as `workflow`'s last, atomically; a tick
+    /// not after `workflow`'s last (another worker fired it, or it is older) enqueues nothing and
+    /// returns no id, so each tick fires once across every handle on the store.
     fn enqueue_tick(
         &self,
         workflow: &WorkflowName,
@@ -410,6 +439,26 @@ impl WriteHistory for History {
     fn prune(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<PruneReport>> + Send {
         ready(History::prune(self, cutoff))
     }
+    /// On a blocking thread: a batch reads and writes up to `limit` runs.
+    fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send {
+        let history = self.clone();
+        retention(move || history.prune_batch(cutoff, after, limit))
+    }
+    /// On a blocking thread, as [`WriteHistory::prune_batch`].
+    fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<BatchReport>> + Send {
+        let history = self.clone();
+        retention(move || history.delete_finished_before(cutoff, after, limit))
+    }
     fn durable(&self) -> impl Future<Output = Result<()>> + Send {
         History::durable(self)
     }
@@ -441,6 +490,17 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|err| StoreError::Io {
             message: format!("the record write task failed: {err}"),
+        })?
+}
+
+/// A retention batch of the sled history, on a blocking thread.
+async fn retention(
+    work: impl FnOnce() -> Result<BatchReport> + Send + 'static,
+) -> Result<BatchReport> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| StoreError::Io {
+            message: format!("the retention task failed: {err}"),
         })?
 }
 
@@ -749,4 +809,210 @@ impl Backend for Store {
                 })?
         }
     }
+}
+
+/// One worker: a process sharing a store with others. The leases it holds (on runs, on queue
+/// entries) name it; a fresh id per process ([`WorkerId::generate`]) means a restarted worker
+/// takes its former runs back as any other worker does, once their leases pass.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// A new id, unique to this process (a ULID).
+    pub fn generate() -> WorkerId {
+        WorkerId(ulid::Ulid::new().to_string())
+    }
+    /// An id chosen by its operator (a host name, say): unique among the store's workers.
+    pub fn new(id: impl Into<String>) -> WorkerId {
+        WorkerId(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What [`RunLeases::renew`] kept: the runs and queue entries whose leases it extended. A run or
+/// entry the worker was executing and that is not here is no longer its own (its lease passed
+/// and another worker claimed it): the worker stops it without writing anything more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewed {
+    /// The worker's runs (queued or running), by id.
+    pub runs: Vec<RunId>,
+    /// The queue entries it claimed and has not acked, by id.
+    pub queued: Vec<QueueId>,
+}
+
+/// Which worker executes which run, when several share a store.
+///
+/// A run that is `queued` or `running` belongs to the worker executing it, under a lease
+/// (`lease_until`) the worker keeps renewing ([`RunLeases::renew`], every lease of the worker in
+/// one step). A worker takes a run when it records it from a queue entry or resumes it
+/// ([`RunLeases::take`]), and when its timer wakes it ([`RunLeases::wake_for`]: the wake and the
+/// lease in one step). A worker that dies stops renewing; once its runs' leases pass they are
+/// orphans, and another worker claims them ([`RunLeases::claim_orphans`]: of two claimers each
+/// run goes to one) and resumes them from their last durable step. A run recorded and never
+/// taken is an orphan one lease length after its creation (the worker that recorded it died
+/// before taking it). Parked and finished runs are nobody's: a timer, an approval or nothing
+/// continues them.
+///
+/// All times are passed in (`now`, `until`): the store reads no clock, so the caller's clock
+/// (and a test's) decides when a lease passes.
+///
+/// sled keeps no leases: its data dir is one process's (its lock refuses a second), so every
+/// unfinished run is that process's, resumed at its start from [`ReadHistory::unfinished`].
+/// There [`RunLeases::shared`] is `false`, `take` always succeeds, `wake_for` is `wake`,
+/// `renew` renews nothing (and nothing can be lost), and `claim_orphans` finds none.
+pub trait RunLeases {
+    /// Whether workers share this store's runs (leases are kept): `false` when one process holds
+    /// it, and every unfinished run is that process's.
+    fn shared(&self) -> bool;
+    /// `worker` takes `run` until `until`, unless another worker's lease on it is live at `now`;
+    /// whether it took it (`false` too when there is no such run).
+    fn take(
+        &self,
+        run: RunId,
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// [`WriteHistory::wake`], the woken run taken by `worker` until `until` in the same step (a
+    /// run woken by `wake` alone has no live lease, and another worker may claim it).
+    fn wake_for(
+        &self,
+        id: RunId,
+        worker: &WorkerId,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RunRecord>>> + Send;
+    /// Extends every lease `worker` still holds (its queued and running runs, its unacked queue
+    /// claims) to `until`, in one step; what it holds.
+    fn renew(
+        &self,
+        worker: &WorkerId,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Renewed>> + Send;
+    /// Claims for `worker`, until `until`, up to `limit` orphans at `now`: queued or running runs
+    /// of another worker whose lease passed (or that nobody took within `until - now` of their
+    /// creation), oldest first. Atomic: of two workers claiming at once, each run goes to one.
+    fn claim_orphans(
+        &self,
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunRecord>>> + Send;
+}
+
+/// The run queue's claims under leases, when several workers share it: a claim lasts until
+/// acked ([`RunQueue::ack`]), given back, or its lease passes (renewed with the worker's runs by
+/// [`RunLeases::renew`]); an entry whose lease passed is claimed again by any worker. sled claims
+/// per handle, in memory, with no lease: its one process holds every claim until it stops.
+pub trait QueueLeases {
+    /// The oldest entry no lease holds at `now` (never claimed, given back, or its claim's lease
+    /// passed), claimed by `worker` until `until`. Of two workers claiming at once, one gets it.
+    fn claim_for(
+        &self,
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<QueueEntry>>> + Send;
+    /// Gives back an entry `worker` claimed, at once; whether `worker` held it.
+    fn release_for(
+        &self,
+        id: QueueId,
+        worker: &WorkerId,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// sled: one process, every unfinished run its own (see [`RunLeases`]).
+impl RunLeases for History {
+    fn shared(&self) -> bool {
+        false
+    }
+    fn take(
+        &self,
+        _run: RunId,
+        _worker: &WorkerId,
+        _now: DateTime<Utc>,
+        _until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(Ok(true))
+    }
+    fn wake_for(
+        &self,
+        id: RunId,
+        _worker: &WorkerId,
+        _until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RunRecord>>> + Send {
+        ready(History::wake(self, id))
+    }
+    fn renew(
+        &self,
+        _worker: &WorkerId,
+        _until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Renewed>> + Send {
+        ready(Ok(Renewed::default()))
+    }
+    fn claim_orphans(
+        &self,
+        _worker: &WorkerId,
+        _now: DateTime<Utc>,
+        _until: DateTime<Utc>,
+        _limit: usize,
+    ) -> impl Future<Output = Result<Vec<RunRecord>>> + Send {
+        ready(Ok(Vec::new()))
+    }
+}
+
+/// sled: claims per handle, without a lease (see [`QueueLeases`]).
+impl QueueLeases for Queue {
+    fn claim_for(
+        &self,
+        _worker: &WorkerId,
+        _now: DateTime<Utc>,
+        _until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<QueueEntry>>> + Send {
+        ready(Queue::claim(self))
+    }
+    fn release_for(
+        &self,
+        id: QueueId,
+        _worker: &WorkerId,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        ready(Ok(Queue::give_back(self, id)))
+    }
+}
+
+/// A vendor's request budget per (vendor, credential), shared by every worker of the store: a
+/// token bucket of `per_minute` tokens refilled continuously (`per_minute / 60` a second). The
+/// caller asks for a token and, when told to wait, sleeps that long (on its own clock) and asks
+/// again; times are passed in, the store reads no clock. PostgreSQL keeps one bucket row per
+/// (vendor, credential), taken from in one `UPDATE` (`store/postgres/budget.rs`, with its
+/// accuracy); the in-process budget for one process is `crate::http::LocalBudget`.
+pub trait RateBudget {
+    /// Takes one request's token from the bucket of (`vendor`, `credential`) at `now` (a bucket
+    /// not seen yet starts full): [`Duration::ZERO`] when taken, else how long to wait before
+    /// asking again, nothing taken (the time to the next token, or to the end of a pause).
+    fn acquire(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Duration>> + Send;
+    /// The vendor said to wait (a 429): no worker gets a token of this bucket before `until` (a
+    /// later pause wins over an earlier one). `per_minute` sizes the bucket when it is not there
+    /// yet (full as of `until`).
+    fn pause_until(
+        &self,
+        vendor: &str,
+        credential: &str,
+        per_minute: u32,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

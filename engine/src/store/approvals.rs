@@ -11,7 +11,7 @@ use super::history::RunId;
 use super::{Store, StoreError};
 
 /// The tree holding decisions.
-const APPROVALS: &str = "approvals";
+pub(crate) const APPROVALS: &str = "approvals";
 
 /// An administrator's decision on one block of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

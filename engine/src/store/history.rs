@@ -41,7 +41,10 @@
 //! makes durable every earlier write of any tree (a run's saves onto its subject record included).
 //!
 //! Retention ([`History::prune`]) keeps the compact run records and drops the step payloads
-//! (requests, responses, saved fields and outputs) of runs finished before a cutoff.
+//! (requests, responses, saved fields and outputs) of runs finished before a cutoff;
+//! [`History::delete_finished_before`] deletes whole finished runs, with everything kept for them
+//! (index entries, timer, record watch, approval decisions and reminder, retry mark). Both go in
+//! bounded batches ([`History::prune_batch`], [`BatchReport`]), for `serve`'s retention loop.
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,6 +54,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use ulid::Ulid;
 
 use super::timers::Timers;
@@ -613,6 +617,18 @@ pub struct PruneReport {
     pub steps: usize,
 }
 
+/// What one batch of retention did ([`History::prune_batch`],
+/// [`History::delete_finished_before`]): the runs pruned or deleted, their steps, and where the
+/// next batch starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    pub runs: usize,
+    pub steps: usize,
+    /// The last run this batch looked at, when runs are left after it: the next batch goes on
+    /// after it. `None` when the batch looked at the last run.
+    pub next: Option<RunId>,
+}
+
 /// The run history of one store.
 #[derive(Clone)]
 pub struct History {
@@ -1142,10 +1158,39 @@ impl History {
     /// Drops the step payloads (request, response, saved fields, outputs, inputs) of runs that
     /// finished before `cutoff`; run records, step statuses and timings stay.
     pub fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
-        let mut report = PruneReport::default();
-        for entry in self.runs.iter() {
+        let batch = self.prune_batch(cutoff, None, usize::MAX)?;
+        Ok(PruneReport {
+            runs: batch.runs,
+            steps: batch.steps,
+        })
+    }
+
+    /// The runs after `after` (all when `None`), in id order.
+    fn runs_after(&self, after: Option<RunId>) -> sled::Iter {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.key()));
+        self.runs.range::<[u8; 16], _>((start, Bound::Unbounded))
+    }
+
+    /// One batch of [`History::prune`]: looks at up to `limit` runs after `after`, in id order,
+    /// and prunes those finished before `cutoff`.
+    pub fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        let (mut looked, mut last) = (0, None);
+        for entry in self.runs_after(after) {
+            if looked == limit.max(1) {
+                report.next = last;
+                break;
+            }
+            looked += 1;
             let (key, value) = entry?;
             let mut run: RunRecord = decode_run(&key, &value)?;
+            last = Some(run.id);
             let old = run.finished_at.is_some_and(|at| at < cutoff);
             if !old || run.pruned || !run.status.is_finished() {
                 continue;
@@ -1174,6 +1219,147 @@ impl History {
         }
         Ok(report)
     }
+
+    /// Deletes whole runs that finished before `cutoff` (see [`BatchReport`]): looks at up to
+    /// `limit` runs after `after`, in id order. A run goes with its steps, its subject and
+    /// workflow index entries, and its timer, record watch, approval decisions, approval
+    /// reminder and retry mark, in one transaction; a run not finished (queued, running or
+    /// parked) is never touched, and workflow snapshots stay (other runs may share them).
+    pub fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport, StoreError> {
+        let others = RunTrees {
+            approvals: self.store.tree(super::approvals::APPROVALS)?,
+            reminders: self.store.tree(super::reminders::REMINDERS)?,
+            retried: self.store.tree(super::retries::TREE)?,
+        };
+        let mut report = BatchReport::default();
+        let (mut looked, mut last) = (0, None);
+        for entry in self.runs_after(after) {
+            if looked == limit.max(1) {
+                report.next = last;
+                break;
+            }
+            looked += 1;
+            let (key, value) = entry?;
+            let run: RunRecord = decode_run(&key, &value)?;
+            last = Some(run.id);
+            let old = run.finished_at.is_some_and(|at| at < cutoff);
+            if !old || !run.status.is_finished() {
+                continue;
+            }
+            if let Some(steps) = self.delete_run(&run, &value, &others)? {
+                report.runs += 1;
+                report.steps += steps;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes `run` (stored as `stored`) and everything kept for it, in one transaction;
+    /// `None` when its record changed since it was read (it is looked at again next time).
+    fn delete_run(
+        &self,
+        run: &RunRecord,
+        stored: &[u8],
+        others: &RunTrees,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut steps = 0;
+        let mut step_keys = Vec::new();
+        for entry in self.steps.scan_prefix(run.id.key()) {
+            let (key, value) = entry?;
+            steps += decode_steps(&key, &value)?.len();
+            step_keys.push(key);
+        }
+        let mut decisions = run.id.to_string().into_bytes();
+        decisions.push(0);
+        let decision_keys: Vec<sled::IVec> = others
+            .approvals
+            .scan_prefix(&decisions)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let subject_key = run.subject.as_ref().map(|subject| {
+            let mut key = subject.index_key().into_bytes();
+            key.push(0);
+            key.extend_from_slice(&run.id.key());
+            key
+        });
+        let watched = run.subject.as_ref().map(Subject::record_key);
+        let workflow_key = History::workflow_key(&run.workflow, run.id);
+        let (watches, by_time, by_run) = self.timers.trees();
+        let trees = [
+            &self.runs,
+            &self.steps,
+            &self.subjects,
+            &self.workflows,
+            watches,
+            by_time,
+            by_run,
+            &others.approvals,
+            &others.reminders,
+            &others.retried,
+        ];
+        let id = run.id.key();
+        let _writing = self.store.gate().writing();
+        let result = trees[..].transaction(|trees| {
+            let [runs, steps, subjects, workflows, watches, by_time, by_run, approvals, reminders, retried] =
+                &trees[..]
+            else {
+                unreachable!("ten trees");
+            };
+            if runs.get(id)?.as_deref() != Some(stored) {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            runs.remove(&id)?;
+            for key in &step_keys {
+                steps.remove(key)?;
+            }
+            if let Some(key) = &subject_key {
+                subjects.remove(key.as_slice())?;
+            }
+            workflows.remove(workflow_key.as_slice())?;
+            if let Some(record) = &watched {
+                if let Some(runs) = watches.get(record.as_bytes())? {
+                    let kept: Vec<u8> = runs
+                        .chunks(16)
+                        .filter(|c| *c != id)
+                        .flatten()
+                        .copied()
+                        .collect();
+                    if kept.is_empty() {
+                        watches.remove(record.as_bytes())?;
+                    } else if kept.len() != runs.len() {
+                        watches.insert(record.as_bytes(), kept)?;
+                    }
+                }
+            }
+            if let Some(timer) = by_run.remove(&id)? {
+                by_time.remove(timer)?;
+            }
+            for key in &decision_keys {
+                approvals.remove(key)?;
+            }
+            reminders.remove(&id)?;
+            retried.remove(run.id.to_string().as_bytes())?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(Some(steps)),
+            Err(TransactionError::Abort(())) => Ok(None),
+            Err(TransactionError::Storage(err)) => Err(err.into()),
+        }
+    }
+}
+
+/// The trees of other concerns that keep something per run (see
+/// [`History::delete_finished_before`]).
+struct RunTrees {
+    approvals: sled::Tree,
+    reminders: sled::Tree,
+    retried: sled::Tree,
 }
 
 #[cfg(test)]
@@ -1537,6 +1723,50 @@ mod tests {
             ));
         }
         assert_eq!(history.prune(Utc::now()).unwrap(), PruneReport::default());
+    }
+
+    #[test]
+    fn deleting_a_run_leaves_no_index_entry_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let mut run = run_record(RunStatus::Running);
+        run.subject = Some(Subject {
+            collection: "people".to_owned(),
+            key: "jane@acme.com".to_owned(),
+            record: serde_json::json!({ "email": "Jane@Acme.com" }),
+        });
+        history.put_run(&run).unwrap();
+        history.put_steps(&[&step(run.id, 0, "begin")]).unwrap();
+        run.status = RunStatus::Succeeded;
+        run.finished_at = Some(Utc::now());
+        history.put_run(&run).unwrap();
+        let entries = |tree: &sled::Tree| -> usize {
+            tree.iter()
+                .keys()
+                .filter(|key| key.as_ref().unwrap().ends_with(&run.id.key()))
+                .count()
+        };
+        assert_eq!(
+            (entries(&history.subjects), entries(&history.workflows)),
+            (1, 1)
+        );
+        let report = history
+            .delete_finished_before(Utc::now(), None, 10)
+            .unwrap();
+        assert_eq!(
+            report,
+            BatchReport {
+                runs: 1,
+                steps: 1,
+                next: None
+            }
+        );
+        assert_eq!(
+            (entries(&history.subjects), entries(&history.workflows)),
+            (0, 0)
+        );
+        assert_eq!(history.steps.len() + history.runs.len(), 0);
     }
 
     #[test]

@@ -5,18 +5,20 @@
 //! (`people`, `saas_users`), the trigger queue, the mass-change guard's counted writes and
 //! releases ([`guard`]), paused workflows ([`pauses`]) and `retry-failed`'s retry marks
 //! ([`retries`]). Each is behind a trait of the seam ([`api`]). [`postgres`] implements the same
-//! traits on PostgreSQL (with `blockyard store migrate` and `store copy`); the engine does not
-//! use it yet.
+//! traits on PostgreSQL (with `blockyard store migrate` and `store copy`). The engine holds
+//! either through the closed enums of [`any`] ([`any::AnyStore`] and one per part), which
+//! dispatch by `match`: `serve` runs on PostgreSQL with `store: postgres`.
 //!
 //! Layers run one way: cli/server → service → exec → store. This module and [`crate::records`]
 //! own their nouns ([`queue::WorkflowName`], [`queue::QueueId`], [`history::RunId`], the
 //! [`trace`] entries) and import nothing from the trigger, service or server modules (a test
 //! checks the sources): what a record write triggers reaches the store as the result of a
 //! [`records::Evaluate`] callback, which the trigger module implements.
-//! Keeping sled (0.34) behind [`Store`] means it can be swapped without touching the engine; no
-//! other module names a sled type. Values are JSON (serde), except the history's run and step
-//! records, the bulk of what a data dir holds, which are in a compact binary encoding
-//! ([`codec`]); keys are designed to sort (ULIDs, `collection/key`).
+//! Keeping sled (0.34) behind [`Store`] and [`any`] means it can be swapped without touching the
+//! engine; no other module names a `sled::` type (a test checks the sources). Values are JSON
+//! (serde), except the history's run and step records, the bulk of what a data dir holds, which
+//! are in a compact binary encoding ([`codec`]); keys are designed to sort (ULIDs,
+//! `collection/key`).
 //!
 //! The data dir holds a format version ([`FORMAT_FILE`], [`FORMAT_VERSION`]), checked at open
 //! before sled touches anything. Every write passes the store's [`Gate`] shared, so that
@@ -94,6 +96,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gate::Gate;
 
+pub mod any;
 pub mod api;
 pub mod approvals;
 pub mod backup;
@@ -589,6 +592,49 @@ mod tests {
             }
         }
         assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+    }
+
+    /// sled stays behind the store: no module outside `store/` names a `sled::` item (the engine
+    /// holds the backends through [`any`]). Comments may name it.
+    #[test]
+    fn no_module_outside_the_store_names_sled() {
+        fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let store = root.join("engine/src/store");
+        let mut files = Vec::new();
+        sources(&root.join("engine/src"), &mut files);
+        files.retain(|f| !f.starts_with(&store));
+        files.sort();
+        assert!(files.len() > 20, "found the sources: {files:?}");
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if code.contains("sled::") {
+                    found.push(format!(
+                        "{}:{}: {}",
+                        file.strip_prefix(root).unwrap().display(),
+                        n + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "sled outside the store:\n{}",
+            found.join("\n")
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::history::{History, RunFilter, RunMode, RunRecord, RunStatus, RunTrigger, TriggerKind};
+use super::history::{RunFilter, RunMode, RunRecord, RunStatus, RunTrigger, TriggerKind};
 use super::{Store, StoreError};
 use crate::compile::RecordEvent;
 use crate::records::{Fields, Subject};
@@ -280,17 +280,18 @@ impl Listed {
 
 /// The runs `filter` keeps and the queued requests not started yet (unclaimed by `queue`), newest
 /// first: a run request is listed as a queued run from the moment it is queued.
-pub fn list(
-    history: &History,
-    queue: &Queue,
+pub async fn list(
+    history: &(impl super::api::ReadHistory + Sync),
+    queue: &(impl super::api::RunQueue + Sync),
     filter: &RunFilter,
 ) -> Result<Vec<Listed>, StoreError> {
     let mut listed: Vec<Listed> = history
-        .list(filter)?
+        .list(filter)
+        .await?
         .into_iter()
         .map(|run| Listed::Run(Box::new(run)))
         .collect();
-    let queued = queue.pending()?;
+    let queued = queue.pending().await?;
     if queued.is_empty() {
         return Ok(listed);
     }
@@ -401,6 +402,14 @@ impl Queue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+    }
+
+    /// [`Queue::release`], saying whether this handle held `id`.
+    pub fn give_back(&self, id: QueueId) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
     }
 
     /// The last schedule tick that enqueued `workflow`'s runs.

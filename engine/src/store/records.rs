@@ -344,7 +344,9 @@ impl RecordStore {
     }
 
     /// Enqueues one schedule tick's run requests and records `tick` as `workflow`'s last, in one
-    /// transaction (so a tick is enqueued exactly once, even across a crash).
+    /// transaction (so a tick is enqueued exactly once, even across a crash). A tick not after
+    /// `workflow`'s last (fired already, by another caller, or before it) enqueues nothing: the
+    /// result is empty and the last tick stays.
     pub fn enqueue_tick(
         &self,
         workflow: &WorkflowName,
@@ -362,6 +364,18 @@ impl RecordStore {
         let _writing = self.store.gate().writing();
         let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
             let mut ids = Vec::new();
+            if let Some(value) = schedules.get(workflow.as_str())? {
+                let fired: DateTime<Utc> = serde_json::from_slice(&value).map_err(|err| {
+                    TxError::Abort(StoreError::Corrupt {
+                        tree: SCHEDULES,
+                        key: workflow.to_string(),
+                        message: err.to_string(),
+                    })
+                })?;
+                if fired >= tick {
+                    return Ok(ids);
+                }
+            }
             for (subject, decision) in &decisions {
                 match subject {
                     Some(subject) => ids.extend(record_decisions(
@@ -420,6 +434,16 @@ impl RecordStore {
             triggers,
             now,
         )
+    }
+
+    /// Every holder of an in-flight subject.
+    pub fn holders(&self) -> Result<Vec<String>, StoreError> {
+        let mut holders = std::collections::BTreeSet::new();
+        for item in self.in_flight.iter() {
+            let (key, value) = item?;
+            holders.extend(decode_in_flight(&key, &value)?.holders);
+        }
+        Ok(holders.into_iter().collect())
     }
 
     /// Drops the holders `alive` says are gone (a queue entry acknowledged, a run finished or

@@ -20,7 +20,7 @@ use super::history::RunId;
 use super::{Store, StoreError};
 
 /// The tree holding reminders.
-const REMINDERS: &str = "approval_reminders";
+pub(crate) const REMINDERS: &str = "approval_reminders";
 
 /// One run's approval reminder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
 
-const TREE: &str = "retried";
+pub(crate) const TREE: &str = "retried";
 
 /// That a run was retried: when, by whom, and by which new run (once it exists).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -9,11 +9,14 @@
 //! [`crate::http::Credential`] reads and rotates it; `auth status` shows it without its secrets;
 //! `auth logout` removes it.
 //!
-//! [`TokenStore`] is the seam a shared backend (PostgreSQL, for several hosts) implements:
-//! [`TokenStore::lock`] hands out the one [`TokenLock`] of the store, under which a refresh reads
-//! the entry, spends its refresh token and writes the rotated one before anyone else may read it,
-//! so a single-use refresh token is spent once. [`FileTokenStore`] is the implementation for one
-//! host: `tokens.json` in the config's data dir, mode 0600.
+//! [`TokenStore`] is the seam of the store for one host: [`TokenStore::lock`] hands out the one
+//! [`TokenLock`] of the store, under which a refresh reads the entry, spends its refresh token
+//! and writes the rotated one before anyone else may read it, so a single-use refresh token is
+//! spent once. [`FileTokenStore`] is the implementation for one host: `tokens.json` in the
+//! config's data dir, mode 0600. [`CredentialTokens`] is the same promise one credential at a
+//! time and async throughout ([`EntryLock::save`] writes and releases), which a store shared by
+//! several hosts implements: PostgreSQL's locks the credential's row
+//! ([`crate::store::postgres::tokens`]); the file store implements it under its one lock.
 //!
 //! - Every refresh happens while holding an exclusive lock on `tokens.json.lock` (an advisory
 //!   `flock`, released by the OS when a process dies), so a `call` and a running `serve` never
@@ -105,6 +108,44 @@ impl dyn TokenLock {
     }
 }
 
+/// The future of [`CredentialTokens::entry`].
+pub type Reading<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<StoredToken>, TokenStoreError>> + Send + 'a>>;
+
+/// The future of [`CredentialTokens::lock_credential`].
+pub type LockingEntry<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn EntryLock>, TokenStoreError>> + Send + 'a>>;
+
+/// The future of [`EntryLock::save`].
+pub type Saving = Pin<Box<dyn Future<Output = Result<(), TokenStoreError>> + Send>>;
+
+/// The token store one credential at a time, async end to end: what a refresh needs (lock the
+/// credential's entry, read it, spend its refresh token, save the rotated one, release), so that
+/// a store on a server (PostgreSQL, [`crate::store::postgres::tokens::PgTokenStore`]) waits on
+/// the network without blocking a thread, and locks one credential, not every one.
+/// [`FileTokenStore`] implements it too, under its one file lock.
+pub trait CredentialTokens: Send + Sync + fmt::Debug {
+    /// Where the tokens are, for people (never a secret).
+    fn location(&self) -> String;
+
+    /// `credential`'s entry, without the lock.
+    fn entry<'a>(&'a self, credential: &'a str) -> Reading<'a>;
+
+    /// Waits for `credential`'s lock: until the lock is saved or dropped, no other process or
+    /// task gets it. Dropping it without saving leaves the entry as it was.
+    fn lock_credential<'a>(&'a self, credential: &'a str) -> LockingEntry<'a>;
+}
+
+/// One credential's entry, locked: read it, then save what replaces it, which releases the lock.
+pub trait EntryLock: Send + fmt::Debug {
+    /// The entry as it is under the lock (`None`: nothing stored for the credential).
+    fn entry(&self) -> Option<&StoredToken>;
+
+    /// Replaces the entry (or, with `None`, removes it) and releases the lock: durable when it
+    /// resolves, and an error when it is not written.
+    fn save(self: Box<Self>, entry: Option<StoredToken>) -> Saving;
+}
+
 /// Where the tokens of one data dir are kept: `tokens.json`, mode 0600, under a `flock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileTokenStore {
@@ -176,6 +217,20 @@ pub enum TokenStoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("no tokens are stored for it; run `blockyard auth login {credential}` (or set its `refresh_token`)")]
     NotLoggedIn { credential: String },
+    #[error("cannot {action} the tokens of `{credential}` in the PostgreSQL store at `{url}`: {reason}; check that the database is reachable and its schema migrated (`blockyard store migrate`)")]
+    Postgres {
+        action: &'static str,
+        credential: String,
+        /// The store's URL, its password redacted.
+        url: String,
+        reason: String,
+    },
+    #[error("the tokens of `{credential}` in the PostgreSQL store at `{url}` are not valid ({reason}); run `blockyard auth login {credential}` to store new ones")]
+    CorruptRow {
+        credential: String,
+        url: String,
+        reason: String,
+    },
 }
 
 /// What a command says at start about the token store.
@@ -328,6 +383,69 @@ impl TokenStore for FileTokenStore {
         (mode & 0o077 != 0).then(|| TokenStoreWarning::Wide {
             path: self.path.clone(),
             mode,
+        })
+    }
+}
+
+/// The file store one credential at a time: every credential under the file's one lock.
+impl CredentialTokens for FileTokenStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn entry<'a>(&'a self, credential: &'a str) -> Reading<'a> {
+        let read = self
+            .read_file()
+            .map(|mut tokens| tokens.credentials.remove(credential));
+        Box::pin(std::future::ready(read))
+    }
+
+    fn lock_credential<'a>(&'a self, credential: &'a str) -> LockingEntry<'a> {
+        Box::pin(async move {
+            let locked = TokenStore::lock(self).await?;
+            let tokens = locked.read()?;
+            let entry = tokens.credentials.get(credential).cloned();
+            Ok(Box::new(FileEntryLock {
+                locked,
+                path: self.path.clone(),
+                credential: credential.to_owned(),
+                entry,
+            }) as Box<dyn EntryLock>)
+        })
+    }
+}
+
+/// One credential's entry of the file store, under the file's lock.
+#[derive(Debug)]
+struct FileEntryLock {
+    locked: Box<dyn TokenLock>,
+    path: PathBuf,
+    credential: String,
+    entry: Option<StoredToken>,
+}
+
+impl EntryLock for FileEntryLock {
+    fn entry(&self) -> Option<&StoredToken> {
+        self.entry.as_ref()
+    }
+
+    /// Read again and written whole on a blocking thread (a rename and two fsyncs).
+    fn save(self: Box<Self>, entry: Option<StoredToken>) -> Saving {
+        Box::pin(async move {
+            let path = self.path.clone();
+            match tokio::task::spawn_blocking(move || {
+                self.locked.update(&self.credential, entry).map(drop)
+            })
+            .await
+            {
+                Ok(saved) => saved,
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => Err(TokenStoreError::Io {
+                    action: "write",
+                    path,
+                    reason: err.to_string(),
+                }),
+            }
         })
     }
 }

@@ -4,7 +4,7 @@
 //! workflow, then for each workflow that is due enqueues one run request per record of its
 //! collection matching its conditions (evaluated at the tick instant), or a single request when it
 //! names no `records`, and records the tick as the workflow's last, all in one store transaction
-//! ([`RecordStore::enqueue_tick`]): a tick is enqueued exactly once even across a crash. The tick
+//! ([`ScheduleState::enqueue_tick`]): a tick is enqueued exactly once even across a crash. The tick
 //! is durable (the store flushed) before it is reported or its runs are started. If the task wakes
 //! late past several ticks it fires the latest one only. A tick is fired on a blocking thread
 //! ([`Scheduler::fire_blocking`]): it evaluates the conditions on every record.
@@ -28,9 +28,9 @@ use tokio::time::Instant;
 use super::{
     evaluate, Cause, Consideration, Decision, QueueId, RunRequest, Triggers, Watched, WorkflowName,
 };
-use crate::records::RecordStore;
 use crate::spec::CatchUp;
-use crate::store::queue::Queue;
+use crate::store::any::{AnyQueue, AnyRecords};
+use crate::store::api::{ReadRecords, ScheduleState};
 use crate::store::StoreError;
 
 /// Tokio's clock as wall time.
@@ -79,8 +79,8 @@ pub struct Fired {
 /// The schedule loop's inputs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    records: RecordStore,
-    queue: Queue,
+    /// The records a tick evaluates, and the store its ticks and requests are kept in.
+    records: AnyRecords,
     triggers: Arc<Triggers>,
     clock: Clock,
     fired: Option<tokio::sync::mpsc::UnboundedSender<Fired>>,
@@ -111,15 +111,18 @@ impl SchedulerHandle {
 }
 
 impl Scheduler {
+    /// A scheduler of `triggers`' schedules, enqueuing into `queue` through `records` (the
+    /// records side of the store writes a tick and its requests in one transaction, so `queue`
+    /// is the same store's and is not used on its own).
     pub fn new(
-        records: RecordStore,
-        queue: Queue,
+        records: impl Into<AnyRecords>,
+        queue: impl Into<AnyQueue>,
         triggers: Arc<Triggers>,
         clock: Clock,
     ) -> Scheduler {
+        let _ = queue.into();
         Scheduler {
-            records,
-            queue,
+            records: records.into(),
             triggers,
             clock,
             fired: None,
@@ -147,7 +150,7 @@ impl Scheduler {
             let Some((schedule, catch_up)) = &workflow.trigger.schedule else {
                 continue;
             };
-            let last = self.queue.last_fired(name)?;
+            let last = self.records.last_fired(name).await?;
             if let (CatchUp::Last, Some(last)) = (catch_up, last) {
                 if let Some(missed) = latest_due(schedule, last, now) {
                     self.fire_blocking(name, missed).await?;
@@ -207,7 +210,8 @@ impl Scheduler {
     }
 
     /// Enqueues `workflow`'s run requests for `tick` and records it as the last tick, durably
-    /// (the store is flushed before this returns or reports the tick).
+    /// (the store is flushed before this returns or reports the tick). Synchronous: on
+    /// PostgreSQL it waits for the store on this thread ([`AnyRecords::wait`]).
     pub fn fire(&self, workflow: &WorkflowName, tick: DateTime<Utc>) -> Result<Fired, StoreError> {
         let Some(watched) = self.triggers.scheduled().find(|w| &w.name == workflow) else {
             return Ok(Fired {
@@ -246,8 +250,11 @@ impl Scheduler {
                 },
             )),
             Some(collection) => {
-                for item in self.records.list(collection) {
-                    let (key, fields) = item?;
+                let listed = match &self.records {
+                    AnyRecords::Sled(records) => records.list(collection).collect(),
+                    records => records.wait(ReadRecords::list(records, collection))?,
+                };
+                for (key, fields) in listed? {
                     let verdict = evaluate(watched, &fields, tick);
                     let subject = crate::records::Subject::new(collection, key);
                     let excluded = watched.exclusion(&subject, &fields);
@@ -279,8 +286,15 @@ impl Scheduler {
                 }
             }
         }
-        let queued = self.records.enqueue_tick(name, tick, decisions)?;
-        self.records.store().flush_blocking()?;
+        let queued = match &self.records {
+            AnyRecords::Sled(records) => {
+                let queued = records.enqueue_tick(name, tick, decisions)?;
+                records.store().flush_blocking()?;
+                queued
+            }
+            // Committed durably by its transaction.
+            records => records.wait(records.enqueue_tick(name, tick, decisions))??,
+        };
         let fired = Fired {
             workflow: name.clone(),
             tick,

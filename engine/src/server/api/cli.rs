@@ -8,7 +8,7 @@
 //! | `GET /records/{collection}` | | `[{"key", "fields"}]`, in key order |
 //! | `DELETE /records/{collection}/{key}` | | `{"subject", "outcome": "deleted"\|"not_found", "queued": [{"id", "workflow", "subject", "cause"}]}` |
 //! | `POST /records/{collection}/batch?mode=` | `[{"key", "fields"}]` (keyed by the caller) | `{"outcomes": [...], "queued": [{"id", …}]}` |
-//! | `POST /history/prune` | `{"older_than": "30d"}` | `{"runs", "steps"}` |
+//! | `POST /history/prune` | `{"older_than": "30d", "runs"?: true}` | `{"runs", "steps"}`: payloads blanked, or (`runs`) whole runs deleted |
 //! | `POST /resume` | `{"run"?}` | `{"resumed": [runs with steps], "left": [retrying runs not due, with steps]}`; 409 for a run the service is executing |
 
 use std::sync::Arc;
@@ -30,6 +30,8 @@ use crate::exec::{ExecError, RunRecord, RunStatus};
 use crate::records::{Change, Fields, RecordKey, Subject, Write};
 use crate::server::ApiError;
 use crate::service::Shared;
+use crate::store::any::AnyHistory;
+use crate::store::api::{ReadHistory, WriteHistory, WriteRecords};
 use crate::store::queue::QueueId;
 
 /// Adds the CLI's routes to the service's.
@@ -91,7 +93,7 @@ async fn list_records(
 ) -> ApiResult {
     let collection = collection(&name)?;
     let mut out = Vec::new();
-    for item in shared.records.list(collection) {
+    for item in shared.records.scan(collection).await? {
         let (key, fields) = item?;
         out.push(json!({"key": key, "fields": fields}));
     }
@@ -100,10 +102,10 @@ async fn list_records(
 
 /// The run requests `ids` as the CLI lists them (read before the worker is woken, so each is
 /// still in the queue).
-fn queued_json(shared: &Shared, ids: &[QueueId]) -> Result<Vec<Value>, ApiError> {
+async fn queued_json(shared: &Shared, ids: &[QueueId]) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(entry) = shared.queue.get(*id)? {
+        if let Some(entry) = shared.queue.get(*id).await? {
             let request = &entry.request;
             out.push(json!({
                 "id": id.to_string(),
@@ -130,20 +132,21 @@ async fn delete_record(
     let triggers = shared.workflows().triggers().clone();
     let written = shared
         .records
-        .write_blocking(
+        .write(
             vec![Write {
                 subject: subject.clone(),
                 change: Change::Delete,
             }],
             triggers,
             chrono::Utc::now(),
+            None,
         )
         .await?;
     shared.engine.history().durable().await?;
     let Some(written) = written.into_iter().next() else {
         return Err(super::internal("the delete wrote nothing"));
     };
-    let queued = queued_json(&shared, &written.queued)?;
+    let queued = queued_json(&shared, &written.queued).await?;
     if !written.queued.is_empty() {
         shared.wake.notify_one();
     }
@@ -190,14 +193,14 @@ async fn write_batch(
     let triggers = shared.workflows().triggers().clone();
     let written = shared
         .records
-        .write_blocking(writes, triggers, chrono::Utc::now())
+        .write(writes, triggers, chrono::Utc::now(), None)
         .await?;
     shared.engine.history().durable().await?;
     let ids: Vec<QueueId> = written
         .iter()
         .flat_map(|w| w.queued.iter().copied())
         .collect();
-    let queued = queued_json(&shared, &ids)?;
+    let queued = queued_json(&shared, &ids).await?;
     if !ids.is_empty() {
         shared.wake.notify_one();
     }
@@ -211,15 +214,19 @@ struct PruneBody {
     /// How long ago a run finished for its payloads to go: `30m`, `24h`, `7d`.
     #[schema(value_type = String, required = true, pattern = r"^[0-9]{1,7}(ms|s|m|h|d)$")]
     older_than: Option<String>,
+    /// `true`: delete the whole finished runs (with their steps, index entries, approvals,
+    /// reminders and retry marks) instead of blanking their payloads.
+    #[serde(default)]
+    runs: bool,
 }
 
 impl BodySpec for PruneBody {
-    const FIELDS: &'static [&'static str] = &["older_than"];
+    const FIELDS: &'static [&'static str] = &["older_than", "runs"];
 }
 
 #[utoipa::path(post, path = "/history/prune", tag = "history",
-    request_body(content = PruneBody, description = "`{\"older_than\": \"30d\"}`"),
-    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
+    request_body(content = PruneBody, description = "`{\"older_than\": \"30d\", \"runs\"?: true}`"),
+    responses((status = 200, description = "`{\"runs\", \"steps\"}`: what was pruned, or with `runs`, deleted (admin)"), (status = 400, description = "a bad request: an unknown query parameter or body field, or a value that is not valid", body = ApiErrorBody), (status = 401, description = "no valid bearer token", body = ApiErrorBody), (status = 415, description = "the body is not `Content-Type: application/json`", body = ApiErrorBody), (status = 403, description = "the token lacks the role the route needs", body = ApiErrorBody)))]
 async fn prune(
     State(shared): State<Arc<Shared>>,
     _: Params<NoQuery>,
@@ -243,12 +250,24 @@ async fn prune(
                 "`older_than` `{text}` reaches back further than a date can; write a shorter duration"
             ))
         })?;
-    let history = shared.engine.history().clone();
-    let report = tokio::task::spawn_blocking(move || history.prune(cutoff))
-        .await
-        .map_err(super::internal)??;
+    let history = shared.engine.history();
+    let (runs, steps) = if body.runs {
+        crate::service::retention::delete_finished_before(history, cutoff).await?
+    } else {
+        let report = match history {
+            // sled: every finished run is rewritten, on a blocking thread.
+            AnyHistory::Sled(history) => {
+                let history = history.clone();
+                tokio::task::spawn_blocking(move || history.prune(cutoff))
+                    .await
+                    .map_err(super::internal)??
+            }
+            history => history.prune(cutoff).await?,
+        };
+        (report.runs, report.steps)
+    };
     shared.engine.history().durable().await?;
-    Ok(Json(json!({"runs": report.runs, "steps": report.steps})).into_response())
+    Ok(Json(json!({"runs": runs, "steps": steps})).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -286,7 +305,7 @@ async fn resume(
     match body.run {
         Some(id) => {
             let id = run_id(&id)?;
-            let run = history.run(id)?.ok_or(ExecError::UnknownRun { id })?;
+            let run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
             if engine.is_active(id) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -301,11 +320,11 @@ async fn resume(
         }
         None => {
             resumed = engine.resume_due(now).await?;
-            for timer in history.timers().all()? {
+            for timer in engine.timers().all().await? {
                 if resumed.iter().any(|o| o.run.id == timer.run) {
                     continue;
                 }
-                if let Some(run) = history.run(timer.run)?.filter(not_due) {
+                if let Some(run) = history.run(timer.run).await?.filter(not_due) {
                     left.push(run);
                 }
             }
@@ -317,7 +336,7 @@ async fn resume(
     }
     let mut left_json = Vec::with_capacity(left.len());
     for run in &left {
-        left_json.push(run_json(run, &history.steps(run.id)?)?);
+        left_json.push(run_json(run, &history.steps(run.id).await?)?);
     }
     Ok(Json(json!({"resumed": resumed_json, "left": left_json})).into_response())
 }

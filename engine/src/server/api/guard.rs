@@ -80,7 +80,7 @@ async fn status(
     let prepared = workflows
         .get(&name)
         .ok_or_else(|| super::unknown_workflow(&name))?;
-    let status = shared.engine.guard_status(prepared)?;
+    let status = shared.engine.guard_status(prepared).await?;
     Ok(Json(status).into_response())
 }
 

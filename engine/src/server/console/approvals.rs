@@ -20,8 +20,7 @@ use super::run::{prepared, pretty};
 use super::{when, Console, Ctx, Layout, Page, PageError};
 use crate::exec::{Recording, RunRequest, RunStatus, StepRecord};
 use crate::server::Role;
-use crate::store::api::{ApprovalStore, ReadHistory};
-use crate::store::approvals::Approvals;
+use crate::store::api::{ApprovalStore, Backend, ReadHistory};
 use crate::store::history::{RunFilter, RunMode, RunRecord, StepStatus};
 
 pub(super) fn routes() -> Router<Arc<Console>> {
@@ -144,7 +143,7 @@ async fn page(ctx: Ctx) -> Page {
             });
         }
     }
-    let approvals = Approvals::open(&ctx.shared.store)?;
+    let approvals = ctx.shared.store.approvals()?;
     // Through the seam's trait, as a future backend answers it.
     let decided = ApprovalStore::recent(&approvals, RECENT)
         .await?

@@ -505,7 +505,7 @@ async fn person(ctx: Ctx, Path(email): Path<String>) -> Page {
         })
         .await?;
     let mut entries = Vec::new();
-    for subject in records.traced_subjects(&email)? {
+    for subject in records.traced_subjects(&email).await? {
         entries.extend(TriggerTraces::trace(records, &subject).await?);
     }
     if views.is_empty() && runs.is_empty() && entries.is_empty() {

@@ -2,7 +2,9 @@
 //! status, creation and finish times, pruned), `steps` (one row per step), `snapshots`,
 //! `run_subjects` (the per-person index) and the run's timer (`timers`, kept in step with the
 //! record in the same transaction). Run and step writes commit asynchronously and are made
-//! durable by [`WriteHistory::durable`], as on sled.
+//! durable by [`WriteHistory::durable`], as on sled. Retention goes in batches of runs in id
+//! order: a payload prune transaction per run, a whole-run delete as one statement per batch
+//! that deletes the runs with their rows in every other table keyed by run.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
@@ -10,7 +12,8 @@ use tokio_postgres::types::Json;
 use super::{nanos, Postgres};
 use crate::store::api::{ReadHistory, Result, WriteHistory};
 use crate::store::history::{
-    snapshot_hash, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord, TriggerKind,
+    snapshot_hash, BatchReport, PruneReport, RunFilter, RunId, RunRecord, RunStatus, StepRecord,
+    TriggerKind,
 };
 
 /// `put_run` and `put_steps` commit without waiting for the WAL flush: like sled's writes, they
@@ -29,7 +32,34 @@ impl PgHistory {
         PgHistory { pg: pg.clone() }
     }
 
-    fn decode_run(&self, text: &str) -> Result<RunRecord> {
+    pub(super) fn pg(&self) -> &Postgres {
+        &self.pg
+    }
+
+    /// How many runs are parked in each of [`RunStatus::PARKED`], in that order (`serve`'s
+    /// `/metrics`).
+    pub async fn parked_counts(&self) -> Result<[(RunStatus, usize); 4]> {
+        let names: Vec<&str> = RunStatus::PARKED.iter().map(|s| s.name()).collect();
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT status, count(*) FROM runs WHERE status = ANY($1) GROUP BY status",
+                &[&names],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let mut counts = RunStatus::PARKED.map(|status| (status, 0));
+        for row in &rows {
+            let status: &str = row.get(0);
+            let n: i64 = row.get(1);
+            if let Some((_, count)) = counts.iter_mut().find(|(s, _)| s.name() == status) {
+                *count = usize::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
+    pub(super) fn decode_run(&self, text: &str) -> Result<RunRecord> {
         serde_json::from_str(text).map_err(|err| self.pg.corrupt("runs", short(text), err))
     }
 
@@ -37,12 +67,24 @@ impl PgHistory {
         serde_json::from_str(text).map_err(|err| self.pg.corrupt("steps", short(text), err))
     }
 
+    /// Where the batch after one that found `ids` (at most `limit`) goes on: after its last run
+    /// when it was full, else nowhere.
+    fn next_after(&self, ids: &[String], limit: usize) -> Result<Option<RunId>> {
+        match ids.last() {
+            Some(last) if ids.len() >= limit => self.pg.run_id("runs", last).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Replaces run `id`'s record with `change(record)` when that is `Some`, under the row's lock,
     /// dropping its timer (see [`crate::store::history::History::wake`]).
-    async fn swap_parked(
+    /// With `owner`, the changed run is taken by that worker until the given time (see
+    /// [`crate::store::api::RunLeases::wake_for`]).
+    pub(super) async fn swap_parked(
         &self,
         id: RunId,
         change: impl Fn(&RunRecord) -> Option<RunRecord>,
+        owner: Option<(&str, i64)>,
     ) -> Result<Option<RunRecord>> {
         let pg = &self.pg;
         let mut client = pg.client().await?;
@@ -74,12 +116,30 @@ impl PgHistory {
             return Ok(None);
         };
         write_run(&tx, &new).await.map_err(|e| pg.error(e))?;
+        if let Some((owner, until)) = owner {
+            tx.execute(
+                "UPDATE runs SET owner = $2, lease_until_ns = $3 WHERE id = $1",
+                &[&key, &owner, &until],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        }
         tx.execute(drop_timer, &[&key])
             .await
             .map_err(|e| pg.error(e))?;
         tx.commit().await.map_err(|e| pg.error(e))?;
         Ok(Some(new))
     }
+}
+
+/// A parked run its timer wakes: `running`, without its wake-up time (`None`: not parked on a
+/// timer).
+pub(super) fn woken(run: &RunRecord) -> Option<RunRecord> {
+    matches!(run.status, RunStatus::Retrying | RunStatus::Waiting).then(|| RunRecord {
+        status: RunStatus::Running,
+        wake_at: None,
+        ..run.clone()
+    })
 }
 
 /// The start of a stored document, to name it in an error.
@@ -116,8 +176,22 @@ async fn write_run(
     Ok(())
 }
 
+/// The statuses of finished runs (the only ones retention prunes or deletes).
+fn finished_statuses() -> Vec<&'static str> {
+    RunStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_finished())
+        .map(RunStatus::name)
+        .collect()
+}
+
+/// A batch size as a SQL `LIMIT`.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// The statuses [`ReadHistory::unfinished`] returns: neither finished nor parked.
-fn unfinished_statuses() -> Vec<&'static str> {
+pub(super) fn unfinished_statuses() -> Vec<&'static str> {
     RunStatus::ALL
         .into_iter()
         .filter(|s| !s.is_finished() && !s.is_parked())
@@ -308,14 +382,7 @@ impl WriteHistory for PgHistory {
     }
 
     async fn wake(&self, id: RunId) -> Result<Option<RunRecord>> {
-        self.swap_parked(id, |run| {
-            matches!(run.status, RunStatus::Retrying | RunStatus::Waiting).then(|| RunRecord {
-                status: RunStatus::Running,
-                wake_at: None,
-                ..run.clone()
-            })
-        })
-        .await
+        self.swap_parked(id, woken, None).await
     }
 
     async fn cancel_parked(
@@ -324,39 +391,62 @@ impl WriteHistory for PgHistory {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<RunRecord>> {
-        self.swap_parked(id, |run| {
-            run.status.is_parked().then(|| RunRecord {
-                status: RunStatus::Cancelled,
-                error: Some(reason.to_owned()),
-                finished_at: Some(at),
-                wake_at: None,
-                ..run.clone()
-            })
-        })
+        self.swap_parked(
+            id,
+            |run| {
+                run.status.is_parked().then(|| RunRecord {
+                    status: RunStatus::Cancelled,
+                    error: Some(reason.to_owned()),
+                    finished_at: Some(at),
+                    wake_at: None,
+                    ..run.clone()
+                })
+            },
+            None,
+        )
         .await
     }
 
     /// Each run in its own transaction: its steps blanked and the run marked pruned together.
     async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport> {
+        let batch = self.prune_batch(cutoff, None, usize::MAX).await?;
+        Ok(PruneReport {
+            runs: batch.runs,
+            steps: batch.steps,
+        })
+    }
+
+    /// The runs to prune after `after`, `limit` at most, then each in its own transaction.
+    async fn prune_batch(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport> {
         let pg = &self.pg;
         let mut client = pg.client().await?;
-        let finished: Vec<&str> = RunStatus::ALL
-            .into_iter()
-            .filter(|s| s.is_finished())
-            .map(RunStatus::name)
-            .collect();
+        let limit = limit.max(1);
         let ids: Vec<String> = client
             .query(
                 "SELECT id FROM runs WHERE NOT pruned AND finished_ns < $1 AND status = ANY($2)
-                 ORDER BY id",
-                &[&nanos(cutoff), &finished],
+                   AND ($3::text IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4",
+                &[
+                    &nanos(cutoff),
+                    &finished_statuses(),
+                    &after.map(|id| id.to_string()),
+                    &sql_limit(limit),
+                ],
             )
             .await
             .map_err(|e| pg.error(e))?
             .iter()
             .map(|row| row.get(0))
             .collect();
-        let mut report = PruneReport::default();
+        let mut report = BatchReport {
+            next: self.next_after(&ids, limit)?,
+            ..BatchReport::default()
+        };
         for id in ids {
             let tx = client.transaction().await.map_err(|e| pg.error(e))?;
             let Some(row) = tx
@@ -401,6 +491,97 @@ impl WriteHistory for PgHistory {
             report.runs += 1;
         }
         Ok(report)
+    }
+
+    /// Deletes the batch's runs and everything kept for them in one statement (one transaction):
+    /// the run rows are deleted only while still finished before `cutoff`, and the rows of the
+    /// other tables only for the runs deleted.
+    async fn delete_finished_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        after: Option<RunId>,
+        limit: usize,
+    ) -> Result<BatchReport> {
+        let pg = &self.pg;
+        let client = pg.client().await?;
+        let limit = limit.max(1);
+        let finished = finished_statuses();
+        let rows = client
+            .query(
+                "SELECT id, record::text FROM runs WHERE finished_ns < $1 AND status = ANY($2)
+                   AND ($3::text IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4",
+                &[
+                    &nanos(cutoff),
+                    &finished,
+                    &after.map(|id| id.to_string()),
+                    &sql_limit(limit),
+                ],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let mut ids = Vec::with_capacity(rows.len());
+        // The subject index entries and record watches, by the keys they were written under.
+        let (mut subjects, mut subject_runs) = (Vec::new(), Vec::new());
+        let (mut watched, mut watch_runs) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let id: String = row.get(0);
+            let run = self.decode_run(row.get(1))?;
+            if let Some(subject) = &run.subject {
+                subjects.push(subject.index_key());
+                subject_runs.push(id.clone());
+                watched.push(subject.record_key());
+                watch_runs.push(id.clone());
+            }
+            ids.push(id);
+        }
+        let next = self.next_after(&ids, limit)?;
+        if ids.is_empty() {
+            return Ok(BatchReport::default());
+        }
+        let row = client
+            .query_one(
+                "WITH doomed AS (
+                     DELETE FROM runs WHERE id = ANY($1) AND finished_ns < $2 AND status = ANY($3)
+                     RETURNING id
+                 ), gone_steps AS (
+                     DELETE FROM steps WHERE run_id IN (SELECT id FROM doomed) RETURNING 1
+                 ), gone_subjects AS (
+                     DELETE FROM run_subjects
+                     WHERE (subject, run_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))
+                       AND run_id IN (SELECT id FROM doomed)
+                 ), gone_watches AS (
+                     DELETE FROM timer_watches
+                     WHERE (record, run_id) IN (SELECT * FROM unnest($6::text[], $7::text[]))
+                       AND run_id IN (SELECT id FROM doomed)
+                 ), gone_timers AS (
+                     DELETE FROM timers WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_approvals AS (
+                     DELETE FROM approvals WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_reminders AS (
+                     DELETE FROM approval_reminders WHERE run_id IN (SELECT id FROM doomed)
+                 ), gone_marks AS (
+                     DELETE FROM retry_marks WHERE run_id IN (SELECT id FROM doomed)
+                 )
+                 SELECT (SELECT count(*) FROM doomed), (SELECT count(*) FROM gone_steps)",
+                &[
+                    &ids,
+                    &nanos(cutoff),
+                    &finished,
+                    &subjects,
+                    &subject_runs,
+                    &watched,
+                    &watch_runs,
+                ],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let (runs, steps): (i64, i64) = (row.get(0), row.get(1));
+        Ok(BatchReport {
+            runs: usize::try_from(runs).unwrap_or_default(),
+            steps: usize::try_from(steps).unwrap_or_default(),
+            next,
+        })
     }
 
     /// A synchronous commit of a transaction with an id: it returns once the write-ahead log is

@@ -3,8 +3,10 @@
 //! [`schema::migrate`]), one module per concern as on the sled side: [`history`] (runs, steps,
 //! snapshots, the subject index), [`records`] (records, their triggered run requests and traces,
 //! in-flight subjects, schedule ticks), [`queue`] (the run queue, durable timers and the records
-//! a `wait` watches), [`guard`] (the mass-change guard), [`marks`] (approvals, cancels, pauses,
-//! retry marks), [`reminders`] (approval reminders).
+//! a `wait` watches), [`leases`] (which worker holds which run and queue entry), [`guard`] (the
+//! mass-change guard), [`marks`] (approvals, cancels, pauses, retry marks), [`reminders`]
+//! (approval reminders), [`budget`] (the vendors' rate budgets, shared by every worker),
+//! [`tokens`] (the OAuth token store, each credential's row locked for a refresh).
 //!
 //! # Driver and connection
 //!
@@ -36,9 +38,13 @@
 //! take a row or advisory lock so that several processes on one database agree: a record write
 //! locks its subjects (`pg_advisory_xact_lock`) before it checks that what it decided on is
 //! unchanged, the guard's check-and-count locks its workflow's window, waking or cancelling a
-//! parked run locks its row (`FOR UPDATE`). The queue is claimed with `FOR UPDATE SKIP LOCKED`
-//! and a lease column (`lease_until_ns`), which the multi-worker step renews; timers carry the
-//! same lease columns for it.
+//! parked run locks its row (`FOR UPDATE`), a schedule tick updates its `schedules` row only
+//! when it is after the last (so a tick fires once). The queue is claimed with `FOR UPDATE SKIP
+//! LOCKED` and a lease column (`lease_until_ns`); a queued or running run has an owner and a
+//! lease (migration 4), renewed by its worker and claimed by another once it passes: [`leases`].
+//! The timers' lease columns are unused: waking a run locks its row, which is enough. A token
+//! refresh locks its credential's row for the whole exchange with the vendor ([`tokens`]), and
+//! every request takes its token from one bucket row per vendor and credential ([`budget`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,14 +57,17 @@ use tokio_postgres::NoTls;
 
 use super::StoreError;
 
+pub mod budget;
 pub mod copy;
 pub mod guard;
 pub mod history;
+pub mod leases;
 pub mod marks;
 pub mod queue;
 pub mod records;
 pub mod reminders;
 pub mod schema;
+pub mod tokens;
 mod url;
 
 pub use url::redact;

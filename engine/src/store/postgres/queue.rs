@@ -4,10 +4,13 @@
 //! A queue handle has an owner id; [`RunQueue::claim`] marks the oldest entry no live claim
 //! holds as its own (`claimed_by`, and a lease until `lease_until_ns`), picked with `FOR UPDATE
 //! SKIP LOCKED` so that workers claiming at once never get the same entry. A claim whose lease
-//! ran out (its process died) can be claimed again; renewing leases is the multi-worker step's
-//! (today one process uses the queue, and a claim outlives a run of any length only while its
-//! lease lasts: [`LEASE`]). [`RunQueue::release`] is not async: it is noted on the handle and
-//! applied by the handle's next call, before anything else it does.
+//! ran out (its process died) can be claimed again. A handle made for a worker
+//! ([`PgQueue::for_worker`]) claims as that worker, and the worker's renewal
+//! ([`crate::store::api::RunLeases::renew`]) extends its claims with its runs' leases; the
+//! claims under explicit times and leases are [`crate::store::api::QueueLeases`]'s (in
+//! `leases.rs`). A claim that nothing renews lasts [`LEASE`]. [`RunQueue::release`] is not
+//! async: it is noted on the handle and applied by the handle's next call, before anything else
+//! it does.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
 
 use super::{instant, nanos, Postgres};
-use crate::store::api::{DurableTimers, Result, RunQueue};
+use crate::store::api::{DurableTimers, Result, RunQueue, WorkerId};
 use crate::store::history::RunId;
 use crate::store::queue::{QueueEntry, QueueId, RunRequest};
 use crate::store::timers::Timer;
@@ -35,11 +38,21 @@ pub struct PgQueue {
 
 impl PgQueue {
     pub fn new(pg: &Postgres) -> PgQueue {
+        PgQueue::for_worker(pg, &WorkerId::generate())
+    }
+
+    /// A handle whose claims are `worker`'s: [`RunQueue::claim`] claims as `worker`, so
+    /// [`crate::store::api::RunLeases::renew`] renews them with the worker's runs.
+    pub fn for_worker(pg: &Postgres, worker: &WorkerId) -> PgQueue {
         PgQueue {
             pg: pg.clone(),
-            owner: ulid::Ulid::new().to_string(),
+            owner: worker.as_str().to_owned(),
             released: Arc::default(),
         }
+    }
+
+    pub(super) fn pg(&self) -> &Postgres {
+        &self.pg
     }
 
     /// Gives back the entries [`RunQueue::release`] noted.
@@ -65,7 +78,7 @@ impl PgQueue {
         Ok(())
     }
 
-    fn decode(&self, id: &str, request: &str) -> Result<QueueEntry> {
+    pub(super) fn decode(&self, id: &str, request: &str) -> Result<QueueEntry> {
         let corrupt = |err: String| self.pg.corrupt("queue", id, err);
         Ok(QueueEntry {
             id: id
@@ -74,6 +87,32 @@ impl PgQueue {
             request: serde_json::from_str::<RunRequest>(request)
                 .map_err(|e| corrupt(e.to_string()))?,
         })
+    }
+}
+
+impl PgQueue {
+    /// One entry, claimed or not.
+    pub async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, request::text FROM queue WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        row.map(|row| self.decode(row.get(0), row.get(1)))
+            .transpose()
+    }
+
+    /// How many entries the queue holds, claimed or not.
+    pub async fn len(&self) -> Result<usize> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM queue", &[])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 }
 

@@ -10,6 +10,10 @@
 //! of the runs whose `wait` watches a written record (`timer_watches`); when something changed
 //! in between, the batch is decided again. Deciding uses the sled side's own rules
 //! (`records::decide`), so both backends hold back and release changes alike.
+//!
+//! A schedule tick updates its workflow's `schedules` row first, and only when the tick is after
+//! the last one: a second worker firing the same tick waits on that row, then finds it fired
+//! and enqueues nothing, so each tick fires once across workers.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -69,6 +73,19 @@ type PgResult<T> = std::result::Result<T, StoreError>;
 impl PgRecords {
     pub fn new(pg: &Postgres) -> PgRecords {
         PgRecords { pg: pg.clone() }
+    }
+
+    /// How many records `collection` holds.
+    pub async fn count(&self, collection: Collection) -> PgResult<u64> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM records WHERE collection = $1",
+                &[&collection.name()],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     fn decode_record(&self, key: &Key, text: &str) -> PgResult<Fields> {
@@ -478,6 +495,27 @@ impl PgRecords {
         evaluate: Arc<dyn Evaluate + Send + Sync>,
         now: DateTime<Utc>,
     ) -> PgResult<Vec<QueueId>> {
+        self.settle_with(
+            subject,
+            &|flight: &mut InFlight| flight.holders.remove(holder),
+            Some(holder),
+            evaluate,
+            now,
+        )
+        .await
+    }
+
+    /// Changes `subject`'s in-flight entry with `change` (which says whether it changed
+    /// anything); when nothing holds the subject any more, the change held back is evaluated as
+    /// one and what it starts is queued. `released`: the holder whose release this is.
+    async fn settle_with(
+        &self,
+        subject: &Subject,
+        change: &(dyn Fn(&mut InFlight) -> bool + Send + Sync),
+        released: Option<&str>,
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> PgResult<Vec<QueueId>> {
         let pg = &self.pg;
         let key = key_of(subject);
         let keys = [key.clone()];
@@ -492,7 +530,7 @@ impl PgRecords {
                 return Ok(Vec::new());
             };
             let mut flight = self.decode_flight(&key, text)?;
-            if !flight.holders.remove(holder) {
+            if !change(&mut flight) {
                 return Ok(Vec::new());
             }
             let deferred = if flight.holders.is_empty() && !evaluate.is_empty() {
@@ -533,7 +571,10 @@ impl PgRecords {
                     .await?
                 }
             };
-            let note = format!("evaluated after {} finished", describe(holder));
+            let note = match released {
+                Some(holder) => format!("evaluated after {} finished", describe(holder)),
+                None => "evaluated once nothing was in flight for this subject any more".to_owned(),
+            };
             let tx = client.transaction().await.map_err(|e| pg.error(e))?;
             self.lock(&tx, &keys).await?;
             let now_seen = self
@@ -699,6 +740,22 @@ impl ScheduleState for PgRecords {
             .collect();
         let mut client = pg.client().await?;
         let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        // The tick first: its row's lock makes a second worker firing the same tick wait for
+        // this transaction, then find the tick fired (the conditional update re-reads the row)
+        // and enqueue nothing.
+        let fired = tx
+            .query_opt(
+                "INSERT INTO schedules (workflow, last_fired_ns) VALUES ($1, $2)
+                 ON CONFLICT (workflow) DO UPDATE SET last_fired_ns = $2
+                     WHERE schedules.last_fired_ns < $2
+                 RETURNING 1",
+                &[&workflow.as_str(), &nanos(tick)],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        if fired.is_none() {
+            return Ok(Vec::new());
+        }
         self.lock(&tx, &keys).await?;
         let mut ids = Vec::new();
         for (subject, decision) in decisions {
@@ -721,13 +778,6 @@ impl ScheduleState for PgRecords {
                 }
             }
         }
-        tx.execute(
-            "INSERT INTO schedules (workflow, last_fired_ns) VALUES ($1, $2)
-             ON CONFLICT (workflow) DO UPDATE SET last_fired_ns = $2",
-            &[&workflow.as_str(), &nanos(tick)],
-        )
-        .await
-        .map_err(|e| pg.error(e))?;
         tx.commit().await.map_err(|e| pg.error(e))?;
         Ok(ids)
     }
@@ -799,5 +849,174 @@ impl TriggerTraces for PgRecords {
         };
         tx.commit().await.map_err(|e| pg.error(e))?;
         Ok(linked)
+    }
+}
+
+/// What the engine notes on trace entries, as the sled records store does
+/// ([`crate::store::records::RecordStore::note_held`] and its siblings).
+impl PgRecords {
+    /// Notes on the trace entry that started `run` (of `subject`) why the run is held: the entry
+    /// linked to `run`, or the one that queued it (`queued`). `false` when no kept entry names
+    /// the run.
+    pub async fn note_held(
+        &self,
+        subject: &Subject,
+        run: &str,
+        queued: Option<QueueId>,
+        why: &str,
+    ) -> PgResult<bool> {
+        let pg = &self.pg;
+        let key = key_of(subject);
+        let names = |c: &Consideration| {
+            c.run.as_deref() == Some(run) || (queued.is_some() && c.queued == queued)
+        };
+        let mut client = pg.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        let rows = tx
+            .query(
+                "SELECT seq, entry::text FROM traces
+                 WHERE collection = $1 AND key = $2 ORDER BY seq FOR UPDATE",
+                &[&key.0, &key.1],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let mut noted = false;
+        for row in &rows {
+            let seq: i64 = row.get(0);
+            let mut entry = self.decode_trace(&key, row.get(1))?;
+            let Some(c) = entry.considered.iter_mut().find(|c| names(c)) else {
+                continue;
+            };
+            c.held = Some(why.to_owned());
+            tx.execute(
+                "UPDATE traces SET entry = $4 WHERE collection = $1 AND key = $2 AND seq = $3",
+                &[&key.0, &key.1, &seq, &Json(&entry)],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+            noted = true;
+            break;
+        }
+        tx.commit().await.map_err(|e| pg.error(e))?;
+        Ok(noted)
+    }
+
+    /// Notes on the trace entry of queue entry `queued` why its run has not started (a paused
+    /// workflow); a note already there is kept. Whether an entry was noted.
+    pub async fn note_paused(&self, queued: QueueId, held: &str) -> PgResult<bool> {
+        let pg = &self.pg;
+        let mut client = pg.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg.error(e))?;
+        let row = tx
+            .query_opt(
+                "SELECT t.collection, t.key, t.seq, t.entry::text
+                 FROM trace_links l
+                 JOIN traces t ON t.collection = l.collection AND t.key = l.key AND t.seq = l.seq
+                 WHERE l.queue_id = $1 FOR UPDATE OF t",
+                &[&queued.to_string()],
+            )
+            .await
+            .map_err(|e| pg.error(e))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let key: Key = (row.get(0), row.get(1));
+        let seq: i64 = row.get(2);
+        let mut entry = self.decode_trace(&key, row.get(3))?;
+        let Some(c) = entry
+            .considered
+            .iter_mut()
+            .find(|c| c.queued == Some(queued) && c.paused.is_none())
+        else {
+            return Ok(false);
+        };
+        c.paused = Some(held.to_owned());
+        tx.execute(
+            "UPDATE traces SET entry = $4 WHERE collection = $1 AND key = $2 AND seq = $3",
+            &[&key.0, &key.1, &seq, &Json(&entry)],
+        )
+        .await
+        .map_err(|e| pg.error(e))?;
+        tx.commit().await.map_err(|e| pg.error(e))?;
+        Ok(true)
+    }
+
+    /// The subjects with a trace whose email (or whole key) is `email`, in any collection.
+    pub async fn traced_subjects(&self, email: &str) -> PgResult<Vec<Subject>> {
+        let email = email.trim().to_lowercase();
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT collection, key FROM traces ORDER BY collection, key",
+                &[],
+            )
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let mut subjects = Vec::new();
+        for row in &rows {
+            let Some(collection) = Collection::parse(row.get(0)) else {
+                continue;
+            };
+            let key = RecordKey::parse(row.get(1));
+            if key.email() == email || key.as_str() == email {
+                subjects.push(Subject::new(collection, key));
+            }
+        }
+        Ok(subjects)
+    }
+}
+
+/// What a stopped process left in flight (sled's `RecordStore::reconcile`).
+impl PgRecords {
+    /// Every holder of an in-flight subject.
+    pub async fn holders(&self) -> PgResult<Vec<String>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query("SELECT collection, key, entry::text FROM in_flight", &[])
+            .await
+            .map_err(|e| self.pg.error(e))?;
+        let mut holders = BTreeSet::new();
+        for row in &rows {
+            let key: Key = (row.get(0), row.get(1));
+            holders.extend(self.decode_flight(&key, row.get(2))?.holders);
+        }
+        Ok(holders.into_iter().collect())
+    }
+
+    /// Drops the holders `alive` says are gone and evaluates the changes held back for subjects
+    /// nothing holds any more. Returns the run requests queued.
+    pub async fn reconcile(
+        &self,
+        alive: &(dyn Fn(&str) -> bool + Send + Sync),
+        evaluate: Arc<dyn Evaluate + Send + Sync>,
+        now: DateTime<Utc>,
+    ) -> PgResult<Vec<QueueId>> {
+        let rows = {
+            let client = self.pg.client().await?;
+            client
+                .query(
+                    "SELECT collection, key FROM in_flight ORDER BY collection, key",
+                    &[],
+                )
+                .await
+                .map_err(|e| self.pg.error(e))?
+        };
+        let change = |flight: &mut InFlight| {
+            let before = flight.holders.len();
+            flight.holders.retain(|h| alive(h));
+            flight.holders.len() < before || flight.holders.is_empty()
+        };
+        let mut queued = Vec::new();
+        for row in &rows {
+            let Some(collection) = Collection::parse(row.get(0)) else {
+                continue;
+            };
+            let subject = Subject::new(collection, RecordKey::parse(row.get(1)));
+            queued.extend(
+                self.settle_with(&subject, &change, None, evaluate.clone(), now)
+                    .await?,
+            );
+        }
+        Ok(queued)
     }
 }
