@@ -13,8 +13,17 @@
 //! prints how many `History::durable` calls and sled flushes it took per run (how well the group
 //! commit coalesces).
 //!
+//! At one run in flight the bench also prints the rate against this disk's floor for it, 1 / (one
+//! sandbox round trip + one fsync), both probed beside each pass.
+//!
 //! `bench engine [IN_FLIGHT [RUNS [no-history]]]` and `bench raw [IN_FLIGHT [REQUESTS]]` run one
 //! side alone, for a profiler or `time`.
+//!
+//! `bench disk [RUNS [IN_FLIGHT [LIST_RUNS]]]` measures what a run costs on disk: the data dir's
+//! growth per begin → GET → end run over 10,000 runs (64 in flight), and per run whose GET answers
+//! a 10 KiB body (a small vendor server in the bench); then it grows the store to 100,000 runs and
+//! times `history show` of a random run (`History::run` and `History::steps`) and `history list`
+//! with the CLI's default (the newest 50).
 //!
 //! `bench serve [RUNS]` measures one run at a time through `blockyard serve`'s API: a `Service`
 //! on loopback (its store in a temp dir), the same workflow started with `POST
@@ -49,6 +58,7 @@ use blockyard::http::{Client, Credentials};
 use blockyard::preset::PresetRegistry;
 use blockyard::sandbox::{Sandbox, SandboxConfig};
 use blockyard::service::{Service, ServiceConfig};
+use blockyard::store::history::{RunFilter, RunId};
 use blockyard::store::{Store, StoreOptions};
 
 /// The allocator the `blockyard` binary uses (see `engine/src/main.rs`).
@@ -90,6 +100,10 @@ fn start_engine_with(
         .and_then(|v| v.parse::<u64>().ok())
     {
         store_options.cache_capacity = mb * 1024 * 1024;
+    }
+    // `BENCH_SLED_LOW_SPACE=1`: sled's `Mode::LowSpace` instead of `HighThroughput`.
+    if std::env::var("BENCH_SLED_LOW_SPACE").is_ok_and(|v| v == "1") {
+        store_options.high_throughput = false;
     }
     let store = Store::open_with(dir, store_options).unwrap();
     let client = Client::new(
@@ -323,9 +337,15 @@ fn counts(args: &[String]) -> (usize, usize) {
 async fn engine_phase(args: &[String]) {
     let (concurrency, total) = counts(args);
     let history = args.get(2).map(String::as_str) != Some("no-history");
-    let (sandbox, _dir, engine, prepared) = throughput_setup().await;
+    let (sandbox, dir, engine, prepared) = throughput_setup().await;
     let (rate, mut overhead, mut durable) =
         engine_rate(&engine, &prepared, concurrency, total, history).await;
+    if concurrency == 1 {
+        let url = format!("{}/users/me", sandbox.calendly_url());
+        let vendor = round_trip(&reqwest::Client::new(), &url, true, 2_000).await;
+        let fsync = fsync_latency(dir.path()).0;
+        print_floor(&mut [rate], &mut [vendor], &mut [fsync]);
+    }
     overhead.sort();
     durable.sort();
     println!(
@@ -334,6 +354,21 @@ async fn engine_phase(args: &[String]) {
         percentile(&durable, 0.5)
     );
     sandbox.shutdown().await;
+}
+
+/// One run in flight against this machine's floor for it, 1 / (one sandbox round trip + one
+/// fsync): the medians of the passes' rates and probes.
+fn print_floor(rates: &mut [f64], vendor: &mut [Duration], fsync: &mut [Duration]) {
+    vendor.sort();
+    fsync.sort();
+    let (vendor, fsync) = (vendor[vendor.len() / 2], fsync[fsync.len() / 2]);
+    let floor = vendor + fsync;
+    let rate = median(rates);
+    println!(
+        "One run in flight: {rate:.0} runs/s against 1 / (sandbox round trip {vendor:?} + fsync {fsync:?}) = {:.0} runs/s: **{:.0} %** of this disk's limit",
+        1.0 / floor.as_secs_f64(),
+        100.0 * rate * floor.as_secs_f64()
+    );
 }
 
 /// Median round trip of `GET url` sent `count` times one after another (keep-alive).
@@ -467,6 +502,180 @@ async fn serve_phase(args: &[String]) {
     sandbox.shutdown().await;
 }
 
+/// Bytes of the files under `dir`: `(apparent length, allocated)`.
+fn dir_size(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut len, mut allocated) = (0, 0);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            let (l, a) = dir_size(&entry.path());
+            len += l;
+            allocated += a;
+        } else {
+            len += meta.len();
+            allocated += meta.blocks() * 512;
+        }
+    }
+    (len, allocated)
+}
+
+/// A vendor whose `GET /users/me` answers a user with about 10 KiB of members beside it (varied
+/// text, as a real page is: a run of one letter would compress to nothing).
+async fn big_body_server() -> (String, tokio::task::JoinHandle<()>) {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut members = Vec::new();
+    let mut text = 0;
+    while text < 10 * 1024 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let member = serde_json::json!({
+            "uri": format!("https://api.calendly.com/users/{:016x}", seed),
+            "name": format!("Person {:x}", seed >> 40),
+            "email": format!("p{:x}@example.com", seed >> 24),
+        });
+        text += member.to_string().len() + 1;
+        members.push(member);
+    }
+    let body = serde_json::json!({
+        "resource": {
+            "uri": "https://api.calendly.com/users/AAAA",
+            "current_organization": "https://api.calendly.com/organizations/ORG1",
+            "members": members,
+        }
+    })
+    .to_string();
+    let app = axum::Router::new().route(
+        "/users/me",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, server)
+}
+
+/// The JSON size of a run as `history show --json` gives it (record and steps), in bytes.
+fn json_size(engine: &Engine, id: RunId) -> usize {
+    let history = engine.history();
+    let run = history.run(id).unwrap().unwrap();
+    let steps = history.steps(id).unwrap();
+    serde_json::to_vec(&run).unwrap().len() + serde_json::to_vec(&steps).unwrap().len()
+}
+
+/// The data dir's growth over `runs` runs (`in_flight` at a time) against the vendor at `url`,
+/// after 100 warm-up runs; returns the data dir, the engine and the prepared workflow for more.
+async fn disk_growth(
+    label: &str,
+    url: &str,
+    runs: usize,
+    in_flight: usize,
+) -> (tempfile::TempDir, Engine, Arc<Prepared>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, prepared) = start_engine(url, dir.path());
+    engine_rate(&engine, &prepared, 8, 100, true).await;
+    let (len0, alloc0) = dir_size(dir.path());
+    let start = Instant::now();
+    let (rate, _, _) = engine_rate(&engine, &prepared, in_flight, runs, true).await;
+    let elapsed = start.elapsed();
+    let (len1, alloc1) = dir_size(dir.path());
+    let newest = engine.history().list(&RunFilter {
+        limit: Some(1),
+        ..RunFilter::default()
+    });
+    let json = json_size(&engine, newest.unwrap()[0].id);
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / runs as f64;
+    println!(
+        "| {label} | {runs} at {in_flight} in flight | {:.0} B ({:.2} KiB) | {:.0} B | {json} B | {rate:.0} runs/s ({elapsed:.1?}) |",
+        per(len0, len1),
+        per(len0, len1) / 1024.0,
+        per(alloc0, alloc1),
+    );
+    (dir, engine, prepared)
+}
+
+/// Median time of `count` calls of `f`.
+fn time_median<T>(count: usize, mut f: impl FnMut(usize) -> T) -> Duration {
+    let mut times: Vec<Duration> = (0..count)
+        .map(|i| {
+            let start = Instant::now();
+            std::hint::black_box(f(i));
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    percentile(&times, 0.5)
+}
+
+/// `bench disk [RUNS [IN_FLIGHT [LIST_RUNS]]]`: the data dir's growth per begin → GET → end run
+/// after RUNS runs (10,000, 64 in flight), and per run with a 10 KiB response body; then the
+/// store grown to LIST_RUNS runs (100,000), and the time of `history show` of one run
+/// (`History::run` and `History::steps`) and of `history list` (its default: the newest 50).
+async fn disk_phase(args: &[String]) {
+    let at = |i: usize, default| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (runs, in_flight, list_runs): (usize, usize, usize) =
+        (at(0, 10_000), at(1, 64), at(2, 100_000));
+    let sandbox = Sandbox::start(SandboxConfig {
+        seed_users: 5,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    println!(
+        "Data dir growth per run (files' length, and blocks allocated), after 100 warm-up runs:"
+    );
+    println!();
+    println!("| run | runs | growth per run | allocated per run | `history show --json` size of one run | rate |");
+    println!("|---|---|---|---|---|---|");
+    let (big_url, big_server) = big_body_server().await;
+    let (big_dir, big_engine, _) =
+        disk_growth("begin → GET (10 KiB body) → end", &big_url, runs, in_flight).await;
+    drop((big_engine, big_dir));
+    big_server.abort();
+    let (dir, engine, prepared) = disk_growth(
+        "begin → GET → end",
+        &sandbox.calendly_url(),
+        runs,
+        in_flight,
+    )
+    .await;
+    let done = runs + 100;
+    if list_runs > done {
+        engine_rate(&engine, &prepared, in_flight, list_runs - done, true).await;
+    }
+    let (len, _) = dir_size(dir.path());
+    let history = engine.history();
+    let all_filter = RunFilter::default();
+    let mut all = Vec::new();
+    let list_all = time_median(3, |_| {
+        all = history.list(&all_filter).unwrap();
+    });
+    let ids: Vec<RunId> = all.iter().map(|r| r.id).collect();
+    let default = RunFilter {
+        limit: Some(50),
+        ..RunFilter::default()
+    };
+    let list = time_median(201, |_| history.list(&default).unwrap().len());
+    let mut seed: u64 = 1;
+    let show = time_median(2_001, |_| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let id = ids[(seed >> 33) as usize % ids.len()];
+        (history.run(id).unwrap(), history.steps(id).unwrap())
+    });
+    println!();
+    println!(
+        "{} runs ({:.1} MiB, {:.0} B per run): `history list` (newest 50) {list:?}, `history show` of a random run (record and steps) {show:?}, list of all {list_all:?} (medians)",
+        ids.len(),
+        len as f64 / (1024.0 * 1024.0),
+        len as f64 / ids.len() as f64
+    );
+    drop((engine, prepared, dir));
+    sandbox.shutdown().await;
+}
+
 /// `bench raw [IN_FLIGHT [REQUESTS]]`: the plain reqwest loop alone (64 in flight, 20,000
 /// requests by default), to compare with `bench engine` under a profiler or `time`.
 async fn raw_phase(args: &[String]) {
@@ -494,6 +703,7 @@ fn main() {
         Some("engine") => return runtime.block_on(engine_phase(&args[2..])),
         Some("raw") => return runtime.block_on(raw_phase(&args[2..])),
         Some("serve") => return runtime.block_on(serve_phase(&args[2..])),
+        Some("disk") => return runtime.block_on(disk_phase(&args[2..])),
         _ => {}
     }
     runtime.block_on(async {
@@ -510,6 +720,10 @@ fn main() {
         println!("|---|---|---|---|---|---|---|");
         let mut overheads = Vec::new();
         let mut commits = Vec::new();
+        let probe_client = reqwest::Client::new();
+        // One run in flight against its floor: 1 / (one sandbox round trip + one fsync), each
+        // probe measured beside each pass.
+        let (mut one, mut vendor, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
         for (concurrency, total) in [(1, 2_000), (64, 10_000), (1_000, 20_000)] {
             let (mut raws, mut capped, mut rates) = (Vec::new(), Vec::new(), Vec::new());
             let mut bare = Vec::new();
@@ -522,6 +736,11 @@ fn main() {
                 }
                 let (rate, o, d) = engine_rate(&engine, &prepared, concurrency, total, true).await;
                 rates.push(rate);
+                if concurrency == 1 {
+                    one.push(rate);
+                    vendor.push(round_trip(&probe_client, &url, true, 2_000).await);
+                    fsync.push(fsync_latency(dir.path()).0);
+                }
                 let (rate, _, _) = engine_rate(&engine, &prepared, concurrency, total, false).await;
                 bare.push(rate);
                 overhead.extend(o);
@@ -547,6 +766,8 @@ fn main() {
             ));
             overheads.push((concurrency, overhead, durable));
         }
+        println!();
+        print_floor(&mut one, &mut vendor, &mut fsync);
         println!();
         println!("| runs in flight | durable calls per run | sled flushes per run |");
         println!("|---|---|---|");

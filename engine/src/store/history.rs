@@ -2,12 +2,12 @@
 //!
 //! Five trees (names in [`super::trees`]):
 //!
-//! - `runs`: [`RunId`] (a ULID, 16 bytes big-endian, so keys sort by time) → [`RunRecord`] as JSON;
-//! - `steps`: run id + sequence number (`u32` big-endian) → the run's steps as JSON. A live write
+//! - `runs`: [`RunId`] (a ULID, 16 bytes big-endian, so keys sort by time) → [`RunRecord`];
+//! - `steps`: run id + sequence number (`u32` big-endian) → the run's steps. A live write
 //!   step has an entry of its own, stored twice under the same key: first as `sending` (the
 //!   intent, before the request leaves), then with its outcome, so a crash leaves exactly the
 //!   writes whose outcome is unknown. Every other step is written with the run's other steps
-//!   settled since its last write to history, as one JSON array under the lowest of their
+//!   settled since its last write to history, as one entry under the lowest of their
 //!   sequence numbers ([`History::put_steps`]): a begin → read → end run writes one entry, not
 //!   three (each sled insert costs about as much as the rest of the run's engine work);
 //! - `snapshots`: content hash → the workflow's YAML text, so a run can be replayed with the
@@ -17,6 +17,12 @@
 //!   listing a workflow's newest runs reads only its own, however rare it is among the others
 //!   (the web console's runs page filters by workflow). A store written before it existed gets
 //!   it built once, when its history is opened (the key `0x00` alone marks it built).
+//!
+//! Run and step entries are in the compact binary encoding of [`super::codec`] (MessagePack
+//! behind a version byte, LZ4 on the longer ones): well under half the disk of their JSON,
+//! which matters twice because sled writes each value several times (its log, then each
+//! rewrite of the leaf that holds it). Entries written as JSON by earlier releases are read as they are,
+//! and `history prune` rewrites them in the binary encoding.
 //!
 //! A parked run that continues by itself (`retrying`) has a durable timer ([`super::timers`]),
 //! kept in step with its record by [`History::put_run`]; [`History::wake`] claims a run whose
@@ -52,7 +58,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use ulid::Ulid;
 
 use super::timers::Timers;
-use super::{timestamp, trees, Store, StoreError};
+use super::{codec, timestamp, trees, Store, StoreError};
 
 /// A run's id: a ULID, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -709,18 +715,30 @@ fn step_key(run: RunId, seq: u32) -> [u8; 20] {
     key
 }
 
-/// The steps of one `steps` entry: one step (a JSON object) or several (an array).
-fn decode_steps(key: &[u8], value: &[u8]) -> Result<Vec<StepRecord>, StoreError> {
-    let decoded = if value.first() == Some(&b'[') {
-        serde_json::from_slice(value)
-    } else {
-        serde_json::from_slice(value).map(|step| vec![step])
+/// The record of a `runs` entry, in either encoding ([`codec`]) (also `store copy`'s reader).
+pub(crate) fn decode_run(key: &[u8], value: &[u8]) -> Result<RunRecord, StoreError> {
+    let Some(id) = RunId::from_key(key) else {
+        return Err(corrupt(trees::RUNS, key, "the key is not a run id"));
     };
-    decoded.map_err(|err| corrupt(trees::STEPS, key, err))
+    codec::decode_run(id, value).map_err(|err| corrupt(trees::RUNS, id.to_string().as_bytes(), err))
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("history records serialize")
+/// The steps of one `steps` entry (one step or several), in either encoding ([`codec`]) (also
+/// `store copy`'s reader).
+pub(crate) fn decode_steps(key: &[u8], value: &[u8]) -> Result<Vec<StepRecord>, StoreError> {
+    let Some(run) = RunId::from_key(key) else {
+        return Err(corrupt(
+            trees::STEPS,
+            key,
+            "the key is not a run id and a sequence number",
+        ));
+    };
+    codec::decode_steps(run, value).map_err(|err| {
+        let seq = key
+            .get(16..20)
+            .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap_or_default()));
+        corrupt(trees::STEPS, format!("{run}/{seq}").as_bytes(), err)
+    })
 }
 
 /// The content hash of a workflow snapshot: FNV-1a 64 over the text, as 16 hex digits (stable
@@ -771,8 +789,7 @@ impl History {
         let _writing = self.store.gate().writing();
         for entry in self.runs.iter() {
             let (key, value) = entry?;
-            let run: RunRecord =
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let run: RunRecord = decode_run(&key, &value)?;
             self.workflows
                 .insert(History::workflow_key(&run.workflow, run.id), &[])?;
         }
@@ -865,7 +882,7 @@ impl History {
         if let Some(at) = run.wake_at {
             self.timers.set(run.id, at)?;
         }
-        self.runs.insert(run.id.key(), encode(run))?;
+        self.runs.insert(run.id.key(), codec::encode_run(run))?;
         if run.wake_at.is_none() {
             self.timers.cancel(run.id)?;
         }
@@ -893,9 +910,7 @@ impl History {
         let key = id.key();
         match self.runs.get(key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|err| corrupt(trees::RUNS, id.to_string().as_bytes(), err)),
+            Some(bytes) => decode_run(&key, &bytes).map(Some),
         }
     }
 
@@ -903,7 +918,7 @@ impl History {
     pub fn put_step(&self, step: &StepRecord) -> Result<(), StoreError> {
         let _writing = self.store.gate().writing();
         self.steps
-            .insert(step_key(step.run, step.seq), encode(step))?;
+            .insert(step_key(step.run, step.seq), codec::encode_steps(&[step]))?;
         Ok(())
     }
 
@@ -918,7 +933,7 @@ impl History {
                 let seq = rest.iter().fold(first.seq, |low, s| low.min(s.seq));
                 let _writing = self.store.gate().writing();
                 self.steps
-                    .insert(step_key(first.run, seq), encode(&steps))?;
+                    .insert(step_key(first.run, seq), codec::encode_steps(steps))?;
                 Ok(())
             }
         }
@@ -1023,8 +1038,7 @@ impl History {
                 };
                 for entry in runs.rev() {
                     let (key, value) = entry?;
-                    let run: RunRecord = serde_json::from_slice(&value)
-                        .map_err(|err| corrupt(trees::RUNS, &key, err))?;
+                    let run: RunRecord = decode_run(&key, &value)?;
                     if filter.since.is_some_and(|since| run.created_at < since) {
                         break; // ids sort by time: everything further is older
                     }
@@ -1089,8 +1103,7 @@ impl History {
                 self.timers.cancel(id)?;
                 return Ok(None);
             };
-            let run: RunRecord =
-                serde_json::from_slice(&old).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let run: RunRecord = decode_run(&key, &old)?;
             let Some(new) = change(&run) else {
                 if run.wake_at.is_none() {
                     self.timers.cancel(id)?;
@@ -1100,7 +1113,7 @@ impl History {
             let swapped = {
                 let _writing = self.store.gate().writing();
                 self.runs
-                    .compare_and_swap(key, Some(old), Some(encode(&new)))?
+                    .compare_and_swap(key, Some(old), Some(codec::encode_run(&new)))?
             };
             if swapped.is_ok() {
                 self.timers.cancel(id)?;
@@ -1118,8 +1131,7 @@ impl History {
         let mut out = Vec::new();
         for entry in self.runs.iter() {
             let (key, value) = entry?;
-            let run: RunRecord =
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let run: RunRecord = decode_run(&key, &value)?;
             // A run waiting for approval continues when approved, a retrying one when its timer
             // falls due: not on `resume`.
             if !run.status.is_finished() && !run.status.is_parked() {
@@ -1135,8 +1147,7 @@ impl History {
         let mut counts = RunStatus::PARKED.map(|status| (status, 0));
         for entry in self.runs.iter() {
             let (key, value) = entry?;
-            let run: RunRecord =
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let run: RunRecord = decode_run(&key, &value)?;
             if let Some((_, n)) = counts.iter_mut().find(|(status, _)| *status == run.status) {
                 *n += 1;
             }
@@ -1178,8 +1189,7 @@ impl History {
             }
             looked += 1;
             let (key, value) = entry?;
-            let mut run: RunRecord =
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let mut run: RunRecord = decode_run(&key, &value)?;
             last = Some(run.id);
             let old = run.finished_at.is_some_and(|at| at < cutoff);
             if !old || run.pruned || !run.status.is_finished() {
@@ -1199,10 +1209,7 @@ impl History {
                     step.outputs.clear();
                 }
                 report.steps += steps.len();
-                let value = match steps.as_slice() {
-                    [step] if value.first() != Some(&b'[') => encode(step),
-                    _ => encode(&steps),
-                };
+                let value = codec::encode_steps(&steps.iter().collect::<Vec<_>>());
                 let _writing = self.store.gate().writing();
                 self.steps.insert(key, value)?;
             }
@@ -1238,8 +1245,7 @@ impl History {
             }
             looked += 1;
             let (key, value) = entry?;
-            let run: RunRecord =
-                serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+            let run: RunRecord = decode_run(&key, &value)?;
             last = Some(run.id);
             let old = run.finished_at.is_some_and(|at| at < cutoff);
             if !old || !run.status.is_finished() {
@@ -1474,6 +1480,249 @@ mod tests {
         assert_eq!(blocks(pruned.clone()), order);
         assert!(pruned.iter().all(|s| s.response.is_none()));
         assert_eq!(pruned[2].status, StepStatus::Succeeded);
+    }
+
+    /// A run record with every field set, and odd values where an encoding could slip: a
+    /// nanosecond timestamp, floats, a negative and a huge integer, key order, unicode.
+    fn full_run() -> RunRecord {
+        let mut run = run_record(RunStatus::Retrying);
+        run.trigger = RunTrigger {
+            kind: TriggerKind::Record,
+            detail: Some("people/jane@acme.com updated".to_owned()),
+        };
+        run.subject = Some(Subject {
+            collection: "people".to_owned(),
+            key: "jane@acme.com".to_owned(),
+            record: serde_json::json!({"email": "Jane@Acme.com", "z": 1, "a": [1.5, -2, null, true], "big": u64::MAX, "name": "Jäne ✓"}),
+        });
+        run.vars = serde_json::json!({"org": "o1", "n": 0.1, "nested": {"b": 1, "a": 2}})
+            .as_object()
+            .unwrap()
+            .clone();
+        run.mode = RunMode::DryRun;
+        run.started_at = Some(DateTime::from_timestamp(1_764_000_000, 123_456_789).unwrap());
+        run.finished_at = Some(DateTime::from_timestamp(1_764_000_001, 0).unwrap());
+        run.replay_of = Some(RunId::new());
+        run.from_block = Some("me".to_owned());
+        run.error = Some("429 from `calendly`".to_owned());
+        run.wake_at = Some(DateTime::from_timestamp(253_402_300_799, 999_000_000).unwrap());
+        run.pruned = true;
+        run
+    }
+
+    /// A write step with every field set.
+    fn full_step(run: RunId, seq: u32) -> StepRecord {
+        let mut step = step(run, seq, "remove");
+        step.preset = Some("calendly.remove_member".to_owned());
+        step.write = true;
+        step.status = StepStatus::Failed;
+        step.attempts = 3;
+        step.inputs = Some(serde_json::json!({"membership": "m1"}));
+        step.request = Some(
+            serde_json::json!({"method": "DELETE", "url": "https://x/m1", "headers": {"Authorization": "[redacted]"}}),
+        );
+        step.base_url = Some("https://x".to_owned());
+        if let Some(response) = &mut step.response {
+            response.status = 503;
+            response
+                .headers
+                .insert("retry-after".to_owned(), "2".into());
+            response.truncated = true;
+        }
+        step.saved.insert("removed".to_owned(), true.into());
+        step.outputs.insert("count".to_owned(), 2.5.into());
+        step.error = Some("503".to_owned());
+        step.note = Some("gave up".to_owned());
+        step.retry = Some(StepRetry {
+            attempt: 3,
+            since: DateTime::from_timestamp(1_764_000_000, 1).unwrap(),
+            next_at: None,
+        });
+        step.finished_at = Some(DateTime::from_timestamp(1_764_000_002, 500_000).unwrap());
+        step.duration_us = 1_234_567;
+        step.http_us = 987;
+        step
+    }
+
+    #[test]
+    fn the_binary_encoding_reads_back_the_same_records_and_the_same_json() {
+        let run = full_run();
+        let value = codec::encode_run(&run);
+        assert_eq!(
+            value[0],
+            codec::COMPRESSED,
+            "a record this long is compressed"
+        );
+        let back = decode_run(&run.id.key(), &value).unwrap();
+        assert_eq!(back, run);
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&run).unwrap(),
+            "`history show --json` prints the same text"
+        );
+        let bare = run_record(RunStatus::Queued);
+        let value = codec::encode_run(&bare);
+        assert_eq!(value[0], codec::VERSION, "a short record is kept as it is");
+        assert_eq!(decode_run(&bare.id.key(), &value).unwrap(), bare);
+
+        let steps = [
+            full_step(run.id, 4),
+            StepRecord::new(
+                run.id,
+                2,
+                "begin",
+                "begin",
+                StepStatus::Succeeded,
+                Utc::now(),
+            ),
+        ];
+        let key = step_key(run.id, 2);
+        let value = codec::encode_steps(&steps.iter().collect::<Vec<_>>());
+        let back = decode_steps(&key, &value).unwrap();
+        assert_eq!(back, steps);
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&steps).unwrap()
+        );
+        // Smaller than its JSON.
+        assert!(value.len() < serde_json::to_vec(&steps).unwrap().len());
+    }
+
+    #[test]
+    fn an_entry_in_an_unknown_encoding_is_an_error_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let history = History::open(&store).unwrap();
+        let run = run_record(RunStatus::Succeeded);
+        store
+            .tree(trees::RUNS)
+            .unwrap()
+            .insert(run.id.key(), &[7, 1, 2][..])
+            .unwrap();
+        assert_eq!(
+            history.run(run.id).unwrap_err().to_string(),
+            format!("a stored `runs` entry `{}` is unreadable: unknown encoding (first byte 0x07; this blockyard reads JSON and binary versions 1 and 2): it may have been written by a newer blockyard", run.id)
+        );
+        // A damaged length is not believed (nor allocated).
+        let other = run_record(RunStatus::Succeeded);
+        store
+            .tree(trees::RUNS)
+            .unwrap()
+            .insert(other.id.key(), &[2, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3][..])
+            .unwrap();
+        assert_eq!(
+            history.run(other.id).unwrap_err().to_string(),
+            format!("a stored `runs` entry `{}` is unreadable: the compressed entry says 2147483647 bytes, more than its 3 bytes can hold", other.id)
+        );
+        store
+            .tree(trees::STEPS)
+            .unwrap()
+            .insert(step_key(run.id, 3), &[0x01, 0xc1][..])
+            .unwrap();
+        assert!(history
+            .steps(run.id)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&format!(
+                "a stored `steps` entry `{}/3` is unreadable: ",
+                run.id
+            )));
+    }
+
+    #[test]
+    fn a_data_dir_written_as_json_reads_back_identically_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // As the JSON releases wrote it: each record a JSON object, steps written together a
+        // JSON array under the lowest of their sequence numbers, with the indexes.
+        let mut run = full_run();
+        run.status = RunStatus::Failed;
+        run.wake_at = None;
+        run.pruned = false;
+        let steps = [
+            step(run.id, 0, "begin"),
+            full_step(run.id, 1),
+            step(run.id, 2, "read"),
+            step(run.id, 3, "end"),
+        ];
+        let (runs, step_tree) = (
+            store.tree(trees::RUNS).unwrap(),
+            store.tree(trees::STEPS).unwrap(),
+        );
+        runs.insert(run.id.key(), serde_json::to_vec(&run).unwrap())
+            .unwrap();
+        step_tree
+            .insert(
+                step_key(run.id, 0),
+                serde_json::to_vec(&[&steps[2], &steps[0]]).unwrap(),
+            )
+            .unwrap();
+        step_tree
+            .insert(step_key(run.id, 1), serde_json::to_vec(&steps[1]).unwrap())
+            .unwrap();
+        step_tree
+            .insert(step_key(run.id, 3), serde_json::to_vec(&steps[3]).unwrap())
+            .unwrap();
+        let mut subject = b"jane@acme.com\0".to_vec();
+        subject.extend_from_slice(&run.id.key());
+        store
+            .tree(trees::SUBJECTS)
+            .unwrap()
+            .insert(subject, &[])
+            .unwrap();
+        let history = History::open(&store).unwrap();
+
+        assert_eq!(history.run(run.id).unwrap().unwrap(), run);
+        assert_eq!(history.steps(run.id).unwrap(), steps);
+        assert_eq!(history.list(&RunFilter::default()).unwrap(), [run.clone()]);
+        for filter in [
+            RunFilter {
+                workflow: Some("w".to_owned()),
+                ..RunFilter::default()
+            },
+            RunFilter {
+                subject: Some("Jane@acme.com".to_owned()),
+                ..RunFilter::default()
+            },
+        ] {
+            assert_eq!(history.list(&filter).unwrap(), [run.clone()]);
+        }
+        assert_eq!(history.entries(run.id), [(0, 2), (1, 1), (3, 1)]);
+
+        // Prune: the payloads go, the record says so; every entry is rewritten (in the binary
+        // encoding) and still read.
+        let report = history.prune(Utc::now()).unwrap();
+        assert_eq!(report, PruneReport { runs: 1, steps: 4 });
+        let pruned = history.run(run.id).unwrap().unwrap();
+        assert_eq!(
+            pruned,
+            RunRecord {
+                pruned: true,
+                ..run.clone()
+            }
+        );
+        assert_ne!(runs.get(run.id.key()).unwrap().unwrap()[0], b'{');
+        assert_eq!(history.entries(run.id), [(0, 2), (1, 1), (3, 1)]);
+        let kept = history.steps(run.id).unwrap();
+        let want: Vec<StepRecord> = steps
+            .iter()
+            .map(|s| StepRecord {
+                inputs: None,
+                request: None,
+                response: None,
+                saved: Map::new(),
+                outputs: Map::new(),
+                ..s.clone()
+            })
+            .collect();
+        assert_eq!(kept, want);
+        for entry in step_tree.iter() {
+            assert!(matches!(
+                entry.unwrap().1[0],
+                codec::VERSION | codec::COMPRESSED
+            ));
+        }
+        assert_eq!(history.prune(Utc::now()).unwrap(), PruneReport::default());
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! checks the sources): what a record write triggers reaches the store as the result of a
 //! [`records::Evaluate`] callback, which the trigger module implements.
 //! Keeping sled (0.34) behind [`Store`] and [`any`] means it can be swapped without touching the
-//! engine; no other module names a `sled::` type (a test checks the sources). Values are JSON (serde) so that `history show --json` and a
-//! debugging `sled` dump read the same thing; keys are designed to sort (ULIDs, `collection/key`).
+//! engine; no other module names a `sled::` type (a test checks the sources). Values are JSON
+//! (serde), except the history's run and step records, the bulk of what a data dir holds, which
+//! are in a compact binary encoding ([`codec`]); keys are designed to sort (ULIDs,
+//! `collection/key`).
 //!
 //! The data dir holds a format version ([`FORMAT_FILE`], [`FORMAT_VERSION`]), checked at open
 //! before sled touches anything. Every write passes the store's [`Gate`] shared, so that
@@ -99,6 +101,7 @@ pub mod api;
 pub mod approvals;
 pub mod backup;
 pub mod cancels;
+mod codec;
 mod gate;
 pub mod guard;
 pub mod history;

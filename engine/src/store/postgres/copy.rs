@@ -17,7 +17,7 @@ use tokio_postgres::types::{Json, ToSql};
 use super::{nanos, Postgres};
 use crate::store::approvals::Decision;
 use crate::store::cancels::CancelMarkers;
-use crate::store::history::{RunId, RunRecord, StepRecord};
+use crate::store::history::{self, RunId};
 use crate::store::pauses::Pauses;
 use crate::store::queue::{QueueId, RunRequest};
 use crate::store::reminders::Reminders;
@@ -97,8 +97,10 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
 
     let mut rows = Vec::new();
     for (key, value) in entries(store, trees::RUNS)? {
-        let run: RunRecord =
-            serde_json::from_slice(&value).map_err(|err| corrupt(trees::RUNS, &key, err))?;
+        // In either of the history's encodings (JSON, or binary: `store::codec`); the
+        // database's `record` column holds the record's JSON.
+        let run = history::decode_run(&key, &value)?;
+        let record = serde_json::to_string(&run).map_err(|err| corrupt(trees::RUNS, &key, err))?;
         rows.push(vec![
             Box::new(run.id.to_string()) as Param,
             Box::new(run.workflow.clone()),
@@ -106,7 +108,7 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
             Box::new(nanos(run.created_at)),
             Box::new(run.finished_at.map(nanos)),
             Box::new(run.pruned),
-            Box::new(text(trees::RUNS, &key, &value)?),
+            Box::new(record),
         ]);
     }
     part(
@@ -118,13 +120,7 @@ fn read(store: &Store) -> Result<Vec<Part>, StoreError> {
 
     let mut rows = Vec::new();
     for (key, value) in entries(store, trees::STEPS)? {
-        let steps: Vec<StepRecord> = if value.first() == Some(&b'[') {
-            serde_json::from_slice(&value)
-        } else {
-            serde_json::from_slice(&value).map(|step| vec![step])
-        }
-        .map_err(|err| corrupt(trees::STEPS, &key, err))?;
-        for step in steps {
+        for step in history::decode_steps(&key, &value)? {
             rows.push(vec![
                 Box::new(step.run.to_string()) as Param,
                 Box::new(step.seq as i32),
