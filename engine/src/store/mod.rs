@@ -185,9 +185,15 @@ pub enum StoreError {
 
 /// The version of the on-disk format this build reads and writes, kept in the data dir's
 /// [`FORMAT_FILE`]. A data dir written before the file existed (no file, but a `db`) is version 1,
-/// the format those releases wrote; [`Store::open`] then writes the file. An older version would
-/// be migrated at open (none exists yet: 1 is the first), a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// the format those releases wrote; [`Store::open`] then writes the file. An older version is
+/// migrated at open, a newer one is refused.
+///
+/// - 1: history's run and step records as JSON.
+/// - 2: history's run and step records in the compact binary encoding (`codec`). Version 1's
+///   JSON entries still read (a value's first byte tells the two apart), so migrating from 1 only
+///   writes the new version: a release that reads only JSON then refuses the data dir with what
+///   to do, instead of failing on the first binary entry it meets.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The file in the data dir that holds [`FORMAT_VERSION`], as text (`1\n`).
 pub const FORMAT_FILE: &str = "format";
@@ -221,7 +227,8 @@ fn check_format(dir: &Path) -> Result<bool, StoreError> {
             found: newer,
             supported: FORMAT_VERSION,
         }),
-        // Older formats are migrated here, one version at a time, once there are any.
+        // 1 → 2: nothing to rewrite (see [`FORMAT_VERSION`]); the new version is written.
+        1 => Ok(true),
         _ => Err(bad()),
     }
 }
