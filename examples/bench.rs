@@ -46,6 +46,10 @@
 //!
 //! The throughput phases use the default cap too (at 1,000 in flight the engine's runs share 64
 //! connections where the raw loop opens 1,000); `BENCH_MAX_CONNECTIONS=0` lifts it there.
+//!
+//! `BENCH_POSTGRES=postgres://…` runs the engine on the PostgreSQL store instead of sled (a
+//! schema of its own on that server): `scripts/pg run env BENCH_POSTGRES=… bench engine 1 2000`
+//! (the fsync probe then still measures the temp dir's disk, not the server's commit).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +62,9 @@ use blockyard::http::{Client, Credentials};
 use blockyard::preset::PresetRegistry;
 use blockyard::sandbox::{Sandbox, SandboxConfig};
 use blockyard::service::{Service, ServiceConfig};
+use blockyard::store::any::AnyStore;
 use blockyard::store::history::{RunFilter, RunId};
+use blockyard::store::postgres::Postgres;
 use blockyard::store::{Store, StoreOptions};
 
 /// The allocator the `blockyard` binary uses (see `engine/src/main.rs`).
@@ -105,7 +111,19 @@ fn start_engine_with(
     if std::env::var("BENCH_SLED_LOW_SPACE").is_ok_and(|v| v == "1") {
         store_options.high_throughput = false;
     }
-    let store = Store::open_with(dir, store_options).unwrap();
+    // `BENCH_POSTGRES=postgres://…`: the engine on the PostgreSQL store instead (a schema of its
+    // own, `bench_PID`, dropped by nobody: use a throwaway cluster, `scripts/pg run`).
+    let store: AnyStore = match std::env::var("BENCH_POSTGRES") {
+        Ok(url) if !url.is_empty() => {
+            let schema = format!("bench_{}_{}", std::process::id(), fastrand::u32(..));
+            let pg = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(Postgres::open_in_schema(&url, &schema))
+            })
+            .unwrap();
+            pg.into()
+        }
+        _ => Store::open_with(dir, store_options).unwrap().into(),
+    };
     let client = Client::new(
         Arc::new(PresetRegistry::builtin()),
         Credentials::from_config(&config),
@@ -115,7 +133,7 @@ fn start_engine_with(
         max_in_flight: 20_000,
         ..EngineOptions::default()
     };
-    let engine = Engine::new(&store, client, Default::default(), options).unwrap();
+    let engine = Engine::new(store, client, Default::default(), options).unwrap();
     let prepared = engine
         .prepare(Path::new("bench.yaml"), WORKFLOW.to_owned())
         .unwrap();
