@@ -370,7 +370,13 @@ impl Service {
             Some(store) => store.clone(),
             None => AnyStore::from(Store::open(&config.data_dir)?),
         };
-        let client = Client::new(config.presets.clone(), config.credentials.clone())?;
+        // On PostgreSQL, OAuth tokens and rate budgets are the store's, shared by every worker.
+        let client = Client::on_store(
+            config.presets.clone(),
+            config.credentials.clone(),
+            &store,
+            crate::http::Clock::default(),
+        )?;
         let options = EngineOptions {
             clock: config.clock,
             ..config.engine.clone()
