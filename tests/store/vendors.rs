@@ -326,3 +326,93 @@ async fn a_429_one_worker_meets_holds_every_worker_back() {
     assert_eq!(clock_b.waits(), [Duration::from_secs(30)]);
     assert_eq!(vendor.received_requests().await.unwrap().len(), 3);
 }
+
+/// With `store: postgres`, `auth status`, `call` and `auth logout` use the tokens in the
+/// database (what every `serve` worker refreshes from), never a `tokens.json` in the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_commands_and_call_use_the_tokens_in_the_database() {
+    let Some(url) =
+        server("store::vendors::the_auth_commands_and_call_use_the_tokens_in_the_database")
+    else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let (pg, _) = two_workers(&url, &schemas).await;
+    let name = schemas.names.lock().unwrap()[0].clone();
+    let in_schema = format!("{url}?options=-c%20search_path%3D{name}");
+    let sb = Sandbox::start(SandboxConfig {
+        seed_users: 1,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let (refresh, access) = issued_tokens(&sb).await;
+    let tokens = PgTokenStore::new(&pg);
+    let locked = tokens.lock_credential("calendly").await.unwrap();
+    locked
+        .save(Some(StoredToken {
+            origin: LOGIN.to_owned(),
+            refresh_token: refresh.clone(),
+            access_token: Some(access.clone()),
+            expires_at: Some(0),
+            refresh_expires_at: None,
+            scopes: Some(vec!["users:read".to_owned()]),
+            last_refresh: None,
+            updated_at: "2026-12-01T00:00:00Z".to_owned(),
+        }))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = oauth_config(dir.path(), &sb.calendly_url(), 0);
+    let text = std::fs::read_to_string(&config.file).unwrap();
+    std::fs::write(
+        &config.file,
+        format!("{text}store:\n  postgres:\n    url: ${{PG_URL}}\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = crate::support::command_in(dir.path(), args)
+            .env("PG_URL", &in_schema)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (crate::support::stdout(&out), crate::support::stderr(&out));
+        for secret in [refresh.as_str(), access.as_str(), CLIENT_SECRET] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret));
+        }
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = run(&["auth", "status", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status[0]["tokens"]["stored"], true, "{status}");
+    assert_eq!(status[0]["tokens"]["from"], "auth login", "{status}");
+    assert_eq!(
+        status[0]["tokens"]["access_token_expired"], true,
+        "{status}"
+    );
+    let (code, stdout, stderr) = run(&["auth", "status"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let shown = blockyard::store::postgres::redact(&in_schema);
+    assert!(
+        stdout.starts_with(&format!("Token store: the `tokens` table of {shown}\n")),
+        "{stdout}"
+    );
+    // `call` refreshes through the database: the rotated token is there.
+    let (code, stdout, stderr) = run(&["call", "calendly.current_user"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let rotated = tokens.entry("calendly").await.unwrap().unwrap();
+    assert_ne!(rotated.refresh_token, refresh);
+    assert!(rotated.last_refresh.is_some());
+    assert!(!dir.path().join("data/tokens.json").exists());
+    let (code, stdout, stderr) = run(&["auth", "logout", "calendly"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "Forgot the tokens of `calendly` (the vendor still lists the app as allowed until you remove it there).\n");
+    assert_eq!(tokens.entry("calendly").await.unwrap(), None);
+    let (code, stdout, _) = run(&["auth", "logout", "calendly"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout, "No tokens were stored for `calendly`.\n");
+    sb.shutdown().await;
+}
