@@ -416,3 +416,117 @@ async fn the_auth_commands_and_call_use_the_tokens_in_the_database() {
     assert_eq!(stdout, "No tokens were stored for `calendly`.\n");
     sb.shutdown().await;
 }
+
+/// With `store: postgres`, `auth login` stores the tokens in the database, where `serve`'s
+/// workers refresh from, and its vendor `login` action (Calendly's organization, written with
+/// `--write-config`) uses them from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_login_stores_the_tokens_in_the_database() {
+    use std::io::{BufRead as _, Write as _};
+    let Some(url) = server("store::vendors::auth_login_stores_the_tokens_in_the_database") else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: Mutex::default(),
+    };
+    let (pg, _) = two_workers(&url, &schemas).await;
+    let name = schemas.names.lock().unwrap()[0].clone();
+    let in_schema = format!("{url}?options=-c%20search_path%3D{name}");
+    let sb = Sandbox::start(SandboxConfig {
+        seed_users: 1,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = oauth_config(dir.path(), &sb.calendly_url(), 0);
+    let text = std::fs::read_to_string(&config.file).unwrap();
+    std::fs::write(
+        &config.file,
+        format!(
+            "{text}    authorize_url: {}\nstore:\n  postgres:\n    url: ${{PG_URL}}\n",
+            sb.calendly_authorize_url()
+        ),
+    )
+    .unwrap();
+    let mut child = crate::support::command_in(
+        dir.path(),
+        &[
+            "auth",
+            "login",
+            "calendly",
+            "--paste",
+            "--no-browser",
+            "--write-config",
+        ],
+    )
+    .env("PG_URL", &in_schema)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let authorize = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "no authorize URL");
+            if let Some(url) = line.trim().strip_prefix("http") {
+                return (format!("http{url}"), stdout);
+            }
+        }
+    });
+    let (authorize, mut stdout) = authorize.await.unwrap();
+    // The browser's part: the sandbox consents at once and redirects.
+    let location = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    writeln!(child.stdin.take().unwrap(), "{location}").unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            rest,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    let (code, printed, stderr) = out;
+    assert_eq!(code, Some(0), "{printed}{stderr}");
+    let shown = blockyard::store::postgres::redact(&in_schema);
+    assert!(
+        printed.contains(&format!(
+            "Logged in: the tokens of `calendly` are in the `tokens` table of {shown}."
+        )),
+        "{printed}"
+    );
+    let stored = PgTokenStore::new(&pg)
+        .entry("calendly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.origin, LOGIN);
+    assert!(!printed.contains(&stored.refresh_token), "{printed}");
+    assert!(!dir.path().join("data/tokens.json").exists());
+    // The organization, read with the stored tokens, is written into the config.
+    let written = Config::load(&config.file).unwrap();
+    assert_eq!(
+        written.vars["calendly_organization"],
+        serde_json::json!(sb.organization_uri())
+    );
+    sb.shutdown().await;
+}

@@ -147,6 +147,14 @@ impl ConfigTokens {
         self.shared().location()
     }
 
+    /// Where the tokens are, in a sentence: the path in backticks, or the database's table.
+    fn in_words(&self) -> String {
+        match self {
+            ConfigTokens::File(store) => format!("`{}`", store.path().display()),
+            ConfigTokens::Postgres(store) => store.location(),
+        }
+    }
+
     /// `config`'s credentials, refreshing OAuth2 tokens through this store.
     pub fn credentials(&self, config: &Config) -> Credentials {
         Credentials::with_token_store(config, self.shared())
@@ -247,8 +255,8 @@ fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!(
-            "\nLogged in: the tokens of `{credential}` are in `{}`.",
-            store.location()
+            "\nLogged in: the tokens of `{credential}` are in {}.",
+            store.in_words()
         );
         println!("Granted scopes: {}", list_or_none(&tokens.scopes));
         let missing: Vec<String> = asked
