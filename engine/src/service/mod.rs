@@ -77,6 +77,8 @@ pub struct ServiceConfig {
     /// only ones.
     pub allowed_hosts: Vec<String>,
     pub presets: Arc<PresetRegistry>,
+    /// The vendor credentials; on PostgreSQL, those that keep OAuth tokens in a token store
+    /// keep them in the database's instead ([`Client::on_store`]).
     pub credentials: Credentials,
     /// The configuration's `vars`.
     pub vars: Fields,

@@ -40,7 +40,8 @@
 //!   every token it reads.
 //!
 //! The store belongs to the config's data dir (not a `--data-dir` given to one command), so every
-//! process using one `blockyard.yaml` shares it. A client built without a store
+//! process using one `blockyard.yaml` shares it; with `store: postgres` it is the database's
+//! `tokens` table instead, for `serve`'s workers and the commands alike. A client built without a store
 //! ([`crate::http::Credentials::from_config`], for tests and embedding) keeps rotated tokens in
 //! memory.
 
