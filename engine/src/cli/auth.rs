@@ -8,6 +8,11 @@
 //! then performs the vendor's `login` action (Calendly: the organization URI, with the `vars`
 //! line to add, or written with `--write-config`). `status` reads the config and the token store
 //! and prints no secret; `logout` removes a credential's stored tokens (the vendor is not told).
+//!
+//! The token store is the one the config's `serve` refreshes from ([`ConfigTokens`]): the data
+//! dir's `tokens.json`, or with `store: postgres` the database's `tokens` table, so `login` puts
+//! the tokens where every worker finds them, and `status`, `logout`, `call` and `check` see and
+//! rotate the ones the workers use (never a file beside them).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
@@ -17,11 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use blockyard::config::StoreConfig;
 use blockyard::config::{auth_name, Config, CredentialName, SecretRef, SecretSource};
 use blockyard::http::login::{self, Login, LoginError};
 use blockyard::http::{CallOptions, Client, Credentials};
 use blockyard::preset::{AuthKind, PresetId, PresetRegistry};
-use blockyard::store::tokens::{FileTokenStore, TokenStore, LOGIN};
+use blockyard::store::postgres::tokens::PgTokenStore;
+use blockyard::store::postgres::Postgres;
+use blockyard::store::tokens::{CredentialTokens, FileTokenStore, StoredToken, TokenStore, LOGIN};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -102,7 +110,70 @@ pub fn token_store(config: &Config) -> FileTokenStore {
 /// Prints the token store's warning, for commands whose logs show errors only (`call`, `run`);
 /// `serve` logs it at `warn`.
 pub fn warn_about_token_store(config: &Config) {
-    token_store(config);
+    if matches!(config.store, StoreConfig::Sled) {
+        token_store(config);
+    }
+}
+
+/// Where the OAuth tokens of a config are kept: the data dir's file, or the `tokens` table of
+/// the config's PostgreSQL store (connected when first used; not migrated here, which is
+/// `serve`'s and `blockyard store migrate`'s job).
+pub enum ConfigTokens {
+    File(FileTokenStore),
+    Postgres(PgTokenStore),
+}
+
+impl ConfigTokens {
+    /// The token store of `config` (the file's warning printed).
+    pub fn of(config: &Config) -> anyhow::Result<ConfigTokens> {
+        Ok(match &config.store {
+            StoreConfig::Sled => ConfigTokens::File(token_store(config)),
+            StoreConfig::Postgres { url } => {
+                let pg = Postgres::connect(&url.resolve()?, None)?;
+                ConfigTokens::Postgres(PgTokenStore::new(&pg))
+            }
+        })
+    }
+
+    pub fn shared(&self) -> Arc<dyn CredentialTokens> {
+        match self {
+            ConfigTokens::File(store) => Arc::new(store.clone()),
+            ConfigTokens::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// Where the tokens are, for people (a path or a redacted URL).
+    pub fn location(&self) -> String {
+        self.shared().location()
+    }
+
+    /// Where the tokens are, in a sentence: the path in backticks, or the database's table.
+    fn in_words(&self) -> String {
+        match self {
+            ConfigTokens::File(store) => format!("`{}`", store.path().display()),
+            ConfigTokens::Postgres(store) => store.location(),
+        }
+    }
+
+    /// `config`'s credentials, refreshing OAuth2 tokens through this store.
+    pub fn credentials(&self, config: &Config) -> Credentials {
+        Credentials::with_token_store(config, self.shared())
+    }
+
+    /// The stored entry of each `auth: oauth2_refresh_token` credential of `config`.
+    pub async fn entries(&self, config: &Config) -> anyhow::Result<BTreeMap<String, StoredToken>> {
+        let store = self.shared();
+        let mut entries = BTreeMap::new();
+        for cred in config.credentials.values() {
+            if cred.auth != AuthKind::Oauth2RefreshToken {
+                continue;
+            }
+            if let Some(entry) = store.entry(cred.name.as_str()).await? {
+                entries.insert(cred.name.to_string(), entry);
+            }
+        }
+        Ok(entries)
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -124,7 +195,8 @@ fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let presets = PresetRegistry::builtin();
     let login = Login::start(&config, &presets, &args.credential)?;
-    let store = token_store(&config);
+    let store = ConfigTokens::of(&config)?;
+    let shared = store.shared();
     let credential = login.credential().clone();
     let asked = login.scopes.clone();
     let loopback = if args.paste { None } else { login.loopback() };
@@ -156,7 +228,7 @@ fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
                 // Stored before the page says it worked.
                 let result = match code {
                     Ok(code) => match login.exchange(&http, code).await {
-                        Ok(tokens) => tokens.store(&store, &credential).await.map(|()| tokens),
+                        Ok(tokens) => tokens.store(&*shared, &credential).await.map(|()| tokens),
                         Err(err) => Err(err),
                     },
                     Err(err) => Err(err),
@@ -178,13 +250,13 @@ fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
                     .context("cannot read the pasted address from stdin")?;
                 let code = login.code_from_paste(&line)?;
                 let tokens = login.exchange(&http, code).await?;
-                tokens.store(&store, &credential).await?;
+                tokens.store(&*shared, &credential).await?;
                 tokens
             }
         };
         println!(
-            "\nLogged in: the tokens of `{credential}` are in `{}`.",
-            store.location()
+            "\nLogged in: the tokens of `{credential}` are in {}.",
+            store.in_words()
         );
         println!("Granted scopes: {}", list_or_none(&tokens.scopes));
         let missing: Vec<String> = asked
@@ -200,7 +272,7 @@ fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
             );
             code = ExitCode::from(1);
         }
-        after_login(&config, &presets, &credential, args.write_config).await?;
+        after_login(&config, &presets, &credential, args.write_config, &store).await?;
         Ok(code)
     })
 }
@@ -317,6 +389,7 @@ async fn after_login(
     presets: &PresetRegistry,
     credential: &CredentialName,
     write: bool,
+    store: &ConfigTokens,
 ) -> anyhow::Result<()> {
     let cred = &config.credentials[credential];
     let Some(spec) = presets
@@ -329,7 +402,7 @@ async fn after_login(
         vendor: cred.vendor.clone(),
         action: spec.action.clone(),
     };
-    let client = Client::new(Arc::new(presets.clone()), Credentials::persistent(config))?;
+    let client = Client::new(Arc::new(presets.clone()), store.credentials(config))?;
     let redactor = client.redactor().clone();
     let inputs = client
         .resolve_inputs(&id, &serde_json::Map::new(), &config.context())
@@ -522,8 +595,8 @@ const RENEW_LOGIN_WITHIN: i64 = 14 * 24 * 3600;
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let presets = PresetRegistry::builtin();
-    let store = token_store(&config);
-    let stored = store.read()?;
+    let store = ConfigTokens::of(&config)?;
+    let stored = runtime()?.block_on(store.entries(&config))?;
     let dir = args.workflows.clone().or_else(|| {
         let default = PathBuf::from("workflows");
         default.is_dir().then_some(default)
@@ -556,7 +629,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "secrets": secrets,
         });
         if cred.auth == AuthKind::Oauth2RefreshToken {
-            let entry = stored.credentials.get(name);
+            let entry = stored.get(name);
             let granted = entry.and_then(|e| e.scopes.clone());
             let need = needed
                 .as_ref()
@@ -700,10 +773,16 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     login::oauth_credential(&config, &args.credential)?;
-    let store = token_store(&config);
-    let locked = store.lock_blocking()?;
-    if locked.read()?.credentials.contains_key(&args.credential) {
-        locked.update(&args.credential, None)?;
+    let store = ConfigTokens::of(&config)?.shared();
+    let removed = runtime()?.block_on(async {
+        let locked = store.lock_credential(&args.credential).await?;
+        let stored = locked.entry().is_some();
+        if stored {
+            locked.save(None).await?;
+        }
+        anyhow::Ok(stored)
+    })?;
+    if removed {
         println!(
             "Forgot the tokens of `{}` (the vendor still lists the app as allowed until you remove it there).",
             args.credential

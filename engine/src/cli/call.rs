@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use blockyard::config::{Config, CredentialName};
-use blockyard::http::{CallError, CallOptions, Client, Credentials, RenderedRequest, Response};
+use blockyard::http::{CallError, CallOptions, Client, RenderedRequest, Response};
 use blockyard::preset::{PresetId, PresetRegistry};
 use serde_json::{json, Value};
 
@@ -74,8 +74,9 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let config = Config::find(args.config.as_deref())?;
     let credential = pick_credential(&config, &id, args.credential.as_deref())?;
     let given = super::run::parse_pairs_as("with", &args.with, false)?;
-    super::auth::warn_about_token_store(&config);
-    let client = Client::new(Arc::new(presets), Credentials::persistent(&config))?;
+    // The config's token store (its warning printed): `serve`'s (the database's, with `store: postgres`).
+    let tokens = super::auth::ConfigTokens::of(&config)?;
+    let client = Client::new(Arc::new(presets), tokens.credentials(&config))?;
     let redactor = client.redactor();
     // A render error may quote the base URL (and a password in it).
     let redacted = |err: CallError| anyhow::anyhow!(redactor.text(&err.to_string()));

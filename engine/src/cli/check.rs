@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use blockyard::config::{Config, CredentialName};
-use blockyard::http::{CallError, CallOptions, Client, Credentials};
+use blockyard::http::{CallError, CallOptions, Client};
 use blockyard::preset::{PresetId, PresetRegistry};
-use blockyard::store::tokens::TokenStore as _;
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -62,22 +61,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         names
     };
-    let store = super::auth::token_store(&config);
-    let stored = store.read()?;
-    let client = Client::new(Arc::new(presets.clone()), Credentials::persistent(&config))?;
+    let store = super::auth::ConfigTokens::of(&config)?;
+    let client = Client::new(Arc::new(presets.clone()), store.credentials(&config))?;
     let redactor = client.redactor().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let stored = runtime.block_on(store.entries(&config))?;
     let mut report = Vec::new();
     let mut all_ok = true;
     for name in &names {
         let cred = &config.credentials[name];
-        let granted = stored
-            .credentials
-            .get(name.as_str())
-            .and_then(|e| e.scopes.clone());
+        let granted = stored.get(name.as_str()).and_then(|e| e.scopes.clone());
         let checks = presets
             .vendor(&cred.vendor)
             .map(|v| v.spec.check.clone())

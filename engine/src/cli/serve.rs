@@ -11,7 +11,8 @@
 //!
 //! With `store: postgres` in the config it runs on that database (connected and migrated at
 //! start, a newer schema refused; the URL's password never printed) instead of the data dir's
-//! sled store; the data dir then holds only `serve.json` and the OAuth token store.
+//! sled store; the data dir then holds only `serve.json` (the OAuth tokens are the database's too,
+//! shared by every worker: `blockyard::http::Client::on_store`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -167,7 +168,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(url) = &postgres {
             let pg = Postgres::open(url).await?;
             say!("store: PostgreSQL at `{}`", pg.url());
-            // The data dir still holds `serve.json` and the token store.
+            // The data dir still holds `serve.json` (the tokens are the database's).
             std::fs::create_dir_all(&data_dir).with_context(|| {
                 format!("cannot create the data dir `{}`", data_dir.display())
             })?;

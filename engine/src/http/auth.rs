@@ -14,8 +14,10 @@
 //!
 //! Refresh tokens may be single-use (Calendly revokes each one it is refreshed with). Built with
 //! [`Credentials::persistent`], an `oauth2_refresh_token` credential keeps its tokens in the
-//! [`TokenStore`] of the config's data dir and refreshes only under its lock, as
-//! [`crate::store::tokens`] describes: a later process, or a `serve` running beside a `call`,
+//! token store of the config's data dir and refreshes only under its credential's lock
+//! ([`CredentialTokens::lock_credential`]), as [`crate::store::tokens`] describes; a service on
+//! PostgreSQL moves them to that store's `tokens` table ([`Credentials::keeping_tokens_in`]), so
+//! every worker refreshes under one row lock. A later process, or a `serve` running beside a `call`,
 //! picks up the token the last refresh returned, and the token `blockyard auth login` stored
 //! stands in for a `refresh_token` the config does not have. Each refresh records the scopes the
 //! vendor granted and when it happened, for `auth status` and `check`. Built with
@@ -31,7 +33,9 @@ use serde_json::Value;
 use super::{CallError, Redactor};
 use crate::config::{CredentialConfig, CredentialName, SecretError, SecretRef};
 use crate::preset::AuthKind;
-use crate::store::tokens::{self, FileTokenStore, StoredToken, TokenStore, TokenStoreError};
+use crate::store::tokens::{
+    self, CredentialTokens, FileTokenStore, StoredToken, TokenStore, TokenStoreError,
+};
 
 /// How long before its expiry an access token is renewed, so that it does not expire in flight.
 const RENEW_EARLY: Duration = Duration::from_secs(60);
@@ -97,7 +101,7 @@ impl Credentials {
     /// The credentials of `config`, keeping OAuth2 refresh-token credentials' tokens in `store`.
     pub fn with_token_store(
         config: &crate::config::Config,
-        store: Arc<dyn TokenStore>,
+        store: Arc<dyn CredentialTokens>,
     ) -> Credentials {
         let mut credentials = Credentials::default();
         for credential in config.credentials.values() {
@@ -110,6 +114,28 @@ impl Credentials {
                 .insert(credential.config.name.clone(), Arc::new(credential));
         }
         credentials
+    }
+
+    /// These credentials, those that keep their tokens in a token store keeping them in `store`
+    /// instead (the others, memory only, as they are): a service on PostgreSQL keeps them in the
+    /// database every worker shares. Nothing resolved or cached is carried over.
+    pub fn keeping_tokens_in(&self, store: Arc<dyn CredentialTokens>) -> Credentials {
+        let by_name = self
+            .by_name
+            .iter()
+            .map(|(name, credential)| {
+                let credential = match credential.store {
+                    Some(_) => {
+                        let mut moved = Credential::new(credential.config.clone());
+                        moved.store = Some(Arc::clone(&store));
+                        Arc::new(moved)
+                    }
+                    None => Arc::clone(credential),
+                };
+                (name.clone(), credential)
+            })
+            .collect();
+        Credentials { by_name }
     }
 
     pub fn insert(&mut self, config: CredentialConfig) {
@@ -191,7 +217,7 @@ pub struct Credential {
     /// when there is no token store.
     refresh_token: std::sync::Mutex<Option<Secret>>,
     /// Where an `oauth2_refresh_token` credential keeps its tokens across processes.
-    store: Option<Arc<dyn TokenStore>>,
+    store: Option<Arc<dyn CredentialTokens>>,
 }
 
 /// What an authorized request carries.
@@ -236,12 +262,14 @@ impl Credential {
         for url in [&c.base_url, &c.token_url].into_iter().flatten() {
             redactor.add_url_password(url);
         }
-        if let Some(store) = &self.store {
-            if let Ok(mut tokens) = store.read() {
-                if let Some(entry) = tokens.credentials.remove(c.name.as_str()) {
-                    register_stored(&entry, redactor);
-                }
-            }
+        // A store on a server is not read here (this is not async): its tokens are learned when
+        // a refresh reads them, before any is used.
+        if let Some(entry) = self
+            .store
+            .as_ref()
+            .and_then(|store| store.entry_now(c.name.as_str()))
+        {
+            register_stored(&entry, redactor);
         }
     }
 
@@ -404,13 +432,14 @@ impl Credential {
         Ok(authorization)
     }
 
-    /// Refreshes under the token store's lock: the stored access token when another process
-    /// already refreshed (and it is valid and not refused), else a refresh with the stored
-    /// refresh token (or the configured one, when nothing stored descends from it), whose result
-    /// is stored before it is used.
+    /// Refreshes under the credential's lock in the token store: the stored access token when
+    /// another process already refreshed (and it is valid and not refused), else a refresh with
+    /// the stored refresh token (or the configured one, when nothing stored descends from it),
+    /// whose result is stored before it is used. An error before the save drops the lock, which
+    /// leaves the entry as it was.
     async fn refresh_stored(
         &self,
-        store: &Arc<dyn TokenStore>,
+        store: &Arc<dyn CredentialTokens>,
         configured: Option<Secret>,
         state: &TokenState,
         endpoint: &Endpoint<'_>,
@@ -422,11 +451,10 @@ impl Credential {
             source,
         };
         let origin = configured.as_ref().map(|c| tokens::fingerprint(c.expose()));
-        let locked = store.lock().await.map_err(store_error)?;
-        let mut stored = locked.read().map_err(store_error)?;
+        let locked = store.lock_credential(name).await.map_err(store_error)?;
         // A login's entry always counts; another one while it descends from the configured
         // refresh token (any, when the config has none).
-        let entry = stored.credentials.get(name).filter(|entry| {
+        let entry = locked.entry().filter(|entry| {
             entry.origin == tokens::LOGIN || origin.as_ref().is_none_or(|o| &entry.origin == o)
         });
         let now = chrono::Utc::now().timestamp();
@@ -463,30 +491,28 @@ impl Credential {
         let issued = self.fetch(endpoint, Some(&spend), redactor).await?;
         let at = |secs: u64| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX));
         let stamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        stored.credentials.insert(
-            name.to_owned(),
-            StoredToken {
-                origin: match (kept_origin, origin) {
-                    (Some(kept), _) if kept == tokens::LOGIN => kept,
-                    (_, Some(origin)) => origin,
-                    (kept, None) => kept.unwrap_or_else(|| tokens::LOGIN.to_owned()),
-                },
-                refresh_token: issued
-                    .refresh
-                    .as_ref()
-                    .unwrap_or(&spend)
-                    .expose()
-                    .to_owned(),
-                access_token: Some(issued.access.expose().to_owned()),
-                expires_at: issued.expires_in.map(at),
-                refresh_expires_at: issued.refresh_expires_in.map(at).or(kept_refresh_expiry),
-                scopes: issued.scopes.clone().or(kept_scopes),
-                last_refresh: Some(stamp.clone()),
-                updated_at: stamp,
+        let saved = StoredToken {
+            origin: match (kept_origin, origin) {
+                (Some(kept), _) if kept == tokens::LOGIN => kept,
+                (_, Some(origin)) => origin,
+                (kept, None) => kept.unwrap_or_else(|| tokens::LOGIN.to_owned()),
             },
-        );
+            refresh_token: issued
+                .refresh
+                .as_ref()
+                .unwrap_or(&spend)
+                .expose()
+                .to_owned(),
+            access_token: Some(issued.access.expose().to_owned()),
+            expires_at: issued.expires_in.map(at),
+            refresh_expires_at: issued.refresh_expires_in.map(at).or(kept_refresh_expiry),
+            scopes: issued.scopes.clone().or(kept_scopes),
+            last_refresh: Some(stamp.clone()),
+            updated_at: stamp,
+        };
         locked
-            .write(&stored)
+            .save(Some(saved))
+            .await
             .map_err(|source| CallError::TokenNotSaved {
                 credential: self.config.name.clone(),
                 source,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{auth_name, Config, CredentialConfig, CredentialName, SecretError};
 use crate::preset::{AuthKind, PresetRegistry, Vendor};
-use crate::store::tokens::{StoredToken, TokenStore, TokenStoreError, LOGIN};
+use crate::store::tokens::{CredentialTokens, StoredToken, TokenStoreError, LOGIN};
 
 /// The longest a token request of a login may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -472,7 +472,7 @@ impl LoginTokens {
     /// Writes the tokens as credential `credential`'s entry (replacing any), under the lock.
     pub async fn store(
         &self,
-        store: &dyn TokenStore,
+        store: &dyn CredentialTokens,
         credential: &CredentialName,
     ) -> Result<(), LoginError> {
         let fail = |source| LoginError::Store {
@@ -494,11 +494,11 @@ impl LoginTokens {
             last_refresh: None,
             updated_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let locked = store.lock().await.map_err(fail)?;
-        locked
-            .update(credential.as_str(), Some(entry))
+        let locked = store
+            .lock_credential(credential.as_str())
+            .await
             .map_err(fail)?;
-        Ok(())
+        locked.save(Some(entry)).await.map_err(fail)
     }
 
     /// The tokens, for the redactor of the process that logged in.

@@ -5,7 +5,8 @@
 //! one reqwest connection pool (rustls, connect and request timeouts), the compiled presets, the
 //! credentials with their OAuth2 token caches (and, for refresh tokens, the [`tokens`] store they
 //! share with other processes), one [`RateLimiter`] and one connection cap per
-//! credential (made with the client, not looked up per call), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
+//! credential (made with the client, not looked up per call; a service on PostgreSQL makes its
+//! client with [`Client::on_store`], whose tokens and rate budgets every worker shares), the [`Redactor`] and the [`Clock`]. The cap is a semaphore a request holds
 //! from sending until its body is read (`max_connections`, 64 by default), so 10,000 runs in flight
 //! share 64 pooled connections instead of opening 10,000 sockets to one vendor; waits for a retry
 //! or a 429 do not hold it. A call goes through three steps an executor can use separately:
@@ -186,6 +187,39 @@ impl Client {
         credentials: Credentials,
         clock: Clock,
     ) -> Result<Client, CallError> {
+        Client::build(presets, credentials, clock, None)
+    }
+
+    /// The client of a service on `store`: on sled, [`Client::with_clock`] (the token store
+    /// `credentials` were made with, in-process rate limiters); on PostgreSQL, every worker of
+    /// the store shares its OAuth tokens (the credentials that keep theirs in a token store keep
+    /// them in its `tokens` table, refreshed under the credential's row lock,
+    /// [`crate::store::postgres::tokens`]) and each credential's request budget
+    /// ([`RateLimiter::shared`]).
+    pub fn on_store(
+        presets: Arc<PresetRegistry>,
+        credentials: Credentials,
+        store: &crate::store::any::AnyStore,
+        clock: Clock,
+    ) -> Result<Client, CallError> {
+        use crate::store::postgres::{budget::PgBudget, tokens::PgTokenStore};
+        match store {
+            crate::store::any::AnyStore::Sled(_) => Client::with_clock(presets, credentials, clock),
+            crate::store::any::AnyStore::Postgres(pg) => Client::build(
+                presets,
+                credentials.keeping_tokens_in(Arc::new(PgTokenStore::new(pg))),
+                clock,
+                Some(PgBudget::new(pg)),
+            ),
+        }
+    }
+
+    fn build(
+        presets: Arc<PresetRegistry>,
+        credentials: Credentials,
+        clock: Clock,
+        budget: Option<crate::store::postgres::budget::PgBudget>,
+    ) -> Result<Client, CallError> {
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .connect_timeout(Duration::from_secs(10))
@@ -205,7 +239,7 @@ impl Client {
                 let vendor = presets.vendor(&cred.config.vendor);
                 (
                     cred.config.name.clone(),
-                    Limits::of(&cred.config, vendor, &clock),
+                    Limits::of(&cred.config, vendor, &clock, budget.as_ref()),
                 )
             })
             .collect();
@@ -896,8 +930,9 @@ impl Client {
     }
 }
 
-/// The bounds every call with one credential shares: its rate limiter and its connection cap,
-/// from the credential's settings over its vendor preset's (each `None` when off).
+/// The bounds every call with one credential shares: its rate limiter (shared by every worker
+/// on PostgreSQL, [`Client::on_store`]) and its connection cap, from the credential's settings
+/// over its vendor preset's (each `None` when off).
 #[derive(Debug, Default)]
 struct Limits {
     limiter: Option<Arc<RateLimiter>>,
@@ -905,7 +940,12 @@ struct Limits {
 }
 
 impl Limits {
-    fn of(credential: &CredentialConfig, vendor: Option<&Vendor>, clock: &Clock) -> Limits {
+    fn of(
+        credential: &CredentialConfig,
+        vendor: Option<&Vendor>,
+        clock: &Clock,
+        budget: Option<&crate::store::postgres::budget::PgBudget>,
+    ) -> Limits {
         let per_minute = match credential.rate_limit_per_minute {
             Some(0) => None,
             Some(n) => Some(n),
@@ -914,7 +954,18 @@ impl Limits {
                 .map(|limit| limit.per_minute),
         };
         Limits {
-            limiter: per_minute.map(|n| Arc::new(RateLimiter::new(n, clock.clone()))),
+            limiter: per_minute.map(|n| {
+                Arc::new(match budget {
+                    Some(budget) => RateLimiter::shared(
+                        n,
+                        clock.clone(),
+                        budget.clone(),
+                        credential.vendor.as_str(),
+                        credential.name.as_str(),
+                    ),
+                    None => RateLimiter::new(n, clock.clone()),
+                })
+            }),
             connections: credential
                 .max_connections
                 .map(|max| Arc::new(Semaphore::new((max as usize).min(Semaphore::MAX_PERMITS)))),

@@ -12,6 +12,14 @@
 //! [`RateBudget`](crate::store::api::RateBudget) (one process per data dir, as with sled), whose
 //! PostgreSQL twin keeps one bucket row per (vendor, credential) for every worker
 //! (`store/postgres/budget.rs`, where its accuracy is told).
+//!
+//! A limiter made with [`RateLimiter::shared`] (the client of `serve` on a `store: postgres`,
+//! [`crate::http::Client::on_store`]) takes each request's token from that
+//! [`PgBudget`] row instead of its own bucket, and a 429's wait pauses the row, so every worker
+//! holds back: one database round trip per request (and one per wait). The time it passes is the
+//! wall clock (what workers on several hosts share; a virtual [`Clock`] counts from the Unix
+//! epoch). When the database cannot be asked, that request takes its token from the limiter's own
+//! bucket (a warning says so): the budget is then per worker until the database answers again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +30,7 @@ use tokio::sync::Mutex;
 
 use super::retry::Clock;
 use crate::store::api::RateBudget;
+use crate::store::postgres::budget::PgBudget;
 
 /// A token bucket of `per_minute` tokens refilled continuously, on any clock (times are
 /// durations since that clock's epoch).
@@ -68,12 +77,22 @@ impl Bucket {
     }
 }
 
-/// A token bucket on a [`Clock`].
+/// A token bucket on a [`Clock`], in process or shared by every worker ([`RateLimiter::shared`]).
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
     clock: Clock,
+    /// The bucket of this process (the one in use unless the budget is shared).
     bucket: Mutex<Bucket>,
+    shared: Option<Shared>,
+}
+
+/// The budget every worker takes from, and this limiter's bucket in it.
+#[derive(Debug)]
+struct Shared {
+    budget: PgBudget,
+    vendor: String,
+    credential: String,
 }
 
 impl RateLimiter {
@@ -84,30 +103,107 @@ impl RateLimiter {
             per_minute,
             clock,
             bucket: Mutex::new(Bucket::full(per_minute, now)),
+            shared: None,
+        }
+    }
+
+    /// A limiter taking its tokens from `budget`'s bucket of (`vendor`, `credential`), which
+    /// every worker of the store shares (see the module docs).
+    pub fn shared(
+        per_minute: u32,
+        clock: Clock,
+        budget: PgBudget,
+        vendor: &str,
+        credential: &str,
+    ) -> RateLimiter {
+        RateLimiter {
+            shared: Some(Shared {
+                budget,
+                vendor: vendor.to_owned(),
+                credential: credential.to_owned(),
+            }),
+            ..RateLimiter::new(per_minute, clock)
+        }
+    }
+
+    /// The time the shared budget is asked at: the wall clock, or a virtual clock's time since
+    /// the Unix epoch (so that clones of one virtual clock agree).
+    fn wall(&self) -> DateTime<Utc> {
+        match &self.clock {
+            Clock::Tokio { .. } => Utc::now(),
+            Clock::Virtual(_) => later(DateTime::UNIX_EPOCH, self.clock.now()),
         }
     }
 
     /// Waits until a request may be sent, and takes its token.
     pub async fn acquire(&self) {
         loop {
-            let wait = {
-                let mut bucket = self.bucket.lock().await;
-                match bucket.take(self.per_minute, self.clock.now()) {
+            let wait = match &self.shared {
+                Some(shared) => {
+                    let asked = shared
+                        .budget
+                        .acquire(
+                            &shared.vendor,
+                            &shared.credential,
+                            self.per_minute,
+                            self.wall(),
+                        )
+                        .await;
+                    match asked {
+                        Ok(wait) if wait.is_zero() => return,
+                        Ok(wait) => wait,
+                        Err(err) => {
+                            tracing::warn!(credential = %shared.credential, error = %err, "rate limit: the shared budget cannot be asked; this request takes its token from this worker's own bucket");
+                            match self.take_local().await {
+                                None => return,
+                                Some(wait) => wait,
+                            }
+                        }
+                    }
+                }
+                None => match self.take_local().await {
                     None => return,
                     Some(wait) => wait,
-                }
+                },
             };
             tracing::debug!(wait_ms = wait.as_millis() as u64, "rate limit: waiting");
             self.clock.sleep(wait).await;
         }
     }
 
-    /// The vendor said to wait `wait` from now: hold every request back until then.
-    pub async fn pause_for(&self, wait: Duration) {
+    /// A token from this process's bucket: `None` when taken, else how long to wait.
+    async fn take_local(&self) -> Option<Duration> {
         let mut bucket = self.bucket.lock().await;
-        // Saturating: the client caps a vendor's wait (`max_wait`), but no wait may overflow.
-        bucket.pause_until(self.clock.now().saturating_add(wait));
+        bucket.take(self.per_minute, self.clock.now())
     }
+
+    /// The vendor said to wait `wait` from now: hold every request back until then (every
+    /// worker's, when the budget is shared).
+    pub async fn pause_for(&self, wait: Duration) {
+        {
+            let mut bucket = self.bucket.lock().await;
+            // Saturating: the client caps a vendor's wait (`max_wait`), but no wait may overflow.
+            bucket.pause_until(self.clock.now().saturating_add(wait));
+        }
+        if let Some(shared) = &self.shared {
+            let until = later(self.wall(), wait);
+            if let Err(err) = shared
+                .budget
+                .pause_until(&shared.vendor, &shared.credential, self.per_minute, until)
+                .await
+            {
+                tracing::warn!(credential = %shared.credential, error = %err, "rate limit: the vendor's wait cannot be shared with the other workers; only this worker waits");
+            }
+        }
+    }
+}
+
+/// `at` plus `wait`, saturating.
+fn later(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::TimeDelta::from_std(wait)
+        .ok()
+        .and_then(|wait| at.checked_add_signed(wait))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The in-process [`RateBudget`]: a [`Bucket`] per (vendor, credential) in memory, exact for the

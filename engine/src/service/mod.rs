@@ -77,6 +77,8 @@ pub struct ServiceConfig {
     /// only ones.
     pub allowed_hosts: Vec<String>,
     pub presets: Arc<PresetRegistry>,
+    /// The vendor credentials; on PostgreSQL, those that keep OAuth tokens in a token store
+    /// keep them in the database's instead ([`Client::on_store`]).
     pub credentials: Credentials,
     /// The configuration's `vars`.
     pub vars: Fields,
@@ -370,7 +372,13 @@ impl Service {
             Some(store) => store.clone(),
             None => AnyStore::from(Store::open(&config.data_dir)?),
         };
-        let client = Client::new(config.presets.clone(), config.credentials.clone())?;
+        // On PostgreSQL, OAuth tokens and rate budgets are the store's, shared by every worker.
+        let client = Client::on_store(
+            config.presets.clone(),
+            config.credentials.clone(),
+            &store,
+            crate::http::Clock::default(),
+        )?;
         let options = EngineOptions {
             clock: config.clock,
             ..config.engine.clone()

@@ -9,14 +9,16 @@
 //! [`crate::http::Credential`] reads and rotates it; `auth status` shows it without its secrets;
 //! `auth logout` removes it.
 //!
-//! [`TokenStore`] is the seam of the store for one host: [`TokenStore::lock`] hands out the one
+//! [`TokenStore`] is the seam of the store for one host (`auth login`, `status`, `logout`): [`TokenStore::lock`] hands out the one
 //! [`TokenLock`] of the store, under which a refresh reads the entry, spends its refresh token
 //! and writes the rotated one before anyone else may read it, so a single-use refresh token is
 //! spent once. [`FileTokenStore`] is the implementation for one host: `tokens.json` in the
 //! config's data dir, mode 0600. [`CredentialTokens`] is the same promise one credential at a
 //! time and async throughout ([`EntryLock::save`] writes and releases), which a store shared by
 //! several hosts implements: PostgreSQL's locks the credential's row
-//! ([`crate::store::postgres::tokens`]); the file store implements it under its one lock.
+//! ([`crate::store::postgres::tokens`]); the file store implements it under its one lock. The
+//! client's credentials refresh through [`CredentialTokens`] on either store
+//! ([`crate::http::Client::on_store`] picks PostgreSQL's for a service on it).
 //!
 //! - Every refresh happens while holding an exclusive lock on `tokens.json.lock` (an advisory
 //!   `flock`, released by the OS when a process dies), so a `call` and a running `serve` never
@@ -38,7 +40,8 @@
 //!   every token it reads.
 //!
 //! The store belongs to the config's data dir (not a `--data-dir` given to one command), so every
-//! process using one `blockyard.yaml` shares it. A client built without a store
+//! process using one `blockyard.yaml` shares it; with `store: postgres` it is the database's
+//! `tokens` table instead, for `serve`'s workers and the commands alike. A client built without a store
 //! ([`crate::http::Credentials::from_config`], for tests and embedding) keeps rotated tokens in
 //! memory.
 
@@ -134,6 +137,13 @@ pub trait CredentialTokens: Send + Sync + fmt::Debug {
     /// Waits for `credential`'s lock: until the lock is saved or dropped, no other process or
     /// task gets it. Dropping it without saving leaves the entry as it was.
     fn lock_credential<'a>(&'a self, credential: &'a str) -> LockingEntry<'a>;
+
+    /// `credential`'s entry when it can be read without waiting on anything but a local file
+    /// (the file store), for the redactor to learn its tokens up front; `None` from a store on a
+    /// server (and on any error: the refresh that reads the entry reports it).
+    fn entry_now(&self, _credential: &str) -> Option<StoredToken> {
+        None
+    }
 }
 
 /// One credential's entry, locked: read it, then save what replaces it, which releases the lock.
@@ -398,6 +408,10 @@ impl CredentialTokens for FileTokenStore {
             .read_file()
             .map(|mut tokens| tokens.credentials.remove(credential));
         Box::pin(std::future::ready(read))
+    }
+
+    fn entry_now(&self, credential: &str) -> Option<StoredToken> {
+        self.read_file().ok()?.credentials.remove(credential)
     }
 
     fn lock_credential<'a>(&'a self, credential: &'a str) -> LockingEntry<'a> {
