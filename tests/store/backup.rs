@@ -75,7 +75,7 @@ async fn a_backup_taken_while_a_run_waits_for_approval_restores_to_a_state_appro
     let (code, _, stderr) = env.run(&["store", "restore", "newer", "elsewhere"]);
     assert_eq!(
         (code, stderr.as_str()),
-        (2, "error: the data dir `newer` has format version 7, newer than this blockyard reads (version 1); run the blockyard release that wrote it, or restore a backup this release made (`blockyard store restore`)\n")
+        (2, "error: the data dir `newer` has format version 7, newer than this blockyard reads (version 2); run the blockyard release that wrote it, or restore a backup this release made (`blockyard store restore`)\n")
     );
 
     let (code, stdout, stderr) = env.run(&["store", "restore", "backup", "data", "--force"]);
