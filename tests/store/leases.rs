@@ -193,6 +193,15 @@ async fn a_cancel_and_an_approval_posted_to_one_worker_reach_a_run_of_another() 
     assert_eq!(status, 202, "{started}");
     let id = run_id(&started);
     wait_run(&b, id, |r| r.status.name() == "running").await;
+    // A resume asked of A is refused while B's lease is live.
+    let (status, refused) = api_a
+        .post("/resume", json!({ "run": id.to_string() }))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        format!("run `{id}` is executing on another worker (its lease there is live); it continues there, or on another worker once that lease passes"),
+    );
     let (status, cancel) = api_a.post(&format!("/runs/{id}/cancel"), json!({})).await;
     assert_eq!(status, 202, "{cancel}");
     assert_eq!(cancel["cancel_requested"], true, "{cancel}");
