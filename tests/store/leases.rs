@@ -225,3 +225,69 @@ async fn a_cancel_and_an_approval_posted_to_one_worker_reach_a_run_of_another() 
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A worker whose run another worker claimed (its lease passed during a stall) finds out at its
+/// next renewal and stops the run before its next block, writing nothing more: the block in
+/// flight ends, the next is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_run_another_claimed_stops_it_before_its_next_block() {
+    use blockyard::store::api::{Backend, RunLeases, WorkerId};
+
+    let Some(url) =
+        server("store::leases::a_worker_whose_run_another_claimed_stops_it_before_its_next_block")
+    else {
+        return;
+    };
+    let schemas = Schemas {
+        url: url.clone(),
+        names: std::sync::Mutex::default(),
+    };
+    let env = Env::seeded(2).await;
+    let store = setup(&url, &schemas, &env, &[("three.yaml", THREE_READS)]).await;
+    latency(&env, 1_500).await;
+    let a = worker(&env, &store, Clock::system(), Duration::ZERO).await;
+    let api = Api::new(&a);
+    let (status, started) = api.post("/workflows/three-reads/runs", json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    let id = run_id(&started);
+    wait_run(&a, id, |r| r.status.name() == "running").await;
+
+    // Another worker, a minute on, claims it while its first read is in flight.
+    let later = chrono::Utc::now() + chrono::TimeDelta::seconds(60);
+    let thief = WorkerId::new("thief");
+    let claimed = store
+        .history()
+        .unwrap()
+        .claim_orphans(&thief, later, later + chrono::TimeDelta::seconds(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+    // A's renewal (this one, or its lease loop's if that came first) finds the run gone.
+    a.shared()
+        .engine()
+        .renew_leases(chrono::Utc::now())
+        .await
+        .unwrap();
+
+    // Once A's task has ended, a resume asked of A is refused: the thief's lease is live.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leased = format!("run `{id}` is executing on another worker (its lease there is live); it continues there, or on another worker once that lease passes");
+    loop {
+        let (status, body) = api.post("/resume", json!({ "run": id.to_string() })).await;
+        assert_eq!(status, 409, "{body}");
+        if body["error"]["message"] == leased.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never stopped the run: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let history = a.shared().engine().history();
+    let run = history.run(id).await.unwrap().unwrap();
+    assert_eq!(run.status.name(), "running", "{run:?}");
+    // A read-only run writes its steps together when it ends: stopped, it wrote none, and sent
+    // only the read in flight when it lost the run.
+    let steps = history.steps(id).await.unwrap();
+    assert_eq!(steps.len(), 0, "{steps:?}");
+    assert_eq!(env.count("GET", "/users/me"), 1);
+    a.shutdown().await.unwrap();
+}

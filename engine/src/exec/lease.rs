@@ -67,10 +67,9 @@ impl Leases {
     /// Forgets a run whose task ended here.
     pub(crate) fn forget(&self, id: RunId) {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
-        if taken.is_empty() {
-            return;
+        if !taken.is_empty() {
+            taken.remove(&id);
         }
-        taken.remove(&id);
         drop(taken);
         self.lost
             .lock()
@@ -128,11 +127,18 @@ impl Engine {
         Ok(taken)
     }
 
-    /// [`Engine::take_lease`] for a run this engine has just recorded: nobody else can hold it,
-    /// so a refusal is only logged.
+    /// [`Engine::take_lease`] for a run this engine has just recorded. Another worker holds it
+    /// only if it claimed it as an orphan first (this worker stalled past a lease between
+    /// recording and taking it): then it is lost here, and stops before its first block.
     pub(crate) async fn lease_new(&self, id: RunId) -> Result<(), ExecError> {
         if !self.take_lease(id).await? {
-            tracing::error!(run_id = %id, worker = %self.worker(), "a run this worker just recorded is held by another worker");
+            tracing::error!(run_id = %id, worker = %self.worker(), "a run this worker just recorded is held by another worker; it continues there");
+            self.inner
+                .leases
+                .lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
         }
         Ok(())
     }
