@@ -14,7 +14,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, FixedOffset, Offset, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, Offset, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::{Cron, JobType};
@@ -97,8 +97,12 @@ impl Schedule {
         self.zone
     }
 
-    /// The first fire instant strictly after `after`, by the Vixie policy (see the module doc).
+    /// The first fire instant strictly after `after`, by the Vixie policy (see the module doc):
+    /// a whole second (croner keeps the fraction of the instant it searches from, so the search
+    /// starts from `after`'s whole second: workers started at different instants name each
+    /// tick alike).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = after.trunc_subsecs(0);
         if self.cron.determine_job_type() == JobType::FixedTime {
             let local = after.with_timezone(&self.zone);
             return self
@@ -197,6 +201,23 @@ fn describe(err: &croner::errors::CronError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Workers that started at different instants agree on every tick (each fires it once
+    /// across them only if they name the same instant): a tick is a whole second whatever
+    /// fraction of a second the search starts from.
+    #[test]
+    fn a_tick_is_a_whole_second_whatever_it_is_searched_from() {
+        for expr in ["* * * * * *", "*/5 * * * *", "30 2 * * *"] {
+            let schedule = Schedule::parse(expr, Some("Europe/Berlin")).unwrap();
+            let whole = "2026-05-04T10:00:07Z".parse::<DateTime<Utc>>().unwrap();
+            let part = "2026-05-04T10:00:07.371833684Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap();
+            let next = schedule.next_after(part).unwrap();
+            assert_eq!(next, schedule.next_after(whole).unwrap(), "{expr}");
+            assert_eq!(next.timestamp_subsec_nanos(), 0, "{expr}: {next}");
+        }
+    }
 
     #[test]
     fn an_expression_that_never_fires_is_an_error() {

@@ -4,6 +4,7 @@
 
 mod backup;
 mod format;
+mod leases;
 mod postgres;
 mod suite;
 mod vendors;

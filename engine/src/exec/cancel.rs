@@ -13,6 +13,10 @@
 //! in-process request writes one too) and fsynced with its directory, so a run resumed after a
 //! crash still finds it and stops before its next block. The marker goes when the run finishes.
 //!
+//! On a store several workers share, a run executing on another worker (its lease there live,
+//! [`super::lease`]) is asked the durable way, through the store: that worker reads it before its
+//! next block.
+//!
 //! A run that is *not* executing (waiting for approval, or left unfinished by a stopped process)
 //! has nothing to ask: [`mark_cancelled`] records it `cancelled` at once, so its approval gate
 //! never opens and `resume` leaves it alone ([`super::Engine::cancel`] in a process,

@@ -12,7 +12,10 @@
 //! content hash) and run any number of times with [`Engine::run`] (await the outcome) or
 //! [`Engine::submit`] (spawn it). [`Engine::resume_unfinished`] finishes the runs a crash left;
 //! [`Engine::wake_due`] and [`Engine::resume_due`] continue the `retrying` runs whose next
-//! attempt has come (`serve`'s timer loop, `blockyard resume`).
+//! attempt has come (`serve`'s timer loop, `blockyard resume`). On a store several workers share
+//! (PostgreSQL), every run the engine executes is its worker's under a lease ([`lease`]): another
+//! worker's live run is neither continued nor cancelled here, and a run whose lease another
+//! worker claimed stops before its next block.
 //!
 //! Runs of one subject are ordered: a live run of a workflow for a subject waits its turn behind
 //! the runs of that workflow for that subject submitted before it ([`turns`]), and holds the
@@ -67,6 +70,7 @@ pub mod cancel;
 mod collect;
 mod context;
 pub mod guard;
+pub mod lease;
 pub mod reminders;
 mod resume;
 pub mod retry;
@@ -89,7 +93,9 @@ use crate::http::{Client, Credentials};
 use crate::preset::{ActionKind, PresetId};
 use crate::spec::Source;
 use crate::store::any::{AnyApprovals, AnyGuard, AnyHistory, AnyRecords, AnyStore, AnyTimers};
-use crate::store::api::{Backend, DurableTimers, ReadHistory, WriteHistory, WriteRecords};
+use crate::store::api::{
+    Backend, DurableTimers, ReadHistory, RunLeases, WriteHistory, WriteRecords,
+};
 pub use crate::store::history::{
     History, RunId, RunMode, RunRecord, RunStatus, RunTrigger, StepRecord, Subject,
 };
@@ -156,6 +162,10 @@ pub enum ExecError {
     NotWaiting { id: RunId, block: String },
     #[error("run `{id}` was cancelled, so block `{block}` can no longer be approved or rejected; start a new run if it is still wanted")]
     Cancelled { id: RunId, block: String },
+    #[error("run `{id}` is executing on another worker (its lease there is live); it continues there, or on another worker once that lease passes")]
+    Leased { id: RunId },
+    #[error("run `{id}` is no longer this worker's: its lease passed without a renewal and another worker claimed it, which resumes it from its last durable step; stopped here before its next block")]
+    LeaseLost { id: RunId },
     #[error("the run task stopped unexpectedly: {message}")]
     Task { message: String },
     #[error("cannot record the cancel of run `{id}` in `{}`: {message}; check that the data dir is writable and has space", path.display())]
@@ -378,6 +388,7 @@ impl Drop for Active {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
+        self.engine.inner.leases.forget(self.id);
     }
 }
 
@@ -419,6 +430,9 @@ struct Inner {
     templates: TemplateEngine,
     /// Notified when a run parks with a timer (see [`Engine::timers_changed`]).
     parked: tokio::sync::Notify,
+    /// This worker's id and the runs it holds leases on, when workers share the store
+    /// ([`lease`]).
+    leases: lease::Leases,
 }
 
 impl Engine {
@@ -452,6 +466,7 @@ impl Engine {
                 waker: std::sync::OnceLock::new(),
                 templates: TemplateEngine::new(),
                 parked: tokio::sync::Notify::new(),
+                leases: lease::Leases::new(),
             }),
         })
     }
@@ -731,7 +746,12 @@ impl Engine {
                 // A run waiting for its turn stops waiting, and stops before its first block.
                 self.inner.turns.wake();
                 Cancel::Requested
+            } else if !run.status.is_parked() && !self.take_lease(id).await? {
+                // Executing on another worker (a shared store): asked through the store, which
+                // that worker reads before each block.
+                Cancel::Requested
             } else {
+                self.inner.leases.forget(id);
                 let reason = cancel::reason(history, &run).await?;
                 let cancelled = if run.status.is_parked() {
                     // Atomic against a timer waking it at the same moment.
@@ -838,6 +858,10 @@ impl Engine {
 
     /// [`Engine::continue_run`] for a run already marked active.
     pub(crate) async fn continue_active(&self, run: RunRecord) -> Result<RunOutcome, ExecError> {
+        // On a shared store: this worker's from now on, unless another's lease on it is live.
+        if !self.take_lease(run.id).await? {
+            return Err(ExecError::Leased { id: run.id });
+        }
         let turn = self.take_turn(&run, true).await?;
         if let Some(turn) = &turn {
             turn.wait().await;
@@ -894,6 +918,7 @@ impl Engine {
         };
         if persist {
             self.inner.history.put_run(record).await?;
+            self.lease_new(record.id).await?;
             if let Some(sender) = recorded.take() {
                 let _ = sender.send(());
             }
@@ -970,7 +995,11 @@ impl Engine {
             let _deciding = self.lock_deciding().await;
             let mut run = history.run(id).await?.ok_or(ExecError::UnknownRun { id })?;
             if matches!(run.status, RunStatus::Retrying | RunStatus::Waiting) {
-                match history.wake(id).await? {
+                let now = self.now();
+                match history
+                    .wake_for(id, self.worker(), self.lease_until(now))
+                    .await?
+                {
                     Some(woken) => run = woken,
                     None => {
                         // Woken or cancelled by someone else meanwhile: left as it is.
@@ -1007,13 +1036,32 @@ impl Engine {
         let _deciding = self.lock_deciding().await;
         let mut woken = Vec::new();
         for timer in self.inner.timers.due(now).await? {
-            if let Some(run) = history.wake(timer.run).await? {
-                self.inner
-                    .active
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(run.id);
-                woken.push(run);
+            // Active before it is woken (and taken with a lease, on a shared store), so a
+            // renewal meanwhile never takes it for a run nothing here executes.
+            let fresh = self
+                .inner
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(timer.run);
+            match history
+                .wake_for(timer.run, self.worker(), self.lease_until(now))
+                .await
+            {
+                Ok(Some(run)) => {
+                    self.leased(run.id);
+                    woken.push(run);
+                }
+                other => {
+                    if fresh {
+                        self.inner
+                            .active
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&timer.run);
+                    }
+                    other?;
+                }
             }
         }
         Ok(woken)

@@ -121,11 +121,17 @@ pub(crate) fn execute(
     async move {
         let inner = &engine.inner;
         let history = &inner.history;
+        // A new run is this worker's once its record is written (a shared store; a resumed run
+        // was taken before it continued).
+        let mut unleased = persist && resumed.is_none();
         let permit = match inner.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
                 if persist {
                     history.put_run(&record).await?;
+                    if std::mem::take(&mut unleased) {
+                        engine.lease_new(record.id).await?;
+                    }
                     announce(&mut recorded);
                 }
                 inner
@@ -143,6 +149,9 @@ pub(crate) fn execute(
         let started_at = *record.started_at.get_or_insert_with(Utc::now);
         if persist {
             history.put_run(&record).await?;
+            if unleased {
+                engine.lease_new(record.id).await?;
+            }
             announce(&mut recorded);
         }
         let mut resumed = resumed.unwrap_or_default();
@@ -241,6 +250,12 @@ pub(crate) fn execute(
                         if inner.cancels.is_requested(record.id).await {
                             cancelled = true;
                             break;
+                        }
+                        // Another worker claimed it (see [`super::lease`]): nothing more is
+                        // written here.
+                        if engine.lease_lost(record.id) {
+                            tracing::error!(run_id = %record.id, "this worker lost the run's lease to another worker; stopping it here before its next block");
+                            return Err(ExecError::LeaseLost { id: record.id });
                         }
                         match &prepared.workflow.graph[node].kind {
                             BlockKind::Begin | BlockKind::End => {

@@ -211,6 +211,7 @@ impl From<ExecError> for ApiError {
             err @ ExecError::UnknownBlock { .. } => ApiError::bad_request(err.to_string()),
             err @ (ExecError::NotWaiting { .. }
             | ExecError::Cancelled { .. }
+            | ExecError::Leased { .. }
             | ExecError::ReplayCredential { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, err.to_string())
             }

@@ -12,7 +12,8 @@
 //! is invalid), settles the queue entries a previous process started but did not acknowledge
 //! (see [`worker`]), drops the holds on subject records that process left and evaluates the
 //! record changes held back for them ([`crate::store::in_flight`]), resumes unfinished runs in
-//! the background, then starts the scheduler, the worker, the timer loop that wakes parked
+//! the background (on a store several workers share, only the orphans of stopped workers, claimed
+//! by the lease loop, [`leases`]), then starts the scheduler, the worker, the timer loop that wakes parked
 //! (`retrying`) runs when their time comes ([`wake`]), the approval reminder loop ([`reminders`]),
 //! the retention loop when the config's `retention:` asks for one ([`retention`]) and the
 //! server. The engine times durable retries by the service's [`Clock`]. [`Service::reload`] swaps in a freshly loaded set (SIGHUP, or `POST /api/reload` through
@@ -26,6 +27,7 @@
 //! service was started with ([`ServiceConfig::config_file`], [`ServiceConfig::presets_dir`]).
 
 pub mod endpoint;
+pub mod leases;
 pub mod pause;
 pub mod reload;
 pub mod reminders;
@@ -362,6 +364,8 @@ pub struct Service {
     reminders: JoinHandle<()>,
     /// The retention loop ([`retention`]), when `retention:` asks for one.
     retention: Option<JoinHandle<()>>,
+    /// The lease loop ([`leases`]), on a shared store.
+    leases: Option<(JoinHandle<()>, watch::Sender<bool>)>,
     stop: watch::Sender<bool>,
 }
 
@@ -389,7 +393,11 @@ impl Service {
         // A save by one workflow can start another: run writes evaluate the loaded triggers.
         engine.set_triggers(workflows.triggers.clone());
         let records = store.records()?;
-        let queue = store.queue()?;
+        // On a shared store the queue's claims are this worker's, renewed with its runs.
+        let queue = store.queue_for(engine.worker())?;
+        if engine.shared_store() {
+            tracing::info!(worker = %engine.worker(), lease_secs = crate::exec::lease::LEASE.as_secs(), "this worker shares its store with others");
+        }
         let pauses = store.pauses()?;
         let shared = Arc::new(Shared {
             engine,
@@ -425,8 +433,13 @@ impl Service {
             );
         }
         // Listed now, before the timer loop can wake a parked run into `running`: each run is
-        // continued by one of them, never both.
-        let unfinished = shared.engine.history().unfinished().await?;
+        // continued by one of them, never both. On a shared store the unfinished runs of live
+        // workers are theirs: the lease loop claims the orphans instead ([`leases`]).
+        let unfinished = if shared.engine.shared_store() {
+            Vec::new()
+        } else {
+            shared.engine.history().unfinished().await?
+        };
         let resumer = shared.clone();
         shared.spawn_tracked(async move {
             let count = unfinished.len();
@@ -474,6 +487,17 @@ impl Service {
                 config.clock,
             ))
         });
+        // Stopped after the runs in flight (their leases renewed until then).
+        let leases = shared.engine.shared_store().then(|| {
+            let (done, finished) = watch::channel(false);
+            let task = tokio::spawn(leases::run(
+                shared.clone(),
+                stopped.clone(),
+                finished,
+                config.clock,
+            ));
+            (task, done)
+        });
         let timers = tokio::spawn(wake::run(shared.clone(), stopped, config.clock));
         let mut server_config = ServerConfig::new(config.listen, config.token.clone());
         server_config
@@ -497,6 +521,10 @@ impl Service {
                 if let Some(retention) = retention {
                     let _ = retention.await;
                 }
+                if let Some((leases, done)) = leases {
+                    let _ = done.send(true);
+                    let _ = leases.await;
+                }
                 if let Some(scheduler) = scheduler.lock().await.take() {
                     let _ = scheduler.stop().await;
                 }
@@ -514,6 +542,7 @@ impl Service {
             timers,
             reminders,
             retention,
+            leases,
             stop,
         })
     }
@@ -565,6 +594,10 @@ impl Service {
                 "runs still going after the grace period are stopped here and resume at the next start"
             );
             runs.shutdown().await;
+        }
+        if let Some((leases, done)) = self.leases {
+            let _ = done.send(true);
+            let _ = leases.await;
         }
         self.shared.store.flush().await?;
         Ok(())

@@ -8,7 +8,8 @@
 //! under paused tokio time) until the earliest timer in the store ([`crate::store::timers`]),
 //! then claims every run whose timer is due ([`Engine::wake_due`]: `retrying` or `waiting`
 //! becomes `running` and the timer is dropped in one atomic swap, so a run is woken once) and
-//! continues each in its own tracked task, like a run the worker started. A run that parks while the loop sleeps
+//! continues each in its own tracked task, like a run the worker started (on a shared store the
+//! wake takes the run under this worker's lease in the same step, see [`crate::exec::lease`]). A run that parks while the loop sleeps
 //! notifies it ([`Engine::timers_changed`]) so it looks at the earliest timer again. Timers
 //! that fell due while no process was running fire at once when the service starts.
 //!

@@ -24,6 +24,15 @@
 //!   [`settle_started`] finds the run naming the entry, links and acks it instead of starting a
 //!   second run, and [`crate::exec::Engine::resume_unfinished`] finishes the run.
 //!
+//! # Several workers
+//!
+//! On a store several workers share (PostgreSQL), an entry is claimed under this worker's lease
+//! ([`QueueLeases::claim_for`], renewed with its runs by the lease loop, [`super::leases`]): a
+//! worker that dies gives its claims back once the lease passes, and another claims them. An
+//! entry claimed again that way may have had its run recorded by the dead worker before the ack:
+//! an entry older than half a lease is first looked up among the runs, as [`settle_started`]
+//! does at start, and acknowledged instead of started again.
+//!
 //! An entry of a paused workflow ([`super::pause`]) is held: left queued, released when the
 //! drain ends and looked at again at the next wake or poll, its trigger trace noting once that
 //! it has not started and why.
@@ -46,7 +55,8 @@ use super::Shared;
 use crate::exec::{RunId, RunRequest};
 use crate::store::any::AnyRecords;
 use crate::store::api::{
-    ReadHistory, ReadPauses, ReadRecords, RunQueue, TriggerTraces, WriteHistory, WriteRecords,
+    QueueLeases, ReadHistory, ReadPauses, ReadRecords, RunQueue, TriggerTraces, WriteHistory,
+    WriteRecords,
 };
 use crate::store::history::{RunFilter, TriggerKind};
 use crate::store::in_flight::queue_holder;
@@ -123,7 +133,17 @@ async fn drain(
         }
         let mut batch = Vec::new();
         while batch.len() < BATCH {
-            match shared.queue.claim().await {
+            let claimed = if shared.engine.shared_store() {
+                let now = shared.engine.now();
+                let until = shared.engine.lease_until(now);
+                shared
+                    .queue
+                    .claim_for(shared.engine.worker(), now, until)
+                    .await
+            } else {
+                shared.queue.claim().await
+            };
+            match claimed {
                 Ok(Some(entry)) => batch.push(entry),
                 Ok(None) => break,
                 Err(err) => {
@@ -152,10 +172,25 @@ async fn dispatch(
     failures: &mut Failures,
 ) -> Result<(), StoreError> {
     let workflows = shared.workflows();
+    let started = match started_elsewhere(shared, &batch).await {
+        Ok(started) => started,
+        Err(err) => {
+            release(shared, &batch);
+            return Err(err);
+        }
+    };
     let mut submitted = Vec::with_capacity(batch.len());
     let mut pending = batch.as_slice();
     while let Some((entry, rest)) = pending.split_first() {
         pending = rest;
+        if let Some(run) = started.get(&entry.id) {
+            tracing::info!(queue_id = %entry.id, run_id = %run, "a claimed entry's run was already recorded by a worker that stopped; acknowledging it");
+            shared.records.link_run(entry.id, &run.to_string()).await?;
+            shared.queue.ack(entry.id).await?;
+            unhold(shared, entry).await?;
+            failures.settled(entry.id);
+            continue;
+        }
         let name = entry.request.workflow.as_str();
         let Some(prepared) = workflows.get(name) else {
             tracing::warn!(workflow = name, queue_id = %entry.id, "a queued run names a workflow that is not loaded; dropping it");
@@ -221,6 +256,44 @@ async fn dispatch(
     }
     shared.engine.history().durable().await?;
     Ok(())
+}
+
+/// On a shared store, the runs already recorded for entries of `batch` old enough to have been
+/// claimed by a worker whose lease then passed (older than half a lease; a younger entry's only
+/// claim is this one), by entry. Empty on sled, where this process made every claim.
+async fn started_elsewhere(
+    shared: &Shared,
+    batch: &[QueueEntry],
+) -> Result<HashMap<QueueId, RunId>, StoreError> {
+    if !shared.engine.shared_store() {
+        return Ok(HashMap::new());
+    }
+    let half = chrono::TimeDelta::from_std(crate::exec::lease::LEASE / 2)
+        .unwrap_or(chrono::TimeDelta::MAX);
+    let old = chrono::Utc::now() - half;
+    let Some(oldest) = batch
+        .iter()
+        .map(|e| e.id.datetime())
+        .filter(|at| *at < old)
+        .min()
+    else {
+        return Ok(HashMap::new());
+    };
+    let runs = shared
+        .engine
+        .history()
+        .list(&RunFilter {
+            since: Some(oldest - chrono::TimeDelta::seconds(1)),
+            ..RunFilter::default()
+        })
+        .await?;
+    let wanted: HashSet<QueueId> = batch.iter().map(|e| e.id).collect();
+    Ok(runs
+        .iter()
+        .filter(|r| matches!(r.trigger.kind, TriggerKind::Record | TriggerKind::Schedule))
+        .filter_map(|r| Some((queue_id_of(r.trigger.detail.as_deref()?)?, r.id)))
+        .filter(|(queued, _)| wanted.contains(queued))
+        .collect())
 }
 
 /// Releases a queue entry's hold on its subject (see [`crate::store::in_flight`]).

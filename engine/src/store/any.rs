@@ -244,6 +244,15 @@ impl AnyStore {
         }
     }
 
+    /// The run queue whose claims are `worker`'s ([`super::api::QueueLeases`]; renewed with
+    /// its runs by [`RunLeases::renew`]): on sled, the plain queue (one process claims).
+    pub fn queue_for(&self, worker: &WorkerId) -> Result<AnyQueue> {
+        Ok(match self {
+            AnyStore::Sled(s) => Backend::queue(s)?.into(),
+            AnyStore::Postgres(p) => super::postgres::queue::PgQueue::for_worker(p, worker).into(),
+        })
+    }
+
     /// Whether a write can be made durable now (`serve`'s `/readyz`), on the calling thread:
     /// sled writes and flushes its `health` tree (blocking, as before); PostgreSQL makes a
     /// synchronous commit, waited for on this thread ([`AnyStore::wait`]).

@@ -872,8 +872,10 @@ pub trait RunLeases {
     /// Whether workers share this store's runs (leases are kept): `false` when one process holds
     /// it, and every unfinished run is that process's.
     fn shared(&self) -> bool;
-    /// `worker` takes `run` until `until`, unless another worker's lease on it is live at `now`;
-    /// whether it took it (`false` too when there is no such run).
+    /// `worker` takes `run` until `until`, unless another worker's lease on it is live at `now`
+    /// (a parked or finished run's lease is never live: no worker executes it, and an approval
+    /// or a cancel on any worker may take it); whether it took it (`false` too when there is no
+    /// such run).
     fn take(
         &self,
         run: RunId,

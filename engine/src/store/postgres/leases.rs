@@ -38,7 +38,8 @@ impl RunLeases for PgHistory {
                 "UPDATE runs SET owner = $2, lease_until_ns = $4
                  WHERE id = $1
                    AND (owner IS NULL OR owner = $2 OR lease_until_ns IS NULL
-                        OR lease_until_ns < $3)",
+                        OR lease_until_ns < $3
+                        OR status NOT IN ('queued', 'running'))",
             )
             .await
             .map_err(|e| pg.error(e))?;
