@@ -196,10 +196,17 @@ fn main() {
 /// One variant; `Ok(false)` when a check failed.
 async fn soak(variant: &'static str, options: &Options) -> Result<bool> {
     fastrand::seed(options.seed);
-    println!(
-        "soak {variant}: {} records, {} kills, sandbox latency {} ms, seed {}",
-        options.records, options.kills, options.latency_ms, options.seed
-    );
+    if variant == "schedule" {
+        println!(
+            "soak schedule: {} workers, {} s, seed {}",
+            options.workers, options.seconds, options.seed
+        );
+    } else {
+        println!(
+            "soak {variant}: {} records, {} kills, sandbox latency {} ms, seed {}",
+            options.records, options.kills, options.latency_ms, options.seed
+        );
+    }
     let sandbox = Sandbox::start(SandboxConfig {
         seed_users: options.records,
         seed: options.seed,
