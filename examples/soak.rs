@@ -444,29 +444,10 @@ impl Work {
         let poster = async {
             let mut retries = 0;
             for batch in &batches {
-                loop {
-                    let sent = self
-                        .client
-                        .post(format!("{}/records/people", self.api()))
-                        .json(batch)
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(response) if response.status().is_success() => break,
-                        Ok(response) if response.status().is_server_error() => {
-                            let status = response.status();
-                            bail!("posting records: {status}: {}", response.text().await?)
-                        }
-                        Ok(response) if response.status().is_client_error() => {
-                            let status = response.status();
-                            bail!("posting records: {status}: {}", response.text().await?)
-                        }
-                        // Cut off by a kill: post the batch again once serve is back.
-                        _ => {
-                            retries += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
+                // Cut off by a kill: post the batch again once serve is back.
+                while !post_records(&self.client, &self.api(), batch).await? {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             anyhow::Ok(retries)
@@ -660,6 +641,24 @@ impl Work {
         let runs_after = self.runs().await?.len();
         self.stop_serve().await?;
         Ok(check(&runs, runs_after, sandbox, users))
+    }
+}
+
+/// Posts one batch of records to `{api}/records/people`: `Ok(true)` when accepted, `Ok(false)`
+/// when the connection was cut off (a kill: post it again), an error for any other answer.
+async fn post_records(client: &reqwest::Client, api: &str, batch: &Value) -> Result<bool> {
+    match client
+        .post(format!("{api}/records/people"))
+        .json(batch)
+        .send()
+        .await
+    {
+        Ok(response) if response.status().is_success() => Ok(true),
+        Ok(response) => {
+            let status = response.status();
+            bail!("posting records: {status}: {}", response.text().await?)
+        }
+        Err(_) => Ok(false),
     }
 }
 
@@ -1100,26 +1099,10 @@ impl Cluster {
         let poster = async {
             let mut retries = 0;
             for batch in &batches {
-                loop {
-                    let api = self.api().await?;
-                    let sent = self
-                        .client
-                        .post(format!("{api}/records/people"))
-                        .json(batch)
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(response) if response.status().is_success() => break,
-                        Ok(response) if !response.status().is_success() => {
-                            let status = response.status();
-                            bail!("posting records: {status}: {}", response.text().await?)
-                        }
-                        // Cut off by a kill: post the batch again to a live worker.
-                        _ => {
-                            retries += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
+                // Cut off by a kill: post the batch again to a live worker.
+                while !post_records(&self.client, &self.api().await?, batch).await? {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             anyhow::Ok(retries)
