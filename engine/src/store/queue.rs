@@ -417,14 +417,20 @@ impl Queue {
         let Some(value) = self.schedules.get(workflow.as_str())? else {
             return Ok(None);
         };
-        serde_json::from_slice(&value)
-            .map(Some)
-            .map_err(|err| StoreError::Corrupt {
-                tree: SCHEDULES,
-                key: workflow.to_string(),
-                message: err.to_string(),
-            })
+        decode_last_fired(workflow, &value).map(Some)
     }
+}
+
+/// A `schedules` entry: `workflow`'s last tick.
+pub(crate) fn decode_last_fired(
+    workflow: &WorkflowName,
+    value: &[u8],
+) -> Result<DateTime<Utc>, StoreError> {
+    serde_json::from_slice(value).map_err(|err| StoreError::Corrupt {
+        tree: SCHEDULES,
+        key: workflow.to_string(),
+        message: err.to_string(),
+    })
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<QueueEntry, StoreError> {

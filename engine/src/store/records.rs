@@ -27,7 +27,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::in_flight::{describe, queue_holder, Deferred, InFlight, IN_FLIGHT};
-use super::queue::{Cause, QueueId, RunRequest, WorkflowName, SCHEDULES};
+use super::queue::{decode_last_fired, Cause, QueueId, RunRequest, WorkflowName, SCHEDULES};
 use super::trace::{Consideration, Decision, TraceEntry, TRACE_LIMIT};
 use super::{trees, Store, StoreError};
 use crate::compile::RecordEvent;
@@ -365,13 +365,7 @@ impl RecordStore {
         let result = trees.transaction(|(queue, traces, links, schedules, in_flight)| {
             let mut ids = Vec::new();
             if let Some(value) = schedules.get(workflow.as_str())? {
-                let fired: DateTime<Utc> = serde_json::from_slice(&value).map_err(|err| {
-                    TxError::Abort(StoreError::Corrupt {
-                        tree: SCHEDULES,
-                        key: workflow.to_string(),
-                        message: err.to_string(),
-                    })
-                })?;
+                let fired = decode_last_fired(workflow, &value).map_err(TxError::Abort)?;
                 if fired >= tick {
                     return Ok(ids);
                 }
