@@ -47,8 +47,8 @@
 //! The throughput phases use the default cap too (at 1,000 in flight the engine's runs share 64
 //! connections where the raw loop opens 1,000); `BENCH_MAX_CONNECTIONS=0` lifts it there.
 //!
-//! `BENCH_POSTGRES=postgres://…` runs the engine on the PostgreSQL store instead of sled (a
-//! schema of its own on that server): `scripts/pg run env BENCH_POSTGRES=… bench engine 1 2000`
+//! `BENCH_POSTGRES=postgres://…` runs `bench engine` on the PostgreSQL store instead of sled (a
+//! schema of its own on that server; the other phases refuse it): `scripts/pg run env BENCH_POSTGRES=… bench engine 1 2000`
 //! (the fsync probe then still measures the temp dir's disk, not the server's commit).
 
 use std::path::Path;
@@ -712,6 +712,16 @@ fn main() {
         .build()
         .unwrap();
     let args: Vec<String> = std::env::args().collect();
+    // Only `bench engine` runs on PostgreSQL; every other phase opens its own sled store, and
+    // would print sled's figures under a PostgreSQL label.
+    if std::env::var("BENCH_POSTGRES").is_ok_and(|url| !url.is_empty())
+        && args.get(1).map(String::as_str) != Some("engine")
+    {
+        eprintln!(
+            "bench: BENCH_POSTGRES applies to `bench engine` only; unset it for the other phases"
+        );
+        std::process::exit(2);
+    }
     match args.get(1).map(String::as_str) {
         Some("memory") => {
             let max_connections = args.get(3).map(|n| n.parse().unwrap());
