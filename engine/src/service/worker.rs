@@ -270,7 +270,7 @@ async fn started_elsewhere(
     }
     let half = chrono::TimeDelta::from_std(crate::exec::lease::LEASE / 2)
         .unwrap_or(chrono::TimeDelta::MAX);
-    let old = chrono::Utc::now() - half;
+    let old = shared.engine.now() - half;
     let Some(oldest) = batch
         .iter()
         .map(|e| e.id.datetime())
